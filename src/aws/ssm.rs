@@ -1,0 +1,137 @@
+//! SSM Parameter Store behind a narrow trait, so that resolving the env file's variables can be
+//! tested with a fake as well as against moto.
+
+use std::future::Future;
+
+use anyhow::{Context, Result};
+use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ssm::types::Parameter as SdkParameter;
+use aws_sdk_ssm::Client;
+
+use crate::redact::Secret;
+
+/// GetParameters' limit on names per call.
+pub const GET_PARAMETERS_MAX: usize = 10;
+
+/// One parameter as read, its value decrypted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameter {
+    pub name: String,
+    pub value: Secret,
+    pub version: i64,
+}
+
+/// What one GetParameters call found.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub found: Vec<Parameter>,
+    /// Names the store does not have (or does not show this role).
+    pub missing: Vec<String>,
+}
+
+/// The calls the agent makes to Parameter Store.
+pub trait ParameterStore: Sync {
+    /// Reads up to [`GET_PARAMETERS_MAX`] parameters by name, decrypted.
+    fn get_batch(&self, names: &[String]) -> impl Future<Output = Result<Batch>> + Send;
+    /// Reads every parameter under `path` (all pages), decrypted.
+    fn get_path(
+        &self,
+        path: &str,
+        recursive: bool,
+    ) -> impl Future<Output = Result<Vec<Parameter>>> + Send;
+}
+
+/// Parameter Store through the AWS SDK.
+pub struct SsmStore {
+    client: Client,
+}
+
+impl SsmStore {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        SsmStore {
+            client: Client::new(config),
+        }
+    }
+}
+
+impl ParameterStore for SsmStore {
+    async fn get_batch(&self, names: &[String]) -> Result<Batch> {
+        let out = self
+            .client
+            .get_parameters()
+            .set_names(Some(names.to_vec()))
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e, e.code()))
+            .with_context(|| {
+                format!(
+                    "failed to read parameter{} {}",
+                    plural(names.len()),
+                    names.join(", ")
+                )
+            })?;
+        let found = out
+            .parameters()
+            .iter()
+            .map(convert)
+            .collect::<Result<_>>()?;
+        Ok(Batch {
+            found,
+            missing: out.invalid_parameters().to_vec(),
+        })
+    }
+
+    async fn get_path(&self, path: &str, recursive: bool) -> Result<Vec<Parameter>> {
+        let mut pages = self
+            .client
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(recursive)
+            .with_decryption(true)
+            .into_paginator()
+            .send();
+        let mut params = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(|e| sdk_error(&e, e.code()))
+                .with_context(|| format!("failed to read the parameters under {path}"))?;
+            for p in page.parameters() {
+                params.push(convert(p)?);
+            }
+        }
+        Ok(params)
+    }
+}
+
+fn convert(p: &SdkParameter) -> Result<Parameter> {
+    let name = p
+        .name()
+        .context("Parameter Store returned a parameter without a name")?
+        .to_string();
+    let value = p
+        .value()
+        .with_context(|| format!("Parameter Store returned {name} without a value"))?;
+    Ok(Parameter {
+        value: Secret::new(value),
+        version: p.version(),
+        name,
+    })
+}
+
+/// The SDK error with its whole context ("service error: AccessDeniedException: ..."). AWS error
+/// messages name resources and actions, never parameter values.
+fn sdk_error(err: &dyn std::error::Error, code: Option<&str>) -> anyhow::Error {
+    match code {
+        Some(code) => anyhow::anyhow!("{code}: {}", DisplayErrorContext(err)),
+        None => anyhow::anyhow!("{}", DisplayErrorContext(err)),
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

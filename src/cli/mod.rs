@@ -1,0 +1,80 @@
+//! The command line: global flags, one file per subcommand, each with `run`.
+//! Only commands that work are listed; DESIGN.md's others arrive with their stages.
+
+mod plan;
+mod sync;
+mod validate;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, defaults, Settings};
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kicky-agent",
+    version,
+    about = "EC2 boot agent: SSM parameters into an env file, S3 files and a compose stack"
+)]
+pub struct Cli {
+    /// The agent's config file; `agent.d/*.yaml` beside it is merged over it.
+    #[arg(long, global = true, env = "KICKY_AGENT_CONFIG", default_value = defaults::CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log detail: -v debug, -vv trace, -vvv with the libraries' debug logs.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Sync(sync::SyncCmd),
+    Plan(plan::PlanCmd),
+    Validate(validate::ValidateCmd),
+}
+
+impl Cli {
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            Command::Sync(cmd) => cmd.run(&self.config),
+            Command::Plan(cmd) => cmd.run(&self.config),
+            Command::Validate(cmd) => cmd.run(&self.config),
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Settings> {
+    config::load(path).with_context(|| format!("invalid config {}", path.display()))
+}
+
+/// Runs a future on a single-threaded runtime: the agent's work is I/O-bound and a small runtime
+/// keeps its memory low.
+fn block_on<F: Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,27 @@
+//! `kicky-agent plan`: what a sync would change, changing nothing. Env keys by name, never values.
+
+use std::path::Path;
+
+use anyhow::Result;
+use clap::Args;
+
+/// Print what a sync would change (env keys by name only) and change nothing.
+#[derive(Debug, Args)]
+pub struct PlanCmd {
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl PlanCmd {
+    pub fn run(self, config: &Path) -> Result<()> {
+        let settings = super::load(config)?;
+        let plan = super::block_on(crate::plan::run(&settings))??;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{plan}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! The config file as written: every key optional, unknown keys refused. One file (agent.yaml or
+//! a fragment of agent.d) is read into these types alone first, so its mistakes are reported with
+//! its own name and line; then the files are merged and read again as a whole.
+
+use serde::Deserialize;
+
+use super::types::{
+    AbsolutePath, EndpointUrl, EnvKey, FileMode, FilePath, ParamName, ParamPath, ProjectName,
+    RegionName,
+};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub project: Option<ProjectName>,
+    pub workdir: Option<AbsolutePath>,
+    pub aws: Option<RawAws>,
+    pub env: Option<RawEnv>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub region: Option<RegionName>,
+    pub endpoint_url: Option<EndpointUrl>,
+    pub s3_force_path_style: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnv {
+    pub file: Option<FilePath>,
+    pub mode: Option<FileMode>,
+    pub parameters: Option<Vec<ParamSource>>,
+}
+
+/// Where variables of the env file come from, checked while reading so that a wrong combination
+/// of keys is reported at its line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawParamSource")]
+pub enum ParamSource {
+    /// One parameter whose value is a whole dotenv document.
+    Document { name: ParamName },
+    /// Every parameter under a path; each variable is named by the part of its name below it.
+    Path { path: ParamPath, recursive: bool },
+    /// One parameter as one variable.
+    Single { name: ParamName, key: EnvKey },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamFormat {
+    /// The value is a dotenv document of variables.
+    Dotenv,
+    /// The value is one variable's value (the default).
+    Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParamSource {
+    name: Option<ParamName>,
+    path: Option<ParamPath>,
+    recursive: Option<bool>,
+    key: Option<EnvKey>,
+    format: Option<ParamFormat>,
+}
+
+impl TryFrom<RawParamSource> for ParamSource {
+    type Error = String;
+
+    fn try_from(raw: RawParamSource) -> Result<Self, String> {
+        match (raw.name, raw.path) {
+            (Some(_), Some(_)) | (None, None) => {
+                Err("a parameter entry needs exactly one of `name` (one parameter) or `path` (a hierarchy)".into())
+            }
+            (None, Some(path)) => {
+                if raw.key.is_some() {
+                    return Err("`key` names one parameter's variable; it does not apply to `path`".into());
+                }
+                if raw.format == Some(ParamFormat::Dotenv) {
+                    return Err("`format: dotenv` applies to `name`, not to `path`".into());
+                }
+                Ok(ParamSource::Path { path, recursive: raw.recursive.unwrap_or(false) })
+            }
+            (Some(name), None) => {
+                if raw.recursive.is_some() {
+                    return Err("`recursive` applies to `path`, not to `name`".into());
+                }
+                match raw.format.unwrap_or(ParamFormat::Value) {
+                    ParamFormat::Dotenv if raw.key.is_some() => Err(
+                        "`key` and `format: dotenv` exclude each other: a dotenv document names its own variables".into(),
+                    ),
+                    ParamFormat::Dotenv => Ok(ParamSource::Document { name }),
+                    ParamFormat::Value => {
+                        let key = match raw.key {
+                            Some(key) => key,
+                            None => EnvKey::parse(name.basename())
+                                .map_err(|e| format!("{e}; set `key:` to name the variable of {}", name.as_str()))?,
+                        };
+                        Ok(ParamSource::Single { name, key })
+                    }
+                }
+            }
+        }
+    }
+}

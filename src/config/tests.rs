@@ -1,0 +1,239 @@
+//! Loading, merging and checking config files, and the messages for bad ones.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Dir(tempfile::tempdir().unwrap())
+    }
+
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.0.path().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn main(&self) -> PathBuf {
+        self.0.path().join("agent.yaml")
+    }
+}
+
+fn error_of(path: &Path) -> (String, u8) {
+    let err = load(path).unwrap_err();
+    (format!("{err:#}"), crate::error::exit_status(&err))
+}
+
+const SAMPLE: &str = "\
+project: orange
+workdir: /srv/orange
+aws:
+  region: ap-northeast-2
+  endpoint_url: http://127.0.0.1:5000
+  s3_force_path_style: true
+env:
+  file: .env
+  parameters:
+    - name: /orange/prod/env
+      format: dotenv
+    - path: /orange/prod/vars/
+      recursive: true
+    - name: /orange/prod/SERVER_SECRET
+      key: SERVER_SECRET
+";
+
+#[test]
+fn the_design_sample_loads() {
+    let dir = Dir::new();
+    dir.write("agent.yaml", SAMPLE);
+    let s = load(&dir.main()).unwrap();
+    assert_eq!(s.project, "orange");
+    assert_eq!(s.workdir, PathBuf::from("/srv/orange"));
+    assert_eq!(s.aws.region.as_deref(), Some("ap-northeast-2"));
+    assert_eq!(s.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+    assert!(s.aws.s3_force_path_style);
+    let env = s.env.unwrap();
+    assert_eq!(env.path, PathBuf::from("/srv/orange/.env"));
+    assert_eq!(env.mode, 0o600);
+    assert_eq!(env.sources.len(), 3);
+    assert!(
+        matches!(&env.sources[1], ParamSource::Path { path, recursive: true } if path.as_str() == "/orange/prod/vars")
+    );
+}
+
+#[test]
+fn only_project_is_required() {
+    let dir = Dir::new();
+    dir.write("agent.yaml", "project: orange\n");
+    let s = load(&dir.main()).unwrap();
+    assert_eq!(s.workdir, PathBuf::from("/srv/orange"));
+    assert!(s.env.is_none());
+    assert!(s.aws.region.is_none());
+}
+
+#[test]
+fn fragments_merge_in_name_order() {
+    let dir = Dir::new();
+    dir.write("agent.yaml", SAMPLE);
+    dir.write("agent.d/20-mode.yaml", "env:\n  mode: \"0640\"\n");
+    dir.write(
+        "agent.d/10-app.yaml",
+        "project: lemon\nenv:\n  parameters:\n    - name: /lemon/env\n      format: dotenv\n",
+    );
+    dir.write("agent.d/30-later.yaml", "project: lime\n");
+    dir.write("agent.d/ignored.yml", "this: is not read\n");
+    dir.write("agent.d/empty.yaml", "");
+    let s = load(&dir.main()).unwrap();
+    assert_eq!(s.project, "lime");
+    let env = s.env.unwrap();
+    assert_eq!(env.mode, 0o640);
+    // Lists are replaced whole, mappings merged key by key.
+    assert_eq!(env.sources.len(), 1);
+    assert_eq!(env.path, PathBuf::from("/srv/orange/.env"));
+    let names: Vec<_> = s
+        .sources
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "agent.yaml",
+            "10-app.yaml",
+            "20-mode.yaml",
+            "30-later.yaml",
+            "empty.yaml"
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_name_file_line_and_key() {
+    let dir = Dir::new();
+    dir.write(
+        "agent.yaml",
+        "project: orange\nenv:\n  parameters:\n    - name: /a\n      formt: dotenv\n",
+    );
+    let (msg, code) = error_of(&dir.main());
+    assert_eq!(code, 2);
+    let file = dir.main().display().to_string();
+    assert!(msg.contains(&format!("{file}:5:")), "{msg}");
+    assert!(msg.contains("env.parameters[0]"), "{msg}");
+    assert!(msg.contains("unknown field `formt`"), "{msg}");
+}
+
+#[test]
+fn errors_in_a_fragment_name_the_fragment() {
+    let dir = Dir::new();
+    dir.write("agent.yaml", SAMPLE);
+    let frag = dir.write(
+        "agent.d/50-bad.yaml",
+        "aws:\n  region: ap-northeast-2\n  endpoint: http://x\n",
+    );
+    let (msg, code) = error_of(&dir.main());
+    assert_eq!(code, 2);
+    assert!(msg.contains(&format!("{}:3:", frag.display())), "{msg}");
+    assert!(msg.contains("unknown field `endpoint`"), "{msg}");
+}
+
+#[test]
+fn wrong_types_and_impossible_values() {
+    let cases = [
+        (
+            "project: orange\nenv:\n  mode: 600\n  parameters: [{name: /a}]\n",
+            3,
+            "must be quoted",
+        ),
+        (
+            "project: orange\nenv:\n  mode: \"0900\"\n  parameters: [{name: /a}]\n",
+            3,
+            "invalid file mode",
+        ),
+        ("project: Orange\n", 1, "invalid project name"),
+        (
+            "project: orange\nworkdir: srv/orange\n",
+            2,
+            "must be an absolute path",
+        ),
+        (
+            "project: orange\naws:\n  s3_force_path_style: yes-please\n",
+            3,
+            "aws.s3_force_path_style",
+        ),
+        (
+            "project: orange\naws:\n  endpoint_url: 127.0.0.1:5000\n",
+            3,
+            "is not an http:// or https:// URL",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - name: orange/env\n",
+            4,
+            "does not start with `/`",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - name: /a\n      path: /b\n",
+            4,
+            "exactly one of `name`",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - path: /b\n      key: X\n",
+            4,
+            "does not apply to `path`",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - name: /a/1b\n",
+            4,
+            "set `key:`",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - name: /a\n      key: 1BAD\n",
+            5,
+            "not a valid variable name",
+        ),
+        (
+            "project: orange\nenv:\n  parameters: /a\n",
+            3,
+            "env.parameters",
+        ),
+        ("project: [orange\n", 1, ""),
+    ];
+    for (text, line, needle) in cases {
+        let dir = Dir::new();
+        dir.write("agent.yaml", text);
+        let (msg, code) = error_of(&dir.main());
+        assert_eq!(code, 2, "{text}");
+        let file = dir.main().display().to_string();
+        assert!(
+            msg.contains(&format!("{file}:{line}:")),
+            "expected line {line} for {text:?}, got: {msg}"
+        );
+        assert!(
+            msg.contains(needle),
+            "expected {needle:?} for {text:?}, got: {msg}"
+        );
+    }
+}
+
+#[test]
+fn what_only_the_whole_shows() {
+    let dir = Dir::new();
+    dir.write("agent.yaml", "env:\n  file: .env\n");
+    let (msg, code) = error_of(&dir.main());
+    assert_eq!(code, 2);
+    assert!(msg.contains("`project` is required"), "{msg}");
+
+    let dir = Dir::new();
+    dir.write("agent.yaml", "project: orange\nenv:\n  file: .env\n");
+    let (msg, _) = error_of(&dir.main());
+    assert!(msg.contains("`env.parameters` is empty"), "{msg}");
+
+    let dir = Dir::new();
+    let (msg, code) = error_of(&dir.0.path().join("missing.yaml"));
+    assert_eq!(code, 2);
+    assert!(msg.contains("missing.yaml does not exist"), "{msg}");
+}

@@ -1,0 +1,356 @@
+//! Validated values of the config file. Each type refuses bad input while the YAML is being read,
+//! so the error carries the file, line and key (serde_norway adds the location to it).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{de, Deserialize, Deserializer};
+
+/// Implements `Deserialize` for a newtype through its `parse` function.
+macro_rules! deserialize_via_parse {
+    ($ty:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                <$ty>::parse(&s).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A compose project name, as compose v2 accepts it: lowercase letters, digits, `_` and `-`,
+/// starting with a letter or digit. It ends up in container and network names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectName(String);
+
+impl ProjectName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut chars = s.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let rest_ok =
+            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if first_ok && rest_ok {
+            Ok(ProjectName(s.to_string()))
+        } else {
+            Err(format!(
+                "invalid project name {s:?}: use lowercase letters, digits, `_` and `-`, starting with a letter or digit"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(ProjectName);
+
+/// An absolute path without `..` components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsolutePath(PathBuf);
+
+impl AbsolutePath {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let path = PathBuf::from(s);
+        if !path.is_absolute() {
+            return Err(format!("{s:?} must be an absolute path"));
+        }
+        if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(format!("{s:?} must not contain `..`"));
+        }
+        Ok(AbsolutePath(path))
+    }
+
+    pub fn into_path(self) -> PathBuf {
+        self.0
+    }
+}
+deserialize_via_parse!(AbsolutePath);
+
+/// A file path: absolute, or relative to `workdir`. Not empty, not a directory (`/` at the end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePath(PathBuf);
+
+impl FilePath {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.ends_with('/') || s.contains('\0') {
+            return Err(format!("{s:?} is not a file path"));
+        }
+        Ok(FilePath(PathBuf::from(s)))
+    }
+
+    pub fn into_path(self) -> PathBuf {
+        self.0
+    }
+}
+deserialize_via_parse!(FilePath);
+
+/// A file mode, written as an octal string ("0600"; an unquoted `0600` reads as that string too).
+/// A YAML number (`600`, `0o600`) is refused rather than guessed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let digits = s.strip_prefix("0o").unwrap_or(s);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if !digits.is_empty() && digits.len() <= 4 && mode <= 0o7777 => {
+                Ok(FileMode(mode))
+            }
+            _ => Err(format!(
+                "invalid file mode {s:?}: expected an octal string such as \"0600\""
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ModeVisitor;
+        impl de::Visitor<'_> for ModeVisitor {
+            type Value = FileMode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a quoted octal file mode such as \"0600\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<FileMode, E> {
+                FileMode::parse(s).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<FileMode, E> {
+                Err(E::custom(
+                    "a file mode must be quoted, such as \"0640\": YAML reads an unquoted 640 as a decimal number",
+                ))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<FileMode, E> {
+                self.visit_u64(n.unsigned_abs())
+            }
+        }
+        d.deserialize_any(ModeVisitor)
+    }
+}
+
+/// An SSM parameter name: letters, digits and `_ . - /`; a hierarchical name starts with `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ParamName(String);
+
+impl ParamName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_param_chars(s)?;
+        if s.ends_with('/') {
+            return Err(format!(
+                "parameter name {s:?} must not end with `/` (use `path:` for a hierarchy)"
+            ));
+        }
+        if s.contains('/') && !s.starts_with('/') {
+            return Err(format!(
+                "parameter name {s:?} has `/` but does not start with `/`"
+            ));
+        }
+        Ok(ParamName(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last segment of the name, the default variable name for a single parameter.
+    pub fn basename(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+deserialize_via_parse!(ParamName);
+
+/// An SSM parameter hierarchy such as `/orange/prod/vars`, kept without its trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamPath(String);
+
+impl ParamPath {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_param_chars(s)?;
+        if !s.starts_with('/') {
+            return Err(format!("parameter path {s:?} must start with `/`"));
+        }
+        let trimmed = s.trim_end_matches('/');
+        Ok(ParamPath(if trimmed.is_empty() {
+            "/".into()
+        } else {
+            trimmed.into()
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part of a parameter's full name below this path (`/a/b` under `/a` is `b`).
+    pub fn relative<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let prefix = if self.0 == "/" { "" } else { self.0.as_str() };
+        name.strip_prefix(prefix)?.strip_prefix('/')
+    }
+}
+deserialize_via_parse!(ParamPath);
+
+fn check_param_chars(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 2048 {
+        return Err(format!("parameter name {s:?} must be 1 to 2048 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || "_.-/".contains(c)))
+    {
+        return Err(format!(
+            "parameter name {s:?} contains {c:?}: allowed are letters, digits and `_ . - /`"
+        ));
+    }
+    if s.contains("//") {
+        return Err(format!(
+            "parameter name {s:?} contains an empty segment (`//`)"
+        ));
+    }
+    Ok(())
+}
+
+/// A variable name for the env file (see [`crate::envfile::is_valid_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvKey(String);
+
+impl EnvKey {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if crate::envfile::is_valid_key(s) {
+            Ok(EnvKey(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not a valid variable name ({})",
+                crate::envfile::KEY_RULE
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(EnvKey);
+
+/// An AWS region name such as `ap-northeast-2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionName(String);
+
+impl RegionName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            Ok(RegionName(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not an AWS region name (such as ap-northeast-2)"
+            ))
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+deserialize_via_parse!(RegionName);
+
+/// An `http://` or `https://` URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(String);
+
+impl EndpointUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"));
+        match rest {
+            Some(host)
+                if !host.is_empty()
+                    && !host.starts_with('/')
+                    && !s.contains(char::is_whitespace) =>
+            {
+                Ok(EndpointUrl(s.to_string()))
+            }
+            _ => Err(format!("{s:?} is not an http:// or https:// URL")),
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+deserialize_via_parse!(EndpointUrl);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_names() {
+        assert!(ProjectName::parse("orange").is_ok());
+        assert!(ProjectName::parse("my_app-2").is_ok());
+        for bad in ["", "Orange", "-x", "a b", "a.b", "오렌지"] {
+            assert!(ProjectName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(FileMode::parse("0600"), Ok(FileMode(0o600)));
+        assert_eq!(FileMode::parse("644"), Ok(FileMode(0o644)));
+        assert_eq!(FileMode::parse("0o640"), Ok(FileMode(0o640)));
+        for bad in ["", "0800", "rw-r--r--", "17777", "-1"] {
+            assert!(FileMode::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parameter_names_and_paths() {
+        assert!(ParamName::parse("/orange/prod/env").is_ok());
+        assert!(ParamName::parse("plain_name.v2").is_ok());
+        for bad in [
+            "",
+            "orange/prod",
+            "/orange/",
+            "/a//b",
+            "/a b",
+            "/a$b",
+            "/한",
+        ] {
+            assert!(ParamName::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            ParamName::parse("/orange/prod/SERVER_SECRET")
+                .unwrap()
+                .basename(),
+            "SERVER_SECRET"
+        );
+
+        let path = ParamPath::parse("/orange/prod/vars/").unwrap();
+        assert_eq!(path.as_str(), "/orange/prod/vars");
+        assert_eq!(path.relative("/orange/prod/vars/DB_URL"), Some("DB_URL"));
+        assert_eq!(path.relative("/orange/prod/vars/db/URL"), Some("db/URL"));
+        assert_eq!(path.relative("/orange/prod/varsity/X"), None);
+        assert_eq!(ParamPath::parse("/").unwrap().relative("/X"), Some("X"));
+        assert!(ParamPath::parse("orange").is_err());
+    }
+
+    #[test]
+    fn paths_and_urls() {
+        assert!(AbsolutePath::parse("/srv/orange").is_ok());
+        assert!(AbsolutePath::parse("srv").is_err());
+        assert!(AbsolutePath::parse("/srv/../etc").is_err());
+        assert!(FilePath::parse(".env").is_ok());
+        assert!(FilePath::parse("dir/").is_err());
+        assert!(EndpointUrl::parse("http://127.0.0.1:5000").is_ok());
+        assert!(EndpointUrl::parse("127.0.0.1:5000").is_err());
+        assert!(EndpointUrl::parse("http://").is_err());
+        assert!(RegionName::parse("ap-northeast-2").is_ok());
+        assert!(RegionName::parse("AP NORTH").is_err());
+    }
+}

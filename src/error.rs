@@ -1,0 +1,66 @@
+//! Exit statuses and the error kind that selects them.
+//!
+//! Every failure is an `anyhow::Error` whose chain names the file, parameter or object concerned.
+//! Bad input (the config, a compose file, parameter names, an unparsable value) carries an
+//! [`InputError`] somewhere in its chain and exits 2; everything else (network, access, a missing
+//! parameter) exits 1, as DESIGN.md's command table says.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// Bad input: the operator has to change a file or a parameter, retrying will not help.
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Shorthand for an `anyhow::Error` that exits 2.
+pub fn input_error(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(InputError(message.into()))
+}
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// The exit status for an error: 2 when bad input is anywhere in its chain, else 1.
+pub fn exit_status(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|cause| cause.is::<InputError>()) {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Prints `error: top` then ` -> cause` per line on stderr and picks the exit code.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    let mut chain = err.chain();
+    if let Some(top) = chain.next() {
+        eprintln!("error: {top}");
+    }
+    for cause in chain {
+        eprintln!(" -> {cause}");
+    }
+    ExitCode::from(exit_status(err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn input_error_anywhere_in_the_chain_exits_2() {
+        let err = Err::<(), _>(input_error("bad key"))
+            .context("failed to load /etc/kicky-agent/agent.yaml")
+            .unwrap_err();
+        assert_eq!(exit_status(&err), 2);
+        let err = anyhow::anyhow!("connection refused").context("failed to read parameter /a");
+        assert_eq!(exit_status(&err), 1);
+    }
+}

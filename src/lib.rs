@@ -1,0 +1,20 @@
+//! kicky-agent: the EC2 boot agent that replaces the user-data script. It reads SSM parameters
+//! into an env file and (in later stages) fetches files from S3 and converges a compose project
+//! through the Docker Engine API.
+//!
+//! `main.rs` only parses the command line and reports errors; everything else lives here so the
+//! integration tests drive the same code.
+
+pub mod atomic;
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod envfile;
+pub mod error;
+pub mod interpolate;
+pub mod logging;
+pub mod params;
+pub mod plan;
+pub mod redact;
+pub mod sync;
+pub mod yaml;

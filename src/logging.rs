@@ -1,0 +1,48 @@
+//! Log setup: text for a terminal or the journal, JSON lines for promtail.
+//!
+//! Logs go to stderr; results (`plan`, `sync` summaries) go to stdout. Secrets never reach a log:
+//! they travel as [`crate::redact::Secret`], and the libraries below the agent (the AWS SDK, hyper)
+//! are kept at `info` unless `-vvv` asks for their debug output, which they redact themselves.
+
+use std::io::IsTerminal;
+
+use clap::ValueEnum;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `-v` turns on the agent's debug logs, `-vv` its trace logs, `-vvv` its dependencies' debug logs.
+pub fn init(format: LogFormat, verbose: u8) {
+    let directives = match verbose {
+        0 => "info",
+        1 => "info,kicky_agent=debug",
+        2 => "info,kicky_agent=trace",
+        _ => "debug,kicky_agent=trace",
+    };
+    let filter = EnvFilter::new(directives);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => {
+            let terminal = std::io::stderr().is_terminal();
+            // journald stamps each line itself.
+            let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+            let builder = builder.with_ansi(terminal).with_target(verbose > 0);
+            if journal {
+                builder.without_time().init()
+            } else {
+                builder.init()
+            }
+        }
+    }
+}

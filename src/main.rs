@@ -1,0 +1,13 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use kicky_agent::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kicky_agent::logging::init(cli.log_format, cli.verbose);
+    match cli.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => kicky_agent::error::report(&err),
+    }
+}

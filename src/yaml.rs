@@ -1,0 +1,218 @@
+//! YAML read into typed structs, with errors that name the file, the line and the key.
+//!
+//! serde_norway (the maintained successor of the archived serde_yaml) does the reading.
+//! serde_path_to_error records the exact key that failed, and the line is then looked up in a
+//! span-keeping parse of the same text (saphyr), because serde_norway points some errors (a
+//! top-level value refused by its type) at the start of the document.
+
+use std::fmt;
+use std::path::Path;
+
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use serde::de::DeserializeOwned;
+
+/// A YAML document that could not be read, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub file: String,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    /// 1-based; 0 when unknown.
+    pub column: usize,
+    /// The key path, such as `env.parameters[0].key`; empty for the document itself.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for YamlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for YamlError {}
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// Deserializes `text`, read from `file`, into `T`.
+pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, YamlError> {
+    let err = match serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(text)) {
+        Ok(value) => return Ok(value),
+        Err(err) => err,
+    };
+    let mut steps: Vec<Step> = err
+        .path()
+        .iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+            _ => None,
+        })
+        .collect();
+    let inner = err.into_inner();
+    let message = bare_message(&inner);
+    // Point an unknown key's error at the key itself, not at its map.
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+    {
+        if steps.last() != Some(&Step::Key(field.to_string())) {
+            steps.push(Step::Key(field.to_string()));
+        }
+    }
+    let located = locate(text, &steps);
+    let (line, column) = match (located, inner.location()) {
+        (Some(at), _) => at,
+        (None, Some(loc)) => (loc.line(), loc.column()),
+        (None, None) => (0, 0),
+    };
+    Err(YamlError {
+        file: file.display().to_string(),
+        line,
+        column,
+        key: key_path(&steps),
+        message,
+    })
+}
+
+/// serde_norway's message without the path prefix and the location suffix it adds itself.
+fn bare_message(err: &serde_norway::Error) -> String {
+    let mut message = err.to_string();
+    if let Some(loc) = err.location() {
+        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = stripped.to_string();
+        }
+    }
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        let is_path = !prefix.is_empty()
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c));
+        if is_path {
+            return rest.to_string();
+        }
+    }
+    message
+}
+
+fn key_path(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        match step {
+            Step::Key(key) if out.is_empty() => out.push_str(key),
+            Step::Key(key) => {
+                out.push('.');
+                out.push_str(key);
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The 1-based line and column of the deepest node of `steps` found in `text` (a key's own
+/// position for a mapping step, the item's for a sequence step).
+fn locate(text: &str, steps: &[Step]) -> Option<(usize, usize)> {
+    let docs = MarkedYaml::load_from_str(text).ok()?;
+    let mut node = docs.first()?;
+    let mut at = node.span.start;
+    for step in steps {
+        let next = match (step, &node.data) {
+            (Step::Key(key), YamlData::Mapping(map)) => map
+                .iter()
+                .find(|(k, _)| scalar_text(k).as_deref() == Some(key.as_str()))
+                .map(|(k, v)| (k.span.start, v)),
+            (Step::Index(i), YamlData::Sequence(items)) => {
+                items.get(*i).map(|item| (item.span.start, item))
+            }
+            _ => None,
+        };
+        match next {
+            Some((marker, child)) => {
+                at = marker;
+                node = child;
+            }
+            None => break,
+        }
+    }
+    Some((at.line(), at.col() + 1))
+}
+
+fn scalar_text(node: &MarkedYaml) -> Option<String> {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
+        YamlData::Value(Scalar::Integer(i)) => Some(i.to_string()),
+        YamlData::Value(Scalar::Boolean(b)) => Some(b.to_string()),
+        YamlData::Value(Scalar::FloatingPoint(f)) => Some(f.to_string()),
+        YamlData::Representation(s, _, _) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Doc {
+        name: Option<String>,
+        count: Option<u32>,
+        items: Option<Vec<Item>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        port: u16,
+    }
+
+    fn err(text: &str) -> YamlError {
+        from_str::<Doc>(text, Path::new("f.yaml")).unwrap_err()
+    }
+
+    #[test]
+    fn errors_point_at_the_key() {
+        let e = err("name: x\ncount: lots\n");
+        assert_eq!((e.line, e.key.as_str()), (2, "count"));
+        assert!(
+            e.message.starts_with("invalid type: string \"lots\""),
+            "{}",
+            e.message
+        );
+
+        let e = err("name: x\nitems:\n  - port: 80\n  - port: 99999\n");
+        assert_eq!((e.line, e.column, e.key.as_str()), (4, 5, "items[1].port"));
+
+        let e = err("name: x\nitems:\n  - port: 80\n    prot: 1\n");
+        assert_eq!((e.line, e.column, e.key.as_str()), (4, 5, "items[0].prot"));
+        assert!(
+            e.message.starts_with("unknown field `prot`"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.to_string().split(": ").next(), Some("f.yaml:4:5"));
+    }
+
+    #[test]
+    fn syntax_errors_keep_the_parser_location() {
+        let e = err("name: x\ncount: [1\n");
+        assert!(e.line >= 2, "{e}");
+    }
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""moto in server mode, as kicky-agent's tests run it: moto's own server, plus the rig's extensions.
+
+Where moto lacks an action the agent needs, the rig extends moto here rather than replacing it: each
+extension is one function below that patches moto in-process, listed in PATCHES, applied before the
+server starts. Keep each one small and say which moto version lacks what it adds.
+
+    moto_server.py [--port 0] [--port-file FILE]
+
+Binds 127.0.0.1 only. With --port 0 (the default) the kernel picks a free port, which is written to
+--port-file once the socket is listening, so there is no window between picking a port and binding it.
+"""
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+# Extensions to moto, each a function that patches it in-process. To come: Auto Scaling
+# RecordLifecycleActionHeartbeat and CompleteLifecycleAction, which moto 5.2 answers NotImplemented.
+PATCHES: list[Callable[[], None]] = []
+
+
+def apply_patches() -> None:
+    for patch in PATCHES:
+        patch()
+
+
+def write_port_file(path: str, port: int) -> None:
+    # Written whole then renamed, so a reader polling for the file never sees it half written.
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file")
+    args = parser.parse_args()
+
+    apply_patches()
+
+    # moto's own `moto_server` entry point is werkzeug's run_simple around these same pieces; building
+    # the server ourselves lets us bind port 0 and learn the port before serving.
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(
+        "127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler
+    )
+    port = server.server_port
+    # moto builds the URLs it hands out for itself (queue URLs, presigned URLs...) from MOTO_PORT.
+    os.environ["MOTO_PORT"] = str(port)
+
+    def stop(signum: int, frame: object) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    if args.port_file:
+        write_port_file(args.port_file, port)
+    print(f"moto {moto_version()} listening on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def moto_version() -> str:
+    from importlib.metadata import version
+
+    return version("moto")
+
+
+if __name__ == "__main__":
+    main()
