@@ -237,3 +237,11 @@ fn what_only_the_whole_shows() {
     assert_eq!(code, 2);
     assert!(msg.contains("missing.yaml does not exist"), "{msg}");
 }
+
+#[test]
+fn the_shipped_sample_is_valid() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agent.yaml");
+    let s = load(&sample).unwrap();
+    assert_eq!(s.project, "orange");
+    assert_eq!(s.env.unwrap().sources.len(), 3);
+}

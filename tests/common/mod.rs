@@ -1,0 +1,177 @@
+//! What the integration tests share: the rig's addresses (from `tests/rig/up.sh`, exported by
+//! `tests/run`), an SSM client to seed moto, and a way to run the agent binary as an instance
+//! would: no credentials in its environment, the instance role through the IMDSv2 layer.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ssm::types::ParameterType;
+
+/// The rig's services. Tests fail, never skip, when the rig is not up.
+pub struct Rig {
+    pub moto_url: String,
+    pub imds_url: String,
+    pub region: String,
+    pub python: String,
+}
+
+impl Rig {
+    pub fn get() -> Rig {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: the integration tests need the rig; run them with `tests/run`")
+            })
+        };
+        Rig {
+            moto_url: var("KICKY_RIG_MOTO_URL"),
+            imds_url: var("KICKY_RIG_IMDS_URL"),
+            region: var("KICKY_RIG_REGION"),
+            python: var("KICKY_RIG_PYTHON"),
+        }
+    }
+
+    /// An SSM client for seeding moto (the test's own credentials, not the agent's).
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        let config = aws_sdk_ssm::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(&self.moto_url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "rig"))
+            .build();
+        aws_sdk_ssm::Client::from_conf(config)
+    }
+
+    pub async fn put(&self, name: &str, value: &str, kind: ParameterType) {
+        self.ssm()
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(kind)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("seeding {name}: {}", aws_sdk_ssm::error::DisplayErrorContext(e)));
+    }
+
+    pub async fn delete(&self, name: &str) {
+        self.ssm().delete_parameter().name(name).send().await.expect("delete parameter");
+    }
+}
+
+/// A parameter prefix no other test uses, so tests can share one moto.
+pub fn unique_prefix(test: &str) -> String {
+    format!("/kt/{test}-{}", fastrand::u64(..))
+}
+
+/// A scratch directory with an agent config in it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.path("work")
+    }
+
+    /// Writes `agent.yaml`; `{workdir}` and `{moto}` in `text` are replaced.
+    pub fn config(&self, rig: &Rig, text: &str) -> PathBuf {
+        let text = text
+            .replace("{workdir}", &self.workdir().display().to_string())
+            .replace("{moto}", &rig.moto_url);
+        let path = self.path("etc/agent.yaml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs the agent binary like an instance would: credentials and region from IMDS only.
+    pub fn agent(&self, rig: &Rig, args: &[&str]) -> Run {
+        self.agent_with(rig, args, &[])
+    }
+
+    pub fn agent_with(&self, rig: &Rig, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kicky-agent"));
+        cmd.args(["--config", &self.path("etc/agent.yaml").display().to_string()]).args(args);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("AWS_CONFIG_FILE", self.path("no-aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.path("no-aws-credentials"))
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &rig.imds_url);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let output = cmd.output().expect("run kicky-agent");
+        Run::from(output)
+    }
+}
+
+/// A finished agent run.
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            status: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Asserts the exit status. On failure prints the agent's output, which the agent guarantees
+    /// to be free of secrets (and the secrecy tests check).
+    pub fn expect(&self, status: i32) -> &Run {
+        assert_eq!(self.status, status, "unexpected exit status; output:\n{}", self.all());
+        self
+    }
+
+    /// Asserts that none of `secrets` appears anywhere in the output, without printing them.
+    pub fn assert_free_of(&self, secrets: &[&str]) {
+        let all = self.all();
+        for (i, secret) in secrets.iter().enumerate() {
+            assert!(!all.contains(secret), "secret #{i} leaked into the agent's output");
+        }
+    }
+}
+
+/// The env file read back by an independent reader: python-dotenv, without interpolation.
+pub fn python_dotenv(rig: &Rig, path: &Path) -> HashMap<String, String> {
+    let script = "import json,sys\nfrom dotenv import dotenv_values\n\
+                  print(json.dumps(dotenv_values(sys.argv[1], interpolate=False)))";
+    let out = Command::new(&rig.python).args(["-c", script]).arg(path).output().expect("run python-dotenv");
+    assert!(out.status.success(), "python-dotenv failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("python-dotenv json")
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+pub fn inode_of(path: &Path) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).expect("stat");
+    (m.ino(), m.mtime(), m.mtime_nsec())
+}
