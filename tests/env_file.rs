@@ -35,25 +35,62 @@ REFERS=${LOKI_URL}/push\n\
 OVERRIDDEN=from-document\n";
 
 async fn seed(rig: &Rig, prefix: &str) {
-    rig.put(&format!("{prefix}/env"), DOCUMENT, ParameterType::SecureString).await;
+    rig.put(
+        &format!("{prefix}/env"),
+        DOCUMENT,
+        ParameterType::SecureString,
+    )
+    .await;
     for (key, value) in NASTY {
-        rig.put(&format!("{prefix}/vars/{key}"), value, ParameterType::SecureString).await;
+        rig.put(
+            &format!("{prefix}/vars/{key}"),
+            value,
+            ParameterType::SecureString,
+        )
+        .await;
     }
     // More than one page of GetParametersByPath (moto pages by 10), of every type.
     for i in 0..12 {
-        let kind = [ParameterType::String, ParameterType::StringList, ParameterType::SecureString][i % 3].clone();
-        rig.put(&format!("{prefix}/vars/FILLER_{i:02}"), &format!("filler,{i}"), kind).await;
+        let kind = [
+            ParameterType::String,
+            ParameterType::StringList,
+            ParameterType::SecureString,
+        ][i % 3]
+            .clone();
+        rig.put(
+            &format!("{prefix}/vars/FILLER_{i:02}"),
+            &format!("filler,{i}"),
+            kind,
+        )
+        .await;
     }
-    rig.put(&format!("{prefix}/vars/OVERRIDDEN"), "from-path", ParameterType::String).await;
+    rig.put(
+        &format!("{prefix}/vars/OVERRIDDEN"),
+        "from-path",
+        ParameterType::String,
+    )
+    .await;
     // More names than one GetParameters call takes.
     for i in 0..11 {
-        rig.put(&format!("{prefix}/single/S{i:02}"), &format!("single-{i}"), ParameterType::SecureString).await;
+        rig.put(
+            &format!("{prefix}/single/S{i:02}"),
+            &format!("single-{i}"),
+            ParameterType::SecureString,
+        )
+        .await;
     }
-    rig.put(&format!("{prefix}/SERVER_SECRET"), "s3rver-secret-77aa", ParameterType::SecureString).await;
+    rig.put(
+        &format!("{prefix}/SERVER_SECRET"),
+        "s3rver-secret-77aa",
+        ParameterType::SecureString,
+    )
+    .await;
 }
 
 fn config(prefix: &str) -> String {
-    let singles: String = (0..11).map(|i| format!("    - name: {prefix}/single/S{i:02}\n")).collect();
+    let singles: String = (0..11)
+        .map(|i| format!("    - name: {prefix}/single/S{i:02}\n"))
+        .collect();
     format!(
         "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n\
          \x20   - name: {prefix}/env\n      format: dotenv\n\
@@ -64,7 +101,10 @@ fn config(prefix: &str) -> String {
 }
 
 fn expected() -> HashMap<String, String> {
-    let mut want: HashMap<String, String> = NASTY.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut want: HashMap<String, String> = NASTY
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     for (k, v) in [
         ("DB_URL", "jdbc:postgresql://db:5432/orange?ssl=true"),
         ("LOKI_URL", "http://loki:3100"),
@@ -87,12 +127,25 @@ fn expected() -> HashMap<String, String> {
 }
 
 fn secrets() -> Vec<&'static str> {
-    vec!["doc-secret-value-1f2e", "s3rver-secret-77aa", "비밀번호", "pa$$w0rd", "padded value", "second line"]
+    // The last two are the role credentials moto's instance metadata hands out.
+    vec![
+        "doc-secret-value-1f2e",
+        "s3rver-secret-77aa",
+        "비밀번호",
+        "pa$$w0rd",
+        "padded value",
+        "second line",
+        "test-secret-key",
+        "test-session-token",
+    ]
 }
 
 fn read_back(path: &std::path::Path) -> HashMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap();
-    kicky_agent::envfile::parse(&text, &|_| None).unwrap().into_iter().collect()
+    kicky_agent::envfile::parse(&text, &|_| None)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 #[tokio::test]
@@ -106,24 +159,39 @@ async fn sync_writes_every_source_kind_exactly_and_prints_no_secret() {
     let run = s.agent(&rig, &["-vvv", "sync"]);
     run.expect(0);
     run.assert_free_of(&secrets());
-    assert!(run.stdout.contains("written (41 variables)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("written (40 variables)"),
+        "{}",
+        run.stdout
+    );
 
     let env = s.workdir().join(".env");
     assert_eq!(mode_of(&env), 0o600);
     let want = expected();
-    assert_eq!(read_back(&env), want, "the agent's own reader (compose-go rules)");
+    assert_eq!(
+        read_back(&env),
+        want,
+        "the agent's own reader (compose-go rules)"
+    );
 
     let independent = python_dotenv(&rig, &env);
     for (key, value) in &want {
         if PYTHON_DOTENV_DIFFERS.contains(&key.as_str()) {
             continue;
         }
-        assert_eq!(independent.get(key), Some(value), "python-dotenv reads {key} differently");
+        assert_eq!(
+            independent.get(key),
+            Some(value),
+            "python-dotenv reads {key} differently"
+        );
     }
     assert_eq!(independent.len(), want.len());
 
     // A config with only env: nothing but the env file is written.
-    let entries: Vec<_> = std::fs::read_dir(s.workdir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let entries: Vec<_> = std::fs::read_dir(s.workdir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(entries, vec![".env"]);
 }
 
@@ -131,8 +199,14 @@ async fn sync_writes_every_source_kind_exactly_and_prints_no_secret() {
 async fn an_unchanged_sync_leaves_the_file_untouched_and_a_change_is_planned_then_written() {
     let rig = Rig::get();
     let prefix = unique_prefix("unchanged");
-    rig.put(&format!("{prefix}/A"), "alpha-value", ParameterType::SecureString).await;
-    rig.put(&format!("{prefix}/B"), "bravo-value", ParameterType::String).await;
+    rig.put(
+        &format!("{prefix}/A"),
+        "alpha-value",
+        ParameterType::SecureString,
+    )
+    .await;
+    rig.put(&format!("{prefix}/B"), "bravo-value", ParameterType::String)
+        .await;
     let s = Scratch::new();
     s.config(
         &rig,
@@ -149,18 +223,44 @@ async fn an_unchanged_sync_leaves_the_file_untouched_and_a_change_is_planned_the
 
     let run = s.agent(&rig, &["sync"]);
     run.expect(0);
-    assert!(run.stdout.contains("unchanged (2 variables)"), "{}", run.stdout);
-    assert_eq!(inode_of(&env), before, "an unchanged sync must not rewrite the file");
+    assert!(
+        run.stdout.contains("unchanged (2 variables)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        inode_of(&env),
+        before,
+        "an unchanged sync must not rewrite the file"
+    );
 
     let plan = s.agent(&rig, &["plan"]);
     plan.expect(0);
-    assert!(plan.stdout.contains("no change (2 variables)"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("no change (2 variables)"),
+        "{}",
+        plan.stdout
+    );
 
-    rig.put(&format!("{prefix}/B"), "bravo-changed", ParameterType::String).await;
-    rig.put(&format!("{prefix}/C"), "charlie-new", ParameterType::SecureString).await;
+    rig.put(
+        &format!("{prefix}/B"),
+        "bravo-changed",
+        ParameterType::String,
+    )
+    .await;
+    rig.put(
+        &format!("{prefix}/C"),
+        "charlie-new",
+        ParameterType::SecureString,
+    )
+    .await;
     let plan = s.agent(&rig, &["-vvv", "plan"]);
     plan.expect(0);
-    assert!(plan.stdout.contains("+ C\n") && plan.stdout.contains("~ B\n"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("+ C\n") && plan.stdout.contains("~ B\n"),
+        "{}",
+        plan.stdout
+    );
     plan.assert_free_of(&["alpha-value", "bravo", "charlie-new"]);
     assert_eq!(inode_of(&env), before, "plan changes nothing");
 
@@ -180,7 +280,12 @@ async fn an_unchanged_sync_leaves_the_file_untouched_and_a_change_is_planned_the
 async fn a_failing_sync_leaves_the_previous_file_exactly_as_it_was() {
     let rig = Rig::get();
     let prefix = unique_prefix("failing");
-    rig.put(&format!("{prefix}/vars/GOOD"), "good-secret-3c3c", ParameterType::SecureString).await;
+    rig.put(
+        &format!("{prefix}/vars/GOOD"),
+        "good-secret-3c3c",
+        ParameterType::SecureString,
+    )
+    .await;
     let s = Scratch::new();
     let base = format!("project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n    - path: {prefix}/vars\n      recursive: true\n");
     s.config(&rig, &base);
@@ -190,38 +295,85 @@ async fn a_failing_sync_leaves_the_previous_file_exactly_as_it_was() {
     let before = inode_of(&env);
 
     // A missing parameter: exit 1, named.
-    s.config(&rig, &format!("{base}    - name: {prefix}/does-not-exist\n      key: MISSING\n"));
+    s.config(
+        &rig,
+        &format!("{base}    - name: {prefix}/does-not-exist\n      key: MISSING\n"),
+    );
     let run = s.agent(&rig, &["-vvv", "sync"]);
     run.expect(1);
-    assert!(run.stderr.contains(&format!("parameter not found: {prefix}/does-not-exist")), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("parameter not found: {prefix}/does-not-exist")),
+        "{}",
+        run.stderr
+    );
     run.assert_free_of(&["good-secret-3c3c"]);
-    assert_eq!((std::fs::read(&env).unwrap(), inode_of(&env)), (bytes.clone(), before));
+    assert_eq!(
+        (std::fs::read(&env).unwrap(), inode_of(&env)),
+        (bytes.clone(), before)
+    );
 
     // A parameter whose name is not a variable name: exit 2, named, value not shown.
-    rig.put(&format!("{prefix}/vars/nested/BAD"), "nested-secret-9d9d", ParameterType::SecureString).await;
+    rig.put(
+        &format!("{prefix}/vars/nested/BAD"),
+        "nested-secret-9d9d",
+        ParameterType::SecureString,
+    )
+    .await;
     s.config(&rig, &base);
     let run = s.agent(&rig, &["-vvv", "sync"]);
     run.expect(2);
-    assert!(run.stderr.contains(&format!("parameter {prefix}/vars/nested/BAD: \"nested/BAD\"")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "parameter {prefix}/vars/nested/BAD: \"nested/BAD\""
+        )),
+        "{}",
+        run.stderr
+    );
     run.assert_free_of(&["good-secret-3c3c", "nested-secret-9d9d"]);
-    assert_eq!((std::fs::read(&env).unwrap(), inode_of(&env)), (bytes.clone(), before));
+    assert_eq!(
+        (std::fs::read(&env).unwrap(), inode_of(&env)),
+        (bytes.clone(), before)
+    );
     rig.delete(&format!("{prefix}/vars/nested/BAD")).await;
 
     // A dotenv document that does not parse: exit 2, the parameter and line named.
-    rig.put(&format!("{prefix}/doc"), "OK=1\nBROKEN='doc-secret-5e5e\n", ParameterType::SecureString).await;
-    s.config(&rig, &format!("{base}    - name: {prefix}/doc\n      format: dotenv\n"));
+    rig.put(
+        &format!("{prefix}/doc"),
+        "OK=1\nBROKEN='doc-secret-5e5e\n",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(
+        &rig,
+        &format!("{base}    - name: {prefix}/doc\n      format: dotenv\n"),
+    );
     let run = s.agent(&rig, &["-vvv", "sync"]);
     run.expect(2);
-    assert!(run.stderr.contains(&format!("parameter {prefix}/doc is not a valid dotenv document: line 2")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "parameter {prefix}/doc is not a valid dotenv document: line 2"
+        )),
+        "{}",
+        run.stderr
+    );
     run.assert_free_of(&["good-secret-3c3c", "doc-secret-5e5e"]);
-    assert_eq!((std::fs::read(&env).unwrap(), inode_of(&env)), (bytes, before));
+    assert_eq!(
+        (std::fs::read(&env).unwrap(), inode_of(&env)),
+        (bytes, before)
+    );
 }
 
 #[tokio::test]
 async fn region_and_credentials_come_from_instance_metadata() {
     let rig = Rig::get();
     let prefix = unique_prefix("imds");
-    rig.put(&format!("{prefix}/TOKEN"), "imds-secret-4b4b", ParameterType::SecureString).await;
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "imds-secret-4b4b",
+        ParameterType::SecureString,
+    )
+    .await;
     let s = Scratch::new();
     // No aws.region and no credentials anywhere: both come from the IMDSv2 layer.
     s.config(
@@ -231,22 +383,32 @@ async fn region_and_credentials_come_from_instance_metadata() {
     let run = s.agent(&rig, &["-vvv", "sync"]);
     run.expect(0);
     run.assert_free_of(&["imds-secret-4b4b"]);
-    assert_eq!(read_back(&s.workdir().join(".env"))["TOKEN"], "imds-secret-4b4b");
+    assert_eq!(
+        read_back(&s.workdir().join(".env"))["TOKEN"],
+        "imds-secret-4b4b"
+    );
 
     // The SDK's own AWS_ENDPOINT_URL works as well as aws.endpoint_url.
     s.config(&rig, &format!("project: orange\nworkdir: {{workdir}}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n"));
-    s.agent_with(&rig, &["sync"], &[("AWS_ENDPOINT_URL", &rig.moto_url)]).expect(0);
+    s.agent_with(&rig, &["sync"], &[("AWS_ENDPOINT_URL", &rig.moto_url)])
+        .expect(0);
 }
 
 #[tokio::test]
 async fn invalid_config_exits_2_naming_file_line_and_key() {
     let rig = Rig::get();
     let s = Scratch::new();
-    let path = s.config(&rig, "project: orange\nenv:\n  parameters:\n    - name: /a\n      formt: dotenv\n");
+    let path = s.config(
+        &rig,
+        "project: orange\nenv:\n  parameters:\n    - name: /a\n      formt: dotenv\n",
+    );
     let run = s.agent(&rig, &["validate"]);
     run.expect(2);
     assert!(
-        run.stderr.contains(&format!("{}:5:7: env.parameters[0].formt: unknown field `formt`", path.display())),
+        run.stderr.contains(&format!(
+            "{}:5:7: env.parameters[0].formt: unknown field `formt`",
+            path.display()
+        )),
         "{}",
         run.stderr
     );
@@ -254,7 +416,10 @@ async fn invalid_config_exits_2_naming_file_line_and_key() {
     s.agent(&rig, &["sync"]).expect(2);
     assert!(!s.workdir().exists());
 
-    s.config(&rig, "project: orange\nworkdir: {workdir}\nenv:\n  parameters:\n    - name: /a\n");
+    s.config(
+        &rig,
+        "project: orange\nworkdir: {workdir}\nenv:\n  parameters:\n    - name: /a\n",
+    );
     let run = s.agent(&rig, &["validate"]);
     run.expect(0);
     assert!(run.stdout.contains("config is valid"), "{}", run.stdout);

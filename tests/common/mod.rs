@@ -54,11 +54,21 @@ impl Rig {
             .overwrite(true)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("seeding {name}: {}", aws_sdk_ssm::error::DisplayErrorContext(e)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "seeding {name}: {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(e)
+                )
+            });
     }
 
     pub async fn delete(&self, name: &str) {
-        self.ssm().delete_parameter().name(name).send().await.expect("delete parameter");
+        self.ssm()
+            .delete_parameter()
+            .name(name)
+            .send()
+            .await
+            .expect("delete parameter");
     }
 }
 
@@ -74,7 +84,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::tempdir().expect("tempdir") }
+        Scratch {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -103,12 +115,19 @@ impl Scratch {
 
     pub fn agent_with(&self, rig: &Rig, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kicky-agent"));
-        cmd.args(["--config", &self.path("etc/agent.yaml").display().to_string()]).args(args);
+        cmd.args([
+            "--config",
+            &self.path("etc/agent.yaml").display().to_string(),
+        ])
+        .args(args);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("AWS_CONFIG_FILE", self.path("no-aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.path("no-aws-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.path("no-aws-credentials"),
+            )
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &rig.imds_url);
         for (k, v) in env {
             cmd.env(k, v);
@@ -143,7 +162,12 @@ impl Run {
     /// Asserts the exit status. On failure prints the agent's output, which the agent guarantees
     /// to be free of secrets (and the secrecy tests check).
     pub fn expect(&self, status: i32) -> &Run {
-        assert_eq!(self.status, status, "unexpected exit status; output:\n{}", self.all());
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected exit status; output:\n{}",
+            self.all()
+        );
         self
     }
 
@@ -151,7 +175,10 @@ impl Run {
     pub fn assert_free_of(&self, secrets: &[&str]) {
         let all = self.all();
         for (i, secret) in secrets.iter().enumerate() {
-            assert!(!all.contains(secret), "secret #{i} leaked into the agent's output");
+            assert!(
+                !all.contains(secret),
+                "secret #{i} leaked into the agent's output"
+            );
         }
     }
 }
@@ -160,8 +187,16 @@ impl Run {
 pub fn python_dotenv(rig: &Rig, path: &Path) -> HashMap<String, String> {
     let script = "import json,sys\nfrom dotenv import dotenv_values\n\
                   print(json.dumps(dotenv_values(sys.argv[1], interpolate=False)))";
-    let out = Command::new(&rig.python).args(["-c", script]).arg(path).output().expect("run python-dotenv");
-    assert!(out.status.success(), "python-dotenv failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&rig.python)
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("run python-dotenv");
+    assert!(
+        out.status.success(),
+        "python-dotenv failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("python-dotenv json")
 }
 
