@@ -72,7 +72,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, YamlE
             steps.push(Step::Key(field.to_string()));
         }
     }
-    let located = locate(text, &steps);
+    let located = locate(text, &steps).map(|(at, _)| at);
     let (line, column) = match (located, inner.location()) {
         (Some(at), _) => at,
         (None, Some(loc)) => (loc.line(), loc.column()),
@@ -123,12 +123,34 @@ fn key_path(steps: &[Step]) -> String {
     out
 }
 
+/// Where `key`, a path such as `files[1].path`, is written in `text`: 1-based line and column.
+/// `None` when the document does not spell that key (it came from another file, or a default).
+pub fn position_of(text: &str, key: &str) -> Option<(usize, usize)> {
+    let mut steps = Vec::new();
+    for part in key.split('.') {
+        let (name, indexes) = part
+            .split_once('[')
+            .map_or((part, ""), |(n, rest)| (n, rest));
+        if !name.is_empty() {
+            steps.push(Step::Key(name.to_string()));
+        }
+        for index in indexes.split('[').filter(|s| !s.is_empty()) {
+            steps.push(Step::Index(index.trim_end_matches(']').parse().ok()?));
+        }
+    }
+    match locate(text, &steps)? {
+        (at, true) => Some(at),
+        (_, false) => None,
+    }
+}
+
 /// The 1-based line and column of the deepest node of `steps` found in `text` (a key's own
-/// position for a mapping step, the item's for a sequence step).
-fn locate(text: &str, steps: &[Step]) -> Option<(usize, usize)> {
+/// position for a mapping step, the item's for a sequence step), and whether all steps were found.
+fn locate(text: &str, steps: &[Step]) -> Option<((usize, usize), bool)> {
     let docs = MarkedYaml::load_from_str(text).ok()?;
     let mut node = docs.first()?;
     let mut at = node.span.start;
+    let mut found = 0;
     for step in steps {
         let next = match (step, &node.data) {
             (Step::Key(key), YamlData::Mapping(map)) => map
@@ -144,11 +166,12 @@ fn locate(text: &str, steps: &[Step]) -> Option<(usize, usize)> {
             Some((marker, child)) => {
                 at = marker;
                 node = child;
+                found += 1;
             }
             None => break,
         }
     }
-    Some((at.line(), at.col() + 1))
+    Some(((at.line(), at.col() + 1), found == steps.len()))
 }
 
 fn scalar_text(node: &MarkedYaml) -> Option<String> {
@@ -208,6 +231,15 @@ mod tests {
             e.message
         );
         assert_eq!(e.to_string().split(": ").next(), Some("f.yaml:4:5"));
+    }
+
+    #[test]
+    fn positions_of_dotted_keys() {
+        let text = "a: 1\nfiles:\n  - source: x\n  - source: y\n    path: p\n";
+        assert_eq!(position_of(text, "files[1].path"), Some((5, 5)));
+        assert_eq!(position_of(text, "files[0]"), Some((3, 5)));
+        assert_eq!(position_of(text, "files[0].path"), None);
+        assert_eq!(position_of(text, "a"), Some((1, 1)));
     }
 
     #[test]

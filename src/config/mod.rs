@@ -6,6 +6,7 @@
 //! YAML (mappings key by key, lists and scalars replaced whole) and checked as a whole: what only
 //! the merged config can show (no `project` anywhere) is reported with the list of files.
 
+mod confine;
 pub mod raw;
 pub mod types;
 
@@ -16,6 +17,7 @@ use serde_norway::Value;
 
 use crate::error::input_error;
 use raw::{ParamSource, RawConfig};
+use types::S3Uri;
 
 /// Defaults, in one place.
 pub mod defaults {
@@ -23,6 +25,8 @@ pub mod defaults {
     pub const FRAGMENTS_DIR: &str = "agent.d";
     pub const ENV_FILE: &str = ".env";
     pub const ENV_MODE: u32 = 0o600;
+    pub const FILE_MODE: u32 = 0o644;
+    pub const STATE_DIR: &str = "/var/lib/kicky-agent";
     /// `workdir` when the config has none: `/srv/<project>`.
     pub const WORKDIR_PARENT: &str = "/srv";
 }
@@ -35,6 +39,8 @@ pub struct Settings {
     pub aws: AwsSettings,
     /// `None` when the config has no `env:` section: no env file is written.
     pub env: Option<EnvSettings>,
+    pub files: Vec<FileSettings>,
+    pub state_dir: PathBuf,
     /// The files the settings were read from, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -56,16 +62,37 @@ pub struct EnvSettings {
     pub sources: Vec<ParamSource>,
 }
 
+/// One file fetched from S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSettings {
+    pub source: S3Uri,
+    pub version_id: Option<String>,
+    /// Absolute, confined to `workdir` or `files_allowed_dirs`.
+    pub path: PathBuf,
+    pub mode: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+/// One config file as read, kept to point later errors at their line.
+struct Layer {
+    path: PathBuf,
+    text: String,
+}
+
 /// Reads and checks the config at `path` and the fragments in `agent.d/` beside it.
 pub fn load(path: &Path) -> Result<Settings> {
     let files = config_files(path)?;
     let mut merged = Value::Mapping(Default::default());
-    for file in &files {
-        merge(&mut merged, read_file(file)?);
+    let mut layers = Vec::new();
+    for file in files {
+        let (value, text) = read_file(&file)?;
+        merge(&mut merged, value);
+        layers.push(Layer { path: file, text });
     }
     let raw: RawConfig = serde_norway::from_value(merged)
-        .map_err(|e| input_error(format!("{}: {e}", describe(&files))))?;
-    validate(raw, files)
+        .map_err(|e| input_error(format!("{}: {e}", describe(&layers))))?;
+    validate(raw, &layers)
 }
 
 /// `path`, then `agent.d/*.yaml` beside it in name order.
@@ -100,15 +127,16 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Reads one file, checking it alone against the schema so errors carry its name and line.
-fn read_file(path: &Path) -> Result<Value> {
+fn read_file(path: &Path) -> Result<(Value, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
     if text.trim().is_empty() {
-        return Ok(Value::Mapping(Default::default()));
+        return Ok((Value::Mapping(Default::default()), text));
     }
     let bad = |e: crate::yaml::YamlError| input_error(e.to_string());
     crate::yaml::from_str::<RawConfig>(&text, path).map_err(bad)?;
-    crate::yaml::from_str::<Value>(&text, path).map_err(bad)
+    let value = crate::yaml::from_str::<Value>(&text, path).map_err(bad)?;
+    Ok((value, text))
 }
 
 /// Merges `over` into `base`: mappings key by key, anything else replaced.
@@ -128,16 +156,32 @@ fn merge(base: &mut Value, over: Value) {
     }
 }
 
-fn describe(files: &[PathBuf]) -> String {
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+fn describe(layers: &[Layer]) -> String {
+    let names: Vec<String> = layers
+        .iter()
+        .map(|l| l.path.display().to_string())
+        .collect();
     names.join(" + ")
 }
 
+/// An input error about `key` of the merged config, pointed at the last file that sets it.
+fn key_error(layers: &[Layer], key: &str, message: impl std::fmt::Display) -> anyhow::Error {
+    for layer in layers.iter().rev() {
+        if let Some((line, column)) = crate::yaml::position_of(&layer.text, key) {
+            return input_error(format!(
+                "{}:{line}:{column}: {key}: {message}",
+                layer.path.display()
+            ));
+        }
+    }
+    input_error(format!("{}: {key}: {message}", describe(layers)))
+}
+
 /// Checks what only the merged config shows and fills in defaults.
-fn validate(raw: RawConfig, files: Vec<PathBuf>) -> Result<Settings> {
+fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
     let project = raw
         .project
-        .ok_or_else(|| input_error(format!("{}: `project` is required", describe(&files))))?
+        .ok_or_else(|| input_error(format!("{}: `project` is required", describe(layers))))?
         .as_str()
         .to_string();
     let workdir = match raw.workdir {
@@ -155,10 +199,11 @@ fn validate(raw: RawConfig, files: Vec<PathBuf>) -> Result<Settings> {
         Some(env) => {
             let sources = env.parameters.unwrap_or_default();
             if sources.is_empty() {
-                return Err(input_error(format!(
-                    "{}: `env.parameters` is empty: list the parameters to write to the env file, or drop `env:`",
-                    describe(&files)
-                )));
+                return Err(key_error(
+                    layers,
+                    "env",
+                    "`env.parameters` is empty: list the parameters to write to the env file, or drop `env:`",
+                ));
             }
             let file = env
                 .file
@@ -171,12 +216,47 @@ fn validate(raw: RawConfig, files: Vec<PathBuf>) -> Result<Settings> {
             })
         }
     };
+    let allowed: Vec<PathBuf> = raw
+        .files_allowed_dirs
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.into_path())
+        .collect();
+    let mut files: Vec<FileSettings> = Vec::new();
+    for (i, file) in raw.files.unwrap_or_default().into_iter().enumerate() {
+        let key = format!("files[{i}].path");
+        let path = confine::confine(&file.path.into_path(), &workdir, &allowed)
+            .map_err(|e| key_error(layers, &key, e))?;
+        if env.as_ref().is_some_and(|env| env.path == path) {
+            let message = format!("{} is also the env file", path.display());
+            return Err(key_error(layers, &key, message));
+        }
+        if let Some(j) = files.iter().position(|f| f.path == path) {
+            let message = format!("{} is also the path of files[{j}]", path.display());
+            return Err(key_error(layers, &key, message));
+        }
+        files.push(FileSettings {
+            source: file.source,
+            version_id: file.version_id.map(|v| v.into_string()),
+            path,
+            mode: file.mode.map(|m| m.0).unwrap_or(defaults::FILE_MODE),
+            owner: file.owner.map(|o| o.as_str().to_string()),
+            group: file.group.map(|g| g.as_str().to_string()),
+        });
+    }
+    let state_dir = raw
+        .state_dir
+        .map(|d| d.into_path())
+        .unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR));
+    let sources = layers.iter().map(|l| l.path.clone()).collect();
     Ok(Settings {
         project,
         workdir,
         aws,
         env,
-        sources: files,
+        files,
+        state_dir,
+        sources,
     })
 }
 

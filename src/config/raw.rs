@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use super::types::{
-    AbsolutePath, EndpointUrl, EnvKey, FileMode, FilePath, ParamName, ParamPath, ProjectName,
-    RegionName,
+    AbsolutePath, Account, EndpointUrl, EnvKey, FileMode, FilePath, ParamName, ParamPath,
+    ProjectName, RegionName, S3Uri, VersionId,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -16,6 +16,23 @@ pub struct RawConfig {
     pub workdir: Option<AbsolutePath>,
     pub aws: Option<RawAws>,
     pub env: Option<RawEnv>,
+    pub files: Option<Vec<RawFile>>,
+    /// Absolute directories outside `workdir` that `files[].path` may write to.
+    pub files_allowed_dirs: Option<Vec<AbsolutePath>>,
+    /// Where the agent keeps what it last fetched (ETags, versions, hashes) and the last sync.
+    pub state_dir: Option<AbsolutePath>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub source: S3Uri,
+    /// Pins an object version; without it the latest version is fetched.
+    pub version_id: Option<VersionId>,
+    pub path: FilePath,
+    pub mode: Option<FileMode>,
+    pub owner: Option<Account>,
+    pub group: Option<Account>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -286,9 +286,130 @@ impl EndpointUrl {
 }
 deserialize_via_parse!(EndpointUrl);
 
+/// An S3 object: `s3://bucket/key`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct S3Uri {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Uri {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{s:?} is not an s3://bucket/key URI"))?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} has no object key after the bucket"))?;
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !bucket_ok {
+            return Err(format!("{bucket:?} in {s:?} is not a valid S3 bucket name"));
+        }
+        if key.is_empty() || key.ends_with('/') {
+            return Err(format!("{s:?} names a folder, not an object"));
+        }
+        if key.len() > 1024 || key.contains(char::is_control) {
+            return Err(format!(
+                "the key of {s:?} is longer than 1024 bytes or has control characters"
+            ));
+        }
+        Ok(S3Uri {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for S3Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+deserialize_via_parse!(S3Uri);
+
+/// A user or group: a name as `useradd` accepts it, or a numeric id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account(String);
+
+impl Account {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let numeric = !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+        let name = s.len() <= 32
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.trim_end_matches('$')
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if numeric || name {
+            Ok(Account(s.to_string()))
+        } else {
+            Err(format!("{s:?} is not a user or group name or a numeric id"))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(Account);
+
+/// An S3 object version id: printable, no spaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionId(String);
+
+impl VersionId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !s.is_empty() && s.len() <= 1024 && s.chars().all(|c| c.is_ascii_graphic()) {
+            Ok(VersionId(s.to_string()))
+        } else {
+            Err(format!("{s:?} is not an S3 version id"))
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+deserialize_via_parse!(VersionId);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_uris() {
+        let u = S3Uri::parse("s3://orange-deploy/conf/docker-compose.yml").unwrap();
+        assert_eq!(
+            (u.bucket.as_str(), u.key.as_str()),
+            ("orange-deploy", "conf/docker-compose.yml")
+        );
+        assert_eq!(u.to_string(), "s3://orange-deploy/conf/docker-compose.yml");
+        for bad in [
+            "orange/x",
+            "s3://orange",
+            "s3://orange/",
+            "s3://Or/x",
+            "s3://ab/x",
+            "s3://a_b/x",
+            "s3://bucket/dir/",
+        ] {
+            assert!(S3Uri::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn accounts() {
+        for ok in ["root", "ubuntu", "_apt", "1000", "www-data", "machine$"] {
+            assert!(Account::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Root", "a b", "-x", "../x"] {
+            assert!(Account::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn project_names() {

@@ -125,16 +125,19 @@ class Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 so the SDK's pooled connections are kept; every answer carries a Content-Length.
     protocol_version = "HTTP/1.1"
     server_version = "kicky-rig-imds"
-    sys_version = ""
 
     # Set on the class by main().
     tokens: Tokens
     fixture: Fixture
     moto: tuple[str, int]
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
         # The base class logs the request line only: the token travels in a header, so it never shows.
-        sys.stderr.write(f"imds: {self.address_string()} {format % args}\n")
+        stamp = time.strftime("%H:%M:%S")
+        sys.stderr.write(f"imds: {stamp} {self.address_string()} {format % args}\n")
 
     def _drain_body(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -255,6 +258,14 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, body, {"Content-Type": content_type})
 
 
+class Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET
+    # Tests run in parallel and the SDK opens several connections at once; the default backlog is 5.
+    request_queue_size = 128
+    # A stuck client must not keep the process from exiting on TERM.
+    daemon_threads = True
+
+
 def loopback_target(url: str) -> tuple[str, int]:
     """host and port of the moto URL, which must be on this machine: the rig sends nothing elsewhere."""
     parts = urllib.parse.urlsplit(url)
@@ -291,9 +302,7 @@ def main() -> None:
     Handler.fixture = Fixture(args.fixture)
     Handler.moto = loopback_target(args.moto)
 
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer.address_family = socket.AF_INET
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server = Server(("127.0.0.1", args.port), Handler)
     port = server.server_address[1]
 
     def stop(signum: int, frame: object) -> None:

@@ -31,6 +31,9 @@ for pkg in docker-registry busybox-static apache2-utils; do
     deb_installed "$pkg" || missing+=("$pkg")
 done
 command -v curl >/dev/null || missing+=(curl)
+# GNU time reports the agent's peak memory in the benchmarks; systemd-analyze verifies the unit.
+[[ -x /usr/bin/time ]] || missing+=(time)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
 # A machine that already has an engine (or only a client pointed at one by DOCKER_HOST) keeps it.
 if ! command -v docker >/dev/null || { ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; }; then

@@ -5,6 +5,7 @@ RIG_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$RIG_SRC/../.." && pwd)
 # The venv lives outside the clone so every fresh clone (CI's included) reuses it.
 RIG_CACHE=${KICKY_RIG_CACHE:-$HOME/.cache/kicky-rig}
+# shellcheck disable=SC2034 # used by the scripts that source this
 RIG_VENV=$RIG_CACHE/venv
 RIG_DIR=${KICKY_RIG_DIR:-$REPO_ROOT/target/rig}
 
@@ -26,6 +27,17 @@ http_code() {
     curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" || true
 }
 
+# running PID: true while PID is a live process. A zombie counts as gone: whoever reaps our orphans
+# (PID 1, or a container's init) may take a while to do it, and a zombie holds no port.
+running() {
+    local stat state
+    # read, not $(<...): under set -e bash exits outright when $(<...) cannot open its file.
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+    # The state follows the command name, which is in parentheses and may itself hold spaces.
+    state=${stat##*) }
+    [[ ${state%% *} != Z ]]
+}
+
 # pid_alive PIDFILE: true when the file names a live process that is still the one we started: its
 # command line must contain the program named in the pid file's name (moto.pid -> moto_server.py...),
 # so a pid reused by an unrelated process after a reboot is never taken for ours, nor killed.
@@ -33,8 +45,8 @@ pid_alive() {
     local pid cmd
     [[ -s $1 ]] || return 1
     pid=$(<"$1")
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && running "$pid" || return 1
+    cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
     [[ $cmd == *"$(program_of "$1")"* ]]
 }
 
@@ -45,7 +57,7 @@ program_of() {
     imds) echo imds.py ;;
     registry) echo docker-registry ;;
     dockerd) echo dockerd ;;
-    *) echo "$(basename "$1" .pid)" ;;
+    *) basename "$1" .pid ;;
     esac
 }
 
@@ -65,7 +77,8 @@ wait_for() {
     shift 2
     local deadline=$((SECONDS + seconds))
     until "$@"; do
-        if [[ -e $RIG_DIR/$name.pid ]] && ! pid_alive "$RIG_DIR/$name.pid"; then
+        # running, not pid_alive: just after the fork the child has not yet exec'd its program.
+        if [[ -s $RIG_DIR/$name.pid ]] && ! running "$(<"$RIG_DIR/$name.pid")"; then
             echo "rig: $name exited; last lines of $RIG_DIR/$name.log:" >&2
             tail -n 30 "$RIG_DIR/$name.log" >&2 || true
             return 1
@@ -87,14 +100,14 @@ stop_pidfile() {
     if pid_alive "$file"; then
         kill -TERM "$pid" 2>/dev/null || true
         for ((i = 0; i < 100; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
+            running "$pid" || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if running "$pid"; then
             echo "rig: pid $pid ($file) ignored TERM for 10s; killing" >&2
             kill -KILL "$pid" 2>/dev/null || true
             for ((i = 0; i < 50; i++)); do
-                kill -0 "$pid" 2>/dev/null || break
+                running "$pid" || break
                 sleep 0.1
             done
         fi

@@ -173,9 +173,16 @@ in_registry() {
 export DOCKER_CONFIG=$RIG_DIR/docker-config
 logged_in=
 built=()
+# Tests must exercise pulls, so no local copy stays behind, whatever happens. Removed only at the end,
+# because until then each build reuses the steps the previous ones cached.
+remove_local() {
+    ((${#built[@]})) && docker rmi "${built[@]/#/$REGISTRY/}" >/dev/null 2>&1
+    return 0
+}
+trap remove_local EXIT
 for entry in "${IMAGES[@]}"; do
     read -r ref dir args <<<"$entry"
-    sum=$(inputs_sum "$dir" ${args:-})
+    sum=$(inputs_sum "$dir" "${args:-}")
     stamp=$STAMPS/${ref//[\/:]/_}.sum
     if in_registry "$ref" && [[ -s $stamp && $(<"$stamp") == "$sum" ]]; then
         continue
@@ -201,15 +208,15 @@ for entry in "${IMAGES[@]}"; do
     build_args=()
     for a in ${args:-}; do build_args+=(--build-arg "$a"); done
     log=$RIG_DIR/build/${ref//[\/:]/_}.log
+    built+=("$ref")
     docker build -t "$REGISTRY/$ref" "${build_args[@]}" "$ctx" >"$log" 2>&1 ||
         { tail -n 30 "$log" >&2; die "docker build of $ref failed (log $log)"; }
     docker push "$REGISTRY/$ref" >>"$log" 2>&1 ||
         { tail -n 30 "$log" >&2; die "docker push of $ref failed (log $log)"; }
-    # Tests must exercise pulls, so no local copy stays behind.
-    docker rmi "$REGISTRY/$ref" >>"$log" 2>&1 || true
     echo "$sum" >"$stamp"
-    built+=("$ref")
 done
+remove_local
+trap - EXIT
 if ((${#built[@]})); then
     summary images "built and pushed to $REGISTRY: ${built[*]}"
 else

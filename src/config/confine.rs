@@ -1,0 +1,116 @@
+//! Keeps the files the agent writes where the operator expects them: inside `workdir`, or inside a
+//! directory listed under `files_allowed_dirs`. A path with `..`, an absolute path elsewhere, or a
+//! path through a symlink that leads out is refused.
+
+use std::path::{Component, Path, PathBuf};
+
+/// The absolute path a configured `path` resolves to, or why it is refused.
+pub fn confine(path: &Path, workdir: &Path, allowed: &[PathBuf]) -> Result<PathBuf, String> {
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(format!(
+            "{} contains `..`: files stay inside workdir",
+            path.display()
+        ));
+    }
+    let (full, roots): (PathBuf, Vec<&Path>) = if path.is_absolute() {
+        let roots: Vec<&Path> = allowed
+            .iter()
+            .map(PathBuf::as_path)
+            .filter(|dir| path.starts_with(dir))
+            .collect();
+        if roots.is_empty() {
+            return Err(format!(
+                "{} is outside workdir {}; list its directory under `files_allowed_dirs` to allow it",
+                path.display(),
+                workdir.display()
+            ));
+        }
+        (path.to_path_buf(), roots)
+    } else {
+        (workdir.join(path), vec![workdir])
+    };
+    // What exists of the path today, symlinks resolved, must still be inside a root (or be one of
+    // the root's own ancestors, when the root is not created yet).
+    let Some(existing) = full.ancestors().find(|a| a.symlink_metadata().is_ok()) else {
+        return Ok(full);
+    };
+    let real = existing
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {}: {e}", existing.display()))?;
+    let inside = roots.iter().any(|root| match root.canonicalize() {
+        Ok(root) => real.starts_with(root),
+        // The root is not created yet: what exists is one of its ancestors, nothing below can lead out.
+        Err(_) => root.starts_with(existing),
+    });
+    if inside {
+        Ok(full)
+    } else {
+        Err(format!(
+            "{} leads to {} through a symlink, outside the allowed directories",
+            full.display(),
+            real.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn relative_paths_stay_in_workdir() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("conf")).unwrap();
+        assert_eq!(
+            confine(Path::new("conf/a.yml"), &work, &[]),
+            Ok(work.join("conf/a.yml"))
+        );
+        assert_eq!(
+            confine(Path::new("new/dir/a.yml"), &work, &[]),
+            Ok(work.join("new/dir/a.yml"))
+        );
+        assert!(confine(Path::new("../a.yml"), &work, &[])
+            .unwrap_err()
+            .contains("`..`"));
+        assert!(confine(Path::new("conf/../../a.yml"), &work, &[]).is_err());
+        // A workdir that does not exist yet cannot be escaped from.
+        assert!(confine(Path::new("a.yml"), &dir.path().join("later"), &[]).is_ok());
+    }
+
+    #[test]
+    fn absolute_paths_need_an_allowed_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let target = logs.join("promtail.yml");
+        assert!(confine(&target, &work, &[])
+            .unwrap_err()
+            .contains("files_allowed_dirs"));
+        assert_eq!(
+            confine(&target, &work, std::slice::from_ref(&logs)),
+            Ok(target.clone())
+        );
+        assert!(confine(Path::new("/etc/passwd"), &work, &[logs]).is_err());
+    }
+
+    #[test]
+    fn symlinks_that_lead_out_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        symlink(&outside, work.join("conf")).unwrap();
+        let err = confine(Path::new("conf/a.yml"), &work, &[]).unwrap_err();
+        assert!(err.contains("through a symlink"), "{err}");
+        symlink(outside.join("x"), work.join("file.yml")).unwrap();
+        assert!(confine(Path::new("file.yml"), &work, &[]).is_err());
+        // A symlink that stays inside is fine.
+        std::fs::create_dir_all(work.join("real")).unwrap();
+        symlink(work.join("real"), work.join("alias")).unwrap();
+        assert!(confine(Path::new("alias/a.yml"), &work, &[]).is_ok());
+    }
+}
