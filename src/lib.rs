@@ -16,5 +16,6 @@ pub mod logging;
 pub mod params;
 pub mod plan;
 pub mod redact;
+pub mod retry;
 pub mod sync;
 pub mod yaml;

@@ -2,7 +2,9 @@
 //! with full jitter, bounded in attempts and in total time.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// How often and how long to retry.
 #[derive(Debug, Clone, Copy)]
@@ -29,13 +31,21 @@ impl Backoff {
     /// The wait before retry number `retry` (1-based): a random time up to `initial * 2^(retry-1)`,
     /// capped at `max_delay` ("full jitter", so many instances booting together spread out).
     pub fn delay(&self, retry: u32) -> Duration {
-        let cap = self.initial.saturating_mul(1 << (retry - 1).min(16)).min(self.max_delay);
+        let cap = self
+            .initial
+            .saturating_mul(1 << (retry - 1).min(16))
+            .min(self.max_delay);
         cap.mul_f64(fastrand::f64())
     }
 
     /// Runs `op` until it succeeds, fails with an error `transient` refuses, or the bounds are hit.
     /// The last error is returned.
-    pub async fn retry<T, E, F, Fut>(&self, what: &str, transient: impl Fn(&E) -> bool, mut op: F) -> Result<T, E>
+    pub async fn retry<T, E, F, Fut>(
+        &self,
+        what: &str,
+        transient: impl Fn(&E) -> bool,
+        mut op: F,
+    ) -> Result<T, E>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -68,7 +78,11 @@ mod tests {
 
     #[test]
     fn delays_grow_and_stay_capped() {
-        let b = Backoff { initial: Duration::from_millis(100), max_delay: Duration::from_secs(1), ..Default::default() };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..Default::default()
+        };
         for _ in 0..100 {
             assert!(b.delay(1) <= Duration::from_millis(100));
             assert!(b.delay(3) <= Duration::from_millis(400));
@@ -81,21 +95,35 @@ mod tests {
         let calls = Cell::new(0);
         let b = Backoff::default();
         let result: Result<(), String> = b
-            .retry("op", |_: &String| true, || {
-                calls.set(calls.get() + 1);
-                async { Err("busy".to_string()) }
-            })
+            .retry(
+                "op",
+                |_: &String| true,
+                || {
+                    calls.set(calls.get() + 1);
+                    async { Err("busy".to_string()) }
+                },
+            )
             .await;
         assert_eq!(result, Err("busy".to_string()));
         assert_eq!(calls.get(), 5);
 
         calls.set(0);
         let result = b
-            .retry("op", |_: &String| true, || {
-                calls.set(calls.get() + 1);
-                let n = calls.get();
-                async move { if n < 3 { Err("busy".to_string()) } else { Ok(n) } }
-            })
+            .retry(
+                "op",
+                |_: &String| true,
+                || {
+                    calls.set(calls.get() + 1);
+                    let n = calls.get();
+                    async move {
+                        if n < 3 {
+                            Err("busy".to_string())
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                },
+            )
             .await;
         assert_eq!(result, Ok(3));
     }
@@ -104,10 +132,14 @@ mod tests {
     async fn permanent_errors_are_not_retried() {
         let calls = Cell::new(0);
         let result: Result<(), String> = Backoff::default()
-            .retry("op", |e: &String| e != "denied", || {
-                calls.set(calls.get() + 1);
-                async { Err("denied".to_string()) }
-            })
+            .retry(
+                "op",
+                |e: &String| e != "denied",
+                || {
+                    calls.set(calls.get() + 1);
+                    async { Err("denied".to_string()) }
+                },
+            )
             .await;
         assert!(result.is_err());
         assert_eq!(calls.get(), 1);
@@ -116,15 +148,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_deadline_stops_retries() {
         let calls = Cell::new(0);
-        let b = Backoff { attempts: 1000, deadline: Duration::from_secs(5), ..Default::default() };
+        let b = Backoff {
+            attempts: 1000,
+            deadline: Duration::from_secs(5),
+            ..Default::default()
+        };
         let _: Result<(), String> = b
-            .retry("op", |_: &String| true, || {
-                calls.set(calls.get() + 1);
-                async {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                    Err("slow".to_string())
-                }
-            })
+            .retry(
+                "op",
+                |_: &String| true,
+                || {
+                    calls.set(calls.get() + 1);
+                    async {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        Err("slow".to_string())
+                    }
+                },
+            )
             .await;
         assert!(calls.get() <= 4, "{}", calls.get());
     }
