@@ -1,4 +1,5 @@
-//! What a sync would change, by name only: env keys are listed, values never.
+//! What a sync would change, by name only: env keys are listed, values never; files by path, from
+//! a HEAD of their object (no body is transferred).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -7,14 +8,17 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::aws::{self, ssm::ParameterStore, ssm::SsmStore};
+use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
 use crate::config::{EnvSettings, Settings};
 use crate::envfile;
+use crate::files::{self, Change};
+use crate::state::State;
 use crate::sync::desired_env;
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
     pub env: Option<EnvPlan>,
+    pub files: Vec<FilePlan>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -27,31 +31,53 @@ pub struct EnvPlan {
     pub unchanged: usize,
     /// The file would be rewritten (new values, or the same values spelled differently).
     pub rewrite: bool,
-    /// `(current, configured)` when only the mode differs or it differs too.
+    /// `(current, configured)` when the mode differs.
     pub mode: Option<(String, String)>,
 }
 
-impl Plan {
-    pub fn changes_anything(&self) -> bool {
-        self.env
-            .as_ref()
-            .is_some_and(|e| e.rewrite || e.mode.is_some())
-    }
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct FilePlan {
+    pub path: PathBuf,
+    pub source: String,
+    pub change: Change,
 }
 
 pub async fn run(settings: &Settings) -> Result<Plan> {
-    let env = match &settings.env {
-        Some(env) => {
-            let config = aws::sdk_config(&settings.aws).await?;
-            Some(plan_env(&SsmStore::new(&config), env).await?)
+    let config = aws::sdk_config(&settings.aws).await?;
+    run_with(
+        settings,
+        &SsmStore::new(&config),
+        &S3Store::new(&config, &settings.aws),
+    )
+    .await
+}
+
+pub async fn run_with(
+    settings: &Settings,
+    ssm: &impl ParameterStore,
+    s3: &impl ObjectStore,
+) -> Result<Plan> {
+    let state = State::load(&State::path(settings))?;
+    let env = async {
+        match &settings.env {
+            Some(env) => plan_env(ssm, env).await.map(Some),
+            None => Ok(None),
         }
-        None => None,
     };
-    Ok(Plan { env })
+    let files = futures::future::try_join_all(settings.files.iter().map(|file| async {
+        let change = files::plan(s3, file, state.files.get(&file.path)).await?;
+        Ok::<_, anyhow::Error>(FilePlan {
+            path: file.path.clone(),
+            source: file.source.to_string(),
+            change,
+        })
+    }));
+    let (env, files) = futures::try_join!(env, files)?;
+    Ok(Plan { env, files })
 }
 
 pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<EnvPlan> {
-    let (text, _) = desired_env(store, env).await?;
+    let text = desired_env(store, env).await?.text;
     let no_lookup = |_: &str| None;
     let desired: BTreeMap<String, String> = envfile::parse(&text, &no_lookup)
         .context("the rendered env file does not read back")?
@@ -98,35 +124,52 @@ pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<
 
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Some(env) = &self.env else {
-            return writeln!(f, "no env file configured: nothing to do");
-        };
-        let path = env.path.display();
-        if !env.rewrite && env.mode.is_none() {
+        if self.env.is_none() && self.files.is_empty() {
+            return writeln!(f, "no env file and no files configured: nothing to do");
+        }
+        if let Some(env) = &self.env {
+            env.fmt(f)?;
+        }
+        for file in &self.files {
+            writeln!(
+                f,
+                "file {}: {} (from {})",
+                file.path.display(),
+                file.change.as_str(),
+                file.source
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for EnvPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display();
+        if !self.rewrite && self.mode.is_none() {
             return writeln!(
                 f,
                 "env file {path}: no change ({} variables)",
-                env.unchanged
+                self.unchanged
             );
         }
-        if !env.exists {
-            writeln!(f, "env file {path}: create")?;
-        } else if env.rewrite {
-            writeln!(f, "env file {path}: update")?;
-        } else {
-            writeln!(f, "env file {path}: mode only")?;
-        }
-        for (sign, keys) in [("+", &env.add), ("~", &env.change), ("-", &env.remove)] {
+        let what = match (self.exists, self.rewrite) {
+            (false, _) => "create",
+            (true, true) => "update",
+            (true, false) => "mode only",
+        };
+        writeln!(f, "env file {path}: {what}")?;
+        for (sign, keys) in [("+", &self.add), ("~", &self.change), ("-", &self.remove)] {
             for key in keys {
                 writeln!(f, "  {sign} {key}")?;
             }
         }
-        if env.rewrite && env.add.is_empty() && env.change.is_empty() && env.remove.is_empty() {
+        if self.rewrite && self.add.is_empty() && self.change.is_empty() && self.remove.is_empty() {
             writeln!(f, "  (same variables, rewritten in the agent's spelling)")?;
         }
-        if let Some((from, to)) = &env.mode {
+        if let Some((from, to)) = &self.mode {
             writeln!(f, "  mode {from} -> {to}")?;
         }
-        writeln!(f, "  {} unchanged", env.unchanged)
+        writeln!(f, "  {} unchanged", self.unchanged)
     }
 }

@@ -1,5 +1,9 @@
 //! One convergence pass: what `sync` does, and what `plan` previews without changing anything.
-//! For now the pass writes the env file; files, images and containers join it in later stages.
+//!
+//! Everything is fetched first, concurrently: the parameters (rendered into the env file's new
+//! content) and the S3 files (streamed into temp files beside their targets). Only when all of it
+//! is in hand is anything committed, so a failure anywhere leaves every file as it was. The
+//! outcome, good or bad, is recorded in the state file for `status`.
 
 use std::path::PathBuf;
 
@@ -7,16 +11,19 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::atomic::{self, Written};
-use crate::aws::{self, ssm::ParameterStore, ssm::SsmStore};
+use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
 use crate::config::{EnvSettings, Settings};
 use crate::envfile;
 use crate::error::input_error;
+use crate::files::{self, Change};
 use crate::params;
+use crate::state::{now, State, SyncRecord};
 
 /// What a sync did.
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
     pub env: Option<EnvReport>,
+    pub files: Vec<FileReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -26,44 +33,120 @@ pub struct EnvReport {
     pub result: &'static str,
 }
 
-/// Converges once.
+#[derive(Debug, Serialize)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub source: String,
+    pub change: Change,
+}
+
+/// Converges once with the real services, and records the outcome in the state file.
 pub async fn run(settings: &Settings) -> Result<SyncReport> {
-    let env = match &settings.env {
-        Some(env) => {
-            let config = aws::sdk_config(&settings.aws).await?;
-            Some(write_env(&SsmStore::new(&config), env).await?)
+    let config = aws::sdk_config(&settings.aws).await?;
+    let ssm = SsmStore::new(&config);
+    let s3 = S3Store::new(&config, &settings.aws);
+    run_with(settings, &ssm, &s3).await
+}
+
+pub async fn run_with(
+    settings: &Settings,
+    ssm: &impl ParameterStore,
+    s3: &impl ObjectStore,
+) -> Result<SyncReport> {
+    let state_path = State::path(settings);
+    let mut state = State::load(&state_path)?;
+    let started = now();
+    let result = converge(settings, ssm, s3, &mut state).await;
+    state.last_sync = Some(SyncRecord {
+        started,
+        finished: now(),
+        ok: result.is_ok(),
+        error: result.as_ref().err().map(|e| format!("{e:#}")),
+    });
+    state.save(&state_path)?;
+    result
+}
+
+async fn converge(
+    settings: &Settings,
+    ssm: &impl ParameterStore,
+    s3: &impl ObjectStore,
+    state: &mut State,
+) -> Result<SyncReport> {
+    let env = async {
+        match &settings.env {
+            Some(env) => desired_env(ssm, env).await.map(Some),
+            None => Ok(None),
         }
-        None => None,
     };
-    Ok(SyncReport { env })
+    let staged = files::stage_all(s3, &settings.files, &state.files);
+    let (env, staged) = futures::try_join!(env, staged)?;
+
+    let env_report = match (&settings.env, env) {
+        (Some(settings), Some(desired)) => Some(write_env(settings, &desired)?),
+        _ => None,
+    };
+    let mut file_reports = Vec::new();
+    for (path, change, record) in files::commit(staged)? {
+        file_reports.push(FileReport {
+            path: path.clone(),
+            source: record.source.clone(),
+            change,
+        });
+        state.files.insert(path, record);
+    }
+    // Forget files no longer configured (they are left on disk: the agent never deletes them).
+    state
+        .files
+        .retain(|path, _| settings.files.iter().any(|f| &f.path == path));
+    if let Some(env) = &env_report {
+        state.parameters = env.versions.clone();
+    }
+    Ok(SyncReport {
+        env: env_report.map(|e| e.report),
+        files: file_reports,
+    })
 }
 
 /// The env file's new content, rendered from Parameter Store. Nothing is written.
-pub async fn desired_env(
-    store: &impl ParameterStore,
-    env: &EnvSettings,
-) -> Result<(String, usize)> {
+pub struct DesiredEnv {
+    pub text: String,
+    pub variables: usize,
+    pub versions: std::collections::BTreeMap<String, i64>,
+}
+
+pub async fn desired_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<DesiredEnv> {
     let resolved = params::resolve(store, &env.sources).await?;
     let text = envfile::render(&resolved.vars)
         .map_err(|e| input_error(format!("cannot write {}: {e}", env.path.display())))?;
-    Ok((text, resolved.vars.len()))
+    Ok(DesiredEnv {
+        text,
+        variables: resolved.vars.len(),
+        versions: resolved.versions,
+    })
 }
 
-/// Reads every parameter, then replaces the env file atomically if its content changed.
-/// Any failure before the rename leaves the previous file exactly as it was.
-pub async fn write_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<EnvReport> {
-    let (text, variables) = desired_env(store, env).await?;
-    let written = atomic::write_if_changed(&env.path, text.as_bytes(), env.mode)
+struct WrittenEnv {
+    report: EnvReport,
+    versions: std::collections::BTreeMap<String, i64>,
+}
+
+/// Replaces the env file atomically if its content changed.
+fn write_env(env: &EnvSettings, desired: &DesiredEnv) -> Result<WrittenEnv> {
+    let written = atomic::write_if_changed(&env.path, desired.text.as_bytes(), env.mode)
         .with_context(|| format!("failed to write the env file {}", env.path.display()))?;
     let result = match written {
         Written::Unchanged => "unchanged",
         Written::ModeFixed => "mode corrected",
         Written::Replaced => "written",
     };
-    tracing::info!(path = %env.path.display(), variables, result, "env file");
-    Ok(EnvReport {
-        path: env.path.clone(),
-        variables,
-        result,
+    tracing::info!(path = %env.path.display(), variables = desired.variables, result, "env file");
+    Ok(WrittenEnv {
+        report: EnvReport {
+            path: env.path.clone(),
+            variables: desired.variables,
+            result,
+        },
+        versions: desired.versions.clone(),
     })
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
-/// Converge once: read the parameters and write the env file, then exit.
+/// Converge once: write the env file from SSM and the files from S3, then exit.
 #[derive(Debug, Args)]
 pub struct SyncCmd {}
 
@@ -13,14 +13,24 @@ impl SyncCmd {
     pub fn run(self, config: &Path) -> Result<()> {
         let settings = super::load(config)?;
         let report = super::block_on(crate::sync::run(&settings))??;
-        match report.env {
-            Some(env) => println!(
+        if let Some(env) = &report.env {
+            println!(
                 "env file {}: {} ({} variables)",
                 env.path.display(),
                 env.result,
                 env.variables
-            ),
-            None => println!("nothing to do: the config has no env section"),
+            );
+        }
+        for file in &report.files {
+            println!(
+                "file {}: {} (from {})",
+                file.path.display(),
+                file.change.as_str(),
+                file.source
+            );
+        }
+        if report.env.is_none() && report.files.is_empty() {
+            println!("nothing to do: the config has no env file and no files");
         }
         Ok(())
     }

@@ -1,0 +1,164 @@
+//! S3 behind a narrow trait: a conditional, streaming GET and a HEAD, nothing else.
+
+use std::future::Future;
+use std::io::Write;
+
+use anyhow::{anyhow, Context, Result};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::ChecksumMode;
+use aws_sdk_s3::Client;
+
+use crate::config::types::S3Uri;
+use crate::config::AwsSettings;
+
+/// What to fetch: an object, optionally a pinned version, optionally only if its ETag changed.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRequest<'a> {
+    pub uri: &'a S3Uri,
+    pub version_id: Option<&'a str>,
+    pub if_none_match: Option<&'a str>,
+}
+
+/// What S3 says about an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+    pub length: Option<u64>,
+    /// Base64 SHA-256 of the whole object, when S3 holds one (not a composite multipart checksum).
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Fetched {
+    /// The ETag still matches: no body was sent.
+    NotModified,
+    /// The body was written to the sink.
+    Written(ObjectMeta),
+}
+
+/// A failure worth trying again (the body stream broke off), as opposed to an answer from S3.
+#[derive(Debug)]
+pub struct Transient;
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("transient")
+    }
+}
+
+impl std::error::Error for Transient {}
+
+/// The calls the agent makes to S3.
+pub trait ObjectStore: Sync {
+    /// GETs the object, streaming its body into `sink` unless it is not modified.
+    fn get(
+        &self,
+        req: ObjectRequest<'_>,
+        sink: &mut (dyn Write + Send),
+    ) -> impl Future<Output = Result<Fetched>> + Send;
+    /// HEADs the object: its ETag and version without the body.
+    fn head(
+        &self,
+        uri: &S3Uri,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<ObjectMeta>> + Send;
+}
+
+pub struct S3Store {
+    client: Client,
+}
+
+impl S3Store {
+    pub fn new(config: &aws_config::SdkConfig, settings: &AwsSettings) -> Self {
+        let conf = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(settings.s3_force_path_style)
+            .build();
+        S3Store {
+            client: Client::from_conf(conf),
+        }
+    }
+}
+
+impl ObjectStore for S3Store {
+    async fn get(&self, req: ObjectRequest<'_>, sink: &mut (dyn Write + Send)) -> Result<Fetched> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&req.uri.bucket)
+            .key(&req.uri.key)
+            .set_version_id(req.version_id.map(str::to_string))
+            .set_if_none_match(req.if_none_match.map(str::to_string))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        let mut out = match out {
+            Ok(out) => out,
+            Err(err) if status(&err) == Some(304) => return Ok(Fetched::NotModified),
+            Err(err) => {
+                return Err(explain(&err, err.code(), status(&err)))
+                    .with_context(|| format!("failed to fetch {}", req.uri))
+            }
+        };
+        let meta = ObjectMeta {
+            etag: out.e_tag().map(str::to_string),
+            version_id: out.version_id().map(str::to_string),
+            length: out.content_length().and_then(|l| u64::try_from(l).ok()),
+            sha256: full_object_checksum(out.checksum_sha256()),
+        };
+        while let Some(chunk) = out.body.next().await {
+            let chunk = chunk.map_err(|e| {
+                anyhow!(Transient).context(format!("the body of {} broke off: {e}", req.uri))
+            })?;
+            sink.write_all(&chunk)
+                .with_context(|| format!("failed to write the body of {}", req.uri))?;
+        }
+        Ok(Fetched::Written(meta))
+    }
+
+    async fn head(&self, uri: &S3Uri, version_id: Option<&str>) -> Result<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_version_id(version_id.map(str::to_string))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|err| explain(&err, err.code(), status(&err)))
+            .with_context(|| format!("failed to look up {uri}"))?;
+        Ok(ObjectMeta {
+            etag: out.e_tag().map(str::to_string),
+            version_id: out.version_id().map(str::to_string),
+            length: out.content_length().and_then(|l| u64::try_from(l).ok()),
+            sha256: full_object_checksum(out.checksum_sha256()),
+        })
+    }
+}
+
+/// S3 reports multipart checksums as `<base64>-<parts>`: a checksum of checksums, not of the body.
+fn full_object_checksum(value: Option<&str>) -> Option<String> {
+    value.filter(|v| !v.contains('-')).map(str::to_string)
+}
+
+fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// An S3 error in words an operator acts on. HEAD answers carry no error code, only a status.
+fn explain(err: &dyn std::error::Error, code: Option<&str>, status: Option<u16>) -> anyhow::Error {
+    let what = match (code, status) {
+        (Some("NoSuchKey"), _) | (None, Some(404)) => "no such object (NoSuchKey)",
+        (Some("NoSuchBucket"), _) => "no such bucket (NoSuchBucket)",
+        (Some("NoSuchVersion"), _) => {
+            "no such version: the pinned version_id is gone (NoSuchVersion)"
+        }
+        (Some("AccessDenied"), _) | (None, Some(403)) => {
+            "access denied (AccessDenied): check the instance role's s3:GetObject"
+        }
+        _ => return anyhow!("{}", DisplayErrorContext(err)),
+    };
+    anyhow!("{what}")
+}

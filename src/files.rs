@@ -1,0 +1,326 @@
+//! Files from S3: fetched conditionally, verified, staged next to their targets, and committed
+//! together only once every one of them (and the env file) is ready.
+//!
+//! A file is fetched with `If-None-Match` when the local copy is still what the agent wrote last
+//! time (same inode, size and mtime, or failing that the same SHA-256); an unchanged object then
+//! costs no body and no write. A local copy that was edited or deleted is fetched again whole.
+//! Bodies stream into a temp file beside the target while they are hashed; a body whose length or
+//! SHA-256 disagrees with what S3 announced is rejected and never becomes the file.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use futures::future::try_join_all;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::atomic::AtomicFile;
+use crate::aws::s3::{Fetched, ObjectRequest, ObjectStore, Transient};
+use crate::config::FileSettings;
+use crate::error::input_error;
+use crate::retry::Backoff;
+use crate::state::{now, FileRecord};
+
+/// What a sync does, did, or would do to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Unchanged,
+    Create,
+    Update,
+    /// The object did not change but the local copy was edited or deleted.
+    Restore,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Unchanged => "unchanged",
+            Change::Create => "create",
+            Change::Update => "update",
+            Change::Restore => "restore",
+        }
+    }
+}
+
+/// A file ready to be committed.
+pub struct Staged {
+    pub path: PathBuf,
+    pub change: Change,
+    pub source: String,
+    /// `None` when the file stays as it is.
+    temp: Option<AtomicFile>,
+    record: FileRecord,
+    mode: u32,
+    owner: Option<(Option<u32>, Option<u32>)>,
+}
+
+/// Fetches every file concurrently. Nothing is visible at any target until [`commit`]; on error
+/// every temp file is dropped and every target stays as it was.
+pub async fn stage_all(
+    store: &impl ObjectStore,
+    files: &[FileSettings],
+    previous: &std::collections::BTreeMap<PathBuf, FileRecord>,
+) -> Result<Vec<Staged>> {
+    try_join_all(
+        files
+            .iter()
+            .map(|file| stage(store, file, previous.get(&file.path))),
+    )
+    .await
+}
+
+async fn stage(
+    store: &impl ObjectStore,
+    file: &FileSettings,
+    previous: Option<&FileRecord>,
+) -> Result<Staged> {
+    let owner = resolve_owner(file)?;
+    let source = file.source.to_string();
+    // The previous record counts only for the same object (and the same pinned version).
+    let previous = previous.filter(|p| {
+        p.source == source && (file.version_id.is_none() || p.version_id == file.version_id)
+    });
+    let local_intact = match previous {
+        Some(p) => local_matches(&file.path, p)?,
+        None => false,
+    };
+    let if_none_match = if local_intact {
+        previous.and_then(|p| p.etag.as_deref())
+    } else {
+        None
+    };
+    let request = ObjectRequest {
+        uri: &file.source,
+        version_id: file.version_id.as_deref(),
+        if_none_match,
+    };
+    let transient = |e: &anyhow::Error| e.chain().any(|c| c.is::<Transient>());
+    Backoff::default()
+        .retry(&format!("fetching {source}"), transient, || async {
+            let mut temp = AtomicFile::create(&file.path, file.mode)?;
+            let mut sink = HashingWriter::new(temp.file());
+            let meta = match store.get(request, &mut sink).await? {
+                Fetched::NotModified => {
+                    let mut record = previous.cloned().ok_or_else(|| anyhow!("S3 said {source} is not modified, but nothing was asked"))?;
+                    record.checked_at = now();
+                    return Ok(Staged { path: file.path.clone(), change: Change::Unchanged, source: source.clone(), temp: None, record, mode: file.mode, owner });
+                }
+                Fetched::Written(meta) => meta,
+            };
+            let (size, digest) = sink.finish();
+            if let Some(expected) = meta.length {
+                if expected != size {
+                    return Err(anyhow!(Transient).context(format!("{source}: received {size} bytes, S3 announced {expected}; the body is rejected")));
+                }
+            }
+            let sha256_b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+            if let Some(expected) = &meta.sha256 {
+                if *expected != sha256_b64 {
+                    bail!("{source}: the body's SHA-256 is {sha256_b64} but S3 holds {expected}; the body is rejected");
+                }
+            }
+            let sha256 = hex(&digest);
+            let same_content = previous.is_some_and(|p| p.sha256 == sha256);
+            let change = match previous {
+                _ if !file.path.exists() && !same_content => Change::Create,
+                None => Change::Update,
+                Some(_) if same_content && local_intact => Change::Unchanged,
+                Some(_) if same_content => Change::Restore,
+                Some(_) => Change::Update,
+            };
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::fchown(temp.file(), uid, gid)
+                    .with_context(|| format!("failed to set the owner of the new {}", file.path.display()))?;
+            }
+            let at = now();
+            // The object's ETag changed but not its bytes (a re-upload): the local file stays.
+            let temp = if change == Change::Unchanged { None } else { Some(temp) };
+            let record = FileRecord {
+                source: source.clone(),
+                etag: meta.etag,
+                version_id: meta.version_id,
+                sha256,
+                size,
+                inode: 0,
+                mtime_ns: 0,
+                fetched_at: at.clone(),
+                checked_at: at,
+            };
+            Ok(Staged { path: file.path.clone(), change, source: source.clone(), temp, record, mode: file.mode, owner })
+        })
+        .await
+}
+
+/// Makes every staged file visible, and returns the records to remember.
+pub fn commit(staged: Vec<Staged>) -> Result<Vec<(PathBuf, Change, FileRecord)>> {
+    let mut done = Vec::with_capacity(staged.len());
+    for s in staged {
+        match s.temp {
+            Some(temp) => temp.commit()?,
+            // Content intact: only the mode and owner are brought in line with the config.
+            None => fix_metadata(&s.path, s.mode, s.owner)?,
+        }
+        let mut record = s.record;
+        let meta = std::fs::metadata(&s.path)
+            .with_context(|| format!("failed to stat {}", s.path.display()))?;
+        record.inode = meta.ino();
+        record.mtime_ns = mtime_ns(&meta);
+        tracing::info!(path = %s.path.display(), source = %s.source, change = s.change.as_str(), "file");
+        done.push((s.path, s.change, record));
+    }
+    Ok(done)
+}
+
+/// What [`stage`] would do, without transferring a body: a HEAD and a look at the local file.
+pub async fn plan(
+    store: &impl ObjectStore,
+    file: &FileSettings,
+    previous: Option<&FileRecord>,
+) -> Result<Change> {
+    let meta = store.head(&file.source, file.version_id.as_deref()).await?;
+    let source = file.source.to_string();
+    let Some(previous) = previous.filter(|p| p.source == source) else {
+        return Ok(if file.path.exists() {
+            Change::Update
+        } else {
+            Change::Create
+        });
+    };
+    if !local_matches(&file.path, previous)? {
+        let same_object = meta.etag.is_some() && meta.etag == previous.etag;
+        return Ok(if same_object {
+            Change::Restore
+        } else {
+            Change::Update
+        });
+    }
+    Ok(if meta.etag.is_some() && meta.etag == previous.etag {
+        Change::Unchanged
+    } else {
+        Change::Update
+    })
+}
+
+/// Whether the file at `path` still holds what `record` says was written there.
+fn local_matches(path: &Path, record: &FileRecord) -> Result<bool> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => meta,
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("failed to stat {}", path.display())),
+    };
+    if meta.len() != record.size {
+        return Ok(false);
+    }
+    if meta.ino() == record.inode && mtime_ns(&meta) == record.mtime_ns {
+        return Ok(true);
+    }
+    let mut file =
+        File::open(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let mut sink = HashingWriter::new(io::sink());
+    io::copy(&mut file, &mut sink).with_context(|| format!("failed to read {}", path.display()))?;
+    Ok(hex(&sink.finish().1) == record.sha256)
+}
+
+fn fix_metadata(path: &Path, mode: u32, owner: Option<(Option<u32>, Option<u32>)>) -> Result<()> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("failed to stat {}", path.display()))?;
+    if meta.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("failed to set the mode of {}", path.display()))?;
+    }
+    if let Some((uid, gid)) = owner {
+        if uid.is_some_and(|u| u != meta.uid()) || gid.is_some_and(|g| g != meta.gid()) {
+            std::os::unix::fs::chown(path, uid, gid)
+                .with_context(|| format!("failed to set the owner of {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The uid and gid `owner:` and `group:` name, looked up on this machine.
+fn resolve_owner(file: &FileSettings) -> Result<Option<(Option<u32>, Option<u32>)>> {
+    if file.owner.is_none() && file.group.is_none() {
+        return Ok(None);
+    }
+    let uid = match &file.owner {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => nix::unistd::User::from_name(name)
+                .with_context(|| format!("failed to look up user {name}"))?
+                .ok_or_else(|| {
+                    input_error(format!(
+                        "{}: owner {name:?} is not a user on this machine",
+                        file.path.display()
+                    ))
+                })?
+                .uid
+                .as_raw(),
+        }),
+    };
+    let gid = match &file.group {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => nix::unistd::Group::from_name(name)
+                .with_context(|| format!("failed to look up group {name}"))?
+                .ok_or_else(|| {
+                    input_error(format!(
+                        "{}: group {name:?} is not a group on this machine",
+                        file.path.display()
+                    ))
+                })?
+                .gid
+                .as_raw(),
+        }),
+    };
+    Ok(Some((uid, gid)))
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Counts and hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn finish(self) -> (u64, [u8; 32]) {
+        (self.size, self.hasher.finalize().into())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,111 @@
+//! What the agent remembers between runs: the last sync, each parameter's version, and each
+//! fetched file's ETag, version and content hash. One JSON file per project under `state_dir`,
+//! written atomically (0600). It holds names, versions and hashes, never a value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+use crate::config::Settings;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default)]
+    pub last_sync: Option<SyncRecord>,
+    /// Parameter name → version, as of the last good sync.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, i64>,
+    /// Absolute file path → what was fetched there.
+    #[serde(default)]
+    pub files: BTreeMap<PathBuf, FileRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub started: String,
+    pub finished: String,
+    pub ok: bool,
+    /// The error chain when the sync failed (names, never values).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub source: String,
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+    /// Hex SHA-256 of the content written.
+    pub sha256: String,
+    pub size: u64,
+    /// The written file's identity: unchanged metadata means unchanged content, without hashing.
+    pub inode: u64,
+    pub mtime_ns: i128,
+    /// When the body was last transferred.
+    pub fetched_at: String,
+    /// When S3 was last asked whether it changed.
+    pub checked_at: String,
+}
+
+impl State {
+    pub fn path(settings: &Settings) -> PathBuf {
+        settings
+            .state_dir
+            .join(format!("{}.json", settings.project))
+    }
+
+    /// The state at `path`; empty when there is none yet. A state file that does not parse is
+    /// set aside (everything is then fetched again), never a reason to fail.
+    pub fn load(path: &Path) -> Result<State> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("failed to read the state file {}", path.display()))
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "the state file is unreadable ({e}); starting afresh");
+                Ok(State::default())
+            }
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut text =
+            serde_json::to_string_pretty(self).context("failed to serialize the state")?;
+        text.push('\n');
+        atomic::write_if_changed(path, text.as_bytes(), 0o600)
+            .with_context(|| format!("failed to write the state file {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Now, as RFC 3339 in UTC to the second.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_tolerates_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orange.json");
+        assert_eq!(State::load(&path).unwrap(), State::default());
+        let mut state = State::default();
+        state.parameters.insert("/orange/prod/env".into(), 3);
+        state.save(&path).unwrap();
+        assert_eq!(State::load(&path).unwrap(), state);
+        std::fs::write(&path, "{ not json").unwrap();
+        assert_eq!(State::load(&path).unwrap(), State::default());
+    }
+}
