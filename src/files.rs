@@ -324,3 +324,108 @@ impl<W: Write> Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::s3::ObjectMeta;
+    use crate::config::types::S3Uri;
+
+    /// Serves one body with whatever metadata the test claims for it.
+    struct LyingStore {
+        body: &'static [u8],
+        meta: ObjectMeta,
+    }
+
+    impl ObjectStore for LyingStore {
+        async fn get(
+            &self,
+            _: ObjectRequest<'_>,
+            sink: &mut (dyn Write + Send),
+        ) -> Result<Fetched> {
+            sink.write_all(self.body)?;
+            Ok(Fetched::Written(self.meta.clone()))
+        }
+        async fn head(&self, _: &S3Uri, _: Option<&str>) -> Result<ObjectMeta> {
+            Ok(self.meta.clone())
+        }
+    }
+
+    fn file(dir: &Path) -> FileSettings {
+        FileSettings {
+            source: S3Uri::parse("s3://bucket/app.yml").unwrap(),
+            version_id: None,
+            path: dir.join("app.yml"),
+            mode: 0o644,
+            owner: None,
+            group: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_that_disagree_with_s3_are_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(dir.path());
+        std::fs::write(&f.path, b"old").unwrap();
+        let sha_of_other =
+            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(b"other"));
+        let cases = [
+            (
+                ObjectMeta {
+                    sha256: Some(sha_of_other),
+                    ..Default::default()
+                },
+                "SHA-256",
+            ),
+            (
+                ObjectMeta {
+                    length: Some(99),
+                    ..Default::default()
+                },
+                "S3 announced 99",
+            ),
+        ];
+        for (meta, why) in cases {
+            let store = LyingStore {
+                body: b"new body",
+                meta,
+            };
+            let err = match stage_all(&store, std::slice::from_ref(&f), &Default::default()).await {
+                Ok(_) => panic!("a body that disagrees with S3 was accepted"),
+                Err(err) => format!("{err:#}"),
+            };
+            assert!(err.contains(why), "{err}");
+            assert_eq!(std::fs::read(&f.path).unwrap(), b"old");
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "a temp file was left"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_matching_body_is_staged_then_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(dir.path());
+        let sha = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(b"new body"));
+        let meta = ObjectMeta {
+            etag: Some("\"e1\"".into()),
+            length: Some(8),
+            sha256: Some(sha),
+            version_id: None,
+        };
+        let store = LyingStore {
+            body: b"new body",
+            meta,
+        };
+        let staged = stage_all(&store, std::slice::from_ref(&f), &Default::default())
+            .await
+            .unwrap();
+        assert!(!f.path.exists(), "nothing is visible before the commit");
+        let done = commit(staged).unwrap();
+        assert_eq!(std::fs::read(&f.path).unwrap(), b"new body");
+        assert_eq!(done[0].1, Change::Create);
+        assert_eq!(done[0].2.etag.as_deref(), Some("\"e1\""));
+    }
+}

@@ -109,7 +109,8 @@ impl ObjectStore for S3Store {
         };
         while let Some(chunk) = out.body.next().await {
             let chunk = chunk.map_err(|e| {
-                anyhow!(Transient).context(format!("the body of {} broke off: {e}", req.uri))
+                let why = DisplayErrorContext(&e);
+                anyhow!(Transient).context(format!("reading the body of {} failed: {why}", req.uri))
             })?;
             sink.write_all(&chunk)
                 .with_context(|| format!("failed to write the body of {}", req.uri))?;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -62,6 +64,72 @@ impl Rig {
             });
     }
 
+    /// An S3 client for seeding moto, path-style as the agent is configured in tests.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
+            .endpoint_url(&self.moto_url)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "rig",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Creates a bucket of its own for a test.
+    pub async fn bucket(&self, test: &str, versioned: bool) -> String {
+        use aws_sdk_s3::types::{
+            BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+            VersioningConfiguration,
+        };
+        let name = format!("kt-{}-{}", test.replace('_', "-"), fastrand::u32(..));
+        let location = CreateBucketConfiguration::builder()
+            .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+            .build();
+        self.s3()
+            .create_bucket()
+            .bucket(&name)
+            .create_bucket_configuration(location)
+            .send()
+            .await
+            .expect("create bucket");
+        if versioned {
+            let versioning = VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build();
+            self.s3()
+                .put_bucket_versioning()
+                .bucket(&name)
+                .versioning_configuration(versioning)
+                .send()
+                .await
+                .expect("enable versioning");
+        }
+        name
+    }
+
+    /// Puts an object with a SHA-256 checksum S3 keeps; returns its version id.
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) -> Option<String> {
+        self.s3()
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "put s3://{bucket}/{key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            })
+            .version_id()
+            .map(str::to_string)
+    }
+
     pub async fn delete(&self, name: &str) {
         self.ssm()
             .delete_parameter()
@@ -97,11 +165,16 @@ impl Scratch {
         self.path("work")
     }
 
-    /// Writes `agent.yaml`; `{workdir}` and `{moto}` in `text` are replaced.
+    /// Writes `agent.yaml`; `{workdir}`, `{scratch}` and `{moto}` in `text` are replaced, and
+    /// `state_dir` is set inside the scratch directory unless the text sets it.
     pub fn config(&self, rig: &Rig, text: &str) -> PathBuf {
-        let text = text
+        let mut text = text
             .replace("{workdir}", &self.workdir().display().to_string())
+            .replace("{scratch}", &self.dir.path().display().to_string())
             .replace("{moto}", &rig.moto_url);
+        if !text.contains("state_dir:") && text.contains("project:") {
+            text.push_str(&format!("state_dir: {}\n", self.path("state").display()));
+        }
         let path = self.path("etc/agent.yaml");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, text).unwrap();
@@ -114,7 +187,24 @@ impl Scratch {
     }
 
     pub fn agent_with(&self, rig: &Rig, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kicky-agent"));
+        self.run_agent(rig, &[], args, env)
+    }
+
+    /// Runs the agent under a wrapper command (such as `/usr/bin/time -f %M`).
+    pub fn agent_via(&self, rig: &Rig, wrapper: &[&str], args: &[&str]) -> Run {
+        self.run_agent(rig, wrapper, args, &[])
+    }
+
+    fn run_agent(&self, rig: &Rig, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Run {
+        let agent = env!("CARGO_BIN_EXE_kicky-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(agent);
+                cmd
+            }
+            None => Command::new(agent),
+        };
         cmd.args([
             "--config",
             &self.path("etc/agent.yaml").display().to_string(),

@@ -1,0 +1,144 @@
+//! A TCP proxy in front of the rig's moto that injects faults: SSM's real ThrottlingException
+//! for the first requests, dropped connections, or a flipped byte in a response body. It also
+//! counts connections and the bytes moto sent, to prove what was (not) transferred.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Forward everything.
+    None,
+    /// Answer the first `n` connections with a ThrottlingException.
+    Throttle(usize),
+    /// Close the first `n` connections without an answer.
+    Drop(usize),
+    /// Flip one byte of the first response body on every connection.
+    Corrupt,
+}
+
+pub struct Proxy {
+    pub url: String,
+    connections: Arc<AtomicUsize>,
+    bytes_down: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    pub async fn start(upstream_url: &str, fault: Fault) -> Proxy {
+        let upstream = upstream_url.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let bytes_down = Arc::new(AtomicUsize::new(0));
+        let (seen, down) = (connections.clone(), bytes_down.clone());
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let (upstream, down) = (upstream.clone(), down.clone());
+                tokio::spawn(handle(client, upstream, fault, n, down));
+            }
+        });
+        Proxy {
+            url,
+            connections,
+            bytes_down,
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn bytes_down(&self) -> usize {
+        self.bytes_down.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle(
+    mut client: TcpStream,
+    upstream: String,
+    fault: Fault,
+    n: usize,
+    down: Arc<AtomicUsize>,
+) {
+    match fault {
+        Fault::Throttle(count) if n < count => {
+            read_request(&mut client).await;
+            let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+            let response = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                 X-Amzn-ErrorType: ThrottlingException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(response.as_bytes()).await;
+            return;
+        }
+        Fault::Drop(count) if n < count => {
+            read_request(&mut client).await;
+            return;
+        }
+        _ => {}
+    }
+    let server = TcpStream::connect(upstream).await.unwrap();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let _ = server_write.shutdown().await;
+    });
+    let corrupt = matches!(fault, Fault::Corrupt);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head = Vec::new();
+    let mut flipped = !corrupt;
+    loop {
+        let read = match server_read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        down.fetch_add(read, Ordering::SeqCst);
+        let chunk = &mut buf[..read];
+        if !flipped {
+            // Flip the first body byte: find the end of the response head, possibly across reads.
+            let offset = head.len();
+            head.extend_from_slice(chunk);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                let body_start = end + 4;
+                if body_start < head.len() {
+                    chunk[body_start - offset] ^= 0x01;
+                    flipped = true;
+                }
+            }
+        }
+        if client_write.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    up.abort();
+}
+
+async fn read_request(stream: &mut TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return;
+            }
+        }
+    }
+}
