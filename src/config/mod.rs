@@ -27,6 +27,8 @@ pub mod defaults {
     pub const ENV_MODE: u32 = 0o600;
     pub const FILE_MODE: u32 = 0o644;
     pub const STATE_DIR: &str = "/var/lib/kicky-agent";
+    pub const COMPOSE_FILE: &str = "docker-compose.yml";
+    pub const HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
     /// `workdir` when the config has none: `/srv/<project>`.
     pub const WORKDIR_PARENT: &str = "/srv";
 }
@@ -40,6 +42,8 @@ pub struct Settings {
     /// `None` when the config has no `env:` section: no env file is written.
     pub env: Option<EnvSettings>,
     pub files: Vec<FileSettings>,
+    /// `None` when the config has no `compose:` section: no containers are managed.
+    pub compose: Option<ComposeSettings>,
     pub state_dir: PathBuf,
     /// The files the settings were read from, in merge order.
     pub sources: Vec<PathBuf>,
@@ -72,6 +76,15 @@ pub struct FileSettings {
     pub mode: u32,
     pub owner: Option<String>,
     pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeSettings {
+    /// Absolute path of the compose file.
+    pub file: PathBuf,
+    pub pull: raw::PullPolicy,
+    pub prune: bool,
+    pub healthy_timeout: std::time::Duration,
 }
 
 /// One config file as read, kept to point later errors at their line.
@@ -244,6 +257,19 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             group: file.group.map(|g| g.as_str().to_string()),
         });
     }
+    let compose = raw.compose.map(|c| ComposeSettings {
+        file: workdir.join(
+            c.file
+                .map(|f| f.into_path())
+                .unwrap_or_else(|| PathBuf::from(defaults::COMPOSE_FILE)),
+        ),
+        pull: c.pull.unwrap_or(raw::PullPolicy::Missing),
+        prune: c.prune.unwrap_or(false),
+        healthy_timeout: c
+            .healthy_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults::HEALTHY_TIMEOUT),
+    });
     let state_dir = raw
         .state_dir
         .map(|d| d.into_path())
@@ -255,6 +281,7 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
         aws,
         env,
         files,
+        compose,
         state_dir,
         sources,
     })

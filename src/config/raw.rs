@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use super::types::{
-    AbsolutePath, Account, EndpointUrl, EnvKey, FileMode, FilePath, ParamName, ParamPath,
-    ProjectName, RegionName, S3Uri, VersionId,
+    AbsolutePath, Account, DurationText, EndpointUrl, EnvKey, FileMode, FilePath, ParamName,
+    ParamPath, ProjectName, RegionName, S3Uri, VersionId,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -17,10 +17,28 @@ pub struct RawConfig {
     pub aws: Option<RawAws>,
     pub env: Option<RawEnv>,
     pub files: Option<Vec<RawFile>>,
+    pub compose: Option<RawCompose>,
     /// Absolute directories outside `workdir` that `files[].path` may write to.
     pub files_allowed_dirs: Option<Vec<AbsolutePath>>,
     /// Where the agent keeps what it last fetched (ETags, versions, hashes) and the last sync.
     pub state_dir: Option<AbsolutePath>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompose {
+    pub file: Option<FilePath>,
+    pub pull: Option<PullPolicy>,
+    pub prune: Option<bool>,
+    pub healthy_timeout: Option<DurationText>,
+}
+
+/// When images are pulled: `always` (every sync, so a moved tag is noticed) or `missing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    Always,
+    Missing,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -376,9 +376,55 @@ impl VersionId {
 }
 deserialize_via_parse!(VersionId);
 
+/// A duration such as `90s`, `5m` or `1h 30m` (humantime), or `0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationText(pub std::time::Duration);
+
+impl DurationText {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.trim() == "0" {
+            return Ok(DurationText(std::time::Duration::ZERO));
+        }
+        humantime::parse_duration(s)
+            .map(DurationText)
+            .map_err(|e| format!("{s:?} is not a duration such as 90s, 5m or 1h ({e})"))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl de::Visitor<'_> for DurationVisitor {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 90s or 5m")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<DurationText, E> {
+                DurationText::parse(s).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<DurationText, E> {
+                match n {
+                    0 => Ok(DurationText(std::time::Duration::ZERO)),
+                    _ => Err(E::custom(format!("{n} has no unit: write {n}s or {n}m"))),
+                }
+            }
+        }
+        d.deserialize_any(DurationVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(DurationText::parse("5m").unwrap().0.as_secs(), 300);
+        assert_eq!(DurationText::parse("1h 30m").unwrap().0.as_secs(), 5400);
+        assert_eq!(DurationText::parse("0").unwrap().0.as_secs(), 0);
+        assert!(DurationText::parse("5 minutes please").is_err());
+        assert!(DurationText::parse("").is_err());
+    }
 
     #[test]
     fn s3_uris() {
