@@ -9,6 +9,8 @@
 pub mod s3;
 pub mod ssm;
 
+use std::error::Error as StdError;
+
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -54,4 +56,36 @@ pub async fn sdk_config(settings: &AwsSettings) -> Result<SdkConfig> {
         bail!("the SDK lost the configured region");
     }
     Ok(config)
+}
+
+/// An SDK error in one line that is safe to print: the service's error code and message, or what
+/// went wrong on the way. Never the raw response: an unparsable answer to GetParameters would
+/// carry parameter values in its body, and the SDK's own Display of such errors includes it.
+pub fn describe<E>(
+    err: &aws_sdk_ssm::error::SdkError<E, aws_sdk_ssm::config::http::HttpResponse>,
+) -> String
+where
+    E: aws_sdk_ssm::error::ProvideErrorMetadata + StdError + 'static,
+{
+    use aws_sdk_ssm::error::{DisplayErrorContext, SdkError};
+    match err {
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            match (e.err().code(), e.err().message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                (None, _) => format!("HTTP {status} without an error code"),
+            }
+        }
+        SdkError::ResponseError(e) => {
+            format!("an unreadable answer (HTTP {})", e.raw().status().as_u16())
+        }
+        SdkError::TimeoutError(_) => "timed out".to_string(),
+        SdkError::DispatchFailure(e) => match e.as_connector_error() {
+            Some(c) => format!("could not reach the service: {}", DisplayErrorContext(c)),
+            None => "could not reach the service".to_string(),
+        },
+        SdkError::ConstructionFailure(_) => "could not build the request".to_string(),
+        _ => "an unexpected SDK error".to_string(),
+    }
 }

@@ -97,8 +97,7 @@ impl ObjectStore for S3Store {
             Ok(out) => out,
             Err(err) if status(&err) == Some(304) => return Ok(Fetched::NotModified),
             Err(err) => {
-                return Err(explain(&err, err.code(), status(&err)))
-                    .with_context(|| format!("failed to fetch {}", req.uri))
+                return Err(explain(&err)).with_context(|| format!("failed to fetch {}", req.uri))
             }
         };
         let meta = ObjectMeta {
@@ -128,7 +127,7 @@ impl ObjectStore for S3Store {
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
-            .map_err(|err| explain(&err, err.code(), status(&err)))
+            .map_err(|err| explain(&err))
             .with_context(|| format!("failed to look up {uri}"))?;
         Ok(ObjectMeta {
             etag: out.e_tag().map(str::to_string),
@@ -149,8 +148,15 @@ fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
 }
 
 /// An S3 error in words an operator acts on. HEAD answers carry no error code, only a status.
-fn explain(err: &dyn std::error::Error, code: Option<&str>, status: Option<u16>) -> anyhow::Error {
-    let what = match (code, status) {
+fn explain<E>(err: &SdkError<E, HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    };
+    let what = match (code, status(err)) {
         (Some("NoSuchKey"), _) | (None, Some(404)) => "no such object (NoSuchKey)",
         (Some("NoSuchBucket"), _) => "no such bucket (NoSuchBucket)",
         (Some("NoSuchVersion"), _) => {
@@ -159,7 +165,7 @@ fn explain(err: &dyn std::error::Error, code: Option<&str>, status: Option<u16>)
         (Some("AccessDenied"), _) | (None, Some(403)) => {
             "access denied (AccessDenied): check the instance role's s3:GetObject"
         }
-        _ => return anyhow!("{}", DisplayErrorContext(err)),
+        _ => return anyhow!(super::describe(err)),
     };
     anyhow!("{what}")
 }

@@ -4,7 +4,6 @@
 use std::future::Future;
 
 use anyhow::{Context, Result};
-use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ssm::types::Parameter as SdkParameter;
 use aws_sdk_ssm::Client;
 
@@ -63,7 +62,7 @@ impl ParameterStore for SsmStore {
             .with_decryption(true)
             .send()
             .await
-            .map_err(|e| sdk_error(&e, e.code()))
+            .map_err(|e| anyhow::anyhow!(super::describe(&e)))
             .with_context(|| {
                 format!(
                     "failed to read parameter{} {}",
@@ -94,7 +93,7 @@ impl ParameterStore for SsmStore {
         let mut params = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page
-                .map_err(|e| sdk_error(&e, e.code()))
+                .map_err(|e| anyhow::anyhow!(super::describe(&e)))
                 .with_context(|| format!("failed to read the parameters under {path}"))?;
             for p in page.parameters() {
                 params.push(convert(p)?);
@@ -117,15 +116,6 @@ fn convert(p: &SdkParameter) -> Result<Parameter> {
         version: p.version(),
         name,
     })
-}
-
-/// The SDK error with its whole context ("service error: AccessDeniedException: ..."). AWS error
-/// messages name resources and actions, never parameter values.
-fn sdk_error(err: &dyn std::error::Error, code: Option<&str>) -> anyhow::Error {
-    match code {
-        Some(code) => anyhow::anyhow!("{code}: {}", DisplayErrorContext(err)),
-        None => anyhow::anyhow!("{}", DisplayErrorContext(err)),
-    }
 }
 
 fn plural(n: usize) -> &'static str {

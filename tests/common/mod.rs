@@ -80,21 +80,9 @@ impl Rig {
 
     /// Creates a bucket of its own for a test.
     pub async fn bucket(&self, test: &str, versioned: bool) -> String {
-        use aws_sdk_s3::types::{
-            BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
-            VersioningConfiguration,
-        };
+        use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
         let name = format!("kt-{}-{}", test.replace('_', "-"), fastrand::u32(..));
-        let location = CreateBucketConfiguration::builder()
-            .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
-            .build();
-        self.s3()
-            .create_bucket()
-            .bucket(&name)
-            .create_bucket_configuration(location)
-            .send()
-            .await
-            .expect("create bucket");
+        self.bucket_named(&name).await;
         if versioned {
             let versioning = VersioningConfiguration::builder()
                 .status(BucketVersioningStatus::Enabled)
@@ -108,6 +96,21 @@ impl Rig {
                 .expect("enable versioning");
         }
         name
+    }
+
+    pub async fn bucket_named(&self, name: &str) -> String {
+        use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+        let location = CreateBucketConfiguration::builder()
+            .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+            .build();
+        self.s3()
+            .create_bucket()
+            .bucket(name)
+            .create_bucket_configuration(location)
+            .send()
+            .await
+            .expect("create bucket");
+        name.to_string()
     }
 
     /// Puts an object with a SHA-256 checksum S3 keeps; returns its version id.

@@ -17,9 +17,36 @@ import signal
 import sys
 from collections.abc import Callable
 
+def json_denials_for_json_services() -> None:
+    """moto 5.2, when it enforces IAM (INITIAL_NO_AUTH_ACTION_COUNT), answers a denial with an XML
+    body even to services that speak AWS JSON (SSM, ECR, Auto Scaling's neighbours), which no SDK can
+    parse. AWS answers those with a JSON body whose __type is AccessDeniedException: do the same."""
+    from moto.core.authorization import ActionAuthenticatorMixin
+    from moto.core.exceptions import JsonRESTError
+    from werkzeug.exceptions import HTTPException
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+    def authorize(self, iam_request_cls, resource="*"):  # type: ignore[no-untyped-def]
+        try:
+            original(self, iam_request_cls, resource)
+        except HTTPException as err:
+            speaks_json = "amz-json" in (self.headers.get("Content-Type") or "")
+            if not speaks_json or isinstance(err, JsonRESTError):
+                raise
+            error_type = getattr(err, "error_type", "AccessDenied")
+            if error_type == "AccessDenied":
+                error_type = "AccessDeniedException"
+            denial = JsonRESTError(error_type, getattr(err, "message", str(err)))
+            denial.code = err.code
+            raise denial from err
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = authorize
+
+
 # Extensions to moto, each a function that patches it in-process. To come: Auto Scaling
 # RecordLifecycleActionHeartbeat and CompleteLifecycleAction, which moto 5.2 answers NotImplemented.
-PATCHES: list[Callable[[], None]] = []
+PATCHES: list[Callable[[], None]] = [json_denials_for_json_services]
 
 
 def apply_patches() -> None:
