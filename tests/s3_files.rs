@@ -506,3 +506,52 @@ fn files_equal(a: &Path, b: &Path) -> bool {
         }
     }
 }
+
+#[tokio::test]
+async fn network_failures_are_retried_and_an_unreachable_s3_fails_naming_the_object() {
+    let rig = Rig::get();
+    let bucket = rig.bucket("network", false).await;
+    rig.put_object(&bucket, "app.yml", b"app: 1\n".to_vec())
+        .await;
+    let config = |endpoint: &str| {
+        format!(
+            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {endpoint}\n  s3_force_path_style: true\n\
+             files:\n  - source: s3://{bucket}/app.yml\n    path: app.yml\n"
+        )
+    };
+    let proxy = Proxy::start(&rig.moto_url, Fault::Drop(2)).await;
+    let s = Scratch::new();
+    s.config(&rig, &config(&proxy.url));
+    let (run, s, rig) = agent(s, rig, &["sync"]).await;
+    run.expect(0);
+    assert!(
+        proxy.connections() >= 3,
+        "the dropped connections were retried"
+    );
+    assert_eq!(
+        std::fs::read(s.workdir().join("app.yml")).unwrap(),
+        b"app: 1\n"
+    );
+
+    // Nothing listens on this port any more.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    rig.put_object(&bucket, "app.yml", b"app: 2\n".to_vec())
+        .await;
+    s.config(&rig, &config(&closed));
+    let (run, s, _rig) = agent(s, rig, &["sync"]).await;
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains(&format!("failed to fetch s3://{bucket}/app.yml"))
+            && run.stderr.contains("could not reach"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(s.workdir().join("app.yml")).unwrap(),
+        b"app: 1\n"
+    );
+}
