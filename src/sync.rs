@@ -79,6 +79,12 @@ async fn converge(
             None => Ok(None),
         }
     };
+    if let Some(compose) = &settings.compose {
+        tracing::warn!(
+            file = %compose.file.display(),
+            "compose: is read by validate, but this version does not start containers yet"
+        );
+    }
     let staged = files::stage_all(s3, &settings.files, &state.files);
     let (env, staged) = futures::try_join!(env, staged)?;
 

@@ -1,0 +1,350 @@
+//! The compose project as the agent understands it: every short form already expanded, every
+//! value typed, paths absolute, so the engine reconcile reads fields instead of re-parsing text.
+//!
+//! Maps keep the order of the compose file (env files first for `environment`); `render` sorts
+//! them the way `docker compose config` prints them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::redact::Secret;
+
+/// A loaded, interpolated and validated compose project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    /// The agent's `project`: the `com.docker.compose.project` label and the prefix of names.
+    pub name: String,
+    /// The compose file's directory, against which its relative paths were resolved.
+    pub working_dir: PathBuf,
+    /// The compose file itself.
+    pub file: PathBuf,
+    /// The enabled services (those whose `profiles` are active, or that have none), in file order.
+    pub services: IndexMap<String, Service>,
+    /// Every network the services use, `default` included when a service is on it.
+    pub networks: IndexMap<String, Network>,
+    pub volumes: IndexMap<String, Volume>,
+}
+
+impl Project {
+    /// Service names in an order that starts each service after those it depends on (file order
+    /// otherwise). Validation has refused cycles, so every service is listed.
+    pub fn start_order(&self) -> Vec<&str> {
+        let mut order: Vec<&str> = Vec::with_capacity(self.services.len());
+        fn visit<'a>(project: &'a Project, name: &'a str, order: &mut Vec<&'a str>) {
+            if order.contains(&name) {
+                return;
+            }
+            if let Some(service) = project.services.get(name) {
+                for dependency in service.depends_on.keys() {
+                    visit(project, dependency, order);
+                }
+                order.push(name);
+            }
+        }
+        for name in self.services.keys() {
+            visit(self, name, &mut order);
+        }
+        order
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub image: String,
+    pub container_name: Option<String>,
+    /// `None`: the image's own. A string in the file is split into words with shell rules.
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    /// `env_file` entries first, in order, then `environment` overriding them.
+    pub environment: IndexMap<String, EnvValue>,
+    pub ports: Vec<Port>,
+    pub volumes: Vec<Mount>,
+    /// Network key (in [`Project::networks`]) → the service's settings on it. Never empty: a
+    /// service without `networks` is on `default`.
+    pub networks: IndexMap<String, ServiceNetwork>,
+    pub restart: Option<Restart>,
+    pub healthcheck: Option<Healthcheck>,
+    pub depends_on: IndexMap<String, Dependency>,
+    pub labels: IndexMap<String, String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub extra_hosts: Vec<ExtraHost>,
+    pub logging: Option<Logging>,
+    pub ulimits: IndexMap<String, Ulimit>,
+    /// Bytes.
+    pub mem_limit: Option<u64>,
+    /// Bytes.
+    pub shm_size: Option<u64>,
+    pub cpus: Option<f64>,
+    pub init: Option<bool>,
+    pub stop_signal: Option<String>,
+    pub stop_grace_period: Option<Duration>,
+    /// `PATH[:OPTIONS]`, as docker's `--tmpfs` takes them.
+    pub tmpfs: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only: Option<bool>,
+    pub sysctls: IndexMap<String, String>,
+    pub dns: Vec<String>,
+    pub pull_policy: Option<PullPolicy>,
+    pub profiles: Vec<String>,
+}
+
+/// One variable of a service's environment. The value may be an SSM parameter: it is a
+/// [`Secret`], printed only through [`Secret::expose`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvValue {
+    pub value: Secret,
+    pub origin: EnvOrigin,
+}
+
+impl EnvValue {
+    /// Whether `render` may print the value: only when the compose file spells it out.
+    pub fn is_literal(&self) -> bool {
+        self.origin == EnvOrigin::Literal
+    }
+}
+
+/// Where a variable's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvOrigin {
+    /// Written out in `environment` (`$$` is the only `$` it may hold).
+    Literal,
+    /// Written in `environment` with a variable reference, substituted.
+    Interpolated,
+    /// A bare `KEY` in `environment`, its value taken from the env file or the agent's environment.
+    Inherited,
+    /// Read from an `env_file`.
+    EnvFile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// Host ports `start..=end` (equal for a single port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> PortRange {
+        PortRange {
+            start: port,
+            end: port,
+        }
+    }
+
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// One container port. Short-syntax ranges are expanded into one `Port` per container port, as
+/// compose does; a host range for a single container port stays a range (docker picks one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub host_ip: Option<String>,
+    /// `None`: not published, or published on a port docker picks (`127.0.0.1::80`).
+    pub published: Option<PortRange>,
+    pub target: u16,
+    pub protocol: Protocol,
+    /// `host` when the long syntax says so; compose's default is `ingress` (meaningful for swarm
+    /// only, so the engine treats both alike).
+    pub mode: PortMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortMode {
+    Ingress,
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+impl MountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub kind: MountKind,
+    /// Bind: an absolute host path (relative ones resolved against the compose file's directory,
+    /// `~` against `$HOME`). Volume: the key in [`Project::volumes`], or `None` for an anonymous
+    /// volume. Tmpfs: `None`.
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+    /// Bind: create the host directory when missing (always for the short syntax, as compose does).
+    pub create_host_path: bool,
+    /// Volume: do not copy the image's content into a new volume.
+    pub nocopy: bool,
+    /// Tmpfs: size in bytes.
+    pub tmpfs_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceNetwork {
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    No,
+    Always,
+    OnFailure { max_retries: Option<u32> },
+    UnlessStopped,
+}
+
+impl std::fmt::Display for Restart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Restart::No => f.write_str("no"),
+            Restart::Always => f.write_str("always"),
+            Restart::OnFailure { max_retries: None } => f.write_str("on-failure"),
+            Restart::OnFailure {
+                max_retries: Some(n),
+            } => write!(f, "on-failure:{n}"),
+            Restart::UnlessStopped => f.write_str("unless-stopped"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Healthcheck {
+    /// Docker's form: `["CMD", arg...]`, `["CMD-SHELL", command]` or `["NONE"]` (disabled).
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Option<u64>,
+    pub start_period: Option<Duration>,
+}
+
+impl Healthcheck {
+    pub fn is_disabled(&self) -> bool {
+        self.test.first().map(String::as_str) == Some("NONE")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    ServiceStarted,
+    ServiceHealthy,
+    ServiceCompletedSuccessfully,
+}
+
+impl Condition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::ServiceStarted => "service_started",
+            Condition::ServiceHealthy => "service_healthy",
+            Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dependency {
+    pub condition: Condition,
+    /// Restart this service when the dependency is recreated (compose's `restart: true`).
+    pub restart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraHost {
+    pub host: String,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Logging {
+    /// `None`: the engine's default driver.
+    pub driver: Option<String>,
+    pub options: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ulimit {
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    Never,
+    /// Also spelled `if_not_present`.
+    Missing,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+            PullPolicy::Missing => "missing",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// The engine's name: `name:`, else `<project>_<key>` (the key itself when external).
+    pub name: String,
+    pub external: bool,
+    pub driver: Option<String>,
+    pub driver_opts: IndexMap<String, String>,
+    pub labels: IndexMap<String, String>,
+    pub internal: bool,
+    pub attachable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// The engine's name: `name:`, else `<project>_<key>` (the key itself when external).
+    pub name: String,
+    pub external: bool,
+    pub driver: Option<String>,
+    pub driver_opts: IndexMap<String, String>,
+    pub labels: IndexMap<String, String>,
+}
