@@ -248,39 +248,31 @@ fn resolve_owner(file: &FileSettings) -> Result<Option<(Option<u32>, Option<u32>
     if file.owner.is_none() && file.group.is_none() {
         return Ok(None);
     }
-    let uid = match &file.owner {
-        None => None,
-        Some(name) => Some(match name.parse::<u32>() {
-            Ok(id) => id,
-            Err(_) => nix::unistd::User::from_name(name)
-                .with_context(|| format!("failed to look up user {name}"))?
-                .ok_or_else(|| {
-                    input_error(format!(
-                        "{}: owner {name:?} is not a user on this machine",
-                        file.path.display()
-                    ))
-                })?
-                .uid
-                .as_raw(),
-        }),
-    };
-    let gid = match &file.group {
-        None => None,
-        Some(name) => Some(match name.parse::<u32>() {
-            Ok(id) => id,
-            Err(_) => nix::unistd::Group::from_name(name)
-                .with_context(|| format!("failed to look up group {name}"))?
-                .ok_or_else(|| {
-                    input_error(format!(
-                        "{}: group {name:?} is not a group on this machine",
-                        file.path.display()
-                    ))
-                })?
-                .gid
-                .as_raw(),
-        }),
-    };
+    let user = |name: &str| Ok(nix::unistd::User::from_name(name)?.map(|u| u.uid.as_raw()));
+    let group = |name: &str| Ok(nix::unistd::Group::from_name(name)?.map(|g| g.gid.as_raw()));
+    let uid = lookup_id(file, "owner", file.owner.as_deref(), user)?;
+    let gid = lookup_id(file, "group", file.group.as_deref(), group)?;
     Ok(Some((uid, gid)))
+}
+
+/// A numeric id as it is, or a name looked up with `find`; an unknown name is bad input.
+fn lookup_id(
+    file: &FileSettings,
+    what: &str,
+    name: Option<&str>,
+    find: impl Fn(&str) -> nix::Result<Option<u32>>,
+) -> Result<Option<u32>> {
+    let Some(name) = name else { return Ok(None) };
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(Some(id));
+    }
+    match find(name).with_context(|| format!("failed to look up {what} {name}"))? {
+        Some(id) => Ok(Some(id)),
+        None => Err(input_error(format!(
+            "{}: {what} {name:?} does not exist on this machine",
+            file.path.display()
+        ))),
+    }
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i128 {

@@ -35,6 +35,14 @@ fn files_config(endpoint: &str, bucket: &str, extra: &str) -> String {
     )
 }
 
+/// A config with one file, `s3://{bucket}/{key}` at `{path}`, and `extra` lines under it.
+fn one_file(endpoint: &str, bucket: &str, key: &str, path: &str, extra: &str) -> String {
+    format!(
+        "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {endpoint}\n  s3_force_path_style: true\n\
+         files:\n  - source: s3://{bucket}/{key}\n    path: {path}\n{extra}"
+    )
+}
+
 async fn seed_bucket(rig: &Rig, test: &str) -> String {
     let bucket = rig.bucket(test, false).await;
     rig.put_object(
@@ -237,11 +245,12 @@ async fn paths_that_escape_workdir_are_refused_with_exit_2() {
     rig.put_object(&bucket, "a.yml", b"a: 1\n".to_vec()).await;
     s.config(
         &rig,
-        &format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n  s3_force_path_style: true\n\
-             files_allowed_dirs: [{}]\nfiles:\n  - source: s3://{bucket}/a.yml\n    path: {}\n",
-            outside.display(),
-            outside.join("abs.yml").display()
+        &one_file(
+            &rig.moto_url,
+            &bucket,
+            "a.yml",
+            &outside.join("abs.yml").display().to_string(),
+            &format!("files_allowed_dirs: [{}]\n", outside.display()),
         ),
     );
     s.agent(&rig, &["sync"]).expect(0);
@@ -328,10 +337,7 @@ async fn a_corrupted_body_is_rejected_and_never_written() {
     let s = Scratch::new();
     s.config(
         &rig,
-        &format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n  s3_force_path_style: true\n\
-             files:\n  - source: s3://{bucket}/app.yml\n    path: app.yml\n"
-        ),
+        &one_file(&rig.moto_url, &bucket, "app.yml", "app.yml", ""),
     );
     let (run, s, rig) = agent(s, rig, &["sync"]).await;
     run.expect(0);
@@ -342,11 +348,7 @@ async fn a_corrupted_body_is_rejected_and_never_written() {
     let proxy = Proxy::start(&rig.moto_url, Fault::Corrupt).await;
     s.config(
         &rig,
-        &format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {}\n  s3_force_path_style: true\n\
-             files:\n  - source: s3://{bucket}/app.yml\n    path: app.yml\n",
-            proxy.url
-        ),
+        &one_file(&proxy.url, &bucket, "app.yml", "app.yml", ""),
     );
     let (run, s, _rig) = agent(s, rig, &["sync"]).await;
     run.expect(1);
@@ -388,10 +390,7 @@ async fn a_large_object_streams_through_bounded_memory() {
         .expect("put the large object");
     s.config(
         &rig,
-        &format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n  s3_force_path_style: true\n\
-             files:\n  - source: s3://{bucket}/large.bin\n    path: large.bin\n"
-        ),
+        &one_file(&rig.moto_url, &bucket, "large.bin", "large.bin", ""),
     );
     // GNU time reports the agent's peak resident memory.
     let (run, s, _rig) = tokio::task::spawn_blocking(move || {
@@ -431,12 +430,10 @@ async fn pinned_versions_and_owners_are_honoured() {
     rig.put_object(&bucket, "app.yml", b"version: 2\n".to_vec())
         .await;
     let s = Scratch::new();
+    let moto = rig.moto_url.clone();
     let config = |version: &str| {
-        format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n  s3_force_path_style: true\n\
-             files:\n  - source: s3://{bucket}/app.yml\n    version_id: {version}\n    path: app.yml\n\
-             \x20   owner: nobody\n    group: nogroup\n    mode: \"0600\"\n"
-        )
+        let extra = format!("    version_id: {version}\n    owner: nobody\n    group: nogroup\n    mode: \"0600\"\n");
+        one_file(&moto, &bucket, "app.yml", "app.yml", &extra)
     };
     s.config(&rig, &config(&v1));
     let (run, s, rig) = agent(s, rig, &["sync"]).await;
@@ -513,12 +510,7 @@ async fn network_failures_are_retried_and_an_unreachable_s3_fails_naming_the_obj
     let bucket = rig.bucket("network", false).await;
     rig.put_object(&bucket, "app.yml", b"app: 1\n".to_vec())
         .await;
-    let config = |endpoint: &str| {
-        format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {endpoint}\n  s3_force_path_style: true\n\
-             files:\n  - source: s3://{bucket}/app.yml\n    path: app.yml\n"
-        )
-    };
+    let config = |endpoint: &str| one_file(endpoint, &bucket, "app.yml", "app.yml", "");
     let proxy = Proxy::start(&rig.moto_url, Fault::Drop(2)).await;
     let s = Scratch::new();
     s.config(&rig, &config(&proxy.url));
