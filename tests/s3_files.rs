@@ -12,7 +12,7 @@ use common::{inode_of, mode_of, Rig, Scratch};
 
 fn seed_file(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/examples/seed-stack")
+        .join("tests/fixtures/seed-stack")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

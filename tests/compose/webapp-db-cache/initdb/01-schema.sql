@@ -1,0 +1,1 @@
+-- schema for the test stack
