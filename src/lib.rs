@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod aws;
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod envfile;
 pub mod error;

@@ -82,7 +82,9 @@ fn agent(project: &str, compose: &Path, env_file: &Path, args: &[&str]) -> Outpu
     )
     .unwrap();
     let mut cmd = Command::new(AGENT);
-    cmd.env_clear().envs(ENV.iter().copied()).env("PATH", "/usr/bin:/bin");
+    cmd.env_clear()
+        .envs(ENV.iter().copied())
+        .env("PATH", "/usr/bin:/bin");
     cmd.arg("--config").arg(&config).args(args);
     cmd.output().expect("run kicky-agent")
 }
@@ -135,7 +137,8 @@ fn docker_compose(case: &Case) -> Value {
 ///   `stop_grace_period` as written (v2: Go's format); `cpus` a string or a number;
 /// - `extra_hosts`: 1.29 keeps a mapping as a mapping; v2 (and the agent) print `host:ip`;
 /// - `labels`, `sysctls`, logging `options`: 1.29 may print numbers, v2 strings;
-/// - `ulimits`: 1.29 prints `{soft, hard}` as written; v2 a single number when both are equal.
+/// - `ulimits`: 1.29 prints `{soft, hard}` as written; v2 a single number when both are equal;
+/// - `pull_policy`: 1.29 prints `if_not_present` as written; v2 normalizes it to `missing`.
 fn normalize_v1(mut v1: Value, project: &str) -> Value {
     let top = v1.as_object_mut().unwrap();
     top.remove("version");
@@ -145,7 +148,9 @@ fn normalize_v1(mut v1: Value, project: &str) -> Value {
     let mut services = Map::new();
     for (name, service) in top.remove("services").unwrap().as_object().unwrap() {
         let mut s = service.as_object().unwrap().clone();
-        if s.get("profiles").is_some_and(|p| !p.as_array().unwrap().is_empty()) {
+        if s.get("profiles")
+            .is_some_and(|p| !p.as_array().unwrap().is_empty())
+        {
             continue;
         }
         for key in ["command", "entrypoint"] {
@@ -196,7 +201,9 @@ fn normalize_v1(mut v1: Value, project: &str) -> Value {
         uses_default |= s["networks"].get("default").is_some();
         if let Some(Value::Object(deps)) = s.get_mut("depends_on") {
             for d in deps.values_mut() {
-                d.as_object_mut().unwrap().insert("required".into(), json!(true));
+                d.as_object_mut()
+                    .unwrap()
+                    .insert("required".into(), json!(true));
             }
         }
         for key in ["mem_limit", "shm_size"] {
@@ -212,6 +219,9 @@ fn normalize_v1(mut v1: Value, project: &str) -> Value {
         if let Some(d) = s.get("stop_grace_period") {
             let d = go_duration(d);
             s.insert("stop_grace_period".into(), d);
+        }
+        if s.get("pull_policy") == Some(&json!("if_not_present")) {
+            s.insert("pull_policy".into(), json!("missing"));
         }
         if let Some(Value::String(cpus)) = s.get("cpus") {
             let cpus: f64 = cpus.parse().unwrap();
@@ -231,7 +241,9 @@ fn normalize_v1(mut v1: Value, project: &str) -> Value {
                 }
             }
         }
-        if let Some(Value::Object(options)) = s.get_mut("logging").and_then(|l| l.get_mut("options")) {
+        if let Some(Value::Object(options)) =
+            s.get_mut("logging").and_then(|l| l.get_mut("options"))
+        {
             for v in options.values_mut() {
                 *v = stringify(v);
             }
@@ -248,11 +260,22 @@ fn normalize_v1(mut v1: Value, project: &str) -> Value {
         services.insert(name.clone(), Value::Object(s));
     }
     out.insert("services".into(), Value::Object(services));
-    let mut networks = top.remove("networks").map(|n| n.as_object().unwrap().clone()).unwrap_or_default();
+    let mut networks = top
+        .remove("networks")
+        .map(|n| n.as_object().unwrap().clone())
+        .unwrap_or_default();
     if uses_default && !networks.contains_key("default") {
         networks.insert("default".into(), json!({}));
     }
-    for (section, resources) in [("networks", networks), ("volumes", top.remove("volumes").map(|v| v.as_object().unwrap().clone()).unwrap_or_default())] {
+    for (section, resources) in [
+        ("networks", networks),
+        (
+            "volumes",
+            top.remove("volumes")
+                .map(|v| v.as_object().unwrap().clone())
+                .unwrap_or_default(),
+        ),
+    ] {
         if resources.is_empty() {
             continue;
         }
@@ -285,7 +308,8 @@ fn go_duration(v: &Value) -> Value {
         Value::String(s) => s.clone(),
         other => panic!("duration {other}"),
     };
-    let d = kicky_agent::compose::units::parse_duration(&text).unwrap_or_else(|| panic!("duration {text}"));
+    let d = kicky_agent::compose::units::parse_duration(&text)
+        .unwrap_or_else(|| panic!("duration {text}"));
     json!(kicky_agent::compose::units::format_duration(d))
 }
 
@@ -314,7 +338,10 @@ fn port_v2(port: &Value) -> Value {
             out.insert("protocol".into(), json!(protocol));
         }
         Value::Object(m) => {
-            out.insert("mode".into(), m.get("mode").cloned().unwrap_or(json!("ingress")));
+            out.insert(
+                "mode".into(),
+                m.get("mode").cloned().unwrap_or(json!("ingress")),
+            );
             if let Some(ip) = m.get("host_ip") {
                 out.insert("host_ip".into(), ip.clone());
             }
@@ -322,7 +349,10 @@ fn port_v2(port: &Value) -> Value {
             if let Some(p) = m.get("published") {
                 out.insert("published".into(), stringify(p));
             }
-            out.insert("protocol".into(), m.get("protocol").cloned().unwrap_or(json!("tcp")));
+            out.insert(
+                "protocol".into(),
+                m.get("protocol").cloned().unwrap_or(json!("tcp")),
+            );
         }
         other => panic!("port {other}"),
     }
@@ -368,7 +398,10 @@ fn volume_v2(volume: &Value) -> Value {
             if out["type"] == "volume" && !out.contains_key("volume") {
                 out.insert("volume".into(), json!({}));
             }
-            if out.get("bind").is_some_and(|b| b.get("create_host_path") != Some(&json!(true))) {
+            if out
+                .get("bind")
+                .is_some_and(|b| b.get("create_host_path") != Some(&json!(true)))
+            {
                 out.remove("bind");
             }
             Value::Object(out)
@@ -386,7 +419,11 @@ fn differences(path: &str, ours: &Value, theirs: &Value, out: &mut Vec<String>) 
                 let p = format!("{path}.{key}");
                 match (a.get(key), b.get(key)) {
                     (Some(x), Some(y)) => differences(&p, x, y, out),
-                    (x, y) => out.push(format!("{p}: agent {} / docker-compose {}", show(x), show(y))),
+                    (x, y) => out.push(format!(
+                        "{p}: agent {} / docker-compose {}",
+                        show(x),
+                        show(y)
+                    )),
                 }
             }
         }
@@ -406,9 +443,18 @@ fn show(v: Option<&Value>) -> String {
 }
 
 fn render_json(case: &Case) -> Value {
-    let out = agent(&case.name, &case.compose, &case.env_file, &["-vvv", "render", "--json"]);
+    let out = agent(
+        &case.name,
+        &case.compose,
+        &case.env_file,
+        &["-vvv", "render", "--json"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "render failed for {}: {stderr}", case.name);
+    assert!(
+        out.status.success(),
+        "render failed for {}: {stderr}",
+        case.name
+    );
     assert_no_secrets(case, &out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -417,11 +463,19 @@ fn render_json(case: &Case) -> Value {
 fn assert_no_secrets(case: &Case, out: &Output) {
     let text = std::fs::read_to_string(&case.env_file).unwrap();
     let vars = kicky_agent::envfile::parse(&text, &|_| None).unwrap();
-    let all = [String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)].concat();
+    let all = [
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    ]
+    .concat();
     for (key, value) in vars {
         let upper = key.to_uppercase();
         if upper.contains("SECRET") || upper.contains("PASSWORD") {
-            assert!(!all.contains(&value), "case {}: the value of {key} was printed", case.name);
+            assert!(
+                !all.contains(&value),
+                "case {}: the value of {key} was printed",
+                case.name
+            );
         }
     }
 }
@@ -435,12 +489,15 @@ fn environments(case: &Case) -> BTreeMap<String, BTreeMap<String, String>> {
         .into_iter()
         .collect();
     let lookup = |name: &str| {
-        file.get(name)
-            .cloned()
-            .or_else(|| ENV.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+        file.get(name).cloned().or_else(|| {
+            ENV.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
     };
     let compose_text = std::fs::read_to_string(&case.compose).unwrap();
-    let project = kicky_agent::compose::from_str(&compose_text, &case.compose, &case.name, &lookup).unwrap();
+    let project =
+        kicky_agent::compose::from_str(&compose_text, &case.compose, &case.name, &lookup).unwrap();
     project
         .services
         .iter()
@@ -467,7 +524,11 @@ fn render_matches_docker_compose_config_on_every_case() {
         let ours = render_json(&case);
 
         let out = agent(&case.name, &case.compose, &case.env_file, &["render"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let raw_yaml = String::from_utf8(out.stdout).unwrap();
         let yaml = golden(&case, &raw_yaml);
         let expected_path = case.dir.join("render.yaml");
@@ -494,7 +555,9 @@ fn render_matches_docker_compose_config_on_every_case() {
         let mut theirs = normalize_v1(docker_compose(&case), &case.name);
         let real = environments(&case);
         for (service, env) in theirs["services"].as_object_mut().unwrap() {
-            let Some(Value::Object(env)) = env.get_mut("environment") else { continue };
+            let Some(Value::Object(env)) = env.get_mut("environment") else {
+                continue;
+            };
             for (key, value) in env.iter_mut() {
                 let ours_value = &ours["services"][service]["environment"][key];
                 if ours_value == MASK {
@@ -544,19 +607,32 @@ fn broken_files_fail_with_the_key_and_line_named() {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let expected = expectations(&text);
-        assert!(!expected.is_empty(), "{} has no `# expect:` line", file.display());
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` line",
+            file.display()
+        );
         for args in [&["render"][..], &["validate"][..]] {
             let out = agent("errors", &file, &env_file, args);
             let stderr = String::from_utf8_lossy(&out.stderr);
             if out.status.code() != Some(2) {
-                failures.push(format!("{} ({args:?}): exit {:?}, not 2: {stderr}", file.display(), out.status.code()));
+                failures.push(format!(
+                    "{} ({args:?}): exit {:?}, not 2: {stderr}",
+                    file.display(),
+                    out.status.code()
+                ));
                 continue;
             }
             for (line, message) in &expected {
                 let at = format!("{}:{line}:", file.display());
-                let found = stderr.lines().any(|l| l.contains(&at) && l.contains(message.as_str()));
+                let found = stderr
+                    .lines()
+                    .any(|l| l.contains(&at) && l.contains(message.as_str()));
                 if !found {
-                    failures.push(format!("{} ({args:?}): no error at line {line} saying {message:?}:\n{stderr}", file.display()));
+                    failures.push(format!(
+                        "{} ({args:?}): no error at line {line} saying {message:?}:\n{stderr}",
+                        file.display()
+                    ));
                 }
             }
             if stderr.contains("errors-SECRET") {
@@ -569,10 +645,17 @@ fn broken_files_fail_with_the_key_and_line_named() {
 
 #[test]
 fn validate_checks_the_compose_file_when_present() {
-    let case = cases().into_iter().find(|c| c.name == "webapp-db-cache").unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "webapp-db-cache")
+        .unwrap();
     let out = agent(&case.name, &case.compose, &case.env_file, &["validate"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("compose file is valid") && stdout.contains("3 services: db, cache, web"),
         "{stdout}"
@@ -589,12 +672,18 @@ fn validate_checks_the_compose_file_when_present() {
 
 #[test]
 fn warnings_name_the_line_and_never_stop_the_render() {
-    let case = cases().into_iter().find(|c| c.name == "webapp-db-cache").unwrap();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "webapp-db-cache")
+        .unwrap();
     let out = agent(&case.name, &case.compose, &case.env_file, &["render"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success());
     assert!(
-        stderr.contains(&format!("{}:3:1: version: `version` is obsolete", case.compose.display())),
+        stderr.contains(&format!(
+            "{}:2:1: version: `version` is obsolete",
+            case.compose.display()
+        )),
         "{stderr}"
     );
 }

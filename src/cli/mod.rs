@@ -2,6 +2,7 @@
 //! Only commands that work are listed; DESIGN.md's others arrive with their stages.
 
 mod plan;
+mod render;
 mod status;
 mod sync;
 mod validate;
@@ -42,6 +43,7 @@ pub struct Cli {
 pub enum Command {
     Sync(sync::SyncCmd),
     Plan(plan::PlanCmd),
+    Render(render::RenderCmd),
     Status(status::StatusCmd),
     Validate(validate::ValidateCmd),
 }
@@ -51,6 +53,7 @@ impl Cli {
         match self.command {
             Command::Sync(cmd) => cmd.run(&self.config),
             Command::Plan(cmd) => cmd.run(&self.config),
+            Command::Render(cmd) => cmd.run(&self.config),
             Command::Status(cmd) => cmd.run(&self.config),
             Command::Validate(cmd) => cmd.run(&self.config),
         }

@@ -286,6 +286,9 @@ impl Condition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dependency {
     pub condition: Condition,
+    /// `required: false`: a dependency that fails to start does not stop this service (compose
+    /// v2); one that is not defined was dropped with a warning.
+    pub required: bool,
     /// Restart this service when the dependency is recreated (compose's `restart: true`).
     pub restart: bool,
 }

@@ -48,13 +48,21 @@ pub(super) fn key_text(key: &Value) -> Option<String> {
 }
 
 /// Interpolates every string value of `value` in place.
-pub(super) fn interpolate(value: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Interpolated {
+pub(super) fn interpolate(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Interpolated {
     let mut out = Interpolated::default();
     walk(value, "", lookup, &mut out);
     out
 }
 
-fn walk(value: &mut Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>, out: &mut Interpolated) {
+fn walk(
+    value: &mut Value,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    out: &mut Interpolated,
+) {
     match value {
         Value::String(text) if text.contains('$') => {
             let looked_up = RefCell::new(Vec::<String>::new());
@@ -72,7 +80,9 @@ fn walk(value: &mut Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>, 
                         out.unset.push((name, path.to_string()));
                     }
                 }
-                Err(err) => out.problems.push(Problem::new(path, describe(&err, &looked_up.borrow()))),
+                Err(err) => out
+                    .problems
+                    .push(Problem::new(path, describe(&err, &looked_up.borrow()))),
             }
         }
         Value::Sequence(items) => {
@@ -103,7 +113,9 @@ fn describe(err: &InterpolationError, looked_up: &[String]) -> String {
         {
             format!("required variable {name} is missing a value: {message}")
         }
-        InterpolationError::Required { name, .. } => format!("required variable {name} is missing a value"),
+        InterpolationError::Required { name, .. } => {
+            format!("required variable {name} is missing a value")
+        }
         other => other.to_string(),
     }
 }
@@ -143,7 +155,11 @@ mod tests {
         tainted.sort();
         assert_eq!(
             tainted,
-            ["services.web.command[1]", "services.web.environment.P", "services.web.image"]
+            [
+                "services.web.command[1]",
+                "services.web.environment.P",
+                "services.web.image"
+            ]
         );
         assert!(found.problems.is_empty());
     }
@@ -158,10 +174,24 @@ mod tests {
     #[test]
     fn errors_name_the_variable_and_path_never_a_value() {
         let (_, found) = run("s:\n  x: ${NOPE:?set NOPE in SSM}\n  y: ${PASSWORD}${EMPTY:?needs ${PASSWORD}}\n  z: ${oops\n");
-        let messages: Vec<String> = found.problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
-        assert_eq!(messages[0], "s.x: required variable NOPE is missing a value: set NOPE in SSM");
-        assert_eq!(messages[1], "s.y: required variable EMPTY is missing a value");
-        assert!(messages[2].starts_with("s.z: `${` without a closing `}`"), "{}", messages[2]);
+        let messages: Vec<String> = found
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        assert_eq!(
+            messages[0],
+            "s.x: required variable NOPE is missing a value: set NOPE in SSM"
+        );
+        assert_eq!(
+            messages[1],
+            "s.y: required variable EMPTY is missing a value"
+        );
+        assert!(
+            messages[2].starts_with("s.z: `${` without a closing `}`"),
+            "{}",
+            messages[2]
+        );
         assert!(!messages.concat().contains("hunter2"));
     }
 }

@@ -45,7 +45,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         match number.split_once('.') {
             None => nanos = nanos.checked_add(number.parse::<u128>().ok()?.checked_mul(scale)?)?,
             Some((whole, fraction)) => {
-                let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+                let whole: u128 = if whole.is_empty() {
+                    0
+                } else {
+                    whole.parse().ok()?
+                };
                 nanos = nanos.checked_add(whole.checked_mul(scale)?)?;
                 if !fraction.is_empty() {
                     let f: f64 = format!("0.{fraction}").parse().ok()?;

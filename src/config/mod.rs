@@ -44,6 +44,7 @@ pub struct Settings {
     pub files: Vec<FileSettings>,
     /// `None` when the config has no `compose:` section: no containers are managed.
     pub compose: Option<ComposeSettings>,
+    pub registries: Vec<raw::RawRegistry>,
     pub state_dir: PathBuf,
     /// The files the settings were read from, in merge order.
     pub sources: Vec<PathBuf>,
@@ -282,6 +283,7 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
         env,
         files,
         compose,
+        registries: raw.registries.unwrap_or_default(),
         state_dir,
         sources,
     })

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::types::{
     AbsolutePath, Account, DurationText, EndpointUrl, EnvKey, FileMode, FilePath, ParamName,
-    ParamPath, ProjectName, RegionName, S3Uri, VersionId,
+    ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, VersionId,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub env: Option<RawEnv>,
     pub files: Option<Vec<RawFile>>,
     pub compose: Option<RawCompose>,
+    pub registries: Option<Vec<RawRegistry>>,
     /// Absolute directories outside `workdir` that `files[].path` may write to.
     pub files_allowed_dirs: Option<Vec<AbsolutePath>>,
     /// Where the agent keeps what it last fetched (ETags, versions, hashes) and the last sync.
@@ -31,6 +32,63 @@ pub struct RawCompose {
     pub pull: Option<PullPolicy>,
     pub prune: Option<bool>,
     pub healthy_timeout: Option<DurationText>,
+}
+
+/// Credentials for one registry: a username and password from Parameter Store, or an ECR token
+/// from the instance role.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawRegistryEntry")]
+pub struct RawRegistry {
+    pub server: RegistryHost,
+    pub auth: RegistryAuth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    Password {
+        username: Credential,
+        password: ParamName,
+    },
+    Ecr,
+}
+
+/// A username: written in the config, or read from a parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Credential {
+    Parameter { parameter: ParamName },
+    Literal(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistryEntry {
+    server: RegistryHost,
+    username: Option<Credential>,
+    password: Option<Credential>,
+    ecr: Option<bool>,
+}
+
+impl TryFrom<RawRegistryEntry> for RawRegistry {
+    type Error = String;
+
+    fn try_from(raw: RawRegistryEntry) -> Result<Self, String> {
+        let auth = match (raw.ecr.unwrap_or(false), raw.username, raw.password) {
+            (true, None, None) => RegistryAuth::Ecr,
+            (true, _, _) => return Err("`ecr: true` takes its token from the instance role: drop `username` and `password`".into()),
+            (false, Some(username), Some(Credential::Parameter { parameter })) => {
+                RegistryAuth::Password { username, password: parameter }
+            }
+            (false, _, Some(Credential::Literal(_))) => {
+                return Err("`password` must come from Parameter Store: `password: { parameter: /name }`".into())
+            }
+            (false, _, _) => return Err("a registry needs `username` and `password`, or `ecr: true`".into()),
+        };
+        Ok(RawRegistry {
+            server: raw.server,
+            auth,
+        })
+    }
 }
 
 /// When images are pulled: `always` (every sync, so a moved tag is noticed) or `missing`.

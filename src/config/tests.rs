@@ -245,3 +245,48 @@ fn the_shipped_sample_is_valid() {
     assert_eq!(s.project, "orange");
     assert_eq!(s.env.unwrap().sources.len(), 3);
 }
+
+#[test]
+fn registries_take_a_parameter_password_or_ecr() {
+    let dir = Dir::new();
+    dir.write(
+        "agent.yaml",
+        "project: orange\nregistries:\n  - server: https://index.docker.io/\n    username: { parameter: /orange/dockerhub/username }\n    password: { parameter: /orange/dockerhub/token }\n  - server: 127.0.0.1:5000\n    username: tester\n    password: { parameter: /orange/registry/password }\n  - server: 123456789012.dkr.ecr.ap-northeast-2.amazonaws.com\n    ecr: true\n",
+    );
+    let s = load(&dir.main()).unwrap();
+    assert_eq!(s.registries.len(), 3);
+    assert_eq!(s.registries[0].server.as_str(), "docker.io");
+    assert!(
+        matches!(&s.registries[1].auth, raw::RegistryAuth::Password { username: raw::Credential::Literal(u), .. } if u == "tester")
+    );
+    assert_eq!(s.registries[2].auth, raw::RegistryAuth::Ecr);
+
+    for (text, needle) in [
+        (
+            "  - server: r.example.com\n    username: u\n    password: hunter2\n",
+            "must come from Parameter Store",
+        ),
+        (
+            "  - server: r.example.com\n    ecr: true\n    username: u\n",
+            "drop `username`",
+        ),
+        (
+            "  - server: r.example.com\n    username: u\n",
+            "needs `username` and `password`",
+        ),
+        (
+            "  - server: \"bad host/\"\n    ecr: true\n",
+            "not a registry host",
+        ),
+    ] {
+        let dir = Dir::new();
+        dir.write(
+            "agent.yaml",
+            &format!("project: orange\nregistries:\n{text}"),
+        );
+        let (msg, code) = error_of(&dir.main());
+        assert_eq!(code, 2);
+        assert!(msg.contains(":3:") && msg.contains(needle), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}

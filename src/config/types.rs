@@ -376,6 +376,41 @@ impl VersionId {
 }
 deserialize_via_parse!(VersionId);
 
+/// A registry host as image references name it: `docker.io`, `127.0.0.1:5000`,
+/// `123456789012.dkr.ecr.ap-northeast-2.amazonaws.com`. `index.docker.io` and `registry-1.docker.io`
+/// mean `docker.io`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RegistryHost(String);
+
+impl RegistryHost {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let host = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"))
+            .unwrap_or(s);
+        let host = host.trim_end_matches('/');
+        let ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            && !host.starts_with(['.', '-', ':']);
+        if !ok {
+            return Err(format!(
+                "{s:?} is not a registry host such as docker.io or 127.0.0.1:5000"
+            ));
+        }
+        Ok(RegistryHost(match host {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+            other => other.to_ascii_lowercase(),
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(RegistryHost);
+
 /// A duration such as `90s`, `5m` or `1h 30m` (humantime), or `0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationText(pub std::time::Duration);

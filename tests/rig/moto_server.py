@@ -44,9 +44,27 @@ def json_denials_for_json_services() -> None:
     ActionAuthenticatorMixin._authenticate_and_authorize_action = authorize
 
 
+def ecr_tokens_that_expire_later() -> None:
+    """moto 5.2's ECR GetAuthorizationToken says every token expired on 2015-01-01; a real token
+    lasts 12 hours, and the agent caches it until then."""
+    from datetime import datetime, timedelta, timezone
+
+    from moto.ecr.responses import ECRResponse
+
+    original = ECRResponse.get_authorization_token
+
+    def get_authorization_token(self):  # type: ignore[no-untyped-def]
+        result = original(self)
+        for data in result.result["authorizationData"]:
+            data["expiresAt"] = datetime.now(timezone.utc) + timedelta(hours=12)
+        return result
+
+    ECRResponse.get_authorization_token = get_authorization_token
+
+
 # Extensions to moto, each a function that patches it in-process. To come: Auto Scaling
 # RecordLifecycleActionHeartbeat and CompleteLifecycleAction, which moto 5.2 answers NotImplemented.
-PATCHES: list[Callable[[], None]] = [json_denials_for_json_services]
+PATCHES: list[Callable[[], None]] = [json_denials_for_json_services, ecr_tokens_that_expire_later]
 
 
 def apply_patches() -> None:

@@ -13,6 +13,7 @@ REG_USER=tester
 # Symbols a URL, a shell, a dotenv file or a base64 auth string could each mangle: tests need exactly this.
 REG_PASSWORD='pw+/=?>'
 REG_OTHER_USER=other
+ECR_PASSWORD=123456789012-auth-token
 BOUND=30
 
 "$RIG_SRC/install.sh"
@@ -109,6 +110,9 @@ else
         umask 077
         printf '%s' "$REG_PASSWORD" | htpasswd -B -i -c "$REG_HOME/htpasswd" "$REG_USER" 2>/dev/null
         printf '%s' "$REG_OTHER_PASSWORD" | htpasswd -B -i "$REG_HOME/htpasswd" "$REG_OTHER_USER" 2>/dev/null
+        # What moto's ECR GetAuthorizationToken hands out for its default account: with it, an
+        # `ecr: true` registry entry authenticates here the way it would at a real ECR.
+        printf '%s' "$ECR_PASSWORD" | htpasswd -B -i "$REG_HOME/htpasswd" AWS 2>/dev/null
     )
     # The registry binds the port itself and cannot report it, so it gets one picked here.
     port=$(free_port)
@@ -146,6 +150,7 @@ IMAGES=(
     "tester/web:1 web VERSION=1"
     "tester/web:2 web VERSION=2"
     "tester/orange:1 web VERSION=1"
+    "tester/orange:latest web VERSION=1"
     "tester/unhealthy:1 unhealthy"
     "tester/crash:1 crash"
     "tester/promtail:1 promtail"

@@ -1,0 +1,275 @@
+//! The compose model: the agent reads the compose file itself (no docker-compose binary) and
+//! understands it as docker compose v2 does, for the part of the Compose Specification that EC2
+//! application stacks use, refusing clearly what it does not support.
+//!
+//! Loading goes text → YAML tree (anchors and `<<` merge keys resolved) → interpolation of every
+//! string value (`tree`) → typed, normalized [`Project`] (`parse`) → cross-service checks
+//! (`validate`). Every problem is reported with the file, line and key path, and never with a
+//! value that came from a variable: those are SSM parameters, possibly secret.
+//!
+//! Variables come from the env file the agent writes (`env.file`), then the agent's own
+//! environment. The env file wins, unlike docker compose where the shell wins: on an instance the
+//! parameters in SSM are the source of truth, not whatever the unit's environment holds.
+
+mod model;
+mod parse;
+mod render;
+mod tree;
+pub mod units;
+mod validate;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use indexmap::IndexMap;
+use serde_norway::Value;
+
+use crate::config::Settings;
+use crate::error::input_error;
+
+pub use model::*;
+pub use render::{to_json, to_value, to_yaml, MASK};
+
+/// Something wrong (or worth a warning) at a key path of the compose file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    /// Such as `services.web.ports[1]`; empty for the document itself.
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn new(path: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The env file whose variables interpolate the compose file: the agent's `env.file`, or, when
+/// the config writes none, the `.env` beside the compose file (where docker compose looks).
+pub fn env_file_of(settings: &Settings) -> Option<PathBuf> {
+    match (&settings.env, &settings.compose) {
+        (Some(env), _) => Some(env.path.clone()),
+        (None, Some(compose)) => compose.file.parent().map(|dir| dir.join(".env")),
+        (None, None) => None,
+    }
+}
+
+/// Loads the compose file of `settings` (exit 2 when the config has no `compose:` section).
+pub fn load(settings: &Settings) -> Result<Project> {
+    let compose = settings.compose.as_ref().ok_or_else(|| {
+        input_error("the config has no `compose:` section: there is no compose file to read")
+    })?;
+    load_file(
+        &compose.file,
+        &settings.project,
+        env_file_of(settings).as_deref(),
+    )
+}
+
+/// Loads `file` as project `project`, with the variables of `env_file` (when it exists; before the
+/// first sync it may not), then the agent's environment.
+pub fn load_file(file: &Path, project: &str, env_file: Option<&Path>) -> Result<Project> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(input_error(format!(
+                "compose file {} does not exist (a sync fetches it when `files` lists it)",
+                file.display()
+            )))
+        }
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", file.display())),
+    };
+    let variables = match env_file {
+        Some(path) => read_env_file(path)?,
+        None => IndexMap::new(),
+    };
+    let lookup = |name: &str| {
+        variables
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    };
+    from_str(&text, file, project, &lookup)
+}
+
+/// The variables of the env file; none when it does not exist yet.
+fn read_env_file(path: &Path) -> Result<IndexMap<String, String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(
+                "env file {} does not exist (yet): the compose file is interpolated from the agent's environment only",
+                path.display()
+            );
+            return Ok(IndexMap::new());
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("failed to read env file {}", path.display()))
+        }
+    };
+    let process = |name: &str| std::env::var(name).ok();
+    let vars = crate::envfile::parse(&text, &process)
+        .map_err(|e| input_error(format!("env file {}: {e}", path.display())))?;
+    Ok(vars.into_iter().collect())
+}
+
+/// Loads compose-file `text`, read from `file` (relative paths resolve against its directory),
+/// as project `project`, with `lookup` answering variables.
+pub fn from_str(
+    text: &str,
+    file: &Path,
+    project: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Project> {
+    let at = |problems: Vec<Problem>| located(text, file, problems);
+    let mut root: Value =
+        crate::yaml::from_str(text, file).map_err(|e| input_error(e.to_string()))?;
+    root.apply_merge()
+        .map_err(|e| input_error(format!("{}: invalid merge key (`<<`): {e}", file.display())))?;
+
+    let interpolated = tree::interpolate(&mut root, lookup);
+    if !interpolated.problems.is_empty() {
+        return Err(at(interpolated.problems));
+    }
+    for (name, path) in &interpolated.unset {
+        let message = format!("variable {name} is not set: substituting an empty string");
+        warn(text, file, &Problem::new(path, message));
+    }
+
+    let dir = file.parent().unwrap_or(Path::new("/"));
+    let mut ctx = parse::Ctx {
+        project,
+        dir,
+        home: std::env::var("HOME").ok(),
+        lookup,
+        tainted: &interpolated.tainted,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let parsed = parse::document(&root, &mut ctx);
+    for warning in &ctx.warnings {
+        warn(text, file, warning);
+    }
+    if !ctx.problems.is_empty() {
+        return Err(at(ctx.problems));
+    }
+
+    let active = active_profiles(lookup);
+    let mut project = Project {
+        name: project.to_string(),
+        working_dir: dir.to_path_buf(),
+        file: file.to_path_buf(),
+        services: IndexMap::new(),
+        networks: parsed.networks,
+        volumes: parsed.volumes,
+    };
+    let mut paths = IndexMap::new();
+    let mut disabled = HashSet::new();
+    for (name, (service, service_paths)) in parsed.services {
+        let enabled = service.profiles.is_empty()
+            || service.profiles.iter().any(|p| active.contains(p))
+            || active.contains("*");
+        if enabled {
+            project.services.insert(name.clone(), service);
+            paths.insert(name, service_paths);
+        } else {
+            disabled.insert(name);
+        }
+    }
+    let uses_default = project
+        .services
+        .values()
+        .any(|s| s.networks.contains_key("default"));
+    if uses_default && !project.networks.contains_key("default") {
+        let network = Network {
+            name: parse::resource_name(&project.name, "default", false, None),
+            external: false,
+            driver: None,
+            driver_opts: IndexMap::new(),
+            labels: IndexMap::new(),
+            internal: false,
+            attachable: false,
+        };
+        project.networks.insert("default".to_string(), network);
+    }
+
+    let checked = validate::check(&mut project, &paths, &disabled);
+    for warning in &checked.warnings {
+        warn(text, file, warning);
+    }
+    if !checked.problems.is_empty() {
+        return Err(at(checked.problems));
+    }
+    Ok(project)
+}
+
+/// `COMPOSE_PROFILES`, comma-separated, as docker compose reads it (here from the env file too).
+fn active_profiles(lookup: &dyn Fn(&str) -> Option<String>) -> HashSet<String> {
+    lookup("COMPOSE_PROFILES")
+        .unwrap_or_default()
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The line and column of `path` in `text`. A key that came from a `<<` merge is written
+/// elsewhere: then the `<<` that brought it, or the nearest ancestor the text spells out.
+fn position(text: &str, path: &str) -> (usize, usize) {
+    let mut path = path;
+    loop {
+        if let Some(at) = crate::yaml::position_of(text, path) {
+            return at;
+        }
+        if let Some((parent, _)) = path.rsplit_once('.') {
+            if let Some(at) = crate::yaml::position_of(text, &format!("{parent}.<<")) {
+                return at;
+            }
+        }
+        match path.rfind(['.', '[']) {
+            Some(cut) => path = &path[..cut],
+            None if !path.is_empty() => path = "",
+            None => return (1, 1),
+        }
+    }
+}
+
+fn describe(text: &str, file: &Path, problem: &Problem) -> String {
+    let (line, column) = position(text, &problem.path);
+    if problem.path.is_empty() {
+        format!("{}:{line}:{column}: {}", file.display(), problem.message)
+    } else {
+        format!(
+            "{}:{line}:{column}: {}: {}",
+            file.display(),
+            problem.path,
+            problem.message
+        )
+    }
+}
+
+fn warn(text: &str, file: &Path, problem: &Problem) {
+    tracing::warn!("{}", describe(text, file, problem));
+}
+
+/// One input error (exit 2) naming every problem, in the order of the file.
+fn located(text: &str, file: &Path, problems: Vec<Problem>) -> anyhow::Error {
+    let mut lines: Vec<((usize, usize), String)> = problems
+        .iter()
+        .map(|p| (position(text, &p.path), describe(text, file, p)))
+        .collect();
+    lines.sort();
+    lines.dedup();
+    let lines: Vec<String> = lines.into_iter().map(|(_, line)| line).collect();
+    match lines.as_slice() {
+        [one] => input_error(one.clone()),
+        many => input_error(format!("{} problems:\n  {}", many.len(), many.join("\n  "))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

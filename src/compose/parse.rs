@@ -1,0 +1,1485 @@
+//! From the interpolated YAML tree to the typed model: every long and short form of the Compose
+//! Specification the agent supports, normalized as compose normalizes it, and every other key
+//! refused with its path.
+//!
+//! Problems are collected, not returned at the first one, so one run names every mistake. Error
+//! messages quote a value only when the compose file spells it out: a value interpolated from a
+//! variable may be a secret.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_norway::{Mapping, Value};
+
+use super::model::*;
+use super::tree::{join_index, join_key, key_text};
+use super::units;
+use super::Problem;
+use crate::redact::Secret;
+
+/// What parsing needs besides the tree.
+pub(super) struct Ctx<'a> {
+    pub project: &'a str,
+    /// The compose file's directory: relative paths resolve here.
+    pub dir: &'a Path,
+    /// `~` in a bind source.
+    pub home: Option<String>,
+    /// The variables: the env file's, then the agent's environment.
+    pub lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Paths of values that came from variables.
+    pub tainted: &'a HashSet<String>,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+/// Where the parts of a service were written, to point cross-service errors at their line.
+#[derive(Debug, Default)]
+pub(super) struct Paths {
+    pub service: String,
+    pub container_name: Option<String>,
+    /// One per [`Service::ports`] entry.
+    pub ports: Vec<String>,
+    /// One per [`Service::volumes`] entry.
+    pub volumes: Vec<String>,
+    pub networks: IndexMap<String, String>,
+    pub depends_on: IndexMap<String, String>,
+}
+
+/// The whole file, every service included (profiles are applied later).
+#[derive(Debug, Default)]
+pub(super) struct Parsed {
+    pub services: IndexMap<String, (Service, Paths)>,
+    pub networks: IndexMap<String, Network>,
+    pub volumes: IndexMap<String, Volume>,
+}
+
+/// Why a key is refused, for the keys people most often write.
+fn unsupported_hint(key: &str) -> &'static str {
+    match key {
+        "build" => ": kicky-agent runs prebuilt images; build and push in CI, then set `image`",
+        "deploy" => ": swarm deployment settings are not supported; use `mem_limit` and `cpus`",
+        "secrets" | "configs" => {
+            ": swarm secrets and configs are not supported; secrets travel in the env file"
+        }
+        "network_mode" => {
+            ": only the networks declared under the top-level `networks` are supported"
+        }
+        "links" | "external_links" => ": use `networks`; services reach each other by name",
+        "privileged" => ": privileged containers are not supported; use `cap_add`",
+        "extends" | "include" => ": the agent reads one self-contained compose file",
+        "expose" => ": container ports are reachable on the project's networks without `expose`",
+        _ => "",
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+impl Ctx<'_> {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(Problem::new(path, message));
+    }
+
+    fn expected(&mut self, path: &str, what: &str, value: &Value) {
+        self.problem(path, format!("expected {what}, found {}", kind(value)));
+    }
+
+    /// `value` quoted for an error message, or a placeholder when it came from a variable.
+    fn shown(&self, path: &str, value: &str) -> String {
+        if self.tainted.contains(path) {
+            "(a value from a variable, not shown)".to_string()
+        } else {
+            format!("`{value}`")
+        }
+    }
+
+    fn unsupported(&mut self, path: &str, key: &str, owner: &str) {
+        let message = format!(
+            "unsupported key `{key}` in {owner}{}",
+            unsupported_hint(key)
+        );
+        self.problem(path, message);
+    }
+
+    fn string(&mut self, value: &Value, path: &str) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.expected(path, "a string", other);
+                None
+            }
+        }
+    }
+
+    /// A string, or a number or boolean taken as its text (`user: 1000`).
+    fn scalar(&mut self, value: &Value, path: &str) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            other => {
+                self.expected(path, "a string", other);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, value: &Value, path: &str) -> Option<bool> {
+        match value {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.expected(path, "true or false", other);
+                None
+            }
+        }
+    }
+
+    /// A whole number, written as a number or as a string of digits.
+    fn integer(&mut self, value: &Value, path: &str) -> Option<i64> {
+        let parsed = match value {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.expected(path, "a whole number", value);
+        }
+        parsed
+    }
+
+    fn list<'v>(&mut self, value: &'v Value, path: &str) -> Option<&'v [Value]> {
+        match value {
+            Value::Sequence(items) => Some(items),
+            other => {
+                self.expected(path, "a list", other);
+                None
+            }
+        }
+    }
+
+    /// The entries of a mapping as `(key, key path, value)`.
+    fn entries<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+    ) -> Option<Vec<(String, String, &'v Value)>> {
+        let Value::Mapping(map) = value else {
+            self.expected(path, "a mapping", value);
+            return None;
+        };
+        Some(self.mapping_entries(map, path))
+    }
+
+    fn mapping_entries<'v>(
+        &mut self,
+        map: &'v Mapping,
+        path: &str,
+    ) -> Vec<(String, String, &'v Value)> {
+        let mut out = Vec::with_capacity(map.len());
+        for (key, value) in map {
+            match key_text(key) {
+                Some(key) => {
+                    let key_path = join_key(path, &key);
+                    out.push((key, key_path, value));
+                }
+                None => self.problem(path, format!("a key must be a string, found {}", kind(key))),
+            }
+        }
+        out
+    }
+
+    /// A list of strings.
+    fn strings(&mut self, value: &Value, path: &str) -> Option<Vec<String>> {
+        let items = self.list(value, path)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            out.push(self.string(item, &join_index(path, i))?);
+        }
+        Some(out)
+    }
+
+    fn string_or_list(&mut self, value: &Value, path: &str) -> Option<Vec<String>> {
+        match value {
+            Value::String(s) => Some(vec![s.clone()]),
+            _ => self.strings(value, path),
+        }
+    }
+
+    /// `labels`, `sysctls`, `driver_opts`, logging `options`: a list of `KEY=VALUE` (a bare `KEY`
+    /// is an empty value) or a mapping of scalars.
+    fn string_map(&mut self, value: &Value, path: &str) -> Option<IndexMap<String, String>> {
+        let mut out = IndexMap::new();
+        match value {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let item = self.string(item, &join_index(path, i))?;
+                    let (key, value) = item.split_once('=').unwrap_or((&item, ""));
+                    out.insert(key.to_string(), value.to_string());
+                }
+            }
+            Value::Mapping(_) => {
+                for (key, key_path, value) in self.entries(value, path)? {
+                    let value = match value {
+                        Value::Null => String::new(),
+                        other => self.scalar(other, &key_path)?,
+                    };
+                    out.insert(key, value);
+                }
+            }
+            other => {
+                self.expected(path, "a list of KEY=VALUE or a mapping", other);
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    fn duration(&mut self, value: &Value, path: &str) -> Option<std::time::Duration> {
+        let text = self.scalar(value, path)?;
+        let parsed = units::parse_duration(&text);
+        if parsed.is_none() {
+            let shown = self.shown(path, &text);
+            self.problem(path, format!("invalid duration {shown}: expected a number with a unit, such as 30s, 1m30s or 500ms"));
+        }
+        parsed
+    }
+
+    fn bytes(&mut self, value: &Value, path: &str) -> Option<u64> {
+        let parsed = match value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => units::parse_bytes(s),
+            _ => None,
+        };
+        if parsed.is_none() {
+            let shown = match value {
+                Value::String(s) => self.shown(path, s),
+                other => kind(other).to_string(),
+            };
+            self.problem(path, format!("invalid size {shown}: expected bytes, or a number with a unit b, k, m or g (such as 512m)"));
+        }
+        parsed
+    }
+
+    /// A host path of a bind mount or an env file: `~` is `$HOME`, a relative path is relative to
+    /// the compose file's directory.
+    fn host_path(&self, path: &str) -> PathBuf {
+        let expanded = match (path.strip_prefix('~'), &self.home) {
+            (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+                PathBuf::from(format!("{home}{rest}"))
+            }
+            _ => PathBuf::from(path),
+        };
+        clean(&self.dir.join(expanded))
+    }
+}
+
+/// `path` with `.` and `..` resolved lexically, as compose (Go's `filepath.Clean`) does.
+fn clean(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+                if out.as_os_str().is_empty() {
+                    out.push("/");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Parses the whole (interpolated) document.
+pub(super) fn document(root: &Value, ctx: &mut Ctx) -> Parsed {
+    let mut parsed = Parsed::default();
+    let Some(entries) = ctx.entries(root, "") else {
+        return parsed;
+    };
+    let mut services = None;
+    for (key, path, value) in entries {
+        match key.as_str() {
+            "services" => services = Some((path, value)),
+            "networks" if !value.is_null() => {
+                if let Some(networks) = ctx.entries(value, &path) {
+                    for (name, path, value) in networks {
+                        if let Some(network) = network(&name, value, &path, ctx) {
+                            parsed.networks.insert(name, network);
+                        }
+                    }
+                }
+            }
+            "volumes" if !value.is_null() => {
+                if let Some(volumes) = ctx.entries(value, &path) {
+                    for (name, path, value) in volumes {
+                        if let Some(volume) = volume(&name, value, &path, ctx) {
+                            parsed.volumes.insert(name, volume);
+                        }
+                    }
+                }
+            }
+            "networks" | "volumes" => {}
+            "version" => ctx.warn(
+                &path,
+                "`version` is obsolete and ignored (as docker compose v2 does)",
+            ),
+            "name" => {
+                if let Some(name) = ctx.string(value, &path) {
+                    if name != ctx.project {
+                        let message = format!("the project is named {} by the agent's config, not by the compose file's `name`", ctx.project);
+                        ctx.warn(&path, message);
+                    }
+                }
+            }
+            key if key.starts_with("x-") => {}
+            key => ctx.unsupported(&path, key, "the compose file's top level"),
+        }
+    }
+    match services {
+        None => ctx.problem("", "the compose file has no `services`"),
+        Some((path, value)) => {
+            if let Some(entries) = ctx.entries(value, &path) {
+                if entries.is_empty() {
+                    ctx.problem(&path, "the compose file defines no service");
+                }
+                for (name, path, value) in entries {
+                    if let Some(service) = service(&name, value, &path, ctx) {
+                        parsed.services.insert(name, service);
+                    }
+                }
+            }
+        }
+    }
+    parsed
+}
+
+/// Service, network and volume names: what compose accepts.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+enum EnvEntry {
+    Set(String, EnvOrigin),
+    /// A bare `KEY`: its value comes from the variables, or it is left out.
+    Inherit,
+}
+
+struct EnvFileRef {
+    path: PathBuf,
+    required: bool,
+    key_path: String,
+}
+
+fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Service, Paths)> {
+    let owner = format!("service {name}");
+    if !valid_name(name) {
+        ctx.problem(
+            path,
+            format!("invalid service name `{name}`: use letters, digits, `_`, `.` and `-`"),
+        );
+    }
+    let entries = match value {
+        Value::Null => {
+            ctx.problem(
+                path,
+                format!("service {name} is empty: it needs at least an `image`"),
+            );
+            return None;
+        }
+        value => ctx.entries(value, path)?,
+    };
+    let problems_before = ctx.problems.len();
+    let mut s = Service {
+        name: name.to_string(),
+        image: String::new(),
+        container_name: None,
+        command: None,
+        entrypoint: None,
+        environment: IndexMap::new(),
+        ports: Vec::new(),
+        volumes: Vec::new(),
+        networks: IndexMap::new(),
+        restart: None,
+        healthcheck: None,
+        depends_on: IndexMap::new(),
+        labels: IndexMap::new(),
+        user: None,
+        working_dir: None,
+        hostname: None,
+        extra_hosts: Vec::new(),
+        logging: None,
+        ulimits: IndexMap::new(),
+        mem_limit: None,
+        shm_size: None,
+        cpus: None,
+        init: None,
+        stop_signal: None,
+        stop_grace_period: None,
+        tmpfs: Vec::new(),
+        cap_add: Vec::new(),
+        cap_drop: Vec::new(),
+        read_only: None,
+        sysctls: IndexMap::new(),
+        dns: Vec::new(),
+        pull_policy: None,
+        profiles: Vec::new(),
+    };
+    let mut paths = Paths {
+        service: path.to_string(),
+        ..Paths::default()
+    };
+    let mut image = None;
+    let mut env_files = Vec::new();
+    let mut environment = Vec::new();
+    for (key, key_path, value) in entries {
+        if key.starts_with("x-") {
+            continue;
+        }
+        // A key written without a value (`command:`) means the default, as in compose.
+        if value.is_null() {
+            continue;
+        }
+        let p = key_path.as_str();
+        match key.as_str() {
+            "image" => image = ctx.string(value, p),
+            "container_name" => {
+                s.container_name = ctx.string(value, p);
+                paths.container_name = Some(key_path.clone());
+            }
+            "command" => s.command = command(value, p, ctx),
+            "entrypoint" => s.entrypoint = command(value, p, ctx),
+            "environment" => environment = env_entries(value, p, ctx),
+            "env_file" => env_files = env_file_refs(value, p, ctx),
+            "ports" => {
+                if let Some(items) = ctx.list(value, p) {
+                    for (i, item) in items.iter().enumerate() {
+                        let item_path = join_index(p, i);
+                        for port in port(item, &item_path, ctx) {
+                            s.ports.push(port);
+                            paths.ports.push(item_path.clone());
+                        }
+                    }
+                }
+            }
+            "volumes" => {
+                if let Some(items) = ctx.list(value, p) {
+                    for (i, item) in items.iter().enumerate() {
+                        let item_path = join_index(p, i);
+                        if let Some(mount) = mount(item, &item_path, ctx) {
+                            s.volumes.push(mount);
+                            paths.volumes.push(item_path);
+                        }
+                    }
+                }
+            }
+            "networks" => service_networks(value, p, ctx, &mut s.networks, &mut paths.networks),
+            "restart" => s.restart = restart(value, p, ctx),
+            "healthcheck" => s.healthcheck = healthcheck(value, p, ctx),
+            "depends_on" => depends_on(value, p, ctx, &mut s.depends_on, &mut paths),
+            "labels" => s.labels = ctx.string_map(value, p).unwrap_or_default(),
+            "user" => s.user = ctx.scalar(value, p),
+            "working_dir" => s.working_dir = ctx.string(value, p),
+            "hostname" => s.hostname = ctx.string(value, p),
+            "extra_hosts" => s.extra_hosts = extra_hosts(value, p, ctx),
+            "logging" => s.logging = logging(value, p, ctx),
+            "ulimits" => s.ulimits = ulimits(value, p, ctx),
+            "mem_limit" => s.mem_limit = ctx.bytes(value, p),
+            "shm_size" => s.shm_size = ctx.bytes(value, p),
+            "cpus" => s.cpus = cpus(value, p, ctx),
+            "init" => s.init = ctx.boolean(value, p),
+            "stop_signal" => s.stop_signal = ctx.string(value, p),
+            "stop_grace_period" => s.stop_grace_period = ctx.duration(value, p),
+            "tmpfs" => s.tmpfs = ctx.string_or_list(value, p).unwrap_or_default(),
+            "cap_add" => s.cap_add = ctx.strings(value, p).unwrap_or_default(),
+            "cap_drop" => s.cap_drop = ctx.strings(value, p).unwrap_or_default(),
+            "read_only" => s.read_only = ctx.boolean(value, p),
+            "sysctls" => s.sysctls = ctx.string_map(value, p).unwrap_or_default(),
+            "dns" => s.dns = ctx.string_or_list(value, p).unwrap_or_default(),
+            "pull_policy" => s.pull_policy = pull_policy(value, p, ctx),
+            "profiles" => s.profiles = ctx.strings(value, p).unwrap_or_default(),
+            other => ctx.unsupported(p, other, &owner),
+        }
+    }
+    match image {
+        Some(image) if !image.trim().is_empty() => s.image = image,
+        Some(_) => ctx.problem(&join_key(path, "image"), format!("service {name} has an empty `image`")),
+        None if ctx.problems.len() == problems_before => ctx.problem(
+            path,
+            format!("service {name} has no `image`: kicky-agent runs prebuilt images (`build` is not supported)"),
+        ),
+        None => {}
+    }
+    if s.networks.is_empty() {
+        s.networks
+            .insert("default".to_string(), ServiceNetwork::default());
+    }
+    s.environment = resolve_environment(env_files, environment, ctx);
+    (ctx.problems.len() == problems_before).then_some((s, paths))
+}
+
+/// `command` and `entrypoint`: a list as it is, a string split into words with shell rules.
+fn command(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Vec<String>> {
+    match value {
+        Value::String(s) => match shell_words::split(s) {
+            Ok(words) => Some(words),
+            Err(_) => {
+                let shown = ctx.shown(path, s);
+                ctx.problem(
+                    path,
+                    format!("cannot split {shown} into words: a quote is not closed"),
+                );
+                None
+            }
+        },
+        Value::Sequence(_) => ctx.strings(value, path),
+        other => {
+            ctx.expected(path, "a string or a list of strings", other);
+            None
+        }
+    }
+}
+
+fn env_entries(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<(String, EnvEntry)> {
+    let origin = |ctx: &Ctx, p: &str| {
+        if ctx.tainted.contains(p) {
+            EnvOrigin::Interpolated
+        } else {
+            EnvOrigin::Literal
+        }
+    };
+    let mut out = Vec::new();
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = join_index(path, i);
+                let Some(text) = ctx.string(item, &item_path) else {
+                    continue;
+                };
+                let entry = match text.split_once('=') {
+                    Some((key, value)) => (
+                        key.to_string(),
+                        EnvEntry::Set(value.to_string(), origin(ctx, &item_path)),
+                    ),
+                    None => (text, EnvEntry::Inherit),
+                };
+                if entry.0.is_empty() {
+                    ctx.problem(&item_path, "a variable without a name");
+                    continue;
+                }
+                out.push(entry);
+            }
+        }
+        Value::Mapping(_) => {
+            for (key, key_path, value) in ctx.entries(value, path).unwrap_or_default() {
+                let entry = match value {
+                    Value::Null => EnvEntry::Inherit,
+                    Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                        let Some(text) = ctx.scalar(value, &key_path) else {
+                            continue;
+                        };
+                        EnvEntry::Set(text, origin(ctx, &key_path))
+                    }
+                    other => {
+                        ctx.expected(&key_path, "a string, a number or null", other);
+                        continue;
+                    }
+                };
+                out.push((key, entry));
+            }
+        }
+        other => ctx.expected(path, "a list of KEY=VALUE or a mapping", other),
+    }
+    out
+}
+
+fn env_file_refs(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<EnvFileRef> {
+    let mut out = Vec::new();
+    let mut push = |ctx: &mut Ctx, file: &str, required: bool, key_path: String| {
+        out.push(EnvFileRef {
+            path: ctx.host_path(file),
+            required,
+            key_path,
+        });
+    };
+    match value {
+        Value::String(file) => push(ctx, file, true, path.to_string()),
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = join_index(path, i);
+                match item {
+                    Value::String(file) => push(ctx, file, true, item_path),
+                    Value::Mapping(_) => {
+                        let mut file = None;
+                        let mut required = true;
+                        for (key, key_path, value) in
+                            ctx.entries(item, &item_path).unwrap_or_default()
+                        {
+                            match key.as_str() {
+                                "path" => file = ctx.string(value, &key_path),
+                                "required" => {
+                                    required = ctx.boolean(value, &key_path).unwrap_or(true)
+                                }
+                                other => ctx.unsupported(&key_path, other, "an env_file entry"),
+                            }
+                        }
+                        match file {
+                            Some(file) => push(ctx, &file, required, item_path),
+                            None => ctx.problem(&item_path, "an env_file entry needs a `path`"),
+                        }
+                    }
+                    other => ctx.expected(&item_path, "a path or a mapping with `path`", other),
+                }
+            }
+        }
+        other => ctx.expected(path, "a path or a list of paths", other),
+    }
+    out
+}
+
+/// The service's environment: each env file in order, then `environment` over them (compose v2).
+fn resolve_environment(
+    files: Vec<EnvFileRef>,
+    entries: Vec<(String, EnvEntry)>,
+    ctx: &mut Ctx,
+) -> IndexMap<String, EnvValue> {
+    let lookup = ctx.lookup;
+    let mut env: IndexMap<String, EnvValue> = IndexMap::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file.required => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let message = format!("env file {} does not exist", file.path.display());
+                ctx.problem(&file.key_path, message);
+                continue;
+            }
+            Err(e) => {
+                let message = format!("cannot read env file {}: {e}", file.path.display());
+                ctx.problem(&file.key_path, message);
+                continue;
+            }
+        };
+        // compose-go resolves a file's references against the files before it, then the project's
+        // variables.
+        let parsed = {
+            let known = |name: &str| {
+                env.get(name)
+                    .map(|v| v.value.expose().to_string())
+                    .or_else(|| lookup(name))
+            };
+            crate::envfile::parse(&text, &known)
+        };
+        match parsed {
+            Ok(vars) => {
+                for (key, value) in vars {
+                    let value = EnvValue {
+                        value: Secret::new(value),
+                        origin: EnvOrigin::EnvFile,
+                    };
+                    env.insert(key, value);
+                }
+            }
+            Err(e) => {
+                let message = format!("env file {}: {e}", file.path.display());
+                ctx.problem(&file.key_path, message);
+            }
+        }
+    }
+    for (key, entry) in entries {
+        match entry {
+            EnvEntry::Set(value, origin) => {
+                env.insert(
+                    key,
+                    EnvValue {
+                        value: Secret::new(value),
+                        origin,
+                    },
+                );
+            }
+            EnvEntry::Inherit => match lookup(&key) {
+                Some(value) => {
+                    let value = EnvValue {
+                        value: Secret::new(value),
+                        origin: EnvOrigin::Inherited,
+                    };
+                    env.insert(key, value);
+                }
+                // Unset: the container does not get it, whatever an env file said (compose v2).
+                None => {
+                    env.shift_remove(&key);
+                }
+            },
+        }
+    }
+    env
+}
+
+fn protocol(text: &str) -> Option<Protocol> {
+    match text.to_ascii_lowercase().as_str() {
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        "sctp" => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
+
+fn port_number(text: &str) -> Option<u16> {
+    text.parse::<u16>().ok().filter(|p| *p > 0)
+}
+
+fn port_range(text: &str) -> Option<PortRange> {
+    match text.split_once('-') {
+        None => port_number(text).map(PortRange::single),
+        Some((start, end)) => {
+            let (start, end) = (port_number(start)?, port_number(end)?);
+            (start <= end).then_some(PortRange { start, end })
+        }
+    }
+}
+
+/// The short syntax `[[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/PROTOCOL]`, ports or ranges, expanded
+/// into one [`Port`] per container port as compose (docker's `nat.ParsePortSpec`) does.
+pub(super) fn port_spec(spec: &str) -> Result<Vec<Port>, &'static str> {
+    const SYNTAX: &str = "expected [[HOST_IP:]HOST_PORT:]CONTAINER_PORT[/PROTOCOL], ports or ranges such as 8000-8010";
+    let (rest, protocol) = match spec.rsplit_once('/') {
+        Some((rest, p)) => (
+            rest,
+            protocol(p).ok_or("the protocol must be tcp, udp or sctp")?,
+        ),
+        None => (spec, Protocol::Tcp),
+    };
+    let (bracketed_ip, rest) = match rest.strip_prefix('[') {
+        Some(after) => {
+            let (ip, rest) = after.split_once("]:").ok_or(SYNTAX)?;
+            (Some(ip), rest)
+        }
+        None => (None, rest),
+    };
+    let parts: Vec<&str> = rest.rsplitn(3, ':').collect();
+    let (ip, host, container) = match (bracketed_ip, parts.as_slice()) {
+        (None, [container]) => (None, None, *container),
+        (None, [container, host]) => (None, Some(*host), *container),
+        (None, [container, host, ip]) => (Some(*ip), Some(*host), *container),
+        (Some(ip), [container, host]) => (Some(ip), Some(*host), *container),
+        _ => return Err(SYNTAX),
+    };
+    let host_ip = ip.filter(|ip| !ip.is_empty()).map(str::to_string);
+    let container = port_range(container).ok_or(SYNTAX)?;
+    let host = match host.filter(|h| !h.is_empty()) {
+        Some(h) => Some(port_range(h).ok_or(SYNTAX)?),
+        None => None,
+    };
+    let port = |target: u16, published: Option<PortRange>| Port {
+        host_ip: host_ip.clone(),
+        published,
+        target,
+        protocol,
+        mode: PortMode::Ingress,
+    };
+    let targets = container.start..=container.end;
+    match host {
+        None => Ok(targets.map(|t| port(t, None)).collect()),
+        Some(host) if container.start == container.end => {
+            Ok(vec![port(container.start, Some(host))])
+        }
+        Some(host) if host.end - host.start == container.end - container.start => Ok(targets
+            .zip(host.start..=host.end)
+            .map(|(t, h)| port(t, Some(PortRange::single(h))))
+            .collect()),
+        Some(_) => Err("a container port range needs a host port range of the same length"),
+    }
+}
+
+fn port(item: &Value, path: &str, ctx: &mut Ctx) -> Vec<Port> {
+    match item {
+        Value::Number(n) => match n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0)
+        {
+            Some(target) => vec![Port {
+                host_ip: None,
+                published: None,
+                target,
+                protocol: Protocol::Tcp,
+                mode: PortMode::Ingress,
+            }],
+            None => {
+                ctx.problem(path, "a port must be between 1 and 65535");
+                Vec::new()
+            }
+        },
+        Value::String(spec) => match port_spec(spec.trim()) {
+            Ok(ports) => ports,
+            Err(why) => {
+                let shown = ctx.shown(path, spec);
+                ctx.problem(path, format!("invalid port {shown}: {why}"));
+                Vec::new()
+            }
+        },
+        Value::Mapping(_) => long_port(item, path, ctx).into_iter().collect(),
+        other => {
+            ctx.expected(path, "a port specification or a mapping", other);
+            Vec::new()
+        }
+    }
+}
+
+fn long_port(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Port> {
+    let mut port = Port {
+        host_ip: None,
+        published: None,
+        target: 0,
+        protocol: Protocol::Tcp,
+        mode: PortMode::Ingress,
+    };
+    let before = ctx.problems.len();
+    for (key, key_path, value) in ctx.entries(item, path)? {
+        let p = key_path.as_str();
+        match key.as_str() {
+            "target" => match ctx
+                .integer(value, p)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0)
+            {
+                Some(n) => port.target = n,
+                None => ctx.problem(p, "the target port must be between 1 and 65535"),
+            },
+            "published" => {
+                let text = match value {
+                    Value::Number(n) => n.to_string(),
+                    other => ctx.string(other, p).unwrap_or_default(),
+                };
+                match port_range(&text) {
+                    Some(range) => port.published = Some(range),
+                    None if text.is_empty() => {}
+                    None => {
+                        let shown = ctx.shown(p, &text);
+                        ctx.problem(p, format!("invalid published port {shown}: expected a port or a range such as 8000-8010"));
+                    }
+                }
+            }
+            "host_ip" => port.host_ip = ctx.string(value, p).filter(|ip| !ip.is_empty()),
+            "protocol" => match ctx.string(value, p).map(|s| protocol(&s)) {
+                Some(Some(protocol)) => port.protocol = protocol,
+                Some(None) => ctx.problem(p, "the protocol must be tcp, udp or sctp"),
+                None => {}
+            },
+            "mode" => match ctx.string(value, p).as_deref() {
+                Some("host") => port.mode = PortMode::Host,
+                Some("ingress") => port.mode = PortMode::Ingress,
+                Some(_) => ctx.problem(p, "the mode must be host or ingress"),
+                None => {}
+            },
+            key if key.starts_with("x-") => {}
+            other => ctx.unsupported(p, other, "a port"),
+        }
+    }
+    if port.target == 0 && ctx.problems.len() == before {
+        ctx.problem(path, "a port needs a `target`");
+    }
+    (ctx.problems.len() == before).then_some(port)
+}
+
+/// The short syntax `SOURCE:TARGET[:OPTIONS]` or `TARGET` (an anonymous volume).
+pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, options) = match parts.as_slice() {
+        [target] => (None, *target, ""),
+        [source, target] => (Some(*source), *target, ""),
+        [source, target, options] => (Some(*source), *target, *options),
+        _ => return Err("expected SOURCE:TARGET[:OPTIONS] or TARGET".into()),
+    };
+    if !target.starts_with('/') {
+        return Err("the target must be an absolute path in the container".into());
+    }
+    let mut mount = Mount {
+        kind: MountKind::Volume,
+        source: None,
+        target: target.to_string(),
+        read_only: false,
+        create_host_path: false,
+        nocopy: false,
+        tmpfs_size: None,
+    };
+    match source {
+        None => {}
+        Some("") => return Err("the source is empty".into()),
+        Some(source) if source.starts_with(['/', '.', '~']) => {
+            mount.kind = MountKind::Bind;
+            mount.source = Some(ctx.host_path(source).display().to_string());
+            // The short syntax has always created a missing host directory (docker's `-v`).
+            mount.create_host_path = true;
+        }
+        Some(source) if valid_name(source) => mount.source = Some(source.to_string()),
+        Some(_) => {
+            return Err("a named volume's name takes letters, digits, `_`, `.` and `-` (a host path starts with /, . or ~)".into())
+        }
+    }
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option {
+            "ro" => mount.read_only = true,
+            "rw" => mount.read_only = false,
+            "nocopy" if mount.kind == MountKind::Volume => mount.nocopy = true,
+            "z" | "Z" => return Err("SELinux relabelling (:z, :Z) is not supported".into()),
+            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                return Err("bind propagation options are not supported".into())
+            }
+            other => return Err(format!("unknown option `{other}`: expected ro or rw")),
+        }
+    }
+    Ok(mount)
+}
+
+fn mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
+    match item {
+        Value::String(spec) => match volume_spec(spec, ctx) {
+            Ok(mount) => Some(mount),
+            Err(why) => {
+                let shown = ctx.shown(path, spec);
+                ctx.problem(path, format!("invalid volume {shown}: {why}"));
+                None
+            }
+        },
+        Value::Mapping(_) => long_mount(item, path, ctx),
+        other => {
+            ctx.expected(path, "a volume specification or a mapping", other);
+            None
+        }
+    }
+}
+
+fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
+    let before = ctx.problems.len();
+    let mut kind = None;
+    let mut source = None;
+    let mut target = None;
+    let mut mount = Mount {
+        kind: MountKind::Volume,
+        source: None,
+        target: String::new(),
+        read_only: false,
+        create_host_path: false,
+        nocopy: false,
+        tmpfs_size: None,
+    };
+    let mut options = Vec::new();
+    for (key, key_path, value) in ctx.entries(item, path)? {
+        let p = key_path.as_str();
+        match key.as_str() {
+            "type" => match ctx.string(value, p).as_deref() {
+                Some("bind") => kind = Some(MountKind::Bind),
+                Some("volume") => kind = Some(MountKind::Volume),
+                Some("tmpfs") => kind = Some(MountKind::Tmpfs),
+                Some(other) => {
+                    let message = format!(
+                        "volume type `{other}` is not supported: use bind, volume or tmpfs"
+                    );
+                    ctx.problem(p, message)
+                }
+                None => {}
+            },
+            "source" => source = ctx.string(value, p),
+            "target" => target = ctx.string(value, p),
+            "read_only" => mount.read_only = ctx.boolean(value, p).unwrap_or(false),
+            "bind" | "volume" | "tmpfs" if !value.is_null() => {
+                options.push((key.clone(), key_path.clone(), value))
+            }
+            "bind" | "volume" | "tmpfs" => {}
+            key if key.starts_with("x-") => {}
+            other => ctx.unsupported(p, other, "a volume"),
+        }
+    }
+    let Some(kind) = kind else {
+        if ctx.problems.len() == before {
+            ctx.problem(
+                path,
+                "a volume in the long syntax needs a `type` (bind, volume or tmpfs)",
+            );
+        }
+        return None;
+    };
+    mount.kind = kind;
+    for (section, section_path, value) in options {
+        if section != kind.as_str() {
+            let message = format!(
+                "`{section}` options do not apply to a {} mount",
+                kind.as_str()
+            );
+            ctx.problem(&section_path, message);
+            continue;
+        }
+        for (key, key_path, value) in ctx.entries(value, &section_path).unwrap_or_default() {
+            let p = key_path.as_str();
+            match (kind, key.as_str()) {
+                (MountKind::Bind, "create_host_path") => {
+                    mount.create_host_path = ctx.boolean(value, p).unwrap_or(false)
+                }
+                (MountKind::Volume, "nocopy") => {
+                    mount.nocopy = ctx.boolean(value, p).unwrap_or(false)
+                }
+                (MountKind::Tmpfs, "size") => mount.tmpfs_size = ctx.bytes(value, p),
+                (_, other) => {
+                    ctx.unsupported(p, other, &format!("the {section} options of a volume"))
+                }
+            }
+        }
+    }
+    match target {
+        Some(target) if target.starts_with('/') => mount.target = target,
+        Some(_) => ctx.problem(
+            &join_key(path, "target"),
+            "the target must be an absolute path in the container",
+        ),
+        None => ctx.problem(path, "a volume needs a `target`"),
+    }
+    match (kind, source) {
+        (MountKind::Bind, Some(source)) if !source.is_empty() => {
+            mount.source = Some(ctx.host_path(&source).display().to_string())
+        }
+        (MountKind::Bind, _) => ctx.problem(path, "a bind mount needs a `source`"),
+        (MountKind::Volume, Some(source)) if source.is_empty() => {}
+        (MountKind::Volume, Some(source)) if valid_name(&source) => mount.source = Some(source),
+        (MountKind::Volume, Some(_)) => ctx.problem(
+            &join_key(path, "source"),
+            "a volume's name takes letters, digits, `_`, `.` and `-`",
+        ),
+        (MountKind::Volume, None) => {}
+        (MountKind::Tmpfs, Some(_)) => {
+            ctx.problem(&join_key(path, "source"), "a tmpfs mount has no `source`")
+        }
+        (MountKind::Tmpfs, None) => {}
+    }
+    (ctx.problems.len() == before).then_some(mount)
+}
+
+fn service_networks(
+    value: &Value,
+    path: &str,
+    ctx: &mut Ctx,
+    out: &mut IndexMap<String, ServiceNetwork>,
+    paths: &mut IndexMap<String, String>,
+) {
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = join_index(path, i);
+                if let Some(name) = ctx.string(item, &item_path) {
+                    out.insert(name.clone(), ServiceNetwork::default());
+                    paths.insert(name, item_path);
+                }
+            }
+        }
+        Value::Mapping(_) => {
+            for (name, key_path, value) in ctx.entries(value, path).unwrap_or_default() {
+                let mut network = ServiceNetwork::default();
+                if !value.is_null() {
+                    for (key, p, value) in ctx.entries(value, &key_path).unwrap_or_default() {
+                        match key.as_str() {
+                            "aliases" => {
+                                network.aliases = ctx.strings(value, &p).unwrap_or_default()
+                            }
+                            key if key.starts_with("x-") => {}
+                            other => {
+                                ctx.unsupported(&p, other, &format!("network {name} of a service"))
+                            }
+                        }
+                    }
+                }
+                out.insert(name.clone(), network);
+                paths.insert(name, key_path);
+            }
+        }
+        other => ctx.expected(path, "a list of network names or a mapping", other),
+    }
+}
+
+fn restart(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Restart> {
+    let text = ctx.string(value, path)?;
+    let policy = match text.as_str() {
+        "no" => Some(Restart::No),
+        "always" => Some(Restart::Always),
+        "unless-stopped" => Some(Restart::UnlessStopped),
+        "on-failure" => Some(Restart::OnFailure { max_retries: None }),
+        other => other
+            .strip_prefix("on-failure:")
+            .and_then(|n| n.parse().ok())
+            .map(|n| Restart::OnFailure {
+                max_retries: Some(n),
+            }),
+    };
+    if policy.is_none() {
+        let shown = ctx.shown(path, &text);
+        ctx.problem(path, format!("invalid restart policy {shown}: expected \"no\", always, on-failure[:N] or unless-stopped"));
+    }
+    policy
+}
+
+fn healthcheck(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Healthcheck> {
+    let mut check = Healthcheck {
+        test: Vec::new(),
+        interval: None,
+        timeout: None,
+        retries: None,
+        start_period: None,
+    };
+    let mut disabled = false;
+    for (key, key_path, value) in ctx.entries(value, path)? {
+        let p = key_path.as_str();
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "test" => match value {
+                Value::String(command) => {
+                    check.test = vec!["CMD-SHELL".to_string(), command.clone()]
+                }
+                Value::Sequence(_) => {
+                    let test = ctx.strings(value, p).unwrap_or_default();
+                    match test.first().map(String::as_str) {
+                        Some("CMD" | "CMD-SHELL" | "NONE") => check.test = test,
+                        _ => ctx.problem(p, "a test list starts with CMD, CMD-SHELL or NONE"),
+                    }
+                }
+                other => ctx.expected(p, "a command string or a list", other),
+            },
+            "interval" => check.interval = ctx.duration(value, p),
+            "timeout" => check.timeout = ctx.duration(value, p),
+            "start_period" => check.start_period = ctx.duration(value, p),
+            "retries" => match ctx.integer(value, p).and_then(|n| u64::try_from(n).ok()) {
+                Some(n) => check.retries = Some(n),
+                None => ctx.problem(p, "retries must be a whole number, 0 or more"),
+            },
+            "disable" => disabled = ctx.boolean(value, p).unwrap_or(false),
+            key if key.starts_with("x-") => {}
+            other => ctx.unsupported(p, other, "a healthcheck"),
+        }
+    }
+    if disabled {
+        return Some(Healthcheck {
+            test: vec!["NONE".to_string()],
+            interval: None,
+            timeout: None,
+            retries: None,
+            start_period: None,
+        });
+    }
+    Some(check)
+}
+
+fn condition(text: &str) -> Option<Condition> {
+    match text {
+        "service_started" => Some(Condition::ServiceStarted),
+        "service_healthy" => Some(Condition::ServiceHealthy),
+        "service_completed_successfully" => Some(Condition::ServiceCompletedSuccessfully),
+        _ => None,
+    }
+}
+
+fn depends_on(
+    value: &Value,
+    path: &str,
+    ctx: &mut Ctx,
+    out: &mut IndexMap<String, Dependency>,
+    paths: &mut Paths,
+) {
+    let started = Dependency {
+        condition: Condition::ServiceStarted,
+        restart: false,
+        required: true,
+    };
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = join_index(path, i);
+                if let Some(name) = ctx.string(item, &item_path) {
+                    out.insert(name.clone(), started);
+                    paths.depends_on.insert(name, item_path);
+                }
+            }
+        }
+        Value::Mapping(_) => {
+            for (name, key_path, value) in ctx.entries(value, path).unwrap_or_default() {
+                let mut dependency = started;
+                if !value.is_null() {
+                    for (key, p, value) in ctx.entries(value, &key_path).unwrap_or_default() {
+                        match key.as_str() {
+                            "condition" => match ctx.string(value, &p).as_deref().map(condition) {
+                                Some(Some(c)) => dependency.condition = c,
+                                Some(None) => ctx.problem(
+                                    &p,
+                                    "the condition must be service_started, service_healthy or service_completed_successfully",
+                                ),
+                                None => {}
+                            },
+                            "restart" => dependency.restart = ctx.boolean(value, &p).unwrap_or(false),
+                            "required" => dependency.required = ctx.boolean(value, &p).unwrap_or(true),
+                            key if key.starts_with("x-") => {}
+                            other => ctx.unsupported(&p, other, &format!("the dependency on {name}")),
+                        }
+                    }
+                }
+                out.insert(name.clone(), dependency);
+                paths.depends_on.insert(name, key_path);
+            }
+        }
+        other => ctx.expected(path, "a list of service names or a mapping", other),
+    }
+}
+
+fn extra_hosts(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<ExtraHost> {
+    let mut out = Vec::new();
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = join_index(path, i);
+                let Some(text) = ctx.string(item, &item_path) else {
+                    continue;
+                };
+                // `host=ip` (compose v2) or `host:ip` (docker's --add-host; an IPv6 address keeps
+                // its colons).
+                let split = text.split_once('=').or_else(|| text.split_once(':'));
+                match split {
+                    Some((host, ip)) if !host.is_empty() && !ip.is_empty() => out.push(ExtraHost {
+                        host: host.to_string(),
+                        ip: ip.to_string(),
+                    }),
+                    _ => {
+                        let shown = ctx.shown(&item_path, &text);
+                        ctx.problem(
+                            &item_path,
+                            format!("invalid extra host {shown}: expected HOST:IP"),
+                        );
+                    }
+                }
+            }
+        }
+        Value::Mapping(_) => {
+            for (host, key_path, value) in ctx.entries(value, path).unwrap_or_default() {
+                let ips = match value {
+                    Value::Sequence(_) => ctx.strings(value, &key_path).unwrap_or_default(),
+                    other => ctx.string(other, &key_path).into_iter().collect(),
+                };
+                for ip in ips {
+                    out.push(ExtraHost {
+                        host: host.clone(),
+                        ip,
+                    });
+                }
+            }
+        }
+        other => ctx.expected(path, "a list of HOST:IP or a mapping", other),
+    }
+    out
+}
+
+fn logging(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Logging> {
+    let mut logging = Logging::default();
+    for (key, p, value) in ctx.entries(value, path)? {
+        if value.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "driver" => logging.driver = ctx.string(value, &p),
+            "options" => logging.options = ctx.string_map(value, &p).unwrap_or_default(),
+            key if key.starts_with("x-") => {}
+            other => ctx.unsupported(&p, other, "logging"),
+        }
+    }
+    Some(logging)
+}
+
+fn ulimits(value: &Value, path: &str, ctx: &mut Ctx) -> IndexMap<String, Ulimit> {
+    let mut out = IndexMap::new();
+    for (name, p, value) in ctx.entries(value, path).unwrap_or_default() {
+        match value {
+            Value::Mapping(_) => {
+                let (mut soft, mut hard) = (None, None);
+                for (key, kp, value) in ctx.entries(value, &p).unwrap_or_default() {
+                    match key.as_str() {
+                        "soft" => soft = ctx.integer(value, &kp),
+                        "hard" => hard = ctx.integer(value, &kp),
+                        other => ctx.unsupported(&kp, other, &format!("ulimit {name}")),
+                    }
+                }
+                match (soft, hard) {
+                    (Some(soft), Some(hard)) => {
+                        out.insert(name, Ulimit { soft, hard });
+                    }
+                    _ => ctx.problem(&p, "a ulimit mapping needs both `soft` and `hard`"),
+                }
+            }
+            other => {
+                if let Some(n) = ctx.integer(other, &p) {
+                    out.insert(name, Ulimit { soft: n, hard: n });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn cpus(value: &Value, path: &str, ctx: &mut Ctx) -> Option<f64> {
+    let parsed = match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(n) if n.is_finite() && n >= 0.0 => Some(n),
+        _ => {
+            ctx.problem(path, "cpus must be a number of CPUs, such as 0.5 or 2");
+            None
+        }
+    }
+}
+
+fn pull_policy(value: &Value, path: &str, ctx: &mut Ctx) -> Option<PullPolicy> {
+    match ctx.string(value, path)?.as_str() {
+        "always" => Some(PullPolicy::Always),
+        "never" => Some(PullPolicy::Never),
+        "missing" | "if_not_present" => Some(PullPolicy::Missing),
+        "build" => {
+            ctx.problem(
+                path,
+                "pull_policy `build` is not supported: kicky-agent runs prebuilt images",
+            );
+            None
+        }
+        _ => {
+            ctx.problem(path, "pull_policy must be always, never or missing");
+            None
+        }
+    }
+}
+
+/// `external: true`, or the legacy `external: {name: N}`; the name it gives, if any.
+fn external(value: &Value, path: &str, ctx: &mut Ctx) -> (bool, Option<String>) {
+    match value {
+        Value::Mapping(_) => {
+            let mut name = None;
+            for (key, p, value) in ctx.entries(value, path).unwrap_or_default() {
+                match key.as_str() {
+                    "name" => name = ctx.string(value, &p),
+                    other => ctx.unsupported(&p, other, "`external`"),
+                }
+            }
+            (true, name)
+        }
+        other => (ctx.boolean(other, path).unwrap_or(false), None),
+    }
+}
+
+fn network(key: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<Network> {
+    if !valid_name(key) {
+        ctx.problem(
+            path,
+            format!("invalid network name `{key}`: use letters, digits, `_`, `.` and `-`"),
+        );
+    }
+    let mut network = Network {
+        name: String::new(),
+        external: false,
+        driver: None,
+        driver_opts: IndexMap::new(),
+        labels: IndexMap::new(),
+        internal: false,
+        attachable: false,
+    };
+    let mut name = None;
+    let mut external_name = None;
+    if !value.is_null() {
+        let owner = format!("network {key}");
+        for (k, p, value) in ctx.entries(value, path)? {
+            if value.is_null() {
+                continue;
+            }
+            match k.as_str() {
+                "driver" => network.driver = ctx.string(value, &p),
+                "driver_opts" => {
+                    network.driver_opts = ctx.string_map(value, &p).unwrap_or_default()
+                }
+                "labels" => network.labels = ctx.string_map(value, &p).unwrap_or_default(),
+                "name" => name = ctx.string(value, &p),
+                "external" => (network.external, external_name) = external(value, &p, ctx),
+                "internal" => network.internal = ctx.boolean(value, &p).unwrap_or(false),
+                "attachable" => network.attachable = ctx.boolean(value, &p).unwrap_or(false),
+                k if k.starts_with("x-") => {}
+                other => ctx.unsupported(&p, other, &owner),
+            }
+        }
+    }
+    network.name = resource_name(ctx.project, key, network.external, name.or(external_name));
+    Some(network)
+}
+
+fn volume(key: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<Volume> {
+    if !valid_name(key) {
+        ctx.problem(
+            path,
+            format!("invalid volume name `{key}`: use letters, digits, `_`, `.` and `-`"),
+        );
+    }
+    let mut volume = Volume {
+        name: String::new(),
+        external: false,
+        driver: None,
+        driver_opts: IndexMap::new(),
+        labels: IndexMap::new(),
+    };
+    let mut name = None;
+    let mut external_name = None;
+    if !value.is_null() {
+        let owner = format!("volume {key}");
+        for (k, p, value) in ctx.entries(value, path)? {
+            if value.is_null() {
+                continue;
+            }
+            match k.as_str() {
+                "driver" => volume.driver = ctx.string(value, &p),
+                "driver_opts" => volume.driver_opts = ctx.string_map(value, &p).unwrap_or_default(),
+                "labels" => volume.labels = ctx.string_map(value, &p).unwrap_or_default(),
+                "name" => name = ctx.string(value, &p),
+                "external" => (volume.external, external_name) = external(value, &p, ctx),
+                k if k.starts_with("x-") => {}
+                other => ctx.unsupported(&p, other, &owner),
+            }
+        }
+    }
+    volume.name = resource_name(ctx.project, key, volume.external, name.or(external_name));
+    Some(volume)
+}
+
+/// The engine's name of a network or volume, as compose names it.
+pub(super) fn resource_name(
+    project: &str,
+    key: &str,
+    external: bool,
+    name: Option<String>,
+) -> String {
+    match name {
+        Some(name) => name,
+        None if external => key.to_string(),
+        None => format!("{project}_{key}"),
+    }
+}

@@ -1,0 +1,516 @@
+//! The project printed in the shape `docker compose config` (v2) prints it: top-level `name`,
+//! `services` (sorted by name), `networks`, `volumes`; `environment` as a mapping, `ports` and
+//! `volumes` in the long syntax, `networks` as a mapping, sizes in bytes, durations as Go prints
+//! them. Maps are sorted by key, so the output is deterministic. As compose does, every `$` is
+//! printed `$$`, so the output reads back as a compose file meaning the same.
+//!
+//! An `environment` value is printed only when the compose file writes it out literally; one that
+//! came from an env file or a variable is printed as [`MASK`]: it may be an SSM secret.
+
+use indexmap::IndexMap;
+use serde_norway::{Mapping, Value};
+
+use super::model::*;
+use super::units::format_duration;
+
+/// What `render` prints in place of an environment value that may be a secret.
+pub const MASK: &str = "********";
+
+/// The project as YAML.
+pub fn to_yaml(project: &Project) -> String {
+    let mut out = String::new();
+    match to_value(project) {
+        Value::Mapping(root) => yaml_mapping(&root, 0, false, &mut out),
+        other => yaml_scalar(&other, &mut out),
+    }
+    out
+}
+
+/// The project as pretty-printed JSON.
+pub fn to_json(project: &Project) -> String {
+    serde_json::to_string_pretty(&to_value(project))
+        .expect("a tree with string keys always serializes to JSON")
+}
+
+/// The tree `to_yaml` and `to_json` print.
+pub fn to_value(project: &Project) -> Value {
+    let mut root = Mapping::new();
+    root.insert("name".into(), project.name.clone().into());
+    let mut services: Vec<&Service> = project.services.values().collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    let services: Mapping = services
+        .into_iter()
+        .map(|s| (Value::from(s.name.clone()), service(s)))
+        .collect();
+    root.insert("services".into(), Value::Mapping(services));
+    if !project.networks.is_empty() {
+        let networks = sorted(&project.networks, network);
+        root.insert("networks".into(), networks);
+    }
+    if !project.volumes.is_empty() {
+        let volumes = sorted(&project.volumes, volume);
+        root.insert("volumes".into(), volumes);
+    }
+    escape_dollars(Value::Mapping(root))
+}
+
+/// A mapping of `map`'s entries sorted by key, each value rendered by `f`.
+fn sorted<T>(map: &IndexMap<String, T>, f: impl Fn(&T) -> Value) -> Value {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    Value::Mapping(
+        keys.into_iter()
+            .map(|k| (Value::from(k.clone()), f(&map[k])))
+            .collect(),
+    )
+}
+
+fn strings(items: &[String]) -> Value {
+    Value::Sequence(items.iter().map(|s| Value::from(s.clone())).collect())
+}
+
+fn string_map(map: &IndexMap<String, String>) -> Value {
+    sorted(map, |v| Value::from(v.clone()))
+}
+
+/// Inserts `key: value` when `value` is there.
+fn put(map: &mut Mapping, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        map.insert(key.into(), value);
+    }
+}
+
+fn non_empty<T>(items: &[T], f: impl Fn(&[T]) -> Value) -> Option<Value> {
+    (!items.is_empty()).then(|| f(items))
+}
+
+fn non_empty_map<T>(map: &IndexMap<String, T>, f: impl Fn(&T) -> Value) -> Option<Value> {
+    (!map.is_empty()).then(|| sorted(map, f))
+}
+
+fn service(s: &Service) -> Value {
+    let mut m = Mapping::new();
+    put(&mut m, "cap_add", non_empty(&s.cap_add, strings));
+    put(&mut m, "cap_drop", non_empty(&s.cap_drop, strings));
+    put(&mut m, "command", s.command.as_deref().map(strings));
+    put(
+        &mut m,
+        "container_name",
+        s.container_name.clone().map(Value::from),
+    );
+    put(&mut m, "cpus", s.cpus.map(Value::from));
+    put(
+        &mut m,
+        "depends_on",
+        non_empty_map(&s.depends_on, dependency),
+    );
+    put(&mut m, "dns", non_empty(&s.dns, strings));
+    put(&mut m, "entrypoint", s.entrypoint.as_deref().map(strings));
+    put(
+        &mut m,
+        "environment",
+        non_empty_map(&s.environment, |v| {
+            // The one place a value leaves `Secret` for output, and only a literal one.
+            Value::from(if v.is_literal() {
+                v.value.expose()
+            } else {
+                MASK
+            })
+        }),
+    );
+    let extra_hosts: Vec<String> = s
+        .extra_hosts
+        .iter()
+        .map(|h| format!("{}:{}", h.host, h.ip))
+        .collect();
+    put(&mut m, "extra_hosts", non_empty(&extra_hosts, strings));
+    put(
+        &mut m,
+        "healthcheck",
+        s.healthcheck.as_ref().map(healthcheck),
+    );
+    put(&mut m, "hostname", s.hostname.clone().map(Value::from));
+    m.insert("image".into(), s.image.clone().into());
+    put(&mut m, "init", s.init.map(Value::from));
+    put(
+        &mut m,
+        "labels",
+        non_empty_map(&s.labels, |v| Value::from(v.clone())),
+    );
+    put(&mut m, "logging", s.logging.as_ref().map(logging));
+    put(
+        &mut m,
+        "mem_limit",
+        s.mem_limit.map(|b| Value::from(b.to_string())),
+    );
+    put(
+        &mut m,
+        "networks",
+        non_empty_map(&s.networks, service_network),
+    );
+    put(
+        &mut m,
+        "ports",
+        non_empty(&s.ports, |ports| {
+            Value::Sequence(ports.iter().map(port).collect())
+        }),
+    );
+    put(&mut m, "profiles", non_empty(&s.profiles, strings));
+    put(
+        &mut m,
+        "pull_policy",
+        s.pull_policy.map(|p| Value::from(p.as_str())),
+    );
+    put(&mut m, "read_only", s.read_only.map(Value::from));
+    put(
+        &mut m,
+        "restart",
+        s.restart.map(|r| Value::from(r.to_string())),
+    );
+    put(
+        &mut m,
+        "shm_size",
+        s.shm_size.map(|b| Value::from(b.to_string())),
+    );
+    put(
+        &mut m,
+        "stop_grace_period",
+        s.stop_grace_period.map(|d| Value::from(format_duration(d))),
+    );
+    put(
+        &mut m,
+        "stop_signal",
+        s.stop_signal.clone().map(Value::from),
+    );
+    put(
+        &mut m,
+        "sysctls",
+        non_empty_map(&s.sysctls, |v| Value::from(v.clone())),
+    );
+    put(&mut m, "tmpfs", non_empty(&s.tmpfs, strings));
+    put(&mut m, "ulimits", non_empty_map(&s.ulimits, ulimit));
+    put(&mut m, "user", s.user.clone().map(Value::from));
+    put(
+        &mut m,
+        "volumes",
+        non_empty(&s.volumes, |mounts| {
+            Value::Sequence(mounts.iter().map(mount).collect())
+        }),
+    );
+    put(
+        &mut m,
+        "working_dir",
+        s.working_dir.clone().map(Value::from),
+    );
+    Value::Mapping(m)
+}
+
+fn dependency(d: &Dependency) -> Value {
+    let mut m = Mapping::new();
+    m.insert("condition".into(), d.condition.as_str().into());
+    if d.restart {
+        m.insert("restart".into(), true.into());
+    }
+    m.insert("required".into(), d.required.into());
+    Value::Mapping(m)
+}
+
+fn healthcheck(h: &Healthcheck) -> Value {
+    let mut m = Mapping::new();
+    if h.is_disabled() {
+        m.insert("disable".into(), true.into());
+        return Value::Mapping(m);
+    }
+    put(&mut m, "test", non_empty(&h.test, strings));
+    put(
+        &mut m,
+        "timeout",
+        h.timeout.map(|d| Value::from(format_duration(d))),
+    );
+    put(
+        &mut m,
+        "interval",
+        h.interval.map(|d| Value::from(format_duration(d))),
+    );
+    put(&mut m, "retries", h.retries.map(Value::from));
+    put(
+        &mut m,
+        "start_period",
+        h.start_period.map(|d| Value::from(format_duration(d))),
+    );
+    Value::Mapping(m)
+}
+
+fn logging(l: &Logging) -> Value {
+    let mut m = Mapping::new();
+    put(&mut m, "driver", l.driver.clone().map(Value::from));
+    put(
+        &mut m,
+        "options",
+        non_empty_map(&l.options, |v| Value::from(v.clone())),
+    );
+    Value::Mapping(m)
+}
+
+fn service_network(n: &ServiceNetwork) -> Value {
+    if n.aliases.is_empty() {
+        return Value::Null;
+    }
+    let mut m = Mapping::new();
+    m.insert("aliases".into(), strings(&n.aliases));
+    Value::Mapping(m)
+}
+
+fn port(p: &Port) -> Value {
+    let mut m = Mapping::new();
+    let mode = match p.mode {
+        PortMode::Ingress => "ingress",
+        PortMode::Host => "host",
+    };
+    m.insert("mode".into(), mode.into());
+    put(&mut m, "host_ip", p.host_ip.clone().map(Value::from));
+    m.insert("target".into(), p.target.into());
+    put(
+        &mut m,
+        "published",
+        p.published.map(|r| Value::from(r.to_string())),
+    );
+    m.insert("protocol".into(), p.protocol.as_str().into());
+    Value::Mapping(m)
+}
+
+fn mount(v: &Mount) -> Value {
+    let mut m = Mapping::new();
+    m.insert("type".into(), v.kind.as_str().into());
+    put(&mut m, "source", v.source.clone().map(Value::from));
+    m.insert("target".into(), v.target.clone().into());
+    if v.read_only {
+        m.insert("read_only".into(), true.into());
+    }
+    match v.kind {
+        MountKind::Bind if v.create_host_path => {
+            let mut bind = Mapping::new();
+            bind.insert("create_host_path".into(), true.into());
+            m.insert("bind".into(), Value::Mapping(bind));
+        }
+        MountKind::Bind => {}
+        MountKind::Volume => {
+            let mut volume = Mapping::new();
+            if v.nocopy {
+                volume.insert("nocopy".into(), true.into());
+            }
+            m.insert("volume".into(), Value::Mapping(volume));
+        }
+        MountKind::Tmpfs => {
+            if let Some(size) = v.tmpfs_size {
+                let mut tmpfs = Mapping::new();
+                tmpfs.insert("size".into(), size.into());
+                m.insert("tmpfs".into(), Value::Mapping(tmpfs));
+            }
+        }
+    }
+    Value::Mapping(m)
+}
+
+fn ulimit(u: &Ulimit) -> Value {
+    if u.soft == u.hard {
+        return u.soft.into();
+    }
+    let mut m = Mapping::new();
+    m.insert("soft".into(), u.soft.into());
+    m.insert("hard".into(), u.hard.into());
+    Value::Mapping(m)
+}
+
+fn network(n: &Network) -> Value {
+    let mut m = Mapping::new();
+    m.insert("name".into(), n.name.clone().into());
+    put(&mut m, "driver", n.driver.clone().map(Value::from));
+    put(
+        &mut m,
+        "driver_opts",
+        non_empty_map(&n.driver_opts, |v| Value::from(v.clone())),
+    );
+    if n.external {
+        m.insert("external".into(), true.into());
+    }
+    if n.internal {
+        m.insert("internal".into(), true.into());
+    }
+    if n.attachable {
+        m.insert("attachable".into(), true.into());
+    }
+    put(
+        &mut m,
+        "labels",
+        (!n.labels.is_empty()).then(|| string_map(&n.labels)),
+    );
+    Value::Mapping(m)
+}
+
+fn volume(v: &Volume) -> Value {
+    let mut m = Mapping::new();
+    m.insert("name".into(), v.name.clone().into());
+    put(&mut m, "driver", v.driver.clone().map(Value::from));
+    put(
+        &mut m,
+        "driver_opts",
+        non_empty_map(&v.driver_opts, |v| Value::from(v.clone())),
+    );
+    if v.external {
+        m.insert("external".into(), true.into());
+    }
+    put(
+        &mut m,
+        "labels",
+        (!v.labels.is_empty()).then(|| string_map(&v.labels)),
+    );
+    Value::Mapping(m)
+}
+
+/// Every `$` of every key and string as `$$`, so the output interpolates back to itself.
+fn escape_dollars(value: Value) -> Value {
+    let escape = |s: String| {
+        if s.contains('$') {
+            s.replace('$', "$$")
+        } else {
+            s
+        }
+    };
+    match value {
+        Value::String(s) => Value::String(escape(s)),
+        Value::Sequence(items) => Value::Sequence(items.into_iter().map(escape_dollars).collect()),
+        Value::Mapping(map) => Value::Mapping(
+            map.into_iter()
+                .map(|(k, v)| (escape_dollars(k), escape_dollars(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Writes `map` as a block mapping at `indent`; `inline` when its first key follows a `- ` that
+/// is already written. Sequences are indented under their key, as compose v2 prints them.
+fn yaml_mapping(map: &Mapping, indent: usize, inline: bool, out: &mut String) {
+    for (i, (key, value)) in map.iter().enumerate() {
+        if !(inline && i == 0) {
+            out.push_str(&" ".repeat(indent));
+        }
+        yaml_scalar(key, out);
+        out.push(':');
+        yaml_child(value, indent, out);
+    }
+}
+
+/// Writes what follows `key:` or `-`: a scalar on the same line, a collection below it.
+fn yaml_child(value: &Value, indent: usize, out: &mut String) {
+    match value {
+        Value::Mapping(map) if !map.is_empty() => {
+            out.push('\n');
+            yaml_mapping(map, indent + 2, false, out);
+        }
+        Value::Sequence(items) if !items.is_empty() => {
+            out.push('\n');
+            yaml_sequence(items, indent + 2, out);
+        }
+        scalar => {
+            out.push(' ');
+            yaml_scalar(scalar, out);
+            out.push('\n');
+        }
+    }
+}
+
+fn yaml_sequence(items: &[Value], indent: usize, out: &mut String) {
+    for item in items {
+        out.push_str(&" ".repeat(indent));
+        out.push('-');
+        match item {
+            Value::Mapping(map) if !map.is_empty() => {
+                out.push(' ');
+                yaml_mapping(map, indent + 2, true, out);
+            }
+            other => yaml_child(other, indent, out),
+        }
+    }
+}
+
+fn yaml_scalar(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) if needs_quotes(s) => quote(s, out),
+        Value::String(s) => out.push_str(s),
+        Value::Mapping(_) => out.push_str("{}"),
+        Value::Sequence(_) => out.push_str("[]"),
+        Value::Tagged(tagged) => yaml_scalar(&tagged.value, out),
+    }
+}
+
+/// Whether a string printed plain could be read back as something else, by a YAML 1.2 reader
+/// (compose v2) or a YAML 1.1 one (docker-compose 1.x reads `no` and `on` as booleans and
+/// `1:30` as a number).
+fn needs_quotes(s: &str) -> bool {
+    const WORDS: [&str; 13] = [
+        "y", "yes", "n", "no", "true", "false", "on", "off", "null", "~", ".inf", ".nan", "<<",
+    ];
+    let lower = s.to_ascii_lowercase();
+    s.is_empty()
+        || looks_numeric(s)
+        || WORDS.contains(&lower.trim_start_matches(['+', '-']))
+        || s.starts_with(|c: char| " ,[]{}#&*!|>'\"%@`".contains(c))
+        || s.starts_with(['?', ':'])
+        || s.starts_with('-') && (s.len() == 1 || s[1..].starts_with(' '))
+        || s.ends_with([' ', ':'])
+        || s.contains(": ")
+        || s.contains(" #")
+        || s.chars().any(|c| c.is_control())
+}
+
+/// Whether YAML 1.1 or 1.2 would read `s` as a number: an integer, a float, `0x`/`0o` forms, or
+/// YAML 1.1's base-60 `1:30`.
+fn looks_numeric(s: &str) -> bool {
+    let body: String = s.trim_start_matches(['+', '-']).replace('_', "");
+    let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+    if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0o")) {
+        return !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit());
+    }
+    let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.trim_start_matches(['+', '-']))),
+        None => (body.as_str(), None),
+    };
+    let float = match mantissa.split_once('.') {
+        Some((whole, fraction)) => {
+            (digits(whole) || whole.is_empty())
+                && (fraction.is_empty() || digits(fraction))
+                && !(whole.is_empty() && fraction.is_empty())
+        }
+        None => digits(mantissa),
+    };
+    if float && exponent.is_none_or(digits) {
+        return true;
+    }
+    let (whole, _) = body.split_once('.').unwrap_or((&body, ""));
+    let mut parts = whole.split(':');
+    parts.next().is_some_and(digits)
+        && whole.contains(':')
+        && parts.all(|p| digits(p) && p.len() <= 2)
+}
+
+/// A double-quoted scalar, with JSON-like escapes (valid YAML).
+fn quote(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}

@@ -1,0 +1,1 @@
+//! Loading whole compose files: forms, normalization, and errors located at their line.
