@@ -10,6 +10,7 @@ pub mod aws;
 pub mod cli;
 pub mod compose;
 pub mod config;
+pub mod engine;
 pub mod envfile;
 pub mod error;
 pub mod files;

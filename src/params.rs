@@ -24,7 +24,7 @@ pub struct Resolved {
 }
 
 pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Result<Resolved> {
-    let mut names: Vec<String> = sources
+    let names: Vec<String> = sources
         .iter()
         .filter_map(|s| match s {
             ParamSource::Document { name } | ParamSource::Single { name, .. } => {
@@ -33,33 +33,11 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
             ParamSource::Path { .. } => None,
         })
         .collect();
-    names.sort();
-    names.dedup();
-    let batches = try_join_all(
-        names
-            .chunks(GET_PARAMETERS_MAX)
-            .map(|chunk| store.get_batch(chunk)),
-    );
     let paths = try_join_all(sources.iter().filter_map(|s| match s {
         ParamSource::Path { path, recursive } => Some(store.get_path(path.as_str(), *recursive)),
         _ => None,
     }));
-    let (batches, mut path_results) = futures::try_join!(batches, paths)?;
-
-    let mut by_name: BTreeMap<String, Parameter> = BTreeMap::new();
-    let mut missing = Vec::new();
-    for batch in batches {
-        missing.extend(batch.missing);
-        by_name.extend(batch.found.into_iter().map(|p| (p.name.clone(), p)));
-    }
-    if !missing.is_empty() {
-        missing.sort();
-        return Err(anyhow!(
-            "parameter{} not found: {}",
-            if missing.len() == 1 { "" } else { "s" },
-            missing.join(", ")
-        ));
-    }
+    let (by_name, mut path_results) = futures::try_join!(fetch(store, names), paths)?;
 
     let mut resolved = Resolved::default();
     let mut vars: IndexMap<String, Secret> = IndexMap::new();
@@ -116,6 +94,34 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
     }
     resolved.vars = vars.into_iter().collect();
     Ok(resolved)
+}
+
+/// Reads the named parameters in as few calls as GetParameters allows, all at once. Any that
+/// Parameter Store does not have is an error naming it.
+pub async fn fetch(
+    store: &impl ParameterStore,
+    mut names: Vec<String>,
+) -> Result<BTreeMap<String, Parameter>> {
+    names.sort();
+    names.dedup();
+    let batches = try_join_all(
+        names
+            .chunks(GET_PARAMETERS_MAX)
+            .map(|chunk| store.get_batch(chunk)),
+    )
+    .await?;
+    let mut by_name: BTreeMap<String, Parameter> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for batch in batches {
+        missing.extend(batch.missing);
+        by_name.extend(batch.found.into_iter().map(|p| (p.name.clone(), p)));
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        let s = if missing.len() == 1 { "" } else { "s" };
+        return Err(anyhow!("parameter{s} not found: {}", missing.join(", ")));
+    }
+    Ok(by_name)
 }
 
 fn take<'a>(by_name: &'a BTreeMap<String, Parameter>, name: &str) -> Result<&'a Parameter> {

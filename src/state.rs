@@ -22,6 +22,12 @@ pub struct State {
     /// Absolute file path → what was fetched there.
     #[serde(default)]
     pub files: BTreeMap<PathBuf, FileRecord>,
+    /// Service → image ID of its container, as of the last good sync.
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
+    /// Image IDs this project pulled and has not pruned: the only images `prune` may remove.
+    #[serde(default)]
+    pub pulled: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

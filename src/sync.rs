@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::atomic::{self, Written};
 use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
+use crate::config::raw::RegistryAuth;
 use crate::config::{EnvSettings, Settings};
+use crate::engine::{self, converge::EngineReport, registry::Registries};
 use crate::envfile;
 use crate::error::input_error;
 use crate::files::{self, Change};
@@ -24,6 +26,7 @@ use crate::state::{now, State, SyncRecord};
 pub struct SyncReport {
     pub env: Option<EnvReport>,
     pub files: Vec<FileReport>,
+    pub containers: Option<EngineReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,18 +48,24 @@ pub async fn run(settings: &Settings) -> Result<SyncReport> {
     let config = aws::sdk_config(&settings.aws).await?;
     let ssm = SsmStore::new(&config);
     let s3 = S3Store::new(&config, &settings.aws);
-    run_with(settings, &ssm, &s3).await
+    let uses_ecr = settings
+        .registries
+        .iter()
+        .any(|r| r.auth == RegistryAuth::Ecr);
+    let ecr = uses_ecr.then(|| aws_sdk_ecr::Client::new(&config));
+    run_with(settings, &ssm, &s3, ecr).await
 }
 
 pub async fn run_with(
     settings: &Settings,
     ssm: &impl ParameterStore,
     s3: &impl ObjectStore,
+    ecr: Option<aws_sdk_ecr::Client>,
 ) -> Result<SyncReport> {
     let state_path = State::path(settings);
     let mut state = State::load(&state_path)?;
     let started = now();
-    let result = converge(settings, ssm, s3, &mut state).await;
+    let result = converge(settings, ssm, s3, ecr, &mut state).await;
     state.last_sync = Some(SyncRecord {
         started,
         finished: now(),
@@ -71,6 +80,7 @@ async fn converge(
     settings: &Settings,
     ssm: &impl ParameterStore,
     s3: &impl ObjectStore,
+    ecr: Option<aws_sdk_ecr::Client>,
     state: &mut State,
 ) -> Result<SyncReport> {
     let env = async {
@@ -79,12 +89,6 @@ async fn converge(
             None => Ok(None),
         }
     };
-    if let Some(compose) = &settings.compose {
-        tracing::warn!(
-            file = %compose.file.display(),
-            "compose: is read by validate, but this version does not start containers yet"
-        );
-    }
     let staged = files::stage_all(s3, &settings.files, &state.files);
     let (env, staged) = futures::try_join!(env, staged)?;
 
@@ -108,9 +112,28 @@ async fn converge(
     if let Some(env) = &env_report {
         state.parameters = env.versions.clone();
     }
+    // The compose file and the env file it interpolates from are in place: converge the engine.
+    let containers = match &settings.compose {
+        Some(compose) => {
+            let project = crate::compose::load(settings)?;
+            let docker = engine::docker::connect(engine::docker::ENGINE_WAIT).await?;
+            let registries = Registries::resolve(&settings.registries, ssm, ecr).await?;
+            let report =
+                engine::converge::converge(&docker, &project, compose, &registries, &state.pulled)
+                    .await?;
+            state.pulled.extend(report.pulled_ids.iter().cloned());
+            for id in &report.pruned {
+                state.pulled.remove(id);
+            }
+            state.images = report.images.clone();
+            Some(report)
+        }
+        None => None,
+    };
     Ok(SyncReport {
         env: env_report.map(|e| e.report),
         files: file_reports,
+        containers,
     })
 }
 

@@ -29,7 +29,24 @@ impl SyncCmd {
                 file.source
             );
         }
-        if report.env.is_none() && report.files.is_empty() {
+        if let Some(engine) = &report.containers {
+            for image in &engine.pulled {
+                println!("image {image}: pulled");
+            }
+            for plan in &engine.services {
+                println!(
+                    "container {} (service {}): {}",
+                    plan.container, plan.service, plan.action
+                );
+            }
+            for name in &engine.removed {
+                println!("container {name}: removed (its service left the compose file)");
+            }
+            for id in &engine.pruned {
+                println!("image {id}: pruned");
+            }
+        }
+        if report.env.is_none() && report.files.is_empty() && report.containers.is_none() {
             println!("nothing to do: the config has no env file and no files");
         }
         Ok(())

@@ -22,8 +22,10 @@ pub struct Project {
     pub file: PathBuf,
     /// The enabled services (those whose `profiles` are active, or that have none), in file order.
     pub services: IndexMap<String, Service>,
-    /// Every network the services use, `default` included when a service is on it.
+    /// The top-level `networks`, in file order, then `default` when a service is on it and the
+    /// file does not declare it (as compose adds it).
     pub networks: IndexMap<String, Network>,
+    /// The top-level `volumes`, in file order.
     pub volumes: IndexMap<String, Volume>,
 }
 
@@ -217,6 +219,8 @@ pub struct Mount {
     pub read_only: bool,
     /// Bind: create the host directory when missing (always for the short syntax, as compose does).
     pub create_host_path: bool,
+    /// Bind: mount propagation (`rslave`, `shared`...), `None` for docker's default.
+    pub propagation: Option<String>,
     /// Volume: do not copy the image's content into a new volume.
     pub nocopy: bool,
     /// Tmpfs: size in bytes.
@@ -252,7 +256,8 @@ impl std::fmt::Display for Restart {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Healthcheck {
-    /// Docker's form: `["CMD", arg...]`, `["CMD-SHELL", command]` or `["NONE"]` (disabled).
+    /// Docker's form: `["CMD", arg...]`, `["CMD-SHELL", command]` or `["NONE"]` (disabled,
+    /// also from `disable: true`). Empty: the image's own test, with these durations.
     pub test: Vec<String>,
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,

@@ -54,6 +54,66 @@ pub(super) struct Parsed {
     pub volumes: IndexMap<String, Volume>,
 }
 
+/// The service keys the agent supports (besides `x-*` extensions); any other is refused.
+pub const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "container_name",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "volumes",
+    "networks",
+    "restart",
+    "healthcheck",
+    "depends_on",
+    "labels",
+    "user",
+    "working_dir",
+    "hostname",
+    "extra_hosts",
+    "logging",
+    "ulimits",
+    "mem_limit",
+    "cpus",
+    "init",
+    "stop_signal",
+    "stop_grace_period",
+    "tmpfs",
+    "cap_add",
+    "cap_drop",
+    "read_only",
+    "shm_size",
+    "sysctls",
+    "dns",
+    "pull_policy",
+    "profiles",
+];
+
+/// The keys of a top-level network the agent supports.
+pub const NETWORK_KEYS: &[&str] = &[
+    "driver",
+    "driver_opts",
+    "labels",
+    "name",
+    "external",
+    "internal",
+    "attachable",
+];
+
+/// The keys of a top-level volume the agent supports.
+pub const VOLUME_KEYS: &[&str] = &["driver", "driver_opts", "labels", "name", "external"];
+
+const HEALTHCHECK_KEYS: &[&str] = &[
+    "test",
+    "interval",
+    "timeout",
+    "start_period",
+    "retries",
+    "disable",
+];
+
 /// Why a key is refused, for the keys people most often write.
 fn unsupported_hint(key: &str) -> &'static str {
     match key {
@@ -307,9 +367,22 @@ fn clean(path: &Path) -> PathBuf {
     out
 }
 
+/// A mount target without `.`, `..` or a trailing `/`: docker reads it so, and compose prints it so.
+fn container_path(target: &str) -> String {
+    clean(Path::new(target)).display().to_string()
+}
+
 /// Parses the whole (interpolated) document.
 pub(super) fn document(root: &Value, ctx: &mut Ctx) -> Parsed {
     let mut parsed = Parsed::default();
+    if !matches!(root, Value::Mapping(_)) {
+        let found = kind(root);
+        ctx.problem(
+            "",
+            format!("the compose file has no `services`: expected a mapping, found {found}"),
+        );
+        return parsed;
+    }
     let Some(entries) = ctx.entries(root, "") else {
         return parsed;
     };
@@ -455,8 +528,9 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
         if key.starts_with("x-") {
             continue;
         }
-        // A key written without a value (`command:`) means the default, as in compose.
-        if value.is_null() {
+        // A key written without a value (`command:`) means the default, as in compose; an
+        // unsupported one is refused all the same.
+        if value.is_null() && SERVICE_KEYS.contains(&key.as_str()) {
             continue;
         }
         let p = key_path.as_str();
@@ -916,9 +990,10 @@ pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
     let mut mount = Mount {
         kind: MountKind::Volume,
         source: None,
-        target: target.to_string(),
+        target: container_path(target),
         read_only: false,
         create_host_path: false,
+        propagation: None,
         nocopy: false,
         tmpfs_size: None,
     };
@@ -942,10 +1017,14 @@ pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
             "rw" => mount.read_only = false,
             "nocopy" if mount.kind == MountKind::Volume => mount.nocopy = true,
             "z" | "Z" => return Err("SELinux relabelling (:z, :Z) is not supported".into()),
-            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
-                return Err("bind propagation options are not supported".into())
+            propagation @ ("shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate")
+                if mount.kind == MountKind::Bind =>
+            {
+                mount.propagation = Some(propagation.to_string())
             }
-            other => return Err(format!("unknown option `{other}`: expected ro or rw")),
+            _ => {
+                return Err("unknown option: expected ro or rw, nocopy for a volume, or a bind propagation (rslave...)".into())
+            }
         }
     }
     Ok(mount)
@@ -980,6 +1059,7 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
         target: String::new(),
         read_only: false,
         create_host_path: false,
+        propagation: None,
         nocopy: false,
         tmpfs_size: None,
     };
@@ -1035,6 +1115,16 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
                 (MountKind::Bind, "create_host_path") => {
                     mount.create_host_path = ctx.boolean(value, p).unwrap_or(false)
                 }
+                (MountKind::Bind, "propagation") => match ctx.string(value, p).as_deref() {
+                    Some(
+                        mode @ ("shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate"),
+                    ) => mount.propagation = Some(mode.to_string()),
+                    Some(_) => ctx.problem(
+                        p,
+                        "propagation must be shared, rshared, slave, rslave, private or rprivate",
+                    ),
+                    None => {}
+                },
                 (MountKind::Volume, "nocopy") => {
                     mount.nocopy = ctx.boolean(value, p).unwrap_or(false)
                 }
@@ -1046,7 +1136,7 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
         }
     }
     match target {
-        Some(target) if target.starts_with('/') => mount.target = target,
+        Some(target) if target.starts_with('/') => mount.target = container_path(&target),
         Some(_) => ctx.problem(
             &join_key(path, "target"),
             "the target must be an absolute path in the container",
@@ -1146,7 +1236,7 @@ fn healthcheck(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Healthcheck> 
     let mut disabled = false;
     for (key, key_path, value) in ctx.entries(value, path)? {
         let p = key_path.as_str();
-        if value.is_null() {
+        if value.is_null() && HEALTHCHECK_KEYS.contains(&key.as_str()) {
             continue;
         }
         match key.as_str() {
@@ -1296,7 +1386,7 @@ fn extra_hosts(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<ExtraHost> {
 fn logging(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Logging> {
     let mut logging = Logging::default();
     for (key, p, value) in ctx.entries(value, path)? {
-        if value.is_null() {
+        if value.is_null() && ["driver", "options"].contains(&key.as_str()) {
             continue;
         }
         match key.as_str() {
@@ -1411,7 +1501,7 @@ fn network(key: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<Networ
     if !value.is_null() {
         let owner = format!("network {key}");
         for (k, p, value) in ctx.entries(value, path)? {
-            if value.is_null() {
+            if value.is_null() && NETWORK_KEYS.contains(&k.as_str()) {
                 continue;
             }
             match k.as_str() {
@@ -1452,7 +1542,7 @@ fn volume(key: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<Volume>
     if !value.is_null() {
         let owner = format!("volume {key}");
         for (k, p, value) in ctx.entries(value, path)? {
-            if value.is_null() {
+            if value.is_null() && VOLUME_KEYS.contains(&k.as_str()) {
                 continue;
             }
             match k.as_str() {

@@ -288,12 +288,20 @@ fn mount(v: &Mount) -> Value {
         m.insert("read_only".into(), true.into());
     }
     match v.kind {
-        MountKind::Bind if v.create_host_path => {
+        MountKind::Bind => {
             let mut bind = Mapping::new();
-            bind.insert("create_host_path".into(), true.into());
-            m.insert("bind".into(), Value::Mapping(bind));
+            put(
+                &mut bind,
+                "propagation",
+                v.propagation.clone().map(Value::from),
+            );
+            if v.create_host_path {
+                bind.insert("create_host_path".into(), true.into());
+            }
+            if !bind.is_empty() {
+                m.insert("bind".into(), Value::Mapping(bind));
+            }
         }
-        MountKind::Bind => {}
         MountKind::Volume => {
             let mut volume = Mapping::new();
             if v.nocopy {

@@ -27,7 +27,8 @@ apt_install() {
 
 missing=()
 # busybox-static, not busybox: the test images are FROM scratch, with no libc to link against.
-for pkg in docker-registry busybox-static apache2-utils; do
+# docker-compose (1.29): the baseline, and what tests/compose_render.rs compares `render` with.
+for pkg in docker-registry busybox-static apache2-utils docker-compose; do
     deb_installed "$pkg" || missing+=("$pkg")
 done
 command -v curl >/dev/null || missing+=(curl)

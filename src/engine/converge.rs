@@ -1,0 +1,718 @@
+//! Converging the engine to the project, replacing only what changed, safely.
+//!
+//! 1. Every image is pulled first; a pull that fails changes nothing that runs.
+//! 2. Each service's desired container is compared with the one running (by config hash): kept,
+//!    started, created or recreated (with the sections that changed); containers of services no
+//!    longer in the file are removed at the end.
+//! 3. New containers are created under a temporary name before any running one is stopped, so the
+//!    engine validates every spec first.
+//! 4. In `depends_on` order, each old container is stopped and renamed aside (kept, not removed),
+//!    the new one takes its name and starts.
+//! 5. Everything is waited for until running and healthy; on failure every service switched in
+//!    this sync is switched back to its previous container, which runs again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::models::{
+    ContainerStateStatusEnum, ContainerSummary, NetworkConnectRequest, NetworkCreateRequest,
+    VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
+    RenameContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::health::{self, Target};
+use super::pull::{self, ImagePlan};
+use super::registry::Registries;
+use super::spec::{self, Desired};
+use crate::compose::{Condition, Project};
+use crate::config::ComposeSettings;
+
+const NEW_SUFFIX: &str = "-kicky-new";
+const OLD_SUFFIX: &str = "-kicky-old";
+
+/// What happens to one service's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Action {
+    Keep,
+    /// The container matches but is not running.
+    Start,
+    Create,
+    Recreate {
+        reasons: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Keep => f.write_str("keep"),
+            Action::Start => f.write_str("start"),
+            Action::Create => f.write_str("create"),
+            Action::Recreate { reasons } => write!(f, "recreate ({} changed)", reasons.join(", ")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServicePlan {
+    pub service: String,
+    pub container: String,
+    #[serde(flatten)]
+    pub action: Action,
+    #[serde(skip)]
+    desired: Desired,
+    #[serde(skip)]
+    existing: Option<String>,
+}
+
+/// What a sync does (or would do) to the engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnginePlan {
+    pub pull: Vec<String>,
+    pub services: Vec<ServicePlan>,
+    /// Containers of services no longer in the compose file.
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineReport {
+    pub pulled: Vec<String>,
+    pub services: Vec<ServicePlan>,
+    pub removed: Vec<String>,
+    pub pruned: Vec<String>,
+    /// Service → image ID now running.
+    #[serde(skip)]
+    pub images: BTreeMap<String, String>,
+    /// IDs of the images this sync pulled (the only ones a later prune may remove).
+    #[serde(skip)]
+    pub pulled_ids: Vec<String>,
+}
+
+/// The plan, from what is present locally (nothing is pulled).
+pub async fn plan(
+    docker: &Docker,
+    project: &Project,
+    settings: &ComposeSettings,
+) -> Result<EnginePlan> {
+    let images = pull::plan(docker, project, settings.pull).await?;
+    let ids: BTreeMap<String, String> = images
+        .iter()
+        .map(|i| {
+            (
+                i.image.clone(),
+                i.local.clone().unwrap_or_else(|| "not pulled yet".into()),
+            )
+        })
+        .collect();
+    let (services, orphans) = decide(docker, project, &ids).await?;
+    Ok(EnginePlan {
+        pull: images
+            .iter()
+            .filter(|i| i.will_pull())
+            .map(|i| i.image.clone())
+            .collect(),
+        services,
+        remove: orphans.iter().map(|(_, name)| name.clone()).collect(),
+    })
+}
+
+/// Converges the engine to `project`. `pulled` (image IDs this project pulled before) bounds
+/// what `prune` may remove.
+pub async fn converge(
+    docker: &Docker,
+    project: &Project,
+    settings: &ComposeSettings,
+    registries: &Registries,
+    pulled_before: &BTreeSet<String>,
+) -> Result<EngineReport> {
+    let images: Vec<ImagePlan> = pull::plan(docker, project, settings.pull).await?;
+    let ids = pull::pull_all(docker, &images, registries).await?;
+    recover_interrupted(docker, project).await?;
+    let (services, orphans) = decide(docker, project, &ids).await?;
+    ensure_networks_and_volumes(docker, project).await?;
+
+    // Every new container is created (and so validated by the engine) before anything stops.
+    let mut created: HashMap<String, String> = HashMap::new();
+    for plan in &services {
+        if !matches!(plan.action, Action::Create | Action::Recreate { .. }) {
+            continue;
+        }
+        let name = match plan.action {
+            Action::Create => plan.container.clone(),
+            _ => format!("{}{NEW_SUFFIX}", plan.container),
+        };
+        match create(docker, &plan.desired, &name).await {
+            Ok(id) => {
+                created.insert(plan.service.clone(), id);
+            }
+            Err(err) => {
+                for id in created.values() {
+                    remove_quietly(docker, id).await;
+                }
+                return Err(err);
+            }
+        }
+    }
+
+    let since = unix_now() - 1;
+    let deadline = Instant::now() + settings.healthy_timeout;
+    let mut switched: Vec<&ServicePlan> = Vec::new();
+    let result = start_in_order(
+        docker,
+        project,
+        &services,
+        &created,
+        &mut switched,
+        since,
+        deadline,
+    )
+    .await;
+    let result = match result {
+        Ok(()) => {
+            let targets = targets(docker, &services).await?;
+            health::wait_ready(docker, &targets, since, deadline).await
+        }
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        let rolled_back = roll_back(docker, &switched).await;
+        return Err(err.context(rolled_back));
+    }
+
+    // Healthy: the previous containers and the orphans go.
+    for plan in &services {
+        if matches!(plan.action, Action::Recreate { .. }) {
+            if let Some(old) = &plan.existing {
+                remove_quietly(docker, old).await;
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for (id, name) in &orphans {
+        stop(docker, id, Duration::from_secs(10)).await?;
+        docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .with_context(|| format!("failed to remove container {name}"))?;
+        tracing::info!(container = %name, "removed: its service left the compose file");
+        removed.push(name.clone());
+    }
+    let images_now: BTreeMap<String, String> = project
+        .services
+        .values()
+        .filter_map(|s| ids.get(&s.image).map(|id| (s.name.clone(), id.clone())))
+        .collect();
+    let pruned = if settings.prune {
+        prune(docker, pulled_before, &images_now).await
+    } else {
+        Vec::new()
+    };
+    let pulled: Vec<String> = images
+        .iter()
+        .filter(|i| i.will_pull())
+        .map(|i| i.image.clone())
+        .collect();
+    Ok(EngineReport {
+        pulled_ids: pulled
+            .iter()
+            .filter_map(|image| ids.get(image).cloned())
+            .collect(),
+        pulled,
+        services,
+        removed,
+        pruned,
+        images: images_now,
+    })
+}
+
+/// Decides each service's action against the containers of the project, and lists orphans.
+async fn decide(
+    docker: &Docker,
+    project: &Project,
+    ids: &BTreeMap<String, String>,
+) -> Result<(Vec<ServicePlan>, Vec<(String, String)>)> {
+    let existing = project_containers(docker, &project.name).await?;
+    let mut plans = Vec::new();
+    for name in project.start_order() {
+        let service = &project.services[name];
+        let image_id = ids.get(&service.image).cloned().unwrap_or_default();
+        let desired = spec::desired(project, service, &image_id);
+        let current = existing.iter().find(|c| {
+            label(c, spec::SERVICE) == Some(name) && names(c).iter().any(|n| n == &desired.name)
+        });
+        if current.is_none() {
+            ensure_name_free(docker, &desired.name, &project.name).await?;
+        }
+        let action = match current {
+            None => Action::Create,
+            Some(c) if label(c, spec::CONFIG_HASH) == Some(desired.hash.as_str()) => {
+                if c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING) {
+                    Action::Keep
+                } else {
+                    Action::Start
+                }
+            }
+            Some(c) => Action::Recreate {
+                reasons: spec::changed_sections(label(c, spec::SECTIONS), &desired.sections),
+            },
+        };
+        plans.push(ServicePlan {
+            service: name.to_string(),
+            container: desired.name.clone(),
+            action,
+            existing: current.and_then(|c| c.id.clone()),
+            desired,
+        });
+    }
+    let orphans = existing
+        .iter()
+        .filter(|c| {
+            let service = label(c, spec::SERVICE).unwrap_or_default();
+            let ours = plans
+                .iter()
+                .any(|p| p.service == service && names(c).contains(&p.container));
+            !ours
+                && !names(c)
+                    .iter()
+                    .any(|n| n.ends_with(NEW_SUFFIX) || n.ends_with(OLD_SUFFIX))
+        })
+        .map(|c| {
+            (
+                c.id.clone().unwrap_or_default(),
+                names(c).first().cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok((plans, orphans))
+}
+
+async fn start_in_order<'a>(
+    docker: &Docker,
+    project: &Project,
+    services: &'a [ServicePlan],
+    created: &HashMap<String, String>,
+    switched: &mut Vec<&'a ServicePlan>,
+    since: i64,
+    deadline: Instant,
+) -> Result<()> {
+    for plan in services {
+        // Dependencies come first in the order; wait for the conditions this service asks of them.
+        let service = &project.services[&plan.service];
+        let mut healthy_deps = Vec::new();
+        for (dep, dependency) in &service.depends_on {
+            let Some(dep_plan) = services.iter().find(|p| &p.service == dep) else {
+                continue;
+            };
+            match dependency.condition {
+                Condition::ServiceStarted => {}
+                Condition::ServiceHealthy => healthy_deps.push(dep_plan),
+                Condition::ServiceCompletedSuccessfully => {
+                    wait_completed(docker, dep_plan, deadline).await?
+                }
+            }
+        }
+        let healthy_targets = targets(
+            docker,
+            &healthy_deps.into_iter().cloned().collect::<Vec<_>>(),
+        )
+        .await?;
+        health::wait_ready(docker, &healthy_targets, since, deadline).await?;
+
+        match &plan.action {
+            Action::Keep => {}
+            Action::Start => {
+                start(
+                    docker,
+                    plan.existing.as_deref().unwrap_or(&plan.container),
+                    &plan.container,
+                )
+                .await?
+            }
+            Action::Create => {
+                switched.push(plan);
+                start(docker, &created[&plan.service], &plan.container).await?;
+            }
+            Action::Recreate { reasons } => {
+                tracing::info!(service = %plan.service, changed = %reasons.join(", "), "recreating");
+                let old = plan
+                    .existing
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("no previous container"))?;
+                let grace = service.stop_grace_period.unwrap_or(Duration::from_secs(10));
+                switched.push(plan);
+                stop(docker, old, grace).await?;
+                rename(docker, old, &format!("{}{OLD_SUFFIX}", plan.container)).await?;
+                rename(docker, &created[&plan.service], &plan.container).await?;
+                start(docker, &created[&plan.service], &plan.container).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts back, for every service switched in this sync, the container it had before.
+async fn roll_back(docker: &Docker, switched: &[&ServicePlan]) -> String {
+    let mut restored = Vec::new();
+    for plan in switched.iter().rev() {
+        // The new container holds the service's name now (or still its temporary one).
+        for name in [
+            plan.container.clone(),
+            format!("{}{NEW_SUFFIX}", plan.container),
+        ] {
+            if let Ok(c) = docker.inspect_container(&name, None).await {
+                if c.config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(spec::CONFIG_HASH).cloned())
+                    .as_deref()
+                    == Some(plan.desired.hash.as_str())
+                {
+                    remove_quietly(docker, &name).await;
+                }
+            }
+        }
+        if let Some(old) = &plan.existing {
+            let back = async {
+                if let Ok(c) = docker.inspect_container(old, None).await {
+                    if c.name.as_deref() != Some(&format!("/{}", plan.container)) {
+                        rename(docker, old, &plan.container).await?;
+                    }
+                }
+                start(docker, old, &plan.container).await
+            };
+            match back.await {
+                Ok(()) => restored.push(plan.service.clone()),
+                Err(err) => {
+                    tracing::error!(service = %plan.service, "could not bring the previous container back: {err:#}")
+                }
+            }
+        }
+    }
+    if restored.is_empty() {
+        "the sync was rolled back: no previous container to restore".to_string()
+    } else {
+        format!(
+            "rolled back: the previous containers of {} run again",
+            restored.join(", ")
+        )
+    }
+}
+
+/// Containers left by a sync that was interrupted: a new one not yet switched in is removed; an
+/// old one renamed aside whose service has no container any more is put back.
+async fn recover_interrupted(docker: &Docker, project: &Project) -> Result<()> {
+    let containers = project_containers(docker, &project.name).await?;
+    for c in &containers {
+        let id = c.id.clone().unwrap_or_default();
+        for name in names(c) {
+            if let Some(base) = name.strip_suffix(NEW_SUFFIX) {
+                tracing::warn!(container = %base, "removing a new container left by an interrupted sync");
+                remove_quietly(docker, &id).await;
+            } else if let Some(base) = name.strip_suffix(OLD_SUFFIX) {
+                let taken = containers
+                    .iter()
+                    .any(|o| names(o).iter().any(|n| n == base));
+                if taken {
+                    remove_quietly(docker, &id).await;
+                } else {
+                    tracing::warn!(container = %base, "restoring a container left aside by an interrupted sync");
+                    rename(docker, &id, base).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_networks_and_volumes(docker: &Docker, project: &Project) -> Result<()> {
+    for (key, network) in &project.networks {
+        if docker.inspect_network(&network.name, None).await.is_ok() {
+            continue;
+        }
+        if network.external {
+            bail!("external network {} does not exist", network.name);
+        }
+        let mut labels: HashMap<String, String> = network.labels.clone().into_iter().collect();
+        labels.insert(spec::PROJECT.into(), project.name.clone());
+        labels.insert(spec::NETWORK.into(), key.clone());
+        labels.insert(spec::VERSION.into(), spec::COMPOSE_VERSION.into());
+        let request = NetworkCreateRequest {
+            name: network.name.clone(),
+            driver: Some(network.driver.clone().unwrap_or_else(|| "bridge".into())),
+            internal: Some(network.internal),
+            attachable: Some(network.attachable),
+            options: Some(network.driver_opts.clone().into_iter().collect()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        docker
+            .create_network(request)
+            .await
+            .with_context(|| format!("failed to create network {}", network.name))?;
+        tracing::info!(network = %network.name, "created");
+    }
+    for (key, volume) in &project.volumes {
+        if docker.inspect_volume(&volume.name).await.is_ok() {
+            continue;
+        }
+        if volume.external {
+            bail!("external volume {} does not exist", volume.name);
+        }
+        let mut labels: HashMap<String, String> = volume.labels.clone().into_iter().collect();
+        labels.insert(spec::PROJECT.into(), project.name.clone());
+        labels.insert(spec::VOLUME.into(), key.clone());
+        labels.insert(spec::VERSION.into(), spec::COMPOSE_VERSION.into());
+        let request = VolumeCreateRequest {
+            name: Some(volume.name.clone()),
+            driver: volume.driver.clone(),
+            driver_opts: Some(volume.driver_opts.clone().into_iter().collect()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        docker
+            .create_volume(request)
+            .await
+            .with_context(|| format!("failed to create volume {}", volume.name))?;
+        tracing::info!(volume = %volume.name, "created");
+    }
+    Ok(())
+}
+
+async fn create(docker: &Docker, desired: &Desired, name: &str) -> Result<String> {
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(Some(options), desired.body.clone())
+        .await
+        .map_err(|e| anyhow!("{}", engine_message(&e)))
+        .with_context(|| {
+            format!(
+                "failed to create the container of service {}",
+                desired.service
+            )
+        })?
+        .id;
+    for (network, endpoint) in &desired.more_networks {
+        let request = NetworkConnectRequest {
+            container: id.clone(),
+            endpoint_config: Some(endpoint.clone()),
+        };
+        if let Err(err) = docker.connect_network(network, request).await {
+            remove_quietly(docker, &id).await;
+            return Err(anyhow!("{}", engine_message(&err))).with_context(|| {
+                format!(
+                    "failed to connect service {} to network {network}",
+                    desired.service
+                )
+            });
+        }
+    }
+    Ok(id)
+}
+
+async fn start(docker: &Docker, id: &str, name: &str) -> Result<()> {
+    docker
+        .start_container(id, None)
+        .await
+        .map_err(|e| anyhow!("{}", engine_message(&e)))
+        .with_context(|| format!("failed to start container {name}"))
+}
+
+async fn stop(docker: &Docker, id: &str, grace: Duration) -> Result<()> {
+    let options = StopContainerOptions {
+        t: Some(grace.as_secs() as i32),
+        signal: None,
+    };
+    match docker.stop_container(id, Some(options)).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        Err(err) => Err(anyhow!("{}", engine_message(&err))).context("failed to stop a container"),
+    }
+}
+
+async fn rename(docker: &Docker, id: &str, name: &str) -> Result<()> {
+    docker
+        .rename_container(
+            id,
+            RenameContainerOptions {
+                name: name.to_string(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow!("{}", engine_message(&e)))
+        .with_context(|| format!("failed to rename a container to {name}"))
+}
+
+async fn remove_quietly(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    if let Err(err) = docker.remove_container(id, Some(options)).await {
+        tracing::warn!(container = %id, "could not remove: {err}");
+    }
+}
+
+async fn wait_completed(docker: &Docker, plan: &ServicePlan, deadline: Instant) -> Result<()> {
+    loop {
+        let c = docker.inspect_container(&plan.container, None).await?;
+        let state = c.state.unwrap_or_default();
+        if state.status == Some(ContainerStateStatusEnum::EXITED) {
+            return match state.exit_code {
+                Some(0) => Ok(()),
+                code => bail!(
+                    "service {} did not complete successfully (exit {})",
+                    plan.service,
+                    code.unwrap_or(-1)
+                ),
+            };
+        }
+        if Instant::now() >= deadline {
+            bail!("service {} did not complete in time", plan.service);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The containers to wait for: one per service, by its final name.
+async fn targets(docker: &Docker, services: &[ServicePlan]) -> Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for plan in services {
+        let c = docker
+            .inspect_container(&plan.container, None)
+            .await
+            .with_context(|| format!("failed to inspect container {}", plan.container))?;
+        targets.push(Target {
+            service: plan.service.clone(),
+            name: plan.container.clone(),
+            id: c.id.unwrap_or_default(),
+        });
+    }
+    Ok(targets)
+}
+
+/// Removes images this project pulled that no container uses any more.
+async fn prune(
+    docker: &Docker,
+    pulled_before: &BTreeSet<String>,
+    now: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let in_use: BTreeSet<String> = match docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(all) => all.into_iter().filter_map(|c| c.image_id).collect(),
+        Err(err) => {
+            tracing::warn!("not pruning: {err}");
+            return Vec::new();
+        }
+    };
+    let current: BTreeSet<&String> = now.values().collect();
+    let mut pruned = Vec::new();
+    for id in pulled_before {
+        if in_use.contains(id) || current.contains(id) {
+            continue;
+        }
+        match docker
+            .remove_image(id, None::<RemoveImageOptions>, None)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(image = %id, "pruned");
+                pruned.push(id.clone());
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => pruned.push(id.clone()),
+            Err(err) => tracing::warn!(image = %id, "not pruned: {err}"),
+        }
+    }
+    pruned
+}
+
+async fn project_containers(docker: &Docker, project: &str) -> Result<Vec<ContainerSummary>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={project}", spec::PROJECT)],
+    )]);
+    docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .context("failed to list the project's containers")
+}
+
+/// A container with the name but not of this project would make the create fail: say so first.
+async fn ensure_name_free(docker: &Docker, name: &str, project: &str) -> Result<()> {
+    match docker.inspect_container(name, None).await {
+        Ok(c) => {
+            let owner = c
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(spec::PROJECT).cloned());
+            Err(anyhow!(
+                "the container name {name} is taken by a container of {}; remove it (`docker rm -f {name}`) or set another container_name",
+                owner.map(|p| format!("project {p}")).unwrap_or_else(|| "no compose project".into())
+            ))
+            .with_context(|| format!("cannot create the containers of project {project}"))
+        }
+        Err(_) => Ok(()),
+    }
+}
+
+fn label<'a>(c: &'a ContainerSummary, key: &str) -> Option<&'a str> {
+    c.labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+}
+
+fn names(c: &ContainerSummary) -> Vec<String> {
+    c.names
+        .iter()
+        .flatten()
+        .map(|n| n.trim_start_matches('/').to_string())
+        .collect()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn engine_message(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            format!("{message} (HTTP {status_code})")
+        }
+        other => other.to_string(),
+    }
+}

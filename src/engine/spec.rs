@@ -1,0 +1,410 @@
+//! The container the agent creates for a service: the configuration docker compose v2 gives it,
+//! with compose's labels and names, so `docker compose ps` and `logs` keep working, and a config
+//! hash that says whether a running container still matches the file.
+//!
+//! The hash is taken per section (image, command, environment, ports, ...): a recreate can then
+//! say which part of the spec changed. The sections are hashed from the create body itself, with
+//! map keys sorted, so the same file always gives the same hash.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
+    MountBindOptions, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkingConfig,
+    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::compose::{MountKind, Project, Restart, Service};
+
+pub const PROJECT: &str = "com.docker.compose.project";
+pub const SERVICE: &str = "com.docker.compose.service";
+pub const NUMBER: &str = "com.docker.compose.container-number";
+pub const ONEOFF: &str = "com.docker.compose.oneoff";
+pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
+pub const VERSION: &str = "com.docker.compose.version";
+pub const WORKING_DIR: &str = "com.docker.compose.project.working_dir";
+pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
+pub const IMAGE: &str = "com.docker.compose.image";
+pub const DEPENDS_ON: &str = "com.docker.compose.depends_on";
+pub const NETWORK: &str = "com.docker.compose.network";
+pub const VOLUME: &str = "com.docker.compose.volume";
+/// The agent's own: `section=hash,...`, to tell why a container is recreated.
+pub const SECTIONS: &str = "io.kicky-agent.sections";
+
+/// The compose version the labels claim: the agent follows compose v2's conventions.
+pub const COMPOSE_VERSION: &str = "2.24.0";
+
+/// What the agent wants running for one service.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub service: String,
+    /// The container's name: `container_name`, else `<project>-<service>-1`.
+    pub name: String,
+    pub body: ContainerCreateBody,
+    /// Networks beyond the first, connected after create (API 1.41 takes one at create).
+    pub more_networks: Vec<(String, EndpointSettings)>,
+    pub hash: String,
+    pub sections: BTreeMap<&'static str, String>,
+}
+
+pub fn container_name(project: &Project, service: &Service) -> String {
+    service
+        .container_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}-1", project.name, service.name))
+}
+
+/// The create body for `service`, whose image resolved to `image_id`.
+pub fn desired(project: &Project, service: &Service, image_id: &str) -> Desired {
+    let env: Vec<String> = service
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.value.expose()))
+        .collect();
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &service.ports {
+        let key = format!("{}/{}", port.target, port.protocol.as_str());
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        let binding = PortBinding {
+            host_ip: Some(port.host_ip.clone().unwrap_or_default()),
+            host_port: Some(port.published.map(|p| p.to_string()).unwrap_or_default()),
+        };
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
+    let (binds, mounts) = mounts(project, service);
+    let networks: Vec<(String, EndpointSettings)> = service
+        .networks
+        .iter()
+        .map(|(key, settings)| {
+            let name = project
+                .networks
+                .get(key)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| key.clone());
+            let mut aliases = vec![service.name.clone()];
+            aliases.extend(settings.aliases.iter().cloned());
+            (
+                name,
+                EndpointSettings {
+                    aliases: Some(aliases),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let (first_network, more_networks) = match networks.split_first() {
+        Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
+        None => (None, Vec::new()),
+    };
+    let host_config = HostConfig {
+        binds: non_empty(binds),
+        mounts: non_empty(mounts),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        restart_policy: Some(restart_policy(service.restart)),
+        network_mode: first_network.as_ref().map(|(name, _)| name.clone()),
+        extra_hosts: non_empty(
+            service
+                .extra_hosts
+                .iter()
+                .map(|h| format!("{}:{}", h.host, h.ip))
+                .collect(),
+        ),
+        log_config: service.logging.as_ref().map(|l| HostConfigLogConfig {
+            typ: l.driver.clone(),
+            config: (!l.options.is_empty()).then(|| l.options.clone().into_iter().collect()),
+        }),
+        ulimits: non_empty(
+            service
+                .ulimits
+                .iter()
+                .map(|(name, u)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect(),
+        ),
+        memory: service.mem_limit.map(|b| b as i64),
+        nano_cpus: service.cpus.map(|c| (c * 1e9).round() as i64),
+        init: service.init,
+        tmpfs: non_empty_map(service.tmpfs.iter().map(|t| match t.split_once(':') {
+            Some((path, options)) => (path.to_string(), options.to_string()),
+            None => (t.clone(), String::new()),
+        })),
+        cap_add: non_empty(service.cap_add.clone()),
+        cap_drop: non_empty(service.cap_drop.clone()),
+        readonly_rootfs: service.read_only,
+        shm_size: service.shm_size.map(|b| b as i64),
+        sysctls: non_empty_map(service.sysctls.clone()),
+        dns: non_empty(service.dns.clone()),
+        ..Default::default()
+    };
+    let healthcheck = service.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.clone()),
+        interval: h.interval.map(nanos),
+        timeout: h.timeout.map(nanos),
+        retries: h.retries.map(|r| r as i64),
+        start_period: h.start_period.map(nanos),
+        start_interval: None,
+    });
+    let mut body = ContainerCreateBody {
+        image: Some(service.image.clone()),
+        hostname: service.hostname.clone(),
+        user: service.user.clone(),
+        working_dir: service.working_dir.clone(),
+        env: non_empty(env),
+        cmd: service.command.clone(),
+        entrypoint: service.entrypoint.clone(),
+        exposed_ports: non_empty(exposed),
+        healthcheck,
+        stop_signal: service.stop_signal.clone(),
+        stop_timeout: service.stop_grace_period.map(|d| d.as_secs() as i64),
+        labels: Some(service.labels.clone().into_iter().collect()),
+        host_config: Some(host_config),
+        networking_config: first_network.map(|(name, endpoint)| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(name, endpoint)])),
+        }),
+        ..Default::default()
+    };
+    let sections = section_hashes(&body, &more_networks, image_id);
+    let hash = sha256_hex(
+        sections
+            .iter()
+            .map(|(k, v)| format!("{k}={v};"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    let labels = body.labels.get_or_insert_with(HashMap::new);
+    let depends_on: Vec<String> = service
+        .depends_on
+        .iter()
+        .map(|(name, d)| format!("{name}:{}:{}", d.condition.as_str(), d.required))
+        .collect();
+    for (key, value) in [
+        (PROJECT, project.name.clone()),
+        (SERVICE, service.name.clone()),
+        (NUMBER, "1".to_string()),
+        (ONEOFF, "False".to_string()),
+        (CONFIG_HASH, hash.clone()),
+        (VERSION, COMPOSE_VERSION.to_string()),
+        (WORKING_DIR, project.working_dir.display().to_string()),
+        (CONFIG_FILES, project.file.display().to_string()),
+        (IMAGE, image_id.to_string()),
+        (DEPENDS_ON, depends_on.join(",")),
+        (
+            SECTIONS,
+            sections
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ] {
+        labels.insert(key.to_string(), value);
+    }
+    Desired {
+        service: service.name.clone(),
+        name: container_name(project, service),
+        body,
+        more_networks,
+        hash,
+        sections,
+    }
+}
+
+/// Which sections differ between a container's `io.kicky-agent.sections` label and `desired`.
+pub fn changed_sections(
+    label: Option<&str>,
+    desired: &BTreeMap<&'static str, String>,
+) -> Vec<String> {
+    let old: BTreeMap<&str, &str> = label
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    if old.is_empty() {
+        return vec!["created by another tool".to_string()];
+    }
+    desired
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(&v.as_str()))
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
+fn section_hashes(
+    body: &ContainerCreateBody,
+    more_networks: &[(String, EndpointSettings)],
+    image_id: &str,
+) -> BTreeMap<&'static str, String> {
+    let hc = body.host_config.clone().unwrap_or_default();
+    let parts: Vec<(&'static str, Value)> = vec![
+        ("image", Value::String(image_id.to_string())),
+        ("command", serde_json::json!([body.cmd, body.entrypoint])),
+        ("environment", serde_json::json!(body.env)),
+        (
+            "ports",
+            serde_json::json!([body.exposed_ports, hc.port_bindings]),
+        ),
+        (
+            "volumes",
+            serde_json::json!([hc.binds, hc.mounts, hc.tmpfs]),
+        ),
+        (
+            "networks",
+            serde_json::json!([hc.network_mode, body.networking_config, more_networks]),
+        ),
+        ("healthcheck", serde_json::json!(body.healthcheck)),
+        ("restart", serde_json::json!(hc.restart_policy)),
+        ("labels", serde_json::json!(body.labels)),
+        (
+            "runtime",
+            serde_json::json!([
+                body.hostname,
+                body.user,
+                body.working_dir,
+                body.stop_signal,
+                body.stop_timeout,
+                HostConfig {
+                    binds: None,
+                    mounts: None,
+                    tmpfs: None,
+                    port_bindings: None,
+                    network_mode: None,
+                    restart_policy: None,
+                    ..hc
+                }
+            ]),
+        ),
+    ];
+    parts
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name,
+                sha256_hex(canonical(&value).as_bytes())[..12].to_string(),
+            )
+        })
+        .collect()
+}
+
+/// JSON with object keys sorted, whatever map type produced it.
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, String> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let body: Vec<String> = sorted
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", Value::String((*k).clone())))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn mounts(project: &Project, service: &Service) -> (Vec<String>, Vec<Mount>) {
+    let mut binds = Vec::new();
+    let mut mounts = Vec::new();
+    for m in &service.volumes {
+        match m.kind {
+            // The short syntax: a bind that creates its host directory, as `docker run -v` does.
+            MountKind::Bind if m.create_host_path => {
+                let source = m.source.clone().unwrap_or_default();
+                let mode = if m.read_only { "ro" } else { "rw" };
+                binds.push(format!("{source}:{}:{mode}", m.target));
+            }
+            MountKind::Bind => mounts.push(Mount {
+                typ: Some(MountType::BIND),
+                source: m.source.clone(),
+                target: Some(m.target.clone()),
+                read_only: Some(m.read_only),
+                bind_options: Some(MountBindOptions {
+                    create_mountpoint: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            MountKind::Volume => mounts.push(Mount {
+                typ: Some(MountType::VOLUME),
+                source: m.source.as_ref().map(|key| {
+                    project
+                        .volumes
+                        .get(key)
+                        .map(|v| v.name.clone())
+                        .unwrap_or_else(|| key.clone())
+                }),
+                target: Some(m.target.clone()),
+                read_only: Some(m.read_only),
+                volume_options: m.nocopy.then(|| MountVolumeOptions {
+                    no_copy: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            MountKind::Tmpfs => mounts.push(Mount {
+                typ: Some(MountType::TMPFS),
+                target: Some(m.target.clone()),
+                read_only: Some(m.read_only),
+                tmpfs_options: m.tmpfs_size.map(|size| MountTmpfsOptions {
+                    size_bytes: Some(size as i64),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+    (binds, mounts)
+}
+
+fn restart_policy(restart: Option<Restart>) -> RestartPolicy {
+    let (name, retries) = match restart.unwrap_or(Restart::No) {
+        Restart::No => (RestartPolicyNameEnum::NO, None),
+        Restart::Always => (RestartPolicyNameEnum::ALWAYS, None),
+        Restart::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+        Restart::OnFailure { max_retries } => (
+            RestartPolicyNameEnum::ON_FAILURE,
+            max_retries.map(i64::from),
+        ),
+    };
+    RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: retries,
+    }
+}
+
+fn nanos(d: std::time::Duration) -> i64 {
+    d.as_nanos() as i64
+}
+
+fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    (!items.is_empty()).then_some(items)
+}
+
+fn non_empty_map(
+    items: impl IntoIterator<Item = (String, String)>,
+) -> Option<HashMap<String, String>> {
+    let map: HashMap<String, String> = items.into_iter().collect();
+    (!map.is_empty()).then_some(map)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
