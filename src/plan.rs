@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
 use crate::config::{EnvSettings, Settings};
+use crate::engine::{self, converge::EnginePlan};
+use crate::redact::Secret;
 use crate::envfile;
 use crate::files::{self, Change};
 use crate::state::State;
@@ -19,6 +21,8 @@ use crate::sync::desired_env;
 pub struct Plan {
     pub env: Option<EnvPlan>,
     pub files: Vec<FilePlan>,
+    /// Planned from the compose file on disk, interpolated with the env file this sync would write.
+    pub containers: Option<EnginePlan>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -33,6 +37,9 @@ pub struct EnvPlan {
     pub rewrite: bool,
     /// `(current, configured)` when the mode differs.
     pub mode: Option<(String, String)>,
+    /// The content a sync would write (never printed).
+    #[serde(skip)]
+    pub rendered: Secret,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -73,7 +80,25 @@ pub async fn run_with(
         })
     }));
     let (env, files) = futures::try_join!(env, files)?;
-    Ok(Plan { env, files })
+    let containers = match &settings.compose {
+        Some(compose) if compose.file.exists() => {
+            // The compose file is interpolated with the env file this sync would write.
+            let dir = tempfile::tempdir().context("failed to create a temp dir")?;
+            let env_path = match &env {
+                Some(env) => {
+                    let path = dir.path().join(".env");
+                    crate::atomic::write_if_changed(&path, env.rendered.expose().as_bytes(), 0o600)?;
+                    Some(path)
+                }
+                None => None,
+            };
+            let project = crate::compose::load_file(&compose.file, &settings.project, env_path.as_deref())?;
+            let docker = engine::docker::connect(std::time::Duration::from_secs(5)).await?;
+            Some(engine::converge::plan(&docker, &project, compose).await?)
+        }
+        _ => None,
+    };
+    Ok(Plan { env, files, containers })
 }
 
 pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<EnvPlan> {
@@ -103,6 +128,7 @@ pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<
         remove: vec![],
         unchanged: 0,
         rewrite: current_text != text,
+        rendered: Secret::new(text.clone()),
         mode: current_mode
             .filter(|&m| m != env.mode)
             .map(|m| (format!("{m:04o}"), format!("{:04o}", env.mode))),
@@ -124,8 +150,8 @@ pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<
 
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.env.is_none() && self.files.is_empty() {
-            return writeln!(f, "no env file and no files configured: nothing to do");
+        if self.env.is_none() && self.files.is_empty() && self.containers.is_none() {
+            return writeln!(f, "no env file, files or compose project configured: nothing to do");
         }
         if let Some(env) = &self.env {
             env.fmt(f)?;
@@ -138,6 +164,17 @@ impl std::fmt::Display for Plan {
                 file.change.as_str(),
                 file.source
             )?;
+        }
+        if let Some(containers) = &self.containers {
+            for image in &containers.pull {
+                writeln!(f, "image {image}: pull")?;
+            }
+            for plan in &containers.services {
+                writeln!(f, "container {} (service {}): {}", plan.container, plan.service, plan.action)?;
+            }
+            for name in &containers.remove {
+                writeln!(f, "container {name}: remove (its service left the compose file)")?;
+            }
         }
         Ok(())
     }

@@ -198,14 +198,22 @@ impl Ctx<'_> {
         }
     }
 
+    /// A boolean, or a string that interpolation left as one (`init: ${INIT}`), which compose
+    /// casts the same way.
     fn boolean(&mut self, value: &Value, path: &str) -> Option<bool> {
-        match value {
+        let parsed = match value {
             Value::Bool(b) => Some(*b),
-            other => {
-                self.expected(path, "true or false", other);
-                None
-            }
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "y" | "on" => Some(true),
+                "false" | "no" | "n" | "off" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.expected(path, "true or false", value);
         }
+        parsed
     }
 
     /// A whole number, written as a number or as a string of digits.
@@ -933,11 +941,11 @@ fn long_port(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Port> {
         match key.as_str() {
             "target" => match ctx
                 .integer(value, p)
-                .and_then(|n| u16::try_from(n).ok())
-                .filter(|n| *n > 0)
+                .map(|n| u16::try_from(n).ok().filter(|n| *n > 0))
             {
-                Some(n) => port.target = n,
-                None => ctx.problem(p, "the target port must be between 1 and 65535"),
+                Some(Some(n)) => port.target = n,
+                Some(None) => ctx.problem(p, "the target port must be between 1 and 65535"),
+                None => {}
             },
             "published" => {
                 let text = match value {
@@ -1256,9 +1264,10 @@ fn healthcheck(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Healthcheck> 
             "interval" => check.interval = ctx.duration(value, p),
             "timeout" => check.timeout = ctx.duration(value, p),
             "start_period" => check.start_period = ctx.duration(value, p),
-            "retries" => match ctx.integer(value, p).and_then(|n| u64::try_from(n).ok()) {
-                Some(n) => check.retries = Some(n),
-                None => ctx.problem(p, "retries must be a whole number, 0 or more"),
+            "retries" => match ctx.integer(value, p).map(u64::try_from) {
+                Some(Ok(n)) => check.retries = Some(n),
+                Some(Err(_)) => ctx.problem(p, "retries must be 0 or more"),
+                None => {}
             },
             "disable" => disabled = ctx.boolean(value, p).unwrap_or(false),
             key if key.starts_with("x-") => {}

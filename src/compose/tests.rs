@@ -615,6 +615,36 @@ fn other_service_fields() {
     assert_eq!(s.sysctls["net.core.somaxconn"], "1024");
     assert_eq!(s.dns, ["1.1.1.1"]);
     assert_eq!(s.pull_policy, Some(PullPolicy::Missing));
+    let cast = |n: &str| match n {
+        "INIT" => Some("true".to_string()),
+        "RO" => Some("off".to_string()),
+        other => vars(other),
+    };
+    let p = load_with(
+        "services:\n  w:\n    image: x\n    init: ${INIT}\n    read_only: ${RO}\n    cpus: ${TAG}\n    healthcheck:\n      retries: \"${NOPE:-3}\"\n",
+        &cast,
+    );
+    let p = p.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        (p.services["w"].init, p.services["w"].read_only),
+        (Some(true), Some(false))
+    );
+    assert_eq!(p.services["w"].cpus, Some(1.2));
+    let message = error(
+        "services:\n  w:\n    image: x\n    init: maybe\n    healthcheck:\n      retries: ${TAG}\n",
+    );
+    assert_error(
+        &message,
+        4,
+        "services.w.init",
+        "expected true or false, found a string",
+    );
+    assert_error(
+        &message,
+        6,
+        "services.w.healthcheck.retries",
+        "expected a whole number",
+    );
     assert_eq!(
         one("services:\n  w:\n    image: x\n    restart: \"no\"\n").restart,
         Some(Restart::No)
