@@ -11,9 +11,9 @@ use serde::Serialize;
 use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
 use crate::config::{EnvSettings, Settings};
 use crate::engine::{self, converge::EnginePlan};
-use crate::redact::Secret;
 use crate::envfile;
 use crate::files::{self, Change};
+use crate::redact::Secret;
 use crate::state::State;
 use crate::sync::desired_env;
 
@@ -87,18 +87,27 @@ pub async fn run_with(
             let env_path = match &env {
                 Some(env) => {
                     let path = dir.path().join(".env");
-                    crate::atomic::write_if_changed(&path, env.rendered.expose().as_bytes(), 0o600)?;
+                    crate::atomic::write_if_changed(
+                        &path,
+                        env.rendered.expose().as_bytes(),
+                        0o600,
+                    )?;
                     Some(path)
                 }
                 None => None,
             };
-            let project = crate::compose::load_file(&compose.file, &settings.project, env_path.as_deref())?;
+            let project =
+                crate::compose::load_file(&compose.file, &settings.project, env_path.as_deref())?;
             let docker = engine::docker::connect(std::time::Duration::from_secs(5)).await?;
             Some(engine::converge::plan(&docker, &project, compose).await?)
         }
         _ => None,
     };
-    Ok(Plan { env, files, containers })
+    Ok(Plan {
+        env,
+        files,
+        containers,
+    })
 }
 
 pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<EnvPlan> {
@@ -151,7 +160,10 @@ pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.env.is_none() && self.files.is_empty() && self.containers.is_none() {
-            return writeln!(f, "no env file, files or compose project configured: nothing to do");
+            return writeln!(
+                f,
+                "no env file, files or compose project configured: nothing to do"
+            );
         }
         if let Some(env) = &self.env {
             env.fmt(f)?;
@@ -170,10 +182,17 @@ impl std::fmt::Display for Plan {
                 writeln!(f, "image {image}: pull")?;
             }
             for plan in &containers.services {
-                writeln!(f, "container {} (service {}): {}", plan.container, plan.service, plan.action)?;
+                writeln!(
+                    f,
+                    "container {} (service {}): {}",
+                    plan.container, plan.service, plan.action
+                )?;
             }
             for name in &containers.remove {
-                writeln!(f, "container {name}: remove (its service left the compose file)")?;
+                writeln!(
+                    f,
+                    "container {name}: remove (its service left the compose file)"
+                )?;
             }
         }
         Ok(())

@@ -25,9 +25,10 @@ pub struct State {
     /// Service → image ID of its container, as of the last good sync.
     #[serde(default)]
     pub images: BTreeMap<String, String>,
-    /// Image IDs this project pulled and has not pruned: the only images `prune` may remove.
+    /// Image references this project pulled and has not pruned, with the ID each pointed to:
+    /// the only images `prune` may remove.
     #[serde(default)]
-    pub pulled: std::collections::BTreeSet<String>,
+    pub pulled: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

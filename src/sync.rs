@@ -121,9 +121,9 @@ async fn converge(
             let report =
                 engine::converge::converge(&docker, &project, compose, &registries, &state.pulled)
                     .await?;
-            state.pulled.extend(report.pulled_ids.iter().cloned());
-            for id in &report.pruned {
-                state.pulled.remove(id);
+            state.pulled.extend(report.pulled_ids.clone());
+            for reference in &report.pruned {
+                state.pulled.remove(reference);
             }
             state.images = report.images.clone();
             Some(report)

@@ -75,19 +75,39 @@ struct ContainerStatus {
 async fn containers(project: &str) -> Result<Vec<ContainerStatus>> {
     use std::collections::HashMap;
     let docker = crate::engine::docker::connect(std::time::Duration::from_secs(2)).await?;
-    let filters = HashMap::from([("label".to_string(), vec![format!("{}={project}", crate::engine::spec::PROJECT)])]);
-    let options = bollard::query_parameters::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={project}", crate::engine::spec::PROJECT)],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..Default::default()
+    };
     let mut out = Vec::new();
     for c in docker.list_containers(Some(options)).await? {
         let id = c.id.clone().unwrap_or_default();
         let inspect = docker.inspect_container(&id, None).await?;
         let state = inspect.state.unwrap_or_default();
         out.push(ContainerStatus {
-            name: inspect.name.unwrap_or_default().trim_start_matches('/').to_string(),
-            service: c.labels.as_ref().and_then(|l| l.get(crate::engine::spec::SERVICE)).cloned().unwrap_or_default(),
+            name: inspect
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            service: c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::engine::spec::SERVICE))
+                .cloned()
+                .unwrap_or_default(),
             image: c.image.unwrap_or_default(),
             state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            health: state.health.and_then(|h| h.status).map(|h| h.to_string()).filter(|h| !h.is_empty() && h != "none"),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|h| h.to_string())
+                .filter(|h| !h.is_empty() && h != "none"),
         });
     }
     out.sort_by(|a, b| a.service.cmp(&b.service));
@@ -100,9 +120,20 @@ fn print_containers(containers: &[ContainerStatus], state: &State) {
         println!("  none");
     }
     for c in containers {
-        let health = c.health.as_deref().map(|h| format!(", {h}")).unwrap_or_default();
-        let digest = state.images.get(&c.service).map(|id| format!("  image {id}")).unwrap_or_default();
-        println!("  {} (service {}): {}{health}  {}{digest}", c.name, c.service, c.state, c.image);
+        let health = c
+            .health
+            .as_deref()
+            .map(|h| format!(", {h}"))
+            .unwrap_or_default();
+        let digest = state
+            .images
+            .get(&c.service)
+            .map(|id| format!("  image {id}"))
+            .unwrap_or_default();
+        println!(
+            "  {} (service {}): {}{health}  {}{digest}",
+            c.name, c.service, c.state, c.image
+        );
     }
 }
 

@@ -91,9 +91,9 @@ pub struct EngineReport {
     /// Service → image ID now running.
     #[serde(skip)]
     pub images: BTreeMap<String, String>,
-    /// IDs of the images this sync pulled (the only ones a later prune may remove).
+    /// Image reference → ID of what this sync pulled (the only images a later prune may remove).
     #[serde(skip)]
-    pub pulled_ids: Vec<String>,
+    pub pulled_ids: BTreeMap<String, String>,
 }
 
 /// The plan, from what is present locally (nothing is pulled).
@@ -124,14 +124,14 @@ pub async fn plan(
     })
 }
 
-/// Converges the engine to `project`. `pulled` (image IDs this project pulled before) bounds
-/// what `prune` may remove.
+/// Converges the engine to `project`. `pulled_before` (image references this project pulled
+/// before, with their IDs) bounds what `prune` may remove.
 pub async fn converge(
     docker: &Docker,
     project: &Project,
     settings: &ComposeSettings,
     registries: &Registries,
-    pulled_before: &BTreeSet<String>,
+    pulled_before: &BTreeMap<String, String>,
 ) -> Result<EngineReport> {
     let images: Vec<ImagePlan> = pull::plan(docker, project, settings.pull).await?;
     let ids = pull::pull_all(docker, &images, registries).await?;
@@ -229,7 +229,7 @@ pub async fn converge(
     Ok(EngineReport {
         pulled_ids: pulled
             .iter()
-            .filter_map(|image| ids.get(image).cloned())
+            .filter_map(|image| Some((image.clone(), ids.get(image)?.clone())))
             .collect(),
         pulled,
         services,
@@ -608,10 +608,12 @@ async fn targets(docker: &Docker, services: &[ServicePlan]) -> Result<Vec<Target
     Ok(targets)
 }
 
-/// Removes images this project pulled that no container uses any more.
+/// Removes the images this project pulled that no container uses any more: their references
+/// (tags), so an image another project also tagged stays for it. Never one of the images the
+/// project runs now, and never one a container (a rollback's included) still uses.
 async fn prune(
     docker: &Docker,
-    pulled_before: &BTreeSet<String>,
+    pulled_before: &BTreeMap<String, String>,
     now: &BTreeMap<String, String>,
 ) -> Vec<String> {
     let in_use: BTreeSet<String> = match docker
@@ -629,22 +631,27 @@ async fn prune(
     };
     let current: BTreeSet<&String> = now.values().collect();
     let mut pruned = Vec::new();
-    for id in pulled_before {
+    for (reference, id) in pulled_before {
         if in_use.contains(id) || current.contains(id) {
             continue;
         }
+        // Only while the reference still names what this project pulled.
+        match docker.inspect_image(reference).await {
+            Ok(image) if image.id.as_ref() == Some(id) => {}
+            _ => {
+                pruned.push(reference.clone());
+                continue;
+            }
+        }
         match docker
-            .remove_image(id, None::<RemoveImageOptions>, None)
+            .remove_image(reference, None::<RemoveImageOptions>, None)
             .await
         {
             Ok(_) => {
-                tracing::info!(image = %id, "pruned");
-                pruned.push(id.clone());
+                tracing::info!(image = %reference, "pruned");
+                pruned.push(reference.clone());
             }
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => pruned.push(id.clone()),
-            Err(err) => tracing::warn!(image = %id, "not pruned: {err}"),
+            Err(err) => tracing::warn!(image = %reference, "not pruned: {err}"),
         }
     }
     pruned

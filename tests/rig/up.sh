@@ -151,6 +151,7 @@ IMAGES=(
     "tester/web:2 web VERSION=2"
     "tester/orange:1 web VERSION=1"
     "tester/orange:latest web VERSION=1"
+    "tester/prune:1 web VERSION=3"
     "tester/unhealthy:1 unhealthy"
     "tester/crash:1 crash"
     "tester/promtail:1 promtail"
