@@ -183,7 +183,7 @@ pub async fn converge(
         Err(err) => Err(err),
     };
     if let Err(err) = result {
-        let rolled_back = roll_back(docker, &switched).await;
+        let rolled_back = roll_back(docker, &switched, settings.healthy_timeout).await;
         return Err(err.context(rolled_back));
     }
 
@@ -364,8 +364,10 @@ async fn start_in_order<'a>(
     Ok(())
 }
 
-/// Puts back, for every service switched in this sync, the container it had before.
-async fn roll_back(docker: &Docker, switched: &[&ServicePlan]) -> String {
+/// Puts back, for every service switched in this sync, the container it had before, and waits
+/// (within `bound`) until those run healthy again.
+async fn roll_back(docker: &Docker, switched: &[&ServicePlan], bound: Duration) -> String {
+    let since = unix_now() - 1;
     let mut restored = Vec::new();
     for plan in switched.iter().rev() {
         // The new container holds the service's name now (or still its temporary one).
@@ -374,40 +376,48 @@ async fn roll_back(docker: &Docker, switched: &[&ServicePlan]) -> String {
             format!("{}{NEW_SUFFIX}", plan.container),
         ] {
             if let Ok(c) = docker.inspect_container(&name, None).await {
-                if c.config
+                let hash = c
+                    .config
                     .and_then(|c| c.labels)
-                    .and_then(|l| l.get(spec::CONFIG_HASH).cloned())
-                    .as_deref()
-                    == Some(plan.desired.hash.as_str())
-                {
+                    .and_then(|l| l.get(spec::CONFIG_HASH).cloned());
+                if hash.as_deref() == Some(plan.desired.hash.as_str()) {
                     remove_quietly(docker, &name).await;
                 }
             }
         }
-        if let Some(old) = &plan.existing {
-            let back = async {
-                if let Ok(c) = docker.inspect_container(old, None).await {
-                    if c.name.as_deref() != Some(&format!("/{}", plan.container)) {
-                        rename(docker, old, &plan.container).await?;
-                    }
+        let Some(old) = &plan.existing else { continue };
+        let back = async {
+            if let Ok(c) = docker.inspect_container(old, None).await {
+                if c.name.as_deref() != Some(&format!("/{}", plan.container)) {
+                    rename(docker, old, &plan.container).await?;
                 }
-                start(docker, old, &plan.container).await
-            };
-            match back.await {
-                Ok(()) => restored.push(plan.service.clone()),
-                Err(err) => {
-                    tracing::error!(service = %plan.service, "could not bring the previous container back: {err:#}")
-                }
+            }
+            start(docker, old, &plan.container).await
+        };
+        match back.await {
+            Ok(()) => restored.push(Target {
+                service: plan.service.clone(),
+                name: plan.container.clone(),
+                id: old.clone(),
+            }),
+            Err(err) => {
+                tracing::error!(service = %plan.service, "could not bring the previous container back: {err:#}")
             }
         }
     }
     if restored.is_empty() {
-        "the sync was rolled back: no previous container to restore".to_string()
-    } else {
-        format!(
+        return "the sync was rolled back: no previous container to restore".to_string();
+    }
+    let services: Vec<&str> = restored.iter().map(|t| t.service.as_str()).collect();
+    match health::wait_ready(docker, &restored, since, Instant::now() + bound).await {
+        Ok(()) => format!(
             "rolled back: the previous containers of {} run again",
-            restored.join(", ")
-        )
+            services.join(", ")
+        ),
+        Err(err) => format!(
+            "rolled back to the previous containers of {}, but they are not healthy: {err:#}",
+            services.join(", ")
+        ),
     }
 }
 

@@ -1,0 +1,394 @@
+//! `kicky-agent sync` converging real containers on the machine's Docker Engine, pulling from the
+//! rig's registry with credentials from moto's SSM: healthy stacks, idempotence, recreating only
+//! what changed, and failures that leave the previous stack serving.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use aws_sdk_ssm::types::ParameterType;
+use common::{Rig, Run, Scratch};
+use serde_json::Value;
+
+/// A compose project of one test: a unique name, its containers removed at the end.
+struct Stack {
+    project: String,
+    scratch: Scratch,
+    registry: String,
+}
+
+impl Stack {
+    async fn new(rig: &Rig, test: &str) -> Stack {
+        let project = format!(
+            "kt{}{}",
+            test.replace(['_', '-'], ""),
+            fastrand::u32(..) % 100_000
+        );
+        let registry =
+            std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY (run tests/run)");
+        let password =
+            std::env::var("KICKY_RIG_REGISTRY_PASSWORD").expect("KICKY_RIG_REGISTRY_PASSWORD");
+        rig.put(
+            &format!("/kt/{project}/registry"),
+            &password,
+            ParameterType::SecureString,
+        )
+        .await;
+        Stack {
+            project,
+            scratch: Scratch::new(),
+            registry,
+        }
+    }
+
+    /// Seeds the project's dotenv parameter.
+    async fn env(&self, rig: &Rig, text: &str) {
+        rig.put(
+            &format!("/kt/{}/env", self.project),
+            text,
+            ParameterType::SecureString,
+        )
+        .await;
+    }
+
+    /// Writes the compose file (`{registry}` replaced) and an agent config around it.
+    fn compose(&self, rig: &Rig, compose: &str, extra_config: &str) {
+        let workdir = self.scratch.workdir();
+        std::fs::create_dir_all(&workdir).unwrap();
+        std::fs::write(
+            workdir.join("docker-compose.yml"),
+            compose.replace("{registry}", &self.registry),
+        )
+        .unwrap();
+        let p = &self.project;
+        self.scratch.config(
+            rig,
+            &format!(
+                "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
+                 env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n\
+                 compose:\n  file: docker-compose.yml\n  pull: missing\n  healthy_timeout: 30s\n{extra_config}\
+                 registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n",
+                self.registry
+            ),
+        );
+    }
+
+    async fn sync(self, rig: Rig) -> (Run, Stack, Rig) {
+        self.run(rig, &["sync"]).await
+    }
+
+    async fn run(self, rig: Rig, args: &'static [&'static str]) -> (Run, Stack, Rig) {
+        tokio::task::spawn_blocking(move || {
+            let run = self.scratch.agent(&rig, args);
+            (run, self, rig)
+        })
+        .await
+        .unwrap()
+    }
+
+    fn container(&self, service: &str) -> String {
+        format!("{}-{service}-1", self.project)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let filter = format!("label=com.docker.compose.project={}", self.project);
+        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            docker(&args);
+        }
+        let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
+        for id in networks.split_whitespace() {
+            docker(&["network", "rm", id]);
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn inspect(name: &str) -> Option<Value> {
+    let out = Command::new("docker")
+        .args(["inspect", name])
+        .output()
+        .expect("docker inspect");
+    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+    list.get(0).cloned()
+}
+
+fn id_of(name: &str) -> String {
+    inspect(name)
+        .and_then(|c| c["Id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn running_healthy(name: &str) -> bool {
+    inspect(name).is_some_and(|c| {
+        c["State"]["Running"] == true
+            && c["State"]["Health"]["Status"]
+                .as_str()
+                .is_none_or(|s| s == "healthy")
+    })
+}
+
+/// The container's own environment, as a map (values compared, never printed).
+fn env_of(name: &str) -> BTreeMap<String, String> {
+    let c = inspect(name).unwrap_or_default();
+    c["Config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            e.as_str()?
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+const TWO_SERVICES: &str = "\
+services:
+  a:
+    image: {registry}/tester/web:1
+    environment:
+      API_KEY: ${API_KEY}
+  b:
+    image: {registry}/tester/web:1
+    environment:
+      FIXED: \"1\"
+    depends_on:
+      a:
+        condition: service_healthy
+";
+
+#[tokio::test]
+async fn a_stack_comes_up_healthy_and_a_second_sync_touches_nothing() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "idem").await;
+    stack.env(&rig, "API_KEY=key-one-5c5c\n").await;
+    stack.compose(&rig, TWO_SERVICES, "");
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    run.assert_free_of(&["key-one-5c5c", "pw+/=?>"]);
+    let (a, b) = (stack.container("a"), stack.container("b"));
+    assert!(running_healthy(&a) && running_healthy(&b), "{}", run.all());
+    assert_eq!(
+        env_of(&a).get("API_KEY").map(String::as_str),
+        Some("key-one-5c5c")
+    );
+    let labels = inspect(&a).unwrap()["Config"]["Labels"].clone();
+    assert_eq!(labels["com.docker.compose.project"], stack.project.as_str());
+    assert_eq!(labels["com.docker.compose.service"], "a");
+    assert_eq!(labels["com.docker.compose.oneoff"], "False");
+    let network = format!("{}_default", stack.project);
+    assert!(inspect(&a).unwrap()["NetworkSettings"]["Networks"]
+        .get(&network)
+        .is_some());
+    let ids = (id_of(&a), id_of(&b));
+
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    assert!(
+        run.stdout
+            .contains(&format!("container {a} (service a): keep")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        (id_of(&a), id_of(&b)),
+        ids,
+        "a second sync must touch no container"
+    );
+
+    let (status, _stack, _rig) = stack.run(rig, &["status"]).await;
+    status.expect(0);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("{a} (service a): running, healthy")),
+        "{}",
+        status.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_changed_parameter_recreates_only_the_services_that_use_it() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "changed").await;
+    stack.env(&rig, "API_KEY=key-one-6d6d\n").await;
+    stack.compose(&rig, TWO_SERVICES, "");
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    let (a, b) = (stack.container("a"), stack.container("b"));
+    let (a_before, b_before) = (id_of(&a), id_of(&b));
+
+    stack.env(&rig, "API_KEY=key-two-7e7e\n").await;
+    let (plan, stack, rig) = stack.run(rig, &["plan"]).await;
+    plan.expect(0);
+    assert!(
+        plan.stdout.contains(&format!(
+            "container {a} (service a): recreate (environment changed)"
+        )),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains(&format!("container {b} (service b): keep")),
+        "{}",
+        plan.stdout
+    );
+    plan.assert_free_of(&["key-one-6d6d", "key-two-7e7e"]);
+    assert_eq!(id_of(&a), a_before, "plan changes nothing");
+
+    let (run, _stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    run.assert_free_of(&["key-one-6d6d", "key-two-7e7e"]);
+    assert_ne!(id_of(&a), a_before, "a uses the parameter: recreated");
+    assert_eq!(id_of(&b), b_before, "b does not: kept");
+    assert_eq!(
+        env_of(&a).get("API_KEY").map(String::as_str),
+        Some("key-two-7e7e")
+    );
+    assert!(running_healthy(&a) && running_healthy(&b));
+    // The previous container is gone once the new one is healthy.
+    assert!(inspect(&format!("{a}-kicky-old")).is_none());
+}
+
+/// Brings up one healthy `web` service, then changes its image (pulled always, with a wrong
+/// registry password when asked) and checks that the sync fails with `message` and the previous
+/// container still serves.
+async fn failed_change_leaves_the_previous_stack(
+    test: &str,
+    image: &str,
+    wrong_password: bool,
+    message: &[&str],
+) {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, test).await;
+    stack.env(&rig, "GREETING=hello\n").await;
+    let compose = |image: &str| {
+        format!(
+            "services:\n  web:\n    image: {image}\n    pull_policy: always\n    environment:\n      GREETING: ${{GREETING}}\n"
+        )
+    };
+    stack.compose(&rig, &compose("{registry}/tester/web:1"), "");
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    let web = stack.container("web");
+    let before = id_of(&web);
+
+    if wrong_password {
+        rig.put(
+            &format!("/kt/{}/registry", stack.project),
+            "not-the-password",
+            ParameterType::SecureString,
+        )
+        .await;
+    }
+    stack.compose(&rig, &compose(image), "");
+    let (run, stack, _rig) = stack.sync(rig).await;
+    run.expect(1);
+    run.assert_free_of(&["pw+/=?>"]);
+    for m in message {
+        assert!(run.stderr.contains(m), "expected {m:?} in:\n{}", run.stderr);
+    }
+    assert_eq!(
+        id_of(&web),
+        before,
+        "the previous container must be the one serving"
+    );
+    assert!(
+        running_healthy(&web),
+        "the previous container must run healthy"
+    );
+    let leftovers = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={web}-kicky"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert!(leftovers.trim().is_empty(), "left behind: {leftovers}");
+    drop(stack);
+}
+
+#[tokio::test]
+async fn a_bad_tag_fails_the_pull_and_changes_nothing() {
+    failed_change_leaves_the_previous_stack(
+        "badtag",
+        "{registry}/tester/web:no-such-tag",
+        false,
+        &[
+            "failed to pull",
+            "tester/web:no-such-tag",
+            "manifest unknown",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_the_pull_and_changes_nothing() {
+    failed_change_leaves_the_previous_stack(
+        "wrongpw",
+        "{registry}/tester/web:2",
+        true,
+        &["failed to pull", "tester/web:2", "unauthorized"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_registry_that_is_down_fails_the_pull_and_changes_nothing() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let image = format!("127.0.0.1:{closed}/tester/web:1");
+    failed_change_leaves_the_previous_stack("regdown", &image, false, &["failed to pull", &image])
+        .await;
+}
+
+#[tokio::test]
+async fn an_image_that_never_gets_healthy_is_rolled_back() {
+    failed_change_leaves_the_previous_stack(
+        "unhealthy",
+        "{registry}/tester/unhealthy:1",
+        false,
+        &[
+            "service web",
+            "unhealthy",
+            "health: backend not ready",
+            "rolled back: the previous containers of web run again",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_image_that_exits_at_once_is_rolled_back() {
+    failed_change_leaves_the_previous_stack(
+        "crash",
+        "{registry}/tester/crash:1",
+        false,
+        &[
+            "service web",
+            "exited with code 3",
+            "rolled back: the previous containers of web run again",
+        ],
+    )
+    .await;
+}
