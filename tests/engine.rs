@@ -392,3 +392,156 @@ async fn an_image_that_exits_at_once_is_rolled_back() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn ecr_tokens_from_the_instance_role_authenticate_pulls() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "ecr").await;
+    stack.env(&rig, "GREETING=hello\n").await;
+    // The rig's registry knows moto's ECR token (user AWS): the agent must get it from ECR.
+    let compose =
+        "services:\n  web:\n    image: {registry}/tester/web:2\n    pull_policy: always\n";
+    stack.compose(&rig, compose, "");
+    let p = &stack.project;
+    stack.scratch.config(
+        &rig,
+        &format!(
+            "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
+             compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n\
+             registries:\n  - server: {}\n    ecr: true\n",
+            stack.registry
+        ),
+    );
+    let (run, stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    run.assert_free_of(&["123456789012-auth-token"]);
+    assert!(running_healthy(&stack.container("web")));
+}
+
+#[tokio::test]
+async fn prune_removes_the_images_the_project_no_longer_uses() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "prune").await;
+    stack.env(&rig, "GREETING=hello\n").await;
+    let old = format!("{}/tester/prune:1", stack.registry);
+    docker(&["rmi", &old]);
+    let compose = |tag: &str| format!("services:\n  web:\n    image: {{registry}}/tester/{tag}\n");
+    stack.compose(&rig, &compose("prune:1"), "  prune: true\n");
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    assert!(inspect(&old).is_some(), "pulled");
+
+    stack.compose(&rig, &compose("web:2"), "  prune: true\n");
+    let (run, stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    assert!(
+        run.stdout.contains(&format!("image {old}: pruned")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        inspect(&old).is_none(),
+        "the image the project no longer uses is removed"
+    );
+    assert!(
+        inspect(&format!("{}/tester/web:2", stack.registry)).is_some(),
+        "the one it runs stays"
+    );
+}
+
+/// The seed stack of DESIGN.md, unchanged, from S3, with its .env from one SecureString, as
+/// `tests/demo` runs it. Its container names and ports are fixed: one user at a time.
+#[tokio::test]
+async fn the_seed_stack_comes_up_healthy_with_its_ssm_values_inside() {
+    let _lock = seed_stack_lock();
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "seed").await;
+    docker(&["rm", "-f", "orange", "promtail"]);
+    let registry = stack.registry.clone();
+    let env = format!(
+        "DOCKERHUB_USERNAME={registry}/tester\nLOKI_URL=http://127.0.0.1:3100\nSERVER_SECRET='seed-secret-9f9f'\n"
+    );
+    stack.env(&rig, &env).await;
+    let bucket = rig.bucket("seed", false).await;
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-stack");
+    for file in ["docker-compose.yml", "promtail-config.yml"] {
+        rig.put_object(&bucket, file, std::fs::read(fixtures.join(file)).unwrap())
+            .await;
+    }
+    // grafana/promtail cannot be pulled here: the rig's stand-in takes its name.
+    let config_dir = std::env::var("KICKY_RIG_DIR").unwrap() + "/docker-config";
+    let pulled = Command::new("docker")
+        .env("DOCKER_CONFIG", &config_dir)
+        .args(["pull", "-q", &format!("{registry}/tester/promtail:1")])
+        .output()
+        .unwrap();
+    assert!(pulled.status.success());
+    docker(&[
+        "tag",
+        &format!("{registry}/tester/promtail:1"),
+        "grafana/promtail:latest",
+    ]);
+    let p = &stack.project;
+    stack.scratch.config(
+        &rig,
+        &format!(
+            "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n  s3_force_path_style: true\n\
+             env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n\
+             files:\n  - source: s3://{bucket}/docker-compose.yml\n    path: app/docker-compose.yml\n\
+             \x20 - source: s3://{bucket}/promtail-config.yml\n    path: app/promtail-config.yml\n\
+             compose:\n  file: app/docker-compose.yml\n  healthy_timeout: 60s\n\
+             registries:\n  - server: {registry}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n"
+        ),
+    );
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    run.assert_free_of(&["seed-secret-9f9f"]);
+    assert!(
+        running_healthy("orange") && running_healthy("promtail"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        env_of("orange").get("SERVER_SECRET").map(String::as_str),
+        Some("seed-secret-9f9f")
+    );
+    assert_eq!(
+        env_of("promtail").get("SERVER_SECRET").map(String::as_str),
+        Some("seed-secret-9f9f")
+    );
+    // The application answers on the published port, with the value from SSM in its environment.
+    let body = http_get("127.0.0.1:8080", "/cgi-bin/env");
+    assert!(
+        body.contains("SERVER_SECRET=seed-secret-9f9f"),
+        "the app does not see its secret"
+    );
+    let ids = (id_of("orange"), id_of("promtail"));
+
+    let (run, _stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    assert_eq!(
+        (id_of("orange"), id_of("promtail")),
+        ids,
+        "a second sync touches no container"
+    );
+    docker(&["rm", "-f", "orange", "promtail"]);
+}
+
+/// Serializes the users of the seed stack's fixed names and ports (this test, tests/demo and
+/// tests/bench/boot).
+fn seed_stack_lock() -> nix::fcntl::Flock<std::fs::File> {
+    let file = std::fs::File::create("/tmp/kicky-seed-stack.lock").unwrap();
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}

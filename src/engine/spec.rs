@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
-    MountBindOptions, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkingConfig,
-    PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType,
+    MountVolumeOptions, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -325,7 +326,10 @@ fn mounts(project: &Project, service: &Service) -> (Vec<String>, Vec<Mount>) {
             // The short syntax: a bind that creates its host directory, as `docker run -v` does.
             MountKind::Bind if m.create_host_path => {
                 let source = m.source.clone().unwrap_or_default();
-                let mode = if m.read_only { "ro" } else { "rw" };
+                let mut mode = if m.read_only { "ro" } else { "rw" }.to_string();
+                if let Some(propagation) = &m.propagation {
+                    mode = format!("{mode},{propagation}");
+                }
                 binds.push(format!("{source}:{}:{mode}", m.target));
             }
             MountKind::Bind => mounts.push(Mount {
@@ -335,6 +339,7 @@ fn mounts(project: &Project, service: &Service) -> (Vec<String>, Vec<Mount>) {
                 read_only: Some(m.read_only),
                 bind_options: Some(MountBindOptions {
                     create_mountpoint: Some(false),
+                    propagation: m.propagation.as_deref().and_then(propagation),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -369,6 +374,19 @@ fn mounts(project: &Project, service: &Service) -> (Vec<String>, Vec<Mount>) {
         }
     }
     (binds, mounts)
+}
+
+fn propagation(value: &str) -> Option<MountBindOptionsPropagationEnum> {
+    use MountBindOptionsPropagationEnum as P;
+    Some(match value {
+        "private" => P::PRIVATE,
+        "rprivate" => P::RPRIVATE,
+        "shared" => P::SHARED,
+        "rshared" => P::RSHARED,
+        "slave" => P::SLAVE,
+        "rslave" => P::RSLAVE,
+        _ => return None,
+    })
 }
 
 fn restart_policy(restart: Option<Restart>) -> RestartPolicy {
