@@ -27,6 +27,7 @@ use bollard::Docker;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::engine_message;
 use super::health::{self, Target};
 use super::pull::{self, ImagePlan};
 use super::registry::Registries;
@@ -720,16 +721,4 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn engine_message(err: &bollard::errors::Error) -> String {
-    match err {
-        bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message,
-        } => {
-            format!("{message} (HTTP {status_code})")
-        }
-        other => other.to_string(),
-    }
 }

@@ -8,3 +8,18 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod spec;
+
+/// The engine's own words for an error, without bollard's wrapping: the registry's or the
+/// daemon's message and the HTTP status.
+pub(crate) fn engine_message(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => {
+            format!("{message} (HTTP {status_code})")
+        }
+        other => other.to_string(),
+    }
+}

@@ -10,6 +10,7 @@ use bollard::Docker;
 use futures::future::try_join_all;
 use futures::StreamExt;
 
+use super::engine_message;
 use super::reference::ImageRef;
 use super::registry::Registries;
 use crate::compose::{Project, PullPolicy};
@@ -141,20 +142,6 @@ async fn pull(docker: &Docker, image: &str, registries: &Registries) -> Result<(
         .with_context(|| format!("failed to pull {image}"))?;
     tracing::info!(image, seconds = started.elapsed().as_secs_f32(), "pulled");
     Ok(())
-}
-
-/// The engine's own words for an error, without bollard's wrapping.
-fn engine_message(err: &bollard::errors::Error) -> String {
-    match err {
-        bollard::errors::Error::DockerStreamError { error } => error.clone(),
-        bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message,
-        } => {
-            format!("{message} (HTTP {status_code})")
-        }
-        other => other.to_string(),
-    }
 }
 
 /// A registry that answered no (bad credentials, no such image) will answer no again.
