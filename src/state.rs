@@ -29,6 +29,9 @@ pub struct State {
     /// the only images `prune` may remove.
     #[serde(default)]
     pub pulled: BTreeMap<String, String>,
+    /// The last Auto Scaling lifecycle action the agent sent.
+    #[serde(default)]
+    pub lifecycle: Option<LifecycleRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,20 @@ pub struct SyncRecord {
     pub finished: String,
     pub ok: bool,
     /// The error chain when the sync failed (names, never values).
+    pub error: Option<String>,
+}
+
+/// A CompleteLifecycleAction the agent sent: to which hook, for which instance, with what result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleRecord {
+    pub group: String,
+    pub hook: String,
+    pub instance: String,
+    /// `CONTINUE` or `ABANDON`.
+    pub action: String,
+    pub at: String,
+    /// Why Auto Scaling did not take it, when it did not.
+    #[serde(default)]
     pub error: Option<String>,
 }
 

@@ -53,7 +53,10 @@ pub async fn run(settings: &Settings) -> Result<SyncReport> {
         .iter()
         .any(|r| r.auth == RegistryAuth::Ecr);
     let ecr = uses_ecr.then(|| aws_sdk_ecr::Client::new(&config));
-    run_with(settings, &ssm, &s3, ecr).await
+    // The launch hook (if any) gets heartbeats during the sync, then CONTINUE or ABANDON.
+    let lifecycle = crate::lifecycle::discover(settings, &config).await?;
+    let sync = run_with(settings, &ssm, &s3, ecr);
+    crate::lifecycle::around_sync(lifecycle.as_ref(), settings, sync).await
 }
 
 pub async fn run_with(
@@ -89,6 +92,7 @@ async fn converge(
             None => Ok(None),
         }
     };
+    tracing::info!(phase = "fetching parameters and files", "syncing");
     let staged = files::stage_all(s3, &settings.files, &state.files);
     let (env, staged) = futures::try_join!(env, staged)?;
 

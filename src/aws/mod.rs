@@ -6,6 +6,8 @@
 //! disk. Retries are the SDK's standard mode (exponential backoff with jitter on throttling,
 //! 5xx and network errors), bounded here in attempts and in total time per call.
 
+pub mod autoscaling;
+pub mod imds;
 pub mod s3;
 pub mod ssm;
 

@@ -1,6 +1,7 @@
 //! SSM Parameter Store behind a narrow trait, so that resolving the env file's variables can be
 //! tested with a fake as well as against moto.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use anyhow::{Context, Result};
@@ -38,6 +39,13 @@ pub trait ParameterStore: Sync {
         path: &str,
         recursive: bool,
     ) -> impl Future<Output = Result<Vec<Parameter>>> + Send;
+    /// The current version of the named parameters and of every parameter under the paths,
+    /// without their values (DescribeParameters): what the daemon's watch compares.
+    fn versions(
+        &self,
+        names: &[String],
+        paths: &[(String, bool)],
+    ) -> impl Future<Output = Result<BTreeMap<String, i64>>> + Send;
 }
 
 /// Parameter Store through the AWS SDK.
@@ -100,6 +108,55 @@ impl ParameterStore for SsmStore {
             }
         }
         Ok(params)
+    }
+
+    async fn versions(
+        &self,
+        names: &[String],
+        paths: &[(String, bool)],
+    ) -> Result<BTreeMap<String, i64>> {
+        use aws_sdk_ssm::types::ParameterStringFilter;
+        let mut filters = Vec::new();
+        for chunk in names.chunks(50) {
+            filters.push(
+                ParameterStringFilter::builder()
+                    .key("Name")
+                    .option("Equals")
+                    .set_values(Some(chunk.to_vec()))
+                    .build()?,
+            );
+        }
+        for (path, recursive) in paths {
+            let option = if *recursive { "Recursive" } else { "OneLevel" };
+            filters.push(
+                ParameterStringFilter::builder()
+                    .key("Path")
+                    .option(option)
+                    .values(path)
+                    .build()?,
+            );
+        }
+        let mut versions = BTreeMap::new();
+        // One filter per call: DescribeParameters ANDs the filters of a call.
+        for filter in filters {
+            let mut pages = self
+                .client
+                .describe_parameters()
+                .parameter_filters(filter)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page
+                    .map_err(|e| anyhow::anyhow!(super::describe(&e)))
+                    .context("failed to look up parameter versions")?;
+                for p in page.parameters() {
+                    if let Some(name) = p.name() {
+                        versions.insert(name.to_string(), p.version());
+                    }
+                }
+            }
+        }
+        Ok(versions)
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod plan;
 mod render;
+mod resync;
+mod run;
 mod status;
 mod sync;
 mod validate;
@@ -41,7 +43,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Run(run::RunCmd),
     Sync(sync::SyncCmd),
+    Resync(resync::ResyncCmd),
     Plan(plan::PlanCmd),
     Render(render::RenderCmd),
     Status(status::StatusCmd),
@@ -51,7 +55,9 @@ pub enum Command {
 impl Cli {
     pub fn run(self) -> Result<()> {
         match self.command {
+            Command::Run(cmd) => cmd.run(&self.config),
             Command::Sync(cmd) => cmd.run(&self.config),
+            Command::Resync(cmd) => cmd.run(&self.config),
             Command::Plan(cmd) => cmd.run(&self.config),
             Command::Render(cmd) => cmd.run(&self.config),
             Command::Status(cmd) => cmd.run(&self.config),

@@ -31,6 +31,7 @@ impl StatusCmd {
                 "project": settings.project,
                 "state_file": path,
                 "last_sync": state.last_sync,
+                "lifecycle": state.lifecycle,
                 "parameters": state.parameters,
                 "files": state.files,
                 "images": state.images,
@@ -148,6 +149,17 @@ fn print_text(project: &str, path: &Path, state: &State) {
                 println!("  {error}");
             }
         }
+    }
+    if let Some(l) = &state.lifecycle {
+        let failed = l
+            .error
+            .as_deref()
+            .map(|e| format!(", NOT TAKEN: {e}"))
+            .unwrap_or_default();
+        println!(
+            "lifecycle: {} sent for {} to hook {} of group {} at {}{failed}",
+            l.action, l.instance, l.hook, l.group, l.at
+        );
     }
     if !state.parameters.is_empty() {
         println!("parameters (as of the last good sync):");

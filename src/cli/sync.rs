@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
-/// Converge once: write the env file from SSM and the files from S3, then exit.
+/// Converge once: env file from SSM, files from S3, containers; exit 0 only when all are healthy.
 #[derive(Debug, Args)]
 pub struct SyncCmd {}
 

@@ -29,6 +29,9 @@ pub mod defaults {
     pub const STATE_DIR: &str = "/var/lib/kicky-agent";
     pub const COMPOSE_FILE: &str = "docker-compose.yml";
     pub const HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+    pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const CONTROL_SOCKET: &str = "/run/kicky-agent/control.sock";
     /// `workdir` when the config has none: `/srv/<project>`.
     pub const WORKDIR_PARENT: &str = "/srv";
 }
@@ -45,6 +48,11 @@ pub struct Settings {
     /// `None` when the config has no `compose:` section: no containers are managed.
     pub compose: Option<ComposeSettings>,
     pub registries: Vec<raw::RawRegistry>,
+    pub lifecycle: LifecycleSettings,
+    /// How often the daemon looks for changed parameters and objects; zero turns watching off.
+    pub watch_interval: std::time::Duration,
+    pub watch_apply: raw::WatchApply,
+    pub control_socket: PathBuf,
     pub state_dir: PathBuf,
     /// The files the settings were read from, in merge order.
     pub sources: Vec<PathBuf>,
@@ -86,6 +94,16 @@ pub struct ComposeSettings {
     pub pull: raw::PullPolicy,
     pub prune: bool,
     pub healthy_timeout: std::time::Duration,
+}
+
+/// The Auto Scaling launch lifecycle hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleSettings {
+    pub hook: raw::HookChoice,
+    /// How often a heartbeat keeps the hook from timing out while a sync pulls and waits.
+    pub heartbeat_interval: std::time::Duration,
+    /// Mark the instance unhealthy (the group replaces it) once the stack stays unhealthy this long.
+    pub unhealthy_after: Option<std::time::Duration>,
 }
 
 /// One config file as read, kept to point later errors at their line.
@@ -271,6 +289,28 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             .map(|d| d.0)
             .unwrap_or(defaults::HEALTHY_TIMEOUT),
     });
+    let watch = raw.watch.unwrap_or_default();
+    let lifecycle = raw.lifecycle.unwrap_or_default();
+    let lifecycle = LifecycleSettings {
+        hook: lifecycle.hook.unwrap_or(raw::HookChoice::Auto),
+        heartbeat_interval: match lifecycle.heartbeat_interval.map(|d| d.0) {
+            None => defaults::HEARTBEAT_INTERVAL,
+            Some(d) if d.is_zero() => {
+                let message =
+                    "must be longer than 0 (and shorter than the hook's heartbeat timeout)";
+                return Err(key_error(layers, "lifecycle.heartbeat_interval", message));
+            }
+            Some(d) => d,
+        },
+        unhealthy_after: match lifecycle.unhealthy_after.map(|d| d.0) {
+            Some(d) if d.is_zero() => {
+                let message =
+                    "must be longer than 0; drop the key to never mark the instance unhealthy";
+                return Err(key_error(layers, "lifecycle.unhealthy_after", message));
+            }
+            other => other,
+        },
+    };
     let state_dir = raw
         .state_dir
         .map(|d| d.into_path())
@@ -284,6 +324,16 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
         files,
         compose,
         registries: raw.registries.unwrap_or_default(),
+        lifecycle,
+        watch_interval: watch
+            .interval
+            .map(|d| d.0)
+            .unwrap_or(defaults::WATCH_INTERVAL),
+        watch_apply: watch.apply.unwrap_or(raw::WatchApply::Auto),
+        control_socket: raw
+            .control_socket
+            .map(|p| p.into_path())
+            .unwrap_or_else(|| PathBuf::from(defaults::CONTROL_SOCKET)),
         state_dir,
         sources,
     })

@@ -19,6 +19,10 @@ pub struct RawConfig {
     pub files: Option<Vec<RawFile>>,
     pub compose: Option<RawCompose>,
     pub registries: Option<Vec<RawRegistry>>,
+    pub lifecycle: Option<RawLifecycle>,
+    pub watch: Option<RawWatch>,
+    /// The daemon's control socket (`kicky-agent resync` connects to it).
+    pub control_socket: Option<AbsolutePath>,
     /// Absolute directories outside `workdir` that `files[].path` may write to.
     pub files_allowed_dirs: Option<Vec<AbsolutePath>>,
     /// Where the agent keeps what it last fetched (ETags, versions, hashes) and the last sync.
@@ -88,6 +92,83 @@ impl TryFrom<RawRegistryEntry> for RawRegistry {
             server: raw.server,
             auth,
         })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    pub interval: Option<DurationText>,
+    pub apply: Option<WatchApply>,
+}
+
+/// What the daemon does with a change it notices: sync it, or only report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchApply {
+    Auto,
+    Report,
+}
+
+/// The Auto Scaling launch lifecycle hook the agent completes once the stack is healthy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLifecycle {
+    pub hook: Option<HookChoice>,
+    pub heartbeat_interval: Option<DurationText>,
+    pub unhealthy_after: Option<DurationText>,
+}
+
+/// Which launch hook to complete: `auto` (the one launch hook of this instance's group), `off`, or
+/// a hook's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookChoice {
+    Auto,
+    Off,
+    Named(String),
+}
+
+impl HookChoice {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(HookChoice::Auto),
+            "off" => Ok(HookChoice::Off),
+            // Auto Scaling's own rule for hook names.
+            _ if !s.is_empty()
+                && s.len() <= 255
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c)) =>
+            {
+                Ok(HookChoice::Named(s.to_string()))
+            }
+            _ => Err(format!(
+                "{s:?} is not `auto`, `off` or a lifecycle hook name (letters, digits, `-`, `_`, `/`; at most 255)"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HookChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HookVisitor;
+        impl serde::de::Visitor<'_> for HookVisitor {
+            type Value = HookChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`auto`, `off` or a lifecycle hook name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<HookChoice, E> {
+                HookChoice::parse(s).map_err(E::custom)
+            }
+            // YAML 1.1 readers (and habit) spell `off` as `false`.
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<HookChoice, E> {
+                match b {
+                    false => Ok(HookChoice::Off),
+                    true => Err(E::custom(
+                        "`hook: true` is ambiguous: write `auto` or a hook name",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(HookVisitor)
     }
 }
 

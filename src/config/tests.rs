@@ -290,3 +290,66 @@ fn registries_take_a_parameter_password_or_ecr() {
         assert!(!msg.contains("hunter2"), "{msg}");
     }
 }
+
+#[test]
+fn lifecycle_hook_defaults_to_auto_and_refuses_what_it_cannot_use() {
+    let dir = Dir::new();
+    dir.write("agent.yaml", "project: orange\n");
+    let s = load(&dir.main()).unwrap();
+    assert_eq!(s.lifecycle.hook, raw::HookChoice::Auto);
+    assert_eq!(s.lifecycle.heartbeat_interval, defaults::HEARTBEAT_INTERVAL);
+    assert_eq!(s.lifecycle.unhealthy_after, None);
+
+    for (text, hook) in [
+        ("hook: off", raw::HookChoice::Off),
+        ("hook: false", raw::HookChoice::Off),
+        ("hook: auto", raw::HookChoice::Auto),
+        (
+            "hook: orange-launch/v2",
+            raw::HookChoice::Named("orange-launch/v2".into()),
+        ),
+    ] {
+        let dir = Dir::new();
+        dir.write(
+            "agent.yaml",
+            &format!("project: orange\nlifecycle:\n  {text}\n"),
+        );
+        assert_eq!(load(&dir.main()).unwrap().lifecycle.hook, hook, "{text}");
+    }
+
+    let dir = Dir::new();
+    dir.write(
+        "agent.yaml",
+        "project: orange\nlifecycle:\n  heartbeat_interval: 30s\n  unhealthy_after: 10m\n",
+    );
+    let s = load(&dir.main()).unwrap();
+    assert_eq!(s.lifecycle.heartbeat_interval.as_secs(), 30);
+    assert_eq!(s.lifecycle.unhealthy_after.map(|d| d.as_secs()), Some(600));
+
+    for (text, needle) in [
+        (
+            "  hook: \"my hook\"\n",
+            "not `auto`, `off` or a lifecycle hook name",
+        ),
+        ("  hook: true\n", "ambiguous"),
+        (
+            "  heartbeat_interval: 0\n",
+            "lifecycle.heartbeat_interval: must be longer than 0",
+        ),
+        (
+            "  unhealthy_after: 0\n",
+            "lifecycle.unhealthy_after: must be longer than 0",
+        ),
+        ("  heartbeat_interval: 60\n", "has no unit"),
+        ("  timeout: 5m\n", "unknown field `timeout`"),
+    ] {
+        let dir = Dir::new();
+        dir.write(
+            "agent.yaml",
+            &format!("project: orange\nlifecycle:\n{text}"),
+        );
+        let (msg, code) = error_of(&dir.main());
+        assert_eq!(code, 2, "{text}");
+        assert!(msg.contains(":3:") && msg.contains(needle), "{text}: {msg}");
+    }
+}

@@ -135,6 +135,10 @@ pub async fn converge(
     pulled_before: &BTreeMap<String, String>,
 ) -> Result<EngineReport> {
     let images: Vec<ImagePlan> = pull::plan(docker, project, settings.pull).await?;
+    let to_pull = images.iter().filter(|i| i.will_pull()).count();
+    if to_pull > 0 {
+        tracing::info!(phase = %format!("pulling {to_pull} image{}", if to_pull == 1 { "" } else { "s" }), "pulling");
+    }
     let ids = pull::pull_all(docker, &images, registries).await?;
     recover_interrupted(docker, project).await?;
     let (services, orphans) = decide(docker, project, &ids).await?;
@@ -179,6 +183,8 @@ pub async fn converge(
     let result = match result {
         Ok(()) => {
             let targets = targets(docker, &services).await?;
+            let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+            tracing::info!(phase = %format!("waiting for {} to be healthy", names.join(", ")), "waiting");
             health::wait_ready(docker, &targets, since, deadline).await
         }
         Err(err) => Err(err),

@@ -35,6 +35,18 @@ impl FakeStore {
 }
 
 impl ParameterStore for FakeStore {
+    async fn versions(
+        &self,
+        names: &[String],
+        _: &[(String, bool)],
+    ) -> Result<BTreeMap<String, i64>> {
+        Ok(names
+            .iter()
+            .filter(|n| self.params.contains_key(*n))
+            .map(|n| (n.clone(), 1))
+            .collect())
+    }
+
     async fn get_batch(&self, names: &[String]) -> Result<Batch> {
         assert!(
             names.len() <= GET_PARAMETERS_MAX,

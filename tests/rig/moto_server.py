@@ -62,9 +62,163 @@ def ecr_tokens_that_expire_later() -> None:
     ECRResponse.get_authorization_token = get_authorization_token
 
 
-# Extensions to moto, each a function that patches it in-process. To come: Auto Scaling
-# RecordLifecycleActionHeartbeat and CompleteLifecycleAction, which moto 5.2 answers NotImplemented.
-PATCHES: list[Callable[[], None]] = [json_denials_for_json_services, ecr_tokens_that_expire_later]
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+
+
+def autoscaling_launch_hooks_wait() -> None:
+    """moto 5.2 puts every instance an Auto Scaling group launches straight InService, even when the
+    group has a lifecycle hook for EC2_INSTANCE_LAUNCHING. AWS holds such an instance in
+    `Pending:Wait` until CompleteLifecycleAction or the hook's heartbeat timeout: do the same, and
+    remember the pending action (its hook, token and deadline) on the instance's state.
+
+    Pending instances count towards the group's capacity, as on AWS, so that a later capacity change
+    does not launch a second instance beside the one waiting."""
+    import time
+    import uuid
+
+    from moto.autoscaling.models import FakeAutoScalingGroup
+
+    original_replace = FakeAutoScalingGroup.replace_autoscaling_group_instances
+
+    def replace_autoscaling_group_instances(self, count_needed, propagated_tags):  # type: ignore[no-untyped-def]
+        before = len(self.instance_states)
+        original_replace(self, count_needed, propagated_tags)
+        hooks = [
+            h
+            for h in self.autoscaling_backend.lifecycle_hooks.values()
+            if h.auto_scaling_group_name == self.name and h.lifecycle_transition == LAUNCHING
+        ]
+        if not hooks:
+            return
+        # AWS runs a group's launch hooks together; one is what the agent and the tests use.
+        hook = hooks[0]
+        now = time.time()
+        for state in self.instance_states[before:]:
+            state.lifecycle_state = "Pending:Wait"
+            state.lifecycle_action = {
+                "hook": hook.name,
+                "token": str(uuid.uuid4()),
+                "started": now,
+                "heartbeat": None,
+                "deadline": now + hook.heartbeat_timeout,
+                "default_result": hook.default_result,
+            }
+
+    counted = ("Pending", "Pending:Wait", "Pending:Proceed", "InService")
+
+    def active_instances(self):  # type: ignore[no-untyped-def]
+        return [s for s in self.instance_states if s.lifecycle_state in counted]
+
+    FakeAutoScalingGroup.replace_autoscaling_group_instances = replace_autoscaling_group_instances
+    FakeAutoScalingGroup.active_instances = active_instances
+
+
+def autoscaling_lifecycle_actions() -> None:
+    """moto 5.2 answers RecordLifecycleActionHeartbeat and CompleteLifecycleAction with
+    NotImplemented. Accept them for an instance held in `Pending:Wait` by a launch hook (see
+    autoscaling_launch_hooks_wait), validating the group, the hook and the instance (or the action
+    token) as AWS does: a heartbeat pushes the deadline back by the hook's heartbeat timeout;
+    CONTINUE puts the instance InService, ABANDON sets it `Terminating` and terminates it in EC2
+    (moto launches no replacement by itself). An action whose deadline passed gets the hook's default
+    result the next time the group is looked at. Each action is recorded on the instance's state
+    (`lifecycle_action`, `lifecycle_result`) and logged to stderr."""
+    import time
+
+    from moto.autoscaling.exceptions import ValidationError
+    from moto.autoscaling.models import AutoScalingBackend
+    from moto.autoscaling.responses import AutoScalingResponse
+    from moto.core.responses import EmptyResult
+
+    def log(message: str) -> None:
+        print(f"moto lifecycle: {message}", file=sys.stderr, flush=True)
+
+    def finish(backend, state, result: str, how: str) -> None:  # type: ignore[no-untyped-def]
+        action = state.lifecycle_action
+        state.lifecycle_action = None
+        state.lifecycle_result = {"hook": action["hook"], "result": result, "how": how, "at": time.time()}
+        log(f"{state.auto_scaling_group_name}/{action['hook']}/{state.instance.id}: {result} ({how})")
+        if result == "CONTINUE":
+            state.lifecycle_state = "InService"
+        else:
+            state.lifecycle_state = "Terminating"
+            backend.ec2_backend.terminate_instances([state.instance.id])
+
+    def expire(backend) -> None:  # type: ignore[no-untyped-def]
+        now = time.time()
+        for group in backend.autoscaling_groups.values():
+            for state in group.instance_states:
+                action = getattr(state, "lifecycle_action", None)
+                if action and state.lifecycle_state == "Pending:Wait" and action["deadline"] <= now:
+                    finish(backend, state, action["default_result"], "heartbeat timeout")
+
+    def pending(backend, group_name, hook_name, instance_id, token):  # type: ignore[no-untyped-def]
+        expire(backend)
+        group = backend.autoscaling_groups.get(group_name or "")
+        if group is None:
+            raise ValidationError(f"AutoScalingGroup name not found - {group_name}")
+        if f"{group_name}_{hook_name}" not in backend.lifecycle_hooks:
+            raise ValidationError(f"No Lifecycle Hook found with name {hook_name} for group {group_name}")
+        if not instance_id and not token:
+            raise ValidationError("Either InstanceId or LifecycleActionToken must be given")
+        for state in group.instance_states:
+            action = getattr(state, "lifecycle_action", None)
+            if (
+                action
+                and state.lifecycle_state == "Pending:Wait"
+                and action["hook"] == hook_name
+                and (not instance_id or state.instance.id == instance_id)
+                and (not token or action["token"] == token)
+            ):
+                return state
+        if instance_id:
+            raise ValidationError(f"No active Lifecycle Action found with instance ID {instance_id}")
+        raise ValidationError(f"No active Lifecycle Action found with token {token}")
+
+    def request(self):  # type: ignore[no-untyped-def]
+        return (
+            self.autoscaling_backend,
+            self._get_param("AutoScalingGroupName"),
+            self._get_param("LifecycleHookName"),
+            self._get_param("InstanceId"),
+            self._get_param("LifecycleActionToken"),
+        )
+
+    def record_lifecycle_action_heartbeat(self):  # type: ignore[no-untyped-def]
+        backend, group, hook, instance, token = request(self)
+        state = pending(backend, group, hook, instance, token)
+        now = time.time()
+        state.lifecycle_action["heartbeat"] = now
+        state.lifecycle_action["deadline"] = now + backend.lifecycle_hooks[f"{group}_{hook}"].heartbeat_timeout
+        log(f"{group}/{hook}/{state.instance.id}: heartbeat")
+        return EmptyResult()
+
+    def complete_lifecycle_action(self):  # type: ignore[no-untyped-def]
+        backend, group, hook, instance, token = request(self)
+        result = self._get_param("LifecycleActionResult")
+        if result not in ("CONTINUE", "ABANDON"):
+            raise ValidationError(f"Invalid LifecycleActionResult {result!r}: expected CONTINUE or ABANDON")
+        state = pending(backend, group, hook, instance, token)
+        finish(backend, state, result, "CompleteLifecycleAction")
+        return EmptyResult()
+
+    original_describe = AutoScalingBackend.describe_auto_scaling_instances
+
+    def describe_auto_scaling_instances(self, instance_ids):  # type: ignore[no-untyped-def]
+        expire(self)
+        return original_describe(self, instance_ids)
+
+    AutoScalingResponse.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat
+    AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action
+    AutoScalingBackend.describe_auto_scaling_instances = describe_auto_scaling_instances
+
+
+# Extensions to moto, each a function that patches it in-process.
+PATCHES: list[Callable[[], None]] = [
+    json_denials_for_json_services,
+    ecr_tokens_that_expire_later,
+    autoscaling_launch_hooks_wait,
+    autoscaling_lifecycle_actions,
+]
 
 
 def apply_patches() -> None:

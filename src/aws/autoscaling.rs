@@ -1,0 +1,188 @@
+//! Auto Scaling behind a narrow trait: the few calls the launch lifecycle hook needs (which group
+//! an instance is in, the group's launch hooks, heartbeat, complete) and SetInstanceHealth.
+
+use std::future::Future;
+
+use anyhow::{anyhow, Context, Result};
+use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_autoscaling::Client;
+
+/// The transition a launch hook is for.
+pub const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
+
+/// One lifecycle action: an instance held by a hook of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action<'a> {
+    pub group: &'a str,
+    pub hook: &'a str,
+    pub instance: &'a str,
+}
+
+/// What CompleteLifecycleAction tells the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Put the instance in service.
+    Continue,
+    /// Terminate the instance (the group launches another).
+    Abandon,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Continue => "CONTINUE",
+            Outcome::Abandon => "ABANDON",
+        }
+    }
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The action is pending and its timeout starts again.
+    Recorded,
+    /// No action of this hook is pending for the instance: it was completed, it timed out, or the
+    /// instance is long in service (a `sync` run by hand).
+    NotPending,
+}
+
+/// The calls the agent makes to Auto Scaling.
+pub trait LifecycleApi: Sync {
+    /// The group `instance` belongs to (DescribeAutoScalingInstances); `None` when in none.
+    fn group_of(&self, instance: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// The names of the group's lifecycle hooks for [`LAUNCHING`] (DescribeLifecycleHooks).
+    fn launch_hooks(&self, group: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// RecordLifecycleActionHeartbeat.
+    fn heartbeat(&self, action: Action<'_>) -> impl Future<Output = Result<Heartbeat>> + Send;
+    /// CompleteLifecycleAction.
+    fn complete(
+        &self,
+        action: Action<'_>,
+        outcome: Outcome,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// SetInstanceHealth Unhealthy: the group replaces the instance.
+    fn set_unhealthy(&self, instance: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Auto Scaling through the AWS SDK.
+#[derive(Debug)]
+pub struct AsgClient {
+    client: Client,
+}
+
+impl AsgClient {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        AsgClient {
+            client: Client::new(config),
+        }
+    }
+}
+
+impl LifecycleApi for AsgClient {
+    async fn group_of(&self, instance: &str) -> Result<Option<String>> {
+        let out = self
+            .client
+            .describe_auto_scaling_instances()
+            .instance_ids(instance)
+            .send()
+            .await
+            .map_err(|e| anyhow!(super::describe(&e)))
+            .with_context(|| format!("failed to look up the Auto Scaling group of {instance}"))?;
+        Ok(out
+            .auto_scaling_instances()
+            .iter()
+            .find(|i| i.instance_id() == Some(instance))
+            .and_then(|i| i.auto_scaling_group_name())
+            .map(str::to_string))
+    }
+
+    async fn launch_hooks(&self, group: &str) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(group)
+            .send()
+            .await
+            .map_err(|e| anyhow!(super::describe(&e)))
+            .with_context(|| format!("failed to list the lifecycle hooks of group {group}"))?;
+        Ok(out
+            .lifecycle_hooks()
+            .iter()
+            .filter(|h| h.lifecycle_transition() == Some(LAUNCHING))
+            .filter_map(|h| h.lifecycle_hook_name())
+            .map(str::to_string)
+            .collect())
+    }
+
+    async fn heartbeat(&self, action: Action<'_>) -> Result<Heartbeat> {
+        let sent = self
+            .client
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(action.group)
+            .lifecycle_hook_name(action.hook)
+            .instance_id(action.instance)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(Heartbeat::Recorded),
+            Err(e) if no_pending_action(&e) => Ok(Heartbeat::NotPending),
+            Err(e) => Err(anyhow!(super::describe(&e))).with_context(|| {
+                format!(
+                    "failed to record a heartbeat for {} (hook {} of group {})",
+                    action.instance, action.hook, action.group
+                )
+            }),
+        }
+    }
+
+    async fn complete(&self, action: Action<'_>, outcome: Outcome) -> Result<()> {
+        self.client
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(action.group)
+            .lifecycle_hook_name(action.hook)
+            .instance_id(action.instance)
+            .lifecycle_action_result(outcome.as_str())
+            .send()
+            .await
+            .map_err(|e| anyhow!(super::describe(&e)))
+            .with_context(|| {
+                format!(
+                    "failed to complete the lifecycle action of {} with {} (hook {} of group {})",
+                    action.instance,
+                    outcome.as_str(),
+                    action.hook,
+                    action.group
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn set_unhealthy(&self, instance: &str) -> Result<()> {
+        self.client
+            .set_instance_health()
+            .instance_id(instance)
+            .health_status("Unhealthy")
+            .send()
+            .await
+            .map_err(|e| anyhow!(super::describe(&e)))
+            .with_context(|| format!("failed to mark {instance} unhealthy"))?;
+        Ok(())
+    }
+}
+
+/// AWS answers a heartbeat for an action that is not (or no longer) pending with a
+/// ValidationError "No active Lifecycle Action found with instance ID ...".
+fn no_pending_action<E, R>(err: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(e) => {
+            e.err().code() == Some("ValidationError")
+                && e.err()
+                    .message()
+                    .is_some_and(|m| m.contains("No active Lifecycle Action"))
+        }
+        _ => false,
+    }
+}

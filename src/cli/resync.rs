@@ -1,0 +1,33 @@
+//! `kicky-agent resync`: ask the running daemon to sync now and print its progress and result;
+//! with no daemon running, sync here (and say so). Exit status as `sync`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use clap::Args;
+
+/// Ask the running daemon to converge now and print its progress; without one, sync here.
+#[derive(Debug, Args)]
+pub struct ResyncCmd {}
+
+impl ResyncCmd {
+    pub fn run(self, config: &Path) -> Result<()> {
+        let settings = super::load(config)?;
+        let socket = settings.control_socket.clone();
+        let answer = super::block_on(crate::control::resync(&socket, |line| println!("{line}")))??;
+        match answer {
+            Some(0) => Ok(()),
+            Some(status) => {
+                // The daemon already printed why; exit as `sync` would have.
+                std::process::exit(i32::from(status));
+            }
+            None => {
+                println!(
+                    "no kicky-agent daemon is running (no socket at {}): syncing here",
+                    socket.display()
+                );
+                super::sync::SyncCmd {}.run(config)
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `kicky-agent run`: the long-running service systemd starts on every boot.
+//!
+//! It syncs at once, retrying with backoff until the first sync converges and every service is
+//! healthy; only then does it send `READY=1`. Then it watches parameter versions and object ETags
+//! every `watch.interval` (with jitter), applying or reporting what changed, and syncs again on
+//! `kicky-agent resync` (the control socket) or SIGHUP. `WATCHDOG=1` comes from this loop, so a
+//! hung loop trips systemd's watchdog. SIGTERM stops the agent, never the application.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::control::{Client, ControlServer};
+use crate::logging::Progress;
+use crate::state::{now, State};
+use crate::sync::SyncReport;
+use crate::{aws, config, error, retry, systemd, watch};
+
+type Job = Pin<Box<dyn Future<Output = Result<SyncReport>>>>;
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path) -> Result<()> {
+    let settings = config::load(config_path)?;
+    let control = ControlServer::bind(&settings.control_socket)?;
+    // Requests are read off the socket by their own task, so nothing here is cut off half-read.
+    let (requests_tx, mut requests) = mpsc::channel::<Client>(16);
+    tokio::spawn(async move {
+        while let Ok(client) = control.accept().await {
+            if requests_tx.send(client).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut term = signal(SignalKind::terminate()).context("failed to catch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("failed to catch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("failed to catch SIGHUP")?;
+    let watchdog = systemd::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut progress = crate::logging::subscribe();
+
+    let config_path = config_path.to_path_buf();
+    let mut job: Option<Job> = Some(start(&config_path));
+    let mut again = false;
+    let mut clients: Vec<Client> = Vec::new();
+    let mut ready = false;
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    let mut watch_at: Option<Instant> = None;
+    systemd::status("first sync: starting");
+    tracing::info!("kicky-agent {} started", env!("CARGO_PKG_VERSION"));
+
+    loop {
+        tokio::select! {
+            _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: syncing now");
+                request(&mut job, &mut again, &config_path);
+            }
+            Some(client) = requests.recv() => {
+                tracing::info!("resync requested over the control socket");
+                clients.push(client);
+                request(&mut job, &mut again, &config_path);
+            }
+            message = progress.recv() => match message {
+                Ok(Progress::Phase(phase)) => systemd::status(&phase),
+                Ok(Progress::Line(line)) => {
+                    for client in &mut clients {
+                        client.progress(&line).await;
+                    }
+                }
+                Err(_) => {}
+            },
+            result = next(&mut job) => {
+                job = None;
+                let settings = config::load(&config_path).ok();
+                let status = match &result {
+                    Ok(_) => 0,
+                    Err(err) => error::exit_status(err),
+                };
+                let text = match &result {
+                    Ok(report) => summary(report),
+                    Err(err) => format!("{err:#}"),
+                };
+                match &result {
+                    Ok(_) => {
+                        failures = 0;
+                        if !ready {
+                            systemd::ready();
+                            ready = true;
+                            tracing::info!("first sync converged and healthy: ready");
+                        }
+                        systemd::status(&format!("in sync since {}", now()));
+                    }
+                    Err(err) if !ready => {
+                        failures += 1;
+                        let delay = first_sync_backoff(failures);
+                        retry_at = Some(Instant::now() + delay);
+                        tracing::error!("first sync failed (attempt {failures}), retrying in {delay:?}: {err:#}");
+                        systemd::status(&format!(
+                            "first sync failed (attempt {failures}), retrying in {}s: {}",
+                            delay.as_secs(),
+                            first_line(err)
+                        ));
+                    }
+                    Err(err) => {
+                        tracing::error!("sync failed: {err:#}");
+                        systemd::status(&format!("degraded: {}", first_line(err)));
+                    }
+                }
+                for client in clients.drain(..) {
+                    client.result(status, &text).await;
+                }
+                if again {
+                    again = false;
+                    job = Some(start(&config_path));
+                } else if ready {
+                    watch_at = settings.as_ref().and_then(|s| next_watch(s.watch_interval));
+                }
+            }
+            _ = sleep_until(retry_at), if job.is_none() => {
+                retry_at = None;
+                job = Some(start(&config_path));
+            }
+            _ = sleep_until(watch_at), if job.is_none() => {
+                watch_at = None;
+                match config::load(&config_path) {
+                    Ok(settings) => {
+                        if check(&settings).await {
+                            job = Some(start(&config_path));
+                        } else {
+                            watch_at = next_watch(settings.watch_interval);
+                        }
+                    }
+                    Err(err) => {
+                        systemd::status(&format!("degraded: {}", first_line(&err)));
+                        watch_at = next_watch(crate::config::defaults::WATCH_INTERVAL);
+                    }
+                }
+            }
+        }
+    }
+    systemd::stopping();
+    tracing::info!("stopping; the application's containers keep running");
+    Ok(())
+}
+
+/// Starts a sync now, or once the one running ends.
+fn request(job: &mut Option<Job>, again: &mut bool, config_path: &Path) {
+    match job {
+        Some(_) => *again = true,
+        None => *job = Some(start(config_path)),
+    }
+}
+
+fn start(config_path: &Path) -> Job {
+    let path: PathBuf = config_path.to_path_buf();
+    Box::pin(async move {
+        let settings =
+            config::load(&path).with_context(|| format!("invalid config {}", path.display()))?;
+        crate::sync::run(&settings).await
+    })
+}
+
+/// The running job's result; never ready without one.
+async fn next(job: &mut Option<Job>) -> Result<SyncReport> {
+    match job {
+        Some(job) => job.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Looks for changes; true when a sync should apply them now (`watch.apply: auto`).
+async fn check(settings: &config::Settings) -> bool {
+    let result = async {
+        let config = aws::sdk_config(&settings.aws).await?;
+        let ssm = aws::ssm::SsmStore::new(&config);
+        let s3 = aws::s3::S3Store::new(&config, &settings.aws);
+        let state = State::load(&State::path(settings))?;
+        watch::changes(settings, &state, &ssm, &s3).await
+    };
+    match tokio::time::timeout(Duration::from_secs(60), result).await {
+        Ok(Ok(changes)) if changes.is_empty() => false,
+        Ok(Ok(changes)) => {
+            for change in &changes {
+                tracing::info!("changed: {change}");
+            }
+            match settings.watch_apply {
+                config::raw::WatchApply::Auto => true,
+                config::raw::WatchApply::Report => {
+                    systemd::status(&format!(
+                        "changes pending (watch.apply: report): {}",
+                        changes.join("; ")
+                    ));
+                    false
+                }
+            }
+        }
+        Ok(Err(err)) => {
+            tracing::warn!("could not look for changes: {err:#}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("looking for changes took over 60 s; trying again later");
+            false
+        }
+    }
+}
+
+/// The next watch, `interval` from now give or take 10%, so instances started together spread out.
+fn next_watch(interval: Duration) -> Option<Instant> {
+    if interval.is_zero() {
+        return None;
+    }
+    Some(Instant::now() + interval.mul_f64(0.9 + 0.2 * fastrand::f64()))
+}
+
+fn first_sync_backoff(failures: u32) -> Duration {
+    let backoff = retry::Backoff {
+        initial: Duration::from_secs(2),
+        max_delay: Duration::from_secs(60),
+        ..Default::default()
+    };
+    // Full jitter, but never retry sooner than a second.
+    backoff.delay(failures).max(Duration::from_secs(1))
+}
+
+fn first_line(err: &anyhow::Error) -> String {
+    format!("{err:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}
+
+fn summary(report: &SyncReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(env) = &report.env {
+        parts.push(format!("env file {}", env.result));
+    }
+    if !report.files.is_empty() {
+        parts.push(format!("{} files", report.files.len()));
+    }
+    if let Some(engine) = &report.containers {
+        let changed = engine
+            .services
+            .iter()
+            .filter(|s| s.action != crate::engine::converge::Action::Keep)
+            .count();
+        parts.push(format!(
+            "{} containers, {changed} changed",
+            engine.services.len()
+        ));
+    }
+    format!("in sync: {}", parts.join(", "))
+}

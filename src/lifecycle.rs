@@ -1,0 +1,674 @@
+//! The Auto Scaling launch lifecycle hook: the group keeps a new instance in `Pending:Wait` (out
+//! of its load balancers) until the agent says the stack is healthy (CONTINUE) or that the first
+//! sync failed for good (ABANDON: the group terminates the instance and launches another).
+//!
+//! Which hook: with `lifecycle.hook: auto`, this instance's group (the instance tag
+//! `aws:autoscaling:groupName` from instance metadata, else DescribeAutoScalingInstances) and that
+//! group's one launch hook (DescribeLifecycleHooks); or the hook named in the config. Discovery
+//! ends with a heartbeat, which also tells whether an action is pending at all: a `sync` run by
+//! hand on an instance long in service has none, and sends nothing.
+//!
+//! With `auto`, discovery fails soft: without instance metadata (a laptop, a test) or without the
+//! rights to ask, the agent logs why and syncs without a hook, as the user-data script did. A hook
+//! named in the config must be found, or the sync fails before it starts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::aws::autoscaling::{Action, AsgClient, Heartbeat, LifecycleApi, Outcome};
+use crate::aws::imds::{Imds, InstanceMetadata};
+use crate::config::raw::HookChoice;
+use crate::config::{LifecycleSettings, Settings};
+use crate::state::{now, LifecycleRecord, State};
+
+/// The instance tag Auto Scaling puts on the instances it launches.
+pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
+
+/// This instance's place in its Auto Scaling group, and the launch action pending for it.
+#[derive(Debug)]
+pub struct Lifecycle<A = AsgClient> {
+    api: A,
+    group: String,
+    instance: String,
+    /// The launch hook holding this instance in `Pending:Wait`; `None` when no action is pending.
+    hook: Option<String>,
+    heartbeat_interval: Duration,
+    unhealthy_after: Option<Duration>,
+}
+
+/// A CompleteLifecycleAction sent: the record for the state file, and whether it was taken.
+#[derive(Debug)]
+pub struct Completion {
+    pub record: LifecycleRecord,
+    pub sent: Result<()>,
+}
+
+/// The lifecycle of this instance with the real services: IMDS and Auto Scaling through `config`.
+pub async fn discover(
+    settings: &Settings,
+    config: &aws_config::SdkConfig,
+) -> Result<Option<Lifecycle>> {
+    if settings.lifecycle.hook == HookChoice::Off {
+        tracing::debug!("lifecycle.hook is off: no lifecycle hook");
+        return Ok(None);
+    }
+    let imds = Imds::new();
+    Lifecycle::discover(&settings.lifecycle, AsgClient::new(config), imds.as_ref()).await
+}
+
+/// Runs `sync` with heartbeats, then completes the pending launch action by its outcome and
+/// records what was sent in the state file. A sync that converged but whose CONTINUE Auto Scaling
+/// refused fails: the group will not put the instance in service.
+pub async fn around_sync<T, A: LifecycleApi>(
+    lifecycle: Option<&Lifecycle<A>>,
+    settings: &Settings,
+    sync: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(lifecycle) = lifecycle else {
+        return sync.await;
+    };
+    let result = lifecycle.while_running(sync).await;
+    let Some(completion) = lifecycle.complete(result.is_ok()).await else {
+        return result;
+    };
+    let path = State::path(settings);
+    let saved = State::load(&path).and_then(|mut state| {
+        state.lifecycle = Some(completion.record.clone());
+        state.save(&path)
+    });
+    if let Err(e) = saved {
+        tracing::warn!("could not record the lifecycle action: {e:#}");
+    }
+    match (result, completion.sent) {
+        (Ok(_), Err(e)) => {
+            Err(e.context("the sync converged, but the lifecycle hook was not completed"))
+        }
+        (result, _) => result,
+    }
+}
+
+impl<A: LifecycleApi> Lifecycle<A> {
+    /// Finds this instance's group and pending launch action. `None` when `hook` is off, or there
+    /// is nothing to do: no instance metadata (with `auto`), no group, no launch hook and no
+    /// `unhealthy_after`. Each reason is logged.
+    pub async fn discover(
+        settings: &LifecycleSettings,
+        api: A,
+        metadata: Option<&impl InstanceMetadata>,
+    ) -> Result<Option<Self>> {
+        let named = match &settings.hook {
+            HookChoice::Off => return Ok(None),
+            HookChoice::Auto => None,
+            HookChoice::Named(name) => Some(name.clone()),
+        };
+        // With `auto`, a failure to find out means "no hook"; with a named hook it is an error.
+        let soft = |e: anyhow::Error| -> Result<Option<Self>> {
+            match &named {
+                None => {
+                    tracing::warn!("carrying on without a lifecycle hook: {e:#}");
+                    Ok(None)
+                }
+                Some(name) => Err(e.context(format!("lifecycle.hook {name}"))),
+            }
+        };
+        let Some(metadata) = metadata else {
+            return soft(anyhow!(
+                "instance metadata is disabled (AWS_EC2_METADATA_DISABLED)"
+            ));
+        };
+        let instance = match metadata.instance_id().await {
+            Ok(id) => id,
+            Err(e) if named.is_none() => {
+                // Not on EC2 (a laptop, a test): expected, so not a warning.
+                tracing::info!("no lifecycle hook: {e:#}");
+                return Ok(None);
+            }
+            Err(e) => return soft(e),
+        };
+        let group = match metadata.tag(GROUP_TAG).await {
+            Ok(Some(group)) => Some(group),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!("instance tags unreadable ({e:#}); asking Auto Scaling");
+                None
+            }
+        };
+        let group = match group {
+            Some(group) => group,
+            None => match api.group_of(&instance).await {
+                Ok(Some(group)) => group,
+                Ok(None) => {
+                    tracing::info!(
+                        instance,
+                        "no lifecycle hook: the instance is in no Auto Scaling group"
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return soft(e),
+            },
+        };
+        let hook = match named.clone() {
+            Some(name) => Some(name),
+            None => match api.launch_hooks(&group).await {
+                Err(e) => return soft(e),
+                Ok(hooks) => match hooks.as_slice() {
+                    [] => {
+                        tracing::info!(group, "no lifecycle hook: the group has no launch hook");
+                        None
+                    }
+                    [one] => Some(one.clone()),
+                    many => {
+                        tracing::warn!(
+                            group,
+                            "the group has launch hooks {}: set lifecycle.hook to the one the agent completes",
+                            many.join(", ")
+                        );
+                        None
+                    }
+                },
+            },
+        };
+        let mut lifecycle = Lifecycle {
+            api,
+            group,
+            instance,
+            hook,
+            heartbeat_interval: settings.heartbeat_interval,
+            unhealthy_after: settings.unhealthy_after,
+        };
+        if let Some(action) = lifecycle.action() {
+            match lifecycle.api.heartbeat(action).await {
+                Ok(Heartbeat::Recorded) => {}
+                Ok(Heartbeat::NotPending) => {
+                    tracing::info!(
+                        group = action.group,
+                        hook = action.hook,
+                        instance = action.instance,
+                        "no launch action pending (the instance is in service, or the hook timed out): nothing to complete"
+                    );
+                    lifecycle.hook = None;
+                }
+                Err(e) if named.is_some() => return soft(e),
+                // Perhaps only this call is refused: CompleteLifecycleAction will still be tried.
+                Err(e) => tracing::warn!("{e:#}"),
+            }
+        }
+        if lifecycle.hook.is_none() && lifecycle.unhealthy_after.is_none() {
+            return Ok(None);
+        }
+        if let Some(action) = lifecycle.action() {
+            tracing::info!(
+                group = action.group,
+                hook = action.hook,
+                instance = action.instance,
+                "launch lifecycle action pending: completing it after the sync"
+            );
+        }
+        Ok(Some(lifecycle))
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The launch hook whose action is pending, if any.
+    pub fn hook(&self) -> Option<&str> {
+        self.hook.as_deref()
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// How long the stack may stay unhealthy before [`Self::mark_unhealthy`] is due.
+    pub fn unhealthy_after(&self) -> Option<Duration> {
+        self.unhealthy_after
+    }
+
+    fn action(&self) -> Option<Action<'_>> {
+        Some(Action {
+            group: &self.group,
+            hook: self.hook.as_deref()?,
+            instance: &self.instance,
+        })
+    }
+
+    /// One heartbeat: the hook's timeout starts again. Nothing when no action is pending.
+    pub async fn heartbeat(&self) -> Result<()> {
+        let Some(action) = self.action() else {
+            return Ok(());
+        };
+        match self.api.heartbeat(action).await? {
+            Heartbeat::Recorded => {
+                tracing::debug!(hook = action.hook, "lifecycle heartbeat");
+                Ok(())
+            }
+            Heartbeat::NotPending => bail!(
+                "the launch action of {} (hook {} of group {}) is no longer pending: it timed out or was completed elsewhere",
+                action.instance,
+                action.hook,
+                action.group
+            ),
+        }
+    }
+
+    /// Runs `work` with a heartbeat every `heartbeat_interval`; a failed heartbeat is logged, and
+    /// the next one tried on time.
+    pub async fn while_running<F: Future>(&self, work: F) -> F::Output {
+        let beats = async {
+            loop {
+                tokio::time::sleep(self.heartbeat_interval).await;
+                if let Err(e) = self.heartbeat().await {
+                    tracing::warn!("lifecycle heartbeat: {e:#}");
+                }
+            }
+        };
+        tokio::select! {
+            out = work => out,
+            _ = beats => unreachable!("heartbeats go on until the work ends"),
+        }
+    }
+
+    /// CONTINUE when `ok`, else ABANDON. `None` when no action is pending (nothing is sent).
+    pub async fn complete(&self, ok: bool) -> Option<Completion> {
+        let action = self.action()?;
+        let outcome = if ok {
+            Outcome::Continue
+        } else {
+            Outcome::Abandon
+        };
+        let sent = self.api.complete(action, outcome).await;
+        match &sent {
+            Ok(()) => tracing::info!(
+                group = action.group,
+                hook = action.hook,
+                instance = action.instance,
+                "lifecycle action completed: {}",
+                outcome.as_str()
+            ),
+            Err(e) => tracing::error!("{e:#}"),
+        }
+        let record = LifecycleRecord {
+            group: action.group.to_string(),
+            hook: action.hook.to_string(),
+            instance: action.instance.to_string(),
+            action: outcome.as_str().to_string(),
+            at: now(),
+            error: sent.as_ref().err().map(|e| format!("{e:#}")),
+        };
+        Some(Completion { record, sent })
+    }
+
+    /// SetInstanceHealth Unhealthy: the group terminates this instance and launches another.
+    pub async fn mark_unhealthy(&self) -> Result<()> {
+        self.api
+            .set_unhealthy(&self.instance)
+            .await
+            .with_context(|| format!("group {}", self.group))?;
+        tracing::warn!(
+            group = self.group.as_str(),
+            instance = self.instance.as_str(),
+            "marked the instance unhealthy: the group will replace it"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Auto Scaling as far as one instance sees it; every call is logged.
+    #[derive(Debug, Default)]
+    struct FakeAsg {
+        /// instance → group, for DescribeAutoScalingInstances.
+        groups: HashMap<String, String>,
+        /// group → launch hooks.
+        hooks: HashMap<String, Vec<String>>,
+        /// (group, hook, instance) of the pending action.
+        pending: Mutex<Option<(String, String, String)>>,
+        refuse: Option<&'static str>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeAsg {
+        fn in_group(instance: &str, group: &str, hooks: &[&str]) -> Self {
+            let pending = hooks
+                .first()
+                .map(|h| (group.to_string(), h.to_string(), instance.to_string()));
+            FakeAsg {
+                groups: HashMap::from([(instance.into(), group.into())]),
+                hooks: HashMap::from([(
+                    group.into(),
+                    hooks.iter().map(|h| h.to_string()).collect(),
+                )]),
+                pending: Mutex::new(pending),
+                ..FakeAsg::default()
+            }
+        }
+
+        fn log(&self, call: String) -> Result<()> {
+            let refused = self.refuse.is_some_and(|r| call.starts_with(r));
+            self.calls.lock().unwrap().push(call.clone());
+            if refused {
+                bail!("AccessDenied: {call}");
+            }
+            Ok(())
+        }
+
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+
+        fn is_pending(&self, a: Action<'_>) -> bool {
+            let pending = self.pending.lock().unwrap();
+            pending.as_ref().is_some_and(|(g, h, i)| {
+                (g.as_str(), h.as_str(), i.as_str()) == (a.group, a.hook, a.instance)
+            })
+        }
+    }
+
+    impl LifecycleApi for FakeAsg {
+        async fn group_of(&self, instance: &str) -> Result<Option<String>> {
+            self.log(format!("describe-instances {instance}"))?;
+            Ok(self.groups.get(instance).cloned())
+        }
+
+        async fn launch_hooks(&self, group: &str) -> Result<Vec<String>> {
+            self.log(format!("describe-hooks {group}"))?;
+            Ok(self.hooks.get(group).cloned().unwrap_or_default())
+        }
+
+        async fn heartbeat(&self, a: Action<'_>) -> Result<Heartbeat> {
+            self.log(format!("heartbeat {} {} {}", a.group, a.hook, a.instance))?;
+            Ok(if self.is_pending(a) {
+                Heartbeat::Recorded
+            } else {
+                Heartbeat::NotPending
+            })
+        }
+
+        async fn complete(&self, a: Action<'_>, outcome: Outcome) -> Result<()> {
+            self.log(format!(
+                "complete {} {} {} {}",
+                a.group,
+                a.hook,
+                a.instance,
+                outcome.as_str()
+            ))?;
+            if !self.is_pending(a) {
+                bail!(
+                    "ValidationError: No active Lifecycle Action found with instance ID {}",
+                    a.instance
+                );
+            }
+            *self.pending.lock().unwrap() = None;
+            Ok(())
+        }
+
+        async fn set_unhealthy(&self, instance: &str) -> Result<()> {
+            self.log(format!("unhealthy {instance}"))
+        }
+    }
+
+    /// Instance metadata: an instance id (or none: not on EC2) and tags (or none: disabled).
+    struct FakeImds {
+        id: Option<&'static str>,
+        tags: Option<HashMap<String, String>>,
+    }
+
+    impl FakeImds {
+        fn with_group_tag(id: &'static str, group: &str) -> Self {
+            FakeImds {
+                id: Some(id),
+                tags: Some(HashMap::from([(GROUP_TAG.to_string(), group.to_string())])),
+            }
+        }
+
+        fn without_tags(id: &'static str) -> Self {
+            FakeImds {
+                id: Some(id),
+                tags: None,
+            }
+        }
+    }
+
+    impl InstanceMetadata for FakeImds {
+        async fn instance_id(&self) -> Result<String> {
+            self.id
+                .map(str::to_string)
+                .context("instance metadata does not answer (not on EC2?)")
+        }
+
+        async fn tag(&self, key: &str) -> Result<Option<String>> {
+            Ok(self.tags.as_ref().and_then(|t| t.get(key).cloned()))
+        }
+    }
+
+    fn settings(hook: HookChoice) -> LifecycleSettings {
+        LifecycleSettings {
+            hook,
+            heartbeat_interval: Duration::from_secs(60),
+            unhealthy_after: None,
+        }
+    }
+
+    const I: &str = "i-0abc";
+
+    #[tokio::test]
+    async fn auto_finds_the_group_by_tag_and_its_one_launch_hook() {
+        let asg = FakeAsg::in_group(I, "web", &["launch"]);
+        let imds = FakeImds::with_group_tag(I, "web");
+        let l = Lifecycle::discover(&settings(HookChoice::Auto), asg, Some(&imds))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (l.group(), l.hook(), l.instance()),
+            ("web", Some("launch"), I)
+        );
+        // The tag spared DescribeAutoScalingInstances; the heartbeat checked an action is pending.
+        assert_eq!(
+            l.api.calls(),
+            ["describe-hooks web", "heartbeat web launch i-0abc"]
+        );
+
+        let done = l.complete(true).await.unwrap();
+        assert!(done.sent.is_ok());
+        let r = &done.record;
+        assert_eq!(
+            (r.group.as_str(), r.hook.as_str(), r.instance.as_str()),
+            ("web", "launch", I)
+        );
+        assert_eq!((r.action.as_str(), r.error.as_ref()), ("CONTINUE", None));
+        assert_eq!(
+            l.api.calls().last().unwrap(),
+            "complete web launch i-0abc CONTINUE"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_tags_the_group_comes_from_auto_scaling() {
+        let asg = FakeAsg::in_group(I, "web", &["launch"]);
+        let imds = FakeImds::without_tags(I);
+        let l = Lifecycle::discover(&settings(HookChoice::Auto), asg, Some(&imds))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.group(), "web");
+        assert_eq!(l.api.calls()[0], "describe-instances i-0abc");
+        let done = l.complete(false).await.unwrap();
+        assert_eq!(done.record.action, "ABANDON");
+        assert!(l.api.pending.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_to_do_is_none_and_sends_nothing() {
+        let auto = settings(HookChoice::Auto);
+        // Off: not even instance metadata is asked.
+        let asg = FakeAsg::in_group(I, "web", &["launch"]);
+        let off = Lifecycle::discover(&settings(HookChoice::Off), asg, None::<&FakeImds>)
+            .await
+            .unwrap();
+        assert!(off.is_none());
+        // Not on EC2, or metadata disabled.
+        let not_ec2 = FakeImds {
+            id: None,
+            tags: None,
+        };
+        let asg = FakeAsg::default();
+        assert!(Lifecycle::discover(&auto, asg, Some(&not_ec2))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(
+            Lifecycle::discover(&auto, FakeAsg::default(), None::<&FakeImds>)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // In no group.
+        let asg = FakeAsg::default();
+        let l = Lifecycle::discover(&auto, asg, Some(&FakeImds::without_tags(I)))
+            .await
+            .unwrap();
+        assert!(l.is_none());
+        // A group without a launch hook.
+        let asg = FakeAsg::in_group(I, "web", &[]);
+        assert!(
+            Lifecycle::discover(&auto, asg, Some(&FakeImds::without_tags(I)))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Two launch hooks: `auto` does not guess.
+        let asg = FakeAsg::in_group(I, "web", &["a", "b"]);
+        assert!(
+            Lifecycle::discover(&auto, asg, Some(&FakeImds::without_tags(I)))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The action is no longer pending (a sync run by hand on an instance in service).
+        let asg = FakeAsg::in_group(I, "web", &["launch"]);
+        *asg.pending.lock().unwrap() = None;
+        assert!(
+            Lifecycle::discover(&auto, asg, Some(&FakeImds::without_tags(I)))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn auto_fails_soft_a_named_hook_does_not() {
+        let refused = || FakeAsg {
+            refuse: Some("describe-instances"),
+            ..FakeAsg::in_group(I, "web", &["launch"])
+        };
+        let imds = FakeImds::without_tags(I);
+        assert!(
+            Lifecycle::discover(&settings(HookChoice::Auto), refused(), Some(&imds))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let named = settings(HookChoice::Named("launch".into()));
+        let err = Lifecycle::discover(&named, refused(), Some(&imds))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("lifecycle.hook launch"),
+            "{err:#}"
+        );
+        let not_ec2 = FakeImds {
+            id: None,
+            tags: None,
+        };
+        assert!(Lifecycle::discover(&named, refused(), Some(&not_ec2))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_named_hook_skips_describe_lifecycle_hooks() {
+        let asg = FakeAsg::in_group(I, "web", &["mine", "theirs"]);
+        let named = settings(HookChoice::Named("mine".into()));
+        let imds = FakeImds::with_group_tag(I, "web");
+        let l = Lifecycle::discover(&named, asg, Some(&imds))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.hook(), Some("mine"));
+        assert_eq!(l.api.calls(), ["heartbeat web mine i-0abc"]);
+    }
+
+    #[tokio::test]
+    async fn unhealthy_after_keeps_the_group_without_a_pending_action() {
+        let asg = FakeAsg::in_group(I, "web", &[]);
+        let mut s = settings(HookChoice::Auto);
+        s.unhealthy_after = Some(Duration::from_secs(600));
+        let l = Lifecycle::discover(&s, asg, Some(&FakeImds::without_tags(I)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.hook(), None);
+        assert!(l.complete(true).await.is_none());
+        l.heartbeat().await.unwrap();
+        l.mark_unhealthy().await.unwrap();
+        assert_eq!(l.api.calls().last().unwrap(), "unhealthy i-0abc");
+    }
+
+    #[tokio::test]
+    async fn a_refused_completion_is_recorded_with_its_error() {
+        let asg = FakeAsg {
+            refuse: Some("complete"),
+            ..FakeAsg::in_group(I, "web", &["launch"])
+        };
+        let imds = FakeImds::without_tags(I);
+        let l = Lifecycle::discover(&settings(HookChoice::Auto), asg, Some(&imds))
+            .await
+            .unwrap()
+            .unwrap();
+        let done = l.complete(true).await.unwrap();
+        assert!(done.sent.is_err());
+        assert!(done
+            .record
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("AccessDenied"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_go_out_on_time_while_the_work_runs() {
+        let asg = FakeAsg::in_group(I, "web", &["launch"]);
+        let imds = FakeImds::without_tags(I);
+        let l = Lifecycle::discover(&settings(HookChoice::Auto), asg, Some(&imds))
+            .await
+            .unwrap()
+            .unwrap();
+        let out = l.while_running(async {
+            tokio::time::sleep(Duration::from_secs(150)).await;
+            7
+        });
+        assert_eq!(out.await, 7);
+        let beats = l
+            .api
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("heartbeat"))
+            .count();
+        // The one of discovery, then at 60 s and 120 s.
+        assert_eq!(beats, 3);
+    }
+}

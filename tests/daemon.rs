@@ -1,0 +1,321 @@
+//! `kicky-agent run` under a fake systemd: a notify socket that records READY/STATUS/WATCHDOG/
+//! STOPPING with their times, a watchdog, the control socket, the watch loop against moto, a
+//! broken change rolled back, and SIGTERM leaving the application running.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::types::ParameterType;
+use common::{Rig, Scratch};
+use serde_json::Value;
+
+/// What the fake systemd received, with when.
+#[derive(Clone, Default)]
+struct Notifications(Arc<Mutex<Vec<(Instant, String)>>>);
+
+impl Notifications {
+    fn listen(path: &std::path::Path) -> Notifications {
+        let socket = UnixDatagram::bind(path).unwrap();
+        let seen = Notifications::default();
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                for line in text.lines() {
+                    sink.0
+                        .lock()
+                        .unwrap()
+                        .push((Instant::now(), line.to_string()));
+                }
+            }
+        });
+        seen
+    }
+
+    fn all(&self) -> Vec<(Instant, String)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn first(&self, prefix: &str) -> Option<Instant> {
+        self.all()
+            .into_iter()
+            .find(|(_, l)| l.starts_with(prefix))
+            .map(|(t, _)| t)
+    }
+
+    fn wait_for(&self, prefix: &str, bound: Duration) -> Instant {
+        let started = Instant::now();
+        loop {
+            if let Some(at) = self.first(prefix) {
+                return at;
+            }
+            assert!(
+                started.elapsed() < bound,
+                "no {prefix} within {bound:?}; got: {:?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.all().into_iter().map(|(_, l)| l).collect()
+    }
+}
+
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The agent's log holds no secret (the tests check its outputs): show it on failure.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- daemon log ---\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn inspect(name: &str) -> Option<Value> {
+    let out = Command::new("docker")
+        .args(["inspect", name])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()?
+        .get(0)
+        .cloned()
+}
+
+fn healthy(name: &str) -> bool {
+    inspect(name).is_some_and(|c| c["State"]["Health"]["Status"] == "healthy")
+}
+
+fn id_of(name: &str) -> String {
+    inspect(name)
+        .and_then(|c| c["Id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn env_value(name: &str, key: &str) -> Option<String> {
+    let c = inspect(name)?;
+    c["Config"]["Env"]
+        .as_array()?
+        .iter()
+        .filter_map(|e| e.as_str())
+        .find_map(|e| e.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+fn wait_until(bound: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed() < bound,
+            "{what} did not happen within {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_under_systemd() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let project = format!("ktdaemon{}", fastrand::u32(..) % 100_000);
+    let registry = std::env::var("KICKY_RIG_REGISTRY").unwrap();
+    let password = std::env::var("KICKY_RIG_REGISTRY_PASSWORD").unwrap();
+    rig.put(
+        &format!("/kt/{project}/registry"),
+        &password,
+        ParameterType::SecureString,
+    )
+    .await;
+    rig.put(
+        &format!("/kt/{project}/env"),
+        "API_KEY=first-8a8a\n",
+        ParameterType::SecureString,
+    )
+    .await;
+    let compose = |image: &str| {
+        format!("services:\n  web:\n    image: {registry}/tester/{image}\n    environment:\n      API_KEY: ${{API_KEY}}\n")
+    };
+    std::fs::create_dir_all(s.workdir()).unwrap();
+    std::fs::write(s.workdir().join("docker-compose.yml"), compose("web:1")).unwrap();
+    let socket = s.path("run/control.sock");
+    s.config(
+        &rig,
+        &format!(
+            "project: {project}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
+             env:\n  parameters:\n    - name: /kt/{project}/env\n      format: dotenv\n\
+             compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n\
+             registries:\n  - server: {registry}\n    username: tester\n    password: {{ parameter: /kt/{project}/registry }}\n\
+             watch:\n  interval: 2s\n  apply: auto\n\
+             control_socket: {}\n",
+            socket.display()
+        ),
+    );
+    let notify = Notifications::listen(&s.path("notify.sock"));
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
+        .args([
+            "--config",
+            &s.path("etc/agent.yaml").display().to_string(),
+            "run",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", s.dir.path())
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &rig.imds_url)
+        .env("NOTIFY_SOCKET", s.path("notify.sock"))
+        .env("WATCHDOG_USEC", "2000000")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(s.path("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon {
+        child,
+        log: s.path("daemon.log"),
+    };
+    let web = format!("{project}-web-1");
+
+    // READY only once the application is healthy; STATUS said what it was doing before.
+    let ready = notify.wait_for("READY=1", Duration::from_secs(60));
+    assert!(
+        healthy(&web),
+        "READY=1 came before the container was healthy"
+    );
+    let statuses: Vec<String> = notify
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("STATUS="))
+        .collect();
+    assert!(
+        statuses.iter().any(|s| s.contains("fetching parameters")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.contains("waiting for") && s.contains("healthy")),
+        "{statuses:?}"
+    );
+    let first_status = notify.first("STATUS=").unwrap();
+    assert!(first_status < ready);
+    notify.wait_for("STATUS=in sync since", Duration::from_secs(5));
+    // WATCHDOG=1 from the main loop, every half WatchdogSec.
+    std::thread::sleep(Duration::from_millis(2500));
+    let pings: Vec<Instant> = notify
+        .all()
+        .into_iter()
+        .filter(|(_, l)| l == "WATCHDOG=1")
+        .map(|(t, _)| t)
+        .collect();
+    assert!(pings.len() >= 2, "watchdog pings: {}", pings.len());
+    assert!(
+        pings
+            .windows(2)
+            .all(|w| w[1] - w[0] < Duration::from_millis(1500)),
+        "the watchdog must keep time"
+    );
+    let first_id = id_of(&web);
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    // A parameter changed in moto is applied by the watch loop, without a restart.
+    rig.put(
+        &format!("/kt/{project}/env"),
+        "API_KEY=second-9b9b\n",
+        ParameterType::SecureString,
+    )
+    .await;
+    tokio::task::block_in_place(|| {
+        wait_until(
+            Duration::from_secs(40),
+            "the watch loop applying the change",
+            || env_value(&web, "API_KEY").as_deref() == Some("second-9b9b") && healthy(&web),
+        )
+    });
+    let second_id = id_of(&web);
+    assert_ne!(second_id, first_id);
+
+    // resync over the control socket streams progress and the result.
+    let resync = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
+            .args([
+                "--config",
+                &s.path("etc/agent.yaml").display().to_string(),
+                "resync",
+            ])
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &rig.imds_url)
+            .output()
+            .unwrap()
+    });
+    let out = String::from_utf8_lossy(&resync.stdout).into_owned();
+    assert!(resync.status.success(), "{out}");
+    assert!(out.contains("syncing") && out.contains("in sync"), "{out}");
+    assert!(
+        !out.contains("second-9b9b"),
+        "a secret reached the resync output"
+    );
+
+    // A broken change: the old container keeps serving, the sync reports the rollback.
+    std::fs::write(
+        s.workdir().join("docker-compose.yml"),
+        compose("unhealthy:1"),
+    )
+    .unwrap();
+    let broken = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
+            .args([
+                "--config",
+                &s.path("etc/agent.yaml").display().to_string(),
+                "resync",
+            ])
+            .output()
+            .unwrap()
+    });
+    let out = String::from_utf8_lossy(&broken.stdout).into_owned();
+    assert_eq!(broken.status.code(), Some(1), "{out}");
+    assert!(out.contains("rolled back"), "{out}");
+    assert_eq!(
+        id_of(&web),
+        second_id,
+        "the previous container serves again"
+    );
+    assert!(healthy(&web));
+    notify.wait_for("STATUS=degraded", Duration::from_secs(5));
+
+    // SIGTERM: STOPPING=1, a clean exit, the application still running.
+    let pid = daemon.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    notify.wait_for("STOPPING=1", Duration::from_secs(10));
+    let mut daemon = daemon;
+    let status = daemon.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the daemon exits 0 on SIGTERM: {status:?}"
+    );
+    assert!(
+        healthy(&web),
+        "stopping the agent must not stop the application"
+    );
+    assert!(!socket.exists(), "the control socket is removed on exit");
+    let _ = Command::new("docker").args(["rm", "-f", &web]).output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{project}_default")])
+        .output();
+}

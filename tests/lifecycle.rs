@@ -1,0 +1,289 @@
+//! The Auto Scaling launch lifecycle hook, against the rig's moto (whose Auto Scaling the rig
+//! extends: a launch hook holds a new instance in `Pending:Wait`, and CompleteLifecycleAction moves
+//! it on). Each test makes a group of its own with one launch hook, lets moto launch an instance
+//! into it, and runs `kicky-agent sync` as that instance: an IMDSv2 layer of the test's own serves
+//! the instance's id (and, in one test, its tags). What the agent did is read back from Auto
+//! Scaling with DescribeAutoScalingInstances, and from `kicky-agent status`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_autoscaling::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ssm::types::ParameterType;
+use common::{unique_prefix, Rig, Scratch};
+
+const HOOK: &str = "launch";
+/// An AMI moto knows.
+const AMI: &str = "ami-12c6146b";
+
+fn autoscaling(rig: &Rig) -> aws_sdk_autoscaling::Client {
+    let config = aws_sdk_autoscaling::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(rig.region.clone()))
+        .endpoint_url(&rig.moto_url)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "rig"))
+        .build();
+    aws_sdk_autoscaling::Client::from_conf(config)
+}
+
+/// A group of one instance with a launch hook, as an ASG scaling out makes it: the group first
+/// (empty), then the hook, then the capacity. Returns the instance moto launched.
+async fn group_with_launch_hook(asg: &aws_sdk_autoscaling::Client, group: &str) -> String {
+    asg.create_launch_configuration()
+        .launch_configuration_name(group)
+        .image_id(AMI)
+        .instance_type("t3.small")
+        .send()
+        .await
+        .expect("create launch configuration");
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name(group)
+        .launch_configuration_name(group)
+        .min_size(0)
+        .max_size(1)
+        .desired_capacity(0)
+        .availability_zones("ap-northeast-2a")
+        .send()
+        .await
+        .expect("create group");
+    asg.put_lifecycle_hook()
+        .auto_scaling_group_name(group)
+        .lifecycle_hook_name(HOOK)
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
+        .heartbeat_timeout(300)
+        .default_result("ABANDON")
+        .send()
+        .await
+        .expect("put lifecycle hook");
+    asg.set_desired_capacity()
+        .auto_scaling_group_name(group)
+        .desired_capacity(1)
+        .send()
+        .await
+        .expect("set desired capacity");
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .expect("describe group");
+    let instances = out.auto_scaling_groups()[0].instances();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    instances[0].instance_id().unwrap().to_string()
+}
+
+/// The instance's lifecycle state, as Auto Scaling reports it.
+async fn lifecycle_state(asg: &aws_sdk_autoscaling::Client, instance: &str) -> String {
+    let out = asg
+        .describe_auto_scaling_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .expect("describe instances");
+    let found = out.auto_scaling_instances();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].lifecycle_state().unwrap().to_string()
+}
+
+/// An IMDSv2 layer of the test's own, serving `fixture`, stopped by PID when dropped.
+struct OwnImds {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl OwnImds {
+    fn start(rig: &Rig, moto_url: &str, dir: &Path, fixture: &Path) -> OwnImds {
+        let script = std::env::var("KICKY_RIG_IMDS_SCRIPT")
+            .expect("KICKY_RIG_IMDS_SCRIPT is not set: run the tests with `tests/run`");
+        let port_file = dir.join("imds.port");
+        let log = dir.join("imds.log");
+        let child = Command::new(&rig.python)
+            .arg(script)
+            .args(["--moto", moto_url, "--fixture"])
+            .arg(fixture)
+            .args(["--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the IMDS layer");
+        let mut imds = OwnImds {
+            child,
+            url: String::new(),
+            log,
+        };
+        let started = Instant::now();
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                break text.trim().to_string();
+            }
+            if let Ok(Some(status)) = imds.child.try_wait() {
+                panic!("the IMDS layer exited ({status}): {}", imds.log_text());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the IMDS layer did not start: {}",
+                imds.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        imds.url = format!("http://127.0.0.1:{port}");
+        imds
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for OwnImds {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The instance as its metadata describes it; `group_tag`: tags in metadata enabled.
+fn fixture(dir: &Path, rig: &Rig, instance: &str, group_tag: Option<&str>) -> PathBuf {
+    let fixture = dir.join("imds-fixture");
+    std::fs::create_dir_all(&fixture).unwrap();
+    std::fs::write(fixture.join("instance-id"), instance).unwrap();
+    std::fs::write(fixture.join("region"), &rig.region).unwrap();
+    if let Some(group) = group_tag {
+        let tags = serde_json::json!({ "aws:autoscaling:groupName": group, "Name": "web" });
+        std::fs::write(fixture.join("tags.json"), tags.to_string()).unwrap();
+    }
+    fixture
+}
+
+fn config(parameter: &str) -> String {
+    format!(
+        "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n\
+         \x20   - name: {parameter}\n      key: GREETING\nlifecycle:\n  hook: auto\n"
+    )
+}
+
+fn unique_group(test: &str) -> String {
+    format!("kt-{test}-{}", fastrand::u32(..))
+}
+
+/// `kicky-agent status --json`'s lifecycle record.
+fn status_lifecycle(s: &Scratch, rig: &Rig, imds: &OwnImds, status: i32) -> serde_json::Value {
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let run = s.agent_with(rig, &["status", "--json"], &env);
+    run.expect(status);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("status --json");
+    json["lifecycle"].clone()
+}
+
+/// A healthy sync completes the launch hook with CONTINUE: the instance goes in service.
+async fn continues_once_synced(test: &str, tags_in_metadata: bool) {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group(test);
+    let instance = group_with_launch_hook(&asg, &group).await;
+    assert_eq!(lifecycle_state(&asg, &instance).await, "Pending:Wait");
+
+    let prefix = unique_prefix(test);
+    let parameter = format!("{prefix}/GREETING");
+    rig.put(&parameter, "hello", ParameterType::String).await;
+
+    let s = Scratch::new();
+    let group_tag = tags_in_metadata.then_some(group.as_str());
+    let fixture = fixture(s.dir.path(), &rig, &instance, group_tag);
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    s.config(&rig, &config(&parameter));
+
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let run = s.agent_with(&rig, &["-v", "sync"], &env);
+    run.expect(0);
+    assert_eq!(
+        lifecycle_state(&asg, &instance).await,
+        "InService",
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stderr.contains("lifecycle action completed: CONTINUE"),
+        "{}",
+        run.stderr
+    );
+
+    // Where the group came from: the instance tag when metadata has tags, else Auto Scaling.
+    let tag_path = "GET /latest/meta-data/tags/instance/aws:autoscaling:groupName HTTP/1.1\" ";
+    let want = if tags_in_metadata { "200" } else { "404" };
+    let log = imds.log_text();
+    assert!(log.contains(&format!("{tag_path}{want}")), "{log}");
+
+    let record = status_lifecycle(&s, &rig, &imds, 0);
+    assert_eq!(record["action"], "CONTINUE", "{record}");
+    assert_eq!(record["group"], group.as_str());
+    assert_eq!(record["hook"], HOOK);
+    assert_eq!(record["instance"], instance.as_str());
+    assert!(record["error"].is_null(), "{record}");
+    let text = s.agent_with(&rig, &["status"], &env);
+    let line = format!("lifecycle: CONTINUE sent for {instance} to hook {HOOK} of group {group}");
+    assert!(text.stdout.contains(&line), "{}", text.stdout);
+
+    // Run again by hand on the instance now in service: nothing pending, nothing sent, and the
+    // record of the launch stays.
+    let again = s.agent_with(&rig, &["-v", "sync"], &env);
+    again.expect(0);
+    assert!(
+        again.stderr.contains("no launch action pending"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(lifecycle_state(&asg, &instance).await, "InService");
+    assert_eq!(status_lifecycle(&s, &rig, &imds, 0), record);
+}
+
+#[tokio::test]
+async fn continue_with_the_group_from_instance_tags() {
+    continues_once_synced("lc_tags", true).await;
+}
+
+#[tokio::test]
+async fn continue_with_the_group_from_auto_scaling() {
+    continues_once_synced("lc_describe", false).await;
+}
+
+/// A first sync that fails (a parameter is missing) is final for `sync`: ABANDON, and the group
+/// terminates the instance.
+#[tokio::test]
+async fn abandon_when_the_first_sync_fails() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("lc_abandon");
+    let instance = group_with_launch_hook(&asg, &group).await;
+
+    let s = Scratch::new();
+    let fixture = fixture(s.dir.path(), &rig, &instance, None);
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    let missing = format!("{}/NOT_THERE", unique_prefix("lc_abandon"));
+    s.config(&rig, &config(&missing));
+
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let run = s.agent_with(&rig, &["sync"], &env);
+    run.expect(1);
+    assert!(run.stderr.contains(&missing), "{}", run.stderr);
+    assert_eq!(
+        lifecycle_state(&asg, &instance).await,
+        "Terminating",
+        "{}",
+        run.all()
+    );
+
+    // status exits 1 (the last sync failed) and says what was sent.
+    let record = status_lifecycle(&s, &rig, &imds, 1);
+    assert_eq!(record["action"], "ABANDON", "{record}");
+    assert_eq!(record["instance"], instance.as_str());
+    let text = s.agent_with(&rig, &["status"], &env);
+    text.expect(1);
+    let line = format!("lifecycle: ABANDON sent for {instance} to hook {HOOK} of group {group}");
+    assert!(text.stdout.contains(&line), "{}", text.stdout);
+}
