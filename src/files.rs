@@ -59,6 +59,13 @@ pub struct Staged {
     owner: Option<(Option<u32>, Option<u32>)>,
 }
 
+impl Staged {
+    /// Whether committing replaces (or creates) the file at `path`.
+    pub fn replaces(&self) -> bool {
+        self.temp.is_some()
+    }
+}
+
 /// Fetches every file concurrently. Nothing is visible at any target until [`commit`]; on error
 /// every temp file is dropped and every target stays as it was.
 pub async fn stage_all(

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod params;
 pub mod plan;
 pub mod redact;
+pub mod release;
 pub mod retry;
 pub mod state;
 pub mod sync;

@@ -9,8 +9,9 @@
 //! hand on an instance long in service has none, and sends nothing.
 //!
 //! With `auto`, discovery fails soft: without instance metadata (a laptop, a test) or without the
-//! rights to ask, the agent logs why and syncs without a hook, as the user-data script did. A hook
-//! named in the config must be found, or the sync fails before it starts.
+//! rights to ask, the agent logs why and syncs without a hook, as the user-data script did. With a
+//! hook named in the config, an instance in a group whose hook cannot be reached fails the sync
+//! before it starts.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::aws::autoscaling::{Action, AsgClient, Heartbeat, LifecycleApi, Outcome};
-use crate::aws::imds::{Imds, InstanceMetadata};
+use crate::aws::imds::{Imds, InstanceMetadata, Tag};
 use crate::config::raw::HookChoice;
 use crate::config::{LifecycleSettings, Settings};
 use crate::state::{now, LifecycleRecord, State};
@@ -128,8 +129,16 @@ impl<A: LifecycleApi> Lifecycle<A> {
             Err(e) => return soft(e),
         };
         let group = match metadata.tag(GROUP_TAG).await {
-            Ok(Some(group)) => Some(group),
-            Ok(None) => None,
+            Ok(Tag::Value(group)) => Some(group),
+            // Auto Scaling tags every instance it launches, and `aws:` tags cannot be removed.
+            Ok(Tag::Absent) => {
+                tracing::info!(
+                    instance,
+                    "no lifecycle hook: the instance is in no Auto Scaling group (no {GROUP_TAG} tag)"
+                );
+                return Ok(None);
+            }
+            Ok(Tag::Unavailable) => None,
             Err(e) => {
                 tracing::debug!("instance tags unreadable ({e:#}); asking Auto Scaling");
                 None
@@ -449,8 +458,11 @@ mod tests {
                 .context("instance metadata does not answer (not on EC2?)")
         }
 
-        async fn tag(&self, key: &str) -> Result<Option<String>> {
-            Ok(self.tags.as_ref().and_then(|t| t.get(key).cloned()))
+        async fn tag(&self, key: &str) -> Result<Tag> {
+            Ok(match &self.tags {
+                None => Tag::Unavailable,
+                Some(tags) => tags.get(key).cloned().map_or(Tag::Absent, Tag::Value),
+            })
         }
     }
 
@@ -539,6 +551,16 @@ mod tests {
         // In no group.
         let asg = FakeAsg::default();
         let l = Lifecycle::discover(&auto, asg, Some(&FakeImds::without_tags(I)))
+            .await
+            .unwrap();
+        assert!(l.is_none());
+        // Tags in metadata, none of them the group's: in no group, without asking Auto Scaling.
+        let asg = FakeAsg::in_group(I, "web", &["launch"]);
+        let untagged = FakeImds {
+            id: Some(I),
+            tags: Some(HashMap::new()),
+        };
+        let l = Lifecycle::discover(&auto, asg, Some(&untagged))
             .await
             .unwrap();
         assert!(l.is_none());

@@ -19,6 +19,7 @@ use crate::envfile;
 use crate::error::input_error;
 use crate::files::{self, Change};
 use crate::params;
+use crate::release::Snapshot;
 use crate::state::{now, State, SyncRecord};
 
 /// What a sync did.
@@ -96,6 +97,56 @@ async fn converge(
     let staged = files::stage_all(s3, &settings.files, &state.files);
     let (env, staged) = futures::try_join!(env, staged)?;
 
+    // What this sync replaces is kept until it is healthy: the last good release.
+    let last_good = state.last_sync.as_ref().is_some_and(|s| s.ok);
+    let mut replaced: Vec<PathBuf> = staged
+        .iter()
+        .filter(|s| s.replaces())
+        .map(|s| s.path.clone())
+        .collect();
+    if let (Some(env), Some(desired)) = (&settings.env, &env) {
+        if std::fs::read(&env.path).ok().as_deref() != Some(desired.text.as_bytes()) {
+            replaced.push(env.path.clone());
+        }
+    }
+    let snapshot = match (last_good, replaced.is_empty()) {
+        (true, false) => Some(Snapshot::take(&settings.state_dir, &replaced)?),
+        _ => None,
+    };
+    let previous = (state.files.clone(), state.parameters.clone());
+    let result = apply(settings, ssm, ecr, state, env, staged).await;
+    match (result, snapshot) {
+        (Ok(report), _) => Ok(report),
+        (Err(err), None) => Err(err),
+        (Err(err), Some(snapshot)) => {
+            (state.files, state.parameters) = previous;
+            match snapshot.restore() {
+                Ok(paths) => {
+                    let names: Vec<String> =
+                        paths.iter().map(|p| p.display().to_string()).collect();
+                    tracing::warn!("restored the last good release: {}", names.join(", "));
+                    Err(err.context(format!(
+                        "the last good env file and files were restored ({})",
+                        names.join(", ")
+                    )))
+                }
+                Err(restore) => Err(err.context(format!(
+                    "restoring the last good files failed too: {restore:#}"
+                ))),
+            }
+        }
+    }
+}
+
+/// Commits the env file and the files, then converges the engine.
+async fn apply(
+    settings: &Settings,
+    ssm: &impl ParameterStore,
+    ecr: Option<aws_sdk_ecr::Client>,
+    state: &mut State,
+    env: Option<DesiredEnv>,
+    staged: Vec<files::Staged>,
+) -> Result<SyncReport> {
     let env_report = match (&settings.env, env) {
         (Some(settings), Some(desired)) => Some(write_env(settings, &desired)?),
         _ => None,

@@ -125,16 +125,36 @@ impl Drop for Cleanup {
     }
 }
 
+/// A docker client config logged in to the rig's registry, in `dir`. Not the rig's own
+/// (`$KICKY_RIG_DIR/docker-config`): `tests/rig/up.sh` logs in there only when it builds images, so
+/// once the registry restarts on another port that login no longer covers it.
+fn docker_login(dir: &Path) -> PathBuf {
+    use base64::Engine as _;
+    let config = dir.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        rig_var("KICKY_RIG_REGISTRY_USER"),
+        rig_var("KICKY_RIG_REGISTRY_PASSWORD")
+    ));
+    let body = json!({ "auths": { rig_var("KICKY_RIG_REGISTRY"): { "auth": auth } } });
+    std::fs::write(config.join("config.json"), body.to_string()).unwrap();
+    config
+}
+
 /// Runs Debian's docker-compose 1.29 on the project, from the compose file's directory (where it
-/// reads `.env`), logged in to the rig's registry. Variables of the `.env` are removed from its
-/// environment, since its own environment would win over the file.
-fn compose_v1(workdir: &Path, project: &str, args: &[&str], dotenv_keys: &[&str]) -> Output {
+/// reads `.env`), logged in to the rig's registry through `docker_config`. Variables of the
+/// `.env` are removed from its environment, since its own environment would win over the file.
+fn compose_v1(
+    workdir: &Path,
+    docker_config: &Path,
+    project: &str,
+    args: &[&str],
+    dotenv_keys: &[&str],
+) -> Output {
     let mut cmd = Command::new(COMPOSE_V1);
     cmd.current_dir(workdir)
-        .env(
-            "DOCKER_CONFIG",
-            PathBuf::from(rig_var("KICKY_RIG_DIR")).join("docker-config"),
-        )
+        .env("DOCKER_CONFIG", docker_config)
         .args(["-p", project, "-f", "docker-compose.yml"])
         .args(args);
     for key in dotenv_keys {
@@ -143,7 +163,7 @@ fn compose_v1(workdir: &Path, project: &str, args: &[&str], dotenv_keys: &[&str]
     cmd.output().expect("run docker-compose")
 }
 
-/// Every service of `project` running and healthy, within `bound`.
+/// Every service of `project` running, and healthy when it has a healthcheck, within `bound`.
 fn wait_healthy(project: &str, bound: Duration) {
     let deadline = Instant::now() + bound;
     loop {
@@ -161,7 +181,10 @@ fn wait_healthy(project: &str, bound: Duration) {
                 None => "absent".to_string(),
             })
             .collect();
-        if states.iter().all(|s| s == "running/healthy") {
+        if states
+            .iter()
+            .all(|s| s == "running/healthy" || s == "running/")
+        {
             return;
         }
         assert!(
@@ -222,6 +245,11 @@ fn views_of(project: &str) -> BTreeMap<String, BTreeMap<String, Value>> {
     views
 }
 
+/// An anonymous volume's name: 64 hex digits the engine picks.
+fn is_anonymous(volume: &str) -> bool {
+    volume.len() == 64 && volume.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn strip_project(name: &str, project: &str) -> String {
     name.strip_prefix(&format!("{project}_"))
         .unwrap_or(name)
@@ -276,7 +304,8 @@ fn resource_view(resource: &Value) -> BTreeMap<String, Value> {
 ///   `HostConfig.Mounts`, v2 named volumes in `HostConfig.Mounts` too: neither is compared, only
 ///   the mounts the engine made of them (`Mounts`: type, source, destination, read-write), a
 ///   volume's source being its name (without the project's prefix) rather than its path under
-///   /var/lib/docker, which holds that name;
+///   /var/lib/docker, which holds that name, and `<anonymous>` for an anonymous volume (whose
+///   name the engine draws at random);
 /// - network aliases: v1 adds the container's short id to its aliases on every network, and
 ///   newer v2 releases add the container's name; both are removed, leaving the service's name
 ///   and the file's aliases.
@@ -366,8 +395,10 @@ fn normalized(c: &Value, project: &str) -> BTreeMap<String, Value> {
         .into_iter()
         .flatten()
         .map(|m| {
+            let volume = m["Name"].as_str().unwrap_or_default();
             let source = match m["Type"].as_str() {
-                Some("volume") => strip_project(m["Name"].as_str().unwrap_or_default(), project),
+                Some("volume") if is_anonymous(volume) => "<anonymous>".to_string(),
+                Some("volume") => strip_project(volume, project),
                 _ => m["Source"].as_str().unwrap_or_default().to_string(),
             };
             json!({
@@ -453,12 +484,19 @@ async fn agent_creates_what_docker_compose_creates() {
         dotenv.push_str(&format!("{key}={value}\n"));
     }
     std::fs::write(workdir.join(".env"), dotenv).unwrap();
+    let docker_config = docker_login(scratch.dir.path());
     let mut dotenv_keys: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
     dotenv_keys.push("FROM_DOTENV");
 
     // docker-compose 1.29 first; its containers are inspected once healthy, then it goes down
     // (its ports are the agent's).
-    let up = compose_v1(&workdir, &v1_project, &["up", "-d"], &dotenv_keys);
+    let up = compose_v1(
+        &workdir,
+        &docker_config,
+        &v1_project,
+        &["up", "-d"],
+        &dotenv_keys,
+    );
     assert!(
         up.status.success(),
         "docker-compose up failed:\n{}{}",
@@ -467,7 +505,13 @@ async fn agent_creates_what_docker_compose_creates() {
     );
     wait_healthy(&v1_project, Duration::from_secs(60));
     let compose = views_of(&v1_project);
-    let down = compose_v1(&workdir, &v1_project, &["down", "-v"], &dotenv_keys);
+    let down = compose_v1(
+        &workdir,
+        &docker_config,
+        &v1_project,
+        &["down", "-v"],
+        &dotenv_keys,
+    );
     assert!(
         down.status.success(),
         "docker-compose down failed: {}",

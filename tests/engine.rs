@@ -545,3 +545,87 @@ fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut body).unwrap();
     body
 }
+
+/// A release that fails (a new parameter value and a new compose file whose image never gets
+/// healthy) is undone whole: the env file, the compose file and the containers of the last good
+/// sync are back, and `status` says what failed and that it was rolled back.
+#[tokio::test]
+async fn a_failed_release_is_rolled_back_whole() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "release").await;
+    stack.env(&rig, "API_KEY=good-1c1c\n").await;
+    let bucket = rig.bucket("release", true).await;
+    let registry = stack.registry.clone();
+    let compose = |image: &str| {
+        format!("services:\n  web:\n    image: {registry}/tester/{image}\n    environment:\n      API_KEY: ${{API_KEY}}\n")
+    };
+    rig.put_object(&bucket, "docker-compose.yml", compose("web:1").into_bytes())
+        .await;
+    let p = stack.project.clone();
+    stack.scratch.config(
+        &rig,
+        &format!(
+            "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n  s3_force_path_style: true\n\
+             env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n\
+             files:\n  - source: s3://{bucket}/docker-compose.yml\n    path: docker-compose.yml\n\
+             compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n\
+             registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n",
+            stack.registry
+        ),
+    );
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    let web = stack.container("web");
+    let workdir = stack.scratch.workdir();
+    let good = (
+        std::fs::read(workdir.join(".env")).unwrap(),
+        std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
+        id_of(&web),
+    );
+
+    stack.env(&rig, "API_KEY=bad-2d2d\n").await;
+    rig.put_object(
+        &bucket,
+        "docker-compose.yml",
+        compose("unhealthy:1").into_bytes(),
+    )
+    .await;
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(1);
+    run.assert_free_of(&["good-1c1c", "bad-2d2d"]);
+    assert!(
+        run.stderr
+            .contains("the last good env file and files were restored"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("rolled back: the previous containers of web run again"),
+        "{}",
+        run.stderr
+    );
+    let now = (
+        std::fs::read(workdir.join(".env")).unwrap(),
+        std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
+        id_of(&web),
+    );
+    assert!(
+        now == good,
+        "the env file, the compose file and the container are the last good ones"
+    );
+    assert!(running_healthy(&web));
+    assert_eq!(
+        env_of(&web).get("API_KEY").map(String::as_str),
+        Some("good-1c1c")
+    );
+
+    let (status, _stack, _rig) = stack.run(rig, &["status"]).await;
+    status.expect(1);
+    assert!(
+        status.stdout.contains("last sync: FAILED") && status.stdout.contains("restored"),
+        "{}",
+        status.stdout
+    );
+    status.assert_free_of(&["good-1c1c", "bad-2d2d"]);
+}

@@ -13,9 +13,18 @@ use aws_config::imds::Client;
 pub trait InstanceMetadata: Sync {
     /// This instance's id (`i-...`).
     fn instance_id(&self) -> impl Future<Output = Result<String>> + Send;
-    /// One tag of this instance; `None` when the instance has no such tag, or tags in instance
-    /// metadata are disabled (the launch template's `InstanceMetadataTags`).
-    fn tag(&self, key: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// One tag of this instance.
+    fn tag(&self, key: &str) -> impl Future<Output = Result<Tag>> + Send;
+}
+
+/// What instance metadata says about one tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tag {
+    Value(String),
+    /// Tags are in instance metadata, and this one is not among them.
+    Absent,
+    /// Tags in instance metadata are disabled (the launch template's `InstanceMetadataTags`).
+    Unavailable,
 }
 
 /// Instance metadata through the SDK's IMDSv2 client (token, retries, timeouts).
@@ -49,18 +58,27 @@ impl InstanceMetadata for Imds {
         Ok(id.to_string())
     }
 
-    async fn tag(&self, key: &str) -> Result<Option<String>> {
-        match self
-            .client
-            .get(format!("/latest/meta-data/tags/instance/{key}"))
-            .await
-        {
-            Ok(value) => Ok(Some(value.as_ref().to_string())),
-            Err(ImdsError::ErrorResponse(e)) if e.response().status().as_u16() == 404 => Ok(None),
-            Err(e) => Err(anyhow::anyhow!(explain(&e)))
-                .with_context(|| format!("failed to read the instance tag {key}")),
+    async fn tag(&self, key: &str) -> Result<Tag> {
+        let path = format!("/latest/meta-data/tags/instance/{key}");
+        let failed = || format!("failed to read the instance tag {key}");
+        match self.client.get(path).await {
+            Ok(value) => return Ok(Tag::Value(value.as_ref().to_string())),
+            Err(e) if !not_found(&e) => {
+                return Err(anyhow::anyhow!(explain(&e))).with_context(failed)
+            }
+            Err(_) => {}
+        }
+        // A missing tag and disabled tags are both a 404 for the key; the list tells them apart.
+        match self.client.get("/latest/meta-data/tags/instance").await {
+            Ok(_) => Ok(Tag::Absent),
+            Err(e) if not_found(&e) => Ok(Tag::Unavailable),
+            Err(e) => Err(anyhow::anyhow!(explain(&e))).with_context(failed),
         }
     }
+}
+
+fn not_found(err: &ImdsError) -> bool {
+    matches!(err, ImdsError::ErrorResponse(e) if e.response().status().as_u16() == 404)
 }
 
 /// An IMDS error in one line: each cause's Display, never the SDK's `DisplayErrorContext` or the

@@ -177,6 +177,11 @@ in_registry() {
 
 # The rig's own docker login; ~/.docker is never touched.
 export DOCKER_CONFIG=$RIG_DIR/docker-config
+# Always, not only when building: the registry may have moved to a new port, and the demo, the
+# benchmark and some tests pull through this login.
+mkdir -p "$DOCKER_CONFIG" && chmod 700 "$DOCKER_CONFIG"
+printf '%s' "$REG_PASSWORD" | docker login -u "$REG_USER" --password-stdin "$REGISTRY" >/dev/null 2>&1 ||
+    die "docker login $REGISTRY as $REG_USER failed"
 logged_in=
 built=()
 # Tests must exercise pulls, so no local copy stays behind, whatever happens. Removed only at the end,
@@ -194,9 +199,6 @@ for entry in "${IMAGES[@]}"; do
         continue
     fi
     if [[ -z $logged_in ]]; then
-        mkdir -p "$DOCKER_CONFIG" && chmod 700 "$DOCKER_CONFIG"
-        printf '%s' "$REG_PASSWORD" | docker login -u "$REG_USER" --password-stdin "$REGISTRY" >/dev/null 2>&1 ||
-            die "docker login $REGISTRY as $REG_USER failed"
         # Shared by every image: Debian's static busybox and one symlink per applet, for a shell and
         # tools in images that have no base.
         rootfs=$RIG_DIR/build/rootfs

@@ -1,0 +1,136 @@
+//! The last good release, kept while a sync replaces it: a copy of the env file and of every
+//! fetched file this sync is about to change. When the sync then fails (a pull, a container that
+//! never gets healthy), they are all put back together, while the engine puts back the previous
+//! containers: the instance runs the last good release again, whole.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::atomic::AtomicFile;
+
+pub struct Snapshot {
+    dir: tempfile::TempDir,
+    /// Each target, with where its previous content was copied (`None`: it did not exist).
+    saved: Vec<(PathBuf, Option<Saved>)>,
+}
+
+struct Saved {
+    copy: PathBuf,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Snapshot {
+    /// Copies each of `targets` (those that exist) into a private directory under `state_dir`.
+    pub fn take(state_dir: &Path, targets: &[PathBuf]) -> Result<Snapshot> {
+        fs::create_dir_all(state_dir)
+            .with_context(|| format!("failed to create {}", state_dir.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(".last-good.")
+            .tempdir_in(state_dir)
+            .with_context(|| {
+                format!(
+                    "failed to create a snapshot directory in {}",
+                    state_dir.display()
+                )
+            })?;
+        let mut saved = Vec::new();
+        for (i, target) in targets.iter().enumerate() {
+            let meta = match fs::metadata(target) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    saved.push((target.clone(), None));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("failed to stat {}", target.display()))
+                }
+            };
+            let copy = dir.path().join(i.to_string());
+            fs::copy(target, &copy)
+                .with_context(|| format!("failed to keep a copy of {}", target.display()))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            saved.push((
+                target.clone(),
+                Some(Saved {
+                    copy,
+                    mode,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                }),
+            ));
+        }
+        Ok(Snapshot { dir, saved })
+    }
+
+    /// Puts every target back as it was, each atomically; returns the paths restored.
+    pub fn restore(&self) -> Result<Vec<PathBuf>> {
+        let mut restored = Vec::new();
+        for (target, saved) in &self.saved {
+            match saved {
+                Some(saved) => {
+                    let mut file = AtomicFile::create(target, saved.mode)?;
+                    let mut copy = fs::File::open(&saved.copy).with_context(|| {
+                        format!("failed to read the kept copy of {}", target.display())
+                    })?;
+                    io::copy(&mut copy, file.file())
+                        .with_context(|| format!("failed to restore {}", target.display()))?;
+                    std::os::unix::fs::fchown(file.file(), Some(saved.uid), Some(saved.gid))
+                        .with_context(|| {
+                            format!("failed to restore the owner of {}", target.display())
+                        })?;
+                    file.commit()?;
+                }
+                None => match fs::remove_file(target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("failed to remove {}", target.display()))
+                    }
+                },
+            }
+            restored.push(target.clone());
+        }
+        let _ = &self.dir;
+        Ok(restored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restores_contents_modes_and_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("kept.yml");
+        let added = dir.path().join("added.yml");
+        fs::write(&kept, b"old").unwrap();
+        fs::set_permissions(&kept, fs::Permissions::from_mode(0o640)).unwrap();
+        let snapshot =
+            Snapshot::take(&dir.path().join("state"), &[kept.clone(), added.clone()]).unwrap();
+        fs::write(&kept, b"new").unwrap();
+        fs::set_permissions(&kept, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&added, b"new file").unwrap();
+        let restored = snapshot.restore().unwrap();
+        assert_eq!(restored.len(), 2);
+        assert_eq!(fs::read(&kept).unwrap(), b"old");
+        assert_eq!(
+            fs::metadata(&kept).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        assert!(!added.exists());
+        drop(snapshot);
+        assert_eq!(
+            fs::read_dir(dir.path().join("state")).unwrap().count(),
+            0,
+            "the copies go with the snapshot"
+        );
+    }
+}
