@@ -24,6 +24,12 @@ use crate::{aws, config, error, retry, systemd, watch};
 
 type Job = Pin<Box<dyn Future<Output = Result<SyncReport>>>>;
 
+/// Failed first syncs after which the launch lifecycle action is abandoned (the group then
+/// replaces the instance); the agent itself keeps retrying.
+const ABANDON_AFTER: u32 = 5;
+/// How often the application's health is looked at when `lifecycle.unhealthy_after` is set.
+const HEALTH_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> Result<()> {
     let settings = config::load(config_path)?;
@@ -44,10 +50,37 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut progress = crate::logging::subscribe();
 
+    // The launch hook is this process's to complete, once, after the first sync.
+    let lifecycle = match aws::sdk_config(&settings.aws).await {
+        Ok(config) => crate::lifecycle::discover(&settings, &config)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!("no lifecycle hook: {err:#}");
+                None
+            }),
+        Err(err) => {
+            tracing::error!("no lifecycle hook: {err:#}");
+            None
+        }
+    };
+    let mut lifecycle_pending = lifecycle.is_some();
+    let heartbeat_every = lifecycle
+        .as_ref()
+        .map(|l| l.heartbeat_interval())
+        .unwrap_or(Duration::from_secs(3600));
+    let mut heartbeat_tick =
+        tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
+    let unhealthy_after = lifecycle.as_ref().and_then(|l| l.unhealthy_after());
+    let mut health_tick = tokio::time::interval(HEALTH_EVERY);
+    let mut unwell_since: Option<Instant> = None;
+
     let config_path = config_path.to_path_buf();
     let mut job: Option<Job> = Some(start(&config_path));
     let mut again = false;
+    // Clients of the running sync, and those waiting for the next one (a resync asked during a
+    // sync gets a sync that starts after its request).
     let mut clients: Vec<Client> = Vec::new();
+    let mut waiting: Vec<Client> = Vec::new();
     let mut ready = false;
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
@@ -58,6 +91,36 @@ pub async fn run(config_path: &Path) -> Result<()> {
     loop {
         tokio::select! {
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
+            _ = heartbeat_tick.tick(), if lifecycle_pending => {
+                if let Some(lifecycle) = &lifecycle {
+                    if let Err(err) = lifecycle.heartbeat().await {
+                        tracing::warn!("lifecycle heartbeat: {err:#}");
+                    }
+                }
+            }
+            _ = health_tick.tick(), if ready && unhealthy_after.is_some() && job.is_none() => {
+                let well = crate::engine::status::containers(&settings.project)
+                    .await
+                    .map(|all| all.iter().all(|c| c.is_well()))
+                    .unwrap_or(false);
+                match unwell_since {
+                    _ if well => unwell_since = None,
+                    None => unwell_since = Some(Instant::now()),
+                    Some(since) if since.elapsed() >= unhealthy_after.unwrap_or_default() => {
+                        tracing::error!(
+                            "the application stayed unhealthy for {:?}: asking the group to replace this instance",
+                            since.elapsed()
+                        );
+                        if let Some(lifecycle) = &lifecycle {
+                            if let Err(err) = lifecycle.mark_unhealthy().await {
+                                tracing::error!("SetInstanceHealth failed: {err:#}");
+                            }
+                        }
+                        unwell_since = None;
+                    }
+                    Some(_) => {}
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
@@ -66,8 +129,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
             }
             Some(client) = requests.recv() => {
                 tracing::info!("resync requested over the control socket");
-                clients.push(client);
-                request(&mut job, &mut again, &config_path);
+                if job.is_some() {
+                    waiting.push(client);
+                    again = true;
+                } else {
+                    clients.push(client);
+                    job = Some(start(&config_path));
+                }
             }
             message = progress.recv() => match message {
                 Ok(Progress::Phase(phase)) => systemd::status(&phase),
@@ -96,11 +164,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
                             systemd::ready();
                             ready = true;
                             tracing::info!("first sync converged and healthy: ready");
+                            if let (Some(lifecycle), Some(settings)) = (&lifecycle, &settings) {
+                                crate::lifecycle::finish(lifecycle, settings, true).await;
+                            }
+                            lifecycle_pending = false;
                         }
                         systemd::status(&format!("in sync since {}", now()));
                     }
                     Err(err) if !ready => {
                         failures += 1;
+                        if failures == ABANDON_AFTER && lifecycle_pending {
+                            tracing::error!("the first sync failed {failures} times: abandoning the launch");
+                            if let (Some(lifecycle), Some(settings)) = (&lifecycle, &settings) {
+                                crate::lifecycle::finish(lifecycle, settings, false).await;
+                            }
+                            lifecycle_pending = false;
+                        }
                         let delay = first_sync_backoff(failures);
                         retry_at = Some(Instant::now() + delay);
                         tracing::error!("first sync failed (attempt {failures}), retrying in {delay:?}: {err:#}");
@@ -120,6 +199,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 }
                 if again {
                     again = false;
+                    clients.append(&mut waiting);
                     job = Some(start(&config_path));
                 } else if ready {
                     watch_at = settings.as_ref().and_then(|s| next_watch(s.watch_interval));
@@ -165,7 +245,8 @@ fn start(config_path: &Path) -> Job {
     Box::pin(async move {
         let settings =
             config::load(&path).with_context(|| format!("invalid config {}", path.display()))?;
-        crate::sync::run(&settings).await
+        let config = aws::sdk_config(&settings.aws).await?;
+        crate::sync::run_without_hook(&settings, &config).await
     })
 }
 

@@ -71,9 +71,25 @@ pub async fn around_sync<T, A: LifecycleApi>(
         return sync.await;
     };
     let result = lifecycle.while_running(sync).await;
-    let Some(completion) = lifecycle.complete(result.is_ok()).await else {
+    let Some(completion) = finish(lifecycle, settings, result.is_ok()).await else {
         return result;
     };
+    match (result, completion.sent) {
+        (Ok(_), Err(e)) => {
+            Err(e.context("the sync converged, but the lifecycle hook was not completed"))
+        }
+        (result, _) => result,
+    }
+}
+
+/// Completes the pending launch action (CONTINUE when `ok`, else ABANDON) and records what was
+/// sent in the state file for `status`.
+pub async fn finish<A: LifecycleApi>(
+    lifecycle: &Lifecycle<A>,
+    settings: &Settings,
+    ok: bool,
+) -> Option<Completion> {
+    let completion = lifecycle.complete(ok).await?;
     let path = State::path(settings);
     let saved = State::load(&path).and_then(|mut state| {
         state.lifecycle = Some(completion.record.clone());
@@ -82,12 +98,7 @@ pub async fn around_sync<T, A: LifecycleApi>(
     if let Err(e) = saved {
         tracing::warn!("could not record the lifecycle action: {e:#}");
     }
-    match (result, completion.sent) {
-        (Ok(_), Err(e)) => {
-            Err(e.context("the sync converged, but the lifecycle hook was not completed"))
-        }
-        (result, _) => result,
-    }
+    Some(completion)
 }
 
 impl<A: LifecycleApi> Lifecycle<A> {

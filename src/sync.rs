@@ -47,17 +47,25 @@ pub struct FileReport {
 /// Converges once with the real services, and records the outcome in the state file.
 pub async fn run(settings: &Settings) -> Result<SyncReport> {
     let config = aws::sdk_config(&settings.aws).await?;
+    // The launch hook (if any) gets heartbeats during the sync, then CONTINUE or ABANDON.
+    let lifecycle = crate::lifecycle::discover(settings, &config).await?;
+    let sync = run_without_hook(settings, &config);
+    crate::lifecycle::around_sync(lifecycle.as_ref(), settings, sync).await
+}
+
+/// A sync that leaves the lifecycle hook alone: the daemon completes it once, for its first sync.
+pub async fn run_without_hook(
+    settings: &Settings,
+    config: &aws_config::SdkConfig,
+) -> Result<SyncReport> {
     let ssm = SsmStore::new(&config);
     let s3 = S3Store::new(&config, &settings.aws);
     let uses_ecr = settings
         .registries
         .iter()
         .any(|r| r.auth == RegistryAuth::Ecr);
-    let ecr = uses_ecr.then(|| aws_sdk_ecr::Client::new(&config));
-    // The launch hook (if any) gets heartbeats during the sync, then CONTINUE or ABANDON.
-    let lifecycle = crate::lifecycle::discover(settings, &config).await?;
-    let sync = run_with(settings, &ssm, &s3, ecr);
-    crate::lifecycle::around_sync(lifecycle.as_ref(), settings, sync).await
+    let ecr = uses_ecr.then(|| aws_sdk_ecr::Client::new(config));
+    run_with(settings, &ssm, &s3, ecr).await
 }
 
 pub async fn run_with(

@@ -125,36 +125,16 @@ impl Drop for Cleanup {
     }
 }
 
-/// A docker client config logged in to the rig's registry, in `dir`. Not the rig's own
-/// (`$KICKY_RIG_DIR/docker-config`): `tests/rig/up.sh` logs in there only when it builds images, so
-/// once the registry restarts on another port that login no longer covers it.
-fn docker_login(dir: &Path) -> PathBuf {
-    use base64::Engine as _;
-    let config = dir.join("docker-config");
-    std::fs::create_dir_all(&config).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        rig_var("KICKY_RIG_REGISTRY_USER"),
-        rig_var("KICKY_RIG_REGISTRY_PASSWORD")
-    ));
-    let body = json!({ "auths": { rig_var("KICKY_RIG_REGISTRY"): { "auth": auth } } });
-    std::fs::write(config.join("config.json"), body.to_string()).unwrap();
-    config
-}
-
 /// Runs Debian's docker-compose 1.29 on the project, from the compose file's directory (where it
-/// reads `.env`), logged in to the rig's registry through `docker_config`. Variables of the
-/// `.env` are removed from its environment, since its own environment would win over the file.
-fn compose_v1(
-    workdir: &Path,
-    docker_config: &Path,
-    project: &str,
-    args: &[&str],
-    dotenv_keys: &[&str],
-) -> Output {
+/// reads `.env`), with the rig's docker login. Variables of the `.env` are removed from its
+/// environment, since its own environment would win over the file.
+fn compose_v1(workdir: &Path, project: &str, args: &[&str], dotenv_keys: &[&str]) -> Output {
     let mut cmd = Command::new(COMPOSE_V1);
     cmd.current_dir(workdir)
-        .env("DOCKER_CONFIG", docker_config)
+        .env(
+            "DOCKER_CONFIG",
+            PathBuf::from(rig_var("KICKY_RIG_DIR")).join("docker-config"),
+        )
         .args(["-p", project, "-f", "docker-compose.yml"])
         .args(args);
     for key in dotenv_keys {
@@ -484,19 +464,12 @@ async fn agent_creates_what_docker_compose_creates() {
         dotenv.push_str(&format!("{key}={value}\n"));
     }
     std::fs::write(workdir.join(".env"), dotenv).unwrap();
-    let docker_config = docker_login(scratch.dir.path());
     let mut dotenv_keys: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
     dotenv_keys.push("FROM_DOTENV");
 
     // docker-compose 1.29 first; its containers are inspected once healthy, then it goes down
     // (its ports are the agent's).
-    let up = compose_v1(
-        &workdir,
-        &docker_config,
-        &v1_project,
-        &["up", "-d"],
-        &dotenv_keys,
-    );
+    let up = compose_v1(&workdir, &v1_project, &["up", "-d"], &dotenv_keys);
     assert!(
         up.status.success(),
         "docker-compose up failed:\n{}{}",
@@ -505,13 +478,7 @@ async fn agent_creates_what_docker_compose_creates() {
     );
     wait_healthy(&v1_project, Duration::from_secs(60));
     let compose = views_of(&v1_project);
-    let down = compose_v1(
-        &workdir,
-        &docker_config,
-        &v1_project,
-        &["down", "-v"],
-        &dotenv_keys,
-    );
+    let down = compose_v1(&workdir, &v1_project, &["down", "-v"], &dotenv_keys);
     assert!(
         down.status.success(),
         "docker-compose down failed: {}",

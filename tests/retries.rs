@@ -25,7 +25,7 @@ async fn setup(test: &str, fault: Fault) -> (Rig, Scratch, String, Proxy) {
         &rig,
         &format!(
             "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {}\n\
-             env:\n  parameters:\n    - name: {prefix}/TOKEN\n",
+             env:\n  parameters:\n    - name: {prefix}/TOKEN\nlifecycle:\n  hook: off\n",
             proxy.url
         ),
     );

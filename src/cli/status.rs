@@ -23,7 +23,9 @@ impl StatusCmd {
         let path = State::path(&settings);
         let state = State::load(&path)?;
         let containers = match &settings.compose {
-            Some(_) => Some(super::block_on(containers(&settings.project))??),
+            Some(_) => Some(super::block_on(crate::engine::status::containers(
+                &settings.project,
+            ))??),
             None => None,
         };
         if self.json {
@@ -35,11 +37,16 @@ impl StatusCmd {
                 "parameters": state.parameters,
                 "files": state.files,
                 "images": state.images,
+                "config_origins": settings.origins,
                 "containers": containers,
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             print_text(&settings.project, &path, &state);
+            println!("config (where each value came from):");
+            for (key, file) in &settings.origins {
+                println!("  {key}: {}", file.display());
+            }
             if let Some(containers) = &containers {
                 print_containers(containers, &state);
             }
@@ -52,7 +59,7 @@ impl StatusCmd {
         let unwell: Vec<&str> = containers
             .iter()
             .flatten()
-            .filter(|c| c.state != "running" || c.health.as_deref().is_some_and(|h| h != "healthy"))
+            .filter(|c| !c.is_well())
             .map(|c| c.name.as_str())
             .collect();
         if !unwell.is_empty() {
@@ -62,60 +69,7 @@ impl StatusCmd {
     }
 }
 
-/// One container of the project, as the engine reports it now.
-#[derive(Debug, serde::Serialize)]
-struct ContainerStatus {
-    name: String,
-    service: String,
-    image: String,
-    state: String,
-    /// `None` when the image has no healthcheck.
-    health: Option<String>,
-}
-
-async fn containers(project: &str) -> Result<Vec<ContainerStatus>> {
-    use std::collections::HashMap;
-    let docker = crate::engine::docker::connect(std::time::Duration::from_secs(2)).await?;
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={project}", crate::engine::spec::PROJECT)],
-    )]);
-    let options = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    for c in docker.list_containers(Some(options)).await? {
-        let id = c.id.clone().unwrap_or_default();
-        let inspect = docker.inspect_container(&id, None).await?;
-        let state = inspect.state.unwrap_or_default();
-        out.push(ContainerStatus {
-            name: inspect
-                .name
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
-            service: c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(crate::engine::spec::SERVICE))
-                .cloned()
-                .unwrap_or_default(),
-            image: c.image.unwrap_or_default(),
-            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            health: state
-                .health
-                .and_then(|h| h.status)
-                .map(|h| h.to_string())
-                .filter(|h| !h.is_empty() && h != "none"),
-        });
-    }
-    out.sort_by(|a, b| a.service.cmp(&b.service));
-    Ok(out)
-}
-
-fn print_containers(containers: &[ContainerStatus], state: &State) {
+fn print_containers(containers: &[crate::engine::status::ContainerStatus], state: &State) {
     println!("containers:");
     if containers.is_empty() {
         println!("  none");

@@ -10,6 +10,7 @@ mod confine;
 pub mod raw;
 pub mod types;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -54,6 +55,8 @@ pub struct Settings {
     pub watch_apply: raw::WatchApply,
     pub control_socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Which file set each key (dotted path), for `status`.
+    pub origins: BTreeMap<String, PathBuf>,
     /// The files the settings were read from, in merge order.
     pub sources: Vec<PathBuf>,
 }
@@ -73,6 +76,19 @@ pub struct EnvSettings {
     pub path: PathBuf,
     pub mode: u32,
     pub sources: Vec<ParamSource>,
+}
+
+impl Settings {
+    /// The file that set `key` (a dotted path such as `env.mode`), or the key it is part of.
+    pub fn origin(&self, key: &str) -> Option<&Path> {
+        let mut key = key;
+        loop {
+            if let Some(path) = self.origins.get(key) {
+                return Some(path);
+            }
+            key = &key[..key.rfind('.')?];
+        }
+    }
 }
 
 /// One file fetched from S3.
@@ -117,14 +133,17 @@ pub fn load(path: &Path) -> Result<Settings> {
     let files = config_files(path)?;
     let mut merged = Value::Mapping(Default::default());
     let mut layers = Vec::new();
+    let mut origins = BTreeMap::new();
     for file in files {
         let (value, text) = read_file(&file)?;
-        merge(&mut merged, value);
+        merge(&mut merged, value, &file, "", &mut origins);
         layers.push(Layer { path: file, text });
     }
     let raw: RawConfig = serde_norway::from_value(merged)
         .map_err(|e| input_error(format!("{}: {e}", describe(&layers))))?;
-    validate(raw, &layers)
+    let mut settings = validate(raw, &layers)?;
+    settings.origins = origins;
+    Ok(settings)
 }
 
 /// `path`, then `agent.d/*.yaml` beside it in name order.
@@ -172,19 +191,41 @@ fn read_file(path: &Path) -> Result<(Value, String)> {
 }
 
 /// Merges `over` into `base`: mappings key by key, anything else replaced.
-fn merge(base: &mut Value, over: Value) {
+/// Records in `origins` which file set each key it writes (by dotted path).
+fn merge(
+    base: &mut Value,
+    over: Value,
+    origin: &Path,
+    path: &str,
+    origins: &mut BTreeMap<String, PathBuf>,
+) {
     match (base, over) {
         (Value::Mapping(base), Value::Mapping(over)) => {
             for (key, value) in over {
+                let name = key
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{key:?}"));
+                let child = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                };
                 match base.get_mut(&key) {
-                    Some(existing) => merge(existing, value),
+                    Some(existing) => merge(existing, value, origin, &child, origins),
                     None => {
+                        origins.insert(child, origin.to_path_buf());
                         base.insert(key, value);
                     }
                 }
             }
         }
-        (base, over) => *base = over,
+        (base, over) => {
+            // Replaced whole: what an earlier file set below this key is gone.
+            origins.retain(|k, _| !k.starts_with(&format!("{path}.")));
+            origins.insert(path.to_string(), origin.to_path_buf());
+            *base = over;
+        }
     }
 }
 
@@ -335,6 +376,7 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             .map(|p| p.into_path())
             .unwrap_or_else(|| PathBuf::from(defaults::CONTROL_SOCKET)),
         state_dir,
+        origins: BTreeMap::new(),
         sources,
     })
 }

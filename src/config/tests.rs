@@ -90,11 +90,24 @@ fn fragments_merge_in_name_order() {
     dir.write("agent.d/empty.yaml", "");
     let s = load(&dir.main()).unwrap();
     assert_eq!(s.project, "lime");
-    let env = s.env.unwrap();
+    let env = s.env.clone().unwrap();
     assert_eq!(env.mode, 0o640);
     // Lists are replaced whole, mappings merged key by key.
     assert_eq!(env.sources.len(), 1);
     assert_eq!(env.path, PathBuf::from("/srv/orange/.env"));
+    let origin = |key: &str| {
+        s.origin(key)
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(origin("project"), "30-later.yaml");
+    assert_eq!(origin("env.mode"), "20-mode.yaml");
+    assert_eq!(origin("env.parameters"), "10-app.yaml");
+    assert_eq!(origin("env.file"), "agent.yaml");
+    assert_eq!(origin("aws.region"), "agent.yaml");
     let names: Vec<_> = s
         .sources
         .iter()

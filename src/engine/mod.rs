@@ -8,6 +8,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod spec;
+pub mod status;
 
 /// The engine's own words for an error, without bollard's wrapping: the registry's or the
 /// daemon's message and the HTTP status.
