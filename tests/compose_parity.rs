@@ -1,4 +1,4 @@
-//! Parity with docker compose: the same compose file (`tests/compose/parity`) brought up by
+//! Parity with docker compose: the same compose file (`tests/fixtures/parity`) brought up by
 //! Debian's `docker-compose` (1.29) and by `kicky-agent sync`, each under a project name of its
 //! own, must give containers that are alike field by field in `docker inspect`: what the process
 //! runs with (environment, command, entrypoint, user, working dir, hostname, stop signal and
@@ -442,7 +442,7 @@ async fn agent_creates_what_docker_compose_creates() {
     // The compose directory: the file, its env files, and the bind sources it names.
     let scratch = Scratch::new();
     let workdir = scratch.workdir();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compose/parity");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity");
     std::fs::create_dir_all(workdir.join("data")).unwrap();
     std::fs::create_dir_all(workdir.join("conf")).unwrap();
     std::fs::write(workdir.join("conf/app.conf"), "answer = 42\n").unwrap();

@@ -91,7 +91,8 @@ pub fn desired(project: &Project, service: &Service, image_id: &str) -> Desired 
                 .get(key)
                 .map(|n| n.name.clone())
                 .unwrap_or_else(|| key.clone());
-            let mut aliases = vec![service.name.clone()];
+            // Compose v2: the service name, the container's own name, then the file's aliases.
+            let mut aliases = vec![service.name.clone(), container_name(project, service)];
             aliases.extend(settings.aliases.iter().cloned());
             (
                 name,
@@ -110,7 +111,8 @@ pub fn desired(project: &Project, service: &Service, image_id: &str) -> Desired 
         binds: non_empty(binds),
         mounts: non_empty(mounts),
         port_bindings: (!bindings.is_empty()).then_some(bindings),
-        restart_policy: Some(restart_policy(service.restart)),
+        // No `restart:` sends no policy at all, as compose does (the engine's default is no restart).
+        restart_policy: service.restart.map(restart_policy),
         network_mode: first_network.as_ref().map(|(name, _)| name.clone()),
         extra_hosts: non_empty(
             service
@@ -389,8 +391,8 @@ fn propagation(value: &str) -> Option<MountBindOptionsPropagationEnum> {
     })
 }
 
-fn restart_policy(restart: Option<Restart>) -> RestartPolicy {
-    let (name, retries) = match restart.unwrap_or(Restart::No) {
+fn restart_policy(restart: Restart) -> RestartPolicy {
+    let (name, retries) = match restart {
         Restart::No => (RestartPolicyNameEnum::NO, None),
         Restart::Always => (RestartPolicyNameEnum::ALWAYS, None),
         Restart::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
