@@ -144,27 +144,41 @@ pub async fn converge(
     let (services, orphans) = decide(docker, project, &ids).await?;
     ensure_networks_and_volumes(docker, project).await?;
 
-    // Every new container is created (and so validated by the engine) before anything stops.
+    // Every new container is created (and so validated by the engine) before anything stops,
+    // all at once.
+    let creations = futures::future::join_all(
+        services
+            .iter()
+            .filter(|plan| matches!(plan.action, Action::Create | Action::Recreate { .. }))
+            .map(|plan| async move {
+                let name = match plan.action {
+                    Action::Create => plan.container.clone(),
+                    _ => format!("{}{NEW_SUFFIX}", plan.container),
+                };
+                (
+                    plan.service.clone(),
+                    create(docker, &plan.desired, &name).await,
+                )
+            }),
+    )
+    .await;
     let mut created: HashMap<String, String> = HashMap::new();
-    for plan in &services {
-        if !matches!(plan.action, Action::Create | Action::Recreate { .. }) {
-            continue;
-        }
-        let name = match plan.action {
-            Action::Create => plan.container.clone(),
-            _ => format!("{}{NEW_SUFFIX}", plan.container),
-        };
-        match create(docker, &plan.desired, &name).await {
+    let mut failure = None;
+    for (service, result) in creations {
+        match result {
             Ok(id) => {
-                created.insert(plan.service.clone(), id);
+                created.insert(service, id);
             }
             Err(err) => {
-                for id in created.values() {
-                    remove_quietly(docker, id).await;
-                }
-                return Err(err);
+                failure.get_or_insert(err);
             }
         }
+    }
+    if let Some(err) = failure {
+        for id in created.values() {
+            remove_quietly(docker, id).await;
+        }
+        return Err(err);
     }
 
     let since = unix_now() - 1;
@@ -316,9 +330,67 @@ async fn start_in_order<'a>(
     since: i64,
     deadline: Instant,
 ) -> Result<()> {
+    // Services that do not depend on each other start together, level by level.
+    for level in levels(project, services) {
+        let results = futures::future::join_all(
+            level
+                .iter()
+                .map(|plan| switch(docker, project, services, plan, created, since, deadline)),
+        )
+        .await;
+        let mut first_error = None;
+        for (plan, (began, result)) in level.iter().zip(results) {
+            if began {
+                switched.push(plan);
+            }
+            if let Err(err) = result {
+                first_error.get_or_insert(err);
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The services by dependency depth: those depending on nothing first, then those whose
+/// dependencies are all in earlier levels. Each level keeps the start order.
+fn levels<'a>(project: &Project, services: &'a [ServicePlan]) -> Vec<Vec<&'a ServicePlan>> {
+    let mut depth: HashMap<&str, usize> = HashMap::new();
+    let mut levels: Vec<Vec<&ServicePlan>> = Vec::new();
+    // `services` is in start order: dependencies come before their dependants.
     for plan in services {
-        // Dependencies come first in the order; wait for the conditions this service asks of them.
         let service = &project.services[&plan.service];
+        let level = service
+            .depends_on
+            .keys()
+            .filter_map(|dep| depth.get(dep.as_str()))
+            .map(|d| d + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(plan.service.as_str(), level);
+        if levels.len() <= level {
+            levels.resize_with(level + 1, Vec::new);
+        }
+        levels[level].push(plan);
+    }
+    levels
+}
+
+/// Waits for the conditions `plan`'s service asks of its dependencies, then switches it to its
+/// new container. The flag says whether the switch began (so a rollback must undo it).
+async fn switch(
+    docker: &Docker,
+    project: &Project,
+    services: &[ServicePlan],
+    plan: &ServicePlan,
+    created: &HashMap<String, String>,
+    since: i64,
+    deadline: Instant,
+) -> (bool, Result<()>) {
+    let service = &project.services[&plan.service];
+    let ready = async {
         let mut healthy_deps = Vec::new();
         for (dep, dependency) in &service.depends_on {
             let Some(dep_plan) = services.iter().find(|p| &p.service == dep) else {
@@ -326,49 +398,44 @@ async fn start_in_order<'a>(
             };
             match dependency.condition {
                 Condition::ServiceStarted => {}
-                Condition::ServiceHealthy => healthy_deps.push(dep_plan),
+                Condition::ServiceHealthy => healthy_deps.push(dep_plan.clone()),
                 Condition::ServiceCompletedSuccessfully => {
                     wait_completed(docker, dep_plan, deadline).await?
                 }
             }
         }
-        let healthy_targets = targets(
-            docker,
-            &healthy_deps.into_iter().cloned().collect::<Vec<_>>(),
-        )
-        .await?;
-        health::wait_ready(docker, &healthy_targets, since, deadline).await?;
-
-        match &plan.action {
-            Action::Keep => {}
-            Action::Start => {
-                start(
-                    docker,
-                    plan.existing.as_deref().unwrap_or(&plan.container),
-                    &plan.container,
-                )
-                .await?
-            }
-            Action::Create => {
-                switched.push(plan);
-                start(docker, &created[&plan.service], &plan.container).await?;
-            }
-            Action::Recreate { reasons } => {
-                tracing::info!(service = %plan.service, changed = %reasons.join(", "), "recreating");
+        let healthy_targets = targets(docker, &healthy_deps).await?;
+        health::wait_ready(docker, &healthy_targets, since, deadline).await
+    };
+    if let Err(err) = ready.await {
+        return (false, Err(err));
+    }
+    match &plan.action {
+        Action::Keep => (false, Ok(())),
+        Action::Start => {
+            let id = plan.existing.as_deref().unwrap_or(&plan.container);
+            (false, start(docker, id, &plan.container).await)
+        }
+        Action::Create => (
+            true,
+            start(docker, &created[&plan.service], &plan.container).await,
+        ),
+        Action::Recreate { reasons } => {
+            tracing::info!(service = %plan.service, changed = %reasons.join(", "), "recreating");
+            let result = async {
                 let old = plan
                     .existing
                     .as_deref()
                     .ok_or_else(|| anyhow!("no previous container"))?;
                 let grace = service.stop_grace_period.unwrap_or(Duration::from_secs(10));
-                switched.push(plan);
                 stop(docker, old, grace).await?;
                 rename(docker, old, &format!("{}{OLD_SUFFIX}", plan.container)).await?;
                 rename(docker, &created[&plan.service], &plan.container).await?;
-                start(docker, &created[&plan.service], &plan.container).await?;
-            }
+                start(docker, &created[&plan.service], &plan.container).await
+            };
+            (true, result.await)
         }
     }
-    Ok(())
 }
 
 /// Puts back, for every service switched in this sync, the container it had before, and waits

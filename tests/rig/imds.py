@@ -125,6 +125,9 @@ class Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 so the SDK's pooled connections are kept; every answer carries a Content-Length.
     protocol_version = "HTTP/1.1"
     server_version = "kicky-rig-imds"
+    # Headers and body go out in separate writes: without TCP_NODELAY, each answer on a kept
+    # connection waits out the client's 40 ms delayed ACK (the real IMDS answers at once).
+    disable_nagle_algorithm = True
 
     # Set on the class by main().
     tokens: Tokens
