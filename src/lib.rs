@@ -19,6 +19,7 @@ pub mod files;
 pub mod interpolate;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod params;
 pub mod plan;
 pub mod redact;

@@ -16,6 +16,8 @@ use crate::config::Settings;
 pub struct State {
     #[serde(default)]
     pub last_sync: Option<SyncRecord>,
+    #[serde(default)]
+    pub counters: Counters,
     /// Parameter name → version, as of the last good sync.
     #[serde(default)]
     pub parameters: BTreeMap<String, i64>,
@@ -32,6 +34,17 @@ pub struct State {
     /// The last Auto Scaling lifecycle action the agent sent.
     #[serde(default)]
     pub lifecycle: Option<LifecycleRecord>,
+}
+
+/// What the metrics count, kept across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub syncs: u64,
+    pub failures: u64,
+    pub rollbacks: u64,
+    pub pulls: u64,
+    pub last_duration_seconds: f64,
+    pub last_success_unix: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -77,7 +77,9 @@ pub async fn run_with(
     let state_path = State::path(settings);
     let mut state = State::load(&state_path)?;
     let started = now();
+    let clock = std::time::Instant::now();
     let result = converge(settings, ssm, s3, ecr, &mut state).await;
+    count(&mut state.counters, &result, clock.elapsed());
     state.last_sync = Some(SyncRecord {
         started,
         finished: now(),
@@ -85,7 +87,48 @@ pub async fn run_with(
         error: result.as_ref().err().map(|e| format!("{e:#}")),
     });
     state.save(&state_path)?;
+    if let Some(path) = &settings.metrics_textfile {
+        let containers = match &settings.compose {
+            Some(_) => crate::engine::status::containers(&settings.project)
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let text = crate::metrics::render(&settings.project, &state, &containers);
+        if let Err(err) = crate::metrics::write_textfile(path, &text) {
+            tracing::warn!("{err:#}");
+        }
+    }
     result
+}
+
+fn count(
+    counters: &mut crate::state::Counters,
+    result: &Result<SyncReport>,
+    took: std::time::Duration,
+) {
+    counters.syncs += 1;
+    counters.last_duration_seconds = took.as_secs_f64();
+    match result {
+        Ok(report) => {
+            counters.pulls += report
+                .containers
+                .as_ref()
+                .map_or(0, |c| c.pulled.len() as u64);
+            counters.last_success_unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+        }
+        Err(err) => {
+            counters.failures += 1;
+            if err
+                .downcast_ref::<crate::engine::converge::RolledBack>()
+                .is_some()
+            {
+                counters.rollbacks += 1;
+            }
+        }
+    }
 }
 
 async fn converge(

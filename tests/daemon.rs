@@ -161,8 +161,9 @@ async fn the_daemon_under_systemd() {
              compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n\
              registries:\n  - server: {registry}\n    username: tester\n    password: {{ parameter: /kt/{project}/registry }}\n\
              watch:\n  interval: 2s\n  apply: auto\n\
-             control_socket: {}\n",
-            socket.display()
+             control_socket: {}\nmetrics:\n  textfile: {}\n",
+            socket.display(),
+            s.path("metrics/kicky-agent.prom").display()
         ),
     );
     let notify = Notifications::listen(&s.path("notify.sock"));
@@ -294,6 +295,26 @@ async fn the_daemon_under_systemd() {
     );
     assert!(healthy(&web));
     notify.wait_for("STATUS=degraded", Duration::from_secs(5));
+
+    // The metrics, for node_exporter's textfile collector, counted what happened.
+    let metrics = std::fs::read_to_string(s.path("metrics/kicky-agent.prom")).unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    assert!(value("kicky_agent_syncs_total") >= 4.0, "{metrics}");
+    assert_eq!(value("kicky_agent_rollbacks_total"), 1.0, "{metrics}");
+    assert_eq!(value("kicky_agent_last_sync_success"), 0.0);
+    assert_eq!(
+        value(&format!(
+            "kicky_agent_service_healthy{{project=\"{project}\",service=\"web\""
+        )),
+        1.0
+    );
 
     // SIGTERM: STOPPING=1, a clean exit, the application still running.
     let pid = daemon.child.id().to_string();

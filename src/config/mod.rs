@@ -54,6 +54,8 @@ pub struct Settings {
     pub watch_interval: std::time::Duration,
     pub watch_apply: raw::WatchApply,
     pub control_socket: PathBuf,
+    /// Where the Prometheus metrics are written after each sync (`None`: not written).
+    pub metrics_textfile: Option<PathBuf>,
     pub state_dir: PathBuf,
     /// Which file set each key (dotted path), for `status`.
     pub origins: BTreeMap<String, PathBuf>,
@@ -371,6 +373,7 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             .map(|d| d.0)
             .unwrap_or(defaults::WATCH_INTERVAL),
         watch_apply: watch.apply.unwrap_or(raw::WatchApply::Auto),
+        metrics_textfile: raw.metrics.and_then(|m| m.textfile).map(|p| p.into_path()),
         control_socket: raw
             .control_socket
             .map(|p| p.into_path())

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub registries: Option<Vec<RawRegistry>>,
     pub lifecycle: Option<RawLifecycle>,
     pub watch: Option<RawWatch>,
+    pub metrics: Option<RawMetrics>,
     /// The daemon's control socket (`kicky-agent resync` connects to it).
     pub control_socket: Option<AbsolutePath>,
     /// Absolute directories outside `workdir` that `files[].path` may write to.
@@ -93,6 +94,13 @@ impl TryFrom<RawRegistryEntry> for RawRegistry {
             auth,
         })
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Written after every sync, for node_exporter's textfile collector.
+    pub textfile: Option<AbsolutePath>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,17 @@ use crate::config::ComposeSettings;
 const NEW_SUFFIX: &str = "-kicky-new";
 const OLD_SUFFIX: &str = "-kicky-old";
 
+/// Marks a failed sync whose services were switched back to their previous containers (the
+/// metrics count these).
+#[derive(Debug)]
+pub struct RolledBack(pub String);
+
+impl std::fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What happens to one service's container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
@@ -205,7 +216,7 @@ pub async fn converge(
     };
     if let Err(err) = result {
         let rolled_back = roll_back(docker, &switched, settings.healthy_timeout).await;
-        return Err(err.context(rolled_back));
+        return Err(err.context(RolledBack(rolled_back)));
     }
 
     // Healthy: the previous containers and the orphans go.

@@ -1,0 +1,152 @@
+//! Prometheus metrics in the text exposition format, written after every sync to the file that
+//! node_exporter's textfile collector reads (`metrics.textfile`): syncs, failures, durations,
+//! pulls, rollbacks and each service's health. The counters live in the state file, so they
+//! survive restarts of the agent.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::atomic;
+use crate::engine::status::ContainerStatus;
+use crate::state::State;
+
+/// The exposition text for `project`.
+pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> String {
+    let c = &state.counters;
+    let label = format!("project=\"{}\"", escape(project));
+    let last_ok = state
+        .last_sync
+        .as_ref()
+        .map(|s| u8::from(s.ok))
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        (
+            "kicky_agent_syncs_total",
+            "counter",
+            "Syncs run, successful or not.",
+            c.syncs.to_string(),
+        ),
+        (
+            "kicky_agent_sync_failures_total",
+            "counter",
+            "Syncs that failed.",
+            c.failures.to_string(),
+        ),
+        (
+            "kicky_agent_rollbacks_total",
+            "counter",
+            "Failed syncs rolled back to the last good release.",
+            c.rollbacks.to_string(),
+        ),
+        (
+            "kicky_agent_image_pulls_total",
+            "counter",
+            "Images pulled.",
+            c.pulls.to_string(),
+        ),
+        (
+            "kicky_agent_last_sync_duration_seconds",
+            "gauge",
+            "How long the last sync took.",
+            format!("{:.3}", c.last_duration_seconds),
+        ),
+        (
+            "kicky_agent_last_sync_success",
+            "gauge",
+            "1 when the last sync converged and was healthy.",
+            last_ok.to_string(),
+        ),
+        (
+            "kicky_agent_last_success_timestamp_seconds",
+            "gauge",
+            "When the last good sync ended (Unix time).",
+            c.last_success_unix.to_string(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{label}}} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kicky_agent_service_healthy 1 when the service's container runs (and is healthy, with a healthcheck).\n\
+         # TYPE kicky_agent_service_healthy gauge"
+    );
+    for container in containers {
+        let _ = writeln!(
+            out,
+            "kicky_agent_service_healthy{{{label},service=\"{}\",container=\"{}\"}} {}",
+            escape(&container.service),
+            escape(&container.name),
+            u8::from(container.is_well())
+        );
+    }
+    out
+}
+
+/// Writes the metrics where the textfile collector reads them, atomically, mode 0644.
+pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
+    atomic::write_if_changed(path, text.as_bytes(), 0o644)
+        .with_context(|| format!("failed to write the metrics to {}", path.display()))?;
+    Ok(())
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Counters, SyncRecord};
+
+    #[test]
+    fn exposition_format() {
+        let state = State {
+            counters: Counters {
+                syncs: 3,
+                failures: 1,
+                rollbacks: 1,
+                pulls: 2,
+                last_duration_seconds: 1.5,
+                last_success_unix: 1700000000,
+            },
+            last_sync: Some(SyncRecord {
+                started: "a".into(),
+                finished: "b".into(),
+                ok: true,
+                error: None,
+            }),
+            ..Default::default()
+        };
+        let containers = vec![ContainerStatus {
+            name: "orange".into(),
+            service: "spring_server".into(),
+            image: "x".into(),
+            state: "running".into(),
+            health: Some("healthy".into()),
+        }];
+        let text = render("orange", &state, &containers);
+        assert!(text.contains("# TYPE kicky_agent_syncs_total counter\nkicky_agent_syncs_total{project=\"orange\"} 3\n"), "{text}");
+        assert!(text.contains("kicky_agent_rollbacks_total{project=\"orange\"} 1\n"));
+        assert!(text.contains("kicky_agent_last_sync_success{project=\"orange\"} 1\n"));
+        assert!(text.contains(
+            "kicky_agent_service_healthy{project=\"orange\",service=\"spring_server\",container=\"orange\"} 1\n"
+        ));
+        // Every sample line is `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(
+                series.ends_with('}') && value.parse::<f64>().is_ok(),
+                "{line}"
+            );
+        }
+    }
+}
