@@ -340,3 +340,33 @@ async fn the_daemon_under_systemd() {
         .args(["network", "rm", &format!("{project}_default")])
         .output();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resync_without_a_daemon_syncs_here_and_says_so() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let prefix = common::unique_prefix("resync-alone");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "alone-secret-3e3e",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(
+        &rig,
+        &format!(
+            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
+             control_socket: {}\n",
+            s.path("run/control.sock").display()
+        ),
+    );
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["resync"]));
+    run.expect(0);
+    assert!(
+        run.stdout.contains("no kicky-agent daemon is running"),
+        "{}",
+        run.stdout
+    );
+    assert!(s.workdir().join(".env").exists());
+    run.assert_free_of(&["alone-secret-3e3e"]);
+}
