@@ -27,6 +27,8 @@ type Job = Pin<Box<dyn Future<Output = Result<SyncReport>>>>;
 /// Failed first syncs after which the launch lifecycle action is abandoned (the group then
 /// replaces the instance); the agent itself keeps retrying.
 const ABANDON_AFTER: u32 = 5;
+/// How long a sync in flight may take to finish after SIGTERM (systemd's TimeoutStopSec is 30 s).
+const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How often the application's health is looked at when `lifecycle.unhealthy_after` is set.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
 
@@ -228,6 +230,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     }
     systemd::stopping();
+    // A sync in flight may have stopped an old container and not yet started (or rolled back to)
+    // the new one: let it finish, within systemd's stop timeout, rather than leave a service down.
+    if let Some(job) = job {
+        tracing::info!("stopping: letting the sync in flight finish (at most {STOP_GRACE:?})");
+        if tokio::time::timeout(STOP_GRACE, job).await.is_err() {
+            tracing::warn!(
+                "the sync in flight did not finish in time; the next start repairs what it left"
+            );
+        }
+    }
     tracing::info!("stopping; the application's containers keep running");
     Ok(())
 }

@@ -316,7 +316,32 @@ async fn the_daemon_under_systemd() {
         1.0
     );
 
-    // SIGTERM: STOPPING=1, a clean exit, the application still running.
+    // SIGHUP (what a `kill -HUP` or an older reload would send) syncs again: the previous
+    // sync failed, so a sync now starts over from fetching.
+    let pid = daemon.child.id().to_string();
+    let fetching_before = notify
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("STATUS=fetching"))
+        .count();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(20), "a sync after SIGHUP", || {
+            notify
+                .lines()
+                .iter()
+                .filter(|l| l.starts_with("STATUS=fetching"))
+                .count()
+                > fetching_before
+        })
+    });
+
+    // SIGTERM (here in the middle of that sync): STOPPING=1, the sync in flight is let finish
+    // (its rollback included), a clean exit, the application still running.
     let pid = daemon.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

@@ -150,10 +150,14 @@ pub async fn converge(
     if to_pull > 0 {
         tracing::info!(phase = %format!("pulling {to_pull} image{}", if to_pull == 1 { "" } else { "s" }), "pulling");
     }
-    let ids = pull::pull_all(docker, &images, registries).await?;
+    // Networks and volumes are created while the images come: adding them touches nothing that
+    // runs, so a failed pull still changes nothing.
+    let (ids, ()) = futures::try_join!(
+        pull::pull_all(docker, &images, registries),
+        ensure_networks_and_volumes(docker, project)
+    )?;
     recover_interrupted(docker, project).await?;
     let (services, orphans) = decide(docker, project, &ids).await?;
-    ensure_networks_and_volumes(docker, project).await?;
 
     // Every new container is created (and so validated by the engine) before anything stops,
     // all at once.
