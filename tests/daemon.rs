@@ -269,7 +269,8 @@ async fn the_daemon_under_systemd() {
         "a secret reached the resync output"
     );
 
-    // A broken change: the old container keeps serving, the sync reports the rollback.
+    // A broken change: the old container keeps serving throughout, the sync reports the rollback.
+    let started = inspect(&web).unwrap()["State"]["StartedAt"].clone();
     std::fs::write(
         s.workdir().join("docker-compose.yml"),
         compose("unhealthy:1"),
@@ -292,6 +293,11 @@ async fn the_daemon_under_systemd() {
         id_of(&web),
         second_id,
         "the previous container serves again"
+    );
+    assert_eq!(
+        inspect(&web).unwrap()["State"]["StartedAt"],
+        started,
+        "and was never stopped"
     );
     assert!(healthy(&web));
     notify.wait_for("STATUS=degraded", Duration::from_secs(5));

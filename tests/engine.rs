@@ -132,6 +132,12 @@ fn id_of(name: &str) -> String {
         .unwrap_or_default()
 }
 
+fn started_at(name: &str) -> String {
+    inspect(name)
+        .and_then(|c| c["State"]["StartedAt"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn running_healthy(name: &str) -> bool {
     inspect(name).is_some_and(|c| {
         c["State"]["Running"] == true
@@ -287,6 +293,7 @@ async fn failed_change_leaves_the_previous_stack(
     run.expect(0);
     let web = stack.container("web");
     let before = id_of(&web);
+    let started = started_at(&web);
 
     if wrong_password {
         rig.put(
@@ -307,6 +314,11 @@ async fn failed_change_leaves_the_previous_stack(
         id_of(&web),
         before,
         "the previous container must be the one serving"
+    );
+    assert_eq!(
+        started_at(&web),
+        started,
+        "the previous container served throughout: never stopped"
     );
     assert!(
         running_healthy(&web),

@@ -437,16 +437,34 @@ async fn switch(
         ),
         Action::Recreate { reasons } => {
             tracing::info!(service = %plan.service, changed = %reasons.join(", "), "recreating");
+            let new = &created[&plan.service];
             let result = async {
                 let old = plan
                     .existing
                     .as_deref()
                     .ok_or_else(|| anyhow!("no previous container"))?;
                 let grace = service.stop_grace_period.unwrap_or(Duration::from_secs(10));
+                // Without a fixed host port the two can run side by side: the new one starts
+                // beside the old, which keeps serving until the new one is healthy.
+                let side_by_side = service.ports.iter().all(|p| p.published.is_none());
+                if side_by_side {
+                    let temporary = format!("{}{NEW_SUFFIX}", plan.container);
+                    start(docker, new, &temporary).await?;
+                    let target = Target {
+                        service: plan.service.clone(),
+                        name: temporary,
+                        id: new.clone(),
+                    };
+                    health::wait_ready(docker, std::slice::from_ref(&target), since, deadline)
+                        .await?;
+                }
                 stop(docker, old, grace).await?;
                 rename(docker, old, &format!("{}{OLD_SUFFIX}", plan.container)).await?;
-                rename(docker, &created[&plan.service], &plan.container).await?;
-                start(docker, &created[&plan.service], &plan.container).await
+                rename(docker, new, &plan.container).await?;
+                if !side_by_side {
+                    start(docker, new, &plan.container).await?;
+                }
+                Ok(())
             };
             (true, result.await)
         }
@@ -625,11 +643,15 @@ async fn create(docker: &Docker, desired: &Desired, name: &str) -> Result<String
 }
 
 async fn start(docker: &Docker, id: &str, name: &str) -> Result<()> {
-    docker
-        .start_container(id, None)
-        .await
-        .map_err(|e| anyhow!("{}", engine_message(&e)))
-        .with_context(|| format!("failed to start container {name}"))
+    match docker.start_container(id, None).await {
+        // Already running (a rollback to a container that was never stopped).
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        Err(err) => Err(anyhow!("{}", engine_message(&err)))
+            .with_context(|| format!("failed to start container {name}")),
+    }
 }
 
 async fn stop(docker: &Docker, id: &str, grace: Duration) -> Result<()> {
