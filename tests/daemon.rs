@@ -401,3 +401,76 @@ async fn resync_without_a_daemon_syncs_here_and_says_so() {
     assert!(s.workdir().join(".env").exists());
     run.assert_free_of(&["alone-secret-3e3e"]);
 }
+
+/// `watch.apply: report`: a change is reported (STATUS=, the log), not applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_report_only_reports() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let prefix = common::unique_prefix("watch-report");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "report-one-4f4f",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(
+        &rig,
+        &format!(
+            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
+             watch:\n  interval: 1s\n  apply: report\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
+            s.path("run/control.sock").display()
+        ),
+    );
+    let notify = Notifications::listen(&s.path("notify.sock"));
+    let child = Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
+        .args([
+            "--config",
+            &s.path("etc/agent.yaml").display().to_string(),
+            "run",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", s.dir.path())
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &rig.imds_url)
+        .env("NOTIFY_SOCKET", s.path("notify.sock"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(s.path("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon {
+        child,
+        log: s.path("daemon.log"),
+    };
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    let env_file = s.workdir().join(".env");
+    let before = std::fs::read(&env_file).unwrap();
+
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "report-two-5a5a",
+        ParameterType::SecureString,
+    )
+    .await;
+    tokio::task::block_in_place(|| {
+        notify.wait_for(
+            "STATUS=changes pending (watch.apply: report)",
+            Duration::from_secs(20),
+        )
+    });
+    let status = notify
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("STATUS=changes pending"))
+        .unwrap();
+    assert!(
+        status.contains(&format!("parameter {prefix}/TOKEN: version 1 -> 2")),
+        "{status}"
+    );
+    assert!(!status.contains("report-two-5a5a"));
+    assert_eq!(
+        std::fs::read(&env_file).unwrap(),
+        before,
+        "report mode changes nothing"
+    );
+}

@@ -287,3 +287,70 @@ async fn abandon_when_the_first_sync_fails() {
     let line = format!("lifecycle: ABANDON sent for {instance} to hook {HOOK} of group {group}");
     assert!(text.stdout.contains(&line), "{}", text.stdout);
 }
+
+/// The daemon, not `sync`, owns the launch hook when it runs: CONTINUE once its first sync is
+/// healthy; ABANDON after its first sync failed 5 times (while it keeps retrying).
+#[tokio::test]
+async fn the_daemon_completes_the_launch_once() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    for (test, good) in [("daemon-ok", true), ("daemon-bad", false)] {
+        let group = unique_group(test);
+        let instance = group_with_launch_hook(&asg, &group).await;
+        let prefix = unique_prefix(test);
+        let parameter = format!("{prefix}/GREETING");
+        if good {
+            rig.put(&parameter, "hello", ParameterType::String).await;
+        }
+        let s = Scratch::new();
+        let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
+        let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+        s.config(
+            &rig,
+            &format!(
+                "{}control_socket: {}\n",
+                config(&parameter),
+                s.path("run/control.sock").display()
+            ),
+        );
+        let mut daemon = Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
+            .args([
+                "--config",
+                &s.path("etc/agent.yaml").display().to_string(),
+                "run",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", s.dir.path())
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(s.path("daemon.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let want = if good { "InService" } else { "Terminating" };
+        let started = Instant::now();
+        let mut state = String::new();
+        while started.elapsed() < Duration::from_secs(90) {
+            state = lifecycle_state(&asg, &instance).await;
+            if state == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        let log = std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+        assert_eq!(state, want, "{test}: daemon log:\n{log}");
+        if !good {
+            assert!(
+                log.contains("the first sync failed 5 times: abandoning the launch"),
+                "{log}"
+            );
+            assert_eq!(
+                log.matches("lifecycle action completed").count(),
+                1,
+                "one completion only:\n{log}"
+            );
+        }
+    }
+}
