@@ -354,3 +354,95 @@ async fn the_daemon_completes_the_launch_once() {
         }
     }
 }
+
+/// `lifecycle.unhealthy_after`: an application that stays unhealthy gets SetInstanceHealth
+/// Unhealthy from the daemon, so the group replaces the instance.
+#[tokio::test]
+async fn the_daemon_reports_an_application_that_stays_unhealthy() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("unwell");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    let s = Scratch::new();
+    let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    let registry = std::env::var("KICKY_RIG_REGISTRY").unwrap();
+    let password = std::env::var("KICKY_RIG_REGISTRY_PASSWORD").unwrap();
+    let project = format!("ktunwell{}", fastrand::u32(..) % 100_000);
+    rig.put(
+        &format!("/kt/{project}/registry"),
+        &password,
+        ParameterType::SecureString,
+    )
+    .await;
+    std::fs::create_dir_all(s.workdir()).unwrap();
+    std::fs::write(
+        s.workdir().join("docker-compose.yml"),
+        format!("services:\n  web:\n    image: {registry}/tester/web:1\n"),
+    )
+    .unwrap();
+    s.config(
+        &rig,
+        &format!(
+            "project: {project}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
+             compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n\
+             registries:\n  - server: {registry}\n    username: tester\n    password: {{ parameter: /kt/{project}/registry }}\n\
+             lifecycle:\n  hook: auto\n  unhealthy_after: 1s\nwatch:\n  interval: 0\ncontrol_socket: {}\n",
+            s.path("run/control.sock").display()
+        ),
+    );
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
+        .args([
+            "--config",
+            &s.path("etc/agent.yaml").display().to_string(),
+            "run",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", s.dir.path())
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(s.path("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let container = format!("{project}-web-1");
+    let health = |out: aws_sdk_autoscaling::operation::describe_auto_scaling_instances::DescribeAutoScalingInstancesOutput| {
+        out.auto_scaling_instances().first().and_then(|i| i.health_status().map(str::to_string)).unwrap_or_default()
+    };
+    let started = Instant::now();
+    let mut in_service = false;
+    let mut unhealthy = false;
+    while started.elapsed() < Duration::from_secs(90) {
+        let state = lifecycle_state(&asg, &instance).await;
+        if state == "InService" && !in_service {
+            in_service = true;
+            // The application dies after the instance went in service.
+            let _ = Command::new("docker")
+                .args(["stop", "-t", "1", &container])
+                .output();
+        }
+        let out = asg
+            .describe_auto_scaling_instances()
+            .instance_ids(&instance)
+            .send()
+            .await
+            .unwrap();
+        if in_service && health(out).eq_ignore_ascii_case("unhealthy") {
+            unhealthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &container])
+        .output();
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{project}_default")])
+        .output();
+    let log = std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+    assert!(in_service, "the launch was never continued:\n{log}");
+    assert!(unhealthy, "the instance was not set Unhealthy:\n{log}");
+    assert!(log.contains("the application stayed unhealthy"), "{log}");
+}
