@@ -1,6 +1,6 @@
 //! kicky-agent: the EC2 boot agent that replaces the user-data script. It reads SSM parameters
-//! into an env file and (in later stages) fetches files from S3 and converges a compose project
-//! through the Docker Engine API.
+//! into an env file, fetches files from S3, converges a compose project through the Docker Engine
+//! API, and (as `kicky-agent run`) keeps it so under systemd.
 //!
 //! `main.rs` only parses the command line and reports errors; everything else lives here so the
 //! integration tests drive the same code.
