@@ -87,6 +87,20 @@ impl Drop for Daemon {
     }
 }
 
+/// Removes the project's containers and network however the test ends.
+struct RemoveProject(String);
+
+impl Drop for RemoveProject {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &format!("{}-web-1", self.0)])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{}_default", self.0)])
+            .output();
+    }
+}
+
 fn inspect(name: &str) -> Option<Value> {
     let out = Command::new("docker")
         .args(["inspect", name])
@@ -188,6 +202,7 @@ async fn the_daemon_under_systemd() {
         child,
         log: s.path("daemon.log"),
     };
+    let _cleanup = RemoveProject(project.clone());
     let web = format!("{project}-web-1");
 
     // READY only once the application is healthy; STATUS said what it was doing before.
