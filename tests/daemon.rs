@@ -5,7 +5,7 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -182,22 +182,16 @@ async fn the_daemon_under_systemd() {
     );
     let notify = Notifications::listen(&s.path("notify.sock"));
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
-        .args([
-            "--config",
-            &s.path("etc/agent.yaml").display().to_string(),
-            "run",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
-        .env("HOME", s.dir.path())
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &rig.imds_url)
-        .env("NOTIFY_SOCKET", s.path("notify.sock"))
-        .env("WATCHDOG_USEC", "2000000")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(s.path("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let child = s.spawn_daemon(
+        &rig.imds_url,
+        &[
+            (
+                "NOTIFY_SOCKET",
+                &s.path("notify.sock").display().to_string(),
+            ),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
     let daemon = Daemon {
         child,
         log: s.path("daemon.log"),
@@ -438,21 +432,13 @@ async fn watch_report_only_reports() {
         ),
     );
     let notify = Notifications::listen(&s.path("notify.sock"));
-    let child = Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
-        .args([
-            "--config",
-            &s.path("etc/agent.yaml").display().to_string(),
-            "run",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
-        .env("HOME", s.dir.path())
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &rig.imds_url)
-        .env("NOTIFY_SOCKET", s.path("notify.sock"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(s.path("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let child = s.spawn_daemon(
+        &rig.imds_url,
+        &[(
+            "NOTIFY_SOCKET",
+            &s.path("notify.sock").display().to_string(),
+        )],
+    );
     let _daemon = Daemon {
         child,
         log: s.path("daemon.log"),

@@ -313,20 +313,7 @@ async fn the_daemon_completes_the_launch_once() {
                 s.path("run/control.sock").display()
             ),
         );
-        let mut daemon = Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
-            .args([
-                "--config",
-                &s.path("etc/agent.yaml").display().to_string(),
-                "run",
-            ])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap())
-            .env("HOME", s.dir.path())
-            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(s.path("daemon.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let mut daemon = s.spawn_daemon(&imds.url, &[]);
         let want = if good { "InService" } else { "Terminating" };
         let started = Instant::now();
         let mut state = String::new();
@@ -391,20 +378,7 @@ async fn the_daemon_reports_an_application_that_stays_unhealthy() {
             s.path("run/control.sock").display()
         ),
     );
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_kicky-agent"))
-        .args([
-            "--config",
-            &s.path("etc/agent.yaml").display().to_string(),
-            "run",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap())
-        .env("HOME", s.dir.path())
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(s.path("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = s.spawn_daemon(&imds.url, &[]);
     let container = format!("{project}-web-1");
     let health = |out: aws_sdk_autoscaling::operation::describe_auto_scaling_instances::DescribeAutoScalingInstancesOutput| {
         out.auto_scaling_instances().first().and_then(|i| i.health_status().map(str::to_string)).unwrap_or_default()

@@ -193,6 +193,25 @@ impl Scratch {
         self.run_agent(rig, &[], args, env)
     }
 
+    /// Starts `kicky-agent run` as systemd would, with nothing in its environment but `env` and
+    /// the instance metadata endpoint; its log goes to `daemon.log` in the scratch directory.
+    pub fn spawn_daemon(&self, imds_url: &str, env: &[(&str, &str)]) -> std::process::Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kicky-agent"));
+        cmd.args([
+            "--config",
+            &self.path("etc/agent.yaml").display().to_string(),
+            "run",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", self.dir.path())
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds_url)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(self.path("daemon.log")).expect("daemon.log"));
+        cmd.spawn().expect("start kicky-agent run")
+    }
+
     /// Runs the agent under a wrapper command (such as `/usr/bin/time -f %M`).
     pub fn agent_via(&self, rig: &Rig, wrapper: &[&str], args: &[&str]) -> Run {
         self.run_agent(rig, wrapper, args, &[])
