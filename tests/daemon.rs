@@ -469,7 +469,7 @@ async fn watch_report_only_reports() {
         "{status}"
     );
     assert!(!status.contains("report-two-5a5a"));
-    assert_eq!(
+    assert_same!(
         std::fs::read(&env_file).unwrap(),
         before,
         "report mode changes nothing"

@@ -188,7 +188,7 @@ async fn a_stack_comes_up_healthy_and_a_second_sync_touches_nothing() {
     run.assert_free_of(&["key-one-5c5c", "pw+/=?>"]);
     let (a, b) = (stack.container("a"), stack.container("b"));
     assert!(running_healthy(&a) && running_healthy(&b), "{}", run.all());
-    assert_eq!(
+    assert_same!(
         env_of(&a).get("API_KEY").map(String::as_str),
         Some("key-one-5c5c")
     );
@@ -262,7 +262,7 @@ async fn a_changed_parameter_recreates_only_the_services_that_use_it() {
     run.assert_free_of(&["key-one-6d6d", "key-two-7e7e"]);
     assert_ne!(id_of(&a), a_before, "a uses the parameter: recreated");
     assert_eq!(id_of(&b), b_before, "b does not: kept");
-    assert_eq!(
+    assert_same!(
         env_of(&a).get("API_KEY").map(String::as_str),
         Some("key-two-7e7e")
     );
@@ -514,11 +514,11 @@ async fn the_seed_stack_comes_up_healthy_with_its_ssm_values_inside() {
         "{}",
         run.all()
     );
-    assert_eq!(
+    assert_same!(
         env_of("orange").get("SERVER_SECRET").map(String::as_str),
         Some("seed-secret-9f9f")
     );
-    assert_eq!(
+    assert_same!(
         env_of("promtail").get("SERVER_SECRET").map(String::as_str),
         Some("seed-secret-9f9f")
     );
@@ -627,7 +627,7 @@ async fn a_failed_release_is_rolled_back_whole() {
         "the env file, the compose file and the container are the last good ones"
     );
     assert!(running_healthy(&web));
-    assert_eq!(
+    assert_same!(
         env_of(&web).get("API_KEY").map(String::as_str),
         Some("good-1c1c")
     );

@@ -168,7 +168,7 @@ async fn sync_writes_every_source_kind_exactly_and_prints_no_secret() {
     let env = s.workdir().join(".env");
     assert_eq!(mode_of(&env), 0o600);
     let want = expected();
-    assert_eq!(
+    assert_same!(
         read_back(&env),
         want,
         "the agent's own reader (compose-go rules)"
@@ -179,7 +179,7 @@ async fn sync_writes_every_source_kind_exactly_and_prints_no_secret() {
         if PYTHON_DOTENV_DIFFERS.contains(&key.as_str()) {
             continue;
         }
-        assert_eq!(
+        assert_same!(
             independent.get(key),
             Some(value),
             "python-dotenv reads {key} differently"
@@ -272,8 +272,8 @@ async fn an_unchanged_sync_leaves_the_file_untouched_and_a_change_is_planned_the
     json.assert_free_of(&["alpha-value", "bravo", "charlie-new"]);
 
     s.agent(&rig, &["sync"]).expect(0);
-    assert_eq!(read_back(&env)["B"], "bravo-changed");
-    assert_eq!(read_back(&env)["C"], "charlie-new");
+    assert_same!(read_back(&env)["B"], "bravo-changed");
+    assert_same!(read_back(&env)["C"], "charlie-new");
 }
 
 #[tokio::test]
@@ -308,7 +308,7 @@ async fn a_failing_sync_leaves_the_previous_file_exactly_as_it_was() {
         run.stderr
     );
     run.assert_free_of(&["good-secret-3c3c"]);
-    assert_eq!(
+    assert_same!(
         (std::fs::read(&env).unwrap(), inode_of(&env)),
         (bytes.clone(), before)
     );
@@ -331,7 +331,7 @@ async fn a_failing_sync_leaves_the_previous_file_exactly_as_it_was() {
         run.stderr
     );
     run.assert_free_of(&["good-secret-3c3c", "nested-secret-9d9d"]);
-    assert_eq!(
+    assert_same!(
         (std::fs::read(&env).unwrap(), inode_of(&env)),
         (bytes.clone(), before)
     );
@@ -358,7 +358,7 @@ async fn a_failing_sync_leaves_the_previous_file_exactly_as_it_was() {
         run.stderr
     );
     run.assert_free_of(&["good-secret-3c3c", "doc-secret-5e5e"]);
-    assert_eq!(
+    assert_same!(
         (std::fs::read(&env).unwrap(), inode_of(&env)),
         (bytes, before)
     );
@@ -383,7 +383,7 @@ async fn region_and_credentials_come_from_instance_metadata() {
     let run = s.agent(&rig, &["-vvv", "sync"]);
     run.expect(0);
     run.assert_free_of(&["imds-secret-4b4b"]);
-    assert_eq!(
+    assert_same!(
         read_back(&s.workdir().join(".env"))["TOKEN"],
         "imds-secret-4b4b"
     );

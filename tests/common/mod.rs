@@ -6,6 +6,20 @@
 
 pub mod proxy;
 
+/// `assert_eq!` for values that may hold a secret (an env file, a container's environment): on
+/// failure it says what differs, never the values.
+#[macro_export]
+macro_rules! assert_same {
+    ($a:expr, $b:expr $(,)?) => {
+        $crate::assert_same!($a, $b, "values differ")
+    };
+    ($a:expr, $b:expr, $($message:tt)+) => {
+        if $a != $b {
+            panic!("{} (the values are not shown: they may be secrets)", format!($($message)+));
+        }
+    };
+}
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
