@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::control::{Client, ControlServer};
+use crate::lifecycle::Lifecycle;
 use crate::logging::Progress;
 use crate::state::{now, State};
 use crate::sync::SyncReport;
@@ -52,27 +53,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut progress = crate::logging::subscribe();
 
-    // The launch hook is this process's to complete, once, after the first sync.
-    let lifecycle = match aws::sdk_config(&settings.aws).await {
-        Ok(config) => crate::lifecycle::discover(&settings, &config)
-            .await
-            .unwrap_or_else(|err| {
-                tracing::error!("no lifecycle hook: {err:#}");
-                None
-            }),
-        Err(err) => {
-            tracing::error!("no lifecycle hook: {err:#}");
-            None
-        }
-    };
-    let mut lifecycle_pending = lifecycle.is_some();
-    let heartbeat_every = lifecycle
-        .as_ref()
-        .map(|l| l.heartbeat_interval())
-        .unwrap_or(Duration::from_secs(3600));
-    let mut heartbeat_tick =
-        tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
-    let unhealthy_after = lifecycle.as_ref().and_then(|l| l.unhealthy_after());
+    // The launch hook is this process's to complete, once, after the first sync; it is looked up
+    // while the first sync runs.
+    let mut launch = Launch::new(&settings);
+    let mut heartbeat_tick = tokio::time::interval(Duration::from_secs(3600));
     let mut health_tick = tokio::time::interval(HEALTH_EVERY);
     let mut unwell_since: Option<Instant> = None;
 
@@ -93,14 +77,19 @@ pub async fn run(config_path: &Path) -> Result<()> {
     loop {
         tokio::select! {
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
-            _ = heartbeat_tick.tick(), if lifecycle_pending => {
-                if let Some(lifecycle) = &lifecycle {
+            found = next(&mut launch.discovery) => {
+                if let Some(every) = launch.found(found, &settings).await {
+                    heartbeat_tick = tokio::time::interval_at(Instant::now() + every, every);
+                }
+            }
+            _ = heartbeat_tick.tick(), if launch.pending => {
+                if let Some(lifecycle) = &launch.lifecycle {
                     if let Err(err) = lifecycle.heartbeat().await {
                         tracing::warn!("lifecycle heartbeat: {err:#}");
                     }
                 }
             }
-            _ = health_tick.tick(), if ready && unhealthy_after.is_some() && job.is_none() => {
+            _ = health_tick.tick(), if ready && launch.unhealthy_after().is_some() && job.is_none() => {
                 let well = crate::engine::status::containers(&settings.project)
                     .await
                     .map(|all| all.iter().all(|c| c.is_well()))
@@ -108,12 +97,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 match unwell_since {
                     _ if well => unwell_since = None,
                     None => unwell_since = Some(Instant::now()),
-                    Some(since) if since.elapsed() >= unhealthy_after.unwrap_or_default() => {
+                    Some(since) if since.elapsed() >= launch.unhealthy_after().unwrap_or_default() => {
                         tracing::error!(
                             "the application stayed unhealthy for {:?}: asking the group to replace this instance",
                             since.elapsed()
                         );
-                        if let Some(lifecycle) = &lifecycle {
+                        if let Some(lifecycle) = &launch.lifecycle {
                             if let Err(err) = lifecycle.mark_unhealthy().await {
                                 tracing::error!("SetInstanceHealth failed: {err:#}");
                             }
@@ -150,7 +139,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             },
             result = next(&mut job) => {
                 job = None;
-                let settings = config::load(&config_path).ok();
+                let reloaded = config::load(&config_path).ok();
                 let status = match &result {
                     Ok(_) => 0,
                     Err(err) => error::exit_status(err),
@@ -166,21 +155,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
                             systemd::ready();
                             ready = true;
                             tracing::info!("first sync converged and healthy: ready");
-                            if let (Some(lifecycle), Some(settings)) = (&lifecycle, &settings) {
-                                crate::lifecycle::finish(lifecycle, settings, true).await;
-                            }
-                            lifecycle_pending = false;
+                            launch.complete(true, reloaded.as_ref().unwrap_or(&settings)).await;
                         }
                         systemd::status(&format!("in sync since {}", now()));
                     }
                     Err(err) if !ready => {
                         failures += 1;
-                        if failures == ABANDON_AFTER && lifecycle_pending {
+                        if failures == ABANDON_AFTER && launch.may_be_pending() {
                             tracing::error!("the first sync failed {failures} times: abandoning the launch");
-                            if let (Some(lifecycle), Some(settings)) = (&lifecycle, &settings) {
-                                crate::lifecycle::finish(lifecycle, settings, false).await;
-                            }
-                            lifecycle_pending = false;
+                            launch.complete(false, reloaded.as_ref().unwrap_or(&settings)).await;
                         }
                         let delay = first_sync_backoff(failures);
                         retry_at = Some(Instant::now() + delay);
@@ -204,7 +187,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     clients.append(&mut waiting);
                     job = Some(start(&config_path));
                 } else if ready {
-                    watch_at = settings.as_ref().and_then(|s| next_watch(s.watch_interval));
+                    watch_at = reloaded.as_ref().and_then(|s| next_watch(s.watch_interval));
                 }
             }
             _ = sleep_until(retry_at), if job.is_none() => {
@@ -244,6 +227,75 @@ pub async fn run(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The launch lifecycle action: looked up while the first sync runs, completed once.
+struct Launch<'a> {
+    discovery: Option<Pin<Box<dyn Future<Output = Option<Lifecycle>> + 'a>>>,
+    lifecycle: Option<Lifecycle>,
+    /// The outcome of the first sync(s), when it came before discovery ended.
+    decided: Option<bool>,
+    /// A launch action may be waiting for CONTINUE or ABANDON.
+    pending: bool,
+}
+
+impl<'a> Launch<'a> {
+    fn new(settings: &'a config::Settings) -> Self {
+        let discovery = async move {
+            let found = match aws::sdk_config(&settings.aws).await {
+                Ok(config) => crate::lifecycle::discover(settings, &config).await,
+                Err(err) => Err(err),
+            };
+            found.unwrap_or_else(|err| {
+                tracing::error!("no lifecycle hook: {err:#}");
+                None
+            })
+        };
+        Launch {
+            discovery: Some(Box::pin(discovery)),
+            lifecycle: None,
+            decided: None,
+            pending: false,
+        }
+    }
+
+    fn may_be_pending(&self) -> bool {
+        self.discovery.is_some() || self.pending
+    }
+
+    fn unhealthy_after(&self) -> Option<Duration> {
+        self.lifecycle.as_ref().and_then(|l| l.unhealthy_after())
+    }
+
+    /// Discovery ended: completes an outcome already decided; else the heartbeat interval.
+    async fn found(
+        &mut self,
+        found: Option<Lifecycle>,
+        settings: &config::Settings,
+    ) -> Option<Duration> {
+        self.discovery = None;
+        self.pending = found.is_some();
+        self.lifecycle = found;
+        match self.decided.take() {
+            Some(ok) => {
+                self.complete(ok, settings).await;
+                None
+            }
+            None => self.lifecycle.as_ref().map(|l| l.heartbeat_interval()),
+        }
+    }
+
+    /// CONTINUE (`ok`) or ABANDON, once; kept for later while discovery runs.
+    async fn complete(&mut self, ok: bool, settings: &config::Settings) {
+        if self.discovery.is_some() {
+            self.decided = Some(ok);
+            return;
+        }
+        if let (true, Some(lifecycle)) = (self.pending, &self.lifecycle) {
+            crate::lifecycle::finish(lifecycle, settings, ok).await;
+        }
+        self.pending = false;
+    }
+}
+
 /// Starts a sync now, or once the one running ends.
 fn request(job: &mut Option<Job>, again: &mut bool, config_path: &Path) {
     match job {
@@ -262,10 +314,10 @@ fn start(config_path: &Path) -> Job {
     })
 }
 
-/// The running job's result; never ready without one.
-async fn next(job: &mut Option<Job>) -> Result<SyncReport> {
-    match job {
-        Some(job) => job.await,
+/// The output of the future in flight (a sync, the lifecycle lookup); never ready without one.
+async fn next<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
+    match slot {
+        Some(future) => future.await,
         None => std::future::pending().await,
     }
 }

@@ -10,13 +10,15 @@
 //!
 //! With `auto`, discovery fails soft: without instance metadata (a laptop, a test) or without the
 //! rights to ask, the agent logs why and syncs without a hook, as the user-data script did. With a
-//! hook named in the config, an instance in a group whose hook cannot be reached fails the sync
-//! before it starts.
+//! hook named in the config, an instance in a group whose hook cannot be reached fails the sync.
+//! Discovery runs alongside the sync, not before it: on a real instance it is a few round trips
+//! (about 100 ms) that the boot need not wait for.
 
 use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures::future::Either;
 
 use crate::aws::autoscaling::{Action, AsgClient, Heartbeat, LifecycleApi, Outcome};
 use crate::aws::imds::{Imds, InstanceMetadata, Tag};
@@ -59,19 +61,41 @@ pub async fn discover(
     Lifecycle::discover(&settings.lifecycle, AsgClient::new(config), imds.as_ref()).await
 }
 
-/// Runs `sync` with heartbeats, then completes the pending launch action by its outcome and
-/// records what was sent in the state file. A sync that converged but whose CONTINUE Auto Scaling
-/// refused fails: the group will not put the instance in service.
+/// Runs `sync` while `discovery` looks for the launch hook: discovery is a few round trips to
+/// IMDS and Auto Scaling that the boot need not wait for. Heartbeats go out from when the hook is
+/// found; once both are done, the pending launch action is completed by the sync's outcome and
+/// what was sent is recorded in the state file. A sync that converged but whose CONTINUE Auto
+/// Scaling refused fails: the group will not put the instance in service. So does one whose named
+/// hook could not be reached (after the sync, which is never cut short).
 pub async fn around_sync<T, A: LifecycleApi>(
-    lifecycle: Option<&Lifecycle<A>>,
+    discovery: impl Future<Output = Result<Option<Lifecycle<A>>>>,
     settings: &Settings,
     sync: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let Some(lifecycle) = lifecycle else {
-        return sync.await;
+    let mut sync = std::pin::pin!(sync);
+    let discovery = std::pin::pin!(discovery);
+    let (found, result) = match futures::future::select(discovery, sync.as_mut()).await {
+        Either::Left((found, _)) => {
+            let result = match &found {
+                Ok(Some(lifecycle)) => lifecycle.while_running(sync).await,
+                _ => sync.await,
+            };
+            (found, result)
+        }
+        Either::Right((result, discovery)) => (discovery.await, result),
     };
-    let result = lifecycle.while_running(sync).await;
-    let Some(completion) = finish(lifecycle, settings, result.is_ok()).await else {
+    let (lifecycle, result) = match (found, result) {
+        (Ok(Some(lifecycle)), result) => (lifecycle, result),
+        (Ok(None), result) => return result,
+        (Err(e), Ok(_)) => {
+            return Err(e.context("the sync converged, but the lifecycle hook was not found"))
+        }
+        (Err(e), Err(sync)) => {
+            tracing::error!("{e:#}");
+            return Err(sync);
+        }
+    };
+    let Some(completion) = finish(&lifecycle, settings, result.is_ok()).await else {
         return result;
     };
     match (result, completion.sent) {
@@ -477,7 +501,7 @@ mod tests {
         }
     }
 
-    fn settings(hook: HookChoice) -> LifecycleSettings {
+    fn settings_of(hook: HookChoice) -> LifecycleSettings {
         LifecycleSettings {
             hook,
             heartbeat_interval: Duration::from_secs(60),
@@ -491,7 +515,7 @@ mod tests {
     async fn auto_finds_the_group_by_tag_and_its_one_launch_hook() {
         let asg = FakeAsg::in_group(I, "web", &["launch"]);
         let imds = FakeImds::with_group_tag(I, "web");
-        let l = Lifecycle::discover(&settings(HookChoice::Auto), asg, Some(&imds))
+        let l = Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds))
             .await
             .unwrap()
             .unwrap();
@@ -523,7 +547,7 @@ mod tests {
     async fn without_tags_the_group_comes_from_auto_scaling() {
         let asg = FakeAsg::in_group(I, "web", &["launch"]);
         let imds = FakeImds::without_tags(I);
-        let l = Lifecycle::discover(&settings(HookChoice::Auto), asg, Some(&imds))
+        let l = Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds))
             .await
             .unwrap()
             .unwrap();
@@ -536,10 +560,10 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_to_do_is_none_and_sends_nothing() {
-        let auto = settings(HookChoice::Auto);
+        let auto = settings_of(HookChoice::Auto);
         // Off: not even instance metadata is asked.
         let asg = FakeAsg::in_group(I, "web", &["launch"]);
-        let off = Lifecycle::discover(&settings(HookChoice::Off), asg, None::<&FakeImds>)
+        let off = Lifecycle::discover(&settings_of(HookChoice::Off), asg, None::<&FakeImds>)
             .await
             .unwrap();
         assert!(off.is_none());
@@ -610,12 +634,12 @@ mod tests {
         };
         let imds = FakeImds::without_tags(I);
         assert!(
-            Lifecycle::discover(&settings(HookChoice::Auto), refused(), Some(&imds))
+            Lifecycle::discover(&settings_of(HookChoice::Auto), refused(), Some(&imds))
                 .await
                 .unwrap()
                 .is_none()
         );
-        let named = settings(HookChoice::Named("launch".into()));
+        let named = settings_of(HookChoice::Named("launch".into()));
         let err = Lifecycle::discover(&named, refused(), Some(&imds))
             .await
             .unwrap_err();
@@ -635,7 +659,7 @@ mod tests {
     #[tokio::test]
     async fn a_named_hook_skips_describe_lifecycle_hooks() {
         let asg = FakeAsg::in_group(I, "web", &["mine", "theirs"]);
-        let named = settings(HookChoice::Named("mine".into()));
+        let named = settings_of(HookChoice::Named("mine".into()));
         let imds = FakeImds::with_group_tag(I, "web");
         let l = Lifecycle::discover(&named, asg, Some(&imds))
             .await
@@ -648,7 +672,7 @@ mod tests {
     #[tokio::test]
     async fn unhealthy_after_keeps_the_group_without_a_pending_action() {
         let asg = FakeAsg::in_group(I, "web", &[]);
-        let mut s = settings(HookChoice::Auto);
+        let mut s = settings_of(HookChoice::Auto);
         s.unhealthy_after = Some(Duration::from_secs(600));
         let l = Lifecycle::discover(&s, asg, Some(&FakeImds::without_tags(I)))
             .await
@@ -668,7 +692,7 @@ mod tests {
             ..FakeAsg::in_group(I, "web", &["launch"])
         };
         let imds = FakeImds::without_tags(I);
-        let l = Lifecycle::discover(&settings(HookChoice::Auto), asg, Some(&imds))
+        let l = Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds))
             .await
             .unwrap()
             .unwrap();
@@ -686,7 +710,7 @@ mod tests {
     async fn heartbeats_go_out_on_time_while_the_work_runs() {
         let asg = FakeAsg::in_group(I, "web", &["launch"]);
         let imds = FakeImds::without_tags(I);
-        let l = Lifecycle::discover(&settings(HookChoice::Auto), asg, Some(&imds))
+        let l = Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds))
             .await
             .unwrap()
             .unwrap();
@@ -703,5 +727,47 @@ mod tests {
             .count();
         // The one of discovery, then at 60 s and 120 s.
         assert_eq!(beats, 3);
+    }
+
+    /// A config whose state file lives in `dir`.
+    fn full_settings(dir: &std::path::Path) -> Settings {
+        let path = dir.join("agent.yaml");
+        let yaml = format!("project: p\nworkdir: {0}\nstate_dir: {0}\n", dir.display());
+        std::fs::write(&path, yaml).unwrap();
+        crate::config::load(&path).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sync_done_before_discovery_still_completes_the_launch() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = full_settings(dir.path());
+        for (ok, outcome) in [(true, "CONTINUE"), (false, "ABANDON")] {
+            let started = tokio::time::Instant::now();
+            let discovery = async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let asg = FakeAsg::in_group(I, "web", &["launch"]);
+                let imds = FakeImds::without_tags(I);
+                Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds)).await
+            };
+            let synced_at = std::cell::Cell::new(None);
+            let sync = async {
+                synced_at.set(Some(started.elapsed()));
+                if ok {
+                    Ok(7)
+                } else {
+                    Err(anyhow!("the sync failed"))
+                }
+            };
+            let result = around_sync(discovery, &settings, sync).await;
+            assert_eq!(result.is_ok(), ok);
+            // The sync did not wait for discovery; the completion did.
+            assert_eq!(synced_at.get(), Some(Duration::ZERO));
+            let state = State::load(&State::path(&settings)).unwrap();
+            let record = state.lifecycle.expect("the completion is recorded");
+            assert_eq!(
+                (record.hook.as_str(), record.action.as_str()),
+                ("launch", outcome)
+            );
+        }
     }
 }

@@ -47,10 +47,11 @@ pub struct FileReport {
 /// Converges once with the real services, and records the outcome in the state file.
 pub async fn run(settings: &Settings) -> Result<SyncReport> {
     let config = aws::sdk_config(&settings.aws).await?;
-    // The launch hook (if any) gets heartbeats during the sync, then CONTINUE or ABANDON.
-    let lifecycle = crate::lifecycle::discover(settings, &config).await?;
+    // The launch hook (if any), looked up while the sync runs, gets heartbeats, then CONTINUE or
+    // ABANDON.
+    let discovery = crate::lifecycle::discover(settings, &config);
     let sync = run_without_hook(settings, &config);
-    crate::lifecycle::around_sync(lifecycle.as_ref(), settings, sync).await
+    crate::lifecycle::around_sync(discovery, settings, sync).await
 }
 
 /// A sync that leaves the lifecycle hook alone: the daemon completes it once, for its first sync.
