@@ -150,49 +150,29 @@ pub async fn converge(
     if to_pull > 0 {
         tracing::info!(phase = %format!("pulling {to_pull} image{}", if to_pull == 1 { "" } else { "s" }), "pulling");
     }
-    // Networks and volumes are created while the images come: adding them touches nothing that
-    // runs, so a failed pull still changes nothing.
-    let (ids, ()) = futures::try_join!(
-        pull::pull_all(docker, &images, registries),
-        ensure_networks_and_volumes(docker, project)
-    )?;
-    recover_interrupted(docker, project).await?;
-    let (services, orphans) = decide(docker, project, &ids).await?;
-
-    // Every new container is created (and so validated by the engine) before anything stops,
-    // all at once.
-    let creations = futures::future::join_all(
-        services
-            .iter()
-            .filter(|plan| matches!(plan.action, Action::Create | Action::Recreate { .. }))
-            .map(|plan| async move {
-                let name = match plan.action {
-                    Action::Create => plan.container.clone(),
-                    _ => format!("{}{NEW_SUFFIX}", plan.container),
-                };
-                (
-                    plan.service.clone(),
-                    create(docker, &plan.desired, &name).await,
-                )
-            }),
-    )
-    .await;
-    let mut created: HashMap<String, String> = HashMap::new();
-    let mut failure = None;
-    for (service, result) in creations {
-        match result {
-            Ok(id) => {
-                created.insert(service, id);
+    // Volumes first: the engine would make a missing named volume itself, unlabelled, at create.
+    ensure_volumes(docker, project).await?;
+    // Networks are created while the images come and the containers are created: the engine lets
+    // a container name a network that does not exist yet (it resolves it at start), and adding a
+    // network touches nothing that runs, so a failed pull still changes nothing.
+    let prepare = async {
+        let ids = pull::pull_all(docker, &images, registries).await?;
+        recover_interrupted(docker, project).await?;
+        let (services, orphans) = decide(docker, project, &ids).await?;
+        let created = create_all(docker, &services).await?;
+        Ok::<_, anyhow::Error>((ids, services, orphans, created))
+    };
+    let (ids, services, orphans, created) =
+        match futures::join!(prepare, ensure_networks(docker, project)) {
+            (Ok(prepared), Ok(())) => prepared,
+            (Ok((.., created)), Err(err)) => {
+                remove_all(docker, &created).await;
+                return Err(err);
             }
-            Err(err) => {
-                failure.get_or_insert(err);
-            }
-        }
-    }
-    if let Some(err) = failure {
-        for id in created.values() {
-            remove_quietly(docker, id).await;
-        }
+            (Err(err), _) => return Err(err),
+        };
+    if let Err(err) = connect_more_networks(docker, &services, &created).await {
+        remove_all(docker, &created).await;
         return Err(err);
     }
 
@@ -554,7 +534,84 @@ async fn recover_interrupted(docker: &Docker, project: &Project) -> Result<()> {
     Ok(())
 }
 
-async fn ensure_networks_and_volumes(docker: &Docker, project: &Project) -> Result<()> {
+/// Creates every new container (and so has the engine validate it) before anything stops, all at
+/// once: service → container ID. On a failure none is left behind.
+async fn create_all(docker: &Docker, services: &[ServicePlan]) -> Result<HashMap<String, String>> {
+    let creations = futures::future::join_all(
+        services
+            .iter()
+            .filter(|plan| matches!(plan.action, Action::Create | Action::Recreate { .. }))
+            .map(|plan| async move {
+                let name = match plan.action {
+                    Action::Create => plan.container.clone(),
+                    _ => format!("{}{NEW_SUFFIX}", plan.container),
+                };
+                (
+                    plan.service.clone(),
+                    create(docker, &plan.desired, &name).await,
+                )
+            }),
+    )
+    .await;
+    let mut created: HashMap<String, String> = HashMap::new();
+    let mut failure = None;
+    for (service, result) in creations {
+        match result {
+            Ok(id) => {
+                created.insert(service, id);
+            }
+            Err(err) => {
+                failure.get_or_insert(err);
+            }
+        }
+    }
+    match failure {
+        None => Ok(created),
+        Some(err) => {
+            remove_all(docker, &created).await;
+            Err(err)
+        }
+    }
+}
+
+async fn remove_all(docker: &Docker, created: &HashMap<String, String>) {
+    for id in created.values() {
+        remove_quietly(docker, id).await;
+    }
+}
+
+/// Connects the new containers to their networks after the first (which they were created
+/// with), once every network exists.
+async fn connect_more_networks(
+    docker: &Docker,
+    services: &[ServicePlan],
+    created: &HashMap<String, String>,
+) -> Result<()> {
+    for plan in services {
+        let Some(id) = created.get(&plan.service) else {
+            continue;
+        };
+        for (network, endpoint) in &plan.desired.more_networks {
+            let request = NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(endpoint.clone()),
+            };
+            docker
+                .connect_network(network, request)
+                .await
+                .map_err(|e| anyhow!("{}", engine_message(&e)))
+                .with_context(|| {
+                    format!(
+                        "failed to connect service {} to network {network}",
+                        plan.service
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_networks(docker: &Docker, project: &Project) -> Result<()> {
     for (key, network) in &project.networks {
         if docker.inspect_network(&network.name, None).await.is_ok() {
             continue;
@@ -581,6 +638,10 @@ async fn ensure_networks_and_volumes(docker: &Docker, project: &Project) -> Resu
             .with_context(|| format!("failed to create network {}", network.name))?;
         tracing::info!(network = %network.name, "created");
     }
+    Ok(())
+}
+
+async fn ensure_volumes(docker: &Docker, project: &Project) -> Result<()> {
     for (key, volume) in &project.volumes {
         if docker.inspect_volume(&volume.name).await.is_ok() {
             continue;
@@ -613,7 +674,7 @@ async fn create(docker: &Docker, desired: &Desired, name: &str) -> Result<String
         name: Some(name.to_string()),
         ..Default::default()
     };
-    let id = docker
+    let created = docker
         .create_container(Some(options), desired.body.clone())
         .await
         .map_err(|e| anyhow!("{}", engine_message(&e)))
@@ -622,24 +683,8 @@ async fn create(docker: &Docker, desired: &Desired, name: &str) -> Result<String
                 "failed to create the container of service {}",
                 desired.service
             )
-        })?
-        .id;
-    for (network, endpoint) in &desired.more_networks {
-        let request = NetworkConnectRequest {
-            container: id.clone(),
-            endpoint_config: Some(endpoint.clone()),
-        };
-        if let Err(err) = docker.connect_network(network, request).await {
-            remove_quietly(docker, &id).await;
-            return Err(anyhow!("{}", engine_message(&err))).with_context(|| {
-                format!(
-                    "failed to connect service {} to network {network}",
-                    desired.service
-                )
-            });
-        }
-    }
-    Ok(id)
+        })?;
+    Ok(created.id)
 }
 
 async fn start(docker: &Docker, id: &str, name: &str) -> Result<()> {
