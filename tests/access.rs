@@ -63,27 +63,43 @@ async fn setup(moto: &OwnMoto, rig: &Rig, bucket: &str) -> (String, String) {
         moto_url: moto.url.clone(),
         ..Rig::get()
     };
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(rig.region.clone()))
-        .endpoint_url(&moto.url)
-        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-            "testing", "testing", None, None, "rig",
-        ))
-        .load()
-        .await;
-    let iam = aws_sdk_iam::Client::new(&conf);
-    iam.create_user()
-        .user_name("app")
-        .send()
-        .await
-        .expect("create user");
-    let key = iam
-        .create_access_key()
-        .user_name("app")
-        .send()
-        .await
-        .expect("create key");
-    let key = key.access_key().unwrap();
+    // IAM through the rig's awscli: the agent never calls IAM, so the crate need not build its SDK.
+    let iam = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(&rig.aws)
+            .args([
+                "--endpoint-url",
+                &moto.url,
+                "--region",
+                &rig.region,
+                "--output",
+                "json",
+                "iam",
+            ])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .output()
+            .expect("run aws iam");
+        assert!(
+            out.status.success(),
+            "aws iam {}: {}",
+            args[0],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    iam(&["create-user", "--user-name", "app"]);
+    let key = iam(&["create-access-key", "--user-name", "app"]);
+    let key_id = key["AccessKey"]["AccessKeyId"]
+        .as_str()
+        .expect("key id")
+        .to_string();
+    let secret = key["AccessKey"]["SecretAccessKey"]
+        .as_str()
+        .expect("secret")
+        .to_string();
     // moto evaluates SSM permissions against "*" only (it has no resource-level check for SSM),
     // so the user gets no SSM right at all, and S3 rights on one prefix.
     let policy = serde_json::json!({
@@ -92,13 +108,15 @@ async fn setup(moto: &OwnMoto, rig: &Rig, bucket: &str) -> (String, String) {
             {"Effect": "Allow", "Action": "s3:GetObject", "Resource": format!("arn:aws:s3:::{bucket}/allowed/*")}
         ]
     });
-    iam.put_user_policy()
-        .user_name("app")
-        .policy_name("least-privilege")
-        .policy_document(policy.to_string())
-        .send()
-        .await
-        .expect("put policy");
+    iam(&[
+        "put-user-policy",
+        "--user-name",
+        "app",
+        "--policy-name",
+        "least-privilege",
+        "--policy-document",
+        &policy.to_string(),
+    ]);
     own.put(
         "/allowed/A",
         "allowed-secret-1a1a",
@@ -116,10 +134,7 @@ async fn setup(moto: &OwnMoto, rig: &Rig, bucket: &str) -> (String, String) {
         .await;
     own.put_object(bucket, "denied/b.yml", b"b: 2\n".to_vec())
         .await;
-    (
-        key.access_key_id().to_string(),
-        key.secret_access_key().to_string(),
-    )
+    (key_id, secret)
 }
 
 #[tokio::test(flavor = "multi_thread")]

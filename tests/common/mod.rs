@@ -33,6 +33,8 @@ pub struct Rig {
     pub imds_url: String,
     pub region: String,
     pub python: String,
+    /// The rig's awscli, for setup the agent's own SDK crates cannot do (IAM).
+    pub aws: String,
 }
 
 impl Rig {
@@ -47,6 +49,7 @@ impl Rig {
             imds_url: var("KICKY_RIG_IMDS_URL"),
             region: var("KICKY_RIG_REGION"),
             python: var("KICKY_RIG_PYTHON"),
+            aws: var("KICKY_RIG_AWS"),
         }
     }
 
