@@ -782,6 +782,14 @@ async fn prune(
     pulled_before: &BTreeMap<String, String>,
     now: &BTreeMap<String, String>,
 ) -> Vec<String> {
+    let current: BTreeSet<&String> = now.values().collect();
+    let candidates: Vec<(&String, &String)> = pulled_before
+        .iter()
+        .filter(|(_, id)| !current.contains(id))
+        .collect();
+    if candidates.is_empty() {
+        return Vec::new();
+    }
     let in_use: BTreeSet<String> = match docker
         .list_containers(Some(ListContainersOptions {
             all: true,
@@ -795,10 +803,9 @@ async fn prune(
             return Vec::new();
         }
     };
-    let current: BTreeSet<&String> = now.values().collect();
     let mut pruned = Vec::new();
-    for (reference, id) in pulled_before {
-        if in_use.contains(id) || current.contains(id) {
+    for (reference, id) in candidates {
+        if in_use.contains(id) {
             continue;
         }
         // Only while the reference still names what this project pulled.
