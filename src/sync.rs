@@ -149,8 +149,11 @@ async fn converge(
     let staged = files::stage_all(s3, &settings.files, &state.files);
     let (env, staged) = futures::try_join!(env, staged)?;
 
-    // What this sync replaces is kept until it is healthy: the last good release.
-    let last_good = state.last_sync.as_ref().is_some_and(|s| s.ok);
+    // What this sync replaces is kept until it is healthy: the last good release. Once a sync
+    // has succeeded, the disk holds the last good release (a failed sync puts it back), also
+    // after a failed sync: a second bad release in a row is undone like the first.
+    let last_good =
+        state.last_sync.as_ref().is_some_and(|s| s.ok) || state.counters.last_success_unix > 0;
     let mut replaced: Vec<PathBuf> = staged
         .iter()
         .filter(|s| s.replaces())

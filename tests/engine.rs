@@ -632,7 +632,7 @@ async fn a_failed_release_is_rolled_back_whole() {
         Some("good-1c1c")
     );
 
-    let (status, _stack, _rig) = stack.run(rig, &["status"]).await;
+    let (status, stack, rig) = stack.run(rig, &["status"]).await;
     status.expect(1);
     assert!(
         status.stdout.contains("last sync: FAILED") && status.stdout.contains("restored"),
@@ -640,4 +640,26 @@ async fn a_failed_release_is_rolled_back_whole() {
         status.stdout
     );
     status.assert_free_of(&["good-1c1c", "bad-2d2d"]);
+
+    // A second bad release in a row (a tag the registry does not have): the disk holds the last
+    // good release again, so it is kept and restored again.
+    stack.env(&rig, "API_KEY=bad-3e3e\n").await;
+    rig.put_object(
+        &bucket,
+        "docker-compose.yml",
+        compose("web:no-such-tag").into_bytes(),
+    )
+    .await;
+    let (run, stack, _rig) = stack.sync(rig).await;
+    run.expect(1);
+    run.assert_free_of(&["good-1c1c", "bad-3e3e"]);
+    let now = (
+        std::fs::read(workdir.join(".env")).unwrap(),
+        std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
+        id_of(&stack.container("web")),
+    );
+    assert!(
+        now == good,
+        "after a second failed release, the env file, the compose file and the container are still the last good ones"
+    );
 }
