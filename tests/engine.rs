@@ -650,7 +650,7 @@ async fn a_failed_release_is_rolled_back_whole() {
         compose("web:no-such-tag").into_bytes(),
     )
     .await;
-    let (run, stack, _rig) = stack.sync(rig).await;
+    let (run, stack, rig) = stack.sync(rig).await;
     run.expect(1);
     run.assert_free_of(&["good-1c1c", "bad-3e3e"]);
     let now = (
@@ -661,5 +661,29 @@ async fn a_failed_release_is_rolled_back_whole() {
     assert!(
         now == good,
         "after a second failed release, the env file, the compose file and the container are still the last good ones"
+    );
+
+    // A compose file the agent refuses (a key it does not support) is bad input: exit 2, naming
+    // the key and its line, and again nothing on disk or in the engine changes.
+    stack.env(&rig, "API_KEY=bad-4f4f\n").await;
+    let refused = format!("{}    privileged: true\n", compose("web:1"));
+    rig.put_object(&bucket, "docker-compose.yml", refused.into_bytes())
+        .await;
+    let (run, stack, _rig) = stack.sync(rig).await;
+    run.expect(2);
+    run.assert_free_of(&["good-1c1c", "bad-4f4f"]);
+    assert!(
+        run.stderr.contains("docker-compose.yml:6") && run.stderr.contains("privileged"),
+        "{}",
+        run.stderr
+    );
+    let now = (
+        std::fs::read(workdir.join(".env")).unwrap(),
+        std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
+        id_of(&stack.container("web")),
+    );
+    assert!(
+        now == good,
+        "after a refused compose file, the env file, the compose file and the container are still the last good ones"
     );
 }
