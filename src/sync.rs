@@ -59,8 +59,8 @@ pub async fn run_without_hook(
     settings: &Settings,
     config: &aws_config::SdkConfig,
 ) -> Result<SyncReport> {
-    let ssm = SsmStore::new(&config);
-    let s3 = S3Store::new(&config, &settings.aws);
+    let ssm = SsmStore::new(config);
+    let s3 = S3Store::new(config, &settings.aws);
     let uses_ecr = settings
         .registries
         .iter()
