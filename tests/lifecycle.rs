@@ -288,6 +288,87 @@ async fn abandon_when_the_first_sync_fails() {
     assert!(text.stdout.contains(&line), "{}", text.stdout);
 }
 
+/// The lookup of the hook runs alongside the sync, not before it: here instance metadata takes
+/// 0.8 s for each of its two lookups (under the SDK's 1 s read timeout), and the sync is done well
+/// before 1.6 s; the launch is then completed once the hook is known, by `sync` and by the daemon
+/// alike.
+#[tokio::test]
+async fn a_lookup_that_ends_after_the_sync_still_completes_the_launch() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    for daemon in [false, true] {
+        let test = if daemon {
+            "lc_slow_daemon"
+        } else {
+            "lc_slow_sync"
+        };
+        let group = unique_group(test);
+        let instance = group_with_launch_hook(&asg, &group).await;
+        let parameter = format!("{}/GREETING", unique_prefix(test));
+        rig.put(&parameter, "hello", ParameterType::String).await;
+        let s = Scratch::new();
+        let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
+        std::fs::write(fixture.join("lookup-delay"), "0.8").unwrap();
+        let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+        let socket = s.path("run/control.sock");
+        s.config(
+            &rig,
+            &format!(
+                "{}control_socket: {}\n",
+                config(&parameter),
+                socket.display()
+            ),
+        );
+        let spawned = std::time::SystemTime::now();
+        let log = if daemon {
+            let mut child = s.spawn_daemon(&imds.url, &[]);
+            let started = Instant::now();
+            while lifecycle_state(&asg, &instance).await != "InService"
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default()
+        } else {
+            let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+            let run = s.agent_with(&rig, &["-v", "sync"], &env);
+            run.expect(0);
+            run.stderr
+        };
+        assert_eq!(
+            lifecycle_state(&asg, &instance).await,
+            "InService",
+            "{test}:\n{log}"
+        );
+        let synced = if daemon {
+            "first sync converged and healthy"
+        } else {
+            "env file"
+        };
+        let synced_at = log
+            .find(synced)
+            .unwrap_or_else(|| panic!("{test}: {synced:?} in:\n{log}"));
+        let completed_at = log
+            .find("lifecycle action completed: CONTINUE")
+            .unwrap_or_else(|| panic!("{test}: no CONTINUE in:\n{log}"));
+        assert!(synced_at < completed_at, "{test}:\n{log}");
+        // The line's own timestamp: the sync did not wait for the lookup.
+        let line_start = log[..synced_at].rfind('\n').map_or(0, |i| i + 1);
+        let stamp = log[line_start..]
+            .split_whitespace()
+            .next()
+            .unwrap_or_default();
+        let at = humantime::parse_rfc3339(stamp).unwrap_or_else(|e| panic!("{stamp:?}: {e}"));
+        let took = at.duration_since(spawned).unwrap_or_default();
+        assert!(
+            took < Duration::from_millis(1200),
+            "{test}: the sync was done {took:?} after the start: it waited for the lookup\n{log}"
+        );
+    }
+}
+
 /// The daemon, not `sync`, owns the launch hook when it runs: CONTINUE once its first sync is
 /// healthy; ABANDON after its first sync failed 5 times (while it keeps retrying).
 #[tokio::test]

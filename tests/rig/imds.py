@@ -12,7 +12,9 @@ instance id and the identity document from a fixture directory, and forwards eve
 
 The fixture is re-read on every request, so a test may change it while the layer runs. Files, all
 optional: `user-data` (served as is; absent: 404), `tags.json` (a JSON object of tag key to value;
-absent: tags in metadata disabled, 404), `region`, `availability-zone`, `instance-id`.
+absent: tags in metadata disabled, 404), `region`, `availability-zone`, `instance-id`, `lookup-delay`
+(seconds to wait before answering the instance id and tags, which the agent asks itself; the SDK's own
+reads of credentials and region are answered at once).
 
 Binds 127.0.0.1 only; with --port 0 (the default) the kernel picks the port, written to --port-file once
 the socket listens. Requests are logged to stderr, never with their tokens.
@@ -104,6 +106,9 @@ class Fixture:
 
     def instance_id(self) -> str:
         return self._text("instance-id", DEFAULT_INSTANCE_ID)
+
+    def lookup_delay(self) -> float:
+        return float(self._text("lookup-delay", "0"))
 
     def identity_document(self) -> bytes:
         doc = {
@@ -223,9 +228,12 @@ class Handler(BaseHTTPRequestHandler):
             "placement/availability-zone": fx.availability_zone,
             "instance-id": fx.instance_id,
         }
+        tag_path = meta.rstrip("/") in ("tags", "tags/instance") or meta.startswith("tags/instance/")
+        if meta == "instance-id" or tag_path:
+            time.sleep(fx.lookup_delay())
         if meta in simple:
             return 200, simple[meta]().encode()
-        if meta.rstrip("/") in ("tags", "tags/instance") or meta.startswith("tags/instance/"):
+        if tag_path:
             tags = fx.tags()
             # Tags in metadata disabled: real IMDS has no such path at all.
             if tags is None:
