@@ -589,11 +589,15 @@ async fn a_failed_release_is_rolled_back_whole() {
     run.expect(0);
     let web = stack.container("web");
     let workdir = stack.scratch.workdir();
-    let good = (
-        std::fs::read(workdir.join(".env")).unwrap(),
-        std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
-        id_of(&web),
-    );
+    // The release as it stands: the env file, the compose file and the container serving.
+    let release = || {
+        (
+            std::fs::read(workdir.join(".env")).unwrap(),
+            std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
+            id_of(&web),
+        )
+    };
+    let good = release();
 
     stack.env(&rig, "API_KEY=bad-2d2d\n").await;
     rig.put_object(
@@ -617,13 +621,8 @@ async fn a_failed_release_is_rolled_back_whole() {
         "{}",
         run.stderr
     );
-    let now = (
-        std::fs::read(workdir.join(".env")).unwrap(),
-        std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
-        id_of(&web),
-    );
     assert!(
-        now == good,
+        release() == good,
         "the env file, the compose file and the container are the last good ones"
     );
     assert!(running_healthy(&web));
@@ -653,13 +652,8 @@ async fn a_failed_release_is_rolled_back_whole() {
     let (run, stack, rig) = stack.sync(rig).await;
     run.expect(1);
     run.assert_free_of(&["good-1c1c", "bad-3e3e"]);
-    let now = (
-        std::fs::read(workdir.join(".env")).unwrap(),
-        std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
-        id_of(&stack.container("web")),
-    );
     assert!(
-        now == good,
+        release() == good,
         "after a second failed release, the env file, the compose file and the container are still the last good ones"
     );
 
@@ -677,13 +671,8 @@ async fn a_failed_release_is_rolled_back_whole() {
         "{}",
         run.stderr
     );
-    let now = (
-        std::fs::read(workdir.join(".env")).unwrap(),
-        std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
-        id_of(&stack.container("web")),
-    );
     assert!(
-        now == good,
+        release() == good,
         "after a refused compose file, the env file, the compose file and the container are still the last good ones"
     );
 }
