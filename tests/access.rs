@@ -2,7 +2,7 @@
 //! own with IAM enforcement on (INITIAL_NO_AUTH_ACTION_COUNT), a user whose policy allows only
 //! the objects under `allowed/` and no SSM action, and the agent running with that user's keys.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command};

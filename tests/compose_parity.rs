@@ -14,7 +14,7 @@
 //! `.env` beside the compose file, with the registry and the one `container_name`; the compose
 //! stack is brought down before the agent brings its own up on the same ports.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! STOPPING with their times, a watchdog, the control socket, the watch loop against moto, a
 //! broken change rolled back, and SIGTERM leaving the application running.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command};

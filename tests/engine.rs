@@ -2,7 +2,7 @@
 //! rig's registry with credentials from moto's SSM: healthy stacks, idempotence, recreating only
 //! what changed, and failures that leave the previous stack serving.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -663,7 +663,7 @@ async fn a_failed_release_is_rolled_back_whole() {
     let refused = format!("{}    privileged: true\n", compose("web:1"));
     rig.put_object(&bucket, "docker-compose.yml", refused.into_bytes())
         .await;
-    let (run, stack, _rig) = stack.sync(rig).await;
+    let (run, _stack, _rig) = stack.sync(rig).await;
     run.expect(2);
     run.assert_free_of(&["good-1c1c", "bad-4f4f"]);
     assert!(

@@ -1,7 +1,7 @@
 //! `kicky-agent sync` and `plan` writing the env file from moto's Parameter Store, run as the
 //! binary an instance runs: credentials and region from the IMDSv2 layer of the rig.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -5,7 +5,7 @@
 //! the instance's id (and, in one test, its tags). What the agent did is read back from Auto
 //! Scaling with DescribeAutoScalingInstances, and from `kicky-agent status`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! A proxy in front of the rig's moto answers the first requests with SSM's real
 //! ThrottlingException (or drops the connection), then forwards to moto.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

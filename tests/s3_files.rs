@@ -2,7 +2,7 @@
 //! of hand-edited files, confinement, all-or-none failures, integrity, streaming of large
 //! objects, pinned versions and owners.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,17 @@
+//! Every integration test, in one binary: one link of the agent and its dependencies instead of
+//! one per file (ten links and about 0.4 GB more under `target/`). Each file is a module: run one
+//! file's tests with `tests/run --test integration engine::`.
+
+#[macro_use]
+mod common;
+
+mod access;
+mod compose_parity;
+mod compose_render;
+mod daemon;
+mod engine;
+mod env_file;
+mod lifecycle;
+mod packaging;
+mod retries;
+mod s3_files;
