@@ -25,9 +25,6 @@ use crate::{aws, config, error, retry, systemd, watch};
 
 type Job = Pin<Box<dyn Future<Output = Result<SyncReport>>>>;
 
-/// Failed first syncs after which the launch lifecycle action is abandoned (the group then
-/// replaces the instance); the agent itself keeps retrying.
-const ABANDON_AFTER: u32 = 5;
 /// How long a sync in flight may take to finish after SIGTERM (systemd's TimeoutStopSec is 30 s).
 const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How often the application's health is looked at when `lifecycle.unhealthy_after` is set.
@@ -161,9 +158,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
                     }
                     Err(err) if !ready => {
                         failures += 1;
-                        if failures == ABANDON_AFTER && launch.may_be_pending() {
+                        let current = reloaded.as_ref().unwrap_or(&settings);
+                        // The launch is abandoned (the group replaces the instance); the agent
+                        // itself keeps retrying.
+                        if failures == current.lifecycle.abandon_after && launch.may_be_pending() {
                             tracing::error!("the first sync failed {failures} times: abandoning the launch");
-                            launch.complete(false, reloaded.as_ref().unwrap_or(&settings)).await;
+                            launch.complete(false, current).await;
                         }
                         let delay = first_sync_backoff(failures);
                         retry_at = Some(Instant::now() + delay);

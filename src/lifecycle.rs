@@ -506,6 +506,7 @@ mod tests {
             hook,
             heartbeat_interval: Duration::from_secs(60),
             unhealthy_after: None,
+            abandon_after: crate::config::defaults::ABANDON_AFTER,
         }
     }
 

@@ -370,7 +370,8 @@ async fn a_lookup_that_ends_after_the_sync_still_completes_the_launch() {
 }
 
 /// The daemon, not `sync`, owns the launch hook when it runs: CONTINUE once its first sync is
-/// healthy; ABANDON after its first sync failed 5 times (while it keeps retrying).
+/// healthy; ABANDON after its first sync failed `lifecycle.abandon_after` times (while it keeps
+/// retrying).
 #[tokio::test]
 async fn the_daemon_completes_the_launch_once() {
     let rig = Rig::get();
@@ -386,10 +387,11 @@ async fn the_daemon_completes_the_launch_once() {
         let s = Scratch::new();
         let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
         let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+        // `abandon_after` under `lifecycle:`, the last section of `config`.
         s.config(
             &rig,
             &format!(
-                "{}control_socket: {}\n",
+                "{}  abandon_after: 2\ncontrol_socket: {}\n",
                 config(&parameter),
                 s.path("run/control.sock").display()
             ),
@@ -411,7 +413,7 @@ async fn the_daemon_completes_the_launch_once() {
         assert_eq!(state, want, "{test}: daemon log:\n{log}");
         if !good {
             assert!(
-                log.contains("the first sync failed 5 times: abandoning the launch"),
+                log.contains("the first sync failed 2 times: abandoning the launch"),
                 "{log}"
             );
             assert_eq!(

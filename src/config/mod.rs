@@ -31,6 +31,8 @@ pub mod defaults {
     pub const COMPOSE_FILE: &str = "docker-compose.yml";
     pub const HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
     pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Failed first syncs after which the daemon abandons the launch.
+    pub const ABANDON_AFTER: u32 = 5;
     pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
     pub const CONTROL_SOCKET: &str = "/run/kicky-agent/control.sock";
     /// `workdir` when the config has none: `/srv/<project>`.
@@ -122,6 +124,8 @@ pub struct LifecycleSettings {
     pub heartbeat_interval: std::time::Duration,
     /// Mark the instance unhealthy (the group replaces it) once the stack stays unhealthy this long.
     pub unhealthy_after: Option<std::time::Duration>,
+    /// Failed first syncs after which the daemon sends ABANDON (it keeps retrying).
+    pub abandon_after: u32,
 }
 
 /// One config file as read, kept to point later errors at their line.
@@ -352,6 +356,14 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
                 return Err(key_error(layers, "lifecycle.unhealthy_after", message));
             }
             other => other,
+        },
+        abandon_after: match lifecycle.abandon_after {
+            None => defaults::ABANDON_AFTER,
+            Some(0) => {
+                let message = "must be at least 1 (failed first syncs before ABANDON)";
+                return Err(key_error(layers, "lifecycle.abandon_after", message));
+            }
+            Some(n) => n,
         },
     };
     let state_dir = raw

@@ -125,6 +125,7 @@ pub struct RawLifecycle {
     pub hook: Option<HookChoice>,
     pub heartbeat_interval: Option<DurationText>,
     pub unhealthy_after: Option<DurationText>,
+    pub abandon_after: Option<u32>,
 }
 
 /// Which launch hook to complete: `auto` (the one launch hook of this instance's group), `off`, or

@@ -312,6 +312,7 @@ fn lifecycle_hook_defaults_to_auto_and_refuses_what_it_cannot_use() {
     assert_eq!(s.lifecycle.hook, raw::HookChoice::Auto);
     assert_eq!(s.lifecycle.heartbeat_interval, defaults::HEARTBEAT_INTERVAL);
     assert_eq!(s.lifecycle.unhealthy_after, None);
+    assert_eq!(s.lifecycle.abandon_after, defaults::ABANDON_AFTER);
 
     for (text, hook) in [
         ("hook: off", raw::HookChoice::Off),
@@ -333,9 +334,10 @@ fn lifecycle_hook_defaults_to_auto_and_refuses_what_it_cannot_use() {
     let dir = Dir::new();
     dir.write(
         "agent.yaml",
-        "project: orange\nlifecycle:\n  heartbeat_interval: 30s\n  unhealthy_after: 10m\n",
+        "project: orange\nlifecycle:\n  heartbeat_interval: 30s\n  unhealthy_after: 10m\n  abandon_after: 2\n",
     );
     let s = load(&dir.main()).unwrap();
+    assert_eq!(s.lifecycle.abandon_after, 2);
     assert_eq!(s.lifecycle.heartbeat_interval.as_secs(), 30);
     assert_eq!(s.lifecycle.unhealthy_after.map(|d| d.as_secs()), Some(600));
 
@@ -354,6 +356,11 @@ fn lifecycle_hook_defaults_to_auto_and_refuses_what_it_cannot_use() {
             "lifecycle.unhealthy_after: must be longer than 0",
         ),
         ("  heartbeat_interval: 60\n", "has no unit"),
+        (
+            "  abandon_after: 0\n",
+            "lifecycle.abandon_after: must be at least 1",
+        ),
+        ("  abandon_after: -1\n", "abandon_after"),
         ("  timeout: 5m\n", "unknown field `timeout`"),
     ] {
         let dir = Dir::new();
