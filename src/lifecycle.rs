@@ -512,14 +512,19 @@ mod tests {
 
     const I: &str = "i-0abc";
 
+    /// The lifecycle `hook: auto` finds, which the test expects there to be.
+    async fn discover_auto(asg: FakeAsg, imds: &FakeImds) -> Lifecycle<FakeAsg> {
+        Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(imds))
+            .await
+            .unwrap()
+            .expect("a lifecycle hook")
+    }
+
     #[tokio::test]
     async fn auto_finds_the_group_by_tag_and_its_one_launch_hook() {
         let asg = FakeAsg::in_group(I, "web", &["launch"]);
         let imds = FakeImds::with_group_tag(I, "web");
-        let l = Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds))
-            .await
-            .unwrap()
-            .unwrap();
+        let l = discover_auto(asg, &imds).await;
         assert_eq!(
             (l.group(), l.hook(), l.instance()),
             ("web", Some("launch"), I)
@@ -548,10 +553,7 @@ mod tests {
     async fn without_tags_the_group_comes_from_auto_scaling() {
         let asg = FakeAsg::in_group(I, "web", &["launch"]);
         let imds = FakeImds::without_tags(I);
-        let l = Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds))
-            .await
-            .unwrap()
-            .unwrap();
+        let l = discover_auto(asg, &imds).await;
         assert_eq!(l.group(), "web");
         assert_eq!(l.api.calls()[0], "describe-instances i-0abc");
         let done = l.complete(false).await.unwrap();
@@ -693,10 +695,7 @@ mod tests {
             ..FakeAsg::in_group(I, "web", &["launch"])
         };
         let imds = FakeImds::without_tags(I);
-        let l = Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds))
-            .await
-            .unwrap()
-            .unwrap();
+        let l = discover_auto(asg, &imds).await;
         let done = l.complete(true).await.unwrap();
         assert!(done.sent.is_err());
         assert!(done
@@ -711,10 +710,7 @@ mod tests {
     async fn heartbeats_go_out_on_time_while_the_work_runs() {
         let asg = FakeAsg::in_group(I, "web", &["launch"]);
         let imds = FakeImds::without_tags(I);
-        let l = Lifecycle::discover(&settings_of(HookChoice::Auto), asg, Some(&imds))
-            .await
-            .unwrap()
-            .unwrap();
+        let l = discover_auto(asg, &imds).await;
         let out = l.while_running(async {
             tokio::time::sleep(Duration::from_secs(150)).await;
             7

@@ -188,12 +188,7 @@ pub fn from_str(
     if uses_default && !project.networks.contains_key("default") {
         let network = Network {
             name: parse::resource_name(&project.name, "default", false, None),
-            external: false,
-            driver: None,
-            driver_opts: IndexMap::new(),
-            labels: IndexMap::new(),
-            internal: false,
-            attachable: false,
+            ..Network::default()
         };
         project.networks.insert("default".to_string(), network);
     }

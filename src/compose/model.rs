@@ -335,7 +335,7 @@ impl PullPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Network {
     /// The engine's name: `name:`, else `<project>_<key>` (the key itself when external).
     pub name: String,
@@ -347,7 +347,7 @@ pub struct Network {
     pub attachable: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Volume {
     /// The engine's name: `name:`, else `<project>_<key>` (the key itself when external).
     pub name: String,

@@ -1496,15 +1496,7 @@ fn network(key: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<Networ
             format!("invalid network name `{key}`: use letters, digits, `_`, `.` and `-`"),
         );
     }
-    let mut network = Network {
-        name: String::new(),
-        external: false,
-        driver: None,
-        driver_opts: IndexMap::new(),
-        labels: IndexMap::new(),
-        internal: false,
-        attachable: false,
-    };
+    let mut network = Network::default();
     let mut name = None;
     let mut external_name = None;
     if !value.is_null() {
@@ -1539,13 +1531,7 @@ fn volume(key: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<Volume>
             format!("invalid volume name `{key}`: use letters, digits, `_`, `.` and `-`"),
         );
     }
-    let mut volume = Volume {
-        name: String::new(),
-        external: false,
-        driver: None,
-        driver_opts: IndexMap::new(),
-        labels: IndexMap::new(),
-    };
+    let mut volume = Volume::default();
     let mut name = None;
     let mut external_name = None;
     if !value.is_null() {
