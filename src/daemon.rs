@@ -87,10 +87,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 }
             }
             _ = health_tick.tick(), if ready && launch.unhealthy_after().is_some() && job.is_none() => {
-                let well = crate::engine::status::containers(&settings.project)
-                    .await
-                    .map(|all| all.iter().all(|c| c.is_well()))
-                    .unwrap_or(false);
+                let all = crate::engine::status::containers_now(&settings.project).await;
+                let well = !all.is_empty() && all.iter().all(|c| c.is_well());
                 match unwell_since {
                     _ if well => unwell_since = None,
                     None => unwell_since = Some(Instant::now()),
@@ -406,7 +404,7 @@ fn summary(report: &SyncReport) -> String {
         let changed = engine
             .services
             .iter()
-            .filter(|s| s.action != crate::engine::converge::Action::Keep)
+            .filter(|s| s.action != crate::engine::decide::Action::Keep)
             .count();
         parts.push(format!(
             "{} containers, {changed} changed",

@@ -37,6 +37,26 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// Every failure of a group of independent operations (files, pulls, creates, starts) as one
+/// error, so the operator sees all of them at once: the error itself when there is only one, else
+/// "2 of 5 files failed:" with one line each. Bad input in any of them makes it bad input.
+/// `None` when nothing failed.
+pub fn all_of(errors: Vec<anyhow::Error>, total: usize, what: &str) -> Option<anyhow::Error> {
+    if errors.len() <= 1 {
+        return errors.into_iter().next();
+    }
+    let input = errors
+        .iter()
+        .any(|e| e.chain().any(|cause| cause.is::<InputError>()));
+    let lines: Vec<String> = errors.iter().map(|e| format!("  - {e:#}")).collect();
+    let message = format!("{} of {total} {what}:\n{}", errors.len(), lines.join("\n"));
+    Some(if input {
+        input_error(message)
+    } else {
+        anyhow::anyhow!(message)
+    })
+}
+
 /// Prints `error: top` then ` -> cause` per line on stderr and picks the exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let mut chain = err.chain();
@@ -62,5 +82,23 @@ mod tests {
         assert_eq!(exit_status(&err), 2);
         let err = anyhow::anyhow!("connection refused").context("failed to read parameter /a");
         assert_eq!(exit_status(&err), 1);
+    }
+
+    #[test]
+    fn all_of_names_every_failure() {
+        assert!(all_of(Vec::new(), 3, "files failed").is_none());
+        let one = all_of(vec![anyhow::anyhow!("a is gone")], 3, "files failed").unwrap();
+        assert_eq!(one.to_string(), "a is gone");
+        let two = all_of(
+            vec![anyhow::anyhow!("a is gone"), input_error("b: bad key")],
+            5,
+            "files failed",
+        )
+        .unwrap();
+        assert_eq!(
+            two.to_string(),
+            "2 of 5 files failed:\n  - a is gone\n  - b: bad key"
+        );
+        assert_eq!(exit_status(&two), 2);
     }
 }

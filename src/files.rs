@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
-use futures::future::try_join_all;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -67,18 +66,31 @@ impl Staged {
 }
 
 /// Fetches every file concurrently. Nothing is visible at any target until [`commit`]; on error
-/// every temp file is dropped and every target stays as it was.
+/// every temp file is dropped and every target stays as it was. Every failure is reported, not
+/// only the first.
 pub async fn stage_all(
     store: &impl ObjectStore,
     files: &[FileSettings],
     previous: &std::collections::BTreeMap<PathBuf, FileRecord>,
 ) -> Result<Vec<Staged>> {
-    try_join_all(
+    let results = futures::future::join_all(
         files
             .iter()
             .map(|file| stage(store, file, previous.get(&file.path))),
     )
-    .await
+    .await;
+    let mut staged = Vec::new();
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(file) => staged.push(file),
+            Err(err) => errors.push(err),
+        }
+    }
+    match crate::error::all_of(errors, files.len(), "files failed") {
+        Some(err) => Err(err),
+        None => Ok(staged),
+    }
 }
 
 async fn stage(

@@ -18,6 +18,7 @@ pub mod error;
 pub mod files;
 pub mod interpolate;
 pub mod lifecycle;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod params;

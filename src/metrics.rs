@@ -48,6 +48,12 @@ pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> S
             c.pulls.to_string(),
         ),
         (
+            "kicky_agent_stale_images",
+            "gauge",
+            "Images the last sync used from the local store because their registry could not be reached.",
+            state.stale_images.len().to_string(),
+        ),
+        (
             "kicky_agent_last_sync_duration_seconds",
             "gauge",
             "How long the last sync took.",
@@ -132,6 +138,8 @@ mod tests {
             image: "x".into(),
             state: "running".into(),
             health: Some("healthy".into()),
+            one_shot: false,
+            exit_code: None,
         }];
         let text = render("orange", &state, &containers);
         assert!(text.contains("# TYPE kicky_agent_syncs_total counter\nkicky_agent_syncs_total{project=\"orange\"} 3\n"), "{text}");

@@ -82,24 +82,40 @@ pub async fn run_with(
     let (env, files) = futures::try_join!(env, files)?;
     let containers = match &settings.compose {
         Some(compose) if compose.file.exists() => {
-            // The compose file is interpolated with the env file this sync would write.
-            let dir = tempfile::tempdir().context("failed to create a temp dir")?;
-            let env_path = match &env {
-                Some(env) => {
-                    let path = dir.path().join(".env");
-                    crate::atomic::write_if_changed(
-                        &path,
-                        env.rendered.expose().as_bytes(),
-                        0o600,
-                    )?;
-                    Some(path)
-                }
+            // The compose file is interpolated with the env file this sync would write (read
+            // here in memory: nothing is written).
+            let variables = match &env {
+                Some(env) => Some(
+                    envfile::parse(env.rendered.expose(), &|name: &str| {
+                        std::env::var(name).ok()
+                    })
+                    .context("the rendered env file does not read back")?
+                    .into_iter()
+                    .collect(),
+                ),
                 None => None,
             };
-            let project =
-                crate::compose::load_file(&compose.file, &settings.project, env_path.as_deref())?;
-            let docker = engine::docker::connect(std::time::Duration::from_secs(5)).await?;
-            Some(engine::converge::plan(&docker, &project, compose).await?)
+            let project = match variables {
+                Some(variables) => {
+                    crate::compose::load_file_with(&compose.file, &settings.project, variables)?
+                }
+                None => crate::compose::load(settings)?,
+            };
+            // What the files will hold: a file about to be fetched counts as changed.
+            let mut agent_files = crate::sync::agent_files(
+                settings,
+                &state,
+                env.as_ref()
+                    .map(|e| engine::spec::sha256_hex(e.rendered.expose().as_bytes()))
+                    .as_deref(),
+            );
+            for file in &files {
+                if matches!(file.change, Change::Create | Change::Update) {
+                    agent_files.insert(file.path.clone(), "changed".to_string());
+                }
+            }
+            let engine = engine::docker::connect(std::time::Duration::from_secs(5)).await?;
+            Some(engine::converge::plan(&engine, &project, compose, &agent_files).await?)
         }
         _ => None,
     };
@@ -180,6 +196,12 @@ impl std::fmt::Display for Plan {
         if let Some(containers) = &self.containers {
             for image in &containers.pull {
                 writeln!(f, "image {image}: pull")?;
+            }
+            for service in &containers.interrupted {
+                writeln!(
+                    f,
+                    "service {service}: its last switch was cut short; the next sync finishes or undoes it first"
+                )?;
             }
             for plan in &containers.services {
                 writeln!(

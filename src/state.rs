@@ -31,6 +31,10 @@ pub struct State {
     /// the only images `prune` may remove.
     #[serde(default)]
     pub pulled: BTreeMap<String, String>,
+    /// Images the last sync used from the local store because their registry could not be
+    /// reached: possibly stale.
+    #[serde(default)]
+    pub stale_images: std::collections::BTreeSet<String>,
     /// The last Auto Scaling lifecycle action the agent sent.
     #[serde(default)]
     pub lifecycle: Option<LifecycleRecord>,

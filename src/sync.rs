@@ -75,6 +75,12 @@ pub async fn run_with(
     s3: &impl ObjectStore,
     ecr: Option<aws_sdk_ecr::Client>,
 ) -> Result<SyncReport> {
+    let _lock = crate::lock::acquire(
+        &settings.state_dir,
+        &settings.project,
+        settings.lock_timeout,
+    )
+    .await?;
     let state_path = State::path(settings);
     let mut state = State::load(&state_path)?;
     let started = now();
@@ -90,9 +96,7 @@ pub async fn run_with(
     state.save(&state_path)?;
     if let Some(path) = &settings.metrics_textfile {
         let containers = match &settings.compose {
-            Some(_) => crate::engine::status::containers(&settings.project)
-                .await
-                .unwrap_or_default(),
+            Some(_) => crate::engine::status::containers_now(&settings.project).await,
             None => Vec::new(),
         };
         let text = crate::metrics::render(&settings.project, &state, &containers);
@@ -226,16 +230,28 @@ async fn apply(
     let containers = match &settings.compose {
         Some(compose) => {
             let project = crate::compose::load(settings)?;
-            let docker = engine::docker::connect(engine::docker::ENGINE_WAIT).await?;
+            let engine = engine::docker::connect(engine::docker::ENGINE_WAIT).await?;
             let registries = Registries::resolve(&settings.registries, ssm, ecr).await?;
-            let report =
-                engine::converge::converge(&docker, &project, compose, &registries, &state.pulled)
-                    .await?;
+            let files = agent_files(
+                settings,
+                state,
+                env_report.as_ref().map(|e| e.sha256.as_str()),
+            );
+            let report = engine::converge::converge(
+                &engine,
+                &project,
+                compose,
+                &registries,
+                &state.pulled,
+                &files,
+            )
+            .await?;
             state.pulled.extend(report.pulled_ids.clone());
             for reference in &report.pruned {
                 state.pulled.remove(reference);
             }
             state.images = report.images.clone();
+            state.stale_images = report.stale.iter().cloned().collect();
             Some(report)
         }
         None => None,
@@ -245,6 +261,24 @@ async fn apply(
         files: file_reports,
         containers,
     })
+}
+
+/// The files the agent writes, with the hash of what they hold after this sync: the fetched files
+/// (from their records) and the env file (`env_sha256`, of the content just written).
+pub fn agent_files(
+    settings: &Settings,
+    state: &State,
+    env_sha256: Option<&str>,
+) -> engine::spec::AgentFiles {
+    let mut files: engine::spec::AgentFiles = state
+        .files
+        .iter()
+        .map(|(path, record)| (path.clone(), record.sha256.clone()))
+        .collect();
+    if let (Some(env), Some(hash)) = (&settings.env, env_sha256) {
+        files.insert(env.path.clone(), hash.to_string());
+    }
+    files
 }
 
 /// The env file's new content, rendered from Parameter Store. Nothing is written.
@@ -268,6 +302,7 @@ pub async fn desired_env(store: &impl ParameterStore, env: &EnvSettings) -> Resu
 struct WrittenEnv {
     report: EnvReport,
     versions: std::collections::BTreeMap<String, i64>,
+    sha256: String,
 }
 
 /// Replaces the env file atomically if its content changed.
@@ -287,5 +322,6 @@ fn write_env(env: &EnvSettings, desired: &DesiredEnv) -> Result<WrittenEnv> {
             result,
         },
         versions: desired.versions.clone(),
+        sha256: engine::spec::sha256_hex(desired.text.as_bytes()),
     })
 }

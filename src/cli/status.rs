@@ -23,9 +23,11 @@ impl StatusCmd {
         let path = State::path(&settings);
         let state = State::load(&path)?;
         let containers = match &settings.compose {
-            Some(_) => Some(super::block_on(crate::engine::status::containers(
-                &settings.project,
-            ))??),
+            Some(_) => Some(super::block_on(async {
+                let engine =
+                    crate::engine::docker::connect(std::time::Duration::from_secs(2)).await?;
+                crate::engine::status::containers(&engine, &settings.project).await
+            })??),
             None => None,
         };
         if self.json {
@@ -37,6 +39,7 @@ impl StatusCmd {
                 "parameters": state.parameters,
                 "files": state.files,
                 "images": state.images,
+                "stale_images": state.stale_images,
                 "config_origins": settings.origins,
                 "containers": containers,
             });
@@ -75,11 +78,11 @@ fn print_containers(containers: &[crate::engine::status::ContainerStatus], state
         println!("  none");
     }
     for c in containers {
-        let health = c
-            .health
-            .as_deref()
-            .map(|h| format!(", {h}"))
-            .unwrap_or_default();
+        let health = match (&c.health, c.one_shot, c.state.as_str(), c.exit_code) {
+            (_, true, "exited", Some(0)) => ", completed (one-shot)".to_string(),
+            (Some(h), ..) => format!(", {h}"),
+            _ => String::new(),
+        };
         let digest = state
             .images
             .get(&c.service)
@@ -88,6 +91,11 @@ fn print_containers(containers: &[crate::engine::status::ContainerStatus], state
         println!(
             "  {} (service {}): {}{health}  {}{digest}",
             c.name, c.service, c.state, c.image
+        );
+    }
+    for image in &state.stale_images {
+        println!(
+            "  image {image}: possibly stale (its registry could not be reached at the last sync; the local copy runs)"
         );
     }
 }

@@ -74,6 +74,20 @@ pub fn load(settings: &Settings) -> Result<Project> {
 /// Loads `file` as project `project`, with the variables of `env_file` (when it exists; before the
 /// first sync it may not), then the agent's environment.
 pub fn load_file(file: &Path, project: &str, env_file: Option<&Path>) -> Result<Project> {
+    let variables = match env_file {
+        Some(path) => read_env_file(path)?,
+        None => IndexMap::new(),
+    };
+    load_file_with(file, project, variables)
+}
+
+/// Loads `file` as project `project`, with `variables` (an env file's, already read), then the
+/// agent's environment.
+pub fn load_file_with(
+    file: &Path,
+    project: &str,
+    variables: IndexMap<String, String>,
+) -> Result<Project> {
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -83,10 +97,6 @@ pub fn load_file(file: &Path, project: &str, env_file: Option<&Path>) -> Result<
             )))
         }
         Err(e) => return Err(e).with_context(|| format!("failed to read {}", file.display())),
-    };
-    let variables = match env_file {
-        Some(path) => read_env_file(path)?,
-        None => IndexMap::new(),
     };
     let lookup = |name: &str| {
         variables

@@ -50,6 +50,16 @@ impl Project {
         }
         order
     }
+
+    /// A one-shot service: another depends on it with `service_completed_successfully`, so it
+    /// is done once it has exited 0 (not restarted, not unhealthy).
+    pub fn is_one_shot(&self, name: &str) -> bool {
+        self.services.values().any(|s| {
+            s.depends_on
+                .get(name)
+                .is_some_and(|d| d.condition == Condition::ServiceCompletedSuccessfully)
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -30,6 +30,11 @@ pub mod defaults {
     pub const STATE_DIR: &str = "/var/lib/kicky-agent";
     pub const COMPOSE_FILE: &str = "docker-compose.yml";
     pub const HEALTHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+    /// A pull without a progress message this long is cut and retried (the ECS agent's default).
+    pub const PULL_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+    /// How long a sync waits for another sync of the same project.
+    pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
     pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
     /// Failed first syncs after which the daemon abandons the launch.
     pub const ABANDON_AFTER: u32 = 5;
@@ -59,6 +64,8 @@ pub struct Settings {
     /// Where the Prometheus metrics are written after each sync (`None`: not written).
     pub metrics_textfile: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// How long a sync waits for another sync of the same project to finish.
+    pub lock_timeout: std::time::Duration,
     /// Which file set each key (dotted path), for `status`.
     pub origins: BTreeMap<String, PathBuf>,
     /// The files the settings were read from, in merge order.
@@ -114,6 +121,8 @@ pub struct ComposeSettings {
     pub pull: raw::PullPolicy,
     pub prune: bool,
     pub healthy_timeout: std::time::Duration,
+    pub pull_stall_timeout: std::time::Duration,
+    pub pull_timeout: std::time::Duration,
 }
 
 /// The Auto Scaling launch lifecycle hook.
@@ -335,6 +344,14 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             .healthy_timeout
             .map(|d| d.0)
             .unwrap_or(defaults::HEALTHY_TIMEOUT),
+        pull_stall_timeout: c
+            .pull_stall_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults::PULL_STALL_TIMEOUT),
+        pull_timeout: c
+            .pull_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults::PULL_TIMEOUT),
     });
     let watch = raw.watch.unwrap_or_default();
     let lifecycle = raw.lifecycle.unwrap_or_default();
@@ -391,6 +408,10 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             .map(|p| p.into_path())
             .unwrap_or_else(|| PathBuf::from(defaults::CONTROL_SOCKET)),
         state_dir,
+        lock_timeout: raw
+            .lock_timeout
+            .map(|d| d.0)
+            .unwrap_or(defaults::LOCK_TIMEOUT),
         origins: BTreeMap::new(),
         sources,
     })

@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub files_allowed_dirs: Option<Vec<AbsolutePath>>,
     /// Where the agent keeps what it last fetched (ETags, versions, hashes) and the last sync.
     pub state_dir: Option<AbsolutePath>,
+    /// How long a sync waits for another sync of the same project (the daemon's, a manual one)
+    /// to finish before it gives up.
+    pub lock_timeout: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +40,10 @@ pub struct RawCompose {
     pub pull: Option<PullPolicy>,
     pub prune: Option<bool>,
     pub healthy_timeout: Option<DurationText>,
+    /// A pull that makes no progress this long is cut and retried.
+    pub pull_stall_timeout: Option<DurationText>,
+    /// A pull (its retries included) that is not done in this time fails.
+    pub pull_timeout: Option<DurationText>,
 }
 
 /// Credentials for one registry: a username and password from Parameter Store, or an ECR token

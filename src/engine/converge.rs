@@ -1,42 +1,41 @@
-//! Converging the engine to the project, replacing only what changed, safely.
+//! Converging the engine to the project, replacing only what changed, safely: observe → decide →
+//! execute.
 //!
-//! 1. Every image is pulled first; a pull that fails changes nothing that runs.
-//! 2. Each service's desired container is compared with the one running (by config hash): kept,
-//!    started, created or recreated (with the sections that changed); containers of services no
-//!    longer in the file are removed at the end.
-//! 3. New containers are created under a temporary name before any running one is stopped, so the
+//! 1. What the engine holds of the project is read once ([`observe`]). A switch an earlier sync
+//!    left half done (the agent was killed) is undone, or finished when its new container already
+//!    serves healthy ([`decide::recovery`]), before anything else: whatever fails later, the last
+//!    good containers serve.
+//! 2. Every image is pulled first; a pull that fails changes nothing that runs.
+//! 3. Each service's action is decided ([`decide::decide`]): kept, started, created or recreated
+//!    (with the sections that changed); containers of services no longer in the file are removed
+//!    at the end.
+//! 4. New containers are created under a temporary name before any running one is stopped, so the
 //!    engine validates every spec first.
-//! 4. In `depends_on` order, each old container is stopped and renamed aside (kept, not removed),
-//!    the new one takes its name and starts.
-//! 5. Everything is waited for until running and healthy; on failure every service switched in
-//!    this sync is switched back to its previous container, which runs again.
+//! 5. Level by level of `depends_on`, each service is switched to its new container
+//!    ([`switch::switch`]); the old one is kept aside.
+//! 6. Everything is waited for until running and healthy (one-shot services: exited 0); on
+//!    failure every service touched by this sync is put back to its previous container, which runs
+//!    again. On success the previous containers and the orphans go.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, bail, Context, Result};
-use bollard::models::{
-    ContainerStateStatusEnum, ContainerSummary, NetworkConnectRequest, NetworkCreateRequest,
-    VolumeCreateRequest,
-};
-use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
-    RenameContainerOptions, StopContainerOptions,
-};
-use bollard::Docker;
+use anyhow::{anyhow, Context, Result};
+use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::engine_message;
+use super::api::Engine;
+use super::decide::{self, Action, ServicePlan};
 use super::health::{self, Target};
-use super::pull::{self, ImagePlan};
+use super::observe::observe;
+use super::pull::{self, PullLimits};
 use super::registry::Registries;
-use super::spec::{self, Desired};
+use super::spec::{self, AgentFiles};
+use super::switch::{self, Mode, Op, Slots};
 use crate::compose::{Condition, Project};
 use crate::config::ComposeSettings;
-
-const NEW_SUFFIX: &str = "-kicky-new";
-const OLD_SUFFIX: &str = "-kicky-old";
+use crate::error::all_of;
 
 /// Marks a failed sync whose services were switched back to their previous containers (the
 /// metrics count these).
@@ -49,49 +48,16 @@ impl std::fmt::Display for RolledBack {
     }
 }
 
-/// What happens to one service's container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "lowercase")]
-pub enum Action {
-    Keep,
-    /// The container matches but is not running.
-    Start,
-    Create,
-    Recreate {
-        reasons: Vec<String>,
-    },
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Action::Keep => f.write_str("keep"),
-            Action::Start => f.write_str("start"),
-            Action::Create => f.write_str("create"),
-            Action::Recreate { reasons } => write!(f, "recreate ({} changed)", reasons.join(", ")),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServicePlan {
-    pub service: String,
-    pub container: String,
-    #[serde(flatten)]
-    pub action: Action,
-    #[serde(skip)]
-    desired: Desired,
-    #[serde(skip)]
-    existing: Option<String>,
-}
-
-/// What a sync does (or would do) to the engine.
+/// What a sync would do to the engine, for `plan`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EnginePlan {
     pub pull: Vec<String>,
     pub services: Vec<ServicePlan>,
     /// Containers of services no longer in the compose file.
     pub remove: Vec<String>,
+    /// Services whose last switch was cut short (the agent stopped): the next sync sets them
+    /// right first.
+    pub interrupted: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +66,8 @@ pub struct EngineReport {
     pub services: Vec<ServicePlan>,
     pub removed: Vec<String>,
     pub pruned: Vec<String>,
+    /// Images used from the local store because their registry could not be reached.
+    pub stale: Vec<String>,
     /// Service → image ID now running.
     #[serde(skip)]
     pub images: BTreeMap<String, String>,
@@ -108,13 +76,15 @@ pub struct EngineReport {
     pub pulled_ids: BTreeMap<String, String>,
 }
 
-/// The plan, from what is present locally (nothing is pulled).
+/// The plan, from what is present locally (nothing is pulled, nothing changes).
 pub async fn plan(
-    docker: &Docker,
+    engine: &impl Engine,
     project: &Project,
     settings: &ComposeSettings,
+    files: &AgentFiles,
 ) -> Result<EnginePlan> {
-    let images = pull::plan(docker, project, settings.pull).await?;
+    let observed = observe(engine, project).await?;
+    let images = pull::plan(project, settings.pull, &observed.images);
     let ids: BTreeMap<String, String> = images
         .iter()
         .map(|i| {
@@ -124,466 +94,470 @@ pub async fn plan(
             )
         })
         .collect();
-    let (services, orphans) = decide(docker, project, &ids).await?;
+    let decision = decide::decide(project, &observed, &ids, files)?;
     Ok(EnginePlan {
         pull: images
             .iter()
             .filter(|i| i.will_pull())
             .map(|i| i.image.clone())
             .collect(),
-        services,
-        remove: orphans.iter().map(|(_, name)| name.clone()).collect(),
+        services: decision.services,
+        remove: decision.remove.into_iter().map(|(_, name)| name).collect(),
+        interrupted: decide::recovery(project, &observed, files, SystemTime::now())
+            .into_iter()
+            .map(|(service, _)| service)
+            .collect(),
     })
 }
 
 /// Converges the engine to `project`. `pulled_before` (image references this project pulled
-/// before, with their IDs) bounds what `prune` may remove.
+/// before, with their IDs) bounds what `prune` may remove; `files` are the agent's files, whose
+/// content counts in the hash of the services that mount them.
 pub async fn converge(
-    docker: &Docker,
+    engine: &impl Engine,
     project: &Project,
     settings: &ComposeSettings,
     registries: &Registries,
     pulled_before: &BTreeMap<String, String>,
+    files: &AgentFiles,
 ) -> Result<EngineReport> {
-    let images: Vec<ImagePlan> = pull::plan(docker, project, settings.pull).await?;
+    let mut observed = observe(engine, project).await?;
+    let recovery = decide::recovery(project, &observed, files, SystemTime::now());
+    if !recovery.is_empty() {
+        for (service, ops) in &recovery {
+            tracing::warn!(
+                service = %service,
+                "an earlier sync was cut short; setting it right: {}",
+                describe(ops)
+            );
+            let waits = Waits::new(
+                service,
+                project.is_one_shot(service),
+                0,
+                Instant::now() + settings.healthy_timeout,
+            );
+            run_ops(engine, ops, &waits).await.with_context(|| {
+                format!("failed to set right the interrupted switch of service {service}")
+            })?;
+        }
+        observed = observe(engine, project).await?;
+    }
+
+    let images = pull::plan(project, settings.pull, &observed.images);
     let to_pull = images.iter().filter(|i| i.will_pull()).count();
     if to_pull > 0 {
         tracing::info!(phase = %format!("pulling {to_pull} image{}", if to_pull == 1 { "" } else { "s" }), "pulling");
     }
+    let (networks, volumes) = decide::missing_resources(project, &observed)?;
     // Volumes first: the engine would make a missing named volume itself, unlabelled, at create.
-    ensure_volumes(docker, project).await?;
+    create_volumes(engine, project, &volumes).await?;
     // Networks are created while the images come and the containers are created: the engine lets
     // a container name a network that does not exist yet (it resolves it at start), and adding a
     // network touches nothing that runs, so a failed pull still changes nothing.
-    let prepare = async {
-        let ids = pull::pull_all(docker, &images, registries).await?;
-        recover_interrupted(docker, project).await?;
-        let (services, orphans) = decide(docker, project, &ids).await?;
-        let created = create_all(docker, &services).await?;
-        Ok::<_, anyhow::Error>((ids, services, orphans, created))
+    let limits = PullLimits {
+        stall: settings.pull_stall_timeout,
+        overall: settings.pull_timeout,
     };
-    let (ids, services, orphans, created) =
-        match futures::join!(prepare, ensure_networks(docker, project)) {
+    let prepare = async {
+        let pulled = pull::pull_all(engine, &images, registries, limits).await?;
+        let decision = decide::decide(project, &observed, &pulled.ids, files)?;
+        let created = create_all(engine, &decision.services).await?;
+        Ok::<_, anyhow::Error>((pulled, decision, created))
+    };
+    let (pulled, decision, created) =
+        match futures::join!(prepare, create_networks(engine, project, &networks)) {
             (Ok(prepared), Ok(())) => prepared,
-            (Ok((.., created)), Err(err)) => {
-                remove_all(docker, &created).await;
+            (Ok((_, _, created)), Err(err)) => {
+                discard(engine, &created).await;
                 return Err(err);
             }
             (Err(err), _) => return Err(err),
         };
-    if let Err(err) = connect_more_networks(docker, &services, &created).await {
-        remove_all(docker, &created).await;
+    let services = &decision.services;
+    if let Err(err) = connect_more_networks(engine, services, &created).await {
+        discard(engine, &created).await;
         return Err(err);
     }
 
     let since = unix_now() - 1;
     let deadline = Instant::now() + settings.healthy_timeout;
-    let mut switched: Vec<&ServicePlan> = Vec::new();
-    let result = start_in_order(
-        docker,
-        project,
-        &services,
-        &created,
-        &mut switched,
-        since,
-        deadline,
-    )
+    let result = async {
+        start_in_order(engine, project, services, &created, since, deadline).await?;
+        let targets: Vec<Target> = services.iter().map(|p| target(p, &created)).collect();
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        tracing::info!(phase = %format!("waiting for {} to be healthy", names.join(", ")), "waiting");
+        health::wait_ready(engine, &targets, since, deadline).await
+    }
     .await;
-    let result = match result {
-        Ok(()) => {
-            let targets = targets(docker, &services).await?;
-            let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-            tracing::info!(phase = %format!("waiting for {} to be healthy", names.join(", ")), "waiting");
-            health::wait_ready(docker, &targets, since, deadline).await
-        }
-        Err(err) => Err(err),
-    };
     if let Err(err) = result {
-        let rolled_back = roll_back(docker, &switched, settings.healthy_timeout).await;
+        let rolled_back = roll_back(
+            engine,
+            project,
+            services,
+            &created,
+            settings.healthy_timeout,
+        )
+        .await;
         return Err(err.context(RolledBack(rolled_back)));
     }
 
     // Healthy: the previous containers and the orphans go.
-    for plan in &services {
-        if matches!(plan.action, Action::Recreate { .. }) {
-            if let Some(old) = &plan.existing {
-                remove_quietly(docker, old).await;
+    for plan in services {
+        if let (Action::Recreate { .. }, Some(old)) = (&plan.action, &plan.existing) {
+            let waits = Waits::new(&plan.service, plan.one_shot, since, deadline);
+            if let Err(err) = run_op(engine, &switch::finish(old), &waits).await {
+                tracing::warn!(service = %plan.service, "could not remove the previous container: {err:#}");
             }
         }
     }
-    let mut removed = Vec::new();
-    for (id, name) in &orphans {
-        stop(docker, id, Duration::from_secs(10)).await?;
-        docker
-            .remove_container(
-                id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .with_context(|| format!("failed to remove container {name}"))?;
-        tracing::info!(container = %name, "removed: its service left the compose file");
-        removed.push(name.clone());
-    }
+    let removed = remove_orphans(engine, &decision.remove).await?;
     let images_now: BTreeMap<String, String> = project
         .services
         .values()
-        .filter_map(|s| ids.get(&s.image).map(|id| (s.name.clone(), id.clone())))
+        .filter_map(|s| {
+            pulled
+                .ids
+                .get(&s.image)
+                .map(|id| (s.name.clone(), id.clone()))
+        })
         .collect();
     let pruned = if settings.prune {
-        prune(docker, pulled_before, &images_now).await
+        prune(engine, pulled_before, &images_now).await
     } else {
         Vec::new()
     };
-    let pulled: Vec<String> = images
+    let pulled_refs: Vec<String> = images
         .iter()
-        .filter(|i| i.will_pull())
+        .filter(|i| i.will_pull() && !pulled.stale.contains(&i.image))
         .map(|i| i.image.clone())
         .collect();
     Ok(EngineReport {
-        pulled_ids: pulled
+        pulled_ids: pulled_refs
             .iter()
-            .filter_map(|image| Some((image.clone(), ids.get(image)?.clone())))
+            .filter_map(|image| Some((image.clone(), pulled.ids.get(image)?.clone())))
             .collect(),
-        pulled,
-        services,
+        pulled: pulled_refs,
+        services: decision.services,
         removed,
         pruned,
+        stale: pulled.stale,
         images: images_now,
     })
 }
 
-/// Decides each service's action against the containers of the project, and lists orphans.
-async fn decide(
-    docker: &Docker,
-    project: &Project,
-    ids: &BTreeMap<String, String>,
-) -> Result<(Vec<ServicePlan>, Vec<(String, String)>)> {
-    let existing = project_containers(docker, &project.name).await?;
-    let mut plans = Vec::new();
-    for name in project.start_order() {
-        let service = &project.services[name];
-        let image_id = ids.get(&service.image).cloned().unwrap_or_default();
-        let desired = spec::desired(project, service, &image_id);
-        let current = existing.iter().find(|c| {
-            label(c, spec::SERVICE) == Some(name) && names(c).iter().any(|n| n == &desired.name)
-        });
-        if current.is_none() {
-            ensure_name_free(docker, &desired.name, &project.name).await?;
-        }
-        let action = match current {
-            None => Action::Create,
-            Some(c) if label(c, spec::CONFIG_HASH) == Some(desired.hash.as_str()) => {
-                if c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING) {
-                    Action::Keep
-                } else {
-                    Action::Start
-                }
-            }
-            Some(c) => Action::Recreate {
-                reasons: spec::changed_sections(label(c, spec::SECTIONS), &desired.sections),
-            },
-        };
-        plans.push(ServicePlan {
-            service: name.to_string(),
-            container: desired.name.clone(),
-            action,
-            existing: current.and_then(|c| c.id.clone()),
-            desired,
-        });
-    }
-    let orphans = existing
-        .iter()
-        .filter(|c| {
-            let service = label(c, spec::SERVICE).unwrap_or_default();
-            let ours = plans
-                .iter()
-                .any(|p| p.service == service && names(c).contains(&p.container));
-            !ours
-                && !names(c)
-                    .iter()
-                    .any(|n| n.ends_with(NEW_SUFFIX) || n.ends_with(OLD_SUFFIX))
-        })
-        .map(|c| {
-            (
-                c.id.clone().unwrap_or_default(),
-                names(c).first().cloned().unwrap_or_default(),
-            )
-        })
-        .collect();
-    Ok((plans, orphans))
+/// The container a service runs once switched: the one created for it, else the one it had.
+fn final_id(plan: &ServicePlan, created: &HashMap<String, String>) -> String {
+    created
+        .get(&plan.service)
+        .or(plan.existing.as_ref())
+        .cloned()
+        .unwrap_or_default()
 }
 
-async fn start_in_order<'a>(
-    docker: &Docker,
+fn target(plan: &ServicePlan, created: &HashMap<String, String>) -> Target {
+    Target {
+        service: plan.service.clone(),
+        name: plan.container.clone(),
+        id: final_id(plan, created),
+        completes: plan.one_shot,
+    }
+}
+
+/// What a `WaitReady` of one service's operations waits for, and until when.
+struct Waits<'a> {
+    service: &'a str,
+    one_shot: bool,
+    since: i64,
+    deadline: Instant,
+}
+
+impl<'a> Waits<'a> {
+    fn new(service: &'a str, one_shot: bool, since: i64, deadline: Instant) -> Waits<'a> {
+        Waits {
+            service,
+            one_shot,
+            since,
+            deadline,
+        }
+    }
+}
+
+/// Runs `ops` in order, stopping at the first that fails.
+async fn run_ops(engine: &impl Engine, ops: &[Op], waits: &Waits<'_>) -> Result<()> {
+    for op in ops {
+        run_op(engine, op, waits).await?;
+    }
+    Ok(())
+}
+
+async fn run_op(engine: &impl Engine, op: &Op, waits: &Waits<'_>) -> Result<()> {
+    match op {
+        Op::Start { id, name } => engine
+            .start(id)
+            .await
+            .with_context(|| format!("failed to start container {name}")),
+        Op::Stop { id, grace } => engine
+            .stop(id, *grace)
+            .await
+            .with_context(|| format!("failed to stop container {}", short(id))),
+        Op::Rename { id, to } => engine
+            .rename(id, to)
+            .await
+            .with_context(|| format!("failed to rename container {} to {to}", short(id))),
+        Op::Remove { id } => engine
+            .remove(id)
+            .await
+            .with_context(|| format!("failed to remove container {}", short(id))),
+        Op::WaitReady { id, name } => {
+            let target = Target {
+                service: waits.service.to_string(),
+                name: name.clone(),
+                id: id.clone(),
+                completes: waits.one_shot,
+            };
+            health::wait_ready(engine, &[target], waits.since, waits.deadline).await
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn describe(ops: &[Op]) -> String {
+    let words: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Start { name, .. } => format!("start {name}"),
+            Op::Stop { id, .. } => format!("stop {}", short(id)),
+            Op::Rename { id, to } => format!("rename {} to {to}", short(id)),
+            Op::Remove { id } => format!("remove {}", short(id)),
+            Op::WaitReady { name, .. } => format!("wait for {name}"),
+        })
+        .collect();
+    words.join(", ")
+}
+
+async fn start_in_order(
+    engine: &impl Engine,
     project: &Project,
-    services: &'a [ServicePlan],
+    services: &[ServicePlan],
     created: &HashMap<String, String>,
-    switched: &mut Vec<&'a ServicePlan>,
     since: i64,
     deadline: Instant,
 ) -> Result<()> {
     // Services that do not depend on each other start together, level by level.
-    for level in levels(project, services) {
-        let results = futures::future::join_all(
-            level
-                .iter()
-                .map(|plan| switch(docker, project, services, plan, created, since, deadline)),
-        )
+    for level in decide::levels(project, services) {
+        let results = futures::future::join_all(level.iter().map(|&i| {
+            switch_service(
+                engine,
+                project,
+                services,
+                &services[i],
+                created,
+                since,
+                deadline,
+            )
+        }))
         .await;
-        let mut first_error = None;
-        for (plan, (began, result)) in level.iter().zip(results) {
-            if began {
-                switched.push(plan);
-            }
-            if let Err(err) = result {
-                first_error.get_or_insert(err);
-            }
-        }
-        if let Some(err) = first_error {
+        let errors: Vec<anyhow::Error> = results.into_iter().filter_map(Result::err).collect();
+        if let Some(err) = all_of(errors, level.len(), "services failed to start") {
             return Err(err);
         }
     }
     Ok(())
 }
 
-/// The services by dependency depth: those depending on nothing first, then those whose
-/// dependencies are all in earlier levels. Each level keeps the start order.
-fn levels<'a>(project: &Project, services: &'a [ServicePlan]) -> Vec<Vec<&'a ServicePlan>> {
-    let mut depth: HashMap<&str, usize> = HashMap::new();
-    let mut levels: Vec<Vec<&ServicePlan>> = Vec::new();
-    // `services` is in start order: dependencies come before their dependants.
-    for plan in services {
-        let service = &project.services[&plan.service];
-        let level = service
-            .depends_on
-            .keys()
-            .filter_map(|dep| depth.get(dep.as_str()))
-            .map(|d| d + 1)
-            .max()
-            .unwrap_or(0);
-        depth.insert(plan.service.as_str(), level);
-        if levels.len() <= level {
-            levels.resize_with(level + 1, Vec::new);
-        }
-        levels[level].push(plan);
-    }
-    levels
-}
-
 /// Waits for the conditions `plan`'s service asks of its dependencies, then switches it to its
-/// new container. The flag says whether the switch began (so a rollback must undo it).
-async fn switch(
-    docker: &Docker,
+/// new container.
+async fn switch_service(
+    engine: &impl Engine,
     project: &Project,
     services: &[ServicePlan],
     plan: &ServicePlan,
     created: &HashMap<String, String>,
     since: i64,
     deadline: Instant,
-) -> (bool, Result<()>) {
+) -> Result<()> {
     let service = &project.services[&plan.service];
-    let ready = async {
-        let mut healthy_deps = Vec::new();
-        for (dep, dependency) in &service.depends_on {
-            let Some(dep_plan) = services.iter().find(|p| &p.service == dep) else {
-                continue;
-            };
-            match dependency.condition {
-                Condition::ServiceStarted => {}
-                Condition::ServiceHealthy => healthy_deps.push(dep_plan.clone()),
-                Condition::ServiceCompletedSuccessfully => {
-                    wait_completed(docker, dep_plan, deadline).await?
-                }
-            }
+    let mut dependencies = Vec::new();
+    for (dep, dependency) in &service.depends_on {
+        let Some(dep_plan) = services.iter().find(|p| &p.service == dep) else {
+            continue;
+        };
+        let mut target = target(dep_plan, created);
+        match dependency.condition {
+            Condition::ServiceStarted => continue,
+            Condition::ServiceHealthy => target.completes = false,
+            Condition::ServiceCompletedSuccessfully => target.completes = true,
         }
-        let healthy_targets = targets(docker, &healthy_deps).await?;
-        health::wait_ready(docker, &healthy_targets, since, deadline).await
-    };
-    if let Err(err) = ready.await {
-        return (false, Err(err));
+        dependencies.push(target);
     }
+    health::wait_ready(engine, &dependencies, since, deadline).await?;
+    let own = Waits::new(&plan.service, plan.one_shot, since, deadline);
     match &plan.action {
-        Action::Keep => (false, Ok(())),
-        Action::Start => {
-            let id = plan.existing.as_deref().unwrap_or(&plan.container);
-            (false, start(docker, id, &plan.container).await)
+        Action::Keep | Action::Done => Ok(()),
+        Action::Start | Action::Create => {
+            let start = Op::Start {
+                id: final_id(plan, created),
+                name: plan.container.clone(),
+            };
+            run_op(engine, &start, &own).await
         }
-        Action::Create => (
-            true,
-            start(docker, &created[&plan.service], &plan.container).await,
-        ),
         Action::Recreate { reasons } => {
             tracing::info!(service = %plan.service, changed = %reasons.join(", "), "recreating");
-            let new = &created[&plan.service];
-            let result = async {
-                let old = plan
-                    .existing
-                    .as_deref()
-                    .ok_or_else(|| anyhow!("no previous container"))?;
-                let grace = service.stop_grace_period.unwrap_or(Duration::from_secs(10));
-                // Without a fixed host port the two can run side by side: the new one starts
-                // beside the old, which keeps serving until the new one is healthy.
-                let side_by_side = service.ports.iter().all(|p| p.published.is_none());
-                if side_by_side {
-                    let temporary = format!("{}{NEW_SUFFIX}", plan.container);
-                    start(docker, new, &temporary).await?;
-                    let target = Target {
-                        service: plan.service.clone(),
-                        name: temporary,
-                        id: new.clone(),
-                    };
-                    health::wait_ready(docker, std::slice::from_ref(&target), since, deadline)
-                        .await?;
-                }
-                stop(docker, old, grace).await?;
-                rename(docker, old, &format!("{}{OLD_SUFFIX}", plan.container)).await?;
-                rename(docker, new, &plan.container).await?;
-                if !side_by_side {
-                    start(docker, new, &plan.container).await?;
-                }
-                Ok(())
-            };
-            (true, result.await)
+            let old = plan
+                .existing
+                .as_deref()
+                .ok_or_else(|| anyhow!("no previous container"))?;
+            let ops = switch::switch(
+                &plan.container,
+                old,
+                &created[&plan.service],
+                plan.side_by_side,
+                plan.grace,
+            );
+            run_ops(engine, &ops, &own).await
         }
     }
 }
 
-/// Puts back, for every service switched in this sync, the container it had before, and waits
-/// (within `bound`) until those run healthy again.
-async fn roll_back(docker: &Docker, switched: &[&ServicePlan], bound: Duration) -> String {
+/// Puts back, for every service given a new container in this sync, the container it had before
+/// (or none, for a service new in this sync), and waits (within `bound`) until those run healthy
+/// again. The undo is decided from what the engine shows now, as after an interruption.
+async fn roll_back(
+    engine: &impl Engine,
+    project: &Project,
+    services: &[ServicePlan],
+    created: &HashMap<String, String>,
+    bound: Duration,
+) -> String {
     let since = unix_now() - 1;
-    let mut restored = Vec::new();
-    for plan in switched.iter().rev() {
-        // The new container holds the service's name now (or still its temporary one).
-        for name in [
-            plan.container.clone(),
-            format!("{}{NEW_SUFFIX}", plan.container),
-        ] {
-            if let Ok(c) = docker.inspect_container(&name, None).await {
-                let hash = c
-                    .config
-                    .and_then(|c| c.labels)
-                    .and_then(|l| l.get(spec::CONFIG_HASH).cloned());
-                if hash.as_deref() == Some(plan.desired.hash.as_str()) {
-                    remove_quietly(docker, &name).await;
-                }
-            }
-        }
-        let Some(old) = &plan.existing else { continue };
-        let back = async {
-            if let Ok(c) = docker.inspect_container(old, None).await {
-                if c.name.as_deref() != Some(&format!("/{}", plan.container)) {
-                    rename(docker, old, &plan.container).await?;
-                }
-            }
-            start(docker, old, &plan.container).await
+    let containers =
+        match engine.project_containers(&project.name).await {
+            Ok(containers) => containers,
+            Err(err) => return format!(
+                "the rollback could not list the containers ({err}); the next sync sets them right"
+            ),
         };
-        match back.await {
-            Ok(()) => restored.push(Target {
-                service: plan.service.clone(),
-                name: plan.container.clone(),
-                id: old.clone(),
-            }),
+    let mut restored = Vec::new();
+    let mut failed = Vec::new();
+    for plan in services
+        .iter()
+        .rev()
+        .filter(|p| created.contains_key(&p.service))
+    {
+        let slots = Slots::of(&plan.container, &containers);
+        let ops = match &plan.action {
+            Action::Recreate { .. } => switch::recover(
+                &plan.container,
+                slots,
+                None,
+                plan.one_shot,
+                Mode::Undo,
+                SystemTime::now(),
+            ),
+            _ => vec![Op::Remove {
+                id: created[&plan.service].clone(),
+            }],
+        };
+        let waits = Waits::new(&plan.service, plan.one_shot, since, Instant::now() + bound);
+        match run_ops(engine, &ops, &waits).await {
+            Ok(()) => {
+                if let Some(old) = &plan.existing {
+                    restored.push(Target {
+                        service: plan.service.clone(),
+                        name: plan.container.clone(),
+                        id: old.clone(),
+                        completes: plan.one_shot,
+                    });
+                }
+            }
             Err(err) => {
-                tracing::error!(service = %plan.service, "could not bring the previous container back: {err:#}")
+                tracing::error!(service = %plan.service, "could not bring the previous container back: {err:#}");
+                failed.push(plan.service.as_str());
             }
         }
     }
+    let failed = match failed.as_slice() {
+        [] => String::new(),
+        some => format!(
+            "; the previous containers of {} could not be brought back (the next sync sets them right)",
+            some.join(", ")
+        ),
+    };
     if restored.is_empty() {
-        return "the sync was rolled back: no previous container to restore".to_string();
+        return format!("the sync was rolled back: no previous container to restore{failed}");
     }
-    let services: Vec<&str> = restored.iter().map(|t| t.service.as_str()).collect();
-    match health::wait_ready(docker, &restored, since, Instant::now() + bound).await {
+    let names: Vec<&str> = restored.iter().map(|t| t.service.as_str()).collect();
+    match health::wait_ready(engine, &restored, since, Instant::now() + bound).await {
         Ok(()) => format!(
-            "rolled back: the previous containers of {} run again",
-            services.join(", ")
+            "rolled back: the previous containers of {} run again{failed}",
+            names.join(", ")
         ),
         Err(err) => format!(
-            "rolled back to the previous containers of {}, but they are not healthy: {err:#}",
-            services.join(", ")
+            "rolled back to the previous containers of {}, but they are not healthy: {err:#}{failed}",
+            names.join(", ")
         ),
     }
-}
-
-/// Containers left by a sync that was interrupted: a new one not yet switched in is removed; an
-/// old one renamed aside whose service has no container any more is put back.
-async fn recover_interrupted(docker: &Docker, project: &Project) -> Result<()> {
-    let containers = project_containers(docker, &project.name).await?;
-    for c in &containers {
-        let id = c.id.clone().unwrap_or_default();
-        for name in names(c) {
-            if let Some(base) = name.strip_suffix(NEW_SUFFIX) {
-                tracing::warn!(container = %base, "removing a new container left by an interrupted sync");
-                remove_quietly(docker, &id).await;
-            } else if let Some(base) = name.strip_suffix(OLD_SUFFIX) {
-                let taken = containers
-                    .iter()
-                    .any(|o| names(o).iter().any(|n| n == base));
-                if taken {
-                    remove_quietly(docker, &id).await;
-                } else {
-                    tracing::warn!(container = %base, "restoring a container left aside by an interrupted sync");
-                    rename(docker, &id, base).await?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Creates every new container (and so has the engine validate it) before anything stops, all at
-/// once: service → container ID. On a failure none is left behind.
-async fn create_all(docker: &Docker, services: &[ServicePlan]) -> Result<HashMap<String, String>> {
-    let creations = futures::future::join_all(
-        services
-            .iter()
-            .filter(|plan| matches!(plan.action, Action::Create | Action::Recreate { .. }))
-            .map(|plan| async move {
-                let name = match plan.action {
-                    Action::Create => plan.container.clone(),
-                    _ => format!("{}{NEW_SUFFIX}", plan.container),
-                };
-                (
-                    plan.service.clone(),
-                    create(docker, &plan.desired, &name).await,
-                )
-            }),
-    )
+/// once: service → container ID. On a failure none is left behind, and every failure is told.
+async fn create_all(
+    engine: &impl Engine,
+    services: &[ServicePlan],
+) -> Result<HashMap<String, String>> {
+    let wanted: Vec<&ServicePlan> = services
+        .iter()
+        .filter(|plan| matches!(plan.action, Action::Create | Action::Recreate { .. }))
+        .collect();
+    let creations = futures::future::join_all(wanted.iter().map(|plan| async move {
+        let name = match plan.action {
+            Action::Create => plan.container.clone(),
+            _ => switch::staged_name(&plan.container),
+        };
+        let id = engine
+            .create(&name, plan.desired.body.clone())
+            .await
+            .with_context(|| {
+                format!("failed to create the container of service {}", plan.service)
+            })?;
+        Ok::<_, anyhow::Error>((plan.service.clone(), id))
+    }))
     .await;
     let mut created: HashMap<String, String> = HashMap::new();
-    let mut failure = None;
-    for (service, result) in creations {
+    let mut errors = Vec::new();
+    for result in creations {
         match result {
-            Ok(id) => {
+            Ok((service, id)) => {
                 created.insert(service, id);
             }
-            Err(err) => {
-                failure.get_or_insert(err);
-            }
+            Err(err) => errors.push(err),
         }
     }
-    match failure {
+    match all_of(errors, wanted.len(), "containers could not be created") {
         None => Ok(created),
         Some(err) => {
-            remove_all(docker, &created).await;
+            discard(engine, &created).await;
             Err(err)
         }
     }
 }
 
-async fn remove_all(docker: &Docker, created: &HashMap<String, String>) {
+/// Removes containers created by this sync that never ran.
+async fn discard(engine: &impl Engine, created: &HashMap<String, String>) {
     for id in created.values() {
-        remove_quietly(docker, id).await;
+        if let Err(err) = engine.remove(id).await {
+            tracing::warn!(container = %short(id), "could not remove: {err}");
+        }
     }
 }
 
 /// Connects the new containers to their networks after the first (which they were created
 /// with), once every network exists.
 async fn connect_more_networks(
-    docker: &Docker,
+    engine: &impl Engine,
     services: &[ServicePlan],
     created: &HashMap<String, String>,
 ) -> Result<()> {
@@ -592,14 +566,9 @@ async fn connect_more_networks(
             continue;
         };
         for (network, endpoint) in &plan.desired.more_networks {
-            let request = NetworkConnectRequest {
-                container: id.clone(),
-                endpoint_config: Some(endpoint.clone()),
-            };
-            docker
-                .connect_network(network, request)
+            engine
+                .connect(network, id, endpoint.clone())
                 .await
-                .map_err(|e| anyhow!("{}", engine_message(&e)))
                 .with_context(|| {
                     format!(
                         "failed to connect service {} to network {network}",
@@ -611,14 +580,9 @@ async fn connect_more_networks(
     Ok(())
 }
 
-async fn ensure_networks(docker: &Docker, project: &Project) -> Result<()> {
-    for (key, network) in &project.networks {
-        if docker.inspect_network(&network.name, None).await.is_ok() {
-            continue;
-        }
-        if network.external {
-            bail!("external network {} does not exist", network.name);
-        }
+async fn create_networks(engine: &impl Engine, project: &Project, keys: &[String]) -> Result<()> {
+    for key in keys {
+        let network = &project.networks[key];
         let mut labels: HashMap<String, String> = network.labels.clone().into_iter().collect();
         labels.insert(spec::PROJECT.into(), project.name.clone());
         labels.insert(spec::NETWORK.into(), key.clone());
@@ -632,7 +596,7 @@ async fn ensure_networks(docker: &Docker, project: &Project) -> Result<()> {
             labels: Some(labels),
             ..Default::default()
         };
-        docker
+        engine
             .create_network(request)
             .await
             .with_context(|| format!("failed to create network {}", network.name))?;
@@ -641,14 +605,9 @@ async fn ensure_networks(docker: &Docker, project: &Project) -> Result<()> {
     Ok(())
 }
 
-async fn ensure_volumes(docker: &Docker, project: &Project) -> Result<()> {
-    for (key, volume) in &project.volumes {
-        if docker.inspect_volume(&volume.name).await.is_ok() {
-            continue;
-        }
-        if volume.external {
-            bail!("external volume {} does not exist", volume.name);
-        }
+async fn create_volumes(engine: &impl Engine, project: &Project, keys: &[String]) -> Result<()> {
+    for key in keys {
+        let volume = &project.volumes[key];
         let mut labels: HashMap<String, String> = volume.labels.clone().into_iter().collect();
         labels.insert(spec::PROJECT.into(), project.name.clone());
         labels.insert(spec::VOLUME.into(), key.clone());
@@ -660,7 +619,7 @@ async fn ensure_volumes(docker: &Docker, project: &Project) -> Result<()> {
             labels: Some(labels),
             ..Default::default()
         };
-        docker
+        engine
             .create_volume(request)
             .await
             .with_context(|| format!("failed to create volume {}", volume.name))?;
@@ -669,116 +628,39 @@ async fn ensure_volumes(docker: &Docker, project: &Project) -> Result<()> {
     Ok(())
 }
 
-async fn create(docker: &Docker, desired: &Desired, name: &str) -> Result<String> {
-    let options = CreateContainerOptions {
-        name: Some(name.to_string()),
-        ..Default::default()
-    };
-    let created = docker
-        .create_container(Some(options), desired.body.clone())
-        .await
-        .map_err(|e| anyhow!("{}", engine_message(&e)))
-        .with_context(|| {
-            format!(
-                "failed to create the container of service {}",
-                desired.service
-            )
-        })?;
-    Ok(created.id)
-}
-
-async fn start(docker: &Docker, id: &str, name: &str) -> Result<()> {
-    match docker.start_container(id, None).await {
-        // Already running (a rollback to a container that was never stopped).
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 304, ..
-        }) => Ok(()),
-        Err(err) => Err(anyhow!("{}", engine_message(&err)))
-            .with_context(|| format!("failed to start container {name}")),
-    }
-}
-
-async fn stop(docker: &Docker, id: &str, grace: Duration) -> Result<()> {
-    let options = StopContainerOptions {
-        t: Some(grace.as_secs() as i32),
-        signal: None,
-    };
-    match docker.stop_container(id, Some(options)).await {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 304, ..
-        }) => Ok(()),
-        Err(err) => Err(anyhow!("{}", engine_message(&err))).context("failed to stop a container"),
-    }
-}
-
-async fn rename(docker: &Docker, id: &str, name: &str) -> Result<()> {
-    docker
-        .rename_container(
-            id,
-            RenameContainerOptions {
-                name: name.to_string(),
-            },
-        )
-        .await
-        .map_err(|e| anyhow!("{}", engine_message(&e)))
-        .with_context(|| format!("failed to rename a container to {name}"))
-}
-
-async fn remove_quietly(docker: &Docker, id: &str) {
-    let options = RemoveContainerOptions {
-        force: true,
-        ..Default::default()
-    };
-    if let Err(err) = docker.remove_container(id, Some(options)).await {
-        tracing::warn!(container = %id, "could not remove: {err}");
-    }
-}
-
-async fn wait_completed(docker: &Docker, plan: &ServicePlan, deadline: Instant) -> Result<()> {
-    loop {
-        let c = docker.inspect_container(&plan.container, None).await?;
-        let state = c.state.unwrap_or_default();
-        if state.status == Some(ContainerStateStatusEnum::EXITED) {
-            return match state.exit_code {
-                Some(0) => Ok(()),
-                code => bail!(
-                    "service {} did not complete successfully (exit {})",
-                    plan.service,
-                    code.unwrap_or(-1)
-                ),
-            };
+async fn remove_orphans(engine: &impl Engine, orphans: &[(String, String)]) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for (id, name) in orphans {
+        let gone = async {
+            engine.stop(id, Duration::from_secs(10)).await?;
+            engine.remove(id).await
+        };
+        match gone.await {
+            Ok(()) => {
+                tracing::info!(container = %name, "removed: its service left the compose file");
+                removed.push(name.clone());
+            }
+            Err(err) => {
+                errors.push(anyhow!(err).context(format!("failed to remove container {name}")))
+            }
         }
-        if Instant::now() >= deadline {
-            bail!("service {} did not complete in time", plan.service);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The containers to wait for: one per service, by its final name.
-async fn targets(docker: &Docker, services: &[ServicePlan]) -> Result<Vec<Target>> {
-    let mut targets = Vec::new();
-    for plan in services {
-        let c = docker
-            .inspect_container(&plan.container, None)
-            .await
-            .with_context(|| format!("failed to inspect container {}", plan.container))?;
-        targets.push(Target {
-            service: plan.service.clone(),
-            name: plan.container.clone(),
-            id: c.id.unwrap_or_default(),
-        });
+    match all_of(
+        errors,
+        orphans.len(),
+        "containers of removed services could not be removed",
+    ) {
+        Some(err) => Err(err),
+        None => Ok(removed),
     }
-    Ok(targets)
 }
 
 /// Removes the images this project pulled that no container uses any more: their references
 /// (tags), so an image another project also tagged stays for it. Never one of the images the
 /// project runs now, and never one a container (a rollback's included) still uses.
 async fn prune(
-    docker: &Docker,
+    engine: &impl Engine,
     pulled_before: &BTreeMap<String, String>,
     now: &BTreeMap<String, String>,
 ) -> Vec<String> {
@@ -790,14 +672,8 @@ async fn prune(
     if candidates.is_empty() {
         return Vec::new();
     }
-    let in_use: BTreeSet<String> = match docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            ..Default::default()
-        }))
-        .await
-    {
-        Ok(all) => all.into_iter().filter_map(|c| c.image_id).collect(),
+    let in_use = match engine.images_in_use().await {
+        Ok(in_use) => in_use,
         Err(err) => {
             tracing::warn!("not pruning: {err}");
             return Vec::new();
@@ -809,18 +685,15 @@ async fn prune(
             continue;
         }
         // Only while the reference still names what this project pulled.
-        match docker.inspect_image(reference).await {
-            Ok(image) if image.id.as_ref() == Some(id) => {}
+        match engine.image_id(reference).await {
+            Ok(Some(local)) if &local == id => {}
             _ => {
                 pruned.push(reference.clone());
                 continue;
             }
         }
-        match docker
-            .remove_image(reference, None::<RemoveImageOptions>, None)
-            .await
-        {
-            Ok(_) => {
+        match engine.remove_image(reference).await {
+            Ok(()) => {
                 tracing::info!(image = %reference, "pruned");
                 pruned.push(reference.clone());
             }
@@ -830,57 +703,12 @@ async fn prune(
     pruned
 }
 
-async fn project_containers(docker: &Docker, project: &str) -> Result<Vec<ContainerSummary>> {
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={project}", spec::PROJECT)],
-    )]);
-    docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .context("failed to list the project's containers")
-}
-
-/// A container with the name but not of this project would make the create fail: say so first.
-async fn ensure_name_free(docker: &Docker, name: &str, project: &str) -> Result<()> {
-    match docker.inspect_container(name, None).await {
-        Ok(c) => {
-            let owner = c
-                .config
-                .and_then(|c| c.labels)
-                .and_then(|l| l.get(spec::PROJECT).cloned());
-            Err(anyhow!(
-                "the container name {name} is taken by a container of {}; remove it (`docker rm -f {name}`) or set another container_name",
-                owner.map(|p| format!("project {p}")).unwrap_or_else(|| "no compose project".into())
-            ))
-            .with_context(|| format!("cannot create the containers of project {project}"))
-        }
-        Err(_) => Ok(()),
-    }
-}
-
-fn label<'a>(c: &'a ContainerSummary, key: &str) -> Option<&'a str> {
-    c.labels
-        .as_ref()
-        .and_then(|l| l.get(key))
-        .map(String::as_str)
-}
-
-fn names(c: &ContainerSummary) -> Vec<String> {
-    c.names
-        .iter()
-        .flatten()
-        .map(|n| n.trim_start_matches('/').to_string())
-        .collect()
-}
-
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

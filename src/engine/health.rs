@@ -1,26 +1,27 @@
-//! Waiting, with a bound, until containers are running and healthy, learning of changes from the
-//! engine's event stream rather than by polling: every second waited here is a second the instance
-//! stays out of service.
+//! Waiting, with a bound, until containers are running and healthy (or, for a one-shot service,
+//! have exited 0), learning of changes from the engine's event stream rather than by polling:
+//! every second waited here is a second the instance stays out of service.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
-use bollard::query_parameters::EventsOptions;
-use bollard::Docker;
 use futures::StreamExt;
 use tokio::time::Instant;
+
+use super::api::{Container, Engine, Health, RunState};
 
 /// A container without a healthcheck counts as ready once it has been running this long.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// A container to wait for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub service: String,
     pub name: String,
     pub id: String,
+    /// A one-shot service (others wait for it to complete): ready once it has exited 0.
+    pub completes: bool,
 }
 
 enum Assessment {
@@ -34,7 +35,7 @@ enum Assessment {
 /// or not ready by `deadline`). `since` (Unix seconds) must be taken before the targets were
 /// started, so that no event between their start and this call is missed.
 pub async fn wait_ready(
-    docker: &Docker,
+    engine: &impl Engine,
     targets: &[Target],
     since: i64,
     deadline: Instant,
@@ -42,22 +43,11 @@ pub async fn wait_ready(
     if targets.is_empty() {
         return Ok(());
     }
-    let filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
-        (
-            "container".to_string(),
-            targets.iter().map(|t| t.id.clone()).collect(),
-        ),
-    ]);
-    let options = EventsOptions {
-        since: Some(since.to_string()),
-        until: None,
-        filters: Some(filters),
-    };
-    let mut events = docker.events(Some(options));
+    let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
+    let mut events = engine.container_events(&ids, since);
     let mut pending: BTreeMap<&str, (&Target, Option<Instant>)> = BTreeMap::new();
     for target in targets {
-        match assess(docker, target).await? {
+        match assess(engine, target).await? {
             Assessment::Ready => {}
             Assessment::Pending(recheck) => {
                 pending.insert(target.id.as_str(), (target, recheck));
@@ -74,7 +64,7 @@ pub async fn wait_ready(
             .min(deadline);
         let id: Option<String> = tokio::select! {
             event = events.next() => match event {
-                Some(Ok(event)) => event.actor.and_then(|a| a.id),
+                Some(Ok(id)) => Some(id),
                 Some(Err(err)) => return Err(err).context("the Docker event stream failed"),
                 None => bail!("the Docker event stream ended"),
             },
@@ -88,7 +78,7 @@ pub async fn wait_ready(
             .map(|(target, _)| *target)
             .collect();
         for target in due {
-            match assess(docker, target).await? {
+            match assess(engine, target).await? {
                 Assessment::Ready => {
                     tracing::info!(service = %target.service, container = %target.name, "ready");
                     pending.remove(target.id.as_str());
@@ -101,9 +91,18 @@ pub async fn wait_ready(
         }
         if Instant::now() >= deadline {
             let (target, _) = pending.values().next().expect("pending is not empty");
-            let why = match last_health_output(docker, &target.id).await {
-                Some(output) => format!("not healthy in time; last health check: {output}"),
-                None => "not running and healthy in time".to_string(),
+            let last = engine
+                .container(&target.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.last_check);
+            let why = match (target.completes, last) {
+                (true, _) => "did not complete in time".to_string(),
+                (false, Some((code, output))) => {
+                    format!("not healthy in time; last health check: exit {code} output: {output}")
+                }
+                (false, None) => "not running and healthy in time".to_string(),
             };
             bail!(failure(target, &why));
         }
@@ -118,64 +117,48 @@ fn failure(target: &Target, why: &str) -> String {
     )
 }
 
-async fn assess(docker: &Docker, target: &Target) -> Result<Assessment> {
-    let inspect = docker
-        .inspect_container(&target.id, None)
+async fn assess(engine: &impl Engine, target: &Target) -> Result<Assessment> {
+    let c = engine
+        .container(&target.id)
         .await
-        .with_context(|| format!("failed to inspect container {}", target.name))?;
-    let state = inspect.state.unwrap_or_default();
-    match state.status {
-        Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => {
-            return Ok(Assessment::Failed(format!(
-                "exited with code {}",
-                state.exit_code.unwrap_or(-1)
-            )));
+        .with_context(|| format!("failed to inspect container {}", target.name))?
+        .ok_or_else(|| anyhow!("container {} is gone", target.name))?;
+    Ok(judge(&c, target.completes, SystemTime::now()))
+}
+
+/// What one look at a container says, at `now`.
+fn judge(c: &Container, completes: bool, now: SystemTime) -> Assessment {
+    let code = c.exit_code.unwrap_or(-1);
+    match c.state {
+        RunState::Exited | RunState::Dead if completes && code == 0 => return Assessment::Ready,
+        RunState::Exited | RunState::Dead if completes => {
+            return Assessment::Failed(format!("did not complete successfully (exit {code})"))
         }
-        Some(ContainerStateStatusEnum::RUNNING) => {}
-        _ => return Ok(Assessment::Pending(None)),
+        RunState::Exited | RunState::Dead => {
+            return Assessment::Failed(format!("exited with code {code}"))
+        }
+        RunState::Running => {}
+        _ => return Assessment::Pending(None),
     }
-    match state.health.as_ref().and_then(|h| h.status) {
-        Some(HealthStatusEnum::HEALTHY) => Ok(Assessment::Ready),
-        Some(HealthStatusEnum::UNHEALTHY) => {
-            let last = state
-                .health
-                .and_then(|h| h.log)
-                .and_then(|log| log.last().cloned());
-            let detail = match last {
-                Some(check) => format!(
-                    "unhealthy: last health check exited {} with output: {}",
-                    check.exit_code.unwrap_or(-1),
-                    check.output.unwrap_or_default().trim()
-                ),
-                None => "unhealthy".to_string(),
-            };
-            Ok(Assessment::Failed(detail))
-        }
-        Some(HealthStatusEnum::STARTING) => Ok(Assessment::Pending(None)),
+    if completes {
+        return Assessment::Pending(None);
+    }
+    match c.health {
+        Some(Health::Healthy) => Assessment::Ready,
+        Some(Health::Unhealthy) => Assessment::Failed(match &c.last_check {
+            Some((code, output)) => {
+                format!("unhealthy: last health check exited {code} with output: {output}")
+            }
+            None => "unhealthy".to_string(),
+        }),
+        Some(Health::Starting) => Assessment::Pending(None),
         // No healthcheck: ready once it has stayed up for the settle time.
-        _ => {
-            let started = state
-                .started_at
-                .as_deref()
-                .and_then(|t| humantime::parse_rfc3339(t).ok())
-                .unwrap_or_else(std::time::SystemTime::now);
-            let settled_at = started
-                .checked_add(SETTLE)
-                .ok_or_else(|| anyhow!("bad start time"))?;
-            match settled_at.duration_since(std::time::SystemTime::now()) {
-                Ok(wait) => Ok(Assessment::Pending(Some(Instant::now() + wait))),
-                Err(_) => Ok(Assessment::Ready),
+        None => {
+            let settled_at = c.started_at.unwrap_or(now) + SETTLE;
+            match settled_at.duration_since(now) {
+                Ok(wait) if !wait.is_zero() => Assessment::Pending(Some(Instant::now() + wait)),
+                _ => Assessment::Ready,
             }
         }
     }
-}
-
-async fn last_health_output(docker: &Docker, id: &str) -> Option<String> {
-    let inspect = docker.inspect_container(id, None).await.ok()?;
-    let check = inspect.state?.health?.log?.last()?.clone();
-    Some(format!(
-        "exit {} output: {}",
-        check.exit_code.unwrap_or(-1),
-        check.output.unwrap_or_default().trim()
-    ))
 }

@@ -27,6 +27,14 @@ enum Source {
 }
 
 impl Registries {
+    /// No credentials: every pull is anonymous.
+    pub fn none() -> Registries {
+        Registries {
+            entries: Vec::new(),
+            ecr: None,
+        }
+    }
+
     /// Reads the configured usernames and passwords from Parameter Store (in as few calls as it
     /// allows); ECR tokens are asked for on first use.
     pub async fn resolve(

@@ -7,6 +7,7 @@
 //! map keys sorted, so the same file always gives the same hash.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
@@ -33,6 +34,15 @@ pub const NETWORK: &str = "com.docker.compose.network";
 pub const VOLUME: &str = "com.docker.compose.volume";
 /// The agent's own: `section=hash,...`, to tell why a container is recreated.
 pub const SECTIONS: &str = "io.kicky-agent.sections";
+/// The agent's own: `file=hash,...` for the files it writes that the container mounts, to tell
+/// which one changed.
+pub const FILES: &str = "io.kicky-agent.files";
+
+/// The files the agent writes (fetched from S3, and the env file), by absolute path, with the
+/// SHA-256 of their content. A container that mounts one (or a directory holding one) is
+/// recreated when its content changes: the file is replaced (a new inode), and a container that
+/// bind-mounts it goes on reading the old one.
+pub type AgentFiles = BTreeMap<PathBuf, String>;
 
 /// The compose version the labels claim: the agent follows compose v2's conventions.
 pub const COMPOSE_VERSION: &str = "2.24.0";
@@ -48,6 +58,9 @@ pub struct Desired {
     pub more_networks: Vec<(String, EndpointSettings)>,
     pub hash: String,
     pub sections: BTreeMap<&'static str, String>,
+    /// The agent's files this container mounts: name (relative to the project's directory when
+    /// under it) → hash.
+    pub files: BTreeMap<String, String>,
 }
 
 pub fn container_name(project: &Project, service: &Service) -> String {
@@ -57,8 +70,14 @@ pub fn container_name(project: &Project, service: &Service) -> String {
         .unwrap_or_else(|| format!("{}-{}-1", project.name, service.name))
 }
 
-/// The create body for `service`, whose image resolved to `image_id`.
-pub fn desired(project: &Project, service: &Service, image_id: &str) -> Desired {
+/// The create body for `service`, whose image resolved to `image_id`; `files` are the agent's
+/// files, of which those the service mounts count in its hash.
+pub fn desired(
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    files: &AgentFiles,
+) -> Desired {
     let env: Vec<String> = service
         .environment
         .iter()
@@ -178,7 +197,8 @@ pub fn desired(project: &Project, service: &Service, image_id: &str) -> Desired 
         }),
         ..Default::default()
     };
-    let sections = section_hashes(&body, &more_networks, image_id);
+    let mounted = mounted_files(project, service, files);
+    let sections = section_hashes(&body, &more_networks, image_id, &mounted);
     let hash = sha256_hex(
         sections
             .iter()
@@ -203,16 +223,12 @@ pub fn desired(project: &Project, service: &Service, image_id: &str) -> Desired 
         (CONFIG_FILES, project.file.display().to_string()),
         (IMAGE, image_id.to_string()),
         (DEPENDS_ON, depends_on.join(",")),
-        (
-            SECTIONS,
-            sections
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        (SECTIONS, pairs(&sections)),
     ] {
         labels.insert(key.to_string(), value);
+    }
+    if !mounted.is_empty() {
+        labels.insert(FILES.to_string(), pairs(&mounted));
     }
     Desired {
         service: service.name.clone(),
@@ -221,26 +237,84 @@ pub fn desired(project: &Project, service: &Service, image_id: &str) -> Desired 
         more_networks,
         hash,
         sections,
+        files: mounted,
     }
 }
 
-/// Which sections differ between a container's `io.kicky-agent.sections` label and `desired`.
-pub fn changed_sections(
-    label: Option<&str>,
-    desired: &BTreeMap<&'static str, String>,
-) -> Vec<String> {
-    let old: BTreeMap<&str, &str> = label
+fn pairs<K: std::fmt::Display>(map: &BTreeMap<K, String>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_pairs(label: Option<&str>) -> BTreeMap<&str, &str> {
+    label
         .unwrap_or_default()
         .split(',')
         .filter_map(|pair| pair.split_once('='))
+        .collect()
+}
+
+/// The agent's files under a bind mount of `service` (the file itself, or a directory above it),
+/// each with the first 12 hex digits of its hash.
+fn mounted_files(
+    project: &Project,
+    service: &Service,
+    files: &AgentFiles,
+) -> BTreeMap<String, String> {
+    let sources: Vec<&Path> = service
+        .volumes
+        .iter()
+        .filter(|m| m.kind == MountKind::Bind)
+        .filter_map(|m| m.source.as_deref().map(Path::new))
         .collect();
+    files
+        .iter()
+        .filter(|(path, _)| sources.iter().any(|source| path.starts_with(source)))
+        .map(|(path, hash)| {
+            let name = path
+                .strip_prefix(&project.working_dir)
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            (name, hash.chars().take(12).collect())
+        })
+        .collect()
+}
+/// Which sections differ between a container (its `io.kicky-agent.sections` and
+/// `io.kicky-agent.files` labels) and `desired`; a changed file is named, as `volumes: app.yml`.
+pub fn changed_sections(
+    sections_label: Option<&str>,
+    files_label: Option<&str>,
+    desired: &Desired,
+) -> Vec<String> {
+    let old = parse_pairs(sections_label);
     if old.is_empty() {
         return vec!["created by another tool".to_string()];
     }
+    let old_files = parse_pairs(files_label);
+    let mut changed_files: Vec<&str> = desired
+        .files
+        .iter()
+        .filter(|(name, hash)| old_files.get(name.as_str()) != Some(&hash.as_str()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    changed_files.extend(
+        old_files
+            .keys()
+            .filter(|name| !desired.files.contains_key(**name)),
+    );
     desired
+        .sections
         .iter()
         .filter(|(k, v)| old.get(*k) != Some(&v.as_str()))
-        .map(|(k, _)| k.to_string())
+        .map(|(k, _)| match *k {
+            "volumes" if !changed_files.is_empty() => {
+                format!("volumes: {}", changed_files.join(", "))
+            }
+            other => other.to_string(),
+        })
         .collect()
 }
 
@@ -248,8 +322,16 @@ fn section_hashes(
     body: &ContainerCreateBody,
     more_networks: &[(String, EndpointSettings)],
     image_id: &str,
+    files: &BTreeMap<String, String>,
 ) -> BTreeMap<&'static str, String> {
     let hc = body.host_config.clone().unwrap_or_default();
+    // Without mounted files, the section is what it was before files counted: an agent upgrade
+    // does not recreate the containers that mount none.
+    let volumes = if files.is_empty() {
+        serde_json::json!([hc.binds, hc.mounts, hc.tmpfs])
+    } else {
+        serde_json::json!([hc.binds, hc.mounts, hc.tmpfs, files])
+    };
     let parts: Vec<(&'static str, Value)> = vec![
         ("image", Value::String(image_id.to_string())),
         ("command", serde_json::json!([body.cmd, body.entrypoint])),
@@ -258,10 +340,7 @@ fn section_hashes(
             "ports",
             serde_json::json!([body.exposed_ports, hc.port_bindings]),
         ),
-        (
-            "volumes",
-            serde_json::json!([hc.binds, hc.mounts, hc.tmpfs]),
-        ),
+        ("volumes", volumes),
         (
             "networks",
             serde_json::json!([hc.network_mode, body.networking_config, more_networks]),

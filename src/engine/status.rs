@@ -1,7 +1,13 @@
 //! The project's containers as the engine reports them now: for `status`, the metrics and the
 //! daemon's health watch.
 
-use anyhow::Result;
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result};
+
+use super::api::{Container, Engine, Health};
+use super::spec;
+use super::switch::{NEW_SUFFIX, OLD_SUFFIX};
 
 /// One container of the project, as the engine reports it now.
 #[derive(Debug, serde::Serialize)]
@@ -12,53 +18,76 @@ pub struct ContainerStatus {
     pub state: String,
     /// `None` when the image has no healthcheck.
     pub health: Option<String>,
+    /// Others wait for it to complete (`service_completed_successfully`): exited 0 is its
+    /// success, not a failure.
+    pub one_shot: bool,
+    pub exit_code: Option<i64>,
 }
 
-pub async fn containers(project: &str) -> Result<Vec<ContainerStatus>> {
-    use std::collections::HashMap;
-    let docker = crate::engine::docker::connect(std::time::Duration::from_secs(2)).await?;
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={project}", crate::engine::spec::PROJECT)],
-    )]);
-    let options = bollard::query_parameters::ListContainersOptions {
-        all: true,
-        filters: Some(filters),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    for c in docker.list_containers(Some(options)).await? {
-        let id = c.id.clone().unwrap_or_default();
-        let inspect = docker.inspect_container(&id, None).await?;
-        let state = inspect.state.unwrap_or_default();
-        out.push(ContainerStatus {
-            name: inspect
-                .name
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
-            service: c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(crate::engine::spec::SERVICE))
-                .cloned()
-                .unwrap_or_default(),
-            image: c.image.unwrap_or_default(),
-            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
-            health: state
-                .health
-                .and_then(|h| h.status)
-                .map(|h| h.to_string())
-                .filter(|h| !h.is_empty() && h != "none"),
-        });
-    }
+/// The project's containers (the services' own; not those a sync keeps aside while it switches).
+pub async fn containers(engine: &impl Engine, project: &str) -> Result<Vec<ContainerStatus>> {
+    let all = engine
+        .project_containers(project)
+        .await
+        .context("failed to list the project's containers")?;
+    let one_shots = one_shots(&all);
+    let mut out: Vec<ContainerStatus> = all
+        .iter()
+        .filter(|c| !c.name.ends_with(NEW_SUFFIX) && !c.name.ends_with(OLD_SUFFIX))
+        .map(|c| {
+            let service = c.label(spec::SERVICE).unwrap_or_default().to_string();
+            ContainerStatus {
+                name: c.name.clone(),
+                one_shot: one_shots.contains(service.as_str()),
+                service,
+                image: c.image.clone(),
+                state: format!("{:?}", c.state).to_lowercase(),
+                health: c.health.map(|h| {
+                    match h {
+                        Health::Starting => "starting",
+                        Health::Healthy => "healthy",
+                        Health::Unhealthy => "unhealthy",
+                    }
+                    .to_string()
+                }),
+                exit_code: c.exit_code,
+            }
+        })
+        .collect();
     out.sort_by(|a, b| a.service.cmp(&b.service));
     Ok(out)
 }
 
+/// The project's containers, from a connection of its own, or none when the engine does not answer
+/// within 2 s (for the metrics, which must not hold anything up).
+pub async fn containers_now(project: &str) -> Vec<ContainerStatus> {
+    match super::docker::connect(std::time::Duration::from_secs(2)).await {
+        Ok(engine) => containers(&engine, project).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The services some container depends on with `service_completed_successfully`, from the
+/// `com.docker.compose.depends_on` labels (`name:condition:required,...`).
+fn one_shots(containers: &[Container]) -> BTreeSet<&str> {
+    containers
+        .iter()
+        .filter_map(|c| c.label(spec::DEPENDS_ON))
+        .flat_map(|label| label.split(','))
+        .filter_map(|dep| {
+            let mut parts = dep.split(':');
+            let name = parts.next()?;
+            (parts.next()? == "service_completed_successfully").then_some(name)
+        })
+        .collect()
+}
+
 impl ContainerStatus {
-    /// Running, and healthy when it has a healthcheck.
+    /// Running, and healthy when it has a healthcheck; a one-shot service that completed.
     pub fn is_well(&self) -> bool {
+        if self.one_shot && self.state == "exited" && self.exit_code == Some(0) {
+            return true;
+        }
         self.state == "running" && self.health.as_deref().is_none_or(|h| h == "healthy")
     }
 }

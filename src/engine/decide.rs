@@ -1,0 +1,283 @@
+//! What a sync does to the engine, decided from the desired project and what the engine holds
+//! ([`Observed`]), with no I/O: keep, start, create or recreate each service (saying which part
+//! of its config changed), remove the containers of services that left the file, create the
+//! missing networks and volumes, and first of all, undo or finish a switch an earlier sync left
+//! half done.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, Result};
+use serde::Serialize;
+
+use super::observe::Observed;
+use super::spec::{self, AgentFiles, Desired};
+use super::switch::{self, Mode, Op, Slots};
+use crate::compose::Project;
+
+/// What happens to one service's container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Action {
+    Keep,
+    /// The container matches but is not running.
+    Start,
+    Create,
+    Recreate {
+        reasons: Vec<String>,
+    },
+    /// A one-shot service whose container matches and has completed: not run again.
+    Done,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Keep => f.write_str("keep"),
+            Action::Start => f.write_str("start"),
+            Action::Create => f.write_str("create"),
+            Action::Recreate { reasons } => write!(f, "recreate ({} changed)", reasons.join(", ")),
+            Action::Done => f.write_str("keep (completed successfully; not run again)"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServicePlan {
+    pub service: String,
+    pub container: String,
+    #[serde(flatten)]
+    pub action: Action,
+    #[serde(skip)]
+    pub desired: Desired,
+    /// The ID of the container the service has now, if any.
+    #[serde(skip)]
+    pub existing: Option<String>,
+    /// Others wait for it to complete: ready once it has exited 0.
+    #[serde(skip)]
+    pub one_shot: bool,
+    /// No fixed host port: the new container can start beside the old one.
+    #[serde(skip)]
+    pub side_by_side: bool,
+    #[serde(skip)]
+    pub grace: Duration,
+}
+
+/// What a sync does (or would do) to the engine's containers.
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    /// In start order: dependencies before their dependants.
+    pub services: Vec<ServicePlan>,
+    /// Containers of services no longer in the compose file: (ID, name).
+    pub remove: Vec<(String, String)>,
+}
+
+/// Keys of the project's networks and volumes to create, in file order. An external one that
+/// does not exist is an error.
+pub fn missing_resources(
+    project: &Project,
+    observed: &Observed,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut problems = Vec::new();
+    let mut networks = Vec::new();
+    for (key, network) in &project.networks {
+        if observed.networks.contains(&network.name) {
+            continue;
+        }
+        if network.external {
+            problems.push(format!("external network {} does not exist", network.name));
+        } else {
+            networks.push(key.clone());
+        }
+    }
+    let mut volumes = Vec::new();
+    for (key, volume) in &project.volumes {
+        if observed.volumes.contains(&volume.name) {
+            continue;
+        }
+        if volume.external {
+            problems.push(format!("external volume {} does not exist", volume.name));
+        } else {
+            volumes.push(key.clone());
+        }
+    }
+    match problems.as_slice() {
+        [] => Ok((networks, volumes)),
+        _ => Err(anyhow!("{}", problems.join("; "))),
+    }
+}
+
+/// Each service's action, from its desired container (whose image resolved to `image_ids`) and
+/// the one the engine has; and the orphans.
+pub fn decide(
+    project: &Project,
+    observed: &Observed,
+    image_ids: &BTreeMap<String, String>,
+    files: &AgentFiles,
+) -> Result<Decision> {
+    let mut problems = Vec::new();
+    let mut services = Vec::new();
+    for name in project.start_order() {
+        let service = &project.services[name];
+        let image_id = image_ids
+            .get(&service.image)
+            .map(String::as_str)
+            .unwrap_or_default();
+        let desired = spec::desired(project, service, image_id, files);
+        let one_shot = project.is_one_shot(name);
+        let current = observed
+            .containers
+            .iter()
+            .find(|c| c.label(spec::SERVICE) == Some(name) && c.name == desired.name);
+        if current.is_none() {
+            if let Some(owner) = observed.foreign.get(&desired.name) {
+                problems.push(format!(
+                    "the container name {} is taken by a container of {}; remove it (`docker rm -f {}`) or set another container_name",
+                    desired.name,
+                    owner.as_ref().map(|p| format!("project {p}")).unwrap_or_else(|| "no compose project".into()),
+                    desired.name,
+                ));
+            }
+        }
+        let action = match current {
+            None => Action::Create,
+            Some(c) if c.label(spec::CONFIG_HASH) == Some(desired.hash.as_str()) => {
+                if one_shot && c.completed() {
+                    Action::Done
+                } else if c.is_running() {
+                    Action::Keep
+                } else {
+                    Action::Start
+                }
+            }
+            Some(c) => Action::Recreate {
+                reasons: spec::changed_sections(
+                    c.label(spec::SECTIONS),
+                    c.label(spec::FILES),
+                    &desired,
+                ),
+            },
+        };
+        services.push(ServicePlan {
+            service: name.to_string(),
+            container: desired.name.clone(),
+            action,
+            existing: current.map(|c| c.id.clone()),
+            one_shot,
+            side_by_side: service.ports.iter().all(|p| p.published.is_none()),
+            grace: service.stop_grace_period.unwrap_or(Duration::from_secs(10)),
+            desired,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(anyhow!("{}", problems.join("; ")).context(format!(
+            "cannot create the containers of project {}",
+            project.name
+        )));
+    }
+    let remove = observed
+        .containers
+        .iter()
+        .filter(|c| {
+            let ours = services.iter().any(|p| {
+                c.label(spec::SERVICE) == Some(p.service.as_str()) && c.name == p.container
+            });
+            let leftover =
+                c.name.ends_with(switch::NEW_SUFFIX) || c.name.ends_with(switch::OLD_SUFFIX);
+            !ours && !leftover
+        })
+        .map(|c| (c.id.clone(), c.name.clone()))
+        .collect();
+    Ok(Decision { services, remove })
+}
+
+/// What an interrupted sync left, set right before anything else happens: per service with a
+/// staged or aside container, the operations that undo its switch (or finish it, when the new
+/// container serves healthy with the config wanted now). Leftovers of services that left the
+/// file go too.
+pub fn recovery(
+    project: &Project,
+    observed: &Observed,
+    files: &AgentFiles,
+    now: SystemTime,
+) -> Vec<(String, Vec<Op>)> {
+    let local: BTreeMap<String, String> = observed
+        .images
+        .iter()
+        .filter_map(|(image, id)| Some((image.clone(), id.clone()?)))
+        .collect();
+    let mut plans = Vec::new();
+    let mut handled: Vec<String> = Vec::new();
+    for (name, service) in &project.services {
+        let container = spec::container_name(project, service);
+        let slots = Slots::of(&container, &observed.containers);
+        handled.extend([
+            switch::staged_name(&container),
+            switch::aside_name(&container),
+        ]);
+        if !slots.interrupted() {
+            continue;
+        }
+        let desired = local
+            .get(&service.image)
+            .map(|id| spec::desired(project, service, id, files).hash);
+        let ops = switch::recover(
+            &container,
+            slots,
+            desired.as_deref(),
+            project.is_one_shot(name),
+            Mode::Recover,
+            now,
+        );
+        plans.push((name.clone(), ops));
+    }
+    // Leftovers of a service that is gone from the file: the previous container is put back
+    // under its name (it is then an orphan, removed once the sync is healthy).
+    for c in &observed.containers {
+        let Some(base) = c
+            .name
+            .strip_suffix(switch::NEW_SUFFIX)
+            .or_else(|| c.name.strip_suffix(switch::OLD_SUFFIX))
+        else {
+            continue;
+        };
+        if handled.contains(&c.name) {
+            continue;
+        }
+        handled.extend([switch::staged_name(base), switch::aside_name(base)]);
+        let slots = Slots::of(base, &observed.containers);
+        let service = c.label(spec::SERVICE).unwrap_or(base).to_string();
+        plans.push((
+            service,
+            switch::recover(base, slots, None, false, Mode::Undo, now),
+        ));
+    }
+    plans
+}
+
+/// The services by dependency depth (indexes into `services`): those depending on nothing
+/// first, then those whose dependencies are all in earlier levels. Each level keeps the order.
+pub fn levels(project: &Project, services: &[ServicePlan]) -> Vec<Vec<usize>> {
+    let mut depth: HashMap<&str, usize> = HashMap::new();
+    let mut levels: Vec<Vec<usize>> = Vec::new();
+    // `services` is in start order: dependencies come before their dependants.
+    for (i, plan) in services.iter().enumerate() {
+        let service = &project.services[&plan.service];
+        let level = service
+            .depends_on
+            .keys()
+            .filter_map(|dep| depth.get(dep.as_str()))
+            .map(|d| d + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(plan.service.as_str(), level);
+        if levels.len() <= level {
+            levels.resize_with(level + 1, Vec::new);
+        }
+        levels[level].push(i);
+    }
+    levels
+}
+
+#[cfg(test)]
+mod tests;
