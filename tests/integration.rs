@@ -14,4 +14,5 @@ mod env_file;
 mod lifecycle;
 mod packaging;
 mod retries;
+mod rollout;
 mod s3_files;

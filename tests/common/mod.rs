@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod docker_proxy;
 pub mod proxy;
+pub mod stack;
 
 /// `assert_eq!` for values that may hold a secret (an env file, a container's environment): on
 /// failure it says what differs, never the values.
@@ -235,6 +237,39 @@ impl Scratch {
     }
 
     fn run_agent(&self, rig: &Rig, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Run {
+        let output = self
+            .agent_command(rig, wrapper, args, env)
+            .output()
+            .expect("run kicky-agent");
+        Run::from(output)
+    }
+
+    /// Starts the agent in the background (as [`Scratch::agent_with`] runs it); its output goes to
+    /// files until [`Background::wait`].
+    pub fn spawn_agent(&self, rig: &Rig, args: &[&str], env: &[(&str, &str)]) -> Background {
+        let n = fastrand::u32(..);
+        let stdout = self.path(&format!("agent-{n}.out"));
+        let stderr = self.path(&format!("agent-{n}.err"));
+        let child = self
+            .agent_command(rig, &[], args, env)
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start kicky-agent");
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn agent_command(
+        &self,
+        rig: &Rig,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
         let agent = env!("CARGO_BIN_EXE_kicky-agent");
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -258,11 +293,40 @@ impl Scratch {
                 self.path("no-aws-credentials"),
             )
             .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &rig.imds_url);
+        if let Ok(host) = std::env::var("DOCKER_HOST") {
+            cmd.env("DOCKER_HOST", host);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let output = cmd.output().expect("run kicky-agent");
-        Run::from(output)
+        cmd
+    }
+}
+
+/// An agent running in the background.
+pub struct Background {
+    pub child: std::process::Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Background {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for it to end; its output as a [`Run`] (status -1 when it was killed by a signal).
+    pub fn wait(mut self) -> Run {
+        let status = self.child.wait().expect("wait for kicky-agent");
+        Run {
+            status: status.code().unwrap_or(-1),
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
     }
 }
 
