@@ -52,22 +52,11 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, YamlE
         Ok(value) => return Ok(value),
         Err(err) => err,
     };
-    let mut steps: Vec<Step> = err
-        .path()
-        .iter()
-        .filter_map(|segment| match segment {
-            serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
-            serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
-            _ => None,
-        })
-        .collect();
+    let mut steps: Vec<Step> = steps_of(err.path());
     let inner = err.into_inner();
     let message = bare_message(&inner);
     // Point an unknown key's error at the key itself, not at its map.
-    if let Some(field) = message
-        .strip_prefix("unknown field `")
-        .and_then(|m| m.split('`').next())
-    {
+    if let Some(field) = unknown_field(&message) {
         if steps.last() != Some(&Step::Key(field.to_string())) {
             steps.push(Step::Key(field.to_string()));
         }
@@ -85,6 +74,142 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, YamlE
         key: key_path(&steps),
         message,
     })
+}
+
+/// Every problem of `text` against `T`, not only the first: each offending node (an unknown key,
+/// a value of the wrong type, an item that cannot be read) is reported and taken out, and the
+/// rest read again, until what is left reads. Returns what is left (`None` when the text is not
+/// even YAML) and the problems, each with its line in `text` and its key path as written there.
+pub fn check_all<T: DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> (Option<serde_norway::Value>, Vec<YamlError>) {
+    let mut value: serde_norway::Value = match serde_norway::from_str(text) {
+        Ok(value) => value,
+        Err(_) => return (None, from_str::<T>(text, file).err().into_iter().collect()),
+    };
+    let mut errors: Vec<YamlError> = Vec::new();
+    // Items taken out of sequences, by the sequence's key path as written in `text`, so later
+    // paths (into the shortened sequence) are reported as written.
+    let mut removed: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    // Keys taken out, as written: a "missing field" they leave behind is no new problem.
+    let mut taken: Vec<String> = Vec::new();
+    // Each round takes one node out: bounded by the size of the document.
+    for _ in 0..1000 {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let mut steps = steps_of(err.path());
+        let inner = err.into_inner();
+        let message = bare_message(&inner);
+        if let Some(field) = unknown_field(&message) {
+            if steps.last() != Some(&Step::Key(field.to_string())) {
+                steps.push(Step::Key(field.to_string()));
+            }
+        }
+        let written = as_written(&steps, &removed);
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+            .map(|field| join_key(&key_path(&written), field));
+        let echo = missing.as_ref().is_some_and(|k| taken.contains(k));
+        if !echo {
+            let (line, column) = locate(text, &written).map(|(at, _)| at).unwrap_or((0, 0));
+            errors.push(YamlError {
+                file: file.display().to_string(),
+                line,
+                column,
+                key: key_path(&written),
+                message,
+            });
+        }
+        if steps.is_empty() || !take_out(&mut value, &steps) {
+            break;
+        }
+        taken.push(key_path(&written));
+        if let Some(Step::Index(i)) = written.last() {
+            let seq = key_path(&written[..written.len() - 1]);
+            removed.entry(seq).or_default().push(*i);
+        }
+    }
+    errors.sort_by_key(|e| (e.line, e.column));
+    (Some(value), errors)
+}
+
+fn join_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+}
+
+fn steps_of(path: &serde_path_to_error::Path) -> Vec<Step> {
+    path.iter()
+        .filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `steps` into a document some sequence items were taken out of, as the original spells them.
+fn as_written(
+    steps: &[Step],
+    removed: &std::collections::BTreeMap<String, Vec<usize>>,
+) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    for step in steps {
+        let next = match step {
+            Step::Key(k) => Step::Key(k.clone()),
+            Step::Index(i) => {
+                let gone = removed
+                    .get(&key_path(&out))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                // The i-th item of those still there.
+                let original = (0..).filter(|j| !gone.contains(j)).nth(*i).unwrap_or(*i);
+                Step::Index(original)
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Takes the node at `steps` out of `value`; false when it is not there.
+fn take_out(value: &mut serde_norway::Value, steps: &[Step]) -> bool {
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for step in parents {
+        let next = match (step, node) {
+            (Step::Key(k), serde_norway::Value::Mapping(map)) => map.get_mut(k.as_str()),
+            (Step::Index(i), serde_norway::Value::Sequence(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(child) => node = child,
+            None => return false,
+        }
+    }
+    match (last, node) {
+        (Step::Key(k), serde_norway::Value::Mapping(map)) => map.remove(k.as_str()).is_some(),
+        (Step::Index(i), serde_norway::Value::Sequence(items)) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// serde_norway's message without the path prefix and the location suffix it adds itself.
@@ -240,6 +365,33 @@ mod tests {
         assert_eq!(position_of(text, "files[0]"), Some((3, 5)));
         assert_eq!(position_of(text, "files[0].path"), None);
         assert_eq!(position_of(text, "a"), Some((1, 1)));
+    }
+
+    #[test]
+    fn every_problem_is_found_in_one_pass() {
+        let text = "name: [x]\ncount: lots\nitems:\n  - port: 99999\n  - port: 80\n    prot: 1\n  - port: nope\nother: 1\n";
+        let (left, errors) = check_all::<Doc>(text, Path::new("f.yaml"));
+        let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (1, "name"),
+                (2, "count"),
+                (4, "items[0].port"),
+                (6, "items[1].prot"),
+                (7, "items[2].port"),
+                (8, "other"),
+            ],
+            "{errors:?}"
+        );
+        // What is left reads.
+        let left: Doc = serde_norway::from_value(left.unwrap()).unwrap();
+        assert!(left.name.is_none() && left.count.is_none());
+        assert!(check_all::<Doc>("name: x\n", Path::new("f.yaml"))
+            .1
+            .is_empty());
+        let (left, errors) = check_all::<Doc>("name: [\n", Path::new("f.yaml"));
+        assert!(left.is_none() && errors.len() == 1);
     }
 
     #[test]

@@ -52,7 +52,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -66,8 +69,10 @@ async fn a_changed_file_reaches_the_container_that_mounts_it() {
     let stack = Stack::new(&rig, "mounted").await;
     stack.env(&rig, "GREETING=hello\n").await;
     let bucket = rig.bucket("mounted", false).await;
-    rig.put_object(&bucket, "promtail-config.yml", b"clients: [one]\n".to_vec()).await;
-    rig.put_object(&bucket, "notes.txt", b"first\n".to_vec()).await;
+    rig.put_object(&bucket, "promtail-config.yml", b"clients: [one]\n".to_vec())
+        .await;
+    rig.put_object(&bucket, "notes.txt", b"first\n".to_vec())
+        .await;
     let compose = "services:\n  promtail:\n    image: {registry}/tester/promtail:1\n    volumes:\n      - ./promtail-config.yml:/etc/promtail/config.yml:ro\n";
     let files = format!(
         "files:\n  - source: s3://{bucket}/promtail-config.yml\n    path: promtail-config.yml\n  - source: s3://{bucket}/notes.txt\n    path: notes.txt\n"
@@ -76,10 +81,14 @@ async fn a_changed_file_reaches_the_container_that_mounts_it() {
     let (run, stack, rig) = stack.sync(rig).await;
     run.expect(0);
     let promtail = stack.container("promtail");
-    assert_eq!(exec_cat(&promtail, "/etc/promtail/config.yml"), "clients: [one]\n");
+    assert_eq!(
+        exec_cat(&promtail, "/etc/promtail/config.yml"),
+        "clients: [one]\n"
+    );
     let before = id_of(&promtail);
 
-    rig.put_object(&bucket, "promtail-config.yml", b"clients: [two]\n".to_vec()).await;
+    rig.put_object(&bucket, "promtail-config.yml", b"clients: [two]\n".to_vec())
+        .await;
     let (plan, stack, rig) = stack.run(rig, &["plan"]).await;
     plan.expect(0);
     assert!(
@@ -101,16 +110,25 @@ async fn a_changed_file_reaches_the_container_that_mounts_it() {
     );
 
     let kept = id_of(&promtail);
-    rig.put_object(&bucket, "notes.txt", b"second\n".to_vec()).await;
+    rig.put_object(&bucket, "notes.txt", b"second\n".to_vec())
+        .await;
     let (run, stack, _rig) = stack.sync(rig).await;
     run.expect(0);
     assert!(
-        run.stdout.contains(&format!("container {promtail} (service promtail): keep")),
+        run.stdout
+            .contains(&format!("container {promtail} (service promtail): keep")),
         "{}",
         run.stdout
     );
-    assert_eq!(id_of(&promtail), kept, "a file no service mounts changes nothing");
-    assert_eq!(std::fs::read(stack.scratch.workdir().join("notes.txt")).unwrap(), b"second\n");
+    assert_eq!(
+        id_of(&promtail),
+        kept,
+        "a file no service mounts changes nothing"
+    );
+    assert_eq!(
+        std::fs::read(stack.scratch.workdir().join("notes.txt")).unwrap(),
+        b"second\n"
+    );
 }
 
 /// A `migrate` service that runs and exits 0, which the app waits for with
@@ -150,12 +168,18 @@ services:
         "{}",
         run.stdout
     );
-    assert_eq!(started_at(&migrate), ran_at, "the one-shot service did not run again");
+    assert_eq!(
+        started_at(&migrate),
+        ran_at,
+        "the one-shot service did not run again"
+    );
 
     let (status, _stack, _rig) = stack.run(rig, &["status"]).await;
     status.expect(0);
     assert!(
-        status.stdout.contains(&format!("{migrate} (service migrate): exited, completed (one-shot)")),
+        status.stdout.contains(&format!(
+            "{migrate} (service migrate): exited, completed (one-shot)"
+        )),
         "{}",
         status.stdout
     );
@@ -201,7 +225,8 @@ async fn an_agent_killed_while_the_new_container_waits_for_health_loses_nothing(
     let (plan, stack, rig) = stack.run(rig, &["plan"]).await;
     plan.expect(0);
     assert!(
-        plan.stdout.contains("service web: its last switch was cut short"),
+        plan.stdout
+            .contains("service web: its last switch was cut short"),
         "{}",
         plan.stdout
     );
@@ -209,9 +234,14 @@ async fn an_agent_killed_while_the_new_container_waits_for_health_loses_nothing(
     // tries again, and rolls back to the previous container.
     let (run, _stack, _rig) = stack.sync(rig).await;
     run.expect(1);
-    assert!(run.stderr.contains("an earlier sync was cut short"), "{}", run.stderr);
     assert!(
-        run.stderr.contains("rolled back: the previous containers of web run again"),
+        run.stderr.contains("an earlier sync was cut short"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("rolled back: the previous containers of web run again"),
         "{}",
         run.stderr
     );
@@ -256,7 +286,11 @@ async fn an_agent_killed_at_any_engine_call_of_a_switch_loses_nothing() {
         (stack, rig) = (s, r);
         let case = format!("killed at step {step}, after {passed:?}");
         assert_eq!(after.status, 1, "{case}:\n{}", after.all());
-        assert_eq!(id_of(&web), good, "{case}: the last good container must serve");
+        assert_eq!(
+            id_of(&web),
+            good,
+            "{case}: the last good container must serve"
+        );
         assert!(running_healthy(&web), "{case}");
         assert_eq!(leftovers(&web), "", "{case}");
         step += 1;
@@ -313,23 +347,42 @@ async fn a_registry_outage_does_not_stop_a_stack_whose_image_is_here() {
         stack.env(&rig, "GREETING=hello\n").await;
         let metrics = stack.scratch.path("metrics.prom");
         let extra = format!("{limits}metrics:\n  textfile: {}\n", metrics.display());
-        stack.compose(&rig, &format!("services:\n  web:\n    image: {image}\n    pull_policy: always\n"), &extra);
+        stack.compose(
+            &rig,
+            &format!("services:\n  web:\n    image: {image}\n    pull_policy: always\n"),
+            &extra,
+        );
         let started = Instant::now();
         let (run, stack, rig) = stack.sync(Rig::get()).await;
         run.expect(0);
-        assert!(started.elapsed() < Duration::from_secs(40), "{outage}: {:?}", started.elapsed());
         assert!(
-            run.stderr.contains(&image) && run.stderr.contains("using the local image, which may be stale"),
+            started.elapsed() < Duration::from_secs(40),
+            "{outage}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            run.stderr.contains(&image)
+                && run
+                    .stderr
+                    .contains("using the local image, which may be stale"),
             "{outage}: {}",
             run.stderr
         );
         assert!(running_healthy(&stack.container("web")), "{outage}");
         let metrics = std::fs::read_to_string(&metrics).unwrap();
-        assert!(metrics.contains(&format!("kicky_agent_stale_images{{project=\"{}\"}} 1", stack.project)), "{metrics}");
+        assert!(
+            metrics.contains(&format!(
+                "kicky_agent_stale_images{{project=\"{}\"}} 1",
+                stack.project
+            )),
+            "{metrics}"
+        );
         let (status, stack, _rig) = stack.run(rig, &["status"]).await;
         status.expect(0);
         assert!(
-            status.stdout.contains(&format!("image {image}: possibly stale")),
+            status
+                .stdout
+                .contains(&format!("image {image}: possibly stale")),
             "{outage}: {}",
             status.stdout
         );
@@ -339,8 +392,16 @@ async fn a_registry_outage_does_not_stop_a_stack_whose_image_is_here() {
         let started = Instant::now();
         let (run, _stack, _rig) = stack.sync(Rig::get()).await;
         run.expect(1);
-        assert!(started.elapsed() < Duration::from_secs(40), "{outage}: {:?}", started.elapsed());
-        assert!(run.stderr.contains(&format!("failed to pull {image}")), "{outage}: {}", run.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{outage}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            run.stderr.contains(&format!("failed to pull {image}")),
+            "{outage}: {}",
+            run.stderr
+        );
         if outage == "hangs" {
             assert!(run.stderr.contains("no progress for 3s"), "{}", run.stderr);
         }
@@ -358,7 +419,9 @@ async fn a_second_sync_of_a_project_waits_then_names_the_one_running() {
     let compose = "services:\n  web:\n    image: {registry}/tester/web:1\n    healthcheck:\n      test: [CMD, wget, -q, -O, /dev/null, 'http://127.0.0.1:8080/health']\n      interval: 3s\n";
     stack.compose(&rig, compose, "lock_timeout: 1s\n");
     let first = stack.scratch.spawn_agent(&rig, &["sync"], &[]);
-    let holder = stack.scratch.path(&format!("state/{}.lock.holder", stack.project));
+    let holder = stack
+        .scratch
+        .path(&format!("state/{}.lock.holder", stack.project));
     until("the first sync to hold the lock", || holder.exists()).await;
     let (second, stack, _rig) = stack.sync(rig).await;
     second.expect(1);
@@ -382,17 +445,25 @@ async fn every_failure_of_a_sync_is_told_not_only_the_first() {
     let stack = Stack::new(&rig, "allfail").await;
     stack.env(&rig, "GREETING=hello\n").await;
     let bucket = rig.bucket("allfail", false).await;
-    rig.put_object(&bucket, "here.yml", b"a: 1\n".to_vec()).await;
+    rig.put_object(&bucket, "here.yml", b"a: 1\n".to_vec())
+        .await;
     let files = format!(
         "files:\n  - source: s3://{bucket}/missing-one.yml\n    path: one.yml\n  - source: s3://{bucket}/here.yml\n    path: here.yml\n  - source: s3://{bucket}/missing-two.yml\n    path: two.yml\n"
     );
-    stack.compose(&rig, "services:\n  web:\n    image: {registry}/tester/web:1\n", &files);
+    stack.compose(
+        &rig,
+        "services:\n  web:\n    image: {registry}/tester/web:1\n",
+        &files,
+    );
     let (run, stack, rig) = stack.sync(rig).await;
     run.expect(1);
     for expected in ["2 of 3 files failed", "missing-one.yml", "missing-two.yml"] {
         assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
     }
-    assert!(!stack.scratch.workdir().join("here.yml").exists(), "all or nothing");
+    assert!(
+        !stack.scratch.workdir().join("here.yml").exists(),
+        "all or nothing"
+    );
 
     // Two services whose bind source does not exist (long syntax: the engine refuses at create).
     let compose = "\
@@ -415,4 +486,41 @@ services:
         assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
     }
     assert!(inspect(&stack.container("a")).is_none() && inspect(&stack.container("b")).is_none());
+}
+
+/// `validate` on a config with mistakes and a compose file with more: one run lists them all,
+/// each with its file, line and key, and exits 2.
+#[test]
+fn validate_lists_every_problem_of_the_config_and_the_compose_file() {
+    let rig = Rig::get();
+    let scratch = common::Scratch::new();
+    let workdir = scratch.workdir();
+    std::fs::create_dir_all(&workdir).unwrap();
+    std::fs::write(
+        workdir.join("docker-compose.yml"),
+        "services:\n  web:\n    image: web:1\n    privileged: true\n    ports: ['eighty:80']\n",
+    )
+    .unwrap();
+    let config = scratch.config(
+        &rig,
+        "project: orange\nworkdir: {workdir}\nwatch:\n  interval: soon\ncompose:\n  file: docker-compose.yml\n  pull: sometimes\nlifecycle:\n  abandon_after: 0\n",
+    );
+    let run = scratch.agent(&rig, &["validate"]);
+    run.expect(2);
+    let compose = workdir.join("docker-compose.yml").display().to_string();
+    let config = config.display().to_string();
+    for expected in [
+        "5 problems:".to_string(),
+        format!("{config}:4:3: watch.interval"),
+        format!("{config}:7:3: compose.pull"),
+        format!("{config}:9:3: lifecycle.abandon_after"),
+        format!("{compose}:4:5: services.web.privileged"),
+        format!("{compose}:5:"),
+    ] {
+        assert!(
+            run.stderr.contains(&expected),
+            "{expected} in:\n{}",
+            run.stderr
+        );
+    }
 }

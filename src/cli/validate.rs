@@ -4,6 +4,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+
+use crate::config;
+use crate::error::input_error;
 use clap::Args;
 
 /// Check the agent config and, when present, the compose file offline; exit 0 when valid, 2 when
@@ -12,8 +15,26 @@ use clap::Args;
 pub struct ValidateCmd {}
 
 impl ValidateCmd {
-    pub fn run(self, config: &Path) -> Result<()> {
-        let settings = super::load(config)?;
+    pub fn run(self, path: &Path) -> Result<()> {
+        // Every problem of the config and of the compose file, in one run.
+        let (settings, mut problems) =
+            config::check(path).with_context(|| format!("invalid config {}", path.display()))?;
+        if let Some(compose) = &settings.compose {
+            if compose.file.exists() {
+                if let Err(err) = crate::compose::load(&settings) {
+                    problems.extend(problem_lines(&format!("{err:#}")));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(input_error(format!(
+                "{} problem{}:\n  {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                problems.join("\n  ")
+            )))
+            .with_context(|| format!("invalid config {}", path.display()));
+        }
         let files: Vec<String> = settings
             .sources
             .iter()
@@ -36,8 +57,7 @@ impl ValidateCmd {
         }
         if let Some(compose) = &settings.compose {
             if compose.file.exists() {
-                let project = crate::compose::load(&settings)
-                    .with_context(|| format!("invalid compose file {}", compose.file.display()))?;
+                let project = crate::compose::load(&settings)?;
                 println!(
                     "compose file is valid: {} ({} service{}: {})",
                     compose.file.display(),
@@ -53,5 +73,19 @@ impl ValidateCmd {
             }
         }
         Ok(())
+    }
+}
+
+/// The problems of a compose file's error: its lines, without the "N problems:" heading.
+fn problem_lines(message: &str) -> Vec<String> {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or_default();
+    let listed = first
+        .split_once(' ')
+        .is_some_and(|(n, rest)| n.parse::<usize>().is_ok() && rest == "problems:");
+    if listed {
+        lines.map(|l| l.trim().to_string()).collect()
+    } else {
+        vec![message.to_string()]
     }
 }

@@ -145,20 +145,51 @@ struct Layer {
 
 /// Reads and checks the config at `path` and the fragments in `agent.d/` beside it.
 pub fn load(path: &Path) -> Result<Settings> {
+    let (settings, problems) = check(path)?;
+    match problems.as_slice() {
+        [] => Ok(settings),
+        [one] => Err(input_error(one.clone())),
+        many => Err(input_error(format!(
+            "{} problems:\n  {}",
+            many.len(),
+            many.join("\n  ")
+        ))),
+    }
+}
+
+/// Reads the config at `path` and its fragments, and lists every problem of them (each with its
+/// file, line and key), not only the first; the settings are what the rest makes of them. An
+/// error only when the config cannot be read at all.
+pub fn check(path: &Path) -> Result<(Settings, Vec<String>)> {
     let files = config_files(path)?;
     let mut merged = Value::Mapping(Default::default());
     let mut layers = Vec::new();
     let mut origins = BTreeMap::new();
+    let mut problems = Vec::new();
     for file in files {
-        let (value, text) = read_file(&file)?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("failed to read {}", file.display()))?;
+        let value = if text.trim().is_empty() {
+            Value::Mapping(Default::default())
+        } else {
+            // Each file alone against the schema, so its problems carry its name and line.
+            let (left, errors) = crate::yaml::check_all::<RawConfig>(&text, &file);
+            problems.extend(errors.iter().map(ToString::to_string));
+            left.unwrap_or(Value::Mapping(Default::default()))
+        };
         merge(&mut merged, value, &file, "", &mut origins);
         layers.push(Layer { path: file, text });
     }
-    let raw: RawConfig = serde_norway::from_value(merged)
-        .map_err(|e| input_error(format!("{}: {e}", describe(&layers))))?;
-    let mut settings = validate(raw, &layers)?;
+    let raw: RawConfig = match serde_norway::from_value(merged) {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.push(format!("{}: {e}", describe(&layers)));
+            RawConfig::default()
+        }
+    };
+    let mut settings = validate(raw, &layers, &mut problems);
     settings.origins = origins;
-    Ok(settings)
+    Ok((settings, problems))
 }
 
 /// `path`, then `agent.d/*.yaml` beside it in name order.
@@ -190,19 +221,6 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>> {
     fragments.sort();
     files.extend(fragments);
     Ok(files)
-}
-
-/// Reads one file, checking it alone against the schema so errors carry its name and line.
-fn read_file(path: &Path) -> Result<(Value, String)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    if text.trim().is_empty() {
-        return Ok((Value::Mapping(Default::default()), text));
-    }
-    let bad = |e: crate::yaml::YamlError| input_error(e.to_string());
-    crate::yaml::from_str::<RawConfig>(&text, path).map_err(bad)?;
-    let value = crate::yaml::from_str::<Value>(&text, path).map_err(bad)?;
-    Ok((value, text))
 }
 
 /// Merges `over` into `base`: mappings key by key, anything else replaced.
@@ -252,26 +270,26 @@ fn describe(layers: &[Layer]) -> String {
     names.join(" + ")
 }
 
-/// An input error about `key` of the merged config, pointed at the last file that sets it.
-fn key_error(layers: &[Layer], key: &str, message: impl std::fmt::Display) -> anyhow::Error {
+/// A problem with `key` of the merged config, pointed at the last file that sets it.
+fn key_problem(layers: &[Layer], key: &str, message: impl std::fmt::Display) -> String {
     for layer in layers.iter().rev() {
         if let Some((line, column)) = crate::yaml::position_of(&layer.text, key) {
-            return input_error(format!(
-                "{}:{line}:{column}: {key}: {message}",
-                layer.path.display()
-            ));
+            return format!("{}:{line}:{column}: {key}: {message}", layer.path.display());
         }
     }
-    input_error(format!("{}: {key}: {message}", describe(layers)))
+    format!("{}: {key}: {message}", describe(layers))
 }
 
-/// Checks what only the merged config shows and fills in defaults.
-fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
-    let project = raw
-        .project
-        .ok_or_else(|| input_error(format!("{}: `project` is required", describe(layers))))?
-        .as_str()
-        .to_string();
+/// Checks what only the merged config shows and fills in defaults; every problem goes to
+/// `problems` and the settings go on with a default in its place.
+fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Settings {
+    let project = match raw.project {
+        Some(project) => project.as_str().to_string(),
+        None => {
+            problems.push(format!("{}: `project` is required", describe(layers)));
+            String::new()
+        }
+    };
     let workdir = match raw.workdir {
         Some(dir) => dir.into_path(),
         None => Path::new(defaults::WORKDIR_PARENT).join(&project),
@@ -287,7 +305,7 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
         Some(env) => {
             let sources = env.parameters.unwrap_or_default();
             if sources.is_empty() {
-                return Err(key_error(
+                problems.push(key_problem(
                     layers,
                     "env",
                     "`env.parameters` is empty: list the parameters to write to the env file, or drop `env:`",
@@ -313,15 +331,22 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
     let mut files: Vec<FileSettings> = Vec::new();
     for (i, file) in raw.files.unwrap_or_default().into_iter().enumerate() {
         let key = format!("files[{i}].path");
-        let path = confine::confine(&file.path.into_path(), &workdir, &allowed)
-            .map_err(|e| key_error(layers, &key, e))?;
+        let path = match confine::confine(&file.path.into_path(), &workdir, &allowed) {
+            Ok(path) => path,
+            Err(e) => {
+                problems.push(key_problem(layers, &key, e));
+                continue;
+            }
+        };
         if env.as_ref().is_some_and(|env| env.path == path) {
             let message = format!("{} is also the env file", path.display());
-            return Err(key_error(layers, &key, message));
+            problems.push(key_problem(layers, &key, message));
+            continue;
         }
         if let Some(j) = files.iter().position(|f| f.path == path) {
             let message = format!("{} is also the path of files[{j}]", path.display());
-            return Err(key_error(layers, &key, message));
+            problems.push(key_problem(layers, &key, message));
+            continue;
         }
         files.push(FileSettings {
             source: file.source,
@@ -332,6 +357,14 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             group: file.group.map(|g| g.as_str().to_string()),
         });
     }
+    let mut positive = |key: &str, value: Option<std::time::Duration>, default| match value {
+        Some(d) if d.is_zero() => {
+            problems.push(key_problem(layers, key, "must be longer than 0"));
+            default
+        }
+        Some(d) => d,
+        None => default,
+    };
     let compose = raw.compose.map(|c| ComposeSettings {
         file: workdir.join(
             c.file
@@ -344,14 +377,16 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             .healthy_timeout
             .map(|d| d.0)
             .unwrap_or(defaults::HEALTHY_TIMEOUT),
-        pull_stall_timeout: c
-            .pull_stall_timeout
-            .map(|d| d.0)
-            .unwrap_or(defaults::PULL_STALL_TIMEOUT),
-        pull_timeout: c
-            .pull_timeout
-            .map(|d| d.0)
-            .unwrap_or(defaults::PULL_TIMEOUT),
+        pull_stall_timeout: positive(
+            "compose.pull_stall_timeout",
+            c.pull_stall_timeout.map(|d| d.0),
+            defaults::PULL_STALL_TIMEOUT,
+        ),
+        pull_timeout: positive(
+            "compose.pull_timeout",
+            c.pull_timeout.map(|d| d.0),
+            defaults::PULL_TIMEOUT,
+        ),
     });
     let watch = raw.watch.unwrap_or_default();
     let lifecycle = raw.lifecycle.unwrap_or_default();
@@ -362,7 +397,8 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             Some(d) if d.is_zero() => {
                 let message =
                     "must be longer than 0 (and shorter than the hook's heartbeat timeout)";
-                return Err(key_error(layers, "lifecycle.heartbeat_interval", message));
+                problems.push(key_problem(layers, "lifecycle.heartbeat_interval", message));
+                defaults::HEARTBEAT_INTERVAL
             }
             Some(d) => d,
         },
@@ -370,7 +406,8 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             Some(d) if d.is_zero() => {
                 let message =
                     "must be longer than 0; drop the key to never mark the instance unhealthy";
-                return Err(key_error(layers, "lifecycle.unhealthy_after", message));
+                problems.push(key_problem(layers, "lifecycle.unhealthy_after", message));
+                None
             }
             other => other,
         },
@@ -378,7 +415,8 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             None => defaults::ABANDON_AFTER,
             Some(0) => {
                 let message = "must be at least 1 (failed first syncs before ABANDON)";
-                return Err(key_error(layers, "lifecycle.abandon_after", message));
+                problems.push(key_problem(layers, "lifecycle.abandon_after", message));
+                defaults::ABANDON_AFTER
             }
             Some(n) => n,
         },
@@ -388,7 +426,7 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
         .map(|d| d.into_path())
         .unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR));
     let sources = layers.iter().map(|l| l.path.clone()).collect();
-    Ok(Settings {
+    Settings {
         project,
         workdir,
         aws,
@@ -414,7 +452,7 @@ fn validate(raw: RawConfig, layers: &[Layer]) -> Result<Settings> {
             .unwrap_or(defaults::LOCK_TIMEOUT),
         origins: BTreeMap::new(),
         sources,
-    })
+    }
 }
 
 #[cfg(test)]

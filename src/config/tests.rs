@@ -373,3 +373,57 @@ fn lifecycle_hook_defaults_to_auto_and_refuses_what_it_cannot_use() {
         assert!(msg.contains(":3:") && msg.contains(needle), "{text}: {msg}");
     }
 }
+
+/// Seven mistakes in two files: one run names all seven, each with its file, line and key.
+#[test]
+fn every_problem_is_listed_in_one_run() {
+    let dir = Dir::new();
+    let main = dir.write(
+        "agent.yaml",
+        "project: orange\nworkdir: relative/dir\nenv:\n  mode: 999\n  parameters:\n    - name: /a\n      format: yaml\n    - name: /ok\n      formt: dotenv\nfiles:\n  - source: s3://bucket-a/a.yml\n    path: ../../etc/passwd\ncompose:\n  pull: sometimes\n  pull_timeout: 0s\n",
+    );
+    let fragment = dir.write(
+        "agent.d/10-x.yaml",
+        "lifecycle:\n  abandon_after: 0\nwatch:\n  interval: soon\n",
+    );
+    let (settings, problems) = check(&main).unwrap();
+    let main = main.display().to_string();
+    let fragment = fragment.display().to_string();
+    let expected = [
+        format!("{main}:2:"),
+        format!("{main}:4:"),
+        format!("{main}:7:"),
+        format!("{main}:9:"),
+        format!("{main}:14:"),
+        format!("{main}:15:"),
+        format!("{fragment}:2:"),
+        format!("{fragment}:4:"),
+    ];
+    for at in &expected {
+        assert!(
+            problems.iter().any(|p| p.starts_with(at.as_str())),
+            "{at} in {problems:#?}"
+        );
+    }
+    for key in [
+        "workdir",
+        "env.mode",
+        "env.parameters[0].format",
+        "env.parameters[1].formt",
+        "compose.pull",
+        "watch.interval",
+        "compose.pull_timeout",
+        "lifecycle.abandon_after",
+        "files[0].path",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(key)),
+            "{key} in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), 9, "{problems:#?}");
+    assert_eq!(settings.project, "orange", "what is valid is read");
+    let (msg, code) = error_of(dir.0.path().join("agent.yaml").as_path());
+    assert_eq!(code, 2);
+    assert!(msg.contains("9 problems:"), "{msg}");
+}

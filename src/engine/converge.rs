@@ -433,13 +433,14 @@ async fn roll_back(
     bound: Duration,
 ) -> String {
     let since = unix_now() - 1;
-    let containers =
-        match engine.project_containers(&project.name).await {
-            Ok(containers) => containers,
-            Err(err) => return format!(
+    let containers = match engine.project_containers(&project.name).await {
+        Ok(containers) => containers,
+        Err(err) => {
+            return format!(
                 "the rollback could not list the containers ({err}); the next sync sets them right"
-            ),
-        };
+            )
+        }
+    };
     let mut restored = Vec::new();
     let mut failed = Vec::new();
     for plan in services

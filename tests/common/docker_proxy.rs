@@ -110,7 +110,9 @@ fn serve(client: UnixStream, upstream: &Path, state: &Shared) {
         let header = |name: &str| {
             text.lines().find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
             })
         };
         if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
@@ -119,7 +121,8 @@ fn serve(client: UnixStream, upstream: &Path, state: &Shared) {
                 if reader.read_until(b'\n', &mut size_line).unwrap_or(0) == 0 {
                     return;
                 }
-                let size = usize::from_str_radix(String::from_utf8_lossy(&size_line).trim(), 16).unwrap_or(0);
+                let size = usize::from_str_radix(String::from_utf8_lossy(&size_line).trim(), 16)
+                    .unwrap_or(0);
                 let mut chunk = vec![0; size + 2];
                 if reader.read_exact(&mut chunk).is_err()
                     || server.write_all(&size_line).is_err()
@@ -131,7 +134,8 @@ fn serve(client: UnixStream, upstream: &Path, state: &Shared) {
                     break;
                 }
             }
-        } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        } else if let Some(length) = header("content-length").and_then(|v| v.parse::<usize>().ok())
+        {
             let mut body = vec![0; length];
             if reader.read_exact(&mut body).is_err() || server.write_all(&body).is_err() {
                 return;

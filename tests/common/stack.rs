@@ -159,4 +159,3 @@ pub fn env_of(name: &str) -> BTreeMap<String, String> {
         })
         .collect()
 }
-
