@@ -151,7 +151,19 @@ async fn converge(
     };
     tracing::info!(phase = "fetching parameters and files", "syncing");
     let staged = files::stage_all(s3, &settings.files, &state.files);
-    let (env, staged) = futures::try_join!(env, staged)?;
+    // Meanwhile, the engine: a switch an earlier sync left half done (the agent was killed) is
+    // set right first, whatever happens to the fetching, so the last good containers serve.
+    let engine = async {
+        let Some(compose) = &settings.compose else {
+            return Ok(None);
+        };
+        let engine = engine::docker::connect(engine::docker::ENGINE_WAIT).await?;
+        engine::converge::recover_interrupted(&engine, &settings.project, compose.healthy_timeout)
+            .await?;
+        Ok::<_, anyhow::Error>(Some(engine))
+    };
+    let (env, staged, engine) = futures::join!(env, staged, engine);
+    let (env, staged, engine) = (env?, staged?, engine?);
 
     // What this sync replaces is kept until it is healthy: the last good release. Once a sync
     // has succeeded, the disk holds the last good release (a failed sync puts it back), also
@@ -173,7 +185,7 @@ async fn converge(
         _ => None,
     };
     let previous = (state.files.clone(), state.parameters.clone());
-    let result = apply(settings, ssm, ecr, state, env, staged).await;
+    let result = apply(settings, ssm, ecr, engine.as_ref(), state, env, staged).await;
     match (result, snapshot) {
         (Ok(report), _) => Ok(report),
         (Err(err), None) => Err(err),
@@ -202,6 +214,7 @@ async fn apply(
     settings: &Settings,
     ssm: &impl ParameterStore,
     ecr: Option<aws_sdk_ecr::Client>,
+    engine: Option<&engine::docker::DockerEngine>,
     state: &mut State,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
@@ -227,10 +240,9 @@ async fn apply(
         state.parameters = env.versions.clone();
     }
     // The compose file and the env file it interpolates from are in place: converge the engine.
-    let containers = match &settings.compose {
-        Some(compose) => {
+    let containers = match (&settings.compose, engine) {
+        (Some(compose), Some(engine)) => {
             let project = crate::compose::load(settings)?;
-            let engine = engine::docker::connect(engine::docker::ENGINE_WAIT).await?;
             let registries = Registries::resolve(&settings.registries, ssm, ecr).await?;
             let files = agent_files(
                 settings,
@@ -238,7 +250,7 @@ async fn apply(
                 env_report.as_ref().map(|e| e.sha256.as_str()),
             );
             let report = engine::converge::converge(
-                &engine,
+                engine,
                 &project,
                 compose,
                 &registries,
@@ -254,7 +266,7 @@ async fn apply(
             state.stale_images = report.stale.iter().cloned().collect();
             Some(report)
         }
-        None => None,
+        _ => None,
     };
     Ok(SyncReport {
         env: env_report.map(|e| e.report),

@@ -230,6 +230,40 @@ async fn an_agent_killed_while_the_new_container_waits_for_health_loses_nothing(
         "{}",
         plan.stdout
     );
+    // The next sync cannot even fetch its files (S3 has no such object): the switch is set
+    // right all the same, first thing, and the previous container serves.
+    let bucket = rig.bucket("killed", false).await;
+    let missing = format!("files:\n  - source: s3://{bucket}/missing.yml\n    path: missing.yml\n");
+    stack.compose(
+        &rig,
+        &fixed_port_compose(port, "web:2", SLOW_HEALTH),
+        &missing,
+    );
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(1);
+    assert!(run.stderr.contains("missing.yml"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("an earlier sync was cut short"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(id_of(&web), good, "the last good container serves");
+    assert!(inspect(&web).unwrap()["State"]["Running"] == true);
+    until("the restarted container to be healthy", || {
+        running_healthy(&web)
+    })
+    .await;
+    assert_eq!(leftovers(&web), "");
+
+    // Killed again in the same place; this time the next sync tries the release again.
+    stack.compose(&rig, &fixed_port_compose(port, "web:2", SLOW_HEALTH), "");
+    let mut agent = stack.scratch.spawn_agent(&rig, &["sync"], &[]);
+    until("the switch to reach its health wait again", || {
+        inspect(&aside).is_some() && inspect(&web).is_some_and(|c| c["State"]["Running"] == true)
+    })
+    .await;
+    agent.kill();
+    blocking(move || agent.wait()).await;
     // The release is still one that never gets healthy: the next sync sets the switch right,
     // tries again, and rolls back to the previous container.
     let (run, _stack, _rig) = stack.sync(rig).await;

@@ -103,7 +103,7 @@ pub async fn plan(
             .collect(),
         services: decision.services,
         remove: decision.remove.into_iter().map(|(_, name)| name).collect(),
-        interrupted: decide::recovery(project, &observed, files, SystemTime::now())
+        interrupted: decide::recovery(&observed.containers, SystemTime::now())
             .into_iter()
             .map(|(service, _)| service)
             .collect(),
@@ -122,24 +122,8 @@ pub async fn converge(
     files: &AgentFiles,
 ) -> Result<EngineReport> {
     let mut observed = observe(engine, project).await?;
-    let recovery = decide::recovery(project, &observed, files, SystemTime::now());
-    if !recovery.is_empty() {
-        for (service, ops) in &recovery {
-            tracing::warn!(
-                service = %service,
-                "an earlier sync was cut short; setting it right: {}",
-                describe(ops)
-            );
-            let waits = Waits::new(
-                service,
-                project.is_one_shot(service),
-                0,
-                Instant::now() + settings.healthy_timeout,
-            );
-            run_ops(engine, ops, &waits).await.with_context(|| {
-                format!("failed to set right the interrupted switch of service {service}")
-            })?;
-        }
+    // Normally done already, first thing in the sync (`recover_interrupted`); cheap to be sure.
+    if set_right(engine, &observed.containers, settings.healthy_timeout).await? {
         observed = observe(engine, project).await?;
     }
 
@@ -243,6 +227,53 @@ pub async fn converge(
         stale: pulled.stale,
         images: images_now,
     })
+}
+
+/// Finishes or undoes what an interrupted sync left of `project`'s containers (see
+/// [`decide::recovery`]); returns the services it set right. The first thing a sync does, before
+/// it fetches anything: whatever fails later, the last good containers serve.
+pub async fn recover_interrupted(
+    engine: &impl Engine,
+    project: &str,
+    bound: Duration,
+) -> Result<Vec<String>> {
+    let containers = engine
+        .project_containers(project)
+        .await
+        .context("failed to list the project's containers")?;
+    let plans = decide::recovery(&containers, SystemTime::now());
+    run_recovery(engine, &plans, bound).await?;
+    Ok(plans.into_iter().map(|(service, _)| service).collect())
+}
+
+/// [`recover_interrupted`] on containers already listed; whether anything was done.
+async fn set_right(
+    engine: &impl Engine,
+    containers: &[super::api::Container],
+    bound: Duration,
+) -> Result<bool> {
+    let plans = decide::recovery(containers, SystemTime::now());
+    run_recovery(engine, &plans, bound).await?;
+    Ok(!plans.is_empty())
+}
+
+async fn run_recovery(
+    engine: &impl Engine,
+    plans: &[(String, Vec<Op>)],
+    bound: Duration,
+) -> Result<()> {
+    for (service, ops) in plans {
+        tracing::warn!(
+            service = %service,
+            "an earlier sync was cut short; setting it right: {}",
+            describe(ops)
+        );
+        let waits = Waits::new(service, false, 0, Instant::now() + bound);
+        run_ops(engine, ops, &waits).await.with_context(|| {
+            format!("failed to set right the interrupted switch of service {service}")
+        })?;
+    }
+    Ok(())
 }
 
 /// The container a service runs once switched: the one created for it, else the one it had.
@@ -453,7 +484,6 @@ async fn roll_back(
             Action::Recreate { .. } => switch::recover(
                 &plan.container,
                 slots,
-                None,
                 plan.one_shot,
                 Mode::Undo,
                 SystemTime::now(),

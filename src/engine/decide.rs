@@ -4,12 +4,13 @@
 //! missing networks and volumes, and first of all, undo or finish a switch an earlier sync left
 //! half done.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
 
+use super::api::Container;
 use super::observe::Observed;
 use super::spec::{self, AgentFiles, Desired};
 use super::switch::{self, Mode, Op, Slots};
@@ -191,49 +192,15 @@ pub fn decide(
     Ok(Decision { services, remove })
 }
 
-/// What an interrupted sync left, set right before anything else happens: per service with a
-/// staged or aside container, the operations that undo its switch (or finish it, when the new
-/// container serves healthy with the config wanted now). Leftovers of services that left the
-/// file go too.
-pub fn recovery(
-    project: &Project,
-    observed: &Observed,
-    files: &AgentFiles,
-    now: SystemTime,
-) -> Vec<(String, Vec<Op>)> {
-    let local: BTreeMap<String, String> = observed
-        .images
-        .iter()
-        .filter_map(|(image, id)| Some((image.clone(), id.clone()?)))
-        .collect();
+/// What an interrupted sync left among the project's `containers`, to set right before anything
+/// else happens: per service with a staged or aside container, the operations that undo its
+/// switch, or finish it when the new container already took the name and is ready. Decided from
+/// the containers' names and labels alone, so it runs before the compose file is even read.
+pub fn recovery(containers: &[Container], now: SystemTime) -> Vec<(String, Vec<Op>)> {
+    let one_shots = spec::one_shots(containers);
     let mut plans = Vec::new();
-    let mut handled: Vec<String> = Vec::new();
-    for (name, service) in &project.services {
-        let container = spec::container_name(project, service);
-        let slots = Slots::of(&container, &observed.containers);
-        handled.extend([
-            switch::staged_name(&container),
-            switch::aside_name(&container),
-        ]);
-        if !slots.interrupted() {
-            continue;
-        }
-        let desired = local
-            .get(&service.image)
-            .map(|id| spec::desired(project, service, id, files).hash);
-        let ops = switch::recover(
-            &container,
-            slots,
-            desired.as_deref(),
-            project.is_one_shot(name),
-            Mode::Recover,
-            now,
-        );
-        plans.push((name.clone(), ops));
-    }
-    // Leftovers of a service that is gone from the file: the previous container is put back
-    // under its name (it is then an orphan, removed once the sync is healthy).
-    for c in &observed.containers {
+    let mut seen = BTreeSet::new();
+    for c in containers {
         let Some(base) = c
             .name
             .strip_suffix(switch::NEW_SUFFIX)
@@ -241,17 +208,21 @@ pub fn recovery(
         else {
             continue;
         };
-        if handled.contains(&c.name) {
+        if !seen.insert(base) {
             continue;
         }
-        handled.extend([switch::staged_name(base), switch::aside_name(base)]);
-        let slots = Slots::of(base, &observed.containers);
         let service = c.label(spec::SERVICE).unwrap_or(base).to_string();
-        plans.push((
-            service,
-            switch::recover(base, slots, None, false, Mode::Undo, now),
-        ));
+        let one_shot = one_shots.contains(service.as_str());
+        let ops = switch::recover(
+            base,
+            Slots::of(base, containers),
+            one_shot,
+            Mode::Recover,
+            now,
+        );
+        plans.push((service, ops));
     }
+    plans.sort_by(|a, b| a.0.cmp(&b.0));
     plans
 }
 

@@ -282,6 +282,22 @@ fn mounted_files(
         })
         .collect()
 }
+/// The services some container of a project depends on with `service_completed_successfully`,
+/// read from their `com.docker.compose.depends_on` labels (`name:condition:required,...`): the
+/// one-shot services, known without the compose file.
+pub fn one_shots(containers: &[super::api::Container]) -> std::collections::BTreeSet<&str> {
+    containers
+        .iter()
+        .filter_map(|c| c.label(DEPENDS_ON))
+        .flat_map(|label| label.split(','))
+        .filter_map(|dep| {
+            let mut parts = dep.split(':');
+            let name = parts.next()?;
+            (parts.next()? == "service_completed_successfully").then_some(name)
+        })
+        .collect()
+}
+
 /// Which sections differ between a container (its `io.kicky-agent.sections` and
 /// `io.kicky-agent.files` labels) and `desired`; a changed file is named, as `volumes: app.yml`.
 pub fn changed_sections(

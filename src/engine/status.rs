@@ -1,11 +1,9 @@
 //! The project's containers as the engine reports them now: for `status`, the metrics and the
 //! daemon's health watch.
 
-use std::collections::BTreeSet;
-
 use anyhow::{Context, Result};
 
-use super::api::{Container, Engine, Health};
+use super::api::{Engine, Health};
 use super::spec;
 use super::switch::{NEW_SUFFIX, OLD_SUFFIX};
 
@@ -30,7 +28,7 @@ pub async fn containers(engine: &impl Engine, project: &str) -> Result<Vec<Conta
         .project_containers(project)
         .await
         .context("failed to list the project's containers")?;
-    let one_shots = one_shots(&all);
+    let one_shots = spec::one_shots(&all);
     let mut out: Vec<ContainerStatus> = all
         .iter()
         .filter(|c| !c.name.ends_with(NEW_SUFFIX) && !c.name.ends_with(OLD_SUFFIX))
@@ -65,21 +63,6 @@ pub async fn containers_now(project: &str) -> Vec<ContainerStatus> {
         Ok(engine) => containers(&engine, project).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     }
-}
-
-/// The services some container depends on with `service_completed_successfully`, from the
-/// `com.docker.compose.depends_on` labels (`name:condition:required,...`).
-fn one_shots(containers: &[Container]) -> BTreeSet<&str> {
-    containers
-        .iter()
-        .filter_map(|c| c.label(spec::DEPENDS_ON))
-        .flat_map(|label| label.split(','))
-        .filter_map(|dep| {
-            let mut parts = dep.split(':');
-            let name = parts.next()?;
-            (parts.next()? == "service_completed_successfully").then_some(name)
-        })
-        .collect()
 }
 
 impl ContainerStatus {

@@ -131,36 +131,26 @@ pub fn finish(old: &str) -> Op {
 /// What to do about the slots of one service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// At the start of a sync, after an interruption: keep a new container that already serves
-    /// healthy with the desired config (finishing its switch), else undo.
+    /// At the start of a sync, after an interruption: keep a new container that already took
+    /// the name and serves healthy (finishing its switch), else undo. The sync then decides as
+    /// usual: a kept container that is not what the config wants now is recreated.
     Recover,
     /// Rolling back a failed sync: always back to the previous container.
     Undo,
 }
 
 /// The operations that leave the service with one container under its name and nothing staged
-/// or aside: the previous container again (undo), or the new one when `mode` is `Recover`, it
-/// matches `desired_hash` and it is ready at `now`. A one-shot service's previous container is
-/// put back but not started: it has done its work.
-pub fn recover(
-    name: &str,
-    slots: Slots,
-    desired_hash: Option<&str>,
-    one_shot: bool,
-    mode: Mode,
-    now: SystemTime,
-) -> Vec<Op> {
+/// or aside: the previous container again (undo), or the new one when `mode` is `Recover` and it
+/// is ready at `now`. A one-shot service's previous container is put back but not started: it
+/// has done its work.
+pub fn recover(name: &str, slots: Slots, one_shot: bool, mode: Mode, now: SystemTime) -> Vec<Op> {
     let remove = |c: &Container| Op::Remove { id: c.id.clone() };
     let mut ops = Vec::new();
     match slots.aside {
         // The previous container was set aside: whatever holds the name is the new one.
         Some(old) => {
-            let keep_new = mode == Mode::Recover
-                && slots.live.is_some_and(|new| {
-                    desired_hash.is_some()
-                        && new.label(super::spec::CONFIG_HASH) == desired_hash
-                        && is_ready(new, one_shot, now)
-                });
+            let keep_new =
+                mode == Mode::Recover && slots.live.is_some_and(|new| is_ready(new, one_shot, now));
             ops.extend(slots.staged.map(remove));
             if keep_new {
                 ops.push(remove(old));
@@ -325,14 +315,7 @@ mod tests {
 
         fn recover(&mut self, mode: Mode) -> Result<(), String> {
             let containers = self.only();
-            let ops = recover(
-                NAME,
-                Slots::of(NAME, &containers),
-                Some(NEW_HASH),
-                false,
-                mode,
-                self.now,
-            );
+            let ops = recover(NAME, Slots::of(NAME, &containers), false, mode, self.now);
             self.run(&ops)
         }
 
@@ -462,7 +445,6 @@ mod tests {
                 let undo = recover(
                     NAME,
                     Slots::of(NAME, &containers),
-                    Some(NEW_HASH),
                     false,
                     Mode::Undo,
                     before_undo.now,
@@ -486,7 +468,6 @@ mod tests {
         let ops = recover(
             NAME,
             Slots::of(NAME, &containers),
-            Some(NEW_HASH),
             false,
             Mode::Recover,
             model.now,
@@ -508,7 +489,6 @@ mod tests {
         let ops = recover(
             "migrate",
             Slots::of("migrate", &containers),
-            Some(NEW_HASH),
             true,
             Mode::Recover,
             now,
@@ -529,7 +509,6 @@ mod tests {
         let ops = recover(
             "migrate",
             Slots::of("migrate", &done),
-            Some(NEW_HASH),
             true,
             Mode::Recover,
             now,

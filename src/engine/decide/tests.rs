@@ -364,8 +364,7 @@ fn missing_networks_are_created_and_a_missing_external_one_is_an_error() {
 fn recovery_undoes_leftovers_even_of_a_service_that_left_the_file() {
     let project = project_with("one");
     let mut observed = converged(&project, &files("1111"));
-    observed.images = ids().into_iter().map(|(k, v)| (k, Some(v))).collect();
-    assert!(recovery(&project, &observed, &files("1111"), SystemTime::now()).is_empty());
+    assert!(recovery(&observed.containers, SystemTime::now()).is_empty());
 
     // app: the new container took the name and is unhealthy; the old one is aside.
     let app = observed
@@ -374,7 +373,6 @@ fn recovery_undoes_leftovers_even_of_a_service_that_left_the_file() {
         .find(|c| c.name == "orange-app-1")
         .unwrap();
     app.health = Some(Health::Unhealthy);
-    app.labels.insert(spec::CONFIG_HASH.into(), "new".into());
     let mut old = container_of(&project, "app", &files("1111"), RunState::Exited);
     old.id = "id-app-old".into();
     old.name = "orange-app-1-kicky-old".into();
@@ -385,8 +383,18 @@ fn recovery_undoes_leftovers_even_of_a_service_that_left_the_file() {
     worker_new
         .labels
         .insert(spec::SERVICE.into(), "worker".into());
-    observed.containers.extend([old, worker_new]);
-    let plans = recovery(&project, &observed, &files("1111"), SystemTime::now());
+    // migrate, a one-shot (app depends on it completing): the new one failed, the old is aside.
+    let migrate = observed
+        .containers
+        .iter_mut()
+        .find(|c| c.name == "orange-migrate-1")
+        .unwrap();
+    migrate.exit_code = Some(1);
+    let mut migrate_old = container_of(&project, "migrate", &files("1111"), RunState::Exited);
+    migrate_old.id = "id-migrate-old".into();
+    migrate_old.name = "orange-migrate-1-kicky-old".into();
+    observed.containers.extend([old, worker_new, migrate_old]);
+    let plans = recovery(&observed.containers, SystemTime::now());
     assert_eq!(
         plans,
         vec![
@@ -407,12 +415,42 @@ fn recovery_undoes_leftovers_even_of_a_service_that_left_the_file() {
                 ]
             ),
             (
+                "migrate".to_string(),
+                vec![
+                    Op::Remove {
+                        id: "id-migrate".into()
+                    },
+                    Op::Rename {
+                        id: "id-migrate-old".into(),
+                        to: "orange-migrate-1".into()
+                    },
+                ]
+            ),
+            (
                 "worker".to_string(),
                 vec![Op::Remove {
                     id: "id-worker-new".into()
                 }]
             ),
         ]
+    );
+
+    // A new container that took the name and is healthy: the switch is finished.
+    let app = observed
+        .containers
+        .iter_mut()
+        .find(|c| c.name == "orange-app-1")
+        .unwrap();
+    app.health = Some(Health::Healthy);
+    let plans = recovery(&observed.containers, SystemTime::now());
+    assert_eq!(
+        plans[0],
+        (
+            "app".to_string(),
+            vec![Op::Remove {
+                id: "id-app-old".into()
+            }]
+        )
     );
 }
 
