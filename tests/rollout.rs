@@ -196,13 +196,11 @@ fn fixed_port_compose(port: u16, image: &str, healthcheck: &str) -> String {
 const SLOW_HEALTH: &str =
     "    healthcheck:\n      test: [CMD, 'false']\n      interval: 2s\n      retries: 60\n";
 
-/// The agent is killed (SIGKILL: the watchdog, a reboot) while the new container of a service
-/// with a fixed host port waits for health after the switch. The next sync undoes the switch
-/// with the previous container, which serves again; it never removes it.
-#[tokio::test]
-async fn an_agent_killed_while_the_new_container_waits_for_health_loses_nothing() {
+/// A healthy `web` serving on a fixed host port, the starting point of the interruption tests:
+/// the stack, its rig, the port, the container's name and ID.
+async fn serving_on_a_fixed_port(test: &str) -> (Stack, Rig, u16, String, String) {
     let rig = Rig::get();
-    let stack = Stack::new(&rig, "killed").await;
+    let stack = Stack::new(&rig, test).await;
     stack.env(&rig, "GREETING=hello\n").await;
     let port = free_port();
     stack.compose(&rig, &fixed_port_compose(port, "web:1", ""), "");
@@ -210,6 +208,15 @@ async fn an_agent_killed_while_the_new_container_waits_for_health_loses_nothing(
     run.expect(0);
     let web = stack.container("web");
     let good = id_of(&web);
+    (stack, rig, port, web, good)
+}
+
+/// The agent is killed (SIGKILL: the watchdog, a reboot) while the new container of a service
+/// with a fixed host port waits for health after the switch. The next sync undoes the switch
+/// with the previous container, which serves again; it never removes it.
+#[tokio::test]
+async fn an_agent_killed_while_the_new_container_waits_for_health_loses_nothing() {
+    let (stack, rig, port, web, good) = serving_on_a_fixed_port("killed").await;
 
     stack.compose(&rig, &fixed_port_compose(port, "web:2", SLOW_HEALTH), "");
     let mut agent = stack.scratch.spawn_agent(&rig, &["sync"], &[]);
@@ -289,15 +296,7 @@ async fn an_agent_killed_while_the_new_container_waits_for_health_loses_nothing(
 /// the next sync ends with the last good container serving and nothing left over.
 #[tokio::test]
 async fn an_agent_killed_at_any_engine_call_of_a_switch_loses_nothing() {
-    let rig = Rig::get();
-    let stack = Stack::new(&rig, "everystep").await;
-    stack.env(&rig, "GREETING=hello\n").await;
-    let port = free_port();
-    stack.compose(&rig, &fixed_port_compose(port, "web:1", ""), "");
-    let (run, stack, rig) = stack.sync(rig).await;
-    run.expect(0);
-    let web = stack.container("web");
-    let good = id_of(&web);
+    let (stack, rig, port, web, good) = serving_on_a_fixed_port("everystep").await;
     stack.compose(&rig, &fixed_port_compose(port, "unhealthy:1", ""), "");
     let proxy = DockerProxy::start(stack.scratch.dir.path());
 

@@ -115,6 +115,17 @@ fn engine_error(err: bollard::errors::Error) -> EngineError {
     }
 }
 
+/// 404 as "there is none".
+fn found<T>(result: Result<T, bollard::errors::Error>) -> EngineResult<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(err) => Err(engine_error(err)),
+    }
+}
+
 /// 304 (already started, already stopped) is what was asked.
 fn done_if_not_modified(result: Result<(), bollard::errors::Error>) -> EngineResult<()> {
     match result {
@@ -214,23 +225,11 @@ impl Engine for DockerEngine {
     }
 
     async fn container(&self, id: &str) -> EngineResult<Option<Container>> {
-        match self.docker.inspect_container(id, None).await {
-            Ok(inspect) => Ok(Some(container_of(inspect))),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(err) => Err(engine_error(err)),
-        }
+        Ok(found(self.docker.inspect_container(id, None).await)?.map(container_of))
     }
 
     async fn image_id(&self, reference: &str) -> EngineResult<Option<String>> {
-        match self.docker.inspect_image(reference).await {
-            Ok(inspect) => Ok(inspect.id),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(err) => Err(engine_error(err)),
-        }
+        Ok(found(self.docker.inspect_image(reference).await)?.and_then(|i| i.id))
     }
 
     async fn images_in_use(&self) -> EngineResult<BTreeSet<String>> {
@@ -318,13 +317,7 @@ impl Engine for DockerEngine {
             force: true,
             ..Default::default()
         };
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(err) => Err(engine_error(err)),
-        }
+        found(self.docker.remove_container(id, Some(options)).await).map(|_| ())
     }
 
     async fn connect(
@@ -344,13 +337,7 @@ impl Engine for DockerEngine {
     }
 
     async fn network_exists(&self, name: &str) -> EngineResult<bool> {
-        match self.docker.inspect_network(name, None).await {
-            Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(err) => Err(engine_error(err)),
-        }
+        Ok(found(self.docker.inspect_network(name, None).await)?.is_some())
     }
 
     async fn create_network(&self, request: NetworkCreateRequest) -> EngineResult<()> {
@@ -362,13 +349,7 @@ impl Engine for DockerEngine {
     }
 
     async fn volume_exists(&self, name: &str) -> EngineResult<bool> {
-        match self.docker.inspect_volume(name).await {
-            Ok(_) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(err) => Err(engine_error(err)),
-        }
+        Ok(found(self.docker.inspect_volume(name).await)?.is_some())
     }
 
     async fn create_volume(&self, request: VolumeCreateRequest) -> EngineResult<()> {
