@@ -195,7 +195,7 @@ pub fn commit(staged: Vec<Staged>) -> Result<Vec<(PathBuf, Change, FileRecord)>>
     Ok(done)
 }
 
-/// What [`stage`] would do, without transferring a body: a HEAD and a look at the local file.
+/// What staging a file would do, without transferring a body: a HEAD and a look at the local file.
 pub async fn plan(
     store: &impl ObjectStore,
     file: &FileSettings,

@@ -95,9 +95,10 @@ fn serve(client: UnixStream, upstream: &Path, state: &Shared) {
             let mut changes = state.changes.lock().unwrap();
             let n = changes.len() + 1;
             if state.kill_at.load(Ordering::SeqCst) == n {
-                let pid = state.victim.load(Ordering::SeqCst) as i32;
-                // SAFETY: kill(2) with a PID this test started; no memory is involved.
-                unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
+                let pid = state.victim.load(Ordering::SeqCst);
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
                 let _ = server.shutdown(std::net::Shutdown::Both);
                 return;
             }
