@@ -22,9 +22,9 @@ use futures::future::Either;
 
 use crate::aws::autoscaling::{Action, AsgClient, Heartbeat, LifecycleApi, Outcome};
 use crate::aws::imds::{Imds, InstanceMetadata, Tag};
-use crate::config::raw::HookChoice;
+use crate::config::HookChoice;
 use crate::config::{LifecycleSettings, Settings};
-use crate::state::{now, LifecycleRecord, State};
+use crate::sync::state::{now, LifecycleRecord, State};
 
 /// The instance tag Auto Scaling puts on the instances it launches.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";

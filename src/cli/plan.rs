@@ -16,7 +16,7 @@ pub struct PlanCmd {
 impl PlanCmd {
     pub fn run(self, config: &Path) -> Result<()> {
         let settings = super::load(config)?;
-        let plan = super::block_on(crate::plan::run(&settings))??;
+        let plan = super::block_on(crate::sync::plan::run(&settings))??;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {

@@ -14,7 +14,9 @@ impl ResyncCmd {
     pub fn run(self, config: &Path) -> Result<()> {
         let settings = super::load(config)?;
         let socket = settings.control_socket.clone();
-        let answer = super::block_on(crate::control::resync(&socket, |line| println!("{line}")))??;
+        let answer = super::block_on(crate::daemon::control::resync(&socket, |line| {
+            println!("{line}")
+        }))??;
         match answer {
             Some(0) => Ok(()),
             Some(status) => {

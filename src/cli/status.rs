@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
-use crate::state::State;
+use crate::sync::state::State;
 
 /// Show the last sync, parameter versions and fetched files; exit 1 when the last sync failed.
 #[derive(Debug, Args)]
@@ -26,7 +26,7 @@ impl StatusCmd {
             Some(_) => Some(super::block_on(async {
                 let engine =
                     crate::engine::docker::connect(std::time::Duration::from_secs(2)).await?;
-                crate::engine::status::containers(&engine, &settings.project).await
+                crate::engine::containers::containers(&engine, &settings.project).await
             })??),
             None => None,
         };
@@ -72,7 +72,7 @@ impl StatusCmd {
     }
 }
 
-fn print_containers(containers: &[crate::engine::status::ContainerStatus], state: &State) {
+fn print_containers(containers: &[crate::engine::containers::ContainerStatus], state: &State) {
     println!("containers:");
     if containers.is_empty() {
         println!("  none");

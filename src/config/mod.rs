@@ -1,13 +1,13 @@
 //! The agent's configuration: `agent.yaml`, then every `agent.d/*.yaml` merged over it in name
 //! order, checked into typed [`Settings`].
 //!
-//! Each file is first read on its own into [`raw::RawConfig`], so an unknown key, a wrong type or an
+//! Each file is first read on its own into the serde layer (`raw`), so an unknown key, a wrong type or an
 //! impossible value is reported with that file's name, line and key. The files are then merged as
 //! YAML (mappings key by key, lists and scalars replaced whole) and checked as a whole: what only
 //! the merged config can show (no `project` anywhere) is reported with the list of files.
 
 mod confine;
-pub mod raw;
+mod raw;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -17,7 +17,12 @@ use anyhow::{Context, Result};
 use serde_norway::Value;
 
 use crate::error::input_error;
-use raw::{ParamSource, RawConfig};
+use raw::RawConfig;
+/// The settings' own value types (read as written: plain enums and structs with no serde quirks).
+pub use raw::{
+    Credential, HookChoice, ParamSource, PullPolicy, RawRegistry as Registry, RegistryAuth,
+    WatchApply,
+};
 use types::S3Uri;
 
 /// Defaults, in one place.
@@ -55,11 +60,11 @@ pub struct Settings {
     pub files: Vec<FileSettings>,
     /// `None` when the config has no `compose:` section: no containers are managed.
     pub compose: Option<ComposeSettings>,
-    pub registries: Vec<raw::RawRegistry>,
+    pub registries: Vec<Registry>,
     pub lifecycle: LifecycleSettings,
     /// How often the daemon looks for changed parameters and objects; zero turns watching off.
     pub watch_interval: std::time::Duration,
-    pub watch_apply: raw::WatchApply,
+    pub watch_apply: WatchApply,
     pub control_socket: PathBuf,
     /// Where the Prometheus metrics are written after each sync (`None`: not written).
     pub metrics_textfile: Option<PathBuf>,
@@ -118,7 +123,7 @@ pub struct FileSettings {
 pub struct ComposeSettings {
     /// Absolute path of the compose file.
     pub file: PathBuf,
-    pub pull: raw::PullPolicy,
+    pub pull: PullPolicy,
     pub prune: bool,
     pub healthy_timeout: std::time::Duration,
     pub pull_stall_timeout: std::time::Duration,
@@ -128,7 +133,7 @@ pub struct ComposeSettings {
 /// The Auto Scaling launch lifecycle hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LifecycleSettings {
-    pub hook: raw::HookChoice,
+    pub hook: HookChoice,
     /// How often a heartbeat keeps the hook from timing out while a sync pulls and waits.
     pub heartbeat_interval: std::time::Duration,
     /// Mark the instance unhealthy (the group replaces it) once the stack stays unhealthy this long.
@@ -371,7 +376,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
                 .map(|f| f.into_path())
                 .unwrap_or_else(|| PathBuf::from(defaults::COMPOSE_FILE)),
         ),
-        pull: c.pull.unwrap_or(raw::PullPolicy::Missing),
+        pull: c.pull.unwrap_or(PullPolicy::Missing),
         prune: c.prune.unwrap_or(false),
         healthy_timeout: c
             .healthy_timeout
@@ -391,7 +396,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
     let watch = raw.watch.unwrap_or_default();
     let lifecycle = raw.lifecycle.unwrap_or_default();
     let lifecycle = LifecycleSettings {
-        hook: lifecycle.hook.unwrap_or(raw::HookChoice::Auto),
+        hook: lifecycle.hook.unwrap_or(HookChoice::Auto),
         heartbeat_interval: match lifecycle.heartbeat_interval.map(|d| d.0) {
             None => defaults::HEARTBEAT_INTERVAL,
             Some(d) if d.is_zero() => {
@@ -439,7 +444,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
             .interval
             .map(|d| d.0)
             .unwrap_or(defaults::WATCH_INTERVAL),
-        watch_apply: watch.apply.unwrap_or(raw::WatchApply::Auto),
+        watch_apply: watch.apply.unwrap_or(WatchApply::Auto),
         metrics_textfile: raw.metrics.and_then(|m| m.textfile).map(|p| p.into_path()),
         control_socket: raw
             .control_socket

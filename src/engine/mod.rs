@@ -6,6 +6,7 @@
 //! behind the [`api::Engine`] trait.
 
 pub mod api;
+pub mod containers;
 pub mod converge;
 pub mod decide;
 pub mod docker;
@@ -17,5 +18,4 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod spec;
-pub mod status;
 pub mod switch;

@@ -22,7 +22,7 @@ use super::api::{Engine, EngineError};
 use super::reference::ImageRef;
 use super::registry::Registries;
 use crate::compose::{Project, PullPolicy};
-use crate::config::raw::PullPolicy as DefaultPolicy;
+use crate::config::PullPolicy as DefaultPolicy;
 use crate::retry::Backoff;
 
 /// An image the project needs, and what a pull would do with it.

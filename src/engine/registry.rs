@@ -9,9 +9,9 @@ use bollard::auth::DockerCredentials;
 use tokio::sync::Mutex;
 
 use crate::aws::ssm::ParameterStore;
-use crate::config::raw::{Credential, RawRegistry, RegistryAuth};
-use crate::params;
+use crate::config::{Credential, Registry, RegistryAuth};
 use crate::redact::Secret;
+use crate::sync::params;
 
 /// A token is fetched again this long before ECR says it expires.
 const ECR_MARGIN: Duration = Duration::from_secs(300);
@@ -38,7 +38,7 @@ impl Registries {
     /// Reads the configured usernames and passwords from Parameter Store (in as few calls as it
     /// allows); ECR tokens are asked for on first use.
     pub async fn resolve(
-        configured: &[RawRegistry],
+        configured: &[Registry],
         ssm: &impl ParameterStore,
         ecr: Option<aws_sdk_ecr::Client>,
     ) -> Result<Registries> {

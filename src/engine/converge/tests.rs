@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::compose::Project;
-use crate::config::raw::PullPolicy as DefaultPolicy;
+use crate::config::PullPolicy as DefaultPolicy;
 use crate::engine::api::EngineError;
 use crate::engine::fake::{Behaviour, FakeEngine, PullOutcome};
 

@@ -11,7 +11,7 @@ use futures::future::try_join_all;
 use indexmap::IndexMap;
 
 use crate::aws::ssm::{Parameter, ParameterStore, GET_PARAMETERS_MAX};
-use crate::config::raw::ParamSource;
+use crate::config::ParamSource;
 use crate::envfile;
 use crate::error::input_error;
 use crate::redact::Secret;

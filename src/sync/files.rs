@@ -17,12 +17,12 @@ use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::state::{now, FileRecord};
 use crate::atomic::AtomicFile;
 use crate::aws::s3::{Fetched, ObjectRequest, ObjectStore, Transient};
 use crate::config::FileSettings;
 use crate::error::input_error;
 use crate::retry::Backoff;
-use crate::state::{now, FileRecord};
 
 /// What a sync does, did, or would do to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::state::State;
 use crate::atomic;
-use crate::engine::status::ContainerStatus;
-use crate::state::State;
+use crate::engine::containers::ContainerStatus;
 
 /// The exposition text for `project`.
 pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> String {
@@ -111,7 +111,7 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Counters, SyncRecord};
+    use crate::sync::state::{Counters, SyncRecord};
 
     #[test]
     fn exposition_format() {

@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::desired_env;
+use super::files::{self, Change};
+use super::state::State;
 use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
 use crate::config::{EnvSettings, Settings};
 use crate::engine::{self, converge::EnginePlan};
 use crate::envfile;
-use crate::files::{self, Change};
 use crate::redact::Secret;
-use crate::state::State;
-use crate::sync::desired_env;
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
@@ -102,7 +102,7 @@ pub async fn run_with(
                 None => crate::compose::load(settings)?,
             };
             // What the files will hold: a file about to be fetched counts as changed.
-            let mut agent_files = crate::sync::agent_files(
+            let mut agent_files = super::agent_files(
                 settings,
                 &state,
                 env.as_ref()

@@ -5,6 +5,14 @@
 //! is in hand is anything committed, so a failure anywhere leaves every file as it was. The
 //! outcome, good or bad, is recorded in the state file for `status`.
 
+pub mod files;
+pub mod lock;
+pub mod metrics;
+pub mod params;
+pub mod plan;
+pub mod release;
+pub mod state;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -12,15 +20,14 @@ use serde::Serialize;
 
 use crate::atomic::{self, Written};
 use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
-use crate::config::raw::RegistryAuth;
+use crate::config::RegistryAuth;
 use crate::config::{EnvSettings, Settings};
 use crate::engine::{self, converge::EngineReport, registry::Registries};
 use crate::envfile;
 use crate::error::input_error;
-use crate::files::{self, Change};
-use crate::params;
-use crate::release::Snapshot;
-use crate::state::{now, State, SyncRecord};
+use files::Change;
+use release::Snapshot;
+use state::{now, State, SyncRecord};
 
 /// What a sync did.
 #[derive(Debug, Serialize)]
@@ -75,7 +82,7 @@ pub async fn run_with(
     s3: &impl ObjectStore,
     ecr: Option<aws_sdk_ecr::Client>,
 ) -> Result<SyncReport> {
-    let _lock = crate::lock::acquire(
+    let _lock = lock::acquire(
         &settings.state_dir,
         &settings.project,
         settings.lock_timeout,
@@ -96,22 +103,18 @@ pub async fn run_with(
     state.save(&state_path)?;
     if let Some(path) = &settings.metrics_textfile {
         let containers = match &settings.compose {
-            Some(_) => crate::engine::status::containers_now(&settings.project).await,
+            Some(_) => crate::engine::containers::containers_now(&settings.project).await,
             None => Vec::new(),
         };
-        let text = crate::metrics::render(&settings.project, &state, &containers);
-        if let Err(err) = crate::metrics::write_textfile(path, &text) {
+        let text = metrics::render(&settings.project, &state, &containers);
+        if let Err(err) = metrics::write_textfile(path, &text) {
             tracing::warn!("{err:#}");
         }
     }
     result
 }
 
-fn count(
-    counters: &mut crate::state::Counters,
-    result: &Result<SyncReport>,
-    took: std::time::Duration,
-) {
+fn count(counters: &mut state::Counters, result: &Result<SyncReport>, took: std::time::Duration) {
     counters.syncs += 1;
     counters.last_duration_seconds = took.as_secs_f64();
     match result {

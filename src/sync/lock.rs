@@ -50,7 +50,7 @@ pub async fn acquire(state_dir: &Path, project: &str, wait: Duration) -> Result<
                     "pid {} (`{}`) since {}\n",
                     std::process::id(),
                     command_line(),
-                    crate::state::now()
+                    super::state::now()
                 );
                 if let Err(err) = crate::atomic::write_if_changed(&holder, me.as_bytes(), 0o600) {
                     tracing::debug!("could not record the lock's holder: {err:#}");

@@ -16,12 +16,18 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::control::{Client, ControlServer};
 use crate::lifecycle::Lifecycle;
 use crate::logging::Progress;
-use crate::state::{now, State};
+use crate::sync::state::{now, State};
 use crate::sync::SyncReport;
-use crate::{aws, config, error, retry, systemd, watch};
+use crate::{aws, config, error, retry};
+use control::{Client, ControlServer};
+
+pub mod control;
+pub mod notify;
+pub mod watch;
+
+use notify as systemd;
 
 type Job = Pin<Box<dyn Future<Output = Result<SyncReport>>>>;
 
@@ -87,7 +93,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 }
             }
             _ = health_tick.tick(), if ready && launch.unhealthy_after().is_some() && job.is_none() => {
-                let all = crate::engine::status::containers_now(&settings.project).await;
+                let all = crate::engine::containers::containers_now(&settings.project).await;
                 let well = !all.is_empty() && all.iter().all(|c| c.is_well());
                 match unwell_since {
                     _ if well => unwell_since = None,
@@ -343,8 +349,8 @@ async fn check(settings: &config::Settings) -> bool {
                 tracing::info!("changed: {change}");
             }
             match settings.watch_apply {
-                config::raw::WatchApply::Auto => true,
-                config::raw::WatchApply::Report => {
+                config::WatchApply::Auto => true,
+                config::WatchApply::Report => {
                     systemd::status(&format!(
                         "changes pending (watch.apply: report): {}",
                         changes.join("; ")

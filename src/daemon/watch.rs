@@ -5,10 +5,10 @@ use anyhow::Result;
 
 use crate::aws::s3::ObjectStore;
 use crate::aws::ssm::ParameterStore;
-use crate::config::raw::ParamSource;
+use crate::config::ParamSource;
 use crate::config::Settings;
-use crate::files::{self, Change};
-use crate::state::State;
+use crate::sync::files::{self, Change};
+use crate::sync::state::State;
 
 /// The changes since the last good sync, in words (names and versions, never values).
 pub async fn changes(
