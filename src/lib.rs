@@ -17,6 +17,7 @@ pub mod error;
 pub mod interpolate;
 pub mod lifecycle;
 pub mod logging;
+pub mod progress;
 pub mod redact;
 pub mod retry;
 pub mod sync;

@@ -29,6 +29,60 @@ use crate::sync::state::{now, LifecycleRecord, State};
 /// The instance tag Auto Scaling puts on the instances it launches.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
 
+/// When the launch action is completed, for `sync` and the daemon alike: once both the first
+/// sync's outcome and the hook are known, whichever comes first; once only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchPolicy {
+    /// The lookup runs; an outcome decided meanwhile waits for it.
+    Looking {
+        decided: Option<bool>,
+    },
+    /// An action waits for the outcome (heartbeats keep it alive).
+    Pending,
+    Done,
+}
+
+impl Default for LaunchPolicy {
+    fn default() -> Self {
+        LaunchPolicy::Looking { decided: None }
+    }
+}
+
+impl LaunchPolicy {
+    /// The outcome is known (`ok`: CONTINUE, else ABANDON): `Some` when it is to be sent now.
+    /// The first outcome is the one sent.
+    pub fn decided(&mut self, ok: bool) -> Option<bool> {
+        match *self {
+            LaunchPolicy::Looking { decided: None } => {
+                *self = LaunchPolicy::Looking { decided: Some(ok) };
+                None
+            }
+            LaunchPolicy::Looking { .. } | LaunchPolicy::Done => None,
+            LaunchPolicy::Pending => {
+                *self = LaunchPolicy::Done;
+                Some(ok)
+            }
+        }
+    }
+
+    /// The lookup ended (`pending`: an action waits): `Some` when an outcome is to be sent now.
+    pub fn found(&mut self, pending: bool) -> Option<bool> {
+        let decided = match *self {
+            LaunchPolicy::Looking { decided } => decided,
+            _ => None,
+        };
+        *self = match (pending, decided) {
+            (true, None) => LaunchPolicy::Pending,
+            _ => LaunchPolicy::Done,
+        };
+        decided.filter(|_| pending)
+    }
+
+    pub fn is_pending(&self) -> bool {
+        *self == LaunchPolicy::Pending
+    }
+}
+
 /// This instance's place in its Auto Scaling group, and the launch action pending for it.
 #[derive(Debug)]
 pub struct Lifecycle<A = AsgClient> {
@@ -72,17 +126,23 @@ pub async fn around_sync<T, A: LifecycleApi>(
     settings: &Settings,
     sync: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    let mut policy = LaunchPolicy::default();
     let mut sync = std::pin::pin!(sync);
     let discovery = std::pin::pin!(discovery);
     let (found, result) = match futures::future::select(discovery, sync.as_mut()).await {
         Either::Left((found, _)) => {
+            let pending = matches!(&found, Ok(Some(l)) if l.hook().is_some());
+            policy.found(pending);
             let result = match &found {
                 Ok(Some(lifecycle)) => lifecycle.while_running(sync).await,
                 _ => sync.await,
             };
             (found, result)
         }
-        Either::Right((result, discovery)) => (discovery.await, result),
+        Either::Right((result, discovery)) => {
+            policy.decided(result.is_ok());
+            (discovery.await, result)
+        }
     };
     let (lifecycle, result) = match (found, result) {
         (Ok(Some(lifecycle)), result) => (lifecycle, result),
@@ -95,7 +155,14 @@ pub async fn around_sync<T, A: LifecycleApi>(
             return Err(sync);
         }
     };
-    let Some(completion) = finish(&lifecycle, settings, result.is_ok()).await else {
+    let send = match policy {
+        LaunchPolicy::Looking { .. } => policy.found(lifecycle.hook().is_some()),
+        _ => policy.decided(result.is_ok()),
+    };
+    let Some(ok) = send else {
+        return result;
+    };
+    let Some(completion) = finish(&lifecycle, settings, ok).await else {
         return result;
     };
     match (result, completion.sent) {

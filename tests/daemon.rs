@@ -272,7 +272,10 @@ async fn the_daemon_under_systemd() {
     });
     let out = String::from_utf8_lossy(&resync.stdout).into_owned();
     assert!(resync.status.success(), "{out}");
-    assert!(out.contains("syncing") && out.contains("in sync"), "{out}");
+    assert!(
+        out.contains("fetching parameters and files") && out.contains("in sync"),
+        "{out}"
+    );
     assert!(
         !out.contains("second-9b9b"),
         "a secret reached the resync output"

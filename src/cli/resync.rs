@@ -8,15 +8,22 @@ use clap::Args;
 
 /// Ask the running daemon to converge now and print its progress; without one, sync here.
 #[derive(Debug, Args)]
-pub struct ResyncCmd {}
+pub struct ResyncCmd {
+    /// Give up waiting for the daemon's result after this long (the sync goes on): a duration
+    /// such as 90s or 15m. `systemctl reload` runs `resync` with the unit's bound.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+}
 
 impl ResyncCmd {
     pub fn run(self, config: &Path) -> Result<()> {
         let settings = super::load(config)?;
         let socket = settings.control_socket.clone();
-        let answer = super::block_on(crate::daemon::control::resync(&socket, |line| {
-            println!("{line}")
-        }))??;
+        let answer = super::block_on(crate::daemon::control::resync(
+            &socket,
+            self.timeout,
+            |line| println!("{line}"),
+        ))??;
         match answer {
             Some(0) => Ok(()),
             Some(status) => {

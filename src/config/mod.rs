@@ -44,6 +44,8 @@ pub mod defaults {
     /// Failed first syncs after which the daemon abandons the launch.
     pub const ABANDON_AFTER: u32 = 5;
     pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+    /// A failed release is tried again by the daemon on its own after this (doubled per try).
+    pub const RETRY_FAILED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
     pub const CONTROL_SOCKET: &str = "/run/kicky-agent/control.sock";
     /// `workdir` when the config has none: `/srv/<project>`.
     pub const WORKDIR_PARENT: &str = "/srv";
@@ -65,6 +67,9 @@ pub struct Settings {
     /// How often the daemon looks for changed parameters and objects; zero turns watching off.
     pub watch_interval: std::time::Duration,
     pub watch_apply: WatchApply,
+    /// How long a failed release is held before the daemon tries it again by itself (doubled
+    /// for each failed try, a day at most).
+    pub watch_retry_failed_after: std::time::Duration,
     pub control_socket: PathBuf,
     /// Where the Prometheus metrics are written after each sync (`None`: not written).
     pub metrics_textfile: Option<PathBuf>,
@@ -77,7 +82,7 @@ pub struct Settings {
     pub sources: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsSettings {
     /// `None`: the SDK's chain (AWS_REGION, profile, instance metadata).
     pub region: Option<String>,
@@ -288,10 +293,13 @@ fn key_problem(layers: &[Layer], key: &str, message: impl std::fmt::Display) -> 
 /// Checks what only the merged config shows and fills in defaults; every problem goes to
 /// `problems` and the settings go on with a default in its place.
 fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Settings {
+    let mut check = Check { layers, problems };
     let project = match raw.project {
         Some(project) => project.as_str().to_string(),
         None => {
-            problems.push(format!("{}: `project` is required", describe(layers)));
+            check
+                .problems
+                .push(format!("{}: `project` is required", describe(layers)));
             String::new()
         }
     };
@@ -300,163 +308,198 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
         None => Path::new(defaults::WORKDIR_PARENT).join(&project),
     };
     let aws = raw.aws.unwrap_or_default();
-    let aws = AwsSettings {
-        region: aws.region.map(|r| r.into_string()),
-        endpoint_url: aws.endpoint_url.map(|u| u.into_string()),
-        s3_force_path_style: aws.s3_force_path_style.unwrap_or(false),
-    };
-    let env = match raw.env {
-        None => None,
-        Some(env) => {
-            let sources = env.parameters.unwrap_or_default();
-            if sources.is_empty() {
-                problems.push(key_problem(
-                    layers,
-                    "env",
-                    "`env.parameters` is empty: list the parameters to write to the env file, or drop `env:`",
-                ));
-            }
-            let file = env
-                .file
-                .map(|f| f.into_path())
-                .unwrap_or_else(|| PathBuf::from(defaults::ENV_FILE));
-            Some(EnvSettings {
-                path: workdir.join(file),
-                mode: env.mode.map(|m| m.0).unwrap_or(defaults::ENV_MODE),
-                sources,
-            })
-        }
-    };
+    let env = raw.env.map(|env| check.env(env, &workdir));
     let allowed: Vec<PathBuf> = raw
         .files_allowed_dirs
         .unwrap_or_default()
         .into_iter()
         .map(|d| d.into_path())
         .collect();
-    let mut files: Vec<FileSettings> = Vec::new();
-    for (i, file) in raw.files.unwrap_or_default().into_iter().enumerate() {
-        let key = format!("files[{i}].path");
-        let path = match confine::confine(&file.path.into_path(), &workdir, &allowed) {
-            Ok(path) => path,
-            Err(e) => {
-                problems.push(key_problem(layers, &key, e));
-                continue;
-            }
-        };
-        if env.as_ref().is_some_and(|env| env.path == path) {
-            let message = format!("{} is also the env file", path.display());
-            problems.push(key_problem(layers, &key, message));
-            continue;
-        }
-        if let Some(j) = files.iter().position(|f| f.path == path) {
-            let message = format!("{} is also the path of files[{j}]", path.display());
-            problems.push(key_problem(layers, &key, message));
-            continue;
-        }
-        files.push(FileSettings {
-            source: file.source,
-            version_id: file.version_id.map(|v| v.into_string()),
-            path,
-            mode: file.mode.map(|m| m.0).unwrap_or(defaults::FILE_MODE),
-            owner: file.owner.map(|o| o.as_str().to_string()),
-            group: file.group.map(|g| g.as_str().to_string()),
-        });
-    }
-    let mut positive = |key: &str, value: Option<std::time::Duration>, default| match value {
-        Some(d) if d.is_zero() => {
-            problems.push(key_problem(layers, key, "must be longer than 0"));
-            default
-        }
-        Some(d) => d,
-        None => default,
-    };
-    let compose = raw.compose.map(|c| ComposeSettings {
-        file: workdir.join(
-            c.file
-                .map(|f| f.into_path())
-                .unwrap_or_else(|| PathBuf::from(defaults::COMPOSE_FILE)),
-        ),
-        pull: c.pull.unwrap_or(PullPolicy::Missing),
-        prune: c.prune.unwrap_or(false),
-        healthy_timeout: c
-            .healthy_timeout
-            .map(|d| d.0)
-            .unwrap_or(defaults::HEALTHY_TIMEOUT),
-        pull_stall_timeout: positive(
-            "compose.pull_stall_timeout",
-            c.pull_stall_timeout.map(|d| d.0),
-            defaults::PULL_STALL_TIMEOUT,
-        ),
-        pull_timeout: positive(
-            "compose.pull_timeout",
-            c.pull_timeout.map(|d| d.0),
-            defaults::PULL_TIMEOUT,
-        ),
-    });
+    let files = check.files(
+        raw.files.unwrap_or_default(),
+        &workdir,
+        &allowed,
+        env.as_ref(),
+    );
+    let compose = raw.compose.map(|c| check.compose(c, &workdir));
+    let lifecycle = check.lifecycle(raw.lifecycle.unwrap_or_default());
     let watch = raw.watch.unwrap_or_default();
-    let lifecycle = raw.lifecycle.unwrap_or_default();
-    let lifecycle = LifecycleSettings {
-        hook: lifecycle.hook.unwrap_or(HookChoice::Auto),
-        heartbeat_interval: match lifecycle.heartbeat_interval.map(|d| d.0) {
-            None => defaults::HEARTBEAT_INTERVAL,
-            Some(d) if d.is_zero() => {
-                let message =
-                    "must be longer than 0 (and shorter than the hook's heartbeat timeout)";
-                problems.push(key_problem(layers, "lifecycle.heartbeat_interval", message));
-                defaults::HEARTBEAT_INTERVAL
-            }
-            Some(d) => d,
-        },
-        unhealthy_after: match lifecycle.unhealthy_after.map(|d| d.0) {
-            Some(d) if d.is_zero() => {
-                let message =
-                    "must be longer than 0; drop the key to never mark the instance unhealthy";
-                problems.push(key_problem(layers, "lifecycle.unhealthy_after", message));
-                None
-            }
-            other => other,
-        },
-        abandon_after: match lifecycle.abandon_after {
-            None => defaults::ABANDON_AFTER,
-            Some(0) => {
-                let message = "must be at least 1 (failed first syncs before ABANDON)";
-                problems.push(key_problem(layers, "lifecycle.abandon_after", message));
-                defaults::ABANDON_AFTER
-            }
-            Some(n) => n,
-        },
-    };
-    let state_dir = raw
-        .state_dir
-        .map(|d| d.into_path())
-        .unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR));
-    let sources = layers.iter().map(|l| l.path.clone()).collect();
+    let or = |value: Option<types::DurationText>, default| value.map_or(default, |d| d.0);
     Settings {
         project,
         workdir,
-        aws,
+        aws: AwsSettings {
+            region: aws.region.map(|r| r.into_string()),
+            endpoint_url: aws.endpoint_url.map(|u| u.into_string()),
+            s3_force_path_style: aws.s3_force_path_style.unwrap_or(false),
+        },
         env,
         files,
         compose,
         registries: raw.registries.unwrap_or_default(),
         lifecycle,
-        watch_interval: watch
-            .interval
-            .map(|d| d.0)
-            .unwrap_or(defaults::WATCH_INTERVAL),
+        watch_interval: or(watch.interval, defaults::WATCH_INTERVAL),
         watch_apply: watch.apply.unwrap_or(WatchApply::Auto),
+        watch_retry_failed_after: check.positive(
+            "watch.retry_failed_after",
+            watch.retry_failed_after,
+            defaults::RETRY_FAILED_AFTER,
+        ),
         metrics_textfile: raw.metrics.and_then(|m| m.textfile).map(|p| p.into_path()),
-        control_socket: raw
-            .control_socket
-            .map(|p| p.into_path())
-            .unwrap_or_else(|| PathBuf::from(defaults::CONTROL_SOCKET)),
-        state_dir,
-        lock_timeout: raw
-            .lock_timeout
-            .map(|d| d.0)
-            .unwrap_or(defaults::LOCK_TIMEOUT),
+        control_socket: raw.control_socket.map_or_else(
+            || PathBuf::from(defaults::CONTROL_SOCKET),
+            |p| p.into_path(),
+        ),
+        state_dir: raw
+            .state_dir
+            .map_or_else(|| PathBuf::from(defaults::STATE_DIR), |d| d.into_path()),
+        lock_timeout: or(raw.lock_timeout, defaults::LOCK_TIMEOUT),
         origins: BTreeMap::new(),
-        sources,
+        sources: layers.iter().map(|l| l.path.clone()).collect(),
+    }
+}
+
+/// The merged config's sections checked one by one, each problem noted with its file and line.
+struct Check<'a> {
+    layers: &'a [Layer],
+    problems: &'a mut Vec<String>,
+}
+
+impl Check<'_> {
+    fn problem(&mut self, key: &str, message: impl std::fmt::Display) {
+        self.problems.push(key_problem(self.layers, key, message));
+    }
+
+    /// A duration that must not be zero.
+    fn positive(
+        &mut self,
+        key: &str,
+        value: Option<types::DurationText>,
+        default: std::time::Duration,
+    ) -> std::time::Duration {
+        match value.map(|d| d.0) {
+            Some(d) if d.is_zero() => {
+                self.problem(key, "must be longer than 0");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    }
+
+    fn env(&mut self, env: raw::RawEnv, workdir: &Path) -> EnvSettings {
+        let sources = env.parameters.unwrap_or_default();
+        if sources.is_empty() {
+            self.problem(
+                "env",
+                "`env.parameters` is empty: list the parameters to write to the env file, or drop `env:`",
+            );
+        }
+        let file = env
+            .file
+            .map_or_else(|| PathBuf::from(defaults::ENV_FILE), |f| f.into_path());
+        EnvSettings {
+            path: workdir.join(file),
+            mode: env.mode.map_or(defaults::ENV_MODE, |m| m.0),
+            sources,
+        }
+    }
+
+    fn files(
+        &mut self,
+        raw: Vec<raw::RawFile>,
+        workdir: &Path,
+        allowed: &[PathBuf],
+        env: Option<&EnvSettings>,
+    ) -> Vec<FileSettings> {
+        let mut files: Vec<FileSettings> = Vec::new();
+        for (i, file) in raw.into_iter().enumerate() {
+            let key = format!("files[{i}].path");
+            let path = match confine::confine(&file.path.into_path(), workdir, allowed) {
+                Ok(path) => path,
+                Err(e) => {
+                    self.problem(&key, e);
+                    continue;
+                }
+            };
+            if env.is_some_and(|env| env.path == path) {
+                self.problem(&key, format!("{} is also the env file", path.display()));
+                continue;
+            }
+            if let Some(j) = files.iter().position(|f| f.path == path) {
+                let message = format!("{} is also the path of files[{j}]", path.display());
+                self.problem(&key, message);
+                continue;
+            }
+            files.push(FileSettings {
+                source: file.source,
+                version_id: file.version_id.map(|v| v.into_string()),
+                path,
+                mode: file.mode.map_or(defaults::FILE_MODE, |m| m.0),
+                owner: file.owner.map(|o| o.as_str().to_string()),
+                group: file.group.map(|g| g.as_str().to_string()),
+            });
+        }
+        files
+    }
+
+    fn compose(&mut self, c: raw::RawCompose, workdir: &Path) -> ComposeSettings {
+        ComposeSettings {
+            file: workdir.join(
+                c.file
+                    .map_or_else(|| PathBuf::from(defaults::COMPOSE_FILE), |f| f.into_path()),
+            ),
+            pull: c.pull.unwrap_or(PullPolicy::Missing),
+            prune: c.prune.unwrap_or(false),
+            healthy_timeout: c.healthy_timeout.map_or(defaults::HEALTHY_TIMEOUT, |d| d.0),
+            pull_stall_timeout: self.positive(
+                "compose.pull_stall_timeout",
+                c.pull_stall_timeout,
+                defaults::PULL_STALL_TIMEOUT,
+            ),
+            pull_timeout: self.positive(
+                "compose.pull_timeout",
+                c.pull_timeout,
+                defaults::PULL_TIMEOUT,
+            ),
+        }
+    }
+
+    fn lifecycle(&mut self, l: raw::RawLifecycle) -> LifecycleSettings {
+        let heartbeat_interval = match l.heartbeat_interval.map(|d| d.0) {
+            None => defaults::HEARTBEAT_INTERVAL,
+            Some(d) if d.is_zero() => {
+                let message =
+                    "must be longer than 0 (and shorter than the hook's heartbeat timeout)";
+                self.problem("lifecycle.heartbeat_interval", message);
+                defaults::HEARTBEAT_INTERVAL
+            }
+            Some(d) => d,
+        };
+        let unhealthy_after = match l.unhealthy_after.map(|d| d.0) {
+            Some(d) if d.is_zero() => {
+                let message =
+                    "must be longer than 0; drop the key to never mark the instance unhealthy";
+                self.problem("lifecycle.unhealthy_after", message);
+                None
+            }
+            other => other,
+        };
+        let abandon_after = match l.abandon_after {
+            None => defaults::ABANDON_AFTER,
+            Some(0) => {
+                let message = "must be at least 1 (failed first syncs before ABANDON)";
+                self.problem("lifecycle.abandon_after", message);
+                defaults::ABANDON_AFTER
+            }
+            Some(n) => n,
+        };
+        LifecycleSettings {
+            hook: l.hook.unwrap_or(HookChoice::Auto),
+            heartbeat_interval,
+            unhealthy_after,
+            abandon_after,
+        }
     }
 }
 

@@ -115,6 +115,9 @@ pub struct RawMetrics {
 pub struct RawWatch {
     pub interval: Option<DurationText>,
     pub apply: Option<WatchApply>,
+    /// A release that failed is held this long (doubled per failed try) before the daemon tries
+    /// it again on its own.
+    pub retry_failed_after: Option<DurationText>,
 }
 
 /// What the daemon does with a change it notices: sync it, or only report it.

@@ -1,38 +1,73 @@
 //! The daemon's control socket: `kicky-agent resync` asks the running daemon to sync now, and the
-//! daemon streams its progress lines and the result back. A unix socket, mode 0600, in a
-//! directory only root can enter.
+//! daemon streams its progress lines and the result back. A unix socket, mode 0600.
 //!
 //! The protocol is lines: the client sends `resync`; the daemon answers `progress: <line>` any
 //! number of times, then `result: <exit status> <summary or error>` and closes.
+//!
+//! Each connection is served by a task of its own, and every read and write is bounded: a client
+//! that connects and says nothing, says too much, or stops reading holds up no one else. The
+//! socket is never given up on an accept error, and binding it never touches what the agent did
+//! not make: a directory it did not create keeps its mode, and a file that is not a stale socket
+//! is an error, never deleted.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+/// A request is one short line, sent at once.
+const REQUEST_LIMIT: u64 = 256;
+const REQUEST_WAIT: Duration = Duration::from_secs(5);
+/// A client that does not take a line in this time is let go.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
 
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
 }
 
+/// What the daemon tells a waiting client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    Progress(String),
+    Result(u8, String),
+}
+
 impl ControlServer {
     /// Binds the socket, replacing a stale one left by a daemon that died.
     pub fn bind(path: &Path) -> Result<ControlServer> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("failed to create {}", dir.display()))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("failed to restrict {}", dir.display()))?;
+            if !dir.exists() {
+                // Made here, so private: only root may reach the socket.
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("failed to create {}", dir.display()))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("failed to restrict {}", dir.display()))?;
+            }
         }
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    bail!(
+                        "{} is the control socket of a kicky-agent daemon that is running: one daemon per config",
+                        path.display()
+                    );
+                }
+                std::fs::remove_file(path).with_context(|| {
+                    format!("failed to remove the stale socket {}", path.display())
+                })?;
+            }
+            Ok(_) => bail!(
+                "{} exists and is not a socket: control_socket must name a path of its own",
+                path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("failed to remove the stale socket {}", path.display())
-                })
+                return Err(e).with_context(|| format!("failed to look at {}", path.display()))
             }
         }
         let listener = UnixListener::bind(path)
@@ -44,29 +79,6 @@ impl ControlServer {
             path: path.to_path_buf(),
         })
     }
-
-    /// The next client that asked for a resync.
-    pub async fn accept(&self) -> Result<Client> {
-        loop {
-            let (stream, _) = self
-                .listener
-                .accept()
-                .await
-                .context("the control socket failed")?;
-            let mut reader = BufReader::new(stream);
-            let mut request = String::new();
-            if reader.read_line(&mut request).await.is_err() {
-                continue;
-            }
-            if request.trim() == "resync" {
-                return Ok(Client {
-                    stream: reader.into_inner(),
-                });
-            }
-            let mut stream = reader.into_inner();
-            let _ = stream.write_all(b"result: 2 unknown request\n").await;
-        }
-    }
 }
 
 impl Drop for ControlServer {
@@ -75,32 +87,83 @@ impl Drop for ControlServer {
     }
 }
 
-/// A `resync` client waiting for the result.
-pub struct Client {
+/// Serves the socket for the daemon's life: each client that asks for a resync is handed to
+/// `on_client` as the sender of its messages.
+pub async fn serve(
+    server: ControlServer,
+    on_client: impl Fn(mpsc::Sender<ClientMessage>) + 'static,
+) {
+    let on_client = std::rc::Rc::new(on_client);
+    loop {
+        let stream = match server.listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of descriptors, a client gone before it was accepted: not the socket's end.
+                tracing::warn!("control socket: accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let on_client = on_client.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(err) = converse(stream, &*on_client).await {
+                tracing::debug!("control client: {err:#}");
+            }
+        });
+    }
+}
+
+async fn converse(
     stream: UnixStream,
+    on_client: &dyn Fn(mpsc::Sender<ClientMessage>),
+) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut request = String::new();
+    let mut reader = BufReader::new(read.take(REQUEST_LIMIT));
+    tokio::time::timeout(REQUEST_WAIT, reader.read_line(&mut request))
+        .await
+        .context("no request in time")?
+        .context("the request could not be read")?;
+    if request.trim() != "resync" {
+        let answer = if request.ends_with('\n') {
+            "result: 2 unknown request (the one request is `resync`)\n"
+        } else {
+            "result: 2 no request line (one line, `resync`)\n"
+        };
+        let _ = tokio::time::timeout(WRITE_WAIT, write.write_all(answer.as_bytes())).await;
+        return Ok(());
+    }
+    let (tx, mut rx) = mpsc::channel(64);
+    on_client(tx);
+    while let Some(message) = rx.recv().await {
+        let (line, last) = match message {
+            ClientMessage::Progress(line) => (format!("progress: {}\n", one_line(&line)), false),
+            ClientMessage::Result(status, text) => {
+                (format!("result: {status} {}\n", one_line(&text)), true)
+            }
+        };
+        tokio::time::timeout(WRITE_WAIT, write.write_all(line.as_bytes()))
+            .await
+            .context("the client stopped reading")?
+            .context("the client went away")?;
+        if last {
+            break;
+        }
+    }
+    Ok(())
 }
 
-impl Client {
-    /// Sends a progress line; a client that went away is not an error.
-    pub async fn progress(&mut self, line: &str) {
-        let _ = self
-            .stream
-            .write_all(format!("progress: {line}\n").as_bytes())
-            .await;
-    }
-
-    pub async fn result(mut self, status: u8, text: &str) {
-        let one_line = text.replace('\n', " / ");
-        let _ = self
-            .stream
-            .write_all(format!("result: {status} {one_line}\n").as_bytes())
-            .await;
-    }
+fn one_line(text: &str) -> String {
+    text.replace('\n', " / ")
 }
 
-/// Asks the daemon at `path` to resync, printing its progress as it comes. `Ok(None)` when no
-/// daemon listens there.
-pub async fn resync(path: &Path, mut print: impl FnMut(&str)) -> Result<Option<u8>> {
+/// Asks the daemon at `path` to resync, printing its progress as it comes, for at most `bound`.
+/// `Ok(None)` when no daemon listens there.
+pub async fn resync(
+    path: &Path,
+    bound: Duration,
+    mut print: impl FnMut(&str),
+) -> Result<Option<u8>> {
     let stream = match UnixStream::connect(path).await {
         Ok(stream) => stream,
         Err(e)
@@ -116,24 +179,127 @@ pub async fn resync(path: &Path, mut print: impl FnMut(&str)) -> Result<Option<u
                 .with_context(|| format!("failed to reach the daemon at {}", path.display()))
         }
     };
-    let (read, mut write) = stream.into_split();
-    write
-        .write_all(b"resync\n")
-        .await
-        .context("failed to ask the daemon for a resync")?;
-    let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .context("the daemon's answer broke off")?
-    {
-        if let Some(progress) = line.strip_prefix("progress: ") {
-            print(progress);
-        } else if let Some(result) = line.strip_prefix("result: ") {
-            let (status, text) = result.split_once(' ').unwrap_or((result, ""));
-            print(text);
-            return Ok(Some(status.parse().unwrap_or(1)));
+    let conversation = async {
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"resync\n")
+            .await
+            .context("failed to ask the daemon for a resync")?;
+        let mut lines = BufReader::new(read).lines();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .context("the daemon's answer broke off")?
+        {
+            if let Some(progress) = line.strip_prefix("progress: ") {
+                print(progress);
+            } else if let Some(result) = line.strip_prefix("result: ") {
+                let (status, text) = result.split_once(' ').unwrap_or((result, ""));
+                print(text);
+                return Ok(Some(status.parse().unwrap_or(1)));
+            }
         }
+        bail!("the daemon closed the connection without a result")
+    };
+    match tokio::time::timeout(bound, conversation).await {
+        Ok(result) => result,
+        Err(_) => bail!(
+            "no result from the daemon within {} (--timeout); the sync may still be running: see `kicky-agent status`",
+            humantime::format_duration(bound)
+        ),
     }
-    bail!("the daemon closed the connection without a result")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn send(path: &Path, bytes: &[u8]) -> String {
+        let mut stream = UnixStream::connect(path).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer).await;
+        answer
+    }
+
+    /// A client that says nothing, or too much, holds up no other; a resync gets its lines.
+    #[tokio::test]
+    async fn a_silent_or_garbled_client_wedges_nothing() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("run/control.sock");
+                let server = ControlServer::bind(&path).unwrap();
+                let (clients_tx, mut clients) = mpsc::unbounded_channel();
+                tokio::task::spawn_local(serve(server, move |tx| {
+                    let _ = clients_tx.send(tx);
+                }));
+                let _silent = UnixStream::connect(&path).await.unwrap();
+                let unknown = send(&path, b"hello\n").await;
+                assert!(
+                    unknown.starts_with("result: 2 unknown request"),
+                    "{unknown:?}"
+                );
+                // An endless request is cut off at its limit: the connection ends, at once.
+                let endless =
+                    tokio::time::timeout(Duration::from_secs(2), send(&path, &[b'x'; 4096]));
+                assert!(endless.await.is_ok(), "an oversized request must not hang");
+                let resync = tokio::task::spawn_local({
+                    let path = path.clone();
+                    async move {
+                        let mut lines = Vec::new();
+                        let status =
+                            resync(&path, Duration::from_secs(5), |l| lines.push(l.to_string()))
+                                .await;
+                        (status.unwrap(), lines)
+                    }
+                });
+                let client = clients.recv().await.unwrap();
+                client
+                    .send(ClientMessage::Progress("pulling 1 image".into()))
+                    .await
+                    .unwrap();
+                client
+                    .send(ClientMessage::Result(1, "failed\n -> why".into()))
+                    .await
+                    .unwrap();
+                let (status, lines) = resync.await.unwrap();
+                assert_eq!(status, Some(1));
+                assert_eq!(lines, vec!["pulling 1 image", "failed /  -> why"]);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn binding_never_touches_what_the_agent_did_not_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = shared.join("not-a-socket");
+        std::fs::write(&file, "precious").unwrap();
+        let err = ControlServer::bind(&file).err().expect("refused");
+        assert!(format!("{err:#}").contains("is not a socket"), "{err:#}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        let server = ControlServer::bind(&shared.join("control.sock")).unwrap();
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o755,
+            "a directory the agent did not make keeps its mode"
+        );
+        // A second daemon on the same socket is refused; the first keeps it.
+        let err = ControlServer::bind(&shared.join("control.sock"))
+            .err()
+            .expect("refused");
+        assert!(
+            format!("{err:#}").contains("daemon that is running"),
+            "{err:#}"
+        );
+        drop(server);
+        // A stale socket (its daemon died) is replaced.
+        let stale = std::os::unix::net::UnixListener::bind(shared.join("stale.sock")).unwrap();
+        drop(stale);
+        ControlServer::bind(&shared.join("stale.sock")).unwrap();
+    }
 }

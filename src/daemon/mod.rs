@@ -2,328 +2,115 @@
 //!
 //! It syncs at once, retrying with backoff until the first sync converges and every service is
 //! healthy; only then does it send `READY=1`. Then it watches parameter versions and object ETags
-//! every `watch.interval` (with jitter), applying or reporting what changed, and syncs again on
-//! `kicky-agent resync` (the control socket) or SIGHUP. `WATCHDOG=1` comes from this loop, so a
-//! hung loop trips systemd's watchdog. SIGTERM stops the agent, never the application.
+//! every `watch.interval` (with jitter), applying or reporting what changed (but never a release
+//! that failed again and again: it is held, see [`crate::sync::Held`]), and syncs again on
+//! `kicky-agent resync` (the control socket) or SIGHUP.
+//!
+//! The decisions are [`machine::Machine`]'s, a state machine with no I/O. This loop carries its
+//! effects out, each network or engine call in a task of its own, bounded, that reports back as
+//! an event: the loop itself never waits on I/O, so `WATCHDOG=1` keeps its beat whatever endpoint
+//! hangs, and a hung loop (the only thing the watchdog should catch) trips it.
+//! The AWS clients and the engine connection are made once and kept for the daemon's life.
 
+pub mod control;
+pub mod machine;
+pub mod notify;
+pub mod watch;
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::config::{self, Settings};
+use crate::engine::docker::DockerEngine;
 use crate::lifecycle::Lifecycle;
-use crate::logging::Progress;
+use crate::progress::Progress;
 use crate::sync::state::{now, State};
-use crate::sync::SyncReport;
-use crate::{aws, config, error, retry};
-use control::{Client, ControlServer};
-
-pub mod control;
-pub mod notify;
-pub mod watch;
-
-use notify as systemd;
-
-type Job = Pin<Box<dyn Future<Output = Result<SyncReport>>>>;
+use crate::sync::{Clients, Held, SyncReport};
+use control::{ClientMessage, ControlServer};
+use machine::{ClientId, Effect, Event, LaunchFound, Machine, SyncOutcome, Timing, WatchOutcome};
 
 /// How long a sync in flight may take to finish after SIGTERM (systemd's TimeoutStopSec is 30 s).
 const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How often the application's health is looked at when `lifecycle.unhealthy_after` is set.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
+/// Bounds on the calls the daemon makes between syncs.
+const WATCH_BOUND: Duration = Duration::from_secs(60);
+const HEALTH_BOUND: Duration = Duration::from_secs(10);
+const LIFECYCLE_BOUND: Duration = Duration::from_secs(30);
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run(config_path: &Path) -> Result<()> {
+/// What the tasks report to the loop.
+enum Report {
+    Machine(Event),
+    /// The lifecycle lookup ended.
+    Lifecycle(Option<Lifecycle>),
+    /// A `resync` client connected; its messages go to the sender.
+    Client(mpsc::Sender<ClientMessage>),
+    /// A task's failure worth a line in the log (never a value).
+    Failed(String),
+}
+
+/// Runs until `shutdown` (SIGTERM or SIGINT) completes. A bad config at start is an input error
+/// (exit 2: systemd does not restart it); later, a bad config is reported and the last one kept.
+pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
     let settings = config::load(config_path)?;
     let control = ControlServer::bind(&settings.control_socket)?;
-    // Requests are read off the socket by their own task, so nothing here is cut off half-read.
-    let (requests_tx, mut requests) = mpsc::channel::<Client>(16);
-    tokio::spawn(async move {
-        while let Ok(client) = control.accept().await {
-            if requests_tx.send(client).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut term = signal(SignalKind::terminate()).context("failed to catch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("failed to catch SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("failed to catch SIGHUP")?;
-    let watchdog = systemd::watchdog_interval();
+    let watchdog = notify::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut progress = crate::logging::subscribe();
-
-    // The launch hook is this process's to complete, once, after the first sync; it is looked up
-    // while the first sync runs.
-    let mut launch = Launch::new(&settings);
-    let mut heartbeat_tick = tokio::time::interval(Duration::from_secs(3600));
-    let mut health_tick = tokio::time::interval(HEALTH_EVERY);
-    let mut unwell_since: Option<Instant> = None;
-
-    let config_path = config_path.to_path_buf();
-    let mut job: Option<Job> = Some(start(&config_path));
-    let mut again = false;
-    // Clients of the running sync, and those waiting for the next one (a resync asked during a
-    // sync gets a sync that starts after its request).
-    let mut clients: Vec<Client> = Vec::new();
-    let mut waiting: Vec<Client> = Vec::new();
-    let mut ready = false;
-    let mut failures = 0u32;
-    let mut retry_at: Option<Instant> = None;
-    let mut watch_at: Option<Instant> = None;
-    systemd::status("first sync: starting");
+    let (reports_tx, mut reports) = mpsc::unbounded_channel::<Report>();
+    let (progress_tx, mut progress) = mpsc::unbounded_channel::<Progress>();
     tracing::info!("kicky-agent {} started", env!("CARGO_PKG_VERSION"));
 
+    let mut io = Io::new(config_path, settings, reports_tx, progress_tx);
+    io.spawn(control::serve(control, io.client_sender()));
+    io.discover_lifecycle();
+    let (mut machine, effects) = Machine::new(io.timing());
+    io.carry_out(effects);
+
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        tokio::select! {
-            _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
-            found = next(&mut launch.discovery) => {
-                if let Some(every) = launch.found(found, &settings).await {
-                    heartbeat_tick = tokio::time::interval_at(Instant::now() + every, every);
-                }
+        let deadline = machine.next_deadline();
+        let effects = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                notify::watchdog();
+                continue;
             }
-            _ = heartbeat_tick.tick(), if launch.pending => {
-                if let Some(lifecycle) = &launch.lifecycle {
-                    if let Err(err) = lifecycle.heartbeat().await {
-                        tracing::warn!("lifecycle heartbeat: {err:#}");
-                    }
-                }
-            }
-            _ = health_tick.tick(), if ready && launch.unhealthy_after().is_some() && job.is_none() => {
-                let all = crate::engine::containers::containers_now(&settings.project).await;
-                let well = !all.is_empty() && all.iter().all(|c| c.is_well());
-                match unwell_since {
-                    _ if well => unwell_since = None,
-                    None => unwell_since = Some(Instant::now()),
-                    Some(since) if since.elapsed() >= launch.unhealthy_after().unwrap_or_default() => {
-                        tracing::error!(
-                            "the application stayed unhealthy for {:?}: asking the group to replace this instance",
-                            since.elapsed()
-                        );
-                        if let Some(lifecycle) = &launch.lifecycle {
-                            if let Err(err) = lifecycle.mark_unhealthy().await {
-                                tracing::error!("SetInstanceHealth failed: {err:#}");
-                            }
-                        }
-                        unwell_since = None;
-                    }
-                    Some(_) => {}
-                }
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: syncing now");
-                request(&mut job, &mut again, &config_path);
+                machine.handle(Event::Resync(None), Instant::now())
             }
-            Some(client) = requests.recv() => {
-                tracing::info!("resync requested over the control socket");
-                if job.is_some() {
-                    waiting.push(client);
-                    again = true;
-                } else {
-                    clients.push(client);
-                    job = Some(start(&config_path));
-                }
+            Some(report) = reports.recv() => io.absorb(report, &mut machine),
+            Some(progress) = progress.recv() => {
+                io.progress(progress, &machine);
+                continue;
             }
-            message = progress.recv() => match message {
-                Ok(Progress::Phase(phase)) => systemd::status(&phase),
-                Ok(Progress::Line(line)) => {
-                    for client in &mut clients {
-                        client.progress(&line).await;
-                    }
-                }
-                Err(_) => {}
-            },
-            result = next(&mut job) => {
-                job = None;
-                let reloaded = config::load(&config_path).ok();
-                let status = match &result {
-                    Ok(_) => 0,
-                    Err(err) => error::exit_status(err),
-                };
-                let text = match &result {
-                    Ok(report) => summary(report),
-                    Err(err) => format!("{err:#}"),
-                };
-                match &result {
-                    Ok(_) => {
-                        failures = 0;
-                        if !ready {
-                            systemd::ready();
-                            ready = true;
-                            tracing::info!("first sync converged and healthy: ready");
-                            launch.complete(true, reloaded.as_ref().unwrap_or(&settings)).await;
-                        }
-                        systemd::status(&format!("in sync since {}", now()));
-                    }
-                    Err(err) if !ready => {
-                        failures += 1;
-                        let current = reloaded.as_ref().unwrap_or(&settings);
-                        // The launch is abandoned (the group replaces the instance); the agent
-                        // itself keeps retrying.
-                        if failures == current.lifecycle.abandon_after && launch.may_be_pending() {
-                            tracing::error!("the first sync failed {failures} times: abandoning the launch");
-                            launch.complete(false, current).await;
-                        }
-                        let delay = first_sync_backoff(failures);
-                        retry_at = Some(Instant::now() + delay);
-                        tracing::error!("first sync failed (attempt {failures}), retrying in {delay:?}: {err:#}");
-                        systemd::status(&format!(
-                            "first sync failed (attempt {failures}), retrying in {}s: {}",
-                            delay.as_secs(),
-                            first_line(err)
-                        ));
-                    }
-                    Err(err) => {
-                        tracing::error!("sync failed: {err:#}");
-                        systemd::status(&format!("degraded: {}", first_line(err)));
-                    }
-                }
-                for client in clients.drain(..) {
-                    client.result(status, &text).await;
-                }
-                if again {
-                    again = false;
-                    clients.append(&mut waiting);
-                    job = Some(start(&config_path));
-                } else if ready {
-                    watch_at = reloaded.as_ref().and_then(|s| next_watch(s.watch_interval));
-                }
-            }
-            _ = sleep_until(retry_at), if job.is_none() => {
-                retry_at = None;
-                job = Some(start(&config_path));
-            }
-            _ = sleep_until(watch_at), if job.is_none() => {
-                watch_at = None;
-                match config::load(&config_path) {
-                    Ok(settings) => {
-                        if check(&settings).await {
-                            job = Some(start(&config_path));
-                        } else {
-                            watch_at = next_watch(settings.watch_interval);
-                        }
-                    }
-                    Err(err) => {
-                        systemd::status(&format!("degraded: {}", first_line(&err)));
-                        watch_at = next_watch(crate::config::defaults::WATCH_INTERVAL);
-                    }
-                }
-            }
-        }
+            _ = sleep_until(deadline) => machine.handle(Event::Tick, Instant::now()),
+        };
+        io.carry_out(effects);
     }
-    systemd::stopping();
+    notify::stopping();
     // A sync in flight may have stopped an old container and not yet started (or rolled back to)
-    // the new one: let it finish, within systemd's stop timeout, rather than leave a service down.
-    if let Some(job) = job {
+    // the new one: let it finish, within systemd's stop timeout; the next start repairs the rest.
+    if let Some(sync) = io.sync_task.take() {
         tracing::info!("stopping: letting the sync in flight finish (at most {STOP_GRACE:?})");
-        if tokio::time::timeout(STOP_GRACE, job).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, sync).await.is_err() {
             tracing::warn!(
-                "the sync in flight did not finish in time; the next start repairs what it left"
+                "the sync in flight did not finish in time; the next start sets it right"
             );
         }
     }
     tracing::info!("stopping; the application's containers keep running");
     Ok(())
-}
-
-/// The launch lifecycle action: looked up while the first sync runs, completed once.
-struct Launch<'a> {
-    discovery: Option<Pin<Box<dyn Future<Output = Option<Lifecycle>> + 'a>>>,
-    lifecycle: Option<Lifecycle>,
-    /// The outcome of the first sync(s), when it came before discovery ended.
-    decided: Option<bool>,
-    /// A launch action may be waiting for CONTINUE or ABANDON.
-    pending: bool,
-}
-
-impl<'a> Launch<'a> {
-    fn new(settings: &'a config::Settings) -> Self {
-        let discovery = async move {
-            let found = match aws::sdk_config(&settings.aws).await {
-                Ok(config) => crate::lifecycle::discover(settings, &config).await,
-                Err(err) => Err(err),
-            };
-            found.unwrap_or_else(|err| {
-                tracing::error!("no lifecycle hook: {err:#}");
-                None
-            })
-        };
-        Launch {
-            discovery: Some(Box::pin(discovery)),
-            lifecycle: None,
-            decided: None,
-            pending: false,
-        }
-    }
-
-    fn may_be_pending(&self) -> bool {
-        self.discovery.is_some() || self.pending
-    }
-
-    fn unhealthy_after(&self) -> Option<Duration> {
-        self.lifecycle.as_ref().and_then(|l| l.unhealthy_after())
-    }
-
-    /// Discovery ended: completes an outcome already decided; else the heartbeat interval.
-    async fn found(
-        &mut self,
-        found: Option<Lifecycle>,
-        settings: &config::Settings,
-    ) -> Option<Duration> {
-        self.discovery = None;
-        self.pending = found.is_some();
-        self.lifecycle = found;
-        match self.decided.take() {
-            Some(ok) => {
-                self.complete(ok, settings).await;
-                None
-            }
-            None => self.lifecycle.as_ref().map(|l| l.heartbeat_interval()),
-        }
-    }
-
-    /// CONTINUE (`ok`) or ABANDON, once; kept for later while discovery runs.
-    async fn complete(&mut self, ok: bool, settings: &config::Settings) {
-        if self.discovery.is_some() {
-            self.decided = Some(ok);
-            return;
-        }
-        if let (true, Some(lifecycle)) = (self.pending, &self.lifecycle) {
-            crate::lifecycle::finish(lifecycle, settings, ok).await;
-        }
-        self.pending = false;
-    }
-}
-
-/// Starts a sync now, or once the one running ends.
-fn request(job: &mut Option<Job>, again: &mut bool, config_path: &Path) {
-    match job {
-        Some(_) => *again = true,
-        None => *job = Some(start(config_path)),
-    }
-}
-
-fn start(config_path: &Path) -> Job {
-    let path: PathBuf = config_path.to_path_buf();
-    Box::pin(async move {
-        let settings =
-            config::load(&path).with_context(|| format!("invalid config {}", path.display()))?;
-        let config = aws::sdk_config(&settings.aws).await?;
-        crate::sync::run_without_hook(&settings, &config).await
-    })
-}
-
-/// The output of the future in flight (a sync, the lifecycle lookup); never ready without one.
-async fn next<F: Future + Unpin>(slot: &mut Option<F>) -> F::Output {
-    match slot {
-        Some(future) => future.await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -333,69 +120,382 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Looks for changes; true when a sync should apply them now (`watch.apply: auto`).
-async fn check(settings: &config::Settings) -> bool {
-    let result = async {
-        let config = aws::sdk_config(&settings.aws).await?;
-        let ssm = aws::ssm::SsmStore::new(&config);
-        let s3 = aws::s3::S3Store::new(&config, &settings.aws);
-        let state = State::load(&State::path(settings))?;
-        watch::changes(settings, &state, &ssm, &s3).await
-    };
-    match tokio::time::timeout(Duration::from_secs(60), result).await {
-        Ok(Ok(changes)) if changes.is_empty() => false,
-        Ok(Ok(changes)) => {
-            for change in &changes {
-                tracing::info!("changed: {change}");
+/// The clients the daemon keeps for its life, shared by its tasks.
+#[derive(Default)]
+struct Shared {
+    /// The AWS SDK config (credential cache, HTTPS pool), with the settings it was made from:
+    /// made again only when `aws:` changes.
+    aws: tokio::sync::Mutex<Option<(config::AwsSettings, aws_config::SdkConfig)>>,
+    engine: tokio::sync::OnceCell<DockerEngine>,
+}
+
+impl Shared {
+    async fn aws(&self, settings: &config::AwsSettings) -> Result<aws_config::SdkConfig> {
+        let mut cached = self.aws.lock().await;
+        if let Some((made_for, config)) = cached.as_ref() {
+            if made_for == settings {
+                return Ok(config.clone());
             }
-            match settings.watch_apply {
-                config::WatchApply::Auto => true,
-                config::WatchApply::Report => {
-                    systemd::status(&format!(
-                        "changes pending (watch.apply: report): {}",
-                        changes.join("; ")
-                    ));
-                    false
+        }
+        let config = crate::aws::sdk_config(settings).await?;
+        *cached = Some((settings.clone(), config.clone()));
+        Ok(config)
+    }
+
+    async fn engine(&self, wait: Duration) -> Result<DockerEngine> {
+        self.engine
+            .get_or_try_init(|| crate::engine::docker::connect(wait))
+            .await
+            .cloned()
+    }
+}
+
+/// The loop's side of the effects: the tasks it starts and what they report.
+struct Io {
+    config_path: PathBuf,
+    /// The config as last read well.
+    settings: Rc<Settings>,
+    shared: Rc<Shared>,
+    reports: UnboundedSender<Report>,
+    progress: UnboundedSender<Progress>,
+    lifecycle: Option<Rc<Lifecycle>>,
+    clients: HashMap<ClientId, mpsc::Sender<ClientMessage>>,
+    next_client: ClientId,
+    sync_task: Option<JoinHandle<()>>,
+}
+
+impl Io {
+    fn new(
+        config_path: &Path,
+        settings: Settings,
+        reports: UnboundedSender<Report>,
+        progress: UnboundedSender<Progress>,
+    ) -> Io {
+        Io {
+            config_path: config_path.to_path_buf(),
+            settings: Rc::new(settings),
+            shared: Rc::new(Shared::default()),
+            reports,
+            progress,
+            lifecycle: None,
+            clients: HashMap::new(),
+            next_client: 1,
+            sync_task: None,
+        }
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            watch_interval: self.settings.watch_interval,
+            abandon_after: self.settings.lifecycle.abandon_after,
+            health_every: HEALTH_EVERY,
+        }
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + 'static) -> JoinHandle<()> {
+        tokio::task::spawn_local(task)
+    }
+
+    fn client_sender(&self) -> impl Fn(mpsc::Sender<ClientMessage>) + 'static {
+        let reports = self.reports.clone();
+        move |client| {
+            let _ = reports.send(Report::Client(client));
+        }
+    }
+
+    /// Starts a task whose result becomes an event, unless it outlives `bound`.
+    fn task<F>(&self, what: &'static str, bound: Duration, work: F, event: fn(F::Output) -> Event)
+    where
+        F: Future + 'static,
+    {
+        let reports = self.reports.clone();
+        self.spawn(async move {
+            let report = match tokio::time::timeout(bound, work).await {
+                Ok(out) => Report::Machine(event(out)),
+                Err(_) => Report::Failed(format!("{what} took over {bound:?}: given up")),
+            };
+            let _ = reports.send(report);
+        });
+    }
+
+    /// Turns a task's report into the machine's event (or handles it here).
+    fn absorb(&mut self, report: Report, machine: &mut Machine) -> Vec<Effect> {
+        let now = Instant::now();
+        match report {
+            Report::Machine(Event::Synced(outcome)) => {
+                self.sync_task = None;
+                // The config may have changed: the next decisions use it.
+                if let Ok(settings) = config::load(&self.config_path) {
+                    self.settings = Rc::new(settings);
+                }
+                let mut effects = machine.handle(Event::Timing(self.timing()), now);
+                effects.extend(machine.handle(Event::Synced(outcome), now));
+                effects
+            }
+            Report::Machine(event) => machine.handle(event, now),
+            Report::Lifecycle(found) => {
+                let info = found.as_ref().map(|l| LaunchFound {
+                    pending: l.hook().is_some(),
+                    heartbeat: l.heartbeat_interval(),
+                    unhealthy_after: l.unhealthy_after(),
+                });
+                self.lifecycle = found.map(Rc::new);
+                machine.handle(Event::Launch(info), now)
+            }
+            Report::Client(sender) => {
+                let id = self.next_client;
+                self.next_client += 1;
+                self.clients.insert(id, sender);
+                tracing::info!("resync requested over the control socket");
+                machine.handle(Event::Resync(Some(id)), now)
+            }
+            Report::Failed(why) => {
+                tracing::warn!("{why}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// A sync's progress: its phase to systemd, and every line to the clients waiting for it.
+    fn progress(&mut self, progress: Progress, machine: &Machine) {
+        let line = match progress {
+            Progress::Phase(phase) => {
+                notify::status(&phase);
+                phase
+            }
+            Progress::Step(step) => step,
+        };
+        for id in machine.listening() {
+            if let Some(client) = self.clients.get(id) {
+                // A client too slow to read misses progress lines, never the result.
+                let _ = client.try_send(ClientMessage::Progress(line.clone()));
+            }
+        }
+    }
+
+    fn carry_out(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Sync { retry_held } => self.sync(retry_held),
+                Effect::Watch => self.watch(),
+                Effect::CheckHealth => self.check_health(),
+                Effect::Heartbeat => self.heartbeat(),
+                Effect::Ready => {
+                    notify::ready();
+                    tracing::info!("first sync converged and healthy: ready");
+                }
+                Effect::Status(status) => {
+                    tracing::info!("status: {status}");
+                    notify::status(&status);
+                }
+                Effect::CompleteLaunch(ok) => self.complete_launch(ok),
+                Effect::MarkUnhealthy => self.mark_unhealthy(),
+                Effect::Reply {
+                    clients,
+                    status,
+                    text,
+                } => {
+                    for id in clients {
+                        if let Some(client) = self.clients.remove(&id) {
+                            // Its own task writes it, bounded. A client whose queue is full has
+                            // stopped reading for a long while: it is let go without the result.
+                            let _ = client.try_send(ClientMessage::Result(status, text.clone()));
+                        }
+                    }
                 }
             }
         }
-        Ok(Err(err)) => {
-            tracing::warn!("could not look for changes: {err:#}");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("looking for changes took over 60 s; trying again later");
-            false
-        }
+    }
+
+    fn sync(&mut self, retry_held: bool) {
+        let config_path = self.config_path.clone();
+        let shared = self.shared.clone();
+        let reports = self.reports.clone();
+        let listener = self.progress.clone();
+        self.sync_task = Some(self.spawn(async move {
+            let sync = sync(&config_path, &shared, retry_held);
+            let result = crate::progress::reporting(listener, sync).await;
+            let _ = reports.send(Report::Machine(Event::Synced(result)));
+        }));
+    }
+
+    fn watch(&self) {
+        let (config_path, shared) = (self.config_path.clone(), self.shared.clone());
+        let settings = self.settings.clone();
+        let found = watch_once(config_path, settings, shared);
+        self.task("looking for changes", WATCH_BOUND, found, |found| {
+            Event::Watched(found.unwrap_or_else(|err| {
+                tracing::warn!("could not look for changes: {err:#}");
+                WatchOutcome::Failed(format!("{err:#}"))
+            }))
+        });
+    }
+
+    fn check_health(&self) {
+        let project = self.settings.project.clone();
+        let shared = self.shared.clone();
+        let check = async move {
+            let engine = shared.engine(HEALTH_BOUND).await?;
+            let all = crate::engine::containers::containers(&engine, &project).await?;
+            Ok::<_, anyhow::Error>(!all.is_empty() && all.iter().all(|c| c.is_well()))
+        };
+        self.task("the health check", HEALTH_BOUND, check, |well| {
+            Event::Health(well.unwrap_or(false))
+        });
+    }
+
+    fn discover_lifecycle(&self) {
+        let settings = self.settings.clone();
+        let shared = self.shared.clone();
+        let reports = self.reports.clone();
+        self.spawn(async move {
+            let found = async {
+                let config = shared.aws(&settings.aws).await?;
+                crate::lifecycle::discover(&settings, &config).await
+            };
+            let found = match tokio::time::timeout(LIFECYCLE_BOUND, found).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(err)) => {
+                    tracing::error!("no lifecycle hook: {err:#}");
+                    None
+                }
+                Err(_) => {
+                    tracing::error!("no lifecycle hook: the lookup took over {LIFECYCLE_BOUND:?}");
+                    None
+                }
+            };
+            let _ = reports.send(Report::Lifecycle(found));
+        });
+    }
+
+    fn heartbeat(&self) {
+        let Some(lifecycle) = self.lifecycle.clone() else {
+            return;
+        };
+        let reports = self.reports.clone();
+        self.spawn(async move {
+            match tokio::time::timeout(LIFECYCLE_BOUND, lifecycle.heartbeat()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    let _ = reports.send(Report::Failed(format!("lifecycle heartbeat: {err:#}")));
+                }
+                Err(_) => {
+                    let _ = reports.send(Report::Failed(
+                        "lifecycle heartbeat: no answer in time".into(),
+                    ));
+                }
+            }
+        });
+    }
+
+    fn complete_launch(&self, ok: bool) {
+        let Some(lifecycle) = self.lifecycle.clone() else {
+            return;
+        };
+        let settings = self.settings.clone();
+        self.spawn(async move {
+            let sent = crate::lifecycle::finish(&lifecycle, &settings, ok);
+            if tokio::time::timeout(LIFECYCLE_BOUND, sent).await.is_err() {
+                tracing::error!("CompleteLifecycleAction got no answer in {LIFECYCLE_BOUND:?}");
+            }
+        });
+    }
+
+    fn mark_unhealthy(&self) {
+        let Some(lifecycle) = self.lifecycle.clone() else {
+            return;
+        };
+        tracing::error!(
+            "the application stayed unhealthy: asking the group to replace this instance"
+        );
+        self.spawn(async move {
+            match tokio::time::timeout(LIFECYCLE_BOUND, lifecycle.mark_unhealthy()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!("SetInstanceHealth failed: {err:#}"),
+                Err(_) => tracing::error!("SetInstanceHealth got no answer in {LIFECYCLE_BOUND:?}"),
+            }
+        });
     }
 }
 
-/// The next watch, `interval` from now give or take 10%, so instances started together spread out.
-fn next_watch(interval: Duration) -> Option<Instant> {
-    if interval.is_zero() {
-        return None;
+/// One sync, with the config read again and the daemon's clients.
+async fn sync(config_path: &Path, shared: &Shared, retry_held: bool) -> SyncOutcome {
+    let result = async {
+        let settings = config::load(config_path)
+            .with_context(|| format!("invalid config {}", config_path.display()))?;
+        let config = shared.aws(&settings.aws).await?;
+        let mut clients = Clients::new(&settings, &config);
+        if settings.compose.is_some() {
+            clients.engine = Some(shared.engine(crate::engine::docker::ENGINE_WAIT).await?);
+        }
+        let held = match retry_held {
+            true => Held::Retry,
+            false => Held::Hold {
+                after: settings.watch_retry_failed_after,
+            },
+        };
+        let report = crate::sync::run_with(&settings, &clients, held).await;
+        let state = State::load(&State::path(&settings)).unwrap_or_default();
+        let held = state
+            .failed
+            .as_ref()
+            .map(|f| f.describe(state.last_good_at.as_deref()));
+        Ok::<_, anyhow::Error>((report, held))
     }
-    Some(Instant::now() + interval.mul_f64(0.9 + 0.2 * fastrand::f64()))
-}
-
-fn first_sync_backoff(failures: u32) -> Duration {
-    let backoff = retry::Backoff {
-        initial: Duration::from_secs(2),
-        max_delay: Duration::from_secs(60),
-        ..Default::default()
+    .await;
+    let (report, held) = match result {
+        Ok((report, held)) => (report, held),
+        Err(err) => (Err(err), None),
     };
-    // Full jitter, but never retry sooner than a second.
-    backoff.delay(failures).max(Duration::from_secs(1))
+    match report {
+        Ok(report) => SyncOutcome {
+            status: 0,
+            text: summary(&report),
+            line: summary(&report),
+            at: now(),
+            held: report.held.or(held),
+        },
+        Err(err) => {
+            tracing::error!("sync failed: {err:#}");
+            SyncOutcome {
+                status: crate::error::exit_status(&err),
+                text: format!("{err:#}"),
+                line: crate::engine::api::printable(&crate::sync::first_line(&err), 200),
+                at: now(),
+                held,
+            }
+        }
+    }
 }
 
-fn first_line(err: &anyhow::Error) -> String {
-    format!("{err:#}")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(200)
-        .collect()
+async fn watch_once(
+    config_path: PathBuf,
+    last_read: Rc<Settings>,
+    shared: Rc<Shared>,
+) -> Result<WatchOutcome> {
+    // The config as it is now: a change to it is a change to look for too.
+    let settings = config::load(&config_path).unwrap_or_else(|_| (*last_read).clone());
+    let config = shared.aws(&settings.aws).await?;
+    let clients = Clients::new(&settings, &config);
+    let state = State::load(&State::path(&settings))?;
+    let found = watch::check(
+        &settings,
+        &state,
+        &clients.ssm,
+        &clients.s3,
+        settings.watch_retry_failed_after,
+    )
+    .await?;
+    match &found {
+        WatchOutcome::Changed(changes) | WatchOutcome::Report(changes) => {
+            for change in changes {
+                tracing::info!("changed: {change}");
+            }
+        }
+        WatchOutcome::Held(why) => tracing::info!("not applying it again: {why}"),
+        _ => {}
+    }
+    Ok(found)
 }
 
 fn summary(report: &SyncReport) -> String {
@@ -410,12 +510,20 @@ fn summary(report: &SyncReport) -> String {
         let changed = engine
             .services
             .iter()
-            .filter(|s| s.action != crate::engine::decide::Action::Keep)
+            .filter(|s| {
+                !matches!(
+                    s.action,
+                    crate::engine::decide::Action::Keep | crate::engine::decide::Action::Done
+                )
+            })
             .count();
         parts.push(format!(
             "{} containers, {changed} changed",
             engine.services.len()
         ));
     }
-    format!("in sync: {}", parts.join(", "))
+    match &report.held {
+        Some(held) => format!("held: {held}"),
+        None => format!("in sync: {}", parts.join(", ")),
+    }
 }

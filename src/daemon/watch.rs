@@ -1,23 +1,71 @@
 //! What the daemon looks at between syncs: the versions of the parameters and the ETags of the
-//! objects, without fetching a value or a body (DescribeParameters and HeadObject).
+//! objects, without fetching a value or a body (DescribeParameters and HeadObject), compared with
+//! the last good release and with a release that failed and is held.
+
+use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 
+use super::machine::WatchOutcome;
 use crate::aws::s3::ObjectStore;
 use crate::aws::ssm::ParameterStore;
-use crate::config::ParamSource;
-use crate::config::Settings;
+use crate::config::{ParamSource, Settings, WatchApply};
 use crate::sync::files::{self, Change};
+use crate::sync::release::Fingerprint;
 use crate::sync::state::State;
 
-/// The changes since the last good sync, in words (names and versions, never values).
+/// Looks for changes since the last good sync: what the daemon should do about them.
+pub async fn check(
+    settings: &Settings,
+    state: &State,
+    ssm: &impl ParameterStore,
+    s3: &impl ObjectStore,
+    retry_failed_after: Duration,
+) -> Result<WatchOutcome> {
+    let (changes, now) = changes(settings, state, ssm, s3).await?;
+    Ok(decide(
+        settings.watch_apply,
+        state,
+        changes,
+        &now,
+        retry_failed_after,
+        SystemTime::now(),
+    ))
+}
+
+/// What to do about `changes`, given the release that the watch sees now (`now`).
+fn decide(
+    apply: WatchApply,
+    state: &State,
+    changes: Vec<String>,
+    now: &Fingerprint,
+    retry_failed_after: Duration,
+    at: SystemTime,
+) -> WatchOutcome {
+    if changes.is_empty() {
+        return WatchOutcome::Unchanged;
+    }
+    if let Some(failed) = &state.failed {
+        if &failed.fingerprint == now && !failed.due(retry_failed_after, at) {
+            return WatchOutcome::Held(failed.describe(state.last_good_at.as_deref()));
+        }
+    }
+    match apply {
+        WatchApply::Auto => WatchOutcome::Changed(changes),
+        WatchApply::Report => WatchOutcome::Report(changes),
+    }
+}
+
+/// The changes since the last good sync, in words (names and versions, never values), and the
+/// release as it stands now.
 pub async fn changes(
     settings: &Settings,
     state: &State,
     ssm: &impl ParameterStore,
     s3: &impl ObjectStore,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Fingerprint)> {
     let mut found = Vec::new();
+    let mut now = Fingerprint::default();
     if let Some(env) = &settings.env {
         let mut names = Vec::new();
         let mut paths = Vec::new();
@@ -31,20 +79,26 @@ pub async fn changes(
                 }
             }
         }
-        let now = ssm.versions(&names, &paths).await?;
-        for (name, version) in &now {
+        now.parameters = ssm.versions(&names, &paths).await?;
+        for (name, version) in &now.parameters {
             match state.parameters.get(name) {
                 Some(old) if old == version => {}
                 Some(old) => found.push(format!("parameter {name}: version {old} -> {version}")),
                 None => found.push(format!("parameter {name}: new (version {version})")),
             }
         }
-        for name in state.parameters.keys().filter(|n| !now.contains_key(*n)) {
+        for name in state
+            .parameters
+            .keys()
+            .filter(|n| !now.parameters.contains_key(*n))
+        {
             found.push(format!("parameter {name}: gone"));
         }
     }
     for file in &settings.files {
-        let change = files::plan(s3, file, state.files.get(&file.path)).await?;
+        let (change, meta) = files::plan(s3, file, state.files.get(&file.path)).await?;
+        let id = Fingerprint::object_id(meta.etag.as_deref(), meta.version_id.as_deref());
+        now.objects.insert(file.path.clone(), id);
         if change != Change::Unchanged {
             found.push(format!(
                 "file {}: {} (from {})",
@@ -54,5 +108,48 @@ pub async fn changes(
             ));
         }
     }
-    Ok(found)
+    Ok((found, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::release::FailedRelease;
+
+    #[test]
+    fn only_the_held_release_is_held() {
+        let at = SystemTime::now();
+        let release = |v: i64| Fingerprint {
+            parameters: [("/a".to_string(), v)].into(),
+            objects: Default::default(),
+        };
+        let mut state = State::default();
+        state.failed = Some(FailedRelease {
+            at: humantime::format_rfc3339_seconds(at).to_string(),
+            reason: "service web: unhealthy".into(),
+            fingerprint: release(2),
+            attempts: 1,
+        });
+        let hour = Duration::from_secs(3600);
+        let change = || vec!["parameter /a: version 1 -> 2".to_string()];
+        let decide =
+            |now: &Fingerprint, when| decide(WatchApply::Auto, &state, change(), now, hour, when);
+        assert!(matches!(decide(&release(2), at), WatchOutcome::Held(_)));
+        assert!(
+            matches!(decide(&release(3), at), WatchOutcome::Changed(_)),
+            "it changed again"
+        );
+        assert!(
+            matches!(decide(&release(2), at + hour), WatchOutcome::Changed(_)),
+            "after the backoff it is tried again"
+        );
+        assert_eq!(
+            super::decide(WatchApply::Auto, &state, Vec::new(), &release(2), hour, at),
+            WatchOutcome::Unchanged
+        );
+        assert!(matches!(
+            super::decide(WatchApply::Report, &state, change(), &release(3), hour, at),
+            WatchOutcome::Report(_)
+        ));
+    }
 }

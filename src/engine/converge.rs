@@ -130,7 +130,10 @@ pub async fn converge(
     let images = pull::plan(project, settings.pull, &observed.images);
     let to_pull = images.iter().filter(|i| i.will_pull()).count();
     if to_pull > 0 {
-        tracing::info!(phase = %format!("pulling {to_pull} image{}", if to_pull == 1 { "" } else { "s" }), "pulling");
+        crate::progress::phase(format!(
+            "pulling {to_pull} image{}",
+            if to_pull == 1 { "" } else { "s" }
+        ));
     }
     let (networks, volumes) = decide::missing_resources(project, &observed)?;
     // Volumes first: the engine would make a missing named volume itself, unlabelled, at create.
@@ -169,7 +172,7 @@ pub async fn converge(
         start_in_order(engine, project, services, &created, since, deadline).await?;
         let targets: Vec<Target> = services.iter().map(|p| target(p, &created)).collect();
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        tracing::info!(phase = %format!("waiting for {} to be healthy", names.join(", ")), "waiting");
+        crate::progress::phase(format!("waiting for {} to be healthy", names.join(", ")));
         health::wait_ready(engine, &targets, since, deadline).await
     }
     .await;
@@ -263,11 +266,10 @@ async fn run_recovery(
     bound: Duration,
 ) -> Result<()> {
     for (service, ops) in plans {
-        tracing::warn!(
-            service = %service,
-            "an earlier sync was cut short; setting it right: {}",
+        crate::progress::warn(format!(
+            "service {service}: an earlier sync was cut short; setting it right: {}",
             describe(ops)
-        );
+        ));
         let waits = Waits::new(service, false, 0, Instant::now() + bound);
         run_ops(engine, ops, &waits).await.with_context(|| {
             format!("failed to set right the interrupted switch of service {service}")
@@ -436,7 +438,11 @@ async fn switch_service(
             run_op(engine, &start, &own).await
         }
         Action::Recreate { reasons } => {
-            tracing::info!(service = %plan.service, changed = %reasons.join(", "), "recreating");
+            crate::progress::step(format!(
+                "recreating {} ({} changed)",
+                plan.service,
+                reasons.join(", ")
+            ));
             let old = plan
                 .existing
                 .as_deref()
@@ -669,7 +675,7 @@ async fn remove_orphans(engine: &impl Engine, orphans: &[(String, String)]) -> R
         };
         match gone.await {
             Ok(()) => {
-                tracing::info!(container = %name, "removed: its service left the compose file");
+                crate::progress::step(format!("removed {name}: its service left the compose file"));
                 removed.push(name.clone());
             }
             Err(err) => {
@@ -725,7 +731,7 @@ async fn prune(
         }
         match engine.remove_image(reference).await {
             Ok(()) => {
-                tracing::info!(image = %reference, "pruned");
+                crate::progress::step(format!("pruned {reference}"));
                 pruned.push(reference.clone());
             }
             Err(err) => tracing::warn!(image = %reference, "not pruned: {err}"),

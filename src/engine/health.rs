@@ -80,7 +80,10 @@ pub async fn wait_ready(
         for target in due {
             match assess(engine, target).await? {
                 Assessment::Ready => {
-                    tracing::info!(service = %target.service, container = %target.name, "ready");
+                    crate::progress::step(format!(
+                        "{} is ready (container {})",
+                        target.service, target.name
+                    ));
                     pending.remove(target.id.as_str());
                 }
                 Assessment::Pending(at) => {

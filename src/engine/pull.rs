@@ -102,10 +102,10 @@ pub async fn pull_all(
             match pull(engine, &plan.image, registries, limits).await {
                 Ok(()) => {}
                 Err(err) if plan.local.is_some() && registry_unavailable(&err) => {
-                    tracing::warn!(
-                        image = %plan.image,
-                        "the registry cannot be reached; using the local image, which may be stale: {err:#}"
-                    );
+                    crate::progress::warn(format!(
+                        "{}: the registry cannot be reached; using the local image, which may be stale: {err:#}",
+                        plan.image
+                    ));
                     stale = true;
                 }
                 Err(err) => return Err(err),
@@ -213,7 +213,10 @@ async fn pull(
         })
         .await
         .with_context(|| format!("failed to pull {image}"))?;
-    tracing::info!(image, seconds = started.elapsed().as_secs_f32(), "pulled");
+    crate::progress::step(format!(
+        "pulled {image} in {:.1}s",
+        started.elapsed().as_secs_f32()
+    ));
     Ok(())
 }
 

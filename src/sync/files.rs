@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::state::{now, FileRecord};
 use crate::atomic::AtomicFile;
-use crate::aws::s3::{Fetched, ObjectRequest, ObjectStore, Transient};
+use crate::aws::s3::{Fetched, ObjectMeta, ObjectRequest, ObjectStore, Transient};
 use crate::config::FileSettings;
 use crate::error::input_error;
 use crate::retry::Backoff;
@@ -59,6 +59,11 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// The object as fetched (ETag, version, hash).
+    pub fn record(&self) -> &FileRecord {
+        &self.record
+    }
+
     /// Whether committing replaces (or creates) the file at `path`.
     pub fn replaces(&self) -> bool {
         self.temp.is_some()
@@ -189,19 +194,34 @@ pub fn commit(staged: Vec<Staged>) -> Result<Vec<(PathBuf, Change, FileRecord)>>
             .with_context(|| format!("failed to stat {}", s.path.display()))?;
         record.inode = meta.ino();
         record.mtime_ns = mtime_ns(&meta);
-        tracing::info!(path = %s.path.display(), source = %s.source, change = s.change.as_str(), "file");
+        crate::progress::step(format!(
+            "file {}: {} (from {})",
+            s.path.display(),
+            s.change.as_str(),
+            s.source
+        ));
         done.push((s.path, s.change, record));
     }
     Ok(done)
 }
 
-/// What staging a file would do, without transferring a body: a HEAD and a look at the local file.
+/// What staging a file would do, without transferring a body: a HEAD and a look at the local
+/// file. With the object's ETag and version as S3 has them now.
 pub async fn plan(
     store: &impl ObjectStore,
     file: &FileSettings,
     previous: Option<&FileRecord>,
-) -> Result<Change> {
+) -> Result<(Change, ObjectMeta)> {
     let meta = store.head(&file.source, file.version_id.as_deref()).await?;
+    let change = change_of(file, previous, &meta)?;
+    Ok((change, meta))
+}
+
+fn change_of(
+    file: &FileSettings,
+    previous: Option<&FileRecord>,
+    meta: &ObjectMeta,
+) -> Result<Change> {
     let source = file.source.to_string();
     let Some(previous) = previous.filter(|p| p.source == source) else {
         return Ok(if file.path.exists() {
@@ -210,18 +230,11 @@ pub async fn plan(
             Change::Create
         });
     };
-    if !local_matches(&file.path, previous)? {
-        let same_object = meta.etag.is_some() && meta.etag == previous.etag;
-        return Ok(if same_object {
-            Change::Restore
-        } else {
-            Change::Update
-        });
-    }
-    Ok(if meta.etag.is_some() && meta.etag == previous.etag {
-        Change::Unchanged
-    } else {
-        Change::Update
+    let same_object = meta.etag.is_some() && meta.etag == previous.etag;
+    Ok(match (local_matches(&file.path, previous)?, same_object) {
+        (false, true) => Change::Restore,
+        (true, true) => Change::Unchanged,
+        (_, false) => Change::Update,
     })
 }
 

@@ -19,19 +19,22 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::atomic::{self, Written};
-use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
+use crate::aws::{self, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
 use crate::config::RegistryAuth;
 use crate::config::{EnvSettings, Settings};
 use crate::engine::{self, converge::EngineReport, registry::Registries};
 use crate::envfile;
 use crate::error::input_error;
 use files::Change;
-use release::Snapshot;
+use release::{FailedRelease, Fingerprint, Snapshot};
 use state::{now, State, SyncRecord};
 
 /// What a sync did.
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
+    /// Set when the desired release is one that failed before and is held: the sync wrote
+    /// nothing and checked the last good release still runs. Says which release and why.
+    pub held: Option<String>,
     pub env: Option<EnvReport>,
     pub files: Vec<FileReport>,
     pub containers: Option<EngineReport>,
@@ -57,31 +60,48 @@ pub async fn run(settings: &Settings) -> Result<SyncReport> {
     // The launch hook (if any), looked up while the sync runs, gets heartbeats, then CONTINUE or
     // ABANDON.
     let discovery = crate::lifecycle::discover(settings, &config);
-    let sync = run_without_hook(settings, &config);
+    let clients = Clients::new(settings, &config);
+    let sync = run_with(settings, &clients, Held::Retry);
     crate::lifecycle::around_sync(discovery, settings, sync).await
 }
 
-/// A sync that leaves the lifecycle hook alone: the daemon completes it once, for its first sync.
-pub async fn run_without_hook(
-    settings: &Settings,
-    config: &aws_config::SdkConfig,
-) -> Result<SyncReport> {
-    let ssm = SsmStore::new(config);
-    let s3 = S3Store::new(config, &settings.aws);
-    let uses_ecr = settings
-        .registries
-        .iter()
-        .any(|r| r.auth == RegistryAuth::Ecr);
-    let ecr = uses_ecr.then(|| aws_sdk_ecr::Client::new(config));
-    run_with(settings, &ssm, &s3, ecr).await
+/// What to do with a desired release that failed before and has not changed since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Apply it again: an operator asked (`kicky-agent sync`, `resync`).
+    Retry,
+    /// Keep serving the last good release until it changes, or until `after` (doubled for each
+    /// failed try, a day at most) has passed since it failed: what the daemon does on its own.
+    Hold { after: std::time::Duration },
 }
 
-pub async fn run_with(
-    settings: &Settings,
-    ssm: &impl ParameterStore,
-    s3: &impl ObjectStore,
-    ecr: Option<aws_sdk_ecr::Client>,
-) -> Result<SyncReport> {
+/// The clients a sync talks through. The daemon keeps one set for its life (one credential
+/// cache, one HTTPS pool, one engine connection).
+pub struct Clients {
+    pub ssm: SsmStore,
+    pub s3: S3Store,
+    pub ecr: Option<aws_sdk_ecr::Client>,
+    /// `None`: connected by the sync itself when the config has a compose project.
+    pub engine: Option<engine::docker::DockerEngine>,
+}
+
+impl Clients {
+    pub fn new(settings: &Settings, config: &aws_config::SdkConfig) -> Clients {
+        let uses_ecr = settings
+            .registries
+            .iter()
+            .any(|r| r.auth == RegistryAuth::Ecr);
+        Clients {
+            ssm: SsmStore::new(config),
+            s3: S3Store::new(config, &settings.aws),
+            ecr: uses_ecr.then(|| aws_sdk_ecr::Client::new(config)),
+            engine: None,
+        }
+    }
+}
+
+/// One sync, holding the project's lock, recorded in the state file (and the metrics).
+pub async fn run_with(settings: &Settings, clients: &Clients, held: Held) -> Result<SyncReport> {
     let _lock = lock::acquire(
         &settings.state_dir,
         &settings.project,
@@ -92,19 +112,29 @@ pub async fn run_with(
     let mut state = State::load(&state_path)?;
     let started = now();
     let clock = std::time::Instant::now();
-    let result = converge(settings, ssm, s3, ecr, &mut state).await;
+    let result = converge(settings, clients, held, &mut state).await;
     count(&mut state.counters, &result, clock.elapsed());
+    let finished = now();
+    if let Ok(report) = &result {
+        if report.held.is_none() {
+            state.failed = None;
+            state.last_good_at = Some(finished.clone());
+        }
+    }
     state.last_sync = Some(SyncRecord {
         started,
-        finished: now(),
+        finished,
         ok: result.is_ok(),
         error: result.as_ref().err().map(|e| format!("{e:#}")),
     });
     state.save(&state_path)?;
     if let Some(path) = &settings.metrics_textfile {
-        let containers = match &settings.compose {
-            Some(_) => crate::engine::containers::containers_now(&settings.project).await,
-            None => Vec::new(),
+        let containers = match (&settings.compose, &clients.engine) {
+            (Some(_), Some(engine)) => engine::containers::containers(engine, &settings.project)
+                .await
+                .unwrap_or_default(),
+            (Some(_), None) => engine::containers::containers_now(&settings.project).await,
+            _ => Vec::new(),
         };
         let text = metrics::render(&settings.project, &state, &containers);
         if let Err(err) = metrics::write_textfile(path, &text) {
@@ -141,32 +171,67 @@ fn count(counters: &mut state::Counters, result: &Result<SyncReport>, took: std:
 
 async fn converge(
     settings: &Settings,
-    ssm: &impl ParameterStore,
-    s3: &impl ObjectStore,
-    ecr: Option<aws_sdk_ecr::Client>,
+    clients: &Clients,
+    held: Held,
     state: &mut State,
 ) -> Result<SyncReport> {
     let env = async {
         match &settings.env {
-            Some(env) => desired_env(ssm, env).await.map(Some),
+            Some(env) => desired_env(&clients.ssm, env).await.map(Some),
             None => Ok(None),
         }
     };
-    tracing::info!(phase = "fetching parameters and files", "syncing");
-    let staged = files::stage_all(s3, &settings.files, &state.files);
+    crate::progress::phase("fetching parameters and files");
+    let staged = files::stage_all(&clients.s3, &settings.files, &state.files);
     // Meanwhile, the engine: a switch an earlier sync left half done (the agent was killed) is
     // set right first, whatever happens to the fetching, so the last good containers serve.
     let engine = async {
         let Some(compose) = &settings.compose else {
             return Ok(None);
         };
-        let engine = engine::docker::connect(engine::docker::ENGINE_WAIT).await?;
+        let engine = match &clients.engine {
+            Some(engine) => engine.clone(),
+            None => engine::docker::connect(engine::docker::ENGINE_WAIT).await?,
+        };
         engine::converge::recover_interrupted(&engine, &settings.project, compose.healthy_timeout)
             .await?;
         Ok::<_, anyhow::Error>(Some(engine))
     };
     let (env, staged, engine) = futures::join!(env, staged, engine);
     let (env, staged, engine) = (env?, staged?, engine?);
+
+    let attempt = Fingerprint {
+        parameters: env.as_ref().map(|e| e.versions.clone()).unwrap_or_default(),
+        objects: staged
+            .iter()
+            .map(|s| {
+                let r = s.record();
+                let id = Fingerprint::object_id(r.etag.as_deref(), r.version_id.as_deref());
+                (s.path.clone(), id)
+            })
+            .collect(),
+    };
+    if let (Held::Hold { after }, Some(failed)) = (held, &state.failed) {
+        if failed.fingerprint == attempt && !failed.due(after, std::time::SystemTime::now()) {
+            let why = failed.describe(state.last_good_at.as_deref());
+            crate::progress::warn(format!("not applying it again: {why}"));
+            // Nothing fetched is written: the engine is checked against the last good release
+            // on disk (after a restart, it may need starting).
+            drop(staged);
+            let on_disk = env_on_disk(settings, state)?;
+            let mut report = apply(
+                settings,
+                clients,
+                engine.as_ref(),
+                state,
+                on_disk,
+                Vec::new(),
+            )
+            .await?;
+            report.held = Some(why);
+            return Ok(report);
+        }
+    }
 
     // What this sync replaces is kept until it is healthy: the last good release. Once a sync
     // has succeeded, the disk holds the last good release (a failed sync puts it back), also
@@ -188,35 +253,86 @@ async fn converge(
         _ => None,
     };
     let previous = (state.files.clone(), state.parameters.clone());
-    let result = apply(settings, ssm, ecr, engine.as_ref(), state, env, staged).await;
-    match (result, snapshot) {
-        (Ok(report), _) => Ok(report),
-        (Err(err), None) => Err(err),
-        (Err(err), Some(snapshot)) => {
-            (state.files, state.parameters) = previous;
-            match snapshot.restore() {
-                Ok(paths) => {
-                    let names: Vec<String> =
-                        paths.iter().map(|p| p.display().to_string()).collect();
-                    tracing::warn!("restored the last good release: {}", names.join(", "));
-                    Err(err.context(format!(
-                        "the last good env file and files were restored ({})",
-                        names.join(", ")
-                    )))
-                }
-                Err(restore) => Err(err.context(format!(
-                    "restoring the last good files failed too: {restore:#}"
-                ))),
+    let result = apply(settings, clients, engine.as_ref(), state, env, staged).await;
+    let err = match result {
+        Ok(report) => return Ok(report),
+        Err(err) => err,
+    };
+    if let Some(snapshot) = &snapshot {
+        (state.files, state.parameters) = previous;
+        let err = match snapshot.restore() {
+            Ok(paths) => {
+                let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                crate::progress::warn(format!(
+                    "restored the last good release: {}",
+                    names.join(", ")
+                ));
+                err.context(format!(
+                    "the last good env file and files were restored ({})",
+                    names.join(", ")
+                ))
             }
-        }
+            Err(restore) => err.context(format!(
+                "restoring the last good files failed too: {restore:#}"
+            )),
+        };
+        remember_failed(state, attempt, &err);
+        return Err(err);
+    }
+    if last_good {
+        remember_failed(state, attempt, &err);
+    }
+    Err(err)
+}
+
+/// Holds a release that failed while a good one serves, unless it is the good one itself (a
+/// sync of an unchanged release can fail too: an engine restart, a registry outage).
+fn remember_failed(state: &mut State, attempt: Fingerprint, err: &anyhow::Error) {
+    if attempt == state.last_good() {
+        return;
+    }
+    let attempts = match &state.failed {
+        Some(failed) if failed.fingerprint == attempt => failed.attempts + 1,
+        _ => 1,
+    };
+    let reason = crate::engine::api::printable(&first_line(err), 200);
+    state.failed = Some(FailedRelease {
+        at: now(),
+        reason,
+        fingerprint: attempt,
+        attempts,
+    });
+}
+
+/// The first line of an error's chain, for one-line reports.
+pub fn first_line(err: &anyhow::Error) -> String {
+    format!("{err:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The env file as it is on disk, as a release to apply (it is then left as it is).
+fn env_on_disk(settings: &Settings, state: &State) -> Result<Option<DesiredEnv>> {
+    let Some(env) = &settings.env else {
+        return Ok(None);
+    };
+    match std::fs::read_to_string(&env.path) {
+        Ok(text) => Ok(Some(DesiredEnv {
+            text,
+            variables: 0,
+            versions: state.parameters.clone(),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("failed to read {}", env.path.display())),
     }
 }
 
 /// Commits the env file and the files, then converges the engine.
 async fn apply(
     settings: &Settings,
-    ssm: &impl ParameterStore,
-    ecr: Option<aws_sdk_ecr::Client>,
+    clients: &Clients,
     engine: Option<&engine::docker::DockerEngine>,
     state: &mut State,
     env: Option<DesiredEnv>,
@@ -246,7 +362,9 @@ async fn apply(
     let containers = match (&settings.compose, engine) {
         (Some(compose), Some(engine)) => {
             let project = crate::compose::load(settings)?;
-            let registries = Registries::resolve(&settings.registries, ssm, ecr).await?;
+            let registries =
+                Registries::resolve(&settings.registries, &clients.ssm, clients.ecr.clone())
+                    .await?;
             let files = agent_files(
                 settings,
                 state,
@@ -272,6 +390,7 @@ async fn apply(
         _ => None,
     };
     Ok(SyncReport {
+        held: None,
         env: env_report.map(|e| e.report),
         files: file_reports,
         containers,
@@ -329,7 +448,7 @@ fn write_env(env: &EnvSettings, desired: &DesiredEnv) -> Result<WrittenEnv> {
         Written::ModeFixed => "mode corrected",
         Written::Replaced => "written",
     };
-    tracing::info!(path = %env.path.display(), variables = desired.variables, result, "env file");
+    crate::progress::step(format!("env file {}: {result}", env.path.display()));
     Ok(WrittenEnv {
         report: EnvReport {
             path: env.path.clone(),

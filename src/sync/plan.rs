@@ -72,7 +72,7 @@ pub async fn run_with(
         }
     };
     let files = futures::future::try_join_all(settings.files.iter().map(|file| async {
-        let change = files::plan(s3, file, state.files.get(&file.path)).await?;
+        let (change, _) = files::plan(s3, file, state.files.get(&file.path)).await?;
         Ok::<_, anyhow::Error>(FilePlan {
             path: file.path.clone(),
             source: file.source.to_string(),

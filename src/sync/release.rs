@@ -134,3 +134,89 @@ mod tests {
         );
     }
 }
+
+/// A release as the watch can see it without fetching a value or a body: each parameter's
+/// version and each object's ETag (or version ID).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    pub parameters: std::collections::BTreeMap<String, i64>,
+    pub objects: std::collections::BTreeMap<PathBuf, String>,
+}
+
+impl Fingerprint {
+    /// An object's identity: its ETag, else its version ID.
+    pub fn object_id(etag: Option<&str>, version_id: Option<&str>) -> String {
+        etag.or(version_id).unwrap_or_default().to_string()
+    }
+}
+
+/// A release that failed (rolled back, or never healthy), held so that it is not applied again
+/// and again: only once it changes, on `resync`, or after a backoff.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailedRelease {
+    /// When it last failed (RFC 3339).
+    pub at: String,
+    /// Why, in one line (names, never values).
+    pub reason: String,
+    pub fingerprint: Fingerprint,
+    /// How many syncs of it failed.
+    pub attempts: u32,
+}
+
+/// The longest a failed release is held before it is tried again, however often it failed.
+const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl FailedRelease {
+    /// Whether it is time to try it again: `retry_after`, doubled for each earlier failed try
+    /// (at most a day), since it last failed.
+    pub fn due(&self, retry_after: std::time::Duration, now: std::time::SystemTime) -> bool {
+        let factor = 1u32 << self.attempts.saturating_sub(1).min(16);
+        let hold = retry_after.saturating_mul(factor).min(MAX_HOLD);
+        match humantime::parse_rfc3339(&self.at) {
+            Ok(at) => now.duration_since(at).is_ok_and(|held| held >= hold),
+            Err(_) => true,
+        }
+    }
+
+    /// `release of <time> failed (<reason>); serving the release of <time>`.
+    pub fn describe(&self, serving_since: Option<&str>) -> String {
+        format!(
+            "release of {} failed ({}); serving the release of {}",
+            self.at,
+            self.reason,
+            serving_since.unwrap_or("an earlier sync")
+        )
+    }
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_failed_release_is_held_longer_after_each_failed_try() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut failed = FailedRelease {
+            at: humantime::format_rfc3339_seconds(at).to_string(),
+            reason: "service web: unhealthy".into(),
+            fingerprint: Fingerprint::default(),
+            attempts: 1,
+        };
+        let hour = Duration::from_secs(3600);
+        assert!(!failed.due(hour, at + Duration::from_secs(3599)));
+        assert!(failed.due(hour, at + hour));
+        failed.attempts = 3;
+        assert!(!failed.due(hour, at + 3 * hour));
+        assert!(failed.due(hour, at + 4 * hour));
+        failed.attempts = 40;
+        assert!(
+            failed.due(hour, at + MAX_HOLD),
+            "never held more than a day"
+        );
+        assert_eq!(
+            failed.describe(Some("2026-12-01T10:00:00Z")),
+            format!("release of {} failed (service web: unhealthy); serving the release of 2026-12-01T10:00:00Z", failed.at)
+        );
+    }
+}

@@ -35,6 +35,13 @@ pub struct State {
     /// reached: possibly stale.
     #[serde(default)]
     pub stale_images: std::collections::BTreeSet<String>,
+    /// When the last good sync ended (RFC 3339): the release the instance serves.
+    #[serde(default)]
+    pub last_good_at: Option<String>,
+    /// A release that failed and is held (not applied again until it changes, `resync`, or a
+    /// backoff).
+    #[serde(default)]
+    pub failed: Option<super::release::FailedRelease>,
     /// The last Auto Scaling lifecycle action the agent sent.
     #[serde(default)]
     pub lifecycle: Option<LifecycleRecord>,
@@ -92,6 +99,24 @@ pub struct FileRecord {
 }
 
 impl State {
+    /// The release the last good sync applied, as the watch sees releases.
+    pub fn last_good(&self) -> super::release::Fingerprint {
+        super::release::Fingerprint {
+            parameters: self.parameters.clone(),
+            objects: self
+                .files
+                .iter()
+                .map(|(path, f)| {
+                    let id = super::release::Fingerprint::object_id(
+                        f.etag.as_deref(),
+                        f.version_id.as_deref(),
+                    );
+                    (path.clone(), id)
+                })
+                .collect(),
+        }
+    }
+
     pub fn path(settings: &Settings) -> PathBuf {
         settings
             .state_dir

@@ -1,0 +1,378 @@
+//! The daemon's decisions, with no I/O: a state machine that takes what happened (a sync or a
+//! watch ended, a client asked for a resync, a timer came due) and returns what to do next. The
+//! loop in `daemon/mod.rs` carries the effects out, each in a task of its own, and feeds their
+//! results back as events; so nothing here waits on the network, and every rule (backoff, the
+//! ABANDON count, resync coalescing, holding a failed release, the unhealthy timer) is tested on
+//! paused time.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::lifecycle::LaunchPolicy;
+
+/// A `resync` client waiting for its result.
+pub type ClientId = u64;
+
+/// The settings the decisions depend on (read again from the config after each sync).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// Zero: no watching.
+    pub watch_interval: Duration,
+    /// Failed first syncs before ABANDON.
+    pub abandon_after: u32,
+    /// How often the application's health is looked at, when `unhealthy_after` is set.
+    pub health_every: Duration,
+}
+
+/// How a sync ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// 0 converged (or held the last good release), 1 failed, 2 bad input.
+    pub status: u8,
+    /// The summary, or the whole error chain: what a `resync` client is told.
+    pub text: String,
+    /// One line of it, for `STATUS=`.
+    pub line: String,
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// A failed release is held (this sync's, or an earlier one's): what to say about it.
+    pub held: Option<String>,
+}
+
+/// What a watch check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchOutcome {
+    Unchanged,
+    /// Changes to apply (`watch.apply: auto`).
+    Changed(Vec<String>),
+    /// Changes to report only (`watch.apply: report`).
+    Report(Vec<String>),
+    /// The only change is a release that failed and is held.
+    Held(String),
+    Failed(String),
+}
+
+/// What the lifecycle lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchFound {
+    /// A launch action waits for CONTINUE or ABANDON.
+    pub pending: bool,
+    pub heartbeat: Duration,
+    /// Mark the instance unhealthy once the application stays unhealthy this long.
+    pub unhealthy_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Synced(SyncOutcome),
+    Watched(WatchOutcome),
+    /// A health check ended: whether every container is well.
+    Health(bool),
+    /// `resync` from a client (waiting for the result), or SIGHUP (`None`).
+    Resync(Option<ClientId>),
+    /// The lifecycle lookup ended (`None`: no hook).
+    Launch(Option<LaunchFound>),
+    /// The config was read again.
+    Timing(Timing),
+    /// A timer may be due.
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Start a sync; `retry_held`: apply even a release that failed and is held (asked for).
+    Sync {
+        retry_held: bool,
+    },
+    Watch,
+    CheckHealth,
+    Heartbeat,
+    /// `READY=1`.
+    Ready,
+    /// `STATUS=`.
+    Status(String),
+    /// CONTINUE (true) or ABANDON the launch action.
+    CompleteLaunch(bool),
+    MarkUnhealthy,
+    /// Tell these clients how the sync they waited for ended, and let them go.
+    Reply {
+        clients: Vec<ClientId>,
+        status: u8,
+        text: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Machine {
+    timing: Timing,
+    ready: bool,
+    /// Failed first syncs in a row.
+    failures: u32,
+    syncing: bool,
+    /// A resync asked during a sync: another one follows it.
+    again: bool,
+    /// Clients of the running sync, and of the one that follows it.
+    listening: Vec<ClientId>,
+    waiting: Vec<ClientId>,
+    watching: bool,
+    checking: bool,
+    retry_at: Option<Instant>,
+    watch_at: Option<Instant>,
+    health_at: Option<Instant>,
+    heartbeat_at: Option<Instant>,
+    unwell_since: Option<Instant>,
+    launch: LaunchPolicy,
+    heartbeat: Duration,
+    unhealthy_after: Option<Duration>,
+}
+
+impl Machine {
+    /// The daemon at start: its first sync begins at once.
+    pub fn new(timing: Timing) -> (Machine, Vec<Effect>) {
+        let machine = Machine {
+            timing,
+            ready: false,
+            failures: 0,
+            syncing: true,
+            again: false,
+            listening: Vec::new(),
+            waiting: Vec::new(),
+            watching: false,
+            checking: false,
+            retry_at: None,
+            watch_at: None,
+            health_at: None,
+            heartbeat_at: None,
+            unwell_since: None,
+            launch: LaunchPolicy::default(),
+            heartbeat: Duration::from_secs(60),
+            unhealthy_after: None,
+        };
+        let effects = vec![
+            Effect::Status("first sync: starting".into()),
+            Effect::Sync { retry_held: false },
+        ];
+        (machine, effects)
+    }
+
+    /// The clients that hear the running sync's progress.
+    pub fn listening(&self) -> &[ClientId] {
+        &self.listening
+    }
+
+    pub fn is_syncing(&self) -> bool {
+        self.syncing
+    }
+
+    /// When the next timer is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.retry_at,
+            self.watch_at,
+            self.health_at,
+            self.heartbeat_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match event {
+            Event::Synced(outcome) => self.synced(outcome, now, &mut effects),
+            Event::Watched(found) => self.watched(found, now, &mut effects),
+            Event::Health(well) => self.health(well, now, &mut effects),
+            Event::Resync(client) => {
+                if self.syncing {
+                    self.again = true;
+                    self.waiting.extend(client);
+                } else {
+                    self.listening.extend(client);
+                    self.start_sync(true, &mut effects);
+                }
+            }
+            Event::Launch(found) => self.launch_found(found, now, &mut effects),
+            Event::Timing(timing) => self.timing = timing,
+            Event::Tick => self.tick(now, &mut effects),
+        }
+        effects
+    }
+
+    fn start_sync(&mut self, retry_held: bool, effects: &mut Vec<Effect>) {
+        self.syncing = true;
+        self.retry_at = None;
+        self.watch_at = None;
+        effects.push(Effect::Sync { retry_held });
+    }
+
+    fn synced(&mut self, outcome: SyncOutcome, now: Instant, effects: &mut Vec<Effect>) {
+        self.syncing = false;
+        effects.push(Effect::Reply {
+            clients: std::mem::take(&mut self.listening),
+            status: outcome.status,
+            text: outcome.text.clone(),
+        });
+        if outcome.status == 0 {
+            self.failures = 0;
+            if !self.ready {
+                self.ready = true;
+                effects.push(Effect::Ready);
+                self.complete_launch(true, effects);
+            }
+            effects.push(Effect::Status(match &outcome.held {
+                Some(held) => format!("degraded: {held}"),
+                None => format!("in sync since {}", outcome.at),
+            }));
+            self.unwell_since = None;
+            self.schedule_health(now);
+        } else if !self.ready {
+            self.failures += 1;
+            if self.failures == self.timing.abandon_after {
+                // The group replaces the instance; the agent itself keeps retrying.
+                tracing::error!(
+                    "the first sync failed {} times: abandoning the launch",
+                    self.failures
+                );
+                self.complete_launch(false, effects);
+            }
+            let delay = first_sync_backoff(self.failures);
+            self.retry_at = Some(now + delay);
+            effects.push(Effect::Status(format!(
+                "first sync failed (attempt {}), retrying in {}s: {}",
+                self.failures,
+                delay.as_secs(),
+                outcome.line
+            )));
+        } else {
+            effects.push(Effect::Status(format!(
+                "degraded: {}",
+                outcome.held.as_deref().unwrap_or(&outcome.line)
+            )));
+        }
+        if self.again {
+            self.again = false;
+            self.listening = std::mem::take(&mut self.waiting);
+            self.start_sync(true, effects);
+        } else if self.ready {
+            self.schedule_watch(now);
+        }
+    }
+
+    fn watched(&mut self, found: WatchOutcome, now: Instant, effects: &mut Vec<Effect>) {
+        self.watching = false;
+        match found {
+            WatchOutcome::Changed(_) if !self.syncing => {
+                self.start_sync(false, effects);
+                return;
+            }
+            WatchOutcome::Report(changes) => effects.push(Effect::Status(format!(
+                "changes pending (watch.apply: report): {}",
+                changes.join("; ")
+            ))),
+            WatchOutcome::Held(held) => effects.push(Effect::Status(format!("degraded: {held}"))),
+            _ => {}
+        }
+        if !self.syncing {
+            self.schedule_watch(now);
+        }
+    }
+
+    fn health(&mut self, well: bool, now: Instant, effects: &mut Vec<Effect>) {
+        self.checking = false;
+        self.schedule_health(now);
+        if well {
+            self.unwell_since = None;
+            return;
+        }
+        let since = *self.unwell_since.get_or_insert(now);
+        if let Some(after) = self.unhealthy_after {
+            if now.duration_since(since) >= after {
+                effects.push(Effect::MarkUnhealthy);
+                self.unwell_since = None;
+            }
+        }
+    }
+
+    fn launch_found(
+        &mut self,
+        found: Option<LaunchFound>,
+        now: Instant,
+        effects: &mut Vec<Effect>,
+    ) {
+        let pending = found.is_some_and(|f| f.pending);
+        if let Some(found) = found {
+            self.heartbeat = found.heartbeat;
+            self.unhealthy_after = found.unhealthy_after;
+            if self.ready {
+                self.schedule_health(now);
+            }
+        }
+        match self.launch.found(pending) {
+            Some(ok) => effects.push(Effect::CompleteLaunch(ok)),
+            None if self.launch.is_pending() => self.heartbeat_at = Some(now + self.heartbeat),
+            None => {}
+        }
+    }
+
+    /// CONTINUE or ABANDON, once; kept for later while the lookup runs.
+    fn complete_launch(&mut self, ok: bool, effects: &mut Vec<Effect>) {
+        if let Some(ok) = self.launch.decided(ok) {
+            effects.push(Effect::CompleteLaunch(ok));
+            self.heartbeat_at = None;
+        }
+    }
+
+    fn tick(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        if due(self.heartbeat_at) {
+            self.heartbeat_at = Some(now + self.heartbeat);
+            effects.push(Effect::Heartbeat);
+        }
+        if self.syncing {
+            return;
+        }
+        if due(self.retry_at) {
+            self.start_sync(false, effects);
+            return;
+        }
+        if due(self.watch_at) && !self.watching {
+            self.watch_at = None;
+            self.watching = true;
+            effects.push(Effect::Watch);
+        }
+        if due(self.health_at) && !self.checking {
+            self.health_at = None;
+            self.checking = true;
+            effects.push(Effect::CheckHealth);
+        }
+    }
+
+    /// The next watch, `watch_interval` from now give or take 10%, so instances started together
+    /// spread out.
+    fn schedule_watch(&mut self, now: Instant) {
+        let interval = self.timing.watch_interval;
+        self.watch_at =
+            (!interval.is_zero()).then(|| now + interval.mul_f64(0.9 + 0.2 * fastrand::f64()));
+    }
+
+    fn schedule_health(&mut self, now: Instant) {
+        if self.ready && self.unhealthy_after.is_some() && !self.checking {
+            self.health_at = Some(now + self.timing.health_every);
+        }
+    }
+}
+
+/// 2 s doubling to 60 s, full jitter, never under a second.
+fn first_sync_backoff(failures: u32) -> Duration {
+    let backoff = crate::retry::Backoff {
+        initial: Duration::from_secs(2),
+        max_delay: Duration::from_secs(60),
+        ..Default::default()
+    };
+    backoff.delay(failures).max(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,296 @@
+//! The daemon's rules over time, on paused time: what it does tick after tick.
+
+use super::*;
+
+fn timing() -> Timing {
+    Timing {
+        watch_interval: Duration::from_secs(60),
+        abandon_after: 3,
+        health_every: Duration::from_secs(10),
+    }
+}
+
+fn ok(at: &str) -> SyncOutcome {
+    SyncOutcome {
+        status: 0,
+        text: "in sync: 1 containers, 0 changed".into(),
+        line: "in sync".into(),
+        at: at.into(),
+        held: None,
+    }
+}
+
+fn failed(line: &str, held: Option<&str>) -> SyncOutcome {
+    SyncOutcome {
+        status: 1,
+        text: format!("{line}\n -> more"),
+        line: line.into(),
+        at: "t".into(),
+        held: held.map(str::to_string),
+    }
+}
+
+/// The machine, driven as the loop drives it: events now, and the timers as time passes.
+struct Daemon {
+    machine: Machine,
+    effects: Vec<Effect>,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let (machine, effects) = Machine::new(timing());
+        Daemon { machine, effects }
+    }
+
+    fn on(&mut self, event: Event) -> Vec<Effect> {
+        let effects = self.machine.handle(event, Instant::now());
+        self.effects.extend(effects.clone());
+        effects
+    }
+
+    /// Lets `span` of time pass, firing every timer that comes due on the way.
+    async fn wait(&mut self, span: Duration) -> Vec<Effect> {
+        let end = Instant::now() + span;
+        let mut effects = Vec::new();
+        loop {
+            match self.machine.next_deadline() {
+                Some(at) if at <= end => {
+                    tokio::time::sleep_until(at).await;
+                    effects.extend(self.on(Event::Tick));
+                }
+                _ => break,
+            }
+        }
+        tokio::time::sleep_until(end).await;
+        effects
+    }
+}
+
+fn syncs(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Sync { .. }))
+        .count()
+}
+
+fn statuses(effects: &[Effect]) -> Vec<&str> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Status(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_sync_is_retried_with_backoff_and_abandoned_once() {
+    let mut d = Daemon::start();
+    assert_eq!(syncs(&d.effects), 1);
+    d.on(Event::Launch(Some(LaunchFound {
+        pending: true,
+        heartbeat: Duration::from_secs(1),
+        unhealthy_after: None,
+    })));
+    let mut retried_at = Vec::new();
+    for attempt in 1..=5u32 {
+        let effects = d.on(Event::Synced(failed("SSM is down", None)));
+        assert!(statuses(&effects)[0].starts_with(&format!(
+            "first sync failed (attempt {attempt}), retrying in"
+        )));
+        assert_eq!(
+            effects.contains(&Effect::CompleteLaunch(false)),
+            attempt == 3,
+            "ABANDON after abandon_after failures, once"
+        );
+        let before = Instant::now();
+        let mut waited = Vec::new();
+        while syncs(&waited) == 0 {
+            waited = d.wait(Duration::from_millis(500)).await;
+        }
+        retried_at.push(Instant::now() - before);
+    }
+    // 2 s doubling to 60 s with full jitter, never under a second.
+    assert!(retried_at
+        .iter()
+        .all(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(61)));
+    assert!(!d.effects.contains(&Effect::Ready));
+    // Heartbeats went out while the launch was pending, until ABANDON.
+    let beats = d
+        .effects
+        .iter()
+        .filter(|e| **e == Effect::Heartbeat)
+        .count();
+    assert!(beats >= 1, "{beats}");
+
+    let effects = d.on(Event::Synced(ok("2026-12-01T10:00:00Z")));
+    assert!(effects.contains(&Effect::Ready));
+    assert!(
+        !effects.contains(&Effect::CompleteLaunch(true)),
+        "the launch was abandoned already"
+    );
+    assert_eq!(
+        statuses(&effects),
+        vec!["in sync since 2026-12-01T10:00:00Z"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sync_done_before_the_lookup_completes_the_launch_when_it_ends() {
+    let mut d = Daemon::start();
+    let effects = d.on(Event::Synced(ok("t")));
+    assert!(effects.contains(&Effect::Ready));
+    assert!(!effects
+        .iter()
+        .any(|e| matches!(e, Effect::CompleteLaunch(_))));
+    let effects = d.on(Event::Launch(Some(LaunchFound {
+        pending: true,
+        heartbeat: Duration::from_secs(30),
+        unhealthy_after: None,
+    })));
+    assert_eq!(effects, vec![Effect::CompleteLaunch(true)]);
+    let later = d.wait(Duration::from_secs(120)).await;
+    assert!(
+        !later.contains(&Effect::Heartbeat),
+        "no heartbeat once completed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resyncs_asked_during_a_sync_share_one_sync_after_it() {
+    let mut d = Daemon::start();
+    assert!(
+        d.on(Event::Resync(Some(1))).is_empty(),
+        "no second sync at once"
+    );
+    assert!(d.on(Event::Resync(Some(2))).is_empty());
+    assert!(d.on(Event::Resync(None)).is_empty());
+    let effects = d.on(Event::Synced(ok("t")));
+    assert_eq!(
+        effects.iter().find(|e| matches!(e, Effect::Reply { .. })),
+        Some(&Effect::Reply {
+            clients: vec![],
+            status: 0,
+            text: "in sync: 1 containers, 0 changed".into()
+        }),
+        "the first sync had no client"
+    );
+    assert!(effects.contains(&Effect::Sync { retry_held: true }));
+    assert_eq!(d.machine.listening(), &[1, 2]);
+    let effects = d.on(Event::Synced(failed("rolled back", None)));
+    assert_eq!(
+        effects[0],
+        Effect::Reply {
+            clients: vec![1, 2],
+            status: 1,
+            text: "rolled back\n -> more".into()
+        }
+    );
+    assert_eq!(syncs(&effects), 0);
+}
+
+/// A release that failed is not applied again on every watch tick: the watch reports it held,
+/// and the daemon says so, for as long as it stays the same. A change, or a resync, applies.
+#[tokio::test(start_paused = true)]
+async fn a_failed_release_is_held_watch_after_watch() {
+    let mut d = Daemon::start();
+    d.on(Event::Synced(ok("2026-12-01T10:00:00Z")));
+    // The watch finds a change: applied; it fails and is rolled back.
+    let effects = d.wait(Duration::from_secs(70)).await;
+    assert_eq!(effects, vec![Effect::Watch]);
+    let effects = d.on(Event::Watched(WatchOutcome::Changed(vec![
+        "parameter /a: version 1 -> 2".into(),
+    ])));
+    assert_eq!(effects, vec![Effect::Sync { retry_held: false }]);
+    let held = "release of 2026-12-01T10:05:00Z failed (service web: unhealthy); serving the release of 2026-12-01T10:00:00Z";
+    let effects = d.on(Event::Synced(failed("service web: unhealthy", Some(held))));
+    assert_eq!(statuses(&effects), vec![format!("degraded: {held}")]);
+    // An hour of watches: each finds only the held release, and nothing is synced.
+    let mut watches = 0;
+    for _ in 0..60 {
+        for effect in d.wait(Duration::from_secs(60)).await {
+            if effect == Effect::Watch {
+                watches += 1;
+                let effects = d.on(Event::Watched(WatchOutcome::Held(held.into())));
+                assert_eq!(statuses(&effects), vec![format!("degraded: {held}")]);
+                assert_eq!(syncs(&effects), 0);
+            }
+        }
+    }
+    assert!(watches >= 30, "{watches}");
+    // An operator's resync applies it all the same.
+    assert_eq!(
+        d.on(Event::Resync(Some(7))),
+        vec![Effect::Sync { retry_held: true }]
+    );
+    d.on(Event::Synced(failed("service web: unhealthy", Some(held))));
+    // A new change is applied.
+    let effects = d.wait(Duration::from_secs(70)).await;
+    assert_eq!(effects, vec![Effect::Watch]);
+    let effects = d.on(Event::Watched(WatchOutcome::Changed(vec![
+        "parameter /a: version 2 -> 3".into(),
+    ])));
+    assert_eq!(syncs(&effects), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn watching_waits_for_the_sync_and_reports_what_it_does_not_apply() {
+    let mut d = Daemon::start();
+    assert!(
+        d.wait(Duration::from_secs(300)).await.is_empty(),
+        "no watch before the first sync ends"
+    );
+    d.on(Event::Synced(ok("t")));
+    let first = d.wait(Duration::from_secs(66)).await;
+    assert_eq!(first, vec![Effect::Watch], "the interval give or take 10%");
+    // A watch still running is never doubled.
+    assert!(d.wait(Duration::from_secs(300)).await.is_empty());
+    let effects = d.on(Event::Watched(WatchOutcome::Report(vec![
+        "file a: update".into()
+    ])));
+    assert_eq!(
+        statuses(&effects),
+        vec!["changes pending (watch.apply: report): file a: update"]
+    );
+    assert_eq!(d.wait(Duration::from_secs(66)).await, vec![Effect::Watch]);
+    d.on(Event::Watched(WatchOutcome::Failed("S3 timed out".into())));
+    assert_eq!(
+        d.wait(Duration::from_secs(66)).await,
+        vec![Effect::Watch],
+        "a failed watch is tried again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_application_unhealthy_long_enough_gets_the_instance_replaced() {
+    let mut d = Daemon::start();
+    d.on(Event::Launch(Some(LaunchFound {
+        pending: false,
+        heartbeat: Duration::from_secs(30),
+        unhealthy_after: Some(Duration::from_secs(60)),
+    })));
+    d.on(Event::Synced(ok("t")));
+    let mut marked = 0;
+    let mut checks = 0;
+    for step in 0..30 {
+        for effect in d.wait(Duration::from_secs(10)).await {
+            if effect == Effect::CheckHealth {
+                checks += 1;
+                // Well for a while, then unwell from the 10th check on.
+                let effects = d.on(Event::Health(step < 10));
+                marked += effects
+                    .iter()
+                    .filter(|e| **e == Effect::MarkUnhealthy)
+                    .count();
+            }
+            if effect == Effect::Watch {
+                d.on(Event::Watched(WatchOutcome::Unchanged));
+            }
+        }
+        if marked > 0 {
+            assert!(step >= 15, "marked after {step} checks: too early");
+            break;
+        }
+    }
+    assert_eq!(marked, 1, "after {checks} checks");
+}
