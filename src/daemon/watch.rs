@@ -123,13 +123,15 @@ mod tests {
             parameters: [("/a".to_string(), v)].into(),
             objects: Default::default(),
         };
-        let mut state = State::default();
-        state.failed = Some(FailedRelease {
-            at: humantime::format_rfc3339_seconds(at).to_string(),
-            reason: "service web: unhealthy".into(),
-            fingerprint: release(2),
-            attempts: 1,
-        });
+        let state = State {
+            failed: Some(FailedRelease {
+                at: humantime::format_rfc3339_seconds(at).to_string(),
+                reason: "service web: unhealthy".into(),
+                fingerprint: release(2),
+                attempts: 1,
+            }),
+            ..State::default()
+        };
         let hour = Duration::from_secs(3600);
         let change = || vec!["parameter /a: version 1 -> 2".to_string()];
         let decide =
