@@ -4,88 +4,13 @@
 
 use crate::common;
 
-use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::ParameterType;
+use common::systemd::{Daemon, Notifications};
 use common::{Rig, Scratch};
 use serde_json::Value;
-
-/// What the fake systemd received, with when.
-#[derive(Clone, Default)]
-struct Notifications(Arc<Mutex<Vec<(Instant, String)>>>);
-
-impl Notifications {
-    fn listen(path: &std::path::Path) -> Notifications {
-        let socket = UnixDatagram::bind(path).unwrap();
-        let seen = Notifications::default();
-        let sink = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                for line in text.lines() {
-                    sink.0
-                        .lock()
-                        .unwrap()
-                        .push((Instant::now(), line.to_string()));
-                }
-            }
-        });
-        seen
-    }
-
-    fn all(&self) -> Vec<(Instant, String)> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn first(&self, prefix: &str) -> Option<Instant> {
-        self.all()
-            .into_iter()
-            .find(|(_, l)| l.starts_with(prefix))
-            .map(|(t, _)| t)
-    }
-
-    fn wait_for(&self, prefix: &str, bound: Duration) -> Instant {
-        let started = Instant::now();
-        loop {
-            if let Some(at) = self.first(prefix) {
-                return at;
-            }
-            assert!(
-                started.elapsed() < bound,
-                "no {prefix} within {bound:?}; got: {:?}",
-                self.lines()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.all().into_iter().map(|(_, l)| l).collect()
-    }
-}
-
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The agent's log holds no secret (the tests check its outputs): show it on failure.
-        if std::thread::panicking() {
-            eprintln!(
-                "--- daemon log ---\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
 
 /// Removes the project's containers and network however the test ends.
 struct RemoveProject(String);

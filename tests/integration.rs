@@ -9,6 +9,7 @@ mod access;
 mod compose_parity;
 mod compose_render;
 mod daemon;
+mod daemon_loop;
 mod engine;
 mod env_file;
 mod lifecycle;

@@ -40,6 +40,8 @@ impl StatusCmd {
                 "files": state.files,
                 "images": state.images,
                 "stale_images": state.stale_images,
+                "held_release": state.failed,
+                "last_good_at": state.last_good_at,
                 "config_origins": settings.origins,
                 "containers": containers,
             });
@@ -53,6 +55,12 @@ impl StatusCmd {
             if let Some(containers) = &containers {
                 print_containers(containers, &state);
             }
+        }
+        if let Some(failed) = &state.failed {
+            bail!(
+                "degraded: {}",
+                failed.describe(state.last_good_at.as_deref())
+            );
         }
         if let Some(last) = &state.last_sync {
             if !last.ok {
@@ -111,6 +119,14 @@ fn print_text(project: &str, path: &Path, state: &State) {
                 println!("  {error}");
             }
         }
+    }
+    if let Some(failed) = &state.failed {
+        println!(
+            "release held: {} (tried {} time{}; applied again when it changes, on resync, or after watch.retry_failed_after)",
+            failed.describe(state.last_good_at.as_deref()),
+            failed.attempts,
+            if failed.attempts == 1 { "" } else { "s" }
+        );
     }
     if let Some(l) = &state.lifecycle {
         let failed = l

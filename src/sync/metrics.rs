@@ -48,6 +48,12 @@ pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> S
             c.pulls.to_string(),
         ),
         (
+            "kicky_agent_release_held",
+            "gauge",
+            "1 while a release that failed is held and the last good one serves.",
+            u8::from(state.failed.is_some()).to_string(),
+        ),
+        (
             "kicky_agent_stale_images",
             "gauge",
             "Images the last sync used from the local store because their registry could not be reached.",

@@ -7,6 +7,7 @@
 pub mod docker_proxy;
 pub mod proxy;
 pub mod stack;
+pub mod systemd;
 
 /// `assert_eq!` for values that may hold a secret (an env file, a container's environment): on
 /// failure it says what differs, never the values.

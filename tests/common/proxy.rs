@@ -1,6 +1,8 @@
 //! A TCP proxy in front of the rig's moto that injects faults: SSM's real ThrottlingException
 //! for the first requests, dropped connections, or a flipped byte in a response body. It also
-//! counts connections and the bytes moto sent, to prove what was (not) transferred.
+//! counts connections and the bytes moto sent, to prove what was (not) transferred. And it can be
+//! made to hang at any moment: every request from then on (on new connections and on those
+//! already open) is read and never answered, as by a server stopped with SIGSTOP.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub struct Proxy {
     pub url: String,
     connections: Arc<AtomicUsize>,
     bytes_down: Arc<AtomicUsize>,
+    hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
@@ -33,20 +36,27 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
         let bytes_down = Arc::new(AtomicUsize::new(0));
-        let (seen, down) = (connections.clone(), bytes_down.clone());
+        let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, down, hanging) = (connections.clone(), bytes_down.clone(), hang.clone());
         tokio::spawn(async move {
             loop {
                 let (client, _) = listener.accept().await.unwrap();
                 let n = seen.fetch_add(1, Ordering::SeqCst);
-                let (upstream, down) = (upstream.clone(), down.clone());
-                tokio::spawn(handle(client, upstream, fault, n, down));
+                let (upstream, down, hanging) = (upstream.clone(), down.clone(), hanging.clone());
+                tokio::spawn(handle(client, upstream, fault, n, down, hanging));
             }
         });
         Proxy {
             url,
             connections,
             bytes_down,
+            hang,
         }
+    }
+
+    /// From now on (`true`), every request is read and never answered.
+    pub fn hang(&self, on: bool) {
+        self.hang.store(on, Ordering::SeqCst);
     }
 
     pub fn connections(&self) -> usize {
@@ -64,6 +74,7 @@ async fn handle(
     fault: Fault,
     n: usize,
     down: Arc<AtomicUsize>,
+    hang: Arc<std::sync::atomic::AtomicBool>,
 ) {
     match fault {
         Fault::Throttle(count) if n < count => {
@@ -87,7 +98,20 @@ async fn handle(
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let up = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let read = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            if hang.load(Ordering::SeqCst) {
+                // Held: the request never reaches the server, the answer never comes.
+                std::future::pending::<()>().await;
+            }
+            if server_write.write_all(&buf[..read]).await.is_err() {
+                break;
+            }
+        }
         let _ = server_write.shutdown().await;
     });
     let corrupt = matches!(fault, Fault::Corrupt);

@@ -1,0 +1,335 @@
+//! The daemon over time and against endpoints that hang, under a fake systemd: a failed release
+//! is held instead of applied on every watch tick (and a restart does not forget it); a hanging
+//! SSM never delays a watchdog ping; a silent control client wedges no `resync`; one AWS config
+//! for the daemon's life; a bad config is not restart-looped.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ssm::types::ParameterType;
+use common::proxy::{Fault, Proxy};
+use common::stack::{id_of, running_healthy, Stack};
+use common::systemd::{Daemon, Notifications};
+use common::{Rig, Scratch};
+
+fn wait_until(bound: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed() < bound,
+            "{what} did not happen within {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Starts `kicky-agent run` for `s` under the fake systemd (watchdog every second).
+fn start(s: &Scratch, imds: &str) -> (Daemon, Notifications) {
+    let socket = s.path(&format!("notify-{}.sock", fastrand::u32(..)));
+    let notify = Notifications::listen(&socket);
+    let child = s.spawn_daemon(
+        imds,
+        &[
+            ("NOTIFY_SOCKET", &socket.display().to_string()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    let daemon = Daemon {
+        child,
+        log: s.path("daemon.log"),
+    };
+    (daemon, notify)
+}
+
+fn log_of(s: &Scratch) -> String {
+    std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default()
+}
+
+fn metric(s: &Scratch, series: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(s.path("metrics.prom")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// A release that never gets healthy, on a service with a fixed host port: applied once,
+/// rolled back, then held (not applied on every watch tick, not after a restart) and said so in
+/// `STATUS=`, `status` and the metrics; applied again on `resync`, and when it changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_release_is_held_not_applied_on_every_watch() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "held").await;
+    let param = format!("/kt/{}/env", stack.project);
+    stack.env(&rig, "HEALTH_PATH=health\n").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let compose = format!(
+        "services:\n  web:\n    image: {{registry}}/tester/web:1\n    ports: ['127.0.0.1:{port}:8080']\n    healthcheck:\n      test: [CMD, wget, -q, -O, /dev/null, 'http://127.0.0.1:8080/${{HEALTH_PATH}}']\n      interval: 1s\n      retries: 2\n"
+    );
+    let extra = format!(
+        "watch:\n  interval: 1s\ncontrol_socket: {}\nmetrics:\n  textfile: {}\nlifecycle:\n  hook: off\n",
+        stack.scratch.path("run/control.sock").display(),
+        stack.scratch.path("metrics.prom").display()
+    );
+    stack.compose(&rig, &compose, &extra);
+    let s = &stack.scratch;
+    let (daemon, notify) = start(s, &rig.imds_url);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(60)));
+    let web = stack.container("web");
+    let good = id_of(&web);
+
+    // The broken release: the health check asks for a page that does not exist.
+    rig.put(&param, "HEALTH_PATH=nope\n", ParameterType::SecureString)
+        .await;
+    tokio::task::block_in_place(|| {
+        notify.wait_for("STATUS=degraded: release of", Duration::from_secs(60))
+    });
+    let status = notify
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("STATUS=degraded: release of"))
+        .unwrap();
+    assert!(
+        status.contains("failed (") && status.contains("serving the release of"),
+        "{status}"
+    );
+    // Fifteen watch ticks later, it was applied once, and the good container served throughout.
+    std::thread::sleep(Duration::from_secs(15));
+    let log = log_of(s);
+    assert_eq!(
+        log.matches("recreating web").count(),
+        1,
+        "applied once only:\n{log}"
+    );
+    assert!(log.contains("not applying it again"), "{log}");
+    assert_eq!(id_of(&web), good);
+    assert!(running_healthy(&web));
+    let (status_run, stack, rig) = stack.run(rig, &["status"]).await;
+    status_run.expect(1);
+    assert!(
+        status_run.stdout.contains("release held: release of"),
+        "{}",
+        status_run.stdout
+    );
+    assert_eq!(
+        metric(&stack.scratch, "kicky_agent_release_held"),
+        Some(1.0)
+    );
+
+    // A restart does not forget it: the first sync holds it too, and the good container serves.
+    drop(daemon);
+    let s = &stack.scratch;
+    std::fs::write(s.path("daemon.log"), "").unwrap();
+    let (daemon, notify) = start(s, &rig.imds_url);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_secs(5));
+    let log = log_of(s);
+    assert_eq!(
+        log.matches("recreating web").count(),
+        0,
+        "held after a restart:\n{log}"
+    );
+    assert!(notify
+        .lines()
+        .iter()
+        .any(|l| l.starts_with("STATUS=degraded: release of")));
+    assert_eq!(id_of(&web), good);
+
+    // An operator's resync applies it again (and it fails again).
+    let resync = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "60s"]));
+    resync.expect(1);
+    assert_eq!(log_of(s).matches("recreating web").count(), 1);
+    assert_eq!(id_of(&web), good);
+
+    // Fixed (here: back to the good value, so the container the good release runs stays): the
+    // watch applies the new release, and nothing is held any more.
+    rig.put(&param, "HEALTH_PATH=health\n", ParameterType::SecureString)
+        .await;
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(60), "the fixed release applied", || {
+            metric(s, "kicky_agent_release_held") == Some(0.0)
+        })
+    });
+    assert_eq!(
+        id_of(&web),
+        good,
+        "the same config as the good release: kept"
+    );
+    assert!(running_healthy(&web));
+    let (status_run, stack, _rig) = stack.run(Rig::get(), &["status"]).await;
+    status_run.expect(0);
+    assert_eq!(
+        metric(&stack.scratch, "kicky_agent_release_held"),
+        Some(0.0)
+    );
+    drop(daemon);
+}
+
+/// The watchdog's pings keep their beat while every call to SSM hangs (a proxy that reads each
+/// request and never answers): the watch checks wait in their own tasks, bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_endpoint_never_delays_the_watchdog() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let proxy = Proxy::start(&rig.moto_url, Fault::None).await;
+    let prefix = common::unique_prefix("hang");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "hang-secret-6b6b",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(
+        &rig,
+        &format!(
+            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
+             watch:\n  interval: 1s\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
+            proxy.url,
+            s.path("run/control.sock").display()
+        ),
+    );
+    let (_daemon, notify) = start(&s, &rig.imds_url);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    proxy.hang(true);
+    let hung = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    let pings: Vec<Instant> = notify
+        .all()
+        .into_iter()
+        .filter(|(at, l)| l == "WATCHDOG=1" && *at >= hung)
+        .map(|(at, _)| at)
+        .collect();
+    assert!(
+        pings.len() >= 8,
+        "watchdog pings while SSM hangs: {}",
+        pings.len()
+    );
+    let longest = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        longest < Duration::from_millis(1600),
+        "a ping was held up {longest:?}"
+    );
+}
+
+/// A client that connects to the control socket and says nothing does not hold up a `resync`;
+/// a `control_socket` that names a file of someone else's is refused, and the file kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_control_client_wedges_no_resync() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let prefix = common::unique_prefix("silent");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "silent-secret-7c7c",
+        ParameterType::SecureString,
+    )
+    .await;
+    let socket = s.path("run/control.sock");
+    let config = |socket: &std::path::Path| {
+        format!(
+            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
+             watch:\n  interval: 0s\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
+            socket.display()
+        )
+    };
+    s.config(&rig, &config(&socket));
+    let (_daemon, notify) = start(&s, &rig.imds_url);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    let _silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let started = Instant::now();
+    let mut resync = s.spawn_agent(&rig, &["resync"], &[]);
+    tokio::task::block_in_place(|| {
+        while resync.child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                resync.kill();
+                panic!("resync hung behind a client that said nothing");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let resync = resync.wait();
+    resync.expect(0);
+    resync.assert_free_of(&["silent-secret-7c7c"]);
+
+    // Another daemon's config naming a file that is not a socket: refused, the file kept.
+    let other = Scratch::new();
+    let precious = other.path("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    other.config(&rig, &config(&precious));
+    let run = tokio::task::block_in_place(|| other.agent(&rig, &["run"]));
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("is not a socket"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+}
+
+/// One AWS config (credential cache, HTTPS pool) for the daemon's life: a dozen watch checks
+/// do not go back to instance metadata for credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_aws_config_for_the_daemon_life() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let imds = Proxy::start(&rig.imds_url, Fault::None).await;
+    let prefix = common::unique_prefix("once");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "once-secret-8d8d",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(
+        &rig,
+        &format!(
+            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
+             watch:\n  interval: 1s\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
+            s.path("run/control.sock").display()
+        ),
+    );
+    let (_daemon, notify) = start(&s, &imds.url);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    let after_ready = imds.connections();
+    std::thread::sleep(Duration::from_secs(12));
+    let log = log_of(&s);
+    assert!(!log.contains("could not look for changes"), "{log}");
+    assert!(
+        imds.connections() <= after_ready + 1,
+        "instance metadata asked again: {} connections after ready, {} now",
+        after_ready,
+        imds.connections()
+    );
+}
+
+/// A config with a mistake: `run` exits 2 (bad input) naming it, and the unit does not restart
+/// on 2, nor runs `validate` as a separate step whose failure would restart-loop.
+#[test]
+fn a_bad_config_is_not_restart_looped() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    s.config(
+        &rig,
+        "project: orange\nworkdir: {workdir}\nwatch:\n  interval: soon\n",
+    );
+    let run = s.agent(&rig, &["run"]);
+    run.expect(2);
+    assert!(run.stderr.contains("watch.interval"), "{}", run.stderr);
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/kicky-agent.service"),
+    )
+    .unwrap();
+    let directives: Vec<&str> = unit.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(directives.contains(&"RestartPreventExitStatus=2"), "{unit}");
+    assert!(
+        !directives.iter().any(|l| l.starts_with("ExecStartPre=")),
+        "{unit}"
+    );
+    assert!(
+        directives
+            .iter()
+            .any(|l| l.starts_with("ExecReload=") && l.contains("--timeout")),
+        "systemctl reload must be bounded: {unit}"
+    );
+}
