@@ -126,45 +126,12 @@ pub async fn converge(
     if set_right(engine, &observed.containers, settings.healthy_timeout).await? {
         observed = observe(engine, project).await?;
     }
-
     let images = pull::plan(project, settings.pull, &observed.images);
-    let to_pull = images.iter().filter(|i| i.will_pull()).count();
-    if to_pull > 0 {
-        crate::progress::phase(format!(
-            "pulling {to_pull} image{}",
-            if to_pull == 1 { "" } else { "s" }
-        ));
-    }
-    let (networks, volumes) = decide::missing_resources(project, &observed)?;
-    // Volumes first: the engine would make a missing named volume itself, unlabelled, at create.
-    create_volumes(engine, project, &volumes).await?;
-    // Networks are created while the images come and the containers are created: the engine lets
-    // a container name a network that does not exist yet (it resolves it at start), and adding a
-    // network touches nothing that runs, so a failed pull still changes nothing.
-    let limits = PullLimits {
-        stall: settings.pull_stall_timeout,
-        overall: settings.pull_timeout,
-    };
-    let prepare = async {
-        let pulled = pull::pull_all(engine, &images, registries, limits).await?;
-        let decision = decide::decide(project, &observed, &pulled.ids, files)?;
-        let created = create_all(engine, &decision.services).await?;
-        Ok::<_, anyhow::Error>((pulled, decision, created))
-    };
-    let (pulled, decision, created) =
-        match futures::join!(prepare, create_networks(engine, project, &networks)) {
-            (Ok(prepared), Ok(())) => prepared,
-            (Ok((_, _, created)), Err(err)) => {
-                discard(engine, &created).await;
-                return Err(err);
-            }
-            (Err(err), _) => return Err(err),
-        };
+    let (pulled, decision, created) = prepare(
+        engine, project, settings, registries, files, &observed, &images,
+    )
+    .await?;
     let services = &decision.services;
-    if let Err(err) = connect_more_networks(engine, services, &created).await {
-        discard(engine, &created).await;
-        return Err(err);
-    }
 
     let since = unix_now() - 1;
     let deadline = Instant::now() + settings.healthy_timeout;
@@ -177,14 +144,8 @@ pub async fn converge(
     }
     .await;
     if let Err(err) = result {
-        let rolled_back = roll_back(
-            engine,
-            project,
-            services,
-            &created,
-            settings.healthy_timeout,
-        )
-        .await;
+        let bound = settings.healthy_timeout;
+        let rolled_back = roll_back(engine, project, services, &created, bound).await;
         return Err(err.context(RolledBack(rolled_back)));
     }
 
@@ -201,17 +162,11 @@ pub async fn converge(
     let images_now: BTreeMap<String, String> = project
         .services
         .values()
-        .filter_map(|s| {
-            pulled
-                .ids
-                .get(&s.image)
-                .map(|id| (s.name.clone(), id.clone()))
-        })
+        .filter_map(|s| Some((s.name.clone(), pulled.ids.get(&s.image)?.clone())))
         .collect();
-    let pruned = if settings.prune {
-        prune(engine, pulled_before, &images_now).await
-    } else {
-        Vec::new()
+    let pruned = match settings.prune {
+        true => prune(engine, pulled_before, &images_now).await,
+        false => Vec::new(),
     };
     let pulled_refs: Vec<String> = images
         .iter()
@@ -230,6 +185,55 @@ pub async fn converge(
         stale: pulled.stale,
         images: images_now,
     })
+}
+
+/// Everything before the first running container is touched: volumes, networks, pulls, the
+/// decision and the new containers (created, not started). On a failure nothing is left behind
+/// (networks and volumes, which touch nothing that runs, stay).
+async fn prepare(
+    engine: &impl Engine,
+    project: &Project,
+    settings: &ComposeSettings,
+    registries: &Registries,
+    files: &AgentFiles,
+    observed: &super::observe::Observed,
+    images: &[pull::ImagePlan],
+) -> Result<(pull::Pulled, decide::Decision, HashMap<String, String>)> {
+    let to_pull = images.iter().filter(|i| i.will_pull()).count();
+    if to_pull > 0 {
+        let plural = if to_pull == 1 { "" } else { "s" };
+        crate::progress::phase(format!("pulling {to_pull} image{plural}"));
+    }
+    let (networks, volumes) = decide::missing_resources(project, observed)?;
+    // Volumes first: the engine would make a missing named volume itself, unlabelled, at create.
+    create_volumes(engine, project, &volumes).await?;
+    // Networks are created while the images come and the containers are created: the engine lets
+    // a container name a network that does not exist yet (it resolves it at start), and adding a
+    // network touches nothing that runs, so a failed pull still changes nothing.
+    let limits = PullLimits {
+        stall: settings.pull_stall_timeout,
+        overall: settings.pull_timeout,
+    };
+    let made = async {
+        let pulled = pull::pull_all(engine, images, registries, limits).await?;
+        let decision = decide::decide(project, observed, &pulled.ids, files)?;
+        let created = create_all(engine, &decision.services).await?;
+        Ok::<_, anyhow::Error>((pulled, decision, created))
+    };
+    let (pulled, decision, created) =
+        match futures::join!(made, create_networks(engine, project, &networks)) {
+            (Ok(made), Ok(())) => made,
+            (Ok((_, _, created)), Err(err)) => {
+                discard(engine, &created).await;
+                return Err(err);
+            }
+            (Err(err), _) => return Err(err),
+        };
+    if let Err(err) = connect_more_networks(engine, &decision.services, &created).await {
+        discard(engine, &created).await;
+        return Err(err);
+    }
+    Ok((pulled, decision, created))
 }
 
 /// Finishes or undoes what an interrupted sync left of `project`'s containers (see

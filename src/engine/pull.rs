@@ -108,6 +108,7 @@ pub async fn pull_all(
                     ));
                     stale = true;
                 }
+                Err(err) if refused(&err) => return Err(err.context(Refused)),
                 Err(err) => return Err(err),
             }
         } else if plan.local.is_none() {
@@ -140,6 +141,17 @@ pub async fn pull_all(
     match crate::error::all_of(errors, plans.len(), "images failed to pull") {
         Some(err) => Err(err),
         None => Ok(pulled),
+    }
+}
+
+/// Marks a pull the registry refused (bad credentials, no such image): trying the same release
+/// again will not help.
+#[derive(Debug)]
+pub struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the registry refused the pull")
     }
 }
 

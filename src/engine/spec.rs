@@ -83,93 +83,15 @@ pub fn desired(
         .iter()
         .map(|(k, v)| format!("{k}={}", v.value.expose()))
         .collect();
-    let mut exposed = Vec::new();
-    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for port in &service.ports {
-        let key = format!("{}/{}", port.target, port.protocol.as_str());
-        if !exposed.contains(&key) {
-            exposed.push(key.clone());
-        }
-        let binding = PortBinding {
-            host_ip: Some(port.host_ip.clone().unwrap_or_default()),
-            host_port: Some(port.published.map(|p| p.to_string()).unwrap_or_default()),
-        };
-        bindings
-            .entry(key)
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(binding);
-    }
-    let (binds, mounts) = mounts(project, service);
-    let networks: Vec<(String, EndpointSettings)> = service
-        .networks
-        .iter()
-        .map(|(key, settings)| {
-            let name = project
-                .networks
-                .get(key)
-                .map(|n| n.name.clone())
-                .unwrap_or_else(|| key.clone());
-            // Compose v2: the service name, the container's own name, then the file's aliases.
-            let mut aliases = vec![service.name.clone(), container_name(project, service)];
-            aliases.extend(settings.aliases.iter().cloned());
-            (
-                name,
-                EndpointSettings {
-                    aliases: Some(aliases),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
+    let (exposed, bindings) = ports(service);
+    let networks = endpoints(project, service);
     let (first_network, more_networks) = match networks.split_first() {
         Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
         None => (None, Vec::new()),
     };
-    let host_config = HostConfig {
-        binds: non_empty(binds),
-        mounts: non_empty(mounts),
-        port_bindings: (!bindings.is_empty()).then_some(bindings),
-        // No `restart:` sends no policy at all, as compose does (the engine's default is no restart).
-        restart_policy: service.restart.map(restart_policy),
-        network_mode: first_network.as_ref().map(|(name, _)| name.clone()),
-        extra_hosts: non_empty(
-            service
-                .extra_hosts
-                .iter()
-                .map(|h| format!("{}:{}", h.host, h.ip))
-                .collect(),
-        ),
-        log_config: service.logging.as_ref().map(|l| HostConfigLogConfig {
-            typ: l.driver.clone(),
-            config: (!l.options.is_empty()).then(|| l.options.clone().into_iter().collect()),
-        }),
-        ulimits: non_empty(
-            service
-                .ulimits
-                .iter()
-                .map(|(name, u)| ResourcesUlimits {
-                    name: Some(name.clone()),
-                    soft: Some(u.soft),
-                    hard: Some(u.hard),
-                })
-                .collect(),
-        ),
-        memory: service.mem_limit.map(|b| b as i64),
-        nano_cpus: service.cpus.map(|c| (c * 1e9).round() as i64),
-        init: service.init,
-        tmpfs: non_empty_map(service.tmpfs.iter().map(|t| match t.split_once(':') {
-            Some((path, options)) => (path.to_string(), options.to_string()),
-            None => (t.clone(), String::new()),
-        })),
-        cap_add: non_empty(service.cap_add.clone()),
-        cap_drop: non_empty(service.cap_drop.clone()),
-        readonly_rootfs: service.read_only,
-        shm_size: service.shm_size.map(|b| b as i64),
-        sysctls: non_empty_map(service.sysctls.clone()),
-        dns: non_empty(service.dns.clone()),
-        ..Default::default()
-    };
+    let mut host_config = host_config(project, service);
+    host_config.port_bindings = (!bindings.is_empty()).then_some(bindings);
+    host_config.network_mode = first_network.as_ref().map(|(name, _)| name.clone());
     let healthcheck = service.healthcheck.as_ref().map(|h| HealthConfig {
         test: Some(h.test.clone()),
         interval: h.interval.map(nanos),
@@ -207,26 +129,7 @@ pub fn desired(
             .as_bytes(),
     );
     let labels = body.labels.get_or_insert_with(HashMap::new);
-    let depends_on: Vec<String> = service
-        .depends_on
-        .iter()
-        .map(|(name, d)| format!("{name}:{}:{}", d.condition.as_str(), d.required))
-        .collect();
-    for (key, value) in [
-        (PROJECT, project.name.clone()),
-        (SERVICE, service.name.clone()),
-        (NUMBER, "1".to_string()),
-        (ONEOFF, "False".to_string()),
-        (CONFIG_HASH, hash.clone()),
-        (VERSION, COMPOSE_VERSION.to_string()),
-        (WORKING_DIR, project.working_dir.display().to_string()),
-        (CONFIG_FILES, project.file.display().to_string()),
-        (IMAGE, image_id.to_string()),
-        (DEPENDS_ON, depends_on.join(",")),
-        (SECTIONS, pairs(&sections)),
-    ] {
-        labels.insert(key.to_string(), value);
-    }
+    labels.extend(compose_labels(project, service, image_id, &hash, &sections));
     if !mounted.is_empty() {
         labels.insert(FILES.to_string(), pairs(&mounted));
     }
@@ -239,6 +142,129 @@ pub fn desired(
         sections,
         files: mounted,
     }
+}
+
+/// The container ports (`ExposedPorts`) and their host bindings.
+fn ports(service: &Service) -> (Vec<String>, HashMap<String, Option<Vec<PortBinding>>>) {
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for port in &service.ports {
+        let key = format!("{}/{}", port.target, port.protocol.as_str());
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        let binding = PortBinding {
+            host_ip: Some(port.host_ip.clone().unwrap_or_default()),
+            host_port: Some(port.published.map(|p| p.to_string()).unwrap_or_default()),
+        };
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
+    }
+    (exposed, bindings)
+}
+
+/// The service's networks by engine name, each with compose v2's aliases: the service name,
+/// the container's own name, then the file's aliases.
+fn endpoints(project: &Project, service: &Service) -> Vec<(String, EndpointSettings)> {
+    service
+        .networks
+        .iter()
+        .map(|(key, settings)| {
+            let name = project
+                .networks
+                .get(key)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| key.clone());
+            let mut aliases = vec![service.name.clone(), container_name(project, service)];
+            aliases.extend(settings.aliases.iter().cloned());
+            let endpoint = EndpointSettings {
+                aliases: Some(aliases),
+                ..Default::default()
+            };
+            (name, endpoint)
+        })
+        .collect()
+}
+
+/// The host side of the container: mounts and resources (ports and network set by the caller).
+fn host_config(project: &Project, service: &Service) -> HostConfig {
+    let (binds, mounts) = mounts(project, service);
+    HostConfig {
+        binds: non_empty(binds),
+        mounts: non_empty(mounts),
+        // No `restart:` sends no policy at all, as compose does (the engine's default is no restart).
+        restart_policy: service.restart.map(restart_policy),
+        extra_hosts: non_empty(
+            service
+                .extra_hosts
+                .iter()
+                .map(|h| format!("{}:{}", h.host, h.ip))
+                .collect(),
+        ),
+        log_config: service.logging.as_ref().map(|l| HostConfigLogConfig {
+            typ: l.driver.clone(),
+            config: (!l.options.is_empty()).then(|| l.options.clone().into_iter().collect()),
+        }),
+        ulimits: non_empty(
+            service
+                .ulimits
+                .iter()
+                .map(|(name, u)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect(),
+        ),
+        memory: service.mem_limit.map(|b| b as i64),
+        nano_cpus: service.cpus.map(|c| (c * 1e9).round() as i64),
+        init: service.init,
+        tmpfs: non_empty_map(service.tmpfs.iter().map(|t| match t.split_once(':') {
+            Some((path, options)) => (path.to_string(), options.to_string()),
+            None => (t.clone(), String::new()),
+        })),
+        cap_add: non_empty(service.cap_add.clone()),
+        cap_drop: non_empty(service.cap_drop.clone()),
+        readonly_rootfs: service.read_only,
+        shm_size: service.shm_size.map(|b| b as i64),
+        sysctls: non_empty_map(service.sysctls.clone()),
+        dns: non_empty(service.dns.clone()),
+        ..Default::default()
+    }
+}
+
+/// Compose's labels (and the agent's sections), so `docker compose ps` and `logs` keep working.
+fn compose_labels(
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    hash: &str,
+    sections: &BTreeMap<&'static str, String>,
+) -> Vec<(String, String)> {
+    let depends_on: Vec<String> = service
+        .depends_on
+        .iter()
+        .map(|(name, d)| format!("{name}:{}:{}", d.condition.as_str(), d.required))
+        .collect();
+    [
+        (PROJECT, project.name.clone()),
+        (SERVICE, service.name.clone()),
+        (NUMBER, "1".to_string()),
+        (ONEOFF, "False".to_string()),
+        (CONFIG_HASH, hash.to_string()),
+        (VERSION, COMPOSE_VERSION.to_string()),
+        (WORKING_DIR, project.working_dir.display().to_string()),
+        (CONFIG_FILES, project.file.display().to_string()),
+        (IMAGE, image_id.to_string()),
+        (DEPENDS_ON, depends_on.join(",")),
+        (SECTIONS, pairs(sections)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 fn pairs<K: std::fmt::Display>(map: &BTreeMap<K, String>) -> String {

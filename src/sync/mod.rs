@@ -175,31 +175,7 @@ async fn converge(
     held: Held,
     state: &mut State,
 ) -> Result<SyncReport> {
-    let env = async {
-        match &settings.env {
-            Some(env) => desired_env(&clients.ssm, env).await.map(Some),
-            None => Ok(None),
-        }
-    };
-    crate::progress::phase("fetching parameters and files");
-    let staged = files::stage_all(&clients.s3, &settings.files, &state.files);
-    // Meanwhile, the engine: a switch an earlier sync left half done (the agent was killed) is
-    // set right first, whatever happens to the fetching, so the last good containers serve.
-    let engine = async {
-        let Some(compose) = &settings.compose else {
-            return Ok(None);
-        };
-        let engine = match &clients.engine {
-            Some(engine) => engine.clone(),
-            None => engine::docker::connect(engine::docker::ENGINE_WAIT).await?,
-        };
-        engine::converge::recover_interrupted(&engine, &settings.project, compose.healthy_timeout)
-            .await?;
-        Ok::<_, anyhow::Error>(Some(engine))
-    };
-    let (env, staged, engine) = futures::join!(env, staged, engine);
-    let (env, staged, engine) = (env?, staged?, engine?);
-
+    let (env, staged, engine) = fetch(settings, clients, state).await?;
     let attempt = Fingerprint {
         parameters: env.as_ref().map(|e| e.versions.clone()).unwrap_or_default(),
         objects: staged
@@ -232,10 +208,61 @@ async fn converge(
             return Ok(report);
         }
     }
+    let result = apply_release(settings, clients, engine.as_ref(), state, env, staged).await;
+    if let Err(err) = &result {
+        remember_failed(state, attempt, err);
+    }
+    result
+}
 
-    // What this sync replaces is kept until it is healthy: the last good release. Once a sync
-    // has succeeded, the disk holds the last good release (a failed sync puts it back), also
-    // after a failed sync: a second bad release in a row is undone like the first.
+/// Fetches the parameters (rendered into the env file's content) and the files (staged beside
+/// their targets), concurrently. Meanwhile, the engine: a switch an earlier sync left half done
+/// (the agent was killed) is set right first, whatever happens to the fetching, so the last good
+/// containers serve.
+async fn fetch(
+    settings: &Settings,
+    clients: &Clients,
+    state: &State,
+) -> Result<(
+    Option<DesiredEnv>,
+    Vec<files::Staged>,
+    Option<engine::docker::DockerEngine>,
+)> {
+    let env = async {
+        match &settings.env {
+            Some(env) => desired_env(&clients.ssm, env).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    crate::progress::phase("fetching parameters and files");
+    let staged = files::stage_all(&clients.s3, &settings.files, &state.files);
+    let engine = async {
+        let Some(compose) = &settings.compose else {
+            return Ok(None);
+        };
+        let engine = match &clients.engine {
+            Some(engine) => engine.clone(),
+            None => engine::docker::connect(engine::docker::ENGINE_WAIT).await?,
+        };
+        engine::converge::recover_interrupted(&engine, &settings.project, compose.healthy_timeout)
+            .await?;
+        Ok::<_, anyhow::Error>(Some(engine))
+    };
+    let (env, staged, engine) = futures::join!(env, staged, engine);
+    Ok((env?, staged?, engine?))
+}
+
+/// Applies a new release, keeping what it replaces until it is healthy: the last good release.
+/// Once a sync has succeeded, the disk holds the last good release (a failed sync puts it back),
+/// also after a failed sync: a second bad release in a row is undone like the first.
+async fn apply_release(
+    settings: &Settings,
+    clients: &Clients,
+    engine: Option<&engine::docker::DockerEngine>,
+    state: &mut State,
+    env: Option<DesiredEnv>,
+    staged: Vec<files::Staged>,
+) -> Result<SyncReport> {
     let last_good =
         state.last_sync.as_ref().is_some_and(|s| s.ok) || state.counters.last_success_unix > 0;
     let mut replaced: Vec<PathBuf> = staged
@@ -253,42 +280,42 @@ async fn converge(
         _ => None,
     };
     let previous = (state.files.clone(), state.parameters.clone());
-    let result = apply(settings, clients, engine.as_ref(), state, env, staged).await;
-    let err = match result {
+    let err = match apply(settings, clients, engine, state, env, staged).await {
         Ok(report) => return Ok(report),
         Err(err) => err,
     };
-    if let Some(snapshot) = &snapshot {
-        (state.files, state.parameters) = previous;
-        let err = match snapshot.restore() {
-            Ok(paths) => {
-                let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-                crate::progress::warn(format!(
-                    "restored the last good release: {}",
-                    names.join(", ")
-                ));
-                err.context(format!(
-                    "the last good env file and files were restored ({})",
-                    names.join(", ")
-                ))
-            }
-            Err(restore) => err.context(format!(
-                "restoring the last good files failed too: {restore:#}"
-            )),
-        };
-        remember_failed(state, attempt, &err);
+    let Some(snapshot) = snapshot else {
         return Err(err);
-    }
-    if last_good {
-        remember_failed(state, attempt, &err);
-    }
-    Err(err)
+    };
+    (state.files, state.parameters) = previous;
+    Err(match snapshot.restore() {
+        Ok(paths) => {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            crate::progress::warn(format!(
+                "restored the last good release: {}",
+                names.join(", ")
+            ));
+            err.context(format!(
+                "the last good env file and files were restored ({})",
+                names.join(", ")
+            ))
+        }
+        Err(restore) => err.context(format!(
+            "restoring the last good files failed too: {restore:#}"
+        )),
+    })
 }
 
-/// Holds a release that failed while a good one serves, unless it is the good one itself (a
-/// sync of an unchanged release can fail too: an engine restart, a registry outage).
+/// Holds a release that failed for good while a good one serves: rolled back (its containers
+/// did not get healthy), refused as bad input, or refused by the registry. A failure that may
+/// pass (the network, a registry outage, the engine) holds nothing: the next watch tries again,
+/// and no container was touched. Nor is the good release itself ever held.
 fn remember_failed(state: &mut State, attempt: Fingerprint, err: &anyhow::Error) {
-    if attempt == state.last_good() {
+    let for_good = err.downcast_ref::<engine::converge::RolledBack>().is_some()
+        || err.downcast_ref::<engine::pull::Refused>().is_some()
+        || crate::error::exit_status(err) == crate::error::EXIT_BAD_INPUT;
+    let serving = state.counters.last_success_unix > 0;
+    if !for_good || !serving || attempt == state.last_good() {
         return;
     }
     let attempts = match &state.failed {
