@@ -29,6 +29,56 @@ use crate::sync::state::{now, LifecycleRecord, State};
 /// The instance tag Auto Scaling puts on the instances it launches.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
 
+/// This instance's Auto Scaling group: from its `aws:autoscaling:groupName` tag, else from Auto
+/// Scaling. `None`: in no group.
+async fn group_of(
+    api: &impl LifecycleApi,
+    metadata: &impl InstanceMetadata,
+    instance: &str,
+) -> Result<Option<String>> {
+    match metadata.tag(GROUP_TAG).await {
+        Ok(Tag::Value(group)) => return Ok(Some(group)),
+        // Auto Scaling tags every instance it launches, and `aws:` tags cannot be removed.
+        Ok(Tag::Absent) => {
+            tracing::info!(
+                instance,
+                "no lifecycle hook: the instance is in no Auto Scaling group (no {GROUP_TAG} tag)"
+            );
+            return Ok(None);
+        }
+        Ok(Tag::Unavailable) => {}
+        Err(e) => tracing::debug!("instance tags unreadable ({e:#}); asking Auto Scaling"),
+    }
+    let group = api.group_of(instance).await?;
+    if group.is_none() {
+        tracing::info!(
+            instance,
+            "no lifecycle hook: the instance is in no Auto Scaling group"
+        );
+    }
+    Ok(group)
+}
+
+/// The group's one launch hook; `None` when it has none, or several (the config must name it).
+async fn launch_hook(api: &impl LifecycleApi, group: &str) -> Result<Option<String>> {
+    let hooks = api.launch_hooks(group).await?;
+    Ok(match hooks.as_slice() {
+        [] => {
+            tracing::info!(group, "no lifecycle hook: the group has no launch hook");
+            None
+        }
+        [one] => Some(one.clone()),
+        many => {
+            tracing::warn!(
+                group,
+                "the group has launch hooks {}: set lifecycle.hook to the one the agent completes",
+                many.join(", ")
+            );
+            None
+        }
+    })
+}
+
 /// When the launch action is completed, for `sync` and the daemon alike: once both the first
 /// sync's outcome and the hook are known, whichever comes first; once only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,55 +280,16 @@ impl<A: LifecycleApi> Lifecycle<A> {
             }
             Err(e) => return soft(e),
         };
-        let group = match metadata.tag(GROUP_TAG).await {
-            Ok(Tag::Value(group)) => Some(group),
-            // Auto Scaling tags every instance it launches, and `aws:` tags cannot be removed.
-            Ok(Tag::Absent) => {
-                tracing::info!(
-                    instance,
-                    "no lifecycle hook: the instance is in no Auto Scaling group (no {GROUP_TAG} tag)"
-                );
-                return Ok(None);
-            }
-            Ok(Tag::Unavailable) => None,
-            Err(e) => {
-                tracing::debug!("instance tags unreadable ({e:#}); asking Auto Scaling");
-                None
-            }
-        };
-        let group = match group {
-            Some(group) => group,
-            None => match api.group_of(&instance).await {
-                Ok(Some(group)) => group,
-                Ok(None) => {
-                    tracing::info!(
-                        instance,
-                        "no lifecycle hook: the instance is in no Auto Scaling group"
-                    );
-                    return Ok(None);
-                }
-                Err(e) => return soft(e),
-            },
+        let group = match group_of(&api, metadata, &instance).await {
+            Ok(Some(group)) => group,
+            Ok(None) => return Ok(None),
+            Err(e) => return soft(e),
         };
         let hook = match named.clone() {
             Some(name) => Some(name),
-            None => match api.launch_hooks(&group).await {
+            None => match launch_hook(&api, &group).await {
+                Ok(hook) => hook,
                 Err(e) => return soft(e),
-                Ok(hooks) => match hooks.as_slice() {
-                    [] => {
-                        tracing::info!(group, "no lifecycle hook: the group has no launch hook");
-                        None
-                    }
-                    [one] => Some(one.clone()),
-                    many => {
-                        tracing::warn!(
-                            group,
-                            "the group has launch hooks {}: set lifecycle.hook to the one the agent completes",
-                            many.join(", ")
-                        );
-                        None
-                    }
-                },
             },
         };
         let mut lifecycle = Lifecycle {
@@ -289,21 +300,11 @@ impl<A: LifecycleApi> Lifecycle<A> {
             heartbeat_interval: settings.heartbeat_interval,
             unhealthy_after: settings.unhealthy_after,
         };
-        if let Some(action) = lifecycle.action() {
-            match lifecycle.api.heartbeat(action).await {
-                Ok(Heartbeat::Recorded) => {}
-                Ok(Heartbeat::NotPending) => {
-                    tracing::info!(
-                        group = action.group,
-                        hook = action.hook,
-                        instance = action.instance,
-                        "no launch action pending (the instance is in service, or the hook timed out): nothing to complete"
-                    );
-                    lifecycle.hook = None;
-                }
-                Err(e) if named.is_some() => return soft(e),
+        if let Err(e) = lifecycle.confirm_pending().await {
+            match named {
+                Some(_) => return soft(e),
                 // Perhaps only this call is refused: CompleteLifecycleAction will still be tried.
-                Err(e) => tracing::warn!("{e:#}"),
+                None => tracing::warn!("{e:#}"),
             }
         }
         if lifecycle.hook.is_none() && lifecycle.unhealthy_after.is_none() {
@@ -318,6 +319,24 @@ impl<A: LifecycleApi> Lifecycle<A> {
             );
         }
         Ok(Some(lifecycle))
+    }
+
+    /// Drops the hook when no launch action is pending for it (a heartbeat says), so that a
+    /// `sync` run by hand on an instance long in service sends nothing.
+    async fn confirm_pending(&mut self) -> Result<()> {
+        let Some(action) = self.action() else {
+            return Ok(());
+        };
+        if self.api.heartbeat(action).await? == Heartbeat::NotPending {
+            tracing::info!(
+                group = action.group,
+                hook = action.hook,
+                instance = action.instance,
+                "no launch action pending (the instance is in service, or the hook timed out): nothing to complete"
+            );
+            self.hook = None;
+        }
+        Ok(())
     }
 
     pub fn group(&self) -> &str {

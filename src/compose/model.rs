@@ -62,7 +62,7 @@ impl Project {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Service {
     pub name: String,
     pub image: String,

@@ -471,6 +471,58 @@ struct EnvFileRef {
     key_path: String,
 }
 
+/// The service's `image`, which it must have (`told`: its other problems were reported already,
+/// such as a `build` that stands where the image should be).
+fn checked_image(
+    image: Option<String>,
+    name: &str,
+    path: &str,
+    told: bool,
+    ctx: &mut Ctx,
+) -> String {
+    match image {
+        Some(image) if !image.trim().is_empty() => return image,
+        Some(_) => ctx.problem(
+            &join_key(path, "image"),
+            format!("service {name} has an empty `image`"),
+        ),
+        None if !told => ctx.problem(
+            path,
+            format!("service {name} has no `image`: kicky-agent runs prebuilt images (`build` is not supported)"),
+        ),
+        None => {}
+    }
+    String::new()
+}
+
+/// The `ports` list: each entry's ports, with the entry's path for later errors.
+fn ports(value: &Value, path: &str, ctx: &mut Ctx, out: &mut Vec<Port>, paths: &mut Vec<String>) {
+    for (i, item) in ctx.list(value, path).unwrap_or_default().iter().enumerate() {
+        let item_path = join_index(path, i);
+        for port in port(item, &item_path, ctx) {
+            out.push(port);
+            paths.push(item_path.clone());
+        }
+    }
+}
+
+/// The `volumes` list: each mount, with its entry's path for later errors.
+fn volumes(
+    value: &Value,
+    path: &str,
+    ctx: &mut Ctx,
+    out: &mut Vec<Mount>,
+    paths: &mut Vec<String>,
+) {
+    for (i, item) in ctx.list(value, path).unwrap_or_default().iter().enumerate() {
+        let item_path = join_index(path, i);
+        if let Some(mount) = mount(item, &item_path, ctx) {
+            out.push(mount);
+            paths.push(item_path);
+        }
+    }
+}
+
 fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Service, Paths)> {
     let owner = format!("service {name}");
     if !valid_name(name) {
@@ -492,38 +544,7 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
     let problems_before = ctx.problems.len();
     let mut s = Service {
         name: name.to_string(),
-        image: String::new(),
-        container_name: None,
-        command: None,
-        entrypoint: None,
-        environment: IndexMap::new(),
-        ports: Vec::new(),
-        volumes: Vec::new(),
-        networks: IndexMap::new(),
-        restart: None,
-        healthcheck: None,
-        depends_on: IndexMap::new(),
-        labels: IndexMap::new(),
-        user: None,
-        working_dir: None,
-        hostname: None,
-        extra_hosts: Vec::new(),
-        logging: None,
-        ulimits: IndexMap::new(),
-        mem_limit: None,
-        shm_size: None,
-        cpus: None,
-        init: None,
-        stop_signal: None,
-        stop_grace_period: None,
-        tmpfs: Vec::new(),
-        cap_add: Vec::new(),
-        cap_drop: Vec::new(),
-        read_only: None,
-        sysctls: IndexMap::new(),
-        dns: Vec::new(),
-        pull_policy: None,
-        profiles: Vec::new(),
+        ..Service::default()
     };
     let mut paths = Paths {
         service: path.to_string(),
@@ -552,28 +573,8 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
             "entrypoint" => s.entrypoint = command(value, p, ctx),
             "environment" => environment = env_entries(value, p, ctx),
             "env_file" => env_files = env_file_refs(value, p, ctx),
-            "ports" => {
-                if let Some(items) = ctx.list(value, p) {
-                    for (i, item) in items.iter().enumerate() {
-                        let item_path = join_index(p, i);
-                        for port in port(item, &item_path, ctx) {
-                            s.ports.push(port);
-                            paths.ports.push(item_path.clone());
-                        }
-                    }
-                }
-            }
-            "volumes" => {
-                if let Some(items) = ctx.list(value, p) {
-                    for (i, item) in items.iter().enumerate() {
-                        let item_path = join_index(p, i);
-                        if let Some(mount) = mount(item, &item_path, ctx) {
-                            s.volumes.push(mount);
-                            paths.volumes.push(item_path);
-                        }
-                    }
-                }
-            }
+            "ports" => ports(value, p, ctx, &mut s.ports, &mut paths.ports),
+            "volumes" => volumes(value, p, ctx, &mut s.volumes, &mut paths.volumes),
             "networks" => service_networks(value, p, ctx, &mut s.networks, &mut paths.networks),
             "restart" => s.restart = restart(value, p, ctx),
             "healthcheck" => s.healthcheck = healthcheck(value, p, ctx),
@@ -602,15 +603,8 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
             other => ctx.unsupported(p, other, &owner),
         }
     }
-    match image {
-        Some(image) if !image.trim().is_empty() => s.image = image,
-        Some(_) => ctx.problem(&join_key(path, "image"), format!("service {name} has an empty `image`")),
-        None if ctx.problems.len() == problems_before => ctx.problem(
-            path,
-            format!("service {name} has no `image`: kicky-agent runs prebuilt images (`build` is not supported)"),
-        ),
-        None => {}
-    }
+    let told = ctx.problems.len() > problems_before;
+    s.image = checked_image(image, name, path, told, ctx);
     if s.networks.is_empty() {
         s.networks
             .insert("default".to_string(), ServiceNetwork::default());
@@ -1108,6 +1102,22 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
         return None;
     };
     mount.kind = kind;
+    mount_options(&mut mount, options, ctx);
+    match target {
+        Some(target) if target.starts_with('/') => mount.target = container_path(&target),
+        Some(_) => ctx.problem(
+            &join_key(path, "target"),
+            "the target must be an absolute path in the container",
+        ),
+        None => ctx.problem(path, "a volume needs a `target`"),
+    }
+    mount.source = mount_source(kind, source, path, ctx);
+    (ctx.problems.len() == before).then_some(mount)
+}
+
+/// The `bind:`, `volume:` or `tmpfs:` options of a long-syntax mount (only its own kind's apply).
+fn mount_options(mount: &mut Mount, options: Vec<(String, String, &Value)>, ctx: &mut Ctx) {
+    let kind = mount.kind;
     for (section, section_path, value) in options {
         if section != kind.as_str() {
             let message = format!(
@@ -1143,21 +1153,22 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
             }
         }
     }
-    match target {
-        Some(target) if target.starts_with('/') => mount.target = container_path(&target),
-        Some(_) => ctx.problem(
-            &join_key(path, "target"),
-            "the target must be an absolute path in the container",
-        ),
-        None => ctx.problem(path, "a volume needs a `target`"),
-    }
+}
+
+/// A long-syntax mount's `source`, checked for its kind.
+fn mount_source(
+    kind: MountKind,
+    source: Option<String>,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<String> {
     match (kind, source) {
         (MountKind::Bind, Some(source)) if !source.is_empty() => {
-            mount.source = Some(ctx.host_path(&source).display().to_string())
+            return Some(ctx.host_path(&source).display().to_string())
         }
         (MountKind::Bind, _) => ctx.problem(path, "a bind mount needs a `source`"),
         (MountKind::Volume, Some(source)) if source.is_empty() => {}
-        (MountKind::Volume, Some(source)) if valid_name(&source) => mount.source = Some(source),
+        (MountKind::Volume, Some(source)) if valid_name(&source) => return Some(source),
         (MountKind::Volume, Some(_)) => ctx.problem(
             &join_key(path, "source"),
             "a volume's name takes letters, digits, `_`, `.` and `-`",
@@ -1168,7 +1179,7 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
         }
         (MountKind::Tmpfs, None) => {}
     }
-    (ctx.problems.len() == before).then_some(mount)
+    None
 }
 
 fn service_networks(

@@ -89,119 +89,79 @@ fn non_empty_map<T>(map: &IndexMap<String, T>, f: impl Fn(&T) -> Value) -> Optio
 }
 
 fn service(s: &Service) -> Value {
-    let mut m = Mapping::new();
-    put(&mut m, "cap_add", non_empty(&s.cap_add, strings));
-    put(&mut m, "cap_drop", non_empty(&s.cap_drop, strings));
-    put(&mut m, "command", s.command.as_deref().map(strings));
-    put(
-        &mut m,
-        "container_name",
-        s.container_name.clone().map(Value::from),
-    );
-    put(&mut m, "cpus", s.cpus.map(Value::from));
-    put(
-        &mut m,
-        "depends_on",
-        non_empty_map(&s.depends_on, dependency),
-    );
-    put(&mut m, "dns", non_empty(&s.dns, strings));
-    put(&mut m, "entrypoint", s.entrypoint.as_deref().map(strings));
-    put(
-        &mut m,
-        "environment",
-        non_empty_map(&s.environment, |v| {
-            // The one place a value leaves `Secret` for output, and only a literal one.
-            Value::from(if v.is_literal() {
-                v.value.expose()
-            } else {
-                MASK
-            })
-        }),
-    );
     let extra_hosts: Vec<String> = s
         .extra_hosts
         .iter()
         .map(|h| format!("{}:{}", h.host, h.ip))
         .collect();
-    put(&mut m, "extra_hosts", non_empty(&extra_hosts, strings));
-    put(
-        &mut m,
-        "healthcheck",
-        s.healthcheck.as_ref().map(healthcheck),
-    );
-    put(&mut m, "hostname", s.hostname.clone().map(Value::from));
-    m.insert("image".into(), s.image.clone().into());
-    put(&mut m, "init", s.init.map(Value::from));
-    put(
-        &mut m,
-        "labels",
-        non_empty_map(&s.labels, |v| Value::from(v.clone())),
-    );
-    put(&mut m, "logging", s.logging.as_ref().map(logging));
-    put(
-        &mut m,
-        "mem_limit",
-        s.mem_limit.map(|b| Value::from(b.to_string())),
-    );
-    put(
-        &mut m,
-        "networks",
-        non_empty_map(&s.networks, service_network),
-    );
-    put(
-        &mut m,
-        "ports",
-        non_empty(&s.ports, |ports| {
-            Value::Sequence(ports.iter().map(port).collect())
-        }),
-    );
-    put(&mut m, "profiles", non_empty(&s.profiles, strings));
-    put(
-        &mut m,
-        "pull_policy",
-        s.pull_policy.map(|p| Value::from(p.as_str())),
-    );
-    put(&mut m, "read_only", s.read_only.map(Value::from));
-    put(
-        &mut m,
-        "restart",
-        s.restart.map(|r| Value::from(r.to_string())),
-    );
-    put(
-        &mut m,
-        "shm_size",
-        s.shm_size.map(|b| Value::from(b.to_string())),
-    );
-    put(
-        &mut m,
-        "stop_grace_period",
-        s.stop_grace_period.map(|d| Value::from(format_duration(d))),
-    );
-    put(
-        &mut m,
-        "stop_signal",
-        s.stop_signal.clone().map(Value::from),
-    );
-    put(
-        &mut m,
-        "sysctls",
-        non_empty_map(&s.sysctls, |v| Value::from(v.clone())),
-    );
-    put(&mut m, "tmpfs", non_empty(&s.tmpfs, strings));
-    put(&mut m, "ulimits", non_empty_map(&s.ulimits, ulimit));
-    put(&mut m, "user", s.user.clone().map(Value::from));
-    put(
-        &mut m,
-        "volumes",
-        non_empty(&s.volumes, |mounts| {
-            Value::Sequence(mounts.iter().map(mount).collect())
-        }),
-    );
-    put(
-        &mut m,
-        "working_dir",
-        s.working_dir.clone().map(Value::from),
-    );
+    // The one place a value leaves `Secret` for output, and only a literal one.
+    let environment = non_empty_map(&s.environment, |v| {
+        Value::from(if v.is_literal() {
+            v.value.expose()
+        } else {
+            MASK
+        })
+    });
+    let text = |v: &Option<String>| v.clone().map(Value::from);
+    let shown = |v: Option<String>| v.map(Value::from);
+    let fields: Vec<(&str, Option<Value>)> = vec![
+        ("cap_add", non_empty(&s.cap_add, strings)),
+        ("cap_drop", non_empty(&s.cap_drop, strings)),
+        ("command", s.command.as_deref().map(strings)),
+        ("container_name", text(&s.container_name)),
+        ("cpus", s.cpus.map(Value::from)),
+        ("depends_on", non_empty_map(&s.depends_on, dependency)),
+        ("dns", non_empty(&s.dns, strings)),
+        ("entrypoint", s.entrypoint.as_deref().map(strings)),
+        ("environment", environment),
+        ("extra_hosts", non_empty(&extra_hosts, strings)),
+        ("healthcheck", s.healthcheck.as_ref().map(healthcheck)),
+        ("hostname", text(&s.hostname)),
+        ("image", Some(Value::from(s.image.clone()))),
+        ("init", s.init.map(Value::from)),
+        (
+            "labels",
+            non_empty_map(&s.labels, |v| Value::from(v.clone())),
+        ),
+        ("logging", s.logging.as_ref().map(logging)),
+        ("mem_limit", shown(s.mem_limit.map(|b| b.to_string()))),
+        ("networks", non_empty_map(&s.networks, service_network)),
+        (
+            "ports",
+            non_empty(&s.ports, |p| Value::Sequence(p.iter().map(port).collect())),
+        ),
+        ("profiles", non_empty(&s.profiles, strings)),
+        (
+            "pull_policy",
+            s.pull_policy.map(|p| Value::from(p.as_str())),
+        ),
+        ("read_only", s.read_only.map(Value::from)),
+        ("restart", shown(s.restart.map(|r| r.to_string()))),
+        ("shm_size", shown(s.shm_size.map(|b| b.to_string()))),
+        (
+            "stop_grace_period",
+            shown(s.stop_grace_period.map(format_duration)),
+        ),
+        ("stop_signal", text(&s.stop_signal)),
+        (
+            "sysctls",
+            non_empty_map(&s.sysctls, |v| Value::from(v.clone())),
+        ),
+        ("tmpfs", non_empty(&s.tmpfs, strings)),
+        ("ulimits", non_empty_map(&s.ulimits, ulimit)),
+        ("user", text(&s.user)),
+        (
+            "volumes",
+            non_empty(&s.volumes, |m| {
+                Value::Sequence(m.iter().map(mount).collect())
+            }),
+        ),
+        ("working_dir", text(&s.working_dir)),
+    ];
+    let mut m = Mapping::new();
+    for (key, value) in fields {
+        put(&mut m, key, value);
+    }
     Value::Mapping(m)
 }
 

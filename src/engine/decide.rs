@@ -140,25 +140,7 @@ pub fn decide(
                 ));
             }
         }
-        let action = match current {
-            None => Action::Create,
-            Some(c) if c.label(spec::CONFIG_HASH) == Some(desired.hash.as_str()) => {
-                if one_shot && c.completed() {
-                    Action::Done
-                } else if c.is_running() {
-                    Action::Keep
-                } else {
-                    Action::Start
-                }
-            }
-            Some(c) => Action::Recreate {
-                reasons: spec::changed_sections(
-                    c.label(spec::SECTIONS),
-                    c.label(spec::FILES),
-                    &desired,
-                ),
-            },
-        };
+        let action = action_of(current, &desired, one_shot);
         services.push(ServicePlan {
             service: name.to_string(),
             container: desired.name.clone(),
@@ -190,6 +172,25 @@ pub fn decide(
         .map(|c| (c.id.clone(), c.name.clone()))
         .collect();
     Ok(Decision { services, remove })
+}
+
+/// What to do with a service's `current` container, given what is `desired` of it.
+fn action_of(current: Option<&Container>, desired: &Desired, one_shot: bool) -> Action {
+    match current {
+        None => Action::Create,
+        Some(c) if c.label(spec::CONFIG_HASH) == Some(desired.hash.as_str()) => {
+            if one_shot && c.completed() {
+                Action::Done
+            } else if c.is_running() {
+                Action::Keep
+            } else {
+                Action::Start
+            }
+        }
+        Some(c) => Action::Recreate {
+            reasons: spec::changed_sections(c.label(spec::SECTIONS), c.label(spec::FILES), desired),
+        },
+    }
 }
 
 /// What an interrupted sync left among the project's `containers`, to set right before anything
