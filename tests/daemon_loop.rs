@@ -42,6 +42,16 @@ fn start(s: &Scratch, imds: &str) -> (Daemon, Notifications) {
     (daemon, notify)
 }
 
+/// A config that writes one parameter (`<prefix>/TOKEN`) to the env file, read from `endpoint`,
+/// watched every `watch`, with no lifecycle hook.
+fn one_parameter(endpoint: &str, prefix: &str, watch: &str, socket: &std::path::Path) -> String {
+    format!(
+        "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {endpoint}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
+         watch:\n  interval: {watch}\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
+        socket.display()
+    )
+}
+
 fn log_of(s: &Scratch) -> String {
     std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default()
 }
@@ -186,12 +196,7 @@ async fn a_hanging_endpoint_never_delays_the_watchdog() {
     .await;
     s.config(
         &rig,
-        &format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
-             watch:\n  interval: 1s\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
-            proxy.url,
-            s.path("run/control.sock").display()
-        ),
+        &one_parameter(&proxy.url, &prefix, "1s", &s.path("run/control.sock")),
     );
     let (_daemon, notify) = start(&s, &rig.imds_url);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
@@ -230,13 +235,7 @@ async fn a_silent_control_client_wedges_no_resync() {
     )
     .await;
     let socket = s.path("run/control.sock");
-    let config = |socket: &std::path::Path| {
-        format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
-             watch:\n  interval: 0s\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
-            socket.display()
-        )
-    };
+    let config = |socket: &std::path::Path| one_parameter(&rig.moto_url, &prefix, "0s", socket);
     s.config(&rig, &config(&socket));
     let (_daemon, notify) = start(&s, &rig.imds_url);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
@@ -283,11 +282,7 @@ async fn one_aws_config_for_the_daemon_life() {
     .await;
     s.config(
         &rig,
-        &format!(
-            "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
-             watch:\n  interval: 1s\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
-            s.path("run/control.sock").display()
-        ),
+        &one_parameter(&rig.moto_url, &prefix, "1s", &s.path("run/control.sock")),
     );
     let (_daemon, notify) = start(&s, &imds.url);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
