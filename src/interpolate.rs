@@ -91,23 +91,17 @@ fn substitute_into(
     Ok(())
 }
 
-/// The index of the `}` that closes a `${`, skipping nested `${...}` in defaults.
+/// The index of the `}` that closes a `${`. Every `{` inside opens a pair (a nested `${...}`, or
+/// a brace in a default such as `${VAR:-{"json":1}}`), as compose-go (v2.13 and later) counts.
 fn closing_brace(inner: &str) -> Option<usize> {
-    let bytes = inner.as_bytes();
     let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'$' if bytes.get(i + 1) == Some(&b'{') => {
-                depth += 1;
-                i += 2;
-                continue;
-            }
+    for (i, byte) in inner.bytes().enumerate() {
+        match byte {
+            b'{' => depth += 1,
             b'}' if depth == 0 => return Some(i),
             b'}' => depth -= 1,
             _ => {}
         }
-        i += 1;
     }
     None
 }
@@ -239,6 +233,14 @@ mod tests {
         assert_eq!(sub("${NOPE:-${HOST}:5432}"), "db:5432");
         assert_eq!(sub("${NOPE:-${ALSO:-${HOST}}}"), "db");
         assert_eq!(sub("${NOPE:-$$literal}"), "$literal");
+    }
+
+    #[test]
+    fn braces_in_defaults_and_alternatives_pair_up() {
+        assert_eq!(sub(r#"${NOPE:-{"json":1}}"#), r#"{"json":1}"#);
+        assert_eq!(sub(r#"${SET:-{"json":1}}"#), "value");
+        assert_eq!(sub(r#"${SET:+{"a":{"b":2}}}x"#), r#"{"a":{"b":2}}x"#);
+        assert_eq!(sub("${NOPE:-{}}"), "{}");
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, YamlE
             steps.push(Step::Key(field.to_string()));
         }
     }
+    if message.contains("more than one document") {
+        return Err(several_documents(text, file));
+    }
     let located = locate(text, &steps).map(|(at, _)| at);
     let (line, column) = match (located, inner.location()) {
         (Some(at), _) => at,
@@ -209,6 +212,25 @@ fn take_out(value: &mut serde_norway::Value, steps: &[Step]) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+/// A file of several YAML documents, located at the start of the second.
+fn several_documents(text: &str, file: &Path) -> YamlError {
+    let (line, column) = MarkedYaml::load_from_str(text)
+        .ok()
+        .and_then(|docs| {
+            docs.get(1)
+                .map(|d| (d.span.start.line(), d.span.start.col() + 1))
+        })
+        .unwrap_or((0, 0));
+    YamlError {
+        file: file.display().to_string(),
+        line,
+        column,
+        key: String::new(),
+        message: "a second YAML document (after `---`): kicky-agent reads one document per file;                   docker compose would merge them like several files, so merge them into one"
+            .to_string(),
     }
 }
 
@@ -392,6 +414,13 @@ mod tests {
             .is_empty());
         let (left, errors) = check_all::<Doc>("name: [\n", Path::new("f.yaml"));
         assert!(left.is_none() && errors.len() == 1);
+    }
+
+    #[test]
+    fn a_second_document_is_located() {
+        let e = err("name: x\n---\nname: y\ncount: 2\n");
+        assert!(e.message.contains("a second YAML document"), "{e}");
+        assert!(e.line >= 2 && e.line <= 3, "{e:?}");
     }
 
     #[test]

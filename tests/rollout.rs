@@ -498,15 +498,16 @@ async fn every_failure_of_a_sync_is_told_not_only_the_first() {
         "all or nothing"
     );
 
-    // Two services whose bind source does not exist (long syntax: the engine refuses at create).
+    // Two services whose bind source does not exist and may not be created: the engine refuses
+    // them at create.
     let compose = "\
 services:
   a:
     image: {registry}/tester/web:1
-    volumes: [{ type: bind, source: /nonexistent/kicky-a, target: /a }]
+    volumes: [{ type: bind, source: /nonexistent/kicky-a, target: /a, bind: { create_host_path: false } }]
   b:
     image: {registry}/tester/web:1
-    volumes: [{ type: bind, source: /nonexistent/kicky-b, target: /b }]
+    volumes: [{ type: bind, source: /nonexistent/kicky-b, target: /b, bind: { create_host_path: false } }]
 ";
     stack.compose(&rig, compose, "");
     let (run, stack, _rig): (Run, Stack, Rig) = stack.sync(rig).await;

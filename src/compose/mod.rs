@@ -136,7 +136,23 @@ pub fn from_str(
     project: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Project> {
+    from_str_home(text, file, project, lookup, std::env::var("HOME").ok())
+}
+
+/// [`from_str`] with `home` for `~` (`None`: there is none, as under systemd).
+fn from_str_home(
+    text: &str,
+    file: &Path,
+    project: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    home: Option<String>,
+) -> Result<Project> {
     let at = |problems: Vec<Problem>| located(text, file, problems);
+    // Compose sets COMPOSE_PROJECT_NAME to the project's name for the file's interpolation.
+    let lookup = &|name: &str| match name {
+        "COMPOSE_PROJECT_NAME" => Some(project.to_string()),
+        _ => lookup(name),
+    };
     let mut root: Value =
         crate::yaml::from_str(text, file).map_err(|e| input_error(e.to_string()))?;
     root.apply_merge()
@@ -155,7 +171,7 @@ pub fn from_str(
     let mut ctx = parse::Ctx {
         project,
         dir,
-        home: std::env::var("HOME").ok(),
+        home,
         lookup,
         tainted: &interpolated.tainted,
         problems: Vec::new(),

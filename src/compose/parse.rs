@@ -344,14 +344,21 @@ impl Ctx<'_> {
 
     /// A host path of a bind mount or an env file: `~` is `$HOME`, a relative path is relative to
     /// the compose file's directory.
-    fn host_path(&self, path: &str) -> PathBuf {
+    /// A host path of the file: relative to its directory, `~` to `$HOME`. Without a `HOME` (a
+    /// systemd unit has none), `~` is refused rather than read as a directory named `~`.
+    fn host_path(&self, path: &str) -> Result<PathBuf, String> {
         let expanded = match (path.strip_prefix('~'), &self.home) {
             (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
                 PathBuf::from(format!("{home}{rest}"))
             }
+            (Some(rest), None) if rest.is_empty() || rest.starts_with('/') => {
+                return Err(format!(
+                    "`~` has no meaning here: the agent has no HOME (systemd sets none for it); write the absolute path of {path}"
+                ))
+            }
             _ => PathBuf::from(path),
         };
-        clean(&self.dir.join(expanded))
+        Ok(clean(&self.dir.join(expanded)))
     }
 }
 
@@ -597,7 +604,11 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
             "cap_drop" => s.cap_drop = ctx.strings(value, p).unwrap_or_default(),
             "read_only" => s.read_only = ctx.boolean(value, p),
             "sysctls" => s.sysctls = ctx.string_map(value, p).unwrap_or_default(),
-            "dns" => s.dns = ctx.string_or_list(value, p).unwrap_or_default(),
+            // An entry from an unset variable is dropped, as compose-go omits empty ones.
+            "dns" => {
+                let servers = ctx.string_or_list(value, p).unwrap_or_default();
+                s.dns = servers.into_iter().filter(|d| !d.is_empty()).collect();
+            }
             "pull_policy" => s.pull_policy = pull_policy(value, p, ctx),
             "profiles" => s.profiles = ctx.strings(value, p).unwrap_or_default(),
             other => ctx.unsupported(p, other, &owner),
@@ -690,13 +701,15 @@ fn env_entries(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<(String, EnvEntr
 
 fn env_file_refs(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<EnvFileRef> {
     let mut out = Vec::new();
-    let mut push = |ctx: &mut Ctx, file: &str, required: bool, key_path: String| {
-        out.push(EnvFileRef {
-            path: ctx.host_path(file),
-            required,
-            key_path,
-        });
-    };
+    let mut push =
+        |ctx: &mut Ctx, file: &str, required: bool, key_path: String| match ctx.host_path(file) {
+            Ok(path) => out.push(EnvFileRef {
+                path,
+                required,
+                key_path,
+            }),
+            Err(why) => ctx.problem(&key_path, why),
+        };
     match value {
         Value::String(file) => push(ctx, file, true, path.to_string()),
         Value::Sequence(items) => {
@@ -1004,7 +1017,7 @@ pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
         Some("") => return Err("the source is empty".into()),
         Some(source) if source.starts_with(['/', '.', '~']) => {
             mount.kind = MountKind::Bind;
-            mount.source = Some(ctx.host_path(source).display().to_string());
+            mount.source = Some(ctx.host_path(source)?.display().to_string());
             // The short syntax has always created a missing host directory (docker's `-v`).
             mount.create_host_path = true;
         }
@@ -1102,6 +1115,8 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
         return None;
     };
     mount.kind = kind;
+    // A missing host path is created unless `bind.create_host_path: false` (compose's default).
+    mount.create_host_path = kind == MountKind::Bind;
     mount_options(&mut mount, options, ctx);
     match target {
         Some(target) if target.starts_with('/') => mount.target = container_path(&target),
@@ -1163,9 +1178,10 @@ fn mount_source(
     ctx: &mut Ctx,
 ) -> Option<String> {
     match (kind, source) {
-        (MountKind::Bind, Some(source)) if !source.is_empty() => {
-            return Some(ctx.host_path(&source).display().to_string())
-        }
+        (MountKind::Bind, Some(source)) if !source.is_empty() => match ctx.host_path(&source) {
+            Ok(path) => return Some(path.display().to_string()),
+            Err(why) => ctx.problem(&join_key(path, "source"), why),
+        },
         (MountKind::Bind, _) => ctx.problem(path, "a bind mount needs a `source`"),
         (MountKind::Volume, Some(source)) if source.is_empty() => {}
         (MountKind::Volume, Some(source)) if valid_name(&source) => return Some(source),
@@ -1357,8 +1373,11 @@ fn depends_on(
     }
 }
 
+/// `extra_hosts` as compose-go reads it: a list of `HOST=IP` or `HOST:IP` (the first `=`, else
+/// the first `:`; several addresses separated by commas), or a mapping of a host to an address or
+/// a list of them. Brackets around an IPv6 address are dropped (the engine takes `host:::1`).
 fn extra_hosts(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<ExtraHost> {
-    let mut out = Vec::new();
+    let mut pairs: Vec<(String, String, String)> = Vec::new();
     match value {
         Value::Sequence(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -1366,20 +1385,17 @@ fn extra_hosts(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<ExtraHost> {
                 let Some(text) = ctx.string(item, &item_path) else {
                     continue;
                 };
-                // `host=ip` (compose v2) or `host:ip` (docker's --add-host; an IPv6 address keeps
-                // its colons).
-                let split = text.split_once('=').or_else(|| text.split_once(':'));
-                match split {
-                    Some((host, ip)) if !host.is_empty() && !ip.is_empty() => out.push(ExtraHost {
-                        host: host.to_string(),
-                        ip: ip.to_string(),
-                    }),
+                match text.split_once('=').or_else(|| text.split_once(':')) {
+                    Some((host, ips)) if !ips.is_empty() => {
+                        for ip in ips.split(',') {
+                            pairs.push((host.to_string(), ip.to_string(), item_path.clone()));
+                        }
+                    }
                     _ => {
                         let shown = ctx.shown(&item_path, &text);
-                        ctx.problem(
-                            &item_path,
-                            format!("invalid extra host {shown}: expected HOST:IP"),
-                        );
+                        let message =
+                            format!("invalid extra host {shown}: expected HOST=IP or HOST:IP");
+                        ctx.problem(&item_path, message);
                     }
                 }
             }
@@ -1391,14 +1407,32 @@ fn extra_hosts(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<ExtraHost> {
                     other => ctx.string(other, &key_path).into_iter().collect(),
                 };
                 for ip in ips {
-                    out.push(ExtraHost {
-                        host: host.clone(),
-                        ip,
-                    });
+                    pairs.push((host.clone(), ip, key_path.clone()));
                 }
             }
         }
-        other => ctx.expected(path, "a list of HOST:IP or a mapping", other),
+        other => ctx.expected(path, "a list of HOST=IP or a mapping", other),
+    }
+    let mut out = Vec::new();
+    for (host, ip, item_path) in pairs {
+        if host.is_empty() || host.contains([':', '=']) {
+            let shown = ctx.shown(&item_path, &host);
+            ctx.problem(&item_path, format!("bad host name {shown} in extra_hosts"));
+            continue;
+        }
+        let ip = ip.trim();
+        let ip = ip
+            .strip_prefix('[')
+            .and_then(|i| i.strip_suffix(']'))
+            .unwrap_or(ip);
+        if ip.is_empty() {
+            ctx.problem(&item_path, format!("extra host {host} has no address"));
+            continue;
+        }
+        out.push(ExtraHost {
+            host,
+            ip: ip.to_string(),
+        });
     }
     out
 }

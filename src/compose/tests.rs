@@ -396,10 +396,11 @@ fn volumes_short_and_long() {
             ..mount(Bind, Some("/"), "/rootfs")
         }
     );
+    // The long syntax creates a missing host path too, unless told not to (compose's default).
     assert_eq!(
         v[9],
         Mount {
-            create_host_path: false,
+            create_host_path: true,
             propagation: Some("shared".into()),
             ..mount(Bind, Some("/mnt"), "/mnt")
         }
@@ -1038,4 +1039,66 @@ fn load_reads_the_env_file_then_the_environment() {
     let err = load_file(&dir.path().join("absent.yml"), "proj", None).unwrap_err();
     assert_eq!(exit_status(&err), 2);
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+}
+
+/// Forms compose-go reads that the agent once read otherwise (issue 11).
+#[test]
+fn forms_read_as_compose_go_reads_them() {
+    let hosts = |s: &Service| -> Vec<(String, String)> {
+        s.extra_hosts
+            .iter()
+            .map(|h| (h.host.clone(), h.ip.clone()))
+            .collect()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(h, i)| (h.to_string(), i.to_string()))
+            .collect()
+    };
+    let s = one(
+        "services:\n  web:\n    image: busybox\n    extra_hosts:\n      - myhost=1.2.3.4\n      - gw:10.0.0.1\n\
+         \x20     - multi=10.0.0.2,10.0.0.3\n      - v6=[::1]\n      - v6b:[fe80::1]\n",
+    );
+    assert_eq!(
+        hosts(&s),
+        pairs(&[
+            ("myhost", "1.2.3.4"),
+            ("gw", "10.0.0.1"),
+            ("multi", "10.0.0.2"),
+            ("multi", "10.0.0.3"),
+            ("v6", "::1"),
+            ("v6b", "fe80::1"),
+        ])
+    );
+    let s = one("services:\n  web:\n    image: busybox\n    extra_hosts:\n      both: [10.0.0.1, '[::2]']\n");
+    assert_eq!(hosts(&s), pairs(&[("both", "10.0.0.1"), ("both", "::2")]));
+    let message = error("services:\n  web:\n    image: busybox\n    extra_hosts: ['nohost']\n");
+    assert_error(
+        &message,
+        4,
+        "services.web.extra_hosts[0]",
+        "invalid extra host",
+    );
+
+    // `dns` from an unset variable is no server at all, not an empty one.
+    let s = one("services:\n  web:\n    image: busybox\n    dns: ${NOPE}\n");
+    assert!(s.dns.is_empty(), "{:?}", s.dns);
+    let s = one("services:\n  web:\n    image: busybox\n    dns: [1.1.1.1, '${NOPE}']\n");
+    assert_eq!(s.dns, vec!["1.1.1.1".to_string()]);
+
+    // COMPOSE_PROJECT_NAME is the project's name.
+    let s = one(
+        "services:\n  web:\n    image: busybox\n    labels:\n      p: ${COMPOSE_PROJECT_NAME}\n",
+    );
+    assert_eq!(s.labels["p"], "proj");
+}
+
+/// `~` without a HOME (a systemd unit has none) is refused, never read as a directory named `~`.
+#[test]
+fn a_tilde_without_home_is_refused() {
+    let text = "services:\n  web:\n    image: busybox\n    volumes:\n      - ~/data:/data\n";
+    let err = from_str_home(text, Path::new(FILE), "proj", &vars, None).expect_err("refused");
+    let message = format!("{err:#}");
+    assert!(message.contains("the agent has no HOME"), "{message}");
+    assert!(message.contains(&format!("{FILE}:5:")), "{message}");
 }

@@ -29,7 +29,11 @@ pub fn parse(
     src: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(String, String)>, ParseError> {
-    let src = src.replace("\r\n", "\n");
+    // A byte-order mark (files saved by Windows editors) is not part of the first name.
+    let src = src
+        .strip_prefix('\u{feff}')
+        .unwrap_or(src)
+        .replace("\r\n", "\n");
     let mut vars: IndexMap<String, String> = IndexMap::new();
     let mut rest: &str = &src;
     let line_of = |rest: &str| src[..src.len() - rest.len()].matches('\n').count() + 1;
@@ -285,6 +289,18 @@ mod tests {
     #[test]
     fn crlf_files() {
         assert_eq!(p("A=1\r\nB='x'\r\n"), kv(&[("A", "1"), ("B", "x")]));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_spaces_in_names_refused() {
+        let vars = parse("\u{feff}FIRST=1\r\nSECOND=2\r\n", &env).unwrap();
+        assert_eq!(
+            vars,
+            vec![("FIRST".into(), "1".into()), ("SECOND".into(), "2".into())]
+        );
+        let err = parse("OK=1\nMY VAR=2\n", &env).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.problem.contains("cannot contain a space"), "{err}");
     }
 
     #[test]
