@@ -104,6 +104,41 @@ pub struct Service {
     pub dns: Vec<String>,
     pub pull_policy: Option<PullPolicy>,
     pub profiles: Vec<String>,
+    /// `expose`: container ports (`80`, `80/udp`), as the image's `EXPOSE` declares them.
+    pub expose: Vec<String>,
+    /// `os/arch[/variant]`: the image is pulled, and the container created, for this platform.
+    pub platform: Option<String>,
+    /// The container flags that go to the engine as they are written.
+    pub flags: Flags,
+}
+
+/// Container settings of the Compose Specification that map one to one to the engine's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Flags {
+    pub stdin_open: Option<bool>,
+    pub tty: Option<bool>,
+    pub privileged: Option<bool>,
+    pub oom_kill_disable: Option<bool>,
+    pub domainname: Option<String>,
+    pub ipc: Option<String>,
+    pub pid: Option<String>,
+    pub userns_mode: Option<String>,
+    pub cgroup_parent: Option<String>,
+    pub runtime: Option<String>,
+    pub cpuset: Option<String>,
+    pub group_add: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_opt: Vec<String>,
+    pub cpu_shares: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<i64>,
+    pub pids_limit: Option<i64>,
+    pub oom_score_adj: Option<i64>,
+    /// Bytes.
+    pub mem_reservation: Option<u64>,
+    /// Bytes; -1: unlimited swap.
+    pub memswap_limit: Option<i64>,
 }
 
 /// One variable of a service's environment. The value may be an SSM parameter: it is a

@@ -89,6 +89,30 @@ pub const SERVICE_KEYS: &[&str] = &[
     "dns",
     "pull_policy",
     "profiles",
+    "expose",
+    "platform",
+    "stdin_open",
+    "tty",
+    "privileged",
+    "oom_kill_disable",
+    "domainname",
+    "ipc",
+    "pid",
+    "userns_mode",
+    "cgroup_parent",
+    "runtime",
+    "cpuset",
+    "group_add",
+    "security_opt",
+    "dns_search",
+    "dns_opt",
+    "cpu_shares",
+    "cpu_quota",
+    "cpu_period",
+    "pids_limit",
+    "oom_score_adj",
+    "mem_reservation",
+    "memswap_limit",
 ];
 
 /// The keys of a top-level network the agent supports.
@@ -120,15 +144,13 @@ fn unsupported_hint(key: &str) -> &'static str {
         "build" => ": kicky-agent runs prebuilt images; build and push in CI, then set `image`",
         "deploy" => ": swarm deployment settings are not supported; use `mem_limit` and `cpus`",
         "secrets" | "configs" => {
-            ": swarm secrets and configs are not supported; secrets travel in the env file"
+            ": not supported yet; put secrets in the env file (from SSM parameters), or mount a file the agent fetches"
         }
         "network_mode" => {
             ": only the networks declared under the top-level `networks` are supported"
         }
         "links" | "external_links" => ": use `networks`; services reach each other by name",
-        "privileged" => ": privileged containers are not supported; use `cap_add`",
         "extends" | "include" => ": the agent reads one self-contained compose file",
-        "expose" => ": container ports are reachable on the project's networks without `expose`",
         _ => "",
     }
 }
@@ -268,6 +290,16 @@ impl Ctx<'_> {
             }
         }
         out
+    }
+
+    /// A list of scalars, each as its text (`expose: [80, "443/tcp"]`, `group_add: [1000]`).
+    fn scalars(&mut self, value: &Value, path: &str) -> Option<Vec<String>> {
+        let items = self.list(value, path)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            out.push(self.scalar(item, &join_index(path, i))?);
+        }
+        Some(out)
     }
 
     /// A list of strings.
@@ -611,6 +643,9 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
             }
             "pull_policy" => s.pull_policy = pull_policy(value, p, ctx),
             "profiles" => s.profiles = ctx.strings(value, p).unwrap_or_default(),
+            "expose" => s.expose = expose(value, p, ctx),
+            "platform" => s.platform = platform(value, p, ctx),
+            key if flag(&mut s.flags, key, value, p, ctx) => {}
             other => ctx.unsupported(p, other, &owner),
         }
     }
@@ -1481,6 +1516,105 @@ fn ulimits(value: &Value, path: &str, ctx: &mut Ctx) -> IndexMap<String, Ulimit>
         }
     }
     out
+}
+
+/// A container flag of [`Flags`] (false when `key` is none of them).
+fn flag(f: &mut Flags, key: &str, value: &Value, p: &str, ctx: &mut Ctx) -> bool {
+    match key {
+        "stdin_open" => f.stdin_open = ctx.boolean(value, p),
+        "tty" => f.tty = ctx.boolean(value, p),
+        "privileged" => f.privileged = ctx.boolean(value, p),
+        "oom_kill_disable" => f.oom_kill_disable = ctx.boolean(value, p),
+        "domainname" => f.domainname = ctx.string(value, p),
+        "ipc" => f.ipc = ctx.string(value, p),
+        "pid" => f.pid = ctx.string(value, p),
+        "userns_mode" => f.userns_mode = ctx.string(value, p),
+        "cgroup_parent" => f.cgroup_parent = ctx.string(value, p),
+        "runtime" => f.runtime = ctx.string(value, p),
+        "cpuset" => f.cpuset = ctx.scalar(value, p),
+        "group_add" => f.group_add = ctx.scalars(value, p).unwrap_or_default(),
+        "security_opt" => f.security_opt = ctx.strings(value, p).unwrap_or_default(),
+        "dns_search" => f.dns_search = non_blank(ctx.string_or_list(value, p)),
+        "dns_opt" => f.dns_opt = non_blank(ctx.strings(value, p)),
+        "cpu_shares" => f.cpu_shares = ctx.integer(value, p),
+        "cpu_quota" => f.cpu_quota = ctx.integer(value, p),
+        "cpu_period" => f.cpu_period = ctx.integer(value, p),
+        "pids_limit" => f.pids_limit = ctx.integer(value, p),
+        "oom_score_adj" => f.oom_score_adj = ctx.integer(value, p),
+        "mem_reservation" => f.mem_reservation = ctx.bytes(value, p),
+        "memswap_limit" => f.memswap_limit = swap_limit(value, p, ctx),
+        _ => return false,
+    }
+    true
+}
+
+/// The entries of a list, without those an unset variable left empty.
+fn non_blank(items: Option<Vec<String>>) -> Vec<String> {
+    items
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_empty())
+        .collect()
+}
+
+/// `memswap_limit`: bytes, or -1 for unlimited swap.
+fn swap_limit(value: &Value, path: &str, ctx: &mut Ctx) -> Option<i64> {
+    match value {
+        Value::Number(n) if n.as_i64() == Some(-1) => Some(-1),
+        Value::String(s) if s.trim() == "-1" => Some(-1),
+        _ => ctx.bytes(value, path).map(|b| b as i64),
+    }
+}
+
+/// `expose`: ports (`80`), with a protocol (`80/udp`), or ranges (`8000-8010`), each one key of
+/// the engine's `ExposedPorts`.
+fn expose(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, item) in ctx
+        .scalars(value, path)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let item_path = join_index(path, i);
+        let (ports, protocol) = item.split_once('/').unwrap_or((&item, "tcp"));
+        let range = match ports.split_once('-') {
+            Some((a, b)) => a.parse::<u16>().ok().zip(b.parse::<u16>().ok()),
+            None => ports.parse::<u16>().ok().map(|p| (p, p)),
+        };
+        match (range, protocol) {
+            (Some((start, end)), "tcp" | "udp" | "sctp") if start > 0 && start <= end => {
+                out.extend((start..=end).map(|port| format!("{port}/{protocol}")));
+            }
+            _ => {
+                let shown = ctx.shown(&item_path, &item);
+                ctx.problem(
+                    &item_path,
+                    format!("invalid port {shown} to expose: expected PORT[/PROTOCOL] or a range START-END"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `platform`: `os/arch[/variant]`, such as `linux/arm64`.
+fn platform(value: &Value, path: &str, ctx: &mut Ctx) -> Option<String> {
+    let text = ctx.string(value, path)?;
+    let parts: Vec<&str> = text.split('/').collect();
+    let valid = (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    if !valid {
+        let shown = ctx.shown(path, &text);
+        ctx.problem(
+            path,
+            format!("invalid platform {shown}: expected OS/ARCH[/VARIANT], such as linux/arm64"),
+        );
+        return None;
+    }
+    Some(text)
 }
 
 fn cpus(value: &Value, path: &str, ctx: &mut Ctx) -> Option<f64> {

@@ -158,11 +158,58 @@ fn service(s: &Service) -> Value {
         ),
         ("working_dir", text(&s.working_dir)),
     ];
+    let mut fields: Vec<(&str, Option<Value>)> = fields.into_iter().chain(flags(s)).collect();
+    // In key order, as `docker compose config` prints them.
+    fields.sort_by_key(|(key, _)| *key);
     let mut m = Mapping::new();
     for (key, value) in fields {
         put(&mut m, key, value);
     }
     Value::Mapping(m)
+}
+
+/// `expose`, `platform` and the plain container flags, as `docker compose config` prints them.
+fn flags(s: &Service) -> Vec<(&'static str, Option<Value>)> {
+    let f = &s.flags;
+    let text = |v: &Option<String>| v.clone().map(Value::from);
+    let number = |v: Option<i64>| v.map(Value::from);
+    let expose: Vec<String> = s
+        .expose
+        .iter()
+        .map(|p| p.trim_end_matches("/tcp").to_string())
+        .collect();
+    vec![
+        ("expose", non_empty(&expose, strings)),
+        ("platform", text(&s.platform)),
+        ("stdin_open", f.stdin_open.map(Value::from)),
+        ("tty", f.tty.map(Value::from)),
+        ("privileged", f.privileged.map(Value::from)),
+        ("oom_kill_disable", f.oom_kill_disable.map(Value::from)),
+        ("domainname", text(&f.domainname)),
+        ("ipc", text(&f.ipc)),
+        ("pid", text(&f.pid)),
+        ("userns_mode", text(&f.userns_mode)),
+        ("cgroup_parent", text(&f.cgroup_parent)),
+        ("runtime", text(&f.runtime)),
+        ("cpuset", text(&f.cpuset)),
+        ("group_add", non_empty(&f.group_add, strings)),
+        ("security_opt", non_empty(&f.security_opt, strings)),
+        ("dns_search", non_empty(&f.dns_search, strings)),
+        ("dns_opt", non_empty(&f.dns_opt, strings)),
+        ("cpu_shares", number(f.cpu_shares)),
+        ("cpu_quota", number(f.cpu_quota)),
+        ("cpu_period", number(f.cpu_period)),
+        ("pids_limit", number(f.pids_limit)),
+        ("oom_score_adj", number(f.oom_score_adj)),
+        (
+            "mem_reservation",
+            f.mem_reservation.map(|b| Value::from(b.to_string())),
+        ),
+        (
+            "memswap_limit",
+            f.memswap_limit.map(|b| Value::from(b.to_string())),
+        ),
+    ]
 }
 
 fn dependency(d: &Dependency) -> Value {

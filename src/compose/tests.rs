@@ -741,14 +741,13 @@ fn unsupported_keys_name_the_key_the_service_and_the_line() {
     );
 
     // A key merged in from an anchor is pointed at the `<<` that brings it.
-    let message = error(
-        "x-base: &base\n  privileged: true\nservices:\n  web:\n    image: x\n    <<: *base\n",
-    );
+    let message =
+        error("x-base: &base\n  links: [db]\nservices:\n  web:\n    image: x\n    <<: *base\n");
     assert_error(
         &message,
         6,
-        "services.web.privileged",
-        "unsupported key `privileged` in service web",
+        "services.web.links",
+        "unsupported key `links` in service web",
     );
 
     // Written without a value, an unsupported key is refused all the same.

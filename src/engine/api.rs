@@ -135,17 +135,21 @@ pub trait Engine: Send + Sync {
     fn images_in_use(&self) -> impl Future<Output = EngineResult<BTreeSet<String>>> + Send;
     /// Removes the tag `reference` (and the image, when it was its last tag).
     fn remove_image(&self, reference: &str) -> impl Future<Output = EngineResult<()>> + Send;
-    /// Pulls `from_image:tag`; the stream ends when the pull is done.
+    /// Pulls `from_image:tag` (for `platform`, `os/arch[/variant]`, when given); the stream ends
+    /// when the pull is done.
     fn pull(
         &self,
         from_image: &str,
         tag: &str,
         credentials: Option<DockerCredentials>,
+        platform: Option<&str>,
     ) -> BoxStream<'static, EngineResult<PullProgress>>;
+    /// Creates a container (for `platform`, when given); its ID.
     fn create(
         &self,
         name: &str,
         body: ContainerCreateBody,
+        platform: Option<&str>,
     ) -> impl Future<Output = EngineResult<String>> + Send;
     fn start(&self, id: &str) -> impl Future<Output = EngineResult<()>> + Send;
     fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = EngineResult<()>> + Send;

@@ -559,7 +559,11 @@ async fn create_all(
             _ => switch::staged_name(&plan.container),
         };
         let id = engine
-            .create(&name, plan.desired.body.clone())
+            .create(
+                &name,
+                plan.desired.body.clone(),
+                plan.desired.platform.as_deref(),
+            )
             .await
             .with_context(|| {
                 format!("failed to create the container of service {}", plan.service)

@@ -257,10 +257,12 @@ impl Engine for DockerEngine {
         from_image: &str,
         tag: &str,
         credentials: Option<DockerCredentials>,
+        platform: Option<&str>,
     ) -> BoxStream<'static, EngineResult<PullProgress>> {
         let options = CreateImageOptions {
             from_image: Some(from_image.to_string()),
             tag: Some(tag.to_string()),
+            platform: platform.unwrap_or_default().to_string(),
             ..Default::default()
         };
         self.docker
@@ -278,10 +280,15 @@ impl Engine for DockerEngine {
             .boxed()
     }
 
-    async fn create(&self, name: &str, body: ContainerCreateBody) -> EngineResult<String> {
+    async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        platform: Option<&str>,
+    ) -> EngineResult<String> {
         let options = CreateContainerOptions {
             name: Some(name.to_string()),
-            ..Default::default()
+            platform: platform.unwrap_or_default().to_string(),
         };
         self.docker
             .create_container(Some(options), body)

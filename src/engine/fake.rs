@@ -207,6 +207,7 @@ impl Engine for FakeEngine {
         from_image: &str,
         tag: &str,
         _credentials: Option<DockerCredentials>,
+        _platform: Option<&str>,
     ) -> BoxStream<'static, EngineResult<PullProgress>> {
         let reference = format!("{from_image}:{tag}");
         let mut state = match self.change(format!("pull {reference}")) {
@@ -235,7 +236,12 @@ impl Engine for FakeEngine {
         }
     }
 
-    async fn create(&self, name: &str, body: ContainerCreateBody) -> EngineResult<String> {
+    async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        _platform: Option<&str>,
+    ) -> EngineResult<String> {
         let mut state = self.change(format!("create {name}"))?;
         if state.refuse_create.contains(name) {
             return Err(EngineError::Refused {

@@ -29,6 +29,8 @@ use crate::retry::Backoff;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImagePlan {
     pub image: String,
+    /// The first `platform` of the services that run it.
+    pub platform: Option<String>,
     pub policy: PullPolicy,
     /// The local image's ID, when there is one.
     pub local: Option<String>,
@@ -67,7 +69,13 @@ pub fn plan(
     local: &BTreeMap<String, Option<String>>,
 ) -> Vec<ImagePlan> {
     let mut images: BTreeMap<String, PullPolicy> = BTreeMap::new();
+    let mut platforms: BTreeMap<String, String> = BTreeMap::new();
     for service in project.services.values() {
+        if let Some(platform) = &service.platform {
+            platforms
+                .entry(service.image.clone())
+                .or_insert_with(|| platform.clone());
+        }
         let policy = service.pull_policy.unwrap_or(match default {
             DefaultPolicy::Always => PullPolicy::Always,
             DefaultPolicy::Missing => PullPolicy::Missing,
@@ -82,6 +90,7 @@ pub fn plan(
         .into_iter()
         .map(|(image, policy)| ImagePlan {
             local: local.get(&image).cloned().flatten(),
+            platform: platforms.get(&image).cloned(),
             image,
             policy,
         })
@@ -99,7 +108,7 @@ pub async fn pull_all(
     let results = futures::future::join_all(plans.iter().map(|plan| async move {
         let mut stale = false;
         if plan.will_pull() {
-            match pull(engine, &plan.image, registries, limits).await {
+            match pull(engine, plan, registries, limits).await {
                 Ok(()) => {}
                 Err(err) if plan.local.is_some() && registry_unavailable(&err) => {
                     crate::progress::warn(format!(
@@ -169,10 +178,11 @@ impl std::error::Error for Stalled {}
 
 async fn pull(
     engine: &impl Engine,
-    image: &str,
+    plan: &ImagePlan,
     registries: &Registries,
     limits: PullLimits,
 ) -> Result<()> {
+    let image = plan.image.as_str();
     let reference = ImageRef::parse(image).map_err(crate::error::input_error)?;
     let credentials = registries.credentials(&reference.registry).await?;
     let started = Instant::now();
@@ -188,6 +198,7 @@ async fn pull(
                 &reference.from_image(),
                 &reference.tag_or_digest(),
                 credentials.clone(),
+                plan.platform.as_deref(),
             );
             loop {
                 let bound = (Instant::now() + limits.stall).min(deadline);

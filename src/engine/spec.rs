@@ -58,6 +58,8 @@ pub struct Desired {
     pub more_networks: Vec<(String, EndpointSettings)>,
     pub hash: String,
     pub sections: BTreeMap<&'static str, String>,
+    /// The service's `platform`, for the create call.
+    pub platform: Option<String>,
     /// The agent's files this container mounts: name (relative to the project's directory when
     /// under it) → hash.
     pub files: BTreeMap<String, String>,
@@ -83,7 +85,12 @@ pub fn desired(
         .iter()
         .map(|(k, v)| format!("{k}={}", v.value.expose()))
         .collect();
-    let (exposed, bindings) = ports(service);
+    let (mut exposed, bindings) = ports(service);
+    for port in &service.expose {
+        if !exposed.contains(port) {
+            exposed.push(port.clone());
+        }
+    }
     let networks = endpoints(project, service);
     let (first_network, more_networks) = match networks.split_first() {
         Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
@@ -103,6 +110,9 @@ pub fn desired(
     let mut body = ContainerCreateBody {
         image: Some(service.image.clone()),
         hostname: service.hostname.clone(),
+        domainname: service.flags.domainname.clone(),
+        tty: service.flags.tty,
+        open_stdin: service.flags.stdin_open,
         user: service.user.clone(),
         working_dir: service.working_dir.clone(),
         env: non_empty(env),
@@ -140,6 +150,7 @@ pub fn desired(
         more_networks,
         hash,
         sections,
+        platform: service.platform.clone(),
         files: mounted,
     }
 }
@@ -232,6 +243,32 @@ fn host_config(project: &Project, service: &Service) -> HostConfig {
         shm_size: service.shm_size.map(|b| b as i64),
         sysctls: non_empty_map(service.sysctls.clone()),
         dns: non_empty(service.dns.clone()),
+        ..flag_host_config(&service.flags)
+    }
+}
+
+/// The host side of [`crate::compose::Flags`].
+fn flag_host_config(f: &crate::compose::Flags) -> HostConfig {
+    HostConfig {
+        privileged: f.privileged,
+        oom_kill_disable: f.oom_kill_disable,
+        ipc_mode: f.ipc.clone(),
+        pid_mode: f.pid.clone(),
+        userns_mode: f.userns_mode.clone(),
+        cgroup_parent: f.cgroup_parent.clone(),
+        runtime: f.runtime.clone(),
+        cpuset_cpus: f.cpuset.clone(),
+        group_add: non_empty(f.group_add.clone()),
+        security_opt: non_empty(f.security_opt.clone()),
+        dns_search: non_empty(f.dns_search.clone()),
+        dns_options: non_empty(f.dns_opt.clone()),
+        cpu_shares: f.cpu_shares,
+        cpu_quota: f.cpu_quota,
+        cpu_period: f.cpu_period,
+        pids_limit: f.pids_limit,
+        oom_score_adj: f.oom_score_adj,
+        memory_reservation: f.mem_reservation.map(|b| b as i64),
+        memory_swap: f.memswap_limit,
         ..Default::default()
     }
 }
@@ -369,6 +406,37 @@ fn section_hashes(
     let hc = body.host_config.clone().unwrap_or_default();
     // Without mounted files, the section is what it was before files counted: an agent upgrade
     // does not recreate the containers that mount none.
+    // Body fields added after agent 0.1.0 count only when set: the hashes of containers that
+    // use none of them stay what they were.
+    let added = serde_json::json!({
+        "domainname": body.domainname,
+        "tty": body.tty,
+        "open_stdin": body.open_stdin,
+    });
+    let added_set = added
+        .as_object()
+        .is_some_and(|o| o.values().any(|v| !v.is_null()));
+    let mut runtime = serde_json::json!([
+        body.hostname,
+        body.user,
+        body.working_dir,
+        body.stop_signal,
+        body.stop_timeout,
+        HostConfig {
+            binds: None,
+            mounts: None,
+            tmpfs: None,
+            port_bindings: None,
+            network_mode: None,
+            restart_policy: None,
+            ..hc.clone()
+        }
+    ]);
+    if added_set {
+        if let Some(parts) = runtime.as_array_mut() {
+            parts.push(added);
+        }
+    }
     let volumes = if files.is_empty() {
         serde_json::json!([hc.binds, hc.mounts, hc.tmpfs])
     } else {
@@ -390,25 +458,7 @@ fn section_hashes(
         ("healthcheck", serde_json::json!(body.healthcheck)),
         ("restart", serde_json::json!(hc.restart_policy)),
         ("labels", serde_json::json!(body.labels)),
-        (
-            "runtime",
-            serde_json::json!([
-                body.hostname,
-                body.user,
-                body.working_dir,
-                body.stop_signal,
-                body.stop_timeout,
-                HostConfig {
-                    binds: None,
-                    mounts: None,
-                    tmpfs: None,
-                    port_bindings: None,
-                    network_mode: None,
-                    restart_policy: None,
-                    ..hc
-                }
-            ]),
-        ),
+        ("runtime", runtime),
     ];
     parts
         .into_iter()
