@@ -110,6 +110,47 @@ pub struct Service {
     pub platform: Option<String>,
     /// The container flags that go to the engine as they are written.
     pub flags: Flags,
+    /// `network_mode`: `host`, `none`, `bridge`, `container:<name>`, or `service:<name>` (the
+    /// namespace of that service's container). The service is then on no project network.
+    pub network_mode: Option<String>,
+    /// `deploy`: what docker compose applies outside swarm (resources, restart policy).
+    pub deploy: Option<Deploy>,
+}
+
+/// The part of `deploy` that docker compose v2 applies to a container outside swarm.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deploy {
+    pub replicas: Option<u32>,
+    pub limits: Resources,
+    pub reservations: Resources,
+    pub restart_policy: Option<DeployRestart>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    pub cpus: Option<f64>,
+    /// Bytes.
+    pub memory: Option<u64>,
+    pub pids: Option<i64>,
+    /// Reservations only: devices (GPUs) asked of a device driver.
+    pub devices: Vec<DeviceRequest>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceRequest {
+    pub capabilities: Vec<String>,
+    pub driver: Option<String>,
+    /// `None` with no `device_ids`: all (`count: all`).
+    pub count: Option<i64>,
+    pub device_ids: Vec<String>,
+    pub options: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeployRestart {
+    /// `none`, `on-failure` or `any`.
+    pub condition: Option<String>,
+    pub max_attempts: Option<u32>,
 }
 
 /// Container settings of the Compose Specification that map one to one to the engine's.
@@ -275,6 +316,8 @@ pub struct Mount {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceNetwork {
     pub aliases: Vec<String>,
+    pub ipv4_address: Option<String>,
+    pub ipv6_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,7 +342,7 @@ impl std::fmt::Display for Restart {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Healthcheck {
     /// Docker's form: `["CMD", arg...]`, `["CMD-SHELL", command]` or `["NONE"]` (disabled,
     /// also from `disable: true`). Empty: the image's own test, with these durations.
@@ -308,6 +351,8 @@ pub struct Healthcheck {
     pub timeout: Option<Duration>,
     pub retries: Option<u64>,
     pub start_period: Option<Duration>,
+    /// Checks during the start period this often (Docker Engine 25, API 1.44, and later).
+    pub start_interval: Option<Duration>,
 }
 
 impl Healthcheck {
@@ -390,6 +435,23 @@ pub struct Network {
     pub labels: IndexMap<String, String>,
     pub internal: bool,
     pub attachable: bool,
+    pub ipam: Option<Ipam>,
+}
+
+/// A network's address management: its driver and address pools.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipam {
+    pub driver: Option<String>,
+    pub config: Vec<IpamPool>,
+    pub options: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpamPool {
+    pub subnet: Option<String>,
+    pub ip_range: Option<String>,
+    pub gateway: Option<String>,
+    pub aux_addresses: IndexMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -113,10 +113,13 @@ pub const SERVICE_KEYS: &[&str] = &[
     "oom_score_adj",
     "mem_reservation",
     "memswap_limit",
+    "network_mode",
+    "deploy",
 ];
 
 /// The keys of a top-level network the agent supports.
 pub const NETWORK_KEYS: &[&str] = &[
+    "ipam",
     "driver",
     "driver_opts",
     "labels",
@@ -134,6 +137,7 @@ const HEALTHCHECK_KEYS: &[&str] = &[
     "interval",
     "timeout",
     "start_period",
+    "start_interval",
     "retries",
     "disable",
 ];
@@ -645,15 +649,40 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
             "profiles" => s.profiles = ctx.strings(value, p).unwrap_or_default(),
             "expose" => s.expose = expose(value, p, ctx),
             "platform" => s.platform = platform(value, p, ctx),
+            "network_mode" => s.network_mode = network_mode(value, p, ctx),
+            "deploy" => s.deploy = deploy(value, p, ctx),
             key if flag(&mut s.flags, key, value, p, ctx) => {}
             other => ctx.unsupported(p, other, &owner),
         }
     }
     let told = ctx.problems.len() > problems_before;
     s.image = checked_image(image, name, path, told, ctx);
-    if s.networks.is_empty() {
-        s.networks
-            .insert("default".to_string(), ServiceNetwork::default());
+    match (&s.network_mode, s.networks.is_empty()) {
+        (Some(_), false) => ctx.problem(
+            &join_key(path, "network_mode"),
+            format!(
+                "service {name} sets both `network_mode` and `networks`: they exclude each other"
+            ),
+        ),
+        (Some(mode), true) => {
+            // It needs that service's container to exist first, as compose orders it.
+            if let Some(other) = mode.strip_prefix("service:") {
+                s.depends_on.entry(other.to_string()).or_insert(Dependency {
+                    condition: Condition::ServiceStarted,
+                    required: true,
+                    restart: false,
+                });
+                paths
+                    .depends_on
+                    .entry(other.to_string())
+                    .or_insert_with(|| join_key(path, "network_mode"));
+            }
+        }
+        (None, true) => {
+            s.networks
+                .insert("default".to_string(), ServiceNetwork::default());
+        }
+        (None, false) => {}
     }
     s.environment = resolve_environment(env_files, environment, ctx);
     (ctx.problems.len() == problems_before).then_some((s, paths))
@@ -1259,6 +1288,8 @@ fn service_networks(
                             "aliases" => {
                                 network.aliases = ctx.strings(value, &p).unwrap_or_default()
                             }
+                            "ipv4_address" => network.ipv4_address = ctx.string(value, &p),
+                            "ipv6_address" => network.ipv6_address = ctx.string(value, &p),
                             key if key.starts_with("x-") => {}
                             other => {
                                 ctx.unsupported(&p, other, &format!("network {name} of a service"))
@@ -1296,13 +1327,7 @@ fn restart(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Restart> {
 }
 
 fn healthcheck(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Healthcheck> {
-    let mut check = Healthcheck {
-        test: Vec::new(),
-        interval: None,
-        timeout: None,
-        retries: None,
-        start_period: None,
-    };
+    let mut check = Healthcheck::default();
     let mut disabled = false;
     for (key, key_path, value) in ctx.entries(value, path)? {
         let p = key_path.as_str();
@@ -1326,6 +1351,7 @@ fn healthcheck(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Healthcheck> 
             "interval" => check.interval = ctx.duration(value, p),
             "timeout" => check.timeout = ctx.duration(value, p),
             "start_period" => check.start_period = ctx.duration(value, p),
+            "start_interval" => check.start_interval = ctx.duration(value, p),
             "retries" => match ctx.integer(value, p).map(u64::try_from) {
                 Some(Ok(n)) => check.retries = Some(n),
                 Some(Err(_)) => ctx.problem(p, "retries must be 0 or more"),
@@ -1339,10 +1365,7 @@ fn healthcheck(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Healthcheck> 
     if disabled {
         return Some(Healthcheck {
             test: vec!["NONE".to_string()],
-            interval: None,
-            timeout: None,
-            retries: None,
-            start_period: None,
+            ..Healthcheck::default()
         });
     }
     Some(check)
@@ -1617,6 +1640,168 @@ fn platform(value: &Value, path: &str, ctx: &mut Ctx) -> Option<String> {
     Some(text)
 }
 
+/// A network's `ipam`: its driver, address pools and options.
+fn ipam(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Ipam> {
+    let mut ipam = Ipam::default();
+    for (key, p, value) in ctx.entries(value, path)? {
+        match key.as_str() {
+            _ if value.is_null() => {}
+            "driver" => ipam.driver = ctx.string(value, &p),
+            "options" => ipam.options = ctx.string_map(value, &p).unwrap_or_default(),
+            "config" => {
+                for (i, item) in ctx.list(value, &p).unwrap_or_default().iter().enumerate() {
+                    let item_path = join_index(&p, i);
+                    let mut pool = IpamPool::default();
+                    for (k, kp, v) in ctx.entries(item, &item_path).unwrap_or_default() {
+                        match k.as_str() {
+                            "subnet" => pool.subnet = ctx.string(v, &kp),
+                            "ip_range" => pool.ip_range = ctx.string(v, &kp),
+                            "gateway" => pool.gateway = ctx.string(v, &kp),
+                            "aux_addresses" => {
+                                pool.aux_addresses = ctx.string_map(v, &kp).unwrap_or_default()
+                            }
+                            other => ctx.unsupported(&kp, other, "an ipam pool"),
+                        }
+                    }
+                    ipam.config.push(pool);
+                }
+            }
+            other => ctx.unsupported(&p, other, "ipam"),
+        }
+    }
+    Some(ipam)
+}
+
+/// `network_mode`: `host`, `none`, `bridge`, `container:<name>` or `service:<name>`.
+fn network_mode(value: &Value, path: &str, ctx: &mut Ctx) -> Option<String> {
+    let mode = ctx.string(value, path)?;
+    let valid = match mode.split_once(':') {
+        Some(("service" | "container", name)) => !name.is_empty(),
+        Some(_) => false,
+        None => matches!(mode.as_str(), "host" | "none" | "bridge"),
+    };
+    if !valid {
+        let shown = ctx.shown(path, &mode);
+        let message = format!("invalid network_mode {shown}: expected host, none, bridge, service:NAME or container:NAME");
+        ctx.problem(path, message);
+        return None;
+    }
+    Some(mode)
+}
+
+/// `deploy`: what docker compose v2 applies outside swarm (`resources`, `restart_policy`); the
+/// swarm-only keys are ignored with a warning, as compose ignores them.
+fn deploy(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Deploy> {
+    let mut deploy = Deploy::default();
+    for (key, p, value) in ctx.entries(value, path)? {
+        match key.as_str() {
+            _ if value.is_null() => {}
+            "replicas" => match ctx.integer(value, &p) {
+                Some(1) => deploy.replicas = Some(1),
+                Some(_) => ctx.problem(
+                    &p,
+                    "kicky-agent runs one container per service: replicas must be 1 (scale with the Auto Scaling group)",
+                ),
+                None => {}
+            },
+            "mode" => match ctx.string(value, &p).as_deref() {
+                Some("replicated") | None => {}
+                Some(_) => ctx.problem(&p, "only `mode: replicated` (one container) is supported"),
+            },
+            "resources" => {
+                for (kind, kp, value) in ctx.entries(value, &p).unwrap_or_default() {
+                    match kind.as_str() {
+                        _ if value.is_null() => {}
+                        "limits" => deploy.limits = resources(value, &kp, false, ctx),
+                        "reservations" => deploy.reservations = resources(value, &kp, true, ctx),
+                        other => ctx.unsupported(&kp, other, "deploy.resources"),
+                    }
+                }
+            }
+            "restart_policy" => deploy.restart_policy = deploy_restart(value, &p, ctx),
+            "labels" | "placement" | "update_config" | "rollback_config" | "endpoint_mode" => {
+                ctx.warn(&p, format!("deploy.{key} applies to swarm only: ignored, as docker compose ignores it"))
+            }
+            key if key.starts_with("x-") => {}
+            other => ctx.unsupported(&p, other, "deploy"),
+        }
+    }
+    Some(deploy)
+}
+
+fn resources(value: &Value, path: &str, reservation: bool, ctx: &mut Ctx) -> Resources {
+    let mut out = Resources::default();
+    for (key, p, value) in ctx.entries(value, path).unwrap_or_default() {
+        match key.as_str() {
+            _ if value.is_null() => {}
+            "cpus" => out.cpus = cpus(value, &p, ctx),
+            "memory" => out.memory = ctx.bytes(value, &p),
+            "pids" if !reservation => out.pids = ctx.integer(value, &p),
+            "devices" if reservation => {
+                for (i, item) in ctx.list(value, &p).unwrap_or_default().iter().enumerate() {
+                    if let Some(device) = device_request(item, &join_index(&p, i), ctx) {
+                        out.devices.push(device);
+                    }
+                }
+            }
+            other => ctx.unsupported(&p, other, path),
+        }
+    }
+    out
+}
+
+fn device_request(value: &Value, path: &str, ctx: &mut Ctx) -> Option<DeviceRequest> {
+    let mut device = DeviceRequest::default();
+    for (key, p, value) in ctx.entries(value, path)? {
+        match key.as_str() {
+            "capabilities" => device.capabilities = ctx.strings(value, &p).unwrap_or_default(),
+            "driver" => device.driver = ctx.string(value, &p),
+            "count" => match value {
+                Value::String(all) if all == "all" => device.count = None,
+                _ => device.count = ctx.integer(value, &p),
+            },
+            "device_ids" => device.device_ids = ctx.strings(value, &p).unwrap_or_default(),
+            "options" => device.options = ctx.string_map(value, &p).unwrap_or_default(),
+            other => ctx.unsupported(&p, other, "a device"),
+        }
+    }
+    if device.capabilities.is_empty() {
+        ctx.problem(path, "a device needs its `capabilities`, such as [gpu]");
+        return None;
+    }
+    if device.device_ids.is_empty() && device.count.is_none() {
+        device.count = Some(-1);
+    }
+    Some(device)
+}
+
+fn deploy_restart(value: &Value, path: &str, ctx: &mut Ctx) -> Option<DeployRestart> {
+    let mut policy = DeployRestart::default();
+    for (key, p, value) in ctx.entries(value, path)? {
+        match key.as_str() {
+            _ if value.is_null() => {}
+            "condition" => match ctx.string(value, &p) {
+                Some(c) if ["none", "on-failure", "any"].contains(&c.as_str()) => {
+                    policy.condition = Some(c)
+                }
+                Some(_) => ctx.problem(&p, "condition must be none, on-failure or any"),
+                None => {}
+            },
+            "max_attempts" => match ctx.integer(value, &p).map(u32::try_from) {
+                Some(Ok(n)) => policy.max_attempts = Some(n),
+                Some(Err(_)) => ctx.problem(&p, "max_attempts must be 0 or more"),
+                None => {}
+            },
+            "delay" | "window" => ctx.warn(
+                &p,
+                format!("deploy.restart_policy.{key} applies to swarm only: ignored, as docker compose ignores it"),
+            ),
+            other => ctx.unsupported(&p, other, "deploy.restart_policy"),
+        }
+    }
+    Some(policy)
+}
+
 fn cpus(value: &Value, path: &str, ctx: &mut Ctx) -> Option<f64> {
     let parsed = match value {
         Value::Number(n) => n.as_f64(),
@@ -1694,6 +1879,7 @@ fn network(key: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<Networ
                 "external" => (network.external, external_name) = external(value, &p, ctx),
                 "internal" => network.internal = ctx.boolean(value, &p).unwrap_or(false),
                 "attachable" => network.attachable = ctx.boolean(value, &p).unwrap_or(false),
+                "ipam" => network.ipam = ipam(value, &p, ctx),
                 k if k.starts_with("x-") => {}
                 other => ctx.unsupported(&p, other, &owner),
             }

@@ -181,6 +181,8 @@ fn flags(s: &Service) -> Vec<(&'static str, Option<Value>)> {
     vec![
         ("expose", non_empty(&expose, strings)),
         ("platform", text(&s.platform)),
+        ("network_mode", text(&s.network_mode)),
+        ("deploy", s.deploy.as_ref().map(deploy)),
         ("stdin_open", f.stdin_open.map(Value::from)),
         ("tty", f.tty.map(Value::from)),
         ("privileged", f.privileged.map(Value::from)),
@@ -245,6 +247,11 @@ fn healthcheck(h: &Healthcheck) -> Value {
         "start_period",
         h.start_period.map(|d| Value::from(format_duration(d))),
     );
+    put(
+        &mut m,
+        "start_interval",
+        h.start_interval.map(|d| Value::from(format_duration(d))),
+    );
     Value::Mapping(m)
 }
 
@@ -260,11 +267,119 @@ fn logging(l: &Logging) -> Value {
 }
 
 fn service_network(n: &ServiceNetwork) -> Value {
-    if n.aliases.is_empty() {
+    let mut m = Mapping::new();
+    put(&mut m, "aliases", non_empty(&n.aliases, strings));
+    put(
+        &mut m,
+        "ipv4_address",
+        n.ipv4_address.clone().map(Value::from),
+    );
+    put(
+        &mut m,
+        "ipv6_address",
+        n.ipv6_address.clone().map(Value::from),
+    );
+    if m.is_empty() {
         return Value::Null;
     }
+    Value::Mapping(m)
+}
+
+/// `deploy`, as docker compose config prints the part the agent applies.
+fn deploy(d: &Deploy) -> Value {
+    let resources = |r: &Resources| {
+        let mut m = Mapping::new();
+        put(&mut m, "cpus", r.cpus.map(Value::from));
+        put(
+            &mut m,
+            "memory",
+            r.memory.map(|b| Value::from(b.to_string())),
+        );
+        put(&mut m, "pids", r.pids.map(Value::from));
+        let devices: Vec<Value> = r.devices.iter().map(device).collect();
+        put(
+            &mut m,
+            "devices",
+            (!devices.is_empty()).then_some(Value::Sequence(devices)),
+        );
+        (!m.is_empty()).then_some(Value::Mapping(m))
+    };
     let mut m = Mapping::new();
-    m.insert("aliases".into(), strings(&n.aliases));
+    put(&mut m, "replicas", d.replicas.map(Value::from));
+    let mut res = Mapping::new();
+    put(&mut res, "limits", resources(&d.limits));
+    put(&mut res, "reservations", resources(&d.reservations));
+    put(
+        &mut m,
+        "resources",
+        (!res.is_empty()).then_some(Value::Mapping(res)),
+    );
+    if let Some(policy) = &d.restart_policy {
+        let mut p = Mapping::new();
+        put(
+            &mut p,
+            "condition",
+            policy.condition.clone().map(Value::from),
+        );
+        put(&mut p, "max_attempts", policy.max_attempts.map(Value::from));
+        m.insert("restart_policy".into(), Value::Mapping(p));
+    }
+    Value::Mapping(m)
+}
+
+fn device(d: &DeviceRequest) -> Value {
+    let mut m = Mapping::new();
+    m.insert("capabilities".into(), strings(&d.capabilities));
+    put(&mut m, "driver", d.driver.clone().map(Value::from));
+    put(
+        &mut m,
+        "count",
+        d.count.map(|c| {
+            if c < 0 {
+                Value::from("all")
+            } else {
+                Value::from(c)
+            }
+        }),
+    );
+    put(&mut m, "device_ids", non_empty(&d.device_ids, strings));
+    put(
+        &mut m,
+        "options",
+        non_empty_map(&d.options, |v| Value::from(v.clone())),
+    );
+    Value::Mapping(m)
+}
+
+fn ipam(i: &Ipam) -> Value {
+    let mut m = Mapping::new();
+    put(&mut m, "driver", i.driver.clone().map(Value::from));
+    let pools: Vec<Value> = i
+        .config
+        .iter()
+        .map(|p| {
+            let mut pool = Mapping::new();
+            put(&mut pool, "subnet", p.subnet.clone().map(Value::from));
+            put(&mut pool, "ip_range", p.ip_range.clone().map(Value::from));
+            put(&mut pool, "gateway", p.gateway.clone().map(Value::from));
+            put(
+                &mut pool,
+                "aux_addresses",
+                (!p.aux_addresses.is_empty()).then(|| string_map(&p.aux_addresses)),
+            );
+            Value::Mapping(pool)
+        })
+        .collect();
+    put(
+        &mut m,
+        "config",
+        (!pools.is_empty()).then_some(Value::Sequence(pools)),
+    );
+    put(
+        &mut m,
+        "options",
+        (!i.options.is_empty()).then(|| string_map(&i.options)),
+    );
     Value::Mapping(m)
 }
 
@@ -360,6 +475,7 @@ fn network(n: &Network) -> Value {
         "labels",
         (!n.labels.is_empty()).then(|| string_map(&n.labels)),
     );
+    put(&mut m, "ipam", n.ipam.as_ref().map(ipam));
     Value::Mapping(m)
 }
 

@@ -512,20 +512,20 @@ fn healthchecks() {
         "no test: the image's own, with this interval"
     );
 
-    let message = error("services:\n  w:\n    image: x\n    healthcheck:\n      test: [curl, x]\n      start_interval: 1s\n      retries: -1\n");
+    let message = error("services:\n  w:\n    image: x\n    healthcheck:\n      test: [curl, x]\n      start_interval: soon\n      retries: -1\n");
     assert_error(
         &message,
         5,
         "services.w.healthcheck.test",
         "a test list starts with CMD, CMD-SHELL or NONE",
     );
-    assert_error(
-        &message,
-        6,
-        "services.w.healthcheck.start_interval",
-        "unsupported key `start_interval` in a healthcheck",
-    );
+    assert_error(&message, 6, "services.w.healthcheck.start_interval", "");
     assert_error(&message, 7, "services.w.healthcheck.retries", "0 or more");
+    let s = one("services:\n  w:\n    image: x\n    healthcheck:\n      start_period: 30s\n      start_interval: 2s\n");
+    assert_eq!(
+        s.healthcheck.unwrap().start_interval,
+        Some(Duration::from_secs(2))
+    );
 }
 
 #[test]
@@ -702,7 +702,7 @@ fn profiles_leave_services_out_unless_active() {
 fn unsupported_keys_name_the_key_the_service_and_the_line() {
     let message = error(
         "version: \"3.8\"\nservices:\n  web:\n    image: x\n    build: .\n    x-ok: 1\n    deploy:\n      replicas: 2\n\
-         \x20   networks:\n      front:\n        ipv4_address: 10.0.0.2\nnetworks:\n  front:\n    ipam: {}\nconfigs:\n  c: {}\n",
+         \x20   networks:\n      front:\n        ipv4_address: 10.0.0.2\n        priority: 3\nnetworks:\n  front:\n    enable_ipv6: true\nconfigs:\n  c: {}\n",
     );
     assert_error(
         &message,
@@ -712,25 +712,25 @@ fn unsupported_keys_name_the_key_the_service_and_the_line() {
     );
     assert_error(
         &message,
-        7,
-        "services.web.deploy",
-        "unsupported key `deploy` in service web",
+        8,
+        "services.web.deploy.replicas",
+        "replicas must be 1",
     );
     assert_error(
         &message,
-        11,
-        "services.web.networks.front.ipv4_address",
-        "unsupported key `ipv4_address`",
-    );
-    assert_error(
-        &message,
-        14,
-        "networks.front.ipam",
-        "unsupported key `ipam` in network front",
+        12,
+        "services.web.networks.front.priority",
+        "unsupported key `priority`",
     );
     assert_error(
         &message,
         15,
+        "networks.front.enable_ipv6",
+        "unsupported key `enable_ipv6` in network front",
+    );
+    assert_error(
+        &message,
+        16,
         "configs",
         "unsupported key `configs` in the compose file's top level",
     );
@@ -752,7 +752,7 @@ fn unsupported_keys_name_the_key_the_service_and_the_line() {
 
     // Written without a value, an unsupported key is refused all the same.
     let message = error(
-        "services:\n  web:\n    image: x\n    links:\n    command:\nnetworks:\n  n:\n    ipam:\n",
+        "services:\n  web:\n    image: x\n    links:\n    command:\nnetworks:\n  n:\n    enable_ipv6:\n",
     );
     assert_error(
         &message,
@@ -763,8 +763,8 @@ fn unsupported_keys_name_the_key_the_service_and_the_line() {
     assert_error(
         &message,
         8,
-        "networks.n.ipam",
-        "unsupported key `ipam` in network n",
+        "networks.n.enable_ipv6",
+        "unsupported key `enable_ipv6` in network n",
     );
     assert!(!message.contains("command"), "{message}");
 
@@ -1100,4 +1100,127 @@ fn a_tilde_without_home_is_refused() {
     let message = format!("{err:#}");
     assert!(message.contains("the agent has no HOME"), "{message}");
     assert!(message.contains(&format!("{FILE}:5:")), "{message}");
+}
+
+/// The keys compose v2 honours that EC2 applications use (issue 11): read, and rendered as
+/// `docker compose config` prints them.
+#[test]
+fn keys_compose_honours() {
+    let text = "\
+services:
+  web:
+    image: x
+    expose: [80, '9000/udp', 7000-7001]
+    platform: linux/arm64
+    stdin_open: true
+    tty: true
+    privileged: false
+    ipc: host
+    group_add: [1000, audio]
+    security_opt: [no-new-privileges:true]
+    dns_search: example.internal
+    pids_limit: 100
+    mem_reservation: 64m
+    memswap_limit: -1
+    deploy:
+      replicas: 1
+      resources:
+        limits: { cpus: '0.5', memory: 256M, pids: 50 }
+        reservations:
+          memory: 128M
+          devices: [{ capabilities: [gpu], driver: nvidia, count: all }]
+      restart_policy: { condition: on-failure, max_attempts: 3, delay: 5s }
+    networks:
+      front: { ipv4_address: 10.5.0.9 }
+    healthcheck:
+      start_period: 30s
+      start_interval: 2s
+  agent:
+    image: x
+    network_mode: host
+  sidecar:
+    image: x
+    network_mode: service:web
+networks:
+  front:
+    ipam:
+      config: [{ subnet: 10.5.0.0/24, gateway: 10.5.0.1 }]
+";
+    let project = load(text);
+    let web = &project.services["web"];
+    assert_eq!(web.expose, ["80/tcp", "9000/udp", "7000/tcp", "7001/tcp"]);
+    assert_eq!(web.platform.as_deref(), Some("linux/arm64"));
+    assert_eq!(
+        (web.flags.stdin_open, web.flags.tty),
+        (Some(true), Some(true))
+    );
+    assert_eq!(web.flags.group_add, ["1000", "audio"]);
+    assert_eq!(web.flags.mem_reservation, Some(64 * 1024 * 1024));
+    assert_eq!(web.flags.memswap_limit, Some(-1));
+    let deploy = web.deploy.as_ref().unwrap();
+    assert_eq!(deploy.limits.memory, Some(256 * 1024 * 1024));
+    assert_eq!(deploy.reservations.devices[0].count, Some(-1));
+    assert_eq!(
+        deploy.restart_policy.as_ref().unwrap().max_attempts,
+        Some(3)
+    );
+    assert_eq!(
+        web.networks["front"].ipv4_address.as_deref(),
+        Some("10.5.0.9")
+    );
+    assert_eq!(
+        project.networks["front"].ipam.as_ref().unwrap().config[0]
+            .gateway
+            .as_deref(),
+        Some("10.5.0.1")
+    );
+    let agent = &project.services["agent"];
+    assert!(
+        agent.networks.is_empty(),
+        "network_mode: no project network"
+    );
+    let sidecar = &project.services["sidecar"];
+    assert!(
+        sidecar.depends_on.contains_key("web"),
+        "network_mode: service:web starts after web"
+    );
+    assert!(
+        !project.networks.contains_key("default")
+            || project
+                .services
+                .values()
+                .any(|s| s.networks.contains_key("default"))
+    );
+
+    let rendered = to_yaml(&project);
+    for line in [
+        "      - \"80\"",
+        "      - 9000/udp",
+        "    platform: linux/arm64",
+        "    network_mode: host",
+        "    network_mode: service:web",
+        "    stdin_open: true",
+        "        ipv4_address: 10.5.0.9",
+        "      start_interval: 2s",
+        "        condition: on-failure",
+        "        - subnet: 10.5.0.0/24",
+    ] {
+        assert!(rendered.contains(line), "{line:?} in:\n{rendered}");
+    }
+
+    // Both network_mode and networks; an unknown mode.
+    let message = error("services:\n  web:\n    image: x\n    network_mode: host\n    networks: [a]\nnetworks:\n  a: {}\n");
+    assert_error(
+        &message,
+        4,
+        "services.web.network_mode",
+        "exclude each other",
+    );
+    let message = error("services:\n  web:\n    image: x\n    network_mode: sideways\n");
+    assert_error(
+        &message,
+        4,
+        "services.web.network_mode",
+        "invalid network_mode",
+    );
 }

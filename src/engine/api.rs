@@ -119,6 +119,8 @@ pub struct PullProgress {
 /// The Docker Engine calls the agent makes. `start`, `stop` and `remove` succeed when the
 /// container already is as asked (running, stopped, gone).
 pub trait Engine: Send + Sync {
+    /// The Engine API version agreed with the engine, such as (1, 41).
+    fn api_version(&self) -> (usize, usize);
     /// Every container (running or not) with the label `com.docker.compose.project=<project>`.
     fn project_containers(
         &self,

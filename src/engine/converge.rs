@@ -126,6 +126,7 @@ pub async fn converge(
     if set_right(engine, &observed.containers, settings.healthy_timeout).await? {
         observed = observe(engine, project).await?;
     }
+    supported_by(engine, project)?;
     let images = pull::plan(project, settings.pull, &observed.images);
     let (pulled, decision, created) = prepare(
         engine, project, settings, registries, files, &observed, &images,
@@ -185,6 +186,27 @@ pub async fn converge(
         stale: pulled.stale,
         images: images_now,
     })
+}
+
+/// What the project asks that this engine's API cannot do, refused before anything changes.
+fn supported_by(engine: &impl Engine, project: &Project) -> Result<()> {
+    let version = engine.api_version();
+    let problems: Vec<String> = project
+        .services
+        .values()
+        .filter(|s| s.healthcheck.as_ref().is_some_and(|h| h.start_interval.is_some()))
+        .filter(|_| version < (1, 44))
+        .map(|s| {
+            format!(
+                "service {}: healthcheck.start_interval needs Docker Engine 25 or later (API 1.44); this engine speaks API {}.{}: drop it (start_period still applies)",
+                s.name, version.0, version.1
+            )
+        })
+        .collect();
+    match problems.as_slice() {
+        [] => Ok(()),
+        _ => Err(crate::error::input_error(problems.join("; "))),
+    }
 }
 
 /// Everything before the first running container is touched: volumes, networks, pulls, the
@@ -639,6 +661,23 @@ async fn create_networks(engine: &impl Engine, project: &Project, keys: &[String
             attachable: Some(network.attachable),
             options: Some(network.driver_opts.clone().into_iter().collect()),
             labels: Some(labels),
+            ipam: network.ipam.as_ref().map(|ipam| bollard::models::Ipam {
+                driver: ipam.driver.clone(),
+                config: Some(
+                    ipam.config
+                        .iter()
+                        .map(|pool| bollard::models::IpamConfig {
+                            subnet: pool.subnet.clone(),
+                            ip_range: pool.ip_range.clone(),
+                            gateway: pool.gateway.clone(),
+                            auxiliary_addresses: (!pool.aux_addresses.is_empty())
+                                .then(|| pool.aux_addresses.clone().into_iter().collect()),
+                        })
+                        .collect(),
+                ),
+                options: (!ipam.options.is_empty())
+                    .then(|| ipam.options.clone().into_iter().collect()),
+            }),
             ..Default::default()
         };
         engine

@@ -147,11 +147,18 @@ pub fn decide(
             action,
             existing: current.map(|c| c.id.clone()),
             one_shot,
-            side_by_side: service.ports.iter().all(|p| p.published.is_none()),
+            // A fixed host port, or the host's (or another container's) network namespace: the
+            // old container must go before the new one can bind.
+            side_by_side: service.ports.iter().all(|p| p.published.is_none())
+                && service
+                    .network_mode
+                    .as_deref()
+                    .is_none_or(|m| m == "none" || m == "bridge"),
             grace: service.stop_grace_period.unwrap_or(Duration::from_secs(10)),
             desired,
         });
     }
+    follow_shared_namespaces(project, &mut services);
     if !problems.is_empty() {
         return Err(anyhow!("{}", problems.join("; ")).context(format!(
             "cannot create the containers of project {}",
@@ -172,6 +179,28 @@ pub fn decide(
         .map(|c| (c.id.clone(), c.name.clone()))
         .collect();
     Ok(Decision { services, remove })
+}
+
+/// A container in another service's network namespace (`network_mode: service:NAME`) joined that
+/// service's container: when it gets a new one, this one must follow. `services` is in start
+/// order, so a chain follows in one pass.
+fn follow_shared_namespaces(project: &Project, services: &mut [ServicePlan]) {
+    for i in 0..services.len() {
+        let mode = project.services[&services[i].service]
+            .network_mode
+            .as_deref();
+        let Some(other) = mode.and_then(|m| m.strip_prefix("service:")) else {
+            continue;
+        };
+        let renewed = services.iter().any(|p| {
+            p.service == other && matches!(p.action, Action::Create | Action::Recreate { .. })
+        });
+        if renewed && matches!(services[i].action, Action::Keep | Action::Start) {
+            services[i].action = Action::Recreate {
+                reasons: vec![format!("network_mode: service {other}'s container")],
+            };
+        }
+    }
 }
 
 /// What to do with a service's `current` container, given what is `desired` of it.

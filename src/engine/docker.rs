@@ -192,6 +192,11 @@ fn container_of(inspect: bollard::models::ContainerInspectResponse) -> Container
 }
 
 impl Engine for DockerEngine {
+    fn api_version(&self) -> (usize, usize) {
+        let version = self.docker.client_version();
+        (version.major_version, version.minor_version)
+    }
+
     async fn project_containers(&self, project: &str) -> EngineResult<Vec<Container>> {
         let filters = HashMap::from([(
             "label".to_string(),

@@ -161,6 +161,10 @@ fn in_use(state: &State, name: &str) -> EngineResult<()> {
 }
 
 impl Engine for FakeEngine {
+    fn api_version(&self) -> (usize, usize) {
+        (1, 41)
+    }
+
     async fn project_containers(&self, project: &str) -> EngineResult<Vec<Container>> {
         let state = self.read()?;
         let mut found: Vec<Container> = state

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
-    MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType,
-    MountVolumeOptions, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceRequest, EndpointIpamConfig, EndpointSettings, HealthConfig,
+    HostConfig, HostConfigLogConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    MountTmpfsOptions, MountType, MountVolumeOptions, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -98,14 +98,27 @@ pub fn desired(
     };
     let mut host_config = host_config(project, service);
     host_config.port_bindings = (!bindings.is_empty()).then_some(bindings);
-    host_config.network_mode = first_network.as_ref().map(|(name, _)| name.clone());
+    host_config.network_mode = match &service.network_mode {
+        // Another service's namespace: its container, by name (compose resolves it to the ID).
+        Some(mode) => Some(match mode.strip_prefix("service:") {
+            Some(other) => match project.services.get(other) {
+                Some(other) => format!("container:{}", container_name(project, other)),
+                None => mode.clone(),
+            },
+            None => mode.clone(),
+        }),
+        None => first_network.as_ref().map(|(name, _)| name.clone()),
+    };
+    if let Some(deploy) = &service.deploy {
+        apply_deploy(&mut host_config, deploy);
+    }
     let healthcheck = service.healthcheck.as_ref().map(|h| HealthConfig {
         test: Some(h.test.clone()),
         interval: h.interval.map(nanos),
         timeout: h.timeout.map(nanos),
         retries: h.retries.map(|r| r as i64),
         start_period: h.start_period.map(nanos),
-        start_interval: None,
+        start_interval: h.start_interval.map(nanos),
     });
     let mut body = ContainerCreateBody {
         image: Some(service.image.clone()),
@@ -191,8 +204,14 @@ fn endpoints(project: &Project, service: &Service) -> Vec<(String, EndpointSetti
                 .unwrap_or_else(|| key.clone());
             let mut aliases = vec![service.name.clone(), container_name(project, service)];
             aliases.extend(settings.aliases.iter().cloned());
+            let fixed = settings.ipv4_address.is_some() || settings.ipv6_address.is_some();
             let endpoint = EndpointSettings {
                 aliases: Some(aliases),
+                ipam_config: fixed.then(|| EndpointIpamConfig {
+                    ipv4_address: settings.ipv4_address.clone(),
+                    ipv6_address: settings.ipv6_address.clone(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             (name, endpoint)
@@ -244,6 +263,51 @@ fn host_config(project: &Project, service: &Service) -> HostConfig {
         sysctls: non_empty_map(service.sysctls.clone()),
         dns: non_empty(service.dns.clone()),
         ..flag_host_config(&service.flags)
+    }
+}
+
+/// What docker compose applies of `deploy` outside swarm: its limits and reservations override
+/// the service's own, its restart policy overrides `restart` (a CPU reservation is swarm's).
+fn apply_deploy(hc: &mut HostConfig, deploy: &crate::compose::Deploy) {
+    let limits = &deploy.limits;
+    if let Some(memory) = limits.memory.filter(|m| *m > 0) {
+        hc.memory = Some(memory as i64);
+    }
+    if let Some(cpus) = limits.cpus.filter(|c| *c > 0.0) {
+        hc.nano_cpus = Some((cpus * 1e9).round() as i64);
+    }
+    if let Some(pids) = limits.pids.filter(|p| *p > 0) {
+        hc.pids_limit = Some(pids);
+    }
+    let reservations = &deploy.reservations;
+    if let Some(memory) = reservations.memory.filter(|m| *m > 0) {
+        hc.memory_reservation = Some(memory as i64);
+    }
+    if !reservations.devices.is_empty() {
+        hc.device_requests = Some(
+            reservations
+                .devices
+                .iter()
+                .map(|d| DeviceRequest {
+                    driver: d.driver.clone(),
+                    count: d.count,
+                    device_ids: non_empty(d.device_ids.clone()),
+                    capabilities: Some(vec![d.capabilities.clone()]),
+                    options: non_empty_map(d.options.clone()),
+                })
+                .collect(),
+        );
+    }
+    if let Some(policy) = &deploy.restart_policy {
+        let name = match policy.condition.as_deref() {
+            Some("none") => RestartPolicyNameEnum::NO,
+            Some("on-failure") => RestartPolicyNameEnum::ON_FAILURE,
+            _ => RestartPolicyNameEnum::ALWAYS,
+        };
+        hc.restart_policy = Some(RestartPolicy {
+            name: Some(name),
+            maximum_retry_count: policy.max_attempts.map(i64::from),
+        });
     }
 }
 

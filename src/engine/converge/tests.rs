@@ -273,3 +273,24 @@ async fn every_failed_create_is_told_and_nothing_is_left() {
     );
     assert_eq!(settled(&engine).id, good.id);
 }
+
+/// `healthcheck.start_interval` on an engine older than API 1.44 (the fake speaks 1.41, as
+/// Debian's 20.10 does): refused as bad input before anything changes, never dropped silently.
+#[tokio::test(start_paused = true)]
+async fn start_interval_on_an_older_engine_is_refused() {
+    let engine = engine();
+    sync(&engine, &web("web:1"), DefaultPolicy::Missing)
+        .await
+        .unwrap();
+    let calls = engine.calls().len();
+    let compose = format!(
+        "{}    healthcheck: {{ start_period: 30s, start_interval: 2s }}\n",
+        web("web:2").replace("  side:\n    image: side:1\n", "")
+    );
+    let err = sync(&engine, &compose, DefaultPolicy::Missing)
+        .await
+        .unwrap_err();
+    assert_eq!(crate::error::exit_status(&err), 2);
+    assert!(format!("{err:#}").contains("start_interval needs Docker Engine 25 or later (API 1.44); this engine speaks API 1.41"), "{err:#}");
+    assert_eq!(engine.calls().len(), calls, "nothing changed");
+}

@@ -517,3 +517,132 @@ networks:
         "web mounts no file"
     );
 }
+
+/// What reaches the create body of the keys compose honours (issue 11), and a container in
+/// another's network namespace following it.
+#[test]
+fn compose_keys_reach_the_create_body() {
+    let compose = "\
+services:
+  web:
+    image: app:1
+    expose: ['9000/udp']
+    stdin_open: true
+    tty: true
+    deploy:
+      resources:
+        limits: { cpus: '0.5', memory: 256M, pids: 50 }
+        reservations:
+          memory: 128M
+          devices: [{ capabilities: [gpu], count: 1 }]
+      restart_policy: { condition: on-failure, max_attempts: 3 }
+    networks:
+      front: { ipv4_address: 10.5.0.9 }
+  agent:
+    image: app:1
+    network_mode: host
+  sidecar:
+    image: side:1
+    network_mode: service:web
+networks:
+  front:
+    ipam:
+      config: [{ subnet: 10.5.0.0/24 }]
+";
+    let project = crate::compose::from_str(
+        compose,
+        Path::new("/srv/o/docker-compose.yml"),
+        "o",
+        &|_| None,
+    )
+    .unwrap();
+    let body = |service: &str| {
+        spec::desired(
+            &project,
+            &project.services[service],
+            "sha256:1",
+            &AgentFiles::new(),
+        )
+        .body
+    };
+    let web = body("web");
+    assert_eq!((web.tty, web.open_stdin), (Some(true), Some(true)));
+    assert_eq!(web.exposed_ports, Some(vec!["9000/udp".to_string()]));
+    let hc = web.host_config.unwrap();
+    assert_eq!(hc.memory, Some(256 * 1024 * 1024));
+    assert_eq!(hc.nano_cpus, Some(500_000_000));
+    assert_eq!(hc.pids_limit, Some(50));
+    assert_eq!(hc.memory_reservation, Some(128 * 1024 * 1024));
+    assert_eq!(
+        hc.device_requests.unwrap()[0].capabilities,
+        Some(vec![vec!["gpu".to_string()]])
+    );
+    let restart = hc.restart_policy.unwrap();
+    assert_eq!(
+        restart.name,
+        Some(bollard::models::RestartPolicyNameEnum::ON_FAILURE)
+    );
+    assert_eq!(restart.maximum_retry_count, Some(3));
+    let endpoint = &web.networking_config.unwrap().endpoints_config.unwrap()["o_front"];
+    assert_eq!(
+        endpoint
+            .ipam_config
+            .as_ref()
+            .unwrap()
+            .ipv4_address
+            .as_deref(),
+        Some("10.5.0.9")
+    );
+    assert_eq!(
+        body("agent").host_config.unwrap().network_mode.as_deref(),
+        Some("host")
+    );
+    let sidecar = body("sidecar");
+    assert_eq!(
+        sidecar.host_config.unwrap().network_mode.as_deref(),
+        Some("container:o-web-1")
+    );
+    assert!(sidecar.networking_config.is_none());
+
+    // web gets a new container: the sidecar in its namespace follows; agent (host) stays.
+    let files = AgentFiles::new();
+    let mut observed = Observed::default();
+    for service in ["web", "agent", "sidecar"] {
+        let mut c = container_of(&project, service, &files, RunState::Running);
+        c.labels.insert(
+            spec::CONFIG_HASH.into(),
+            spec::desired(
+                &project,
+                &project.services[service],
+                &format!("sha256:{}", project.services[service].image),
+                &files,
+            )
+            .hash,
+        );
+        observed.containers.push(c);
+    }
+    observed.containers[0]
+        .labels
+        .insert(spec::CONFIG_HASH.into(), "old".into());
+    let decision = decide(&project, &observed, &ids(), &files).unwrap();
+    let actions: BTreeMap<&str, String> = decision
+        .services
+        .iter()
+        .map(|p| (p.service.as_str(), p.action.to_string()))
+        .collect();
+    assert!(actions["web"].starts_with("recreate"), "{actions:?}");
+    assert_eq!(
+        actions["sidecar"],
+        "recreate (network_mode: service web's container changed)"
+    );
+    assert_eq!(actions["agent"], "keep");
+    let agent = decision
+        .services
+        .iter()
+        .find(|p| p.service == "agent")
+        .unwrap();
+    assert!(
+        !agent.side_by_side,
+        "on the host's network: the old one must go first"
+    );
+}
