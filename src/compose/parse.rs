@@ -511,6 +511,9 @@ enum EnvEntry {
 struct EnvFileRef {
     path: PathBuf,
     required: bool,
+    /// `format: raw`: `KEY=VALUE` lines taken as they are (docker's `--env-file`), no quotes,
+    /// no interpolation.
+    raw: bool,
     key_path: String,
 }
 
@@ -766,24 +769,28 @@ fn env_entries(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<(String, EnvEntr
 fn env_file_refs(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<EnvFileRef> {
     let mut out = Vec::new();
     let mut push =
-        |ctx: &mut Ctx, file: &str, required: bool, key_path: String| match ctx.host_path(file) {
+        |ctx: &mut Ctx, file: &str, required: bool, raw: bool, key_path: String| match ctx
+            .host_path(file)
+        {
             Ok(path) => out.push(EnvFileRef {
                 path,
                 required,
+                raw,
                 key_path,
             }),
             Err(why) => ctx.problem(&key_path, why),
         };
     match value {
-        Value::String(file) => push(ctx, file, true, path.to_string()),
+        Value::String(file) => push(ctx, file, true, false, path.to_string()),
         Value::Sequence(items) => {
             for (i, item) in items.iter().enumerate() {
                 let item_path = join_index(path, i);
                 match item {
-                    Value::String(file) => push(ctx, file, true, item_path),
+                    Value::String(file) => push(ctx, file, true, false, item_path),
                     Value::Mapping(_) => {
                         let mut file = None;
                         let mut required = true;
+                        let mut raw = false;
                         for (key, key_path, value) in
                             ctx.entries(item, &item_path).unwrap_or_default()
                         {
@@ -792,11 +799,19 @@ fn env_file_refs(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<EnvFileRef> {
                                 "required" => {
                                     required = ctx.boolean(value, &key_path).unwrap_or(true)
                                 }
+                                "format" => match ctx.string(value, &key_path).as_deref() {
+                                    Some("raw") => raw = true,
+                                    Some("dotenv") | Some("") | None => {}
+                                    Some(_) => ctx.problem(
+                                        &key_path,
+                                        "unsupported env_file format: use dotenv (the default) or raw",
+                                    ),
+                                },
                                 other => ctx.unsupported(&key_path, other, "an env_file entry"),
                             }
                         }
                         match file {
-                            Some(file) => push(ctx, &file, required, item_path),
+                            Some(file) => push(ctx, &file, required, raw, item_path),
                             None => ctx.problem(&item_path, "an env_file entry needs a `path`"),
                         }
                     }
@@ -840,7 +855,10 @@ fn resolve_environment(
                     .map(|v| v.value.expose().to_string())
                     .or_else(|| lookup(name))
             };
-            crate::envfile::parse(&text, &known)
+            match file.raw {
+                true => crate::envfile::parse_raw(&text, &known),
+                false => crate::envfile::parse(&text, &known),
+            }
         };
         match parsed {
             Ok(vars) => {

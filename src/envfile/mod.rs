@@ -14,7 +14,7 @@
 mod read;
 mod write;
 
-pub use read::{parse, ParseError};
+pub use read::{parse, parse_raw, ParseError};
 pub use write::{render, spell, RenderError};
 
 /// Whether `key` may name a variable in the env file: ASCII letters, digits, `_`, `.` and `-`,

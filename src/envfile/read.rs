@@ -60,6 +60,38 @@ pub fn parse(
     Ok(vars.into_iter().collect())
 }
 
+/// Parses an env file in docker's `--env-file` format (compose's `format: raw`): each line
+/// `KEY=VALUE` with the value taken as it is (no quotes, no interpolation); a bare `KEY` takes
+/// its value from `lookup`, or is left out; blank lines and `#` comments are skipped.
+pub fn parse_raw(
+    src: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, ParseError> {
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    let mut vars: IndexMap<String, String> = IndexMap::new();
+    for (i, line) in src.lines().enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match trimmed.split_once('=') {
+            Some((key, value)) => (key, Some(value.to_string())),
+            None => (trimmed.trim_end(), None),
+        };
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(ParseError {
+                line: i + 1,
+                problem: "a variable name cannot be empty or contain a space".into(),
+            });
+        }
+        if let Some(value) = value.or_else(|| lookup(key)) {
+            vars.insert(key.to_string(), value);
+        }
+    }
+    Ok(vars.into_iter().collect())
+}
+
 /// compose-go's notion of a blank inside a line (no newline).
 fn is_space(c: char) -> bool {
     matches!(
@@ -289,6 +321,21 @@ mod tests {
     #[test]
     fn crlf_files() {
         assert_eq!(p("A=1\r\nB='x'\r\n"), kv(&[("A", "1"), ("B", "x")]));
+    }
+
+    #[test]
+    fn the_raw_format_takes_values_as_they_are() {
+        let text = "# comment\nA='quoted' $NOT ${X}\n  B=x=y\nHOME\nUNSET\n";
+        let vars = parse_raw(text, &env).unwrap();
+        assert_eq!(
+            vars,
+            vec![
+                ("A".into(), "'quoted' $NOT ${X}".into()),
+                ("B".into(), "x=y".into()),
+                ("HOME".into(), "/root".into()),
+            ]
+        );
+        assert_eq!(parse_raw("OK=1\nMY VAR=2\n", &env).unwrap_err().line, 2);
     }
 
     #[test]
