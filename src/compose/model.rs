@@ -413,14 +413,23 @@ pub enum PullPolicy {
     Never,
     /// Also spelled `if_not_present`.
     Missing,
+    /// `daily`, `weekly`, `every_<duration>`: pulled again once this long has passed since the
+    /// last pull (the daemon checks on that schedule, and applies a new image as a change).
+    Refresh(Duration),
 }
 
 impl PullPolicy {
-    pub fn as_str(self) -> &'static str {
+    /// As the compose file spells it.
+    pub fn spelled(self) -> String {
         match self {
-            PullPolicy::Always => "always",
-            PullPolicy::Never => "never",
-            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always".into(),
+            PullPolicy::Never => "never".into(),
+            PullPolicy::Missing => "missing".into(),
+            PullPolicy::Refresh(d) if d == Duration::from_secs(24 * 3600) => "daily".into(),
+            PullPolicy::Refresh(d) if d == Duration::from_secs(7 * 24 * 3600) => "weekly".into(),
+            PullPolicy::Refresh(d) => {
+                format!("every_{}", humantime::format_duration(d)).replace(' ', "")
+            }
         }
     }
 }

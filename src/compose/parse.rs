@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_norway::{Mapping, Value};
@@ -1839,7 +1840,20 @@ fn pull_policy(value: &Value, path: &str, ctx: &mut Ctx) -> Option<PullPolicy> {
     match ctx.string(value, path)?.as_str() {
         "always" => Some(PullPolicy::Always),
         "never" => Some(PullPolicy::Never),
-        "missing" | "if_not_present" => Some(PullPolicy::Missing),
+        // `refresh` with no period is `missing`, as docker compose reads it.
+        "missing" | "if_not_present" | "refresh" => Some(PullPolicy::Missing),
+        "daily" => Some(PullPolicy::Refresh(Duration::from_secs(24 * 3600))),
+        "weekly" => Some(PullPolicy::Refresh(Duration::from_secs(7 * 24 * 3600))),
+        every if every.starts_with("every_") => match refresh_period(&every["every_".len()..]) {
+            Some(period) => Some(PullPolicy::Refresh(period)),
+            None => {
+                ctx.problem(
+                    path,
+                    "every_<duration> takes a duration such as 12h, 2d or 1w",
+                );
+                None
+            }
+        },
         "build" => {
             ctx.problem(
                 path,
@@ -1848,10 +1862,36 @@ fn pull_policy(value: &Value, path: &str, ctx: &mut Ctx) -> Option<PullPolicy> {
             None
         }
         _ => {
-            ctx.problem(path, "pull_policy must be always, never or missing");
+            ctx.problem(
+                path,
+                "pull_policy must be always, never, missing, daily, weekly or every_<duration>",
+            );
             None
         }
     }
+}
+
+/// A period such as `12h`, `2d`, `1w` or `1h30m` (compose's units: w, d, h, m, s); never zero.
+fn refresh_period(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = std::mem::take(&mut number).parse().ok()?;
+        let unit = match c {
+            'w' => 7 * 24 * 3600,
+            'd' => 24 * 3600,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        total += Duration::from_secs(n.checked_mul(unit)?);
+    }
+    (number.is_empty() && !total.is_zero()).then_some(total)
 }
 
 /// `external: true`, or the legacy `external: {name: N}`; the name it gives, if any.

@@ -133,7 +133,7 @@ fn service(s: &Service) -> Value {
         ("profiles", non_empty(&s.profiles, strings)),
         (
             "pull_policy",
-            s.pull_policy.map(|p| Value::from(p.as_str())),
+            s.pull_policy.map(|p| Value::from(p.spelled())),
         ),
         ("read_only", s.read_only.map(Value::from)),
         ("restart", shown(s.restart.map(|r| r.to_string()))),

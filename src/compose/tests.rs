@@ -1224,3 +1224,36 @@ networks:
         "invalid network_mode",
     );
 }
+
+#[test]
+fn pull_policies_with_a_period() {
+    let policy = |p: &str| {
+        one(&format!(
+            "services:\n  w:\n    image: x\n    pull_policy: {p}\n"
+        ))
+        .pull_policy
+        .unwrap()
+    };
+    let hours = |h: u64| PullPolicy::Refresh(Duration::from_secs(h * 3600));
+    assert_eq!(policy("daily"), hours(24));
+    assert_eq!(policy("weekly"), hours(7 * 24));
+    assert_eq!(policy("every_12h"), hours(12));
+    assert_eq!(policy("every_2d"), hours(48));
+    assert_eq!(policy("every_1w"), hours(7 * 24));
+    assert_eq!(
+        policy("every_1h30m"),
+        PullPolicy::Refresh(Duration::from_secs(5400))
+    );
+    assert_eq!(policy("refresh"), PullPolicy::Missing);
+    assert_eq!(hours(24).spelled(), "daily");
+    assert_eq!(hours(12).spelled(), "every_12h");
+    for bad in ["every_", "every_0h", "every_soon", "hourly"] {
+        let message = error(&format!(
+            "services:\n  w:\n    image: x\n    pull_policy: {bad}\n"
+        ));
+        assert!(
+            message.contains("services.w.pull_policy"),
+            "{bad}: {message}"
+        );
+    }
+}

@@ -108,7 +108,35 @@ pub async fn changes(
             ));
         }
     }
+    found.extend(refreshes_due(settings, state, SystemTime::now()));
     Ok((found, now))
+}
+
+/// Images whose `pull_policy: daily` (weekly, every_…) period has passed since the last pull:
+/// the registry is asked on that schedule, and a new image is applied like any change.
+fn refreshes_due(settings: &Settings, state: &State, at: SystemTime) -> Vec<String> {
+    if settings.compose.as_ref().is_none_or(|c| !c.file.exists()) {
+        return Vec::new();
+    }
+    let project = match crate::compose::load(settings) {
+        Ok(project) => project,
+        Err(err) => {
+            tracing::debug!("not looking for images to refresh: {err:#}");
+            return Vec::new();
+        }
+    };
+    let mut due: Vec<String> = project
+        .services
+        .values()
+        .filter_map(|s| Some((s, s.pull_policy?)))
+        .filter(|(s, policy)| {
+            crate::engine::pull::refresh_due(*policy, state.pulled_at.get(&s.image), at)
+        })
+        .map(|(s, policy)| format!("image {}: pull_policy {} is due", s.image, policy.spelled()))
+        .collect();
+    due.sort();
+    due.dedup();
+    due
 }
 
 #[cfg(test)]

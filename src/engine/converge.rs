@@ -48,6 +48,14 @@ impl std::fmt::Display for RolledBack {
     }
 }
 
+/// What the project pulled before: image → ID (the only images a prune may remove) and
+/// image → when (RFC 3339), for the `daily`-like pull policies.
+#[derive(Debug, Clone, Copy)]
+pub struct PulledBefore<'a> {
+    pub ids: &'a BTreeMap<String, String>,
+    pub at: &'a BTreeMap<String, String>,
+}
+
 /// What a sync would do to the engine, for `plan`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EnginePlan {
@@ -82,9 +90,16 @@ pub async fn plan(
     project: &Project,
     settings: &ComposeSettings,
     files: &AgentFiles,
+    pulled_at: &BTreeMap<String, String>,
 ) -> Result<EnginePlan> {
     let observed = observe(engine, project).await?;
-    let images = pull::plan(project, settings.pull, &observed.images);
+    let images = pull::plan(
+        project,
+        settings.pull,
+        &observed.images,
+        pulled_at,
+        SystemTime::now(),
+    );
     let ids: BTreeMap<String, String> = images
         .iter()
         .map(|i| {
@@ -118,7 +133,7 @@ pub async fn converge(
     project: &Project,
     settings: &ComposeSettings,
     registries: &Registries,
-    pulled_before: &BTreeMap<String, String>,
+    before: PulledBefore<'_>,
     files: &AgentFiles,
 ) -> Result<EngineReport> {
     let mut observed = observe(engine, project).await?;
@@ -127,7 +142,13 @@ pub async fn converge(
         observed = observe(engine, project).await?;
     }
     supported_by(engine, project)?;
-    let images = pull::plan(project, settings.pull, &observed.images);
+    let images = pull::plan(
+        project,
+        settings.pull,
+        &observed.images,
+        before.at,
+        SystemTime::now(),
+    );
     let (pulled, decision, created) = prepare(
         engine, project, settings, registries, files, &observed, &images,
     )
@@ -166,7 +187,7 @@ pub async fn converge(
         .filter_map(|s| Some((s.name.clone(), pulled.ids.get(&s.image)?.clone())))
         .collect();
     let pruned = match settings.prune {
-        true => prune(engine, pulled_before, &images_now).await,
+        true => prune(engine, before.ids, &images_now).await,
         false => Vec::new(),
     };
     let pulled_refs: Vec<String> = images

@@ -34,6 +34,8 @@ pub struct ImagePlan {
     pub policy: PullPolicy,
     /// The local image's ID, when there is one.
     pub local: Option<String>,
+    /// `pull_policy: daily` (or weekly, every_…): the period has passed since the last pull.
+    pub due: bool,
 }
 
 impl ImagePlan {
@@ -42,6 +44,7 @@ impl ImagePlan {
             PullPolicy::Always => true,
             PullPolicy::Missing => self.local.is_none(),
             PullPolicy::Never => false,
+            PullPolicy::Refresh(_) => self.local.is_none() || self.due,
         }
     }
 }
@@ -62,11 +65,14 @@ pub struct Pulled {
 }
 
 /// Every distinct image of the project, with its policy (the service's `pull_policy`, else the
-/// config's `compose.pull`) and what is present locally (`local`: image → local ID).
+/// config's `compose.pull`) and what is present locally (`local`: image → local ID). `pulled_at`
+/// (image → RFC 3339) says when this project last pulled each, for the `daily`-like policies.
 pub fn plan(
     project: &Project,
     default: DefaultPolicy,
     local: &BTreeMap<String, Option<String>>,
+    pulled_at: &BTreeMap<String, String>,
+    now: std::time::SystemTime,
 ) -> Vec<ImagePlan> {
     let mut images: BTreeMap<String, PullPolicy> = BTreeMap::new();
     let mut platforms: BTreeMap<String, String> = BTreeMap::new();
@@ -82,8 +88,8 @@ pub fn plan(
         });
         // The strictest wins when two services share an image.
         let entry = images.entry(service.image.clone()).or_insert(policy);
-        if policy == PullPolicy::Always {
-            *entry = PullPolicy::Always;
+        if strictness(policy) > strictness(*entry) {
+            *entry = policy;
         }
     }
     images
@@ -91,10 +97,32 @@ pub fn plan(
         .map(|(image, policy)| ImagePlan {
             local: local.get(&image).cloned().flatten(),
             platform: platforms.get(&image).cloned(),
+            due: refresh_due(policy, pulled_at.get(&image), now),
             image,
             policy,
         })
         .collect()
+}
+
+/// How strict a policy is about asking the registry: the strictest of a shared image's wins.
+fn strictness(policy: PullPolicy) -> (u8, std::cmp::Reverse<std::time::Duration>) {
+    match policy {
+        PullPolicy::Never => (0, std::cmp::Reverse(std::time::Duration::MAX)),
+        PullPolicy::Missing => (1, std::cmp::Reverse(std::time::Duration::MAX)),
+        PullPolicy::Refresh(period) => (2, std::cmp::Reverse(period)),
+        PullPolicy::Always => (3, std::cmp::Reverse(std::time::Duration::ZERO)),
+    }
+}
+
+/// Whether a `daily`-like policy's period has passed since `last` (never pulled: it has).
+pub fn refresh_due(policy: PullPolicy, last: Option<&String>, now: std::time::SystemTime) -> bool {
+    let PullPolicy::Refresh(period) = policy else {
+        return false;
+    };
+    match last.and_then(|at| humantime::parse_rfc3339(at).ok()) {
+        Some(at) => now.duration_since(at).is_ok_and(|since| since >= period),
+        None => true,
+    }
 }
 
 /// Pulls what `plans` say to pull, all at once. Nothing else is touched, so a failure here leaves
@@ -319,6 +347,26 @@ mod tests {
         for (err, falls_back) in cases {
             assert_eq!(registry_unavailable(err), *falls_back, "{err:#}");
         }
+    }
+
+    #[test]
+    fn a_refresh_policy_pulls_once_per_period() {
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let now = std::time::SystemTime::UNIX_EPOCH + 100 * day;
+        let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let daily = PullPolicy::Refresh(day);
+        assert!(refresh_due(daily, None, now), "never pulled");
+        assert!(!refresh_due(daily, Some(&at(now - day / 2)), now));
+        assert!(refresh_due(daily, Some(&at(now - day)), now));
+        assert!(
+            !refresh_due(PullPolicy::Always, None, now),
+            "not a refresh policy"
+        );
+        // The strictest of a shared image's policies wins.
+        let hourly = PullPolicy::Refresh(std::time::Duration::from_secs(3600));
+        assert!(strictness(hourly) > strictness(daily));
+        assert!(strictness(PullPolicy::Always) > strictness(hourly));
+        assert!(strictness(daily) > strictness(PullPolicy::Missing));
     }
 
     #[test]

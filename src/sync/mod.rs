@@ -389,6 +389,8 @@ async fn apply(
     let containers = match (&settings.compose, engine) {
         (Some(compose), Some(engine)) => {
             let project = crate::compose::load(settings)?;
+            let pulled_at = state.pulled_at.clone();
+            note_refresh_attempts(&project, state);
             let registries =
                 Registries::resolve(&settings.registries, &clients.ssm, clients.ecr.clone())
                     .await?;
@@ -402,13 +404,21 @@ async fn apply(
                 &project,
                 compose,
                 &registries,
-                &state.pulled,
+                engine::converge::PulledBefore {
+                    ids: &state.pulled,
+                    at: &pulled_at,
+                },
                 &files,
             )
             .await?;
             state.pulled.extend(report.pulled_ids.clone());
+            let pulled_now = now();
+            for image in report.pulled_ids.keys() {
+                state.pulled_at.insert(image.clone(), pulled_now.clone());
+            }
             for reference in &report.pruned {
                 state.pulled.remove(reference);
+                state.pulled_at.remove(reference);
             }
             state.images = report.images.clone();
             state.stale_images = report.stale.iter().cloned().collect();
@@ -422,6 +432,24 @@ async fn apply(
         files: file_reports,
         containers,
     })
+}
+
+/// A `daily`-like pull that is due is attempted now: noted before it happens, so that a failed
+/// attempt (a registry down, an image that never gets healthy) is made again after the next
+/// period, or on `resync`, never on every watch tick.
+fn note_refresh_attempts(project: &crate::compose::Project, state: &mut State) {
+    let attempt = now();
+    let at = std::time::SystemTime::now();
+    for service in project.services.values() {
+        let Some(policy) = service.pull_policy else {
+            continue;
+        };
+        if engine::pull::refresh_due(policy, state.pulled_at.get(&service.image), at) {
+            state
+                .pulled_at
+                .insert(service.image.clone(), attempt.clone());
+        }
+    }
 }
 
 /// The files the agent writes, with the hash of what they hold after this sync: the fetched files

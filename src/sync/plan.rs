@@ -115,7 +115,9 @@ pub async fn run_with(
                 }
             }
             let engine = engine::docker::connect(std::time::Duration::from_secs(5)).await?;
-            Some(engine::converge::plan(&engine, &project, compose, &agent_files).await?)
+            let plan =
+                engine::converge::plan(&engine, &project, compose, &agent_files, &state.pulled_at);
+            Some(plan.await?)
         }
         _ => None,
     };

@@ -31,6 +31,10 @@ pub struct State {
     /// the only images `prune` may remove.
     #[serde(default)]
     pub pulled: BTreeMap<String, String>,
+    /// Image reference → when this project last pulled it (RFC 3339), for `pull_policy: daily`
+    /// and the like.
+    #[serde(default)]
+    pub pulled_at: BTreeMap<String, String>,
     /// Images the last sync used from the local store because their registry could not be
     /// reached: possibly stale.
     #[serde(default)]

@@ -36,7 +36,10 @@ async fn sync(engine: &FakeEngine, compose: &str, pull: DefaultPolicy) -> Result
         &project(compose),
         &settings(pull),
         &Registries::none(),
-        &BTreeMap::new(),
+        PulledBefore {
+            ids: &BTreeMap::new(),
+            at: &BTreeMap::new(),
+        },
         &AgentFiles::new(),
     )
     .await
