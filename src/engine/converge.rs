@@ -149,7 +149,7 @@ pub async fn converge(
         before.at,
         SystemTime::now(),
     );
-    let (pulled, decision, created) = prepare(
+    let (pulled, decision, mut created) = prepare(
         engine, project, settings, registries, files, &observed, &images,
     )
     .await?;
@@ -158,7 +158,7 @@ pub async fn converge(
     let since = unix_now() - 1;
     let deadline = Instant::now() + settings.healthy_timeout;
     let result = async {
-        start_in_order(engine, project, services, &created, since, deadline).await?;
+        start_in_order(engine, project, services, &mut created, since, deadline).await?;
         let targets: Vec<Target> = services.iter().map(|p| target(p, &created)).collect();
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
         crate::progress::phase(format!("waiting for {} to be healthy", names.join(", ")));
@@ -422,12 +422,21 @@ async fn start_in_order(
     engine: &impl Engine,
     project: &Project,
     services: &[ServicePlan],
-    created: &HashMap<String, String>,
+    created: &mut HashMap<String, String>,
     since: i64,
     deadline: Instant,
 ) -> Result<()> {
     // Services that do not depend on each other start together, level by level.
     for level in decide::levels(project, services) {
+        // Those that join another's network namespace are created now that it has its new
+        // container (it is in an earlier level).
+        for &i in &level {
+            if services[i].deferred {
+                let (service, id) = create_one(engine, &services[i]).await?;
+                created.insert(service, id);
+            }
+        }
+        let created = &*created;
         let results = futures::future::join_all(level.iter().map(|&i| {
             switch_service(
                 engine,
@@ -595,25 +604,10 @@ async fn create_all(
     let wanted: Vec<&ServicePlan> = services
         .iter()
         .filter(|plan| matches!(plan.action, Action::Create | Action::Recreate { .. }))
+        .filter(|plan| !plan.deferred)
         .collect();
-    let creations = futures::future::join_all(wanted.iter().map(|plan| async move {
-        let name = match plan.action {
-            Action::Create => plan.container.clone(),
-            _ => switch::staged_name(&plan.container),
-        };
-        let id = engine
-            .create(
-                &name,
-                plan.desired.body.clone(),
-                plan.desired.platform.as_deref(),
-            )
-            .await
-            .with_context(|| {
-                format!("failed to create the container of service {}", plan.service)
-            })?;
-        Ok::<_, anyhow::Error>((plan.service.clone(), id))
-    }))
-    .await;
+    let creations =
+        futures::future::join_all(wanted.iter().map(|plan| create_one(engine, plan))).await;
     let mut created: HashMap<String, String> = HashMap::new();
     let mut errors = Vec::new();
     for result in creations {
@@ -631,6 +625,24 @@ async fn create_all(
             Err(err)
         }
     }
+}
+
+/// Creates `plan`'s new container: under the service's name for a new service, else beside the
+/// one it replaces. (service, container ID).
+async fn create_one(engine: &impl Engine, plan: &ServicePlan) -> Result<(String, String)> {
+    let name = match plan.action {
+        Action::Create => plan.container.clone(),
+        _ => switch::staged_name(&plan.container),
+    };
+    let id = engine
+        .create(
+            &name,
+            plan.desired.body.clone(),
+            plan.desired.platform.as_deref(),
+        )
+        .await
+        .with_context(|| format!("failed to create the container of service {}", plan.service))?;
+    Ok((plan.service.clone(), id))
 }
 
 /// Removes containers created by this sync that never ran.

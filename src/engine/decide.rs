@@ -57,11 +57,15 @@ pub struct ServicePlan {
     /// Others wait for it to complete: ready once it has exited 0.
     #[serde(skip)]
     pub one_shot: bool,
-    /// No fixed host port: the new container can start beside the old one.
+    /// The new container can start beside the old one (see [`side_by_side`]).
     #[serde(skip)]
     pub side_by_side: bool,
     #[serde(skip)]
     pub grace: Duration,
+    /// Created only once the service whose network namespace it joins has its new container
+    /// (the engine resolves `container:<name>` when it creates).
+    #[serde(skip)]
+    pub deferred: bool,
 }
 
 /// What a sync does (or would do) to the engine's containers.
@@ -147,14 +151,9 @@ pub fn decide(
             action,
             existing: current.map(|c| c.id.clone()),
             one_shot,
-            // A fixed host port, or the host's (or another container's) network namespace: the
-            // old container must go before the new one can bind.
-            side_by_side: service.ports.iter().all(|p| p.published.is_none())
-                && service
-                    .network_mode
-                    .as_deref()
-                    .is_none_or(|m| m == "none" || m == "bridge"),
+            side_by_side: side_by_side(service),
             grace: service.stop_grace_period.unwrap_or(Duration::from_secs(10)),
+            deferred: false,
             desired,
         });
     }
@@ -181,6 +180,21 @@ pub fn decide(
     Ok(Decision { services, remove })
 }
 
+/// Whether a new container can start beside the old one: not with a fixed host port, a fixed
+/// address on a network, or the host's (or another container's) network namespace, which the
+/// old one holds until it goes.
+fn side_by_side(service: &crate::compose::Service) -> bool {
+    service.ports.iter().all(|p| p.published.is_none())
+        && service
+            .networks
+            .values()
+            .all(|n| n.ipv4_address.is_none() && n.ipv6_address.is_none())
+        && service
+            .network_mode
+            .as_deref()
+            .is_none_or(|m| m == "none" || m == "bridge")
+}
+
 /// A container in another service's network namespace (`network_mode: service:NAME`) joined that
 /// service's container: when it gets a new one, this one must follow. `services` is in start
 /// order, so a chain follows in one pass.
@@ -200,6 +214,7 @@ fn follow_shared_namespaces(project: &Project, services: &mut [ServicePlan]) {
                 reasons: vec![format!("network_mode: service {other}'s container")],
             };
         }
+        services[i].deferred = renewed;
     }
 }
 
