@@ -115,6 +115,10 @@ pub struct Service {
     pub network_mode: Option<String>,
     /// `deploy`: what docker compose applies outside swarm (resources, restart policy).
     pub deploy: Option<Deploy>,
+    /// `links`: (service, alias); the service starts first and is reachable by the alias.
+    pub links: Vec<(String, String)>,
+    /// `external_links`: `container[:alias]` of containers outside the project.
+    pub external_links: Vec<String>,
 }
 
 /// The part of `deploy` that docker compose v2 applies to a container outside swarm.
@@ -311,6 +315,9 @@ pub struct Mount {
     pub nocopy: bool,
     /// Tmpfs: size in bytes.
     pub tmpfs_size: Option<u64>,
+    /// Bind: SELinux relabelling, `z` (shared) or `Z` (private); a no-op on hosts without
+    /// SELinux, as docker does.
+    pub selinux: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -444,6 +451,7 @@ pub struct Network {
     pub labels: IndexMap<String, String>,
     pub internal: bool,
     pub attachable: bool,
+    pub enable_ipv6: Option<bool>,
     pub ipam: Option<Ipam>,
 }
 

@@ -116,11 +116,14 @@ pub const SERVICE_KEYS: &[&str] = &[
     "memswap_limit",
     "network_mode",
     "deploy",
+    "links",
+    "external_links",
 ];
 
 /// The keys of a top-level network the agent supports.
 pub const NETWORK_KEYS: &[&str] = &[
     "ipam",
+    "enable_ipv6",
     "driver",
     "driver_opts",
     "labels",
@@ -154,7 +157,6 @@ fn unsupported_hint(key: &str) -> &'static str {
         "network_mode" => {
             ": only the networks declared under the top-level `networks` are supported"
         }
-        "links" | "external_links" => ": use `networks`; services reach each other by name",
         "extends" | "include" => ": the agent reads one self-contained compose file",
         _ => "",
     }
@@ -655,12 +657,31 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
             "platform" => s.platform = platform(value, p, ctx),
             "network_mode" => s.network_mode = network_mode(value, p, ctx),
             "deploy" => s.deploy = deploy(value, p, ctx),
+            "links" => {
+                for link in ctx.strings(value, p).unwrap_or_default() {
+                    let (service, alias) = link.split_once(':').unwrap_or((&link, &link));
+                    s.links.push((service.to_string(), alias.to_string()));
+                }
+            }
+            "external_links" => s.external_links = ctx.strings(value, p).unwrap_or_default(),
             key if flag(&mut s.flags, key, value, p, ctx) => {}
             other => ctx.unsupported(p, other, &owner),
         }
     }
     let told = ctx.problems.len() > problems_before;
     s.image = checked_image(image, name, path, told, ctx);
+    // A linked service starts first, as compose orders it.
+    for (other, _) in &s.links {
+        s.depends_on.entry(other.clone()).or_insert(Dependency {
+            condition: Condition::ServiceStarted,
+            required: true,
+            restart: false,
+        });
+        paths
+            .depends_on
+            .entry(other.clone())
+            .or_insert_with(|| join_key(path, "links"));
+    }
     match (&s.network_mode, s.networks.is_empty()) {
         (Some(_), false) => ctx.problem(
             &join_key(path, "network_mode"),
@@ -1094,6 +1115,7 @@ pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
         propagation: None,
         nocopy: false,
         tmpfs_size: None,
+        selinux: None,
     };
     match source {
         None => {}
@@ -1114,7 +1136,8 @@ pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
             "ro" => mount.read_only = true,
             "rw" => mount.read_only = false,
             "nocopy" if mount.kind == MountKind::Volume => mount.nocopy = true,
-            "z" | "Z" => return Err("SELinux relabelling (:z, :Z) is not supported".into()),
+            "z" | "Z" if mount.kind == MountKind::Bind => mount.selinux = Some(option.to_string()),
+            "z" | "Z" => return Err("SELinux relabelling (:z, :Z) applies to a host path".into()),
             propagation @ ("shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate")
                 if mount.kind == MountKind::Bind =>
             {
@@ -1160,6 +1183,7 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
         propagation: None,
         nocopy: false,
         tmpfs_size: None,
+        selinux: None,
     };
     let mut options = Vec::new();
     for (key, key_path, value) in ctx.entries(item, path)? {
@@ -1231,6 +1255,11 @@ fn mount_options(mount: &mut Mount, options: Vec<(String, String, &Value)>, ctx:
                 (MountKind::Bind, "create_host_path") => {
                     mount.create_host_path = ctx.boolean(value, p).unwrap_or(false)
                 }
+                (MountKind::Bind, "selinux") => match ctx.string(value, p).as_deref() {
+                    Some(label @ ("z" | "Z")) => mount.selinux = Some(label.to_string()),
+                    Some(_) => ctx.problem(p, "selinux must be z or Z"),
+                    None => {}
+                },
                 (MountKind::Bind, "propagation") => match ctx.string(value, p).as_deref() {
                     Some(
                         mode @ ("shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate"),
@@ -1725,7 +1754,9 @@ fn deploy(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Deploy> {
             },
             "mode" => match ctx.string(value, &p).as_deref() {
                 Some("replicated") | None => {}
-                Some(_) => ctx.problem(&p, "only `mode: replicated` (one container) is supported"),
+                // Outside swarm, "one on every node" is one here, as docker compose runs it.
+                Some("global") => ctx.warn(&p, "deploy.mode global: one container on this instance"),
+                Some(_) => ctx.problem(&p, "deploy.mode must be replicated or global"),
             },
             "resources" => {
                 for (kind, kp, value) in ctx.entries(value, &p).unwrap_or_default() {
@@ -1938,6 +1969,7 @@ fn network(key: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<Networ
                 "internal" => network.internal = ctx.boolean(value, &p).unwrap_or(false),
                 "attachable" => network.attachable = ctx.boolean(value, &p).unwrap_or(false),
                 "ipam" => network.ipam = ipam(value, &p, ctx),
+                "enable_ipv6" => network.enable_ipv6 = ctx.boolean(value, &p),
                 k if k.starts_with("x-") => {}
                 other => ctx.unsupported(&p, other, &owner),
             }

@@ -182,6 +182,23 @@ fn flags(s: &Service) -> Vec<(&'static str, Option<Value>)> {
         ("expose", non_empty(&expose, strings)),
         ("platform", text(&s.platform)),
         ("network_mode", text(&s.network_mode)),
+        (
+            "links",
+            non_empty(&s.links, |links| {
+                let spelled: Vec<String> = links
+                    .iter()
+                    .map(|(s, a)| {
+                        if s == a {
+                            s.clone()
+                        } else {
+                            format!("{s}:{a}")
+                        }
+                    })
+                    .collect();
+                strings(&spelled)
+            }),
+        ),
+        ("external_links", non_empty(&s.external_links, strings)),
         ("deploy", s.deploy.as_ref().map(deploy)),
         ("stdin_open", f.stdin_open.map(Value::from)),
         ("tty", f.tty.map(Value::from)),
@@ -420,6 +437,7 @@ fn mount(v: &Mount) -> Value {
             if v.create_host_path {
                 bind.insert("create_host_path".into(), true.into());
             }
+            put(&mut bind, "selinux", v.selinux.clone().map(Value::from));
             if !bind.is_empty() {
                 m.insert("bind".into(), Value::Mapping(bind));
             }
@@ -475,6 +493,7 @@ fn network(n: &Network) -> Value {
         "labels",
         (!n.labels.is_empty()).then(|| string_map(&n.labels)),
     );
+    put(&mut m, "enable_ipv6", n.enable_ipv6.map(Value::from));
     put(&mut m, "ipam", n.ipam.as_ref().map(ipam));
     Value::Mapping(m)
 }

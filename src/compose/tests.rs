@@ -353,6 +353,7 @@ fn volumes_short_and_long() {
         propagation: None,
         nocopy: false,
         tmpfs_size: None,
+        selinux: None,
     };
     use MountKind::*;
     assert_eq!(
@@ -407,14 +408,14 @@ fn volumes_short_and_long() {
     );
 
     let message = error(
-        "services:\n  w:\n    image: x\n    volumes:\n      - ./a:/a:z\n      - ./b:relative\n      - type: npipe\n        target: /x\n\
+        "services:\n  w:\n    image: x\n    volumes:\n      - data:/a:z\n      - ./b:relative\n      - type: npipe\n        target: /x\n\
          \x20     - type: bind\n        target: /y\n      - type: volume\n        target: /z\n        bind:\n          create_host_path: true\n",
     );
     assert_error(
         &message,
         5,
         "services.w.volumes[0]",
-        "SELinux relabelling (:z, :Z) is not supported",
+        "SELinux relabelling (:z, :Z) applies to a host path",
     );
     assert_error(
         &message,
@@ -702,7 +703,7 @@ fn profiles_leave_services_out_unless_active() {
 fn unsupported_keys_name_the_key_the_service_and_the_line() {
     let message = error(
         "version: \"3.8\"\nservices:\n  web:\n    image: x\n    build: .\n    x-ok: 1\n    deploy:\n      replicas: 2\n\
-         \x20   networks:\n      front:\n        ipv4_address: 10.0.0.2\n        priority: 3\nnetworks:\n  front:\n    enable_ipv6: true\nconfigs:\n  c: {}\n",
+         \x20   networks:\n      front:\n        ipv4_address: 10.0.0.2\n        priority: 3\nnetworks:\n  front:\n    bogus: true\nconfigs:\n  c: {}\n",
     );
     assert_error(
         &message,
@@ -725,8 +726,8 @@ fn unsupported_keys_name_the_key_the_service_and_the_line() {
     assert_error(
         &message,
         15,
-        "networks.front.enable_ipv6",
-        "unsupported key `enable_ipv6` in network front",
+        "networks.front.bogus",
+        "unsupported key `bogus` in network front",
     );
     assert_error(
         &message,
@@ -741,30 +742,31 @@ fn unsupported_keys_name_the_key_the_service_and_the_line() {
     );
 
     // A key merged in from an anchor is pointed at the `<<` that brings it.
-    let message =
-        error("x-base: &base\n  links: [db]\nservices:\n  web:\n    image: x\n    <<: *base\n");
+    let message = error(
+        "x-base: &base\n  volumes_from: [db]\nservices:\n  web:\n    image: x\n    <<: *base\n",
+    );
     assert_error(
         &message,
         6,
-        "services.web.links",
-        "unsupported key `links` in service web",
+        "services.web.volumes_from",
+        "unsupported key `volumes_from` in service web",
     );
 
     // Written without a value, an unsupported key is refused all the same.
     let message = error(
-        "services:\n  web:\n    image: x\n    links:\n    command:\nnetworks:\n  n:\n    enable_ipv6:\n",
+        "services:\n  web:\n    image: x\n    volumes_from:\n    command:\nnetworks:\n  n:\n    bogus:\n",
     );
     assert_error(
         &message,
         4,
-        "services.web.links",
-        "unsupported key `links` in service web",
+        "services.web.volumes_from",
+        "unsupported key `volumes_from` in service web",
     );
     assert_error(
         &message,
         8,
-        "networks.n.enable_ipv6",
-        "unsupported key `enable_ipv6` in network n",
+        "networks.n.bogus",
+        "unsupported key `bogus` in network n",
     );
     assert!(!message.contains("command"), "{message}");
 

@@ -691,6 +691,7 @@ async fn create_networks(engine: &impl Engine, project: &Project, keys: &[String
             name: network.name.clone(),
             driver: Some(network.driver.clone().unwrap_or_else(|| "bridge".into())),
             internal: Some(network.internal),
+            enable_ipv6: network.enable_ipv6,
             attachable: Some(network.attachable),
             options: Some(network.driver_opts.clone().into_iter().collect()),
             labels: Some(labels),

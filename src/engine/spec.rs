@@ -262,6 +262,29 @@ fn host_config(project: &Project, service: &Service) -> HostConfig {
         shm_size: service.shm_size.map(|b| b as i64),
         sysctls: non_empty_map(service.sysctls.clone()),
         dns: non_empty(service.dns.clone()),
+        links: non_empty(
+            service
+                .links
+                .iter()
+                .map(|(other, alias)| {
+                    let name = project
+                        .services
+                        .get(other)
+                        .map(|o| container_name(project, o))
+                        .unwrap_or_else(|| other.clone());
+                    format!("{name}:{alias}")
+                })
+                .chain(
+                    service
+                        .external_links
+                        .iter()
+                        .map(|l| match l.split_once(':') {
+                            Some(_) => l.clone(),
+                            None => format!("{l}:{l}"),
+                        }),
+                )
+                .collect(),
+        ),
         ..flag_host_config(&service.flags)
     }
 }
@@ -566,6 +589,9 @@ fn mounts(project: &Project, service: &Service) -> (Vec<String>, Vec<Mount>) {
                 let mut mode = if m.read_only { "ro" } else { "rw" }.to_string();
                 if let Some(propagation) = &m.propagation {
                     mode = format!("{mode},{propagation}");
+                }
+                if let Some(label) = &m.selinux {
+                    mode = format!("{mode},{label}");
                 }
                 binds.push(format!("{source}:{}:{mode}", m.target));
             }
