@@ -244,3 +244,55 @@ async fn pull_policy_daily_pulls_once_a_day() {
         plan.stdout
     );
 }
+
+/// `links` (a service reachable under an alias, started first) and an SELinux label on a bind
+/// (`:z`; a no-op on a host without SELinux, as docker does), as they reach the engine.
+#[tokio::test]
+async fn links_and_selinux_labels_reach_the_engine() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "links").await;
+    stack.env(&rig, "GREETING=hello\n").await;
+    std::fs::create_dir_all(stack.scratch.workdir().join("conf")).unwrap();
+    let compose = "\
+services:
+  web:
+    image: {registry}/tester/web:1
+  client:
+    image: {registry}/tester/web:1
+    links: ['web:api']
+    volumes: ['./conf:/conf:ro,z']
+";
+    stack.compose(&rig, compose, "");
+    let (run, stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    let client = stack.container("client");
+    assert!(running_healthy(&client));
+    let host = inspect(&client).unwrap()["HostConfig"].clone();
+    let binds: Vec<&str> = host["Binds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b.as_str())
+        .collect();
+    assert!(
+        binds.iter().any(|b| b.ends_with(":/conf:ro,z")),
+        "{binds:?}"
+    );
+    let answer = std::process::Command::new("docker")
+        .args([
+            "exec",
+            &client,
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://api:8080/health",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        answer.status.success(),
+        "web answers as `api`: {}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+}

@@ -207,6 +207,9 @@ fn endpoints(project: &Project, service: &Service) -> Vec<(String, EndpointSetti
             let fixed = settings.ipv4_address.is_some() || settings.ipv6_address.is_some();
             let endpoint = EndpointSettings {
                 aliases: Some(aliases),
+                // On a user-defined network, a link is an alias of the linked container, seen
+                // from this one only (what `--link` becomes there).
+                links: non_empty(links(project, service)),
                 ipam_config: fixed.then(|| EndpointIpamConfig {
                     ipv4_address: settings.ipv4_address.clone(),
                     ipv6_address: settings.ipv6_address.clone(),
@@ -217,6 +220,26 @@ fn endpoints(project: &Project, service: &Service) -> Vec<(String, EndpointSetti
             (name, endpoint)
         })
         .collect()
+}
+
+/// `links` and `external_links` as the engine takes them: `container:alias`.
+fn links(project: &Project, service: &Service) -> Vec<String> {
+    let own = service.links.iter().map(|(other, alias)| {
+        let name = project
+            .services
+            .get(other)
+            .map(|o| container_name(project, o))
+            .unwrap_or_else(|| other.clone());
+        format!("{name}:{alias}")
+    });
+    let external = service
+        .external_links
+        .iter()
+        .map(|l| match l.split_once(':') {
+            Some(_) => l.clone(),
+            None => format!("{l}:{l}"),
+        });
+    own.chain(external).collect()
 }
 
 /// The host side of the container: mounts and resources (ports and network set by the caller).
@@ -262,29 +285,6 @@ fn host_config(project: &Project, service: &Service) -> HostConfig {
         shm_size: service.shm_size.map(|b| b as i64),
         sysctls: non_empty_map(service.sysctls.clone()),
         dns: non_empty(service.dns.clone()),
-        links: non_empty(
-            service
-                .links
-                .iter()
-                .map(|(other, alias)| {
-                    let name = project
-                        .services
-                        .get(other)
-                        .map(|o| container_name(project, o))
-                        .unwrap_or_else(|| other.clone());
-                    format!("{name}:{alias}")
-                })
-                .chain(
-                    service
-                        .external_links
-                        .iter()
-                        .map(|l| match l.split_once(':') {
-                            Some(_) => l.clone(),
-                            None => format!("{l}:{l}"),
-                        }),
-                )
-                .collect(),
-        ),
         ..flag_host_config(&service.flags)
     }
 }
