@@ -419,13 +419,27 @@ fn volume_v2(volume: &Value) -> Value {
             if out["type"] == "volume" && !out.contains_key("volume") {
                 out.insert("volume".into(), json!({}));
             }
-            if let Some(Value::Object(bind)) = out.get_mut("bind") {
-                if bind.get("create_host_path") != Some(&json!(true)) {
-                    bind.remove("create_host_path");
+            // compose v2 (compose-go 2.10 and later) creates a long-syntax bind's missing host
+            // path unless told not to; 1.29 printed nothing.
+            if out["type"] == "bind" {
+                let bind = out.entry("bind").or_insert_with(|| json!({}));
+                if let Value::Object(bind) = bind {
+                    match bind.get("create_host_path") {
+                        None => {
+                            bind.insert("create_host_path".into(), json!(true));
+                        }
+                        Some(v) if v != &json!(true) => {
+                            bind.remove("create_host_path");
+                        }
+                        Some(_) => {}
+                    }
                 }
-                if bind.is_empty() {
-                    out.remove("bind");
-                }
+            }
+            if out
+                .get("bind")
+                .is_some_and(|b| b.as_object().is_some_and(|b| b.is_empty()))
+            {
+                out.remove("bind");
             }
             Value::Object(out)
         }

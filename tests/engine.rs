@@ -508,14 +508,14 @@ async fn a_failed_release_is_rolled_back_whole() {
     // A compose file the agent refuses (a key it does not support) is bad input: exit 2, naming
     // the key and its line, and again nothing on disk or in the engine changes.
     stack.env(&rig, "API_KEY=bad-4f4f\n").await;
-    let refused = format!("{}    privileged: true\n", compose("web:1"));
+    let refused = format!("{}    volumes_from: [db]\n", compose("web:1"));
     rig.put_object(&bucket, "docker-compose.yml", refused.into_bytes())
         .await;
     let (run, _stack, _rig) = stack.sync(rig).await;
     run.expect(2);
     run.assert_free_of(&["good-1c1c", "bad-4f4f"]);
     assert!(
-        run.stderr.contains("docker-compose.yml:6") && run.stderr.contains("privileged"),
+        run.stderr.contains("docker-compose.yml:6") && run.stderr.contains("volumes_from"),
         "{}",
         run.stderr
     );

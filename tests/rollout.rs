@@ -532,7 +532,7 @@ fn validate_lists_every_problem_of_the_config_and_the_compose_file() {
     std::fs::create_dir_all(&workdir).unwrap();
     std::fs::write(
         workdir.join("docker-compose.yml"),
-        "services:\n  web:\n    image: web:1\n    privileged: true\n    ports: ['eighty:80']\n",
+        "services:\n  web:\n    image: web:1\n    volumes_from: [db]\n    ports: ['eighty:80']\n",
     )
     .unwrap();
     let config = scratch.config(
@@ -548,7 +548,7 @@ fn validate_lists_every_problem_of_the_config_and_the_compose_file() {
         format!("{config}:4:3: watch.interval"),
         format!("{config}:7:3: compose.pull"),
         format!("{config}:9:3: lifecycle.abandon_after"),
-        format!("{compose}:4:5: services.web.privileged"),
+        format!("{compose}:4:5: services.web.volumes_from"),
         format!("{compose}:5:"),
     ] {
         assert!(
