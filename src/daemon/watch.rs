@@ -144,6 +144,44 @@ mod tests {
     use super::*;
     use crate::sync::release::FailedRelease;
 
+    /// `pull_policy: daily`: the watch asks again once a day has passed since the last pull.
+    #[test]
+    fn a_daily_image_is_due_once_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let compose = dir.path().join("docker-compose.yml");
+        std::fs::write(
+            &compose,
+            "services:\n  web:\n    image: web:1\n    pull_policy: daily\n  db:\n    image: db:1\n",
+        )
+        .unwrap();
+        let config = dir.path().join("agent.yaml");
+        let text = format!(
+            "project: o\nworkdir: {}\ncompose:\n  file: docker-compose.yml\n",
+            dir.path().display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let settings = crate::config::load(&config).unwrap();
+        let now = SystemTime::now();
+        let at = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        let mut state = State::default();
+        assert_eq!(
+            refreshes_due(&settings, &state, now),
+            vec!["image web:1: pull_policy daily is due".to_string()],
+            "never pulled"
+        );
+        state
+            .pulled_at
+            .insert("web:1".into(), at(now - Duration::from_secs(3600)));
+        assert!(
+            refreshes_due(&settings, &state, now).is_empty(),
+            "pulled an hour ago"
+        );
+        state
+            .pulled_at
+            .insert("web:1".into(), at(now - Duration::from_secs(25 * 3600)));
+        assert_eq!(refreshes_due(&settings, &state, now).len(), 1, "a day ago");
+    }
+
     #[test]
     fn only_the_held_release_is_held() {
         let at = SystemTime::now();
