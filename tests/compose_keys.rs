@@ -8,6 +8,18 @@ use std::time::Duration;
 use common::stack::{docker, inspect, running_healthy, Stack};
 use common::Rig;
 
+/// GETs `url` from inside `container` (busybox's wget): the body, or wget's complaint.
+fn fetch_in(container: &str, url: &str) -> Result<String, String> {
+    let out = std::process::Command::new("docker")
+        .args(["exec", container, "wget", "-q", "-O", "-", url])
+        .output()
+        .expect("docker exec");
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
 /// A subnet of its own for each run, so parallel runs and earlier leftovers do not clash.
 fn subnet() -> (String, String) {
     let n = 100 + fastrand::u8(..100);
@@ -127,23 +139,8 @@ networks:
         Some(format!("container:{web_id}").as_str()),
         "the engine stores the ID"
     );
-    let answer = std::process::Command::new("docker")
-        .args([
-            "exec",
-            &sidecar,
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            "http://127.0.0.1:8080/health",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        answer.status.success(),
-        "{}",
-        String::from_utf8_lossy(&answer.stderr)
-    );
+    let answer = fetch_in(&sidecar, "http://127.0.0.1:8080/health");
+    assert!(answer.is_ok(), "{answer:?}");
 
     // web gets a new container (a new limit): the sidecar follows it into the new namespace.
     let before = inspect(&sidecar).unwrap()["Id"].clone();
@@ -157,19 +154,10 @@ networks:
         run.stdout
     );
     assert_ne!(inspect(&sidecar).unwrap()["Id"], before);
-    let answer = std::process::Command::new("docker")
-        .args([
-            "exec",
-            &sidecar,
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            "http://127.0.0.1:8080/health",
-        ])
-        .output()
-        .unwrap();
-    assert!(answer.status.success(), "the sidecar reaches the new web");
+    assert!(
+        fetch_in(&sidecar, "http://127.0.0.1:8080/health").is_ok(),
+        "the sidecar reaches the new web"
+    );
     drop(stack);
     docker(&[
         "network",
@@ -278,21 +266,6 @@ services:
         binds.iter().any(|b| b.ends_with(":/conf:ro,z")),
         "{binds:?}"
     );
-    let answer = std::process::Command::new("docker")
-        .args([
-            "exec",
-            &client,
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            "http://api:8080/health",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        answer.status.success(),
-        "web answers as `api`: {}",
-        String::from_utf8_lossy(&answer.stderr)
-    );
+    let answer = fetch_in(&client, "http://api:8080/health");
+    assert!(answer.is_ok(), "web answers as `api`: {answer:?}");
 }
