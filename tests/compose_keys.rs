@@ -46,6 +46,15 @@ services:
     stdin_open: true
     tty: true
     env_file: [{{ path: raw.env, format: raw }}, {{ path: missing.env, required: false }}]
+    security_opt: ['no-new-privileges:true']
+    group_add: ['1000']
+    cpu_shares: 512
+    dns_search: [example.internal]
+    dns_opt: ['ndots:2']
+    oom_score_adj: 100
+    domainname: example.internal
+    ipc: private
+    memswap_limit: -1
     extra_hosts: ['multi=10.0.0.2,10.0.0.3', 'v6=[::1]']
     deploy:
       resources:
@@ -110,6 +119,19 @@ networks:
     assert_eq!(host["MemoryReservation"], 32 * 1024 * 1024);
     assert_eq!(host["RestartPolicy"]["Name"], "on-failure");
     assert_eq!(host["RestartPolicy"]["MaximumRetryCount"], 3);
+    for (key, value) in [
+        ("SecurityOpt", serde_json::json!(["no-new-privileges:true"])),
+        ("GroupAdd", serde_json::json!(["1000"])),
+        ("CpuShares", serde_json::json!(512)),
+        ("DnsSearch", serde_json::json!(["example.internal"])),
+        ("DnsOptions", serde_json::json!(["ndots:2"])),
+        ("OomScoreAdj", serde_json::json!(100)),
+        ("IpcMode", serde_json::json!("private")),
+        ("MemorySwap", serde_json::json!(-1)),
+    ] {
+        assert_eq!(host[key], value, "{key}");
+    }
+    assert_eq!(config["Domainname"], "example.internal");
     let hosts: Vec<&str> = host["ExtraHosts"]
         .as_array()
         .unwrap()
