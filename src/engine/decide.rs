@@ -57,7 +57,8 @@ pub struct ServicePlan {
     /// Others wait for it to complete: ready once it has exited 0.
     #[serde(skip)]
     pub one_shot: bool,
-    /// The new container can start beside the old one (see [`side_by_side`]).
+    /// The new container can start beside the old one: no fixed host port or address, not
+    /// the host's or another container's network namespace.
     #[serde(skip)]
     pub side_by_side: bool,
     #[serde(skip)]
