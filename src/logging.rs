@@ -15,13 +15,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// `-v` turns on the agent's debug logs, `-vv` its trace logs, `-vvv` its dependencies' debug logs.
+/// `-v` turns on the agent's debug logs, `-vv` its trace logs, `-vvv` its dependencies' debug logs
+/// (but bollard's, which would print container environments).
 pub fn init(format: LogFormat, verbose: u8) {
     let directives = match verbose {
         0 => "info",
         1 => "info,kicky_agent=debug",
         2 => "info,kicky_agent=trace",
-        _ => "debug,kicky_agent=trace",
+        // bollard logs every request body (a container's create body holds its environment, so
+        // the secrets) and every decoded answer at debug: it stays at info at any verbosity.
+        _ => "debug,kicky_agent=trace,bollard=info",
     };
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

@@ -18,3 +18,4 @@ mod packaging;
 mod retries;
 mod rollout;
 mod s3_files;
+mod secrets;
