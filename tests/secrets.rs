@@ -23,7 +23,11 @@ async fn no_secret_at_any_verbosity_with_a_compose_project() {
     run.assert_free_of(&secrets);
     assert!(run.stderr.len() > 10_000, "-vvv logged little: is it on?");
     stack.env(&rig, "API_KEY=very-secret-4d5e6f\n").await;
-    let secrets = ["very-secret-1a2b3c", "very-secret-4d5e6f", password.as_str()];
+    let secrets = [
+        "very-secret-1a2b3c",
+        "very-secret-4d5e6f",
+        password.as_str(),
+    ];
     for args in [
         &["-vvv", "plan"][..],
         &["-vvv", "sync"][..],
@@ -34,5 +38,72 @@ async fn no_secret_at_any_verbosity_with_a_compose_project() {
     ] {
         let run = tokio::task::block_in_place(|| stack.scratch.agent(&rig, args));
         run.assert_free_of(&secrets);
+    }
+}
+
+/// A container's health check output is hostile text: escape sequences are stripped wherever it
+/// is shown (the error, `status`, the state file), and it never reaches systemd's `STATUS=`.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_container_writes_is_never_echoed_raw() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "hostile").await;
+    stack.env(&rig, "GREETING=hello\n").await;
+    let compose = "\
+services:
+  web:
+    image: {registry}/tester/web:1
+    healthcheck:
+      test: [CMD-SHELL, \"printf '\\\\033[2J\\\\033]0;owned\\\\007leak-7x7x'; exit 1\"]
+      interval: 1s
+      retries: 1
+";
+    let extra = format!(
+        "control_socket: {}\nlifecycle:\n  hook: off\nwatch:\n  interval: 0s\n",
+        stack.scratch.path("run/control.sock").display()
+    );
+    stack.compose(&rig, compose, &extra);
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(1);
+    assert!(
+        run.stderr.contains("leak-7x7x"),
+        "the output is told, cleaned: {}",
+        run.stderr
+    );
+    assert!(
+        !run.all().contains('\x1b') && !run.all().contains('\x07'),
+        "an escape reached the terminal"
+    );
+    let (status, stack, rig) = stack.run(rig, &["status"]).await;
+    assert!(!status.all().contains('\x1b'));
+    let state =
+        std::fs::read_to_string(stack.scratch.path(&format!("state/{}.json", stack.project)))
+            .unwrap();
+    assert!(
+        !state.contains("\\u001b") && !state.contains('\x1b'),
+        "{state}"
+    );
+
+    // The daemon's first sync fails the same way: STATUS= says so without the container's words.
+    let socket = stack.scratch.path("notify.sock");
+    let notify = common::systemd::Notifications::listen(&socket);
+    let child = stack.scratch.spawn_daemon(
+        &rig.imds_url,
+        &[("NOTIFY_SOCKET", &socket.display().to_string())],
+    );
+    let _daemon = common::systemd::Daemon {
+        child,
+        log: stack.scratch.path("daemon.log"),
+    };
+    tokio::task::block_in_place(|| {
+        notify.wait_for(
+            "STATUS=first sync failed",
+            std::time::Duration::from_secs(60),
+        )
+    });
+    for line in notify.lines() {
+        assert!(
+            !line.contains("leak-7x7x") && !line.contains('\x1b'),
+            "{line:?}"
+        );
     }
 }

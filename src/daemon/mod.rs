@@ -460,7 +460,8 @@ async fn sync(config_path: &Path, shared: &Shared, retry_held: bool) -> SyncOutc
             SyncOutcome {
                 status: crate::error::exit_status(&err),
                 text: format!("{err:#}"),
-                line: crate::engine::api::printable(&crate::sync::first_line(&err), 200),
+                // Never what a container wrote: systemd shows it to anyone who asks.
+                line: crate::engine::api::summary(&err, 200),
                 at: now(),
                 held,
             }

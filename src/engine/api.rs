@@ -183,6 +183,31 @@ pub trait Engine: Send + Sync {
     ) -> BoxStream<'static, EngineResult<String>>;
 }
 
+/// What a container wrote (its health check's output), in an error's chain: told to whoever
+/// reads the whole error (`sync`, `status`, the log), never put in a one-line summary such as
+/// systemd's `STATUS=`. Made printable and bounded when read from the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerOutput(pub String);
+
+impl std::fmt::Display for ContainerOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the last health check said: {}", self.0)
+    }
+}
+
+impl std::error::Error for ContainerOutput {}
+
+/// An error in one line for a summary (systemd's `STATUS=`, the state of a held release): its
+/// chain up to what a container wrote, made printable, at most `max` characters.
+pub fn summary(err: &anyhow::Error, max: usize) -> String {
+    let parts: Vec<String> = err
+        .chain()
+        .take_while(|cause| !cause.is::<ContainerOutput>())
+        .map(|cause| cause.to_string())
+        .collect();
+    printable(&parts.join(": "), max)
+}
+
 /// Text a container wrote (health check output, an engine message quoting it), made safe to
 /// print: control characters become spaces and it is cut to `max` characters.
 pub fn printable(text: &str, max: usize) -> String {

@@ -88,20 +88,22 @@ fn url_safe_registry_auth(mut request: bollard::BollardRequest) -> bollard::Boll
 fn engine_error(err: bollard::errors::Error) -> EngineError {
     use bollard::errors::Error as E;
     match err {
+        // The engine's words may quote what a container or a registry said: made printable
+        // and bounded, like everything from outside.
         E::DockerResponseServerError {
             status_code: 404,
             message,
-        } => EngineError::NotFound(message),
+        } => EngineError::NotFound(printable(&message, 1000)),
         E::DockerResponseServerError {
             status_code,
             message,
         } => EngineError::Refused {
             status: Some(status_code),
-            message,
+            message: printable(&message, 1000),
         },
         E::DockerStreamError { error } => EngineError::Refused {
             status: None,
-            message: error,
+            message: printable(&error, 1000),
         },
         other @ (E::RequestTimeoutError
         | E::IOError { .. }

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
 use tokio::time::Instant;
 
-use super::api::{Container, Engine, Health, RunState};
+use super::api::{Container, ContainerOutput, Engine, Health, RunState};
 
 /// A container without a healthcheck counts as ready once it has been running this long.
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -28,7 +28,8 @@ enum Assessment {
     Ready,
     /// Not yet; look again by then at the latest (a settle time running out).
     Pending(Option<Instant>),
-    Failed(String),
+    /// Why, and what the container's health check last said (if anything).
+    Failed(String, Option<String>),
 }
 
 /// Waits until every target is ready, or fails naming the first that cannot be (exited, unhealthy,
@@ -52,7 +53,7 @@ pub async fn wait_ready(
             Assessment::Pending(recheck) => {
                 pending.insert(target.id.as_str(), (target, recheck));
             }
-            Assessment::Failed(why) => bail!(failure(target, &why)),
+            Assessment::Failed(why, output) => return Err(failure(target, &why, output)),
         }
     }
     while !pending.is_empty() {
@@ -89,7 +90,7 @@ pub async fn wait_ready(
                 Assessment::Pending(at) => {
                     pending.insert(target.id.as_str(), (target, at));
                 }
-                Assessment::Failed(why) => bail!(failure(target, &why)),
+                Assessment::Failed(why, output) => return Err(failure(target, &why, output)),
             }
         }
         if Instant::now() >= deadline {
@@ -100,24 +101,29 @@ pub async fn wait_ready(
                 .ok()
                 .flatten()
                 .and_then(|c| c.last_check);
-            let why = match (target.completes, last) {
-                (true, _) => "did not complete in time".to_string(),
-                (false, Some((code, output))) => {
-                    format!("not healthy in time; last health check: exit {code} output: {output}")
-                }
-                (false, None) => "not running and healthy in time".to_string(),
+            let (why, output) = match (target.completes, last) {
+                (true, _) => ("did not complete in time".to_string(), None),
+                (false, Some((code, output))) => (
+                    format!("not healthy in time; the last health check exited {code}"),
+                    Some(output),
+                ),
+                (false, None) => ("not running and healthy in time".to_string(), None),
             };
-            bail!(failure(target, &why));
+            return Err(failure(target, &why, output));
         }
     }
     Ok(())
 }
 
-fn failure(target: &Target, why: &str) -> String {
-    format!(
+fn failure(target: &Target, why: &str, output: Option<String>) -> anyhow::Error {
+    let message = format!(
         "service {} (container {}): {why}; see `docker logs {}`",
         target.service, target.name, target.name
-    )
+    );
+    match output.filter(|o| !o.is_empty()) {
+        Some(output) => anyhow::Error::new(ContainerOutput(output)).context(message),
+        None => anyhow!(message),
+    }
 }
 
 async fn assess(engine: &impl Engine, target: &Target) -> Result<Assessment> {
@@ -135,10 +141,10 @@ fn judge(c: &Container, completes: bool, now: SystemTime) -> Assessment {
     match c.state {
         RunState::Exited | RunState::Dead if completes && code == 0 => return Assessment::Ready,
         RunState::Exited | RunState::Dead if completes => {
-            return Assessment::Failed(format!("did not complete successfully (exit {code})"))
+            return Assessment::Failed(format!("did not complete successfully (exit {code})"), None)
         }
         RunState::Exited | RunState::Dead => {
-            return Assessment::Failed(format!("exited with code {code}"))
+            return Assessment::Failed(format!("exited with code {code}"), None)
         }
         RunState::Running => {}
         _ => return Assessment::Pending(None),
@@ -148,12 +154,13 @@ fn judge(c: &Container, completes: bool, now: SystemTime) -> Assessment {
     }
     match c.health {
         Some(Health::Healthy) => Assessment::Ready,
-        Some(Health::Unhealthy) => Assessment::Failed(match &c.last_check {
-            Some((code, output)) => {
-                format!("unhealthy: last health check exited {code} with output: {output}")
-            }
-            None => "unhealthy".to_string(),
-        }),
+        Some(Health::Unhealthy) => match &c.last_check {
+            Some((code, output)) => Assessment::Failed(
+                format!("unhealthy: the last health check exited {code}"),
+                Some(output.clone()),
+            ),
+            None => Assessment::Failed("unhealthy".to_string(), None),
+        },
         Some(Health::Starting) => Assessment::Pending(None),
         // No healthcheck: ready once it has stayed up for the settle time.
         None => {

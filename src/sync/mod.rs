@@ -125,7 +125,10 @@ pub async fn run_with(settings: &Settings, clients: &Clients, held: Held) -> Res
         started,
         finished,
         ok: result.is_ok(),
-        error: result.as_ref().err().map(|e| format!("{e:#}")),
+        error: result
+            .as_ref()
+            .err()
+            .map(|e| crate::engine::api::printable(&format!("{e:#}"), 4000)),
     });
     state.save(&state_path)?;
     if let Some(path) = &settings.metrics_textfile {
@@ -322,22 +325,13 @@ fn remember_failed(state: &mut State, attempt: Fingerprint, err: &anyhow::Error)
         Some(failed) if failed.fingerprint == attempt => failed.attempts + 1,
         _ => 1,
     };
-    let reason = crate::engine::api::printable(&first_line(err), 200);
+    let reason = crate::engine::api::summary(err, 200);
     state.failed = Some(FailedRelease {
         at: now(),
         reason,
         fingerprint: attempt,
         attempts,
     });
-}
-
-/// The first line of an error's chain, for one-line reports.
-pub fn first_line(err: &anyhow::Error) -> String {
-    format!("{err:#}")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The env file as it is on disk, as a release to apply (it is then left as it is).
