@@ -46,8 +46,81 @@ enum Step {
     Index(usize),
 }
 
+/// How deep a document may nest, and how many nodes it may expand to once its aliases are
+/// followed: far beyond any config or compose file, far below what hurts (an alias bomb of half
+/// a megabyte expands to gigabytes; a deep nesting overflows the stack of a recursive reader).
+const MAX_DEPTH: usize = 100;
+const MAX_NODES: u64 = 1_000_000;
+
+/// Refuses a document that nests too deep or whose aliases expand too far, in one pass over its
+/// events with bounded memory, before anything reads it into a tree.
+fn bounded(text: &str, file: &Path) -> Result<(), YamlError> {
+    use saphyr_parser::{Event, Parser};
+    let refuse = |marker: saphyr_parser::Marker, message: String| YamlError {
+        file: file.display().to_string(),
+        line: marker.line(),
+        column: marker.col() + 1,
+        key: String::new(),
+        message,
+    };
+    // The expanded size of each anchored node, and of the collections open now.
+    let mut anchored: std::collections::HashMap<usize, u64> = Default::default();
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    let mut total: u64 = 0;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = match event {
+            Ok(event) => event,
+            // Nesting so deep the event parser itself gives up.
+            Err(err) if err.info().contains("recursion limit") => {
+                return Err(refuse(
+                    *err.marker(),
+                    format!("nested deeper than {MAX_DEPTH} levels: refused"),
+                ));
+            }
+            // A syntax error is the reader's to report, with its own words.
+            Err(_) => return Ok(()),
+        };
+        let node = match event {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, 1));
+                if open.len() > MAX_DEPTH {
+                    return Err(refuse(
+                        span.start,
+                        format!("nested deeper than {MAX_DEPTH} levels: refused"),
+                    ));
+                }
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match open.pop() {
+                Some(done) => done,
+                None => continue,
+            },
+            Event::Scalar(_, _, anchor, _) => (anchor, 1),
+            Event::Alias(anchor) => (0, anchored.get(&anchor).copied().unwrap_or(1)),
+            _ => continue,
+        };
+        let (anchor, size) = node;
+        if anchor > 0 {
+            anchored.insert(anchor, size);
+        }
+        match open.last_mut() {
+            Some((_, parent)) => *parent = parent.saturating_add(size),
+            None => total = total.saturating_add(size),
+        }
+        let open_size: u64 = open.iter().map(|(_, s)| *s).fold(0, u64::saturating_add);
+        if total.saturating_add(open_size) > MAX_NODES {
+            return Err(refuse(
+                span.start,
+                format!("expands to more than {MAX_NODES} nodes once its aliases (*name) are followed: refused"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Deserializes `text`, read from `file`, into `T`.
 pub fn from_str<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, YamlError> {
+    bounded(text, file)?;
     let err = match serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(text)) {
         Ok(value) => return Ok(value),
         Err(err) => err,
@@ -87,6 +160,9 @@ pub fn check_all<T: DeserializeOwned>(
     text: &str,
     file: &Path,
 ) -> (Option<serde_norway::Value>, Vec<YamlError>) {
+    if let Err(err) = bounded(text, file) {
+        return (None, vec![err]);
+    }
     let mut value: serde_norway::Value = match serde_norway::from_str(text) {
         Ok(value) => value,
         Err(_) => return (None, from_str::<T>(text, file).err().into_iter().collect()),
@@ -414,6 +490,36 @@ mod tests {
             .is_empty());
         let (left, errors) = check_all::<Doc>("name: [\n", Path::new("f.yaml"));
         assert!(left.is_none() && errors.len() == 1);
+    }
+
+    /// A billion laughs: ten aliases of ten aliases of ..., half a kilobyte of text.
+    fn alias_bomb() -> String {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_before_they_are_read() {
+        let started = std::time::Instant::now();
+        let e = from_str::<serde_norway::Value>(&alias_bomb(), Path::new("f.yaml")).unwrap_err();
+        assert!(
+            e.message.contains("once its aliases (*name) are followed"),
+            "{e}"
+        );
+        assert!(e.line > 1, "{e:?}");
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = from_str::<serde_norway::Value>(&deep, Path::new("f.yaml")).unwrap_err();
+        assert!(e.message.contains("nested deeper than 100 levels"), "{e}");
+        let (_, errors) = check_all::<Doc>(&alias_bomb(), Path::new("f.yaml"));
+        assert_eq!(errors.len(), 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Anchors of ordinary size are fine.
+        let fine = "base: &base {a: 1, b: [1, 2]}\none: *base\ntwo: *base\n";
+        assert!(from_str::<serde_norway::Value>(fine, Path::new("f.yaml")).is_ok());
     }
 
     #[test]
