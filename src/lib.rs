@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod engine;
 pub mod envfile;
 pub mod error;
+pub mod harden;
 pub mod interpolate;
 pub mod lifecycle;
 pub mod logging;

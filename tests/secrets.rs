@@ -107,3 +107,62 @@ services:
         );
     }
 }
+
+/// Leftovers of a sync killed half-way (a temp file holding the env file's secrets, a copy of
+/// the last good release) are gone after the next sync; a config anyone may write is warned
+/// about; the agent runs without core dumps.
+#[tokio::test(flavor = "multi_thread")]
+async fn leftovers_go_and_the_process_keeps_its_memory() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "leftovers").await;
+    stack.env(&rig, "API_KEY=left-secret-8e8e\n").await;
+    stack.compose(
+        &rig,
+        "services:\n  web:\n    image: {registry}/tester/web:1\n",
+        "",
+    );
+    let work = stack.scratch.workdir();
+    let state = stack.scratch.path("state");
+    std::fs::create_dir_all(state.join(".last-good.Kill3d")).unwrap();
+    std::fs::write(
+        state.join(".last-good.Kill3d/0"),
+        "API_KEY=left-secret-8e8e",
+    )
+    .unwrap();
+    std::fs::write(work.join("..env.Kill3d.tmp"), "API_KEY=left-secret-8e8e").unwrap();
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    assert!(
+        !work.join("..env.Kill3d.tmp").exists(),
+        "the temp file with secrets is gone"
+    );
+    assert!(
+        !state.join(".last-good.Kill3d").exists(),
+        "the old copy is gone"
+    );
+
+    let config = stack.scratch.path("etc/agent.yaml");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (validate, stack, rig) = stack.run(rig, &["validate"]).await;
+    validate.expect(0);
+    assert!(
+        validate.stderr.contains("is writable by everyone"),
+        "{}",
+        validate.stderr
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The daemon, as systemd runs it: no core dump, not dumpable.
+    let mut daemon = stack.scratch.spawn_daemon(&rig.imds_url, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.id())).unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
+    assert_eq!(core.split_whitespace().nth(5), Some("0"), "{core}");
+}

@@ -179,6 +179,12 @@ pub fn check(path: &Path) -> Result<(Settings, Vec<String>)> {
     for file in files {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("failed to read {}", file.display()))?;
+        if let Some(who) = writable_by_others(&file) {
+            tracing::warn!(
+                "{} is writable by {who}: whoever can write it can make the agent, which runs as root, fetch and run anything; chmod go-w, owned by root",
+                file.display()
+            );
+        }
         let value = if text.trim().is_empty() {
             Value::Mapping(Default::default())
         } else {
@@ -200,6 +206,38 @@ pub fn check(path: &Path) -> Result<(Settings, Vec<String>)> {
     let mut settings = validate(raw, &layers, &mut problems);
     settings.origins = origins;
     Ok((settings, problems))
+}
+
+/// Who other than root may write the config file at `path` (or its directory), if anyone.
+fn writable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut places = vec![path.to_path_buf()];
+    places.extend(path.parent().map(Path::to_path_buf));
+    for place in places {
+        let Ok(meta) = std::fs::metadata(&place) else {
+            continue;
+        };
+        let mode = meta.mode();
+        let sticky = mode & 0o1000 != 0;
+        if mode & 0o002 != 0 && !sticky {
+            return Some(format!(
+                "everyone ({} is mode {:04o})",
+                place.display(),
+                mode & 0o7777
+            ));
+        }
+        if mode & 0o020 != 0 && meta.gid() != 0 {
+            return Some(format!("group {} ({})", meta.gid(), place.display()));
+        }
+        if meta.uid() != 0 && nix::unistd::geteuid().is_root() {
+            return Some(format!(
+                "user {} ({} is theirs)",
+                meta.uid(),
+                place.display()
+            ));
+        }
+    }
+    None
 }
 
 /// `path`, then `agent.d/*.yaml` beside it in name order.

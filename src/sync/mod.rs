@@ -6,6 +6,7 @@
 //! outcome, good or bad, is recorded in the state file for `status`.
 
 pub mod files;
+pub mod leftovers;
 pub mod lock;
 pub mod metrics;
 pub mod params;
@@ -108,6 +109,7 @@ pub async fn run_with(settings: &Settings, clients: &Clients, held: Held) -> Res
         settings.lock_timeout,
     )
     .await?;
+    leftovers::clean(settings);
     let state_path = State::path(settings);
     let mut state = State::load(&state_path)?;
     let started = now();
