@@ -86,23 +86,47 @@ impl AtomicFile {
     }
 }
 
+/// Opens the regular file at `path` to read, never through a symbolic link: a directory the
+/// agent writes to may be writable by a container, which could put a link to a host file where a
+/// managed file was. `Ok(None)` when there is nothing there, or something other than a regular
+/// file (which the agent then replaces whole, never follows).
+pub fn open_regular(path: &Path) -> io::Result<Option<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // ELOOP: a symbolic link.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(file.metadata()?.is_file().then_some(file))
+}
+
 /// Writes `contents` to `target` atomically unless it already holds exactly those bytes, in which
-/// case the file is left alone (only its mode is corrected when it differs).
+/// case the file is left alone (only its mode is corrected when it differs, on the file itself:
+/// a link there is replaced, never followed).
 pub fn write_if_changed(target: &Path, contents: &[u8], mode: u32) -> Result<Written> {
-    match fs::read(target) {
-        Ok(current) if current == contents => {
-            let meta = fs::metadata(target)
+    if let Some(mut file) =
+        open_regular(target).with_context(|| format!("failed to open {}", target.display()))?
+    {
+        let mut current = Vec::new();
+        io::Read::read_to_end(&mut file, &mut current)
+            .with_context(|| format!("failed to read {}", target.display()))?;
+        if current == contents {
+            let meta = file
+                .metadata()
                 .with_context(|| format!("failed to stat {}", target.display()))?;
             if meta.permissions().mode() & 0o7777 == mode {
                 return Ok(Written::Unchanged);
             }
-            fs::set_permissions(target, Permissions::from_mode(mode))
+            file.set_permissions(Permissions::from_mode(mode))
                 .with_context(|| format!("failed to set the mode of {}", target.display()))?;
             return Ok(Written::ModeFixed);
         }
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("failed to read {}", target.display())),
     }
     let mut file = AtomicFile::create(target, mode)?;
     file.file()
@@ -168,6 +192,30 @@ mod tests {
         assert_eq!(mode_of(&path), 0o600);
         // No temp file is left behind.
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    /// A link put where the file was (by a container that can write the directory) is replaced,
+    /// never followed: what it points to keeps its mode and content.
+    #[test]
+    fn a_link_in_place_of_the_file_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host-secret");
+        fs::write(&host, b"A=1\n").unwrap();
+        fs::set_permissions(&host, Permissions::from_mode(0o600)).unwrap();
+        let path = dir.path().join(".env");
+        std::os::unix::fs::symlink(&host, &path).unwrap();
+        // Same bytes, another mode: the mode fix must not reach the host file.
+        assert_eq!(
+            write_if_changed(&path, b"A=1\n", 0o644).unwrap(),
+            Written::Replaced
+        );
+        assert_eq!(mode_of(&host), 0o600);
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        std::os::unix::fs::symlink(&host, dir.path().join("other")).unwrap();
+        assert!(open_regular(&dir.path().join("other")).unwrap().is_none());
     }
 
     #[test]

@@ -166,3 +166,49 @@ async fn leftovers_go_and_the_process_keeps_its_memory() {
     assert_eq!(core.split_whitespace().nth(4), Some("0"), "{core}");
     assert_eq!(core.split_whitespace().nth(5), Some("0"), "{core}");
 }
+
+/// A container that can write the directory of a fetched file puts a link to a host file in its
+/// place (here: another project's env file, 0600). The next syncs replace the link with the
+/// object's content; the host file is never read into the container's view, never chmod-ed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_where_a_fetched_file_was_is_replaced_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "linkswap").await;
+    stack.env(&rig, "GREETING=hello\n").await;
+    let bucket = rig.bucket("linkswap", false).await;
+    rig.put_object(&bucket, "app.yml", b"app: 1\n".to_vec())
+        .await;
+    let files = format!(
+        "files:\n  - source: s3://{bucket}/app.yml\n    path: conf/app.yml\n    mode: \"0644\"\n"
+    );
+    stack.compose(
+        &rig,
+        "services:\n  web:\n    image: {registry}/tester/web:1\n",
+        &files,
+    );
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    let managed = stack.scratch.workdir().join("conf/app.yml");
+    let host = stack.scratch.path("other-project.env");
+    std::fs::write(&host, "DB_PASSWORD=host-secret-9a9a\n").unwrap();
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&managed).unwrap();
+    std::os::unix::fs::symlink(&host, &managed).unwrap();
+    let (run, _stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    run.assert_free_of(&["host-secret-9a9a"]);
+    assert_eq!(std::fs::read(&managed).unwrap(), b"app: 1\n");
+    assert!(!std::fs::symlink_metadata(&managed)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(&host).unwrap(),
+        "DB_PASSWORD=host-secret-9a9a\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&host).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

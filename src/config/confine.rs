@@ -29,9 +29,12 @@ pub fn confine(path: &Path, workdir: &Path, allowed: &[PathBuf]) -> Result<PathB
     } else {
         (workdir.join(path), vec![workdir])
     };
-    // What exists of the path today, symlinks resolved, must still be inside a root (or be one of
-    // the root's own ancestors, when the root is not created yet).
-    let Some(existing) = full.ancestors().find(|a| a.symlink_metadata().is_ok()) else {
+    // What exists of its directory today, symlinks resolved, must still be inside a root (or be
+    // one of the root's own ancestors, when the root is not created yet). The file's own name is
+    // not resolved: whatever is there (a link a container put in its place) is replaced by the
+    // agent, never followed.
+    let dir = full.parent().unwrap_or(&full);
+    let Some(existing) = dir.ancestors().find(|a| a.symlink_metadata().is_ok()) else {
         return Ok(full);
     };
     let real = existing
@@ -106,8 +109,12 @@ mod tests {
         symlink(&outside, work.join("conf")).unwrap();
         let err = confine(Path::new("conf/a.yml"), &work, &[]).unwrap_err();
         assert!(err.contains("through a symlink"), "{err}");
+        // A link in the file's own place is the agent's to replace, not a way out.
         symlink(outside.join("x"), work.join("file.yml")).unwrap();
-        assert!(confine(Path::new("file.yml"), &work, &[]).is_err());
+        assert_eq!(
+            confine(Path::new("file.yml"), &work, &[]),
+            Ok(work.join("file.yml"))
+        );
         // A symlink that stays inside is fine.
         std::fs::create_dir_all(work.join("real")).unwrap();
         symlink(work.join("real"), work.join("alias")).unwrap();

@@ -7,7 +7,6 @@
 //! Bodies stream into a temp file beside the target while they are hashed; a body whose length or
 //! SHA-256 disagrees with what S3 announced is rejected and never becomes the file.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -252,23 +251,37 @@ fn local_matches(path: &Path, record: &FileRecord) -> Result<bool> {
     if meta.ino() == record.inode && mtime_ns(&meta) == record.mtime_ns {
         return Ok(true);
     }
-    let mut file =
-        File::open(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let Some(mut file) = crate::atomic::open_regular(path)
+        .with_context(|| format!("failed to read {}", path.display()))?
+    else {
+        return Ok(false);
+    };
     let mut sink = HashingWriter::new(io::sink());
     io::copy(&mut file, &mut sink).with_context(|| format!("failed to read {}", path.display()))?;
     Ok(hex(&sink.finish().1) == record.sha256)
 }
 
+/// Sets the mode and owner of the file at `path`, on the file itself (opened without following a
+/// link, then `fchmod`/`fchown`): a link swapped in meanwhile is refused, never followed.
 fn fix_metadata(path: &Path, mode: u32, owner: Option<(Option<u32>, Option<u32>)>) -> Result<()> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("failed to stat {}", path.display()))?;
+    let file = crate::atomic::open_regular(path)
+        .with_context(|| format!("failed to open {}", path.display()))?
+        .ok_or_else(|| {
+            anyhow!(
+                "{} is no longer the regular file the agent wrote (a link or a directory took its place): refused",
+                path.display()
+            )
+        })?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("failed to stat {}", path.display()))?;
     if meta.permissions().mode() & 0o7777 != mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("failed to set the mode of {}", path.display()))?;
     }
     if let Some((uid, gid)) = owner {
         if uid.is_some_and(|u| u != meta.uid()) || gid.is_some_and(|g| g != meta.gid()) {
-            std::os::unix::fs::chown(path, uid, gid)
+            std::os::unix::fs::fchown(&file, uid, gid)
                 .with_context(|| format!("failed to set the owner of {}", path.display()))?;
         }
     }

@@ -41,18 +41,21 @@ impl Snapshot {
             })?;
         let mut saved = Vec::new();
         for (i, target) in targets.iter().enumerate() {
-            let meta = match fs::metadata(target) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    saved.push((target.clone(), None));
-                    continue;
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("failed to stat {}", target.display()))
-                }
+            // The file itself, never what a link there points to: what is not a regular file the
+            // agent wrote is not kept, and is removed if the sync fails.
+            let Some(mut file) = crate::atomic::open_regular(target)
+                .with_context(|| format!("failed to open {}", target.display()))?
+            else {
+                saved.push((target.clone(), None));
+                continue;
             };
+            let meta = file
+                .metadata()
+                .with_context(|| format!("failed to stat {}", target.display()))?;
             let copy = dir.path().join(i.to_string());
-            fs::copy(target, &copy)
+            let mut kept = fs::File::create(&copy)
+                .with_context(|| format!("failed to keep a copy of {}", target.display()))?;
+            io::copy(&mut file, &mut kept)
                 .with_context(|| format!("failed to keep a copy of {}", target.display()))?;
             let mode = meta.permissions().mode() & 0o7777;
             saved.push((
@@ -105,6 +108,47 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A container that can write the directory of a managed file swaps it for a link to a host
+    /// file, before the snapshot or after it: the host file is never copied in, never written.
+    #[test]
+    fn a_link_swapped_in_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let shadow = dir.path().join("shadow");
+        fs::write(&shadow, b"root:secret-hash").unwrap();
+        let target = dir.path().join("app.yml");
+
+        // Before the snapshot: nothing is kept, and the failed sync removes the link.
+        std::os::unix::fs::symlink(&shadow, &target).unwrap();
+        let snapshot =
+            Snapshot::take(&dir.path().join("state"), std::slice::from_ref(&target)).unwrap();
+        fs::remove_file(&target).unwrap();
+        fs::write(&target, b"new release").unwrap();
+        snapshot.restore().unwrap();
+        assert!(
+            fs::symlink_metadata(&target).is_err(),
+            "the link was not kept"
+        );
+        assert_eq!(fs::read(&shadow).unwrap(), b"root:secret-hash");
+
+        // After the snapshot: the restore replaces the link, it does not write through it.
+        fs::write(&target, b"good release").unwrap();
+        let snapshot =
+            Snapshot::take(&dir.path().join("state"), std::slice::from_ref(&target)).unwrap();
+        fs::remove_file(&target).unwrap();
+        std::os::unix::fs::symlink(&shadow, &target).unwrap();
+        snapshot.restore().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"good release");
+        assert!(!fs::symlink_metadata(&target)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            fs::read(&shadow).unwrap(),
+            b"root:secret-hash",
+            "never written through"
+        );
+    }
 
     #[test]
     fn restores_contents_modes_and_absence() {
