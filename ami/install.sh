@@ -15,6 +15,8 @@ install -D -m 0755 "$bin" "$dest/usr/local/bin/kicky-agent"
 install -D -m 0644 systemd/kicky-agent.service "$dest/etc/systemd/system/kicky-agent.service"
 install -D -m 0644 README.md "$dest/usr/share/doc/kicky-agent/README.md"
 install -d -m 0755 "$dest/etc/kicky-agent/agent.d"
+# The default workdirs' parent: the unit makes it writable (ReadWritePaths=), the rest read-only.
+install -d -m 0755 "$dest/srv"
 if [ ! -e "$dest/etc/kicky-agent/agent.yaml" ]; then
   install -m 0644 config/agent.yaml "$dest/etc/kicky-agent/agent.yaml"
 fi

@@ -34,8 +34,13 @@ impl AtomicFile {
     /// Starts a new version of `target`, creating its directory when missing.
     pub fn create(target: &Path, mode: u32) -> Result<Self> {
         let dir = parent_dir(target);
-        fs::create_dir_all(dir)
-            .with_context(|| format!("failed to create directory {}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(|err| {
+            let hint = read_only_hint(&err);
+            anyhow::Error::new(err).context(format!(
+                "failed to create directory {}{hint}",
+                dir.display()
+            ))
+        })?;
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -45,8 +50,12 @@ impl AtomicFile {
             .suffix(".tmp")
             .permissions(Permissions::from_mode(mode))
             .tempfile_in(dir)
-            .with_context(|| {
-                format!("failed to create a temp file next to {}", target.display())
+            .map_err(|err| {
+                let hint = read_only_hint(&err);
+                anyhow::Error::new(err).context(format!(
+                    "failed to create a temp file next to {}{hint}",
+                    target.display()
+                ))
             })?;
         // The umask may have narrowed the mode given at creation: set it exactly.
         tmp.as_file()
@@ -136,6 +145,18 @@ pub fn write_if_changed(target: &Path, contents: &[u8], mode: u32) -> Result<Wri
     Ok(Written::Replaced)
 }
 
+/// What to do about a directory that is read-only: under the systemd unit (`ProtectSystem=strict`)
+/// every directory but the ones it lists in `ReadWritePaths=` is.
+fn read_only_hint(err: &io::Error) -> &'static str {
+    if err.raw_os_error() == Some(nix::libc::EROFS) {
+        " (read-only here: the kicky-agent unit lets the agent write only under /srv, \
+         /var/lib/kicky-agent and /run/kicky-agent; add this directory with `ReadWritePaths=` in \
+         a drop-in, `systemctl edit kicky-agent`)"
+    } else {
+        ""
+    }
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -216,6 +237,14 @@ mod tests {
             .is_symlink());
         std::os::unix::fs::symlink(&host, dir.path().join("other")).unwrap();
         assert!(open_regular(&dir.path().join("other")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_read_only_directory_says_how_to_allow_it() {
+        let read_only = io::Error::from_raw_os_error(nix::libc::EROFS);
+        assert!(read_only_hint(&read_only).contains("ReadWritePaths="));
+        let denied = io::Error::from_raw_os_error(nix::libc::EACCES);
+        assert_eq!(read_only_hint(&denied), "");
     }
 
     #[test]

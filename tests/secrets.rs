@@ -212,3 +212,177 @@ async fn a_link_where_a_fetched_file_was_is_replaced_not_followed() {
         0o600
     );
 }
+
+/// The unit denies system calls (`SystemCallFilter=`), socket families
+/// (`RestrictAddressFamilies=`) and writable-executable memory (`MemoryDenyWriteExecute=`). Traced
+/// through a sync of a compose project, the daemon's first sync and a resync through its control
+/// socket, and the operator's commands, the agent needs none of what the unit denies.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_needs_nothing_its_unit_denies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/kicky-agent.service"
+    ))
+    .unwrap();
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "traced").await;
+    stack.env(&rig, "GREETING=hello\n").await;
+    let compose = "services:\n  web:\n    image: {registry}/tester/web:1\n    environment:\n      GREETING: ${GREETING}\n";
+    let extra = format!(
+        "control_socket: {}\nlifecycle:\n  hook: off\nwatch:\n  interval: 1s\n",
+        stack.scratch.path("run/control.sock").display()
+    );
+    stack.compose(&rig, compose, &extra);
+    let s = &stack.scratch;
+    let traced = |name: &str| {
+        let path = s.path(&format!("trace-{name}"));
+        let wrapper = ["strace", "-f", "-qq", "-o", &path.display().to_string()].map(String::from);
+        (path, wrapper)
+    };
+    let mut traces = Vec::new();
+    tokio::task::block_in_place(|| {
+        for args in [&["sync"][..], &["plan"], &["render"], &["validate"]] {
+            let (path, wrapper) = traced(args[0]);
+            let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+            s.agent_via(&rig, &wrapper, args).expect(0);
+            traces.push(path);
+        }
+
+        let notify_socket = s.path("notify.sock");
+        let notify = common::systemd::Notifications::listen(&notify_socket);
+        let (path, wrapper) = traced("run");
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let daemon = s.spawn_agent_via(
+            &rig,
+            &wrapper,
+            &["run"],
+            &[
+                ("NOTIFY_SOCKET", &notify_socket.display().to_string()),
+                ("WATCHDOG_USEC", "2000000"),
+            ],
+        );
+        notify.wait_for("READY=1", std::time::Duration::from_secs(120));
+        for args in [&["resync"][..], &["status"]] {
+            let (path, wrapper) = traced(args[0]);
+            let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+            s.agent_via(&rig, &wrapper, args).expect(0);
+            traces.push(path);
+        }
+        // strace's first line is the agent's own execve: stop the agent, not strace.
+        let trace = std::fs::read_to_string(&path).unwrap();
+        let agent_pid = trace.split_whitespace().next().unwrap().to_string();
+        common::command_ok("kill", &["-TERM", &agent_pid]);
+        let run = daemon.wait();
+        assert_eq!(run.status, 0, "the daemon's exit: {}", run.stderr);
+        traces.push(path);
+    });
+
+    let (allowed, denied) = unit_syscall_filter(&unit);
+    let families: Vec<&str> = unit_setting(&unit, "RestrictAddressFamilies")
+        .split_whitespace()
+        .collect();
+    assert_eq!(unit_setting(&unit, "MemoryDenyWriteExecute"), "yes");
+    for path in &traces {
+        let trace = std::fs::read_to_string(path).unwrap();
+        let mut calls = std::collections::BTreeSet::new();
+        for line in trace.lines() {
+            let Some((_pid, call)) = line.split_once(' ') else {
+                continue;
+            };
+            let call = call.trim_start();
+            let Some((name, args)) = call.split_once('(') else {
+                continue;
+            };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                continue;
+            }
+            calls.insert(name.to_string());
+            if name == "socket" || name == "socketpair" {
+                let family = args.split(',').next().unwrap_or_default();
+                assert!(
+                    families.contains(&family),
+                    "{}: a socket of family {family}, which the unit restricts: {line}",
+                    path.display()
+                );
+            }
+            let exec = args.contains("PROT_EXEC");
+            assert!(
+                !(exec
+                    && (name == "mprotect"
+                        || name == "pkey_mprotect"
+                        || args.contains("PROT_WRITE"))),
+                "{}: a mapping MemoryDenyWriteExecute= refuses: {line}",
+                path.display()
+            );
+        }
+        let refused: Vec<&String> = calls
+            .iter()
+            .filter(|c| !allowed.contains(*c) || denied.contains(*c))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "{}: system calls the unit's SystemCallFilter= refuses: {refused:?}",
+            path.display()
+        );
+        assert!(
+            calls.contains("execve"),
+            "{}: was it traced?",
+            path.display()
+        );
+    }
+}
+
+/// The value of a unit setting (the last one set).
+fn unit_setting<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .last()
+        .unwrap_or_else(|| panic!("the unit sets no {key}="))
+}
+
+/// The system calls the unit's `SystemCallFilter=` lines allow, and those they deny, each group
+/// expanded by `systemd-analyze syscall-filter`.
+fn unit_syscall_filter(
+    unit: &str,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut allowed = std::collections::BTreeSet::new();
+    let mut denied = std::collections::BTreeSet::new();
+    for value in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+    {
+        let (into, list) = match value.strip_prefix('~') {
+            Some(list) => (&mut denied, list),
+            None => (&mut allowed, value),
+        };
+        for item in list.split_whitespace() {
+            expand_syscall_group(item, into);
+        }
+    }
+    assert!(
+        !allowed.is_empty(),
+        "the unit has no SystemCallFilter= allow list"
+    );
+    (allowed, denied)
+}
+
+fn expand_syscall_group(item: &str, into: &mut std::collections::BTreeSet<String>) {
+    if !item.starts_with('@') {
+        into.insert(item.to_string());
+        return;
+    }
+    let listing = common::command_ok("systemd-analyze", &["syscall-filter", item]);
+    for line in listing.lines().skip(1) {
+        let line = line.trim();
+        if !line.is_empty() && !line.starts_with('#') {
+            expand_syscall_group(line, into);
+        }
+    }
+}

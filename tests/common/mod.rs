@@ -248,11 +248,22 @@ impl Scratch {
     /// Starts the agent in the background (as [`Scratch::agent_with`] runs it); its output goes to
     /// files until [`Background::wait`].
     pub fn spawn_agent(&self, rig: &Rig, args: &[&str], env: &[(&str, &str)]) -> Background {
+        self.spawn_agent_via(rig, &[], args, env)
+    }
+
+    /// [`Scratch::spawn_agent`] under a wrapper command (such as `strace -f`).
+    pub fn spawn_agent_via(
+        &self,
+        rig: &Rig,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Background {
         let n = fastrand::u32(..);
         let stdout = self.path(&format!("agent-{n}.out"));
         let stderr = self.path(&format!("agent-{n}.err"));
         let child = self
-            .agent_command(rig, &[], args, env)
+            .agent_command(rig, wrapper, args, env)
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
@@ -403,4 +414,18 @@ pub fn inode_of(path: &Path) -> (u64, i64, i64) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).expect("stat");
     (m.ino(), m.mtime(), m.mtime_nsec())
+}
+
+/// Runs a program that must succeed; its standard output.
+pub fn command_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -35,6 +35,10 @@ command -v curl >/dev/null || missing+=(curl)
 # GNU time reports the agent's peak memory in the benchmarks; systemd-analyze verifies the unit.
 [[ -x /usr/bin/time ]] || missing+=(time)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# strace shows the system calls, socket families and mappings the agent needs (tests/secrets.rs
+# checks them against the unit's SystemCallFilter=, RestrictAddressFamilies= and
+# MemoryDenyWriteExecute=).
+command -v strace >/dev/null || missing+=(strace)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
 # A machine that already has an engine (or only a client pointed at one by DOCKER_HOST) keeps it.
 if ! command -v docker >/dev/null || { ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; }; then
