@@ -339,8 +339,8 @@ async fn the_agent_needs_nothing_its_unit_denies() {
 /// The value of a unit setting (the last one set).
 fn unit_setting<'a>(unit: &'a str, key: &str) -> &'a str {
     unit.lines()
-        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
         .unwrap_or_else(|| panic!("the unit sets no {key}="))
 }
 
