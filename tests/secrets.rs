@@ -386,3 +386,115 @@ fn expand_syscall_group(item: &str, into: &mut std::collections::BTreeSet<String
         }
     }
 }
+
+/// Secrets Manager as a source: a JSON secret with multi-line values (prefixed), a dotenv one, a
+/// raw one by ARN and the same pinned to AWSPREVIOUS reach the env file exactly (as python-dotenv
+/// reads it), with no value in the output; `status` names their versions; the daemon's watch sees
+/// a new version (DescribeSecret, no value) and writes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_manager_secrets_reach_the_env_file_and_are_watched_by_version() {
+    let rig = Rig::get();
+    let p = format!("kt/sm-{}", fastrand::u32(..));
+    // (python-dotenv and compose agree on this one; tests/env_file.rs covers `$` and `\`.)
+    let password = "s3cr3t-line1\ns3cr3t-line2 \"quoted\" 'single' #not-a-comment";
+    let db = serde_json::json!({"PASSWORD": password, "PORT": 5432, "USER": "app"}).to_string();
+    let db_version = rig.put_secret(&format!("{p}/db"), &db).await;
+    rig.put_secret(
+        &format!("{p}/env"),
+        "MODE=prod\nGREETING='hello s3cr3t-world'\n",
+    )
+    .await;
+    rig.put_secret(&format!("{p}/token"), "s3cr3t-tok-1").await;
+    rig.put_secret(&format!("{p}/token"), "s3cr3t-tok-2").await;
+    let arn = rig
+        .secrets()
+        .describe_secret()
+        .secret_id(format!("{p}/token"))
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    let s = common::Scratch::new();
+    s.config(
+        &rig,
+        &format!(
+            "project: sm\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n\
+             \x20   - secret: {p}/db\n      prefix: DB_\n\
+             \x20   - secret: {p}/env\n      format: dotenv\n\
+             \x20   - secret: {arn}\n      format: value\n      key: TOKEN\n\
+             \x20   - secret: {p}/token\n      format: value\n      key: OLD_TOKEN\n      version_stage: AWSPREVIOUS\n\
+             watch:\n  interval: 1s\nlifecycle:\n  hook: off\ncontrol_socket: {{scratch}}/control.sock\n"
+        ),
+    );
+    let values = ["s3cr3t-line", "s3cr3t-world", "s3cr3t-tok"];
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["-vvv", "sync"]));
+    run.expect(0);
+    run.assert_free_of(&values);
+
+    let env_path = s.workdir().join(".env");
+    let env = common::python_dotenv(&rig, &env_path);
+    let want = [
+        ("DB_PASSWORD", password),
+        ("DB_PORT", "5432"),
+        ("DB_USER", "app"),
+        ("MODE", "prod"),
+        ("GREETING", "hello s3cr3t-world"),
+        ("TOKEN", "s3cr3t-tok-2"),
+        ("OLD_TOKEN", "s3cr3t-tok-1"),
+    ];
+    for (key, value) in want {
+        assert!(
+            env.get(key).map(String::as_str) == Some(value),
+            "{key} in the env file differs from the secret"
+        );
+    }
+    assert_eq!(env.len(), want.len());
+
+    let status = tokio::task::block_in_place(|| s.agent(&rig, &["status"]));
+    status.assert_free_of(&values);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("secret {p}/db  version {db_version}")),
+        "{}",
+        status.stdout
+    );
+    assert!(status
+        .stdout
+        .contains(&format!("secret {p}/token@AWSPREVIOUS  version")));
+
+    // The daemon's watch: a new version of the JSON secret is written within a few ticks.
+    let notify_socket = s.path("notify.sock");
+    let notify = common::systemd::Notifications::listen(&notify_socket);
+    let mut daemon = s.spawn_agent(
+        &rig,
+        &["run"],
+        &[("NOTIFY_SOCKET", &notify_socket.display().to_string())],
+    );
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", std::time::Duration::from_secs(60)));
+    let rotated = serde_json::json!({"PASSWORD": "s3cr3t-rotated", "PORT": 5432, "USER": "app"});
+    rig.put_secret(&format!("{p}/db"), &rotated.to_string())
+        .await;
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&env_path)
+        .unwrap()
+        .contains("s3cr3t-rotated")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the watch did not apply the secret's new version"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    daemon.kill();
+    let run = daemon.wait();
+    assert!(
+        run.stderr
+            .contains(&format!("secret {p}/db: version {db_version} -> ")),
+        "the watch names the change by version: {}",
+        run.stderr
+    );
+    run.assert_free_of(&["s3cr3t-rotated", "s3cr3t-line", "s3cr3t-tok"]);
+}

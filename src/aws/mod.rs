@@ -9,6 +9,7 @@
 pub mod autoscaling;
 pub mod imds;
 pub mod s3;
+pub mod secrets;
 pub mod ssm;
 
 use std::error::Error as StdError;

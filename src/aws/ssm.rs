@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use aws_sdk_ssm::types::Parameter as SdkParameter;
 use aws_sdk_ssm::Client;
 
+use super::secrets::{SecretBatch, SecretValue, SecretsStore};
 use crate::redact::Secret;
 
 /// GetParameters' limit on names per call.
@@ -29,7 +30,8 @@ pub struct Batch {
     pub missing: Vec<String>,
 }
 
-/// The calls the agent makes to Parameter Store.
+/// The calls the agent makes for the env file's variables: to Parameter Store, and to Secrets
+/// Manager for the config's `secret:` entries.
 pub trait ParameterStore: Sync {
     /// Reads up to [`GET_PARAMETERS_MAX`] parameters by name, decrypted.
     fn get_batch(&self, names: &[String]) -> impl Future<Output = Result<Batch>> + Send;
@@ -46,22 +48,50 @@ pub trait ParameterStore: Sync {
         names: &[String],
         paths: &[(String, bool)],
     ) -> impl Future<Output = Result<BTreeMap<String, i64>>> + Send;
+    /// Reads up to [`super::secrets::BATCH_MAX`] secrets at their current version.
+    fn get_secrets(&self, ids: &[String]) -> impl Future<Output = Result<SecretBatch>> + Send;
+    /// Reads one secret at the version a stage points to.
+    fn get_secret_staged(
+        &self,
+        id: &str,
+        stage: &str,
+    ) -> impl Future<Output = Result<SecretValue>> + Send;
+    /// The version a stage of the secret points to, without its value.
+    fn secret_version(
+        &self,
+        id: &str,
+        stage: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
 }
 
-/// Parameter Store through the AWS SDK.
+/// Parameter Store (and Secrets Manager) through the AWS SDK.
 pub struct SsmStore {
     client: Client,
+    secrets: SecretsStore,
 }
 
 impl SsmStore {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         SsmStore {
             client: Client::new(config),
+            secrets: SecretsStore::new(config),
         }
     }
 }
 
 impl ParameterStore for SsmStore {
+    async fn get_secrets(&self, ids: &[String]) -> Result<SecretBatch> {
+        self.secrets.get_batch(ids).await
+    }
+
+    async fn get_secret_staged(&self, id: &str, stage: &str) -> Result<SecretValue> {
+        self.secrets.get_staged(id, stage).await
+    }
+
+    async fn secret_version(&self, id: &str, stage: &str) -> Result<Option<String>> {
+        self.secrets.version(id, stage).await
+    }
+
     async fn get_batch(&self, names: &[String]) -> Result<Batch> {
         let out = self
             .client

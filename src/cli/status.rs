@@ -140,9 +140,12 @@ fn print_text(project: &str, path: &Path, state: &State) {
         );
     }
     if !state.parameters.is_empty() {
-        println!("parameters (as of the last good sync):");
-        for (name, version) in &state.parameters {
-            println!("  {name}  version {version}");
+        println!("parameters and secrets (as of the last good sync):");
+        for (key, version) in &state.parameters {
+            println!(
+                "  {}  version {version}",
+                crate::sync::params::describe_key(key)
+            );
         }
     }
     if !state.files.is_empty() {

@@ -21,7 +21,7 @@ use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
     Credential, HookChoice, ParamSource, PullPolicy, RawRegistry as Registry, RegistryAuth,
-    WatchApply,
+    SecretFormat, WatchApply,
 };
 use types::S3Uri;
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::types::{
     AbsolutePath, Account, DurationText, EndpointUrl, EnvKey, FileMode, FilePath, ParamName,
-    ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, VersionId,
+    ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, SecretId, VersionId, VersionStage,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,6 +238,23 @@ pub enum ParamSource {
     Path { path: ParamPath, recursive: bool },
     /// One parameter as one variable.
     Single { name: ParamName, key: EnvKey },
+    /// A Secrets Manager secret, at its current version or at a pinned version stage.
+    Secret {
+        id: SecretId,
+        stage: Option<VersionStage>,
+        format: SecretFormat,
+    },
+}
+
+/// How a secret's value becomes variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretFormat {
+    /// A JSON object: each key a variable, its name prefixed.
+    Json { prefix: String },
+    /// A dotenv document.
+    Dotenv,
+    /// One variable.
+    Value { key: EnvKey },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -245,8 +262,10 @@ pub enum ParamSource {
 pub enum ParamFormat {
     /// The value is a dotenv document of variables.
     Dotenv,
-    /// The value is one variable's value (the default).
+    /// The value is one variable's value (the default for parameters).
     Value,
+    /// The value is a JSON object of variables (the default for secrets).
+    Json,
 }
 
 #[derive(Deserialize)]
@@ -254,18 +273,30 @@ pub enum ParamFormat {
 struct RawParamSource {
     name: Option<ParamName>,
     path: Option<ParamPath>,
+    secret: Option<SecretId>,
     recursive: Option<bool>,
     key: Option<EnvKey>,
     format: Option<ParamFormat>,
+    prefix: Option<EnvKey>,
+    version_stage: Option<VersionStage>,
 }
 
 impl TryFrom<RawParamSource> for ParamSource {
     type Error = String;
 
     fn try_from(raw: RawParamSource) -> Result<Self, String> {
+        if let Some(id) = raw.secret.clone() {
+            return secret_source(id, raw);
+        }
+        if raw.prefix.is_some() || raw.version_stage.is_some() {
+            return Err("`prefix` and `version_stage` apply to `secret`, not to parameters".into());
+        }
+        if raw.format == Some(ParamFormat::Json) {
+            return Err("`format: json` applies to `secret`, not to parameters".into());
+        }
         match (raw.name, raw.path) {
             (Some(_), Some(_)) | (None, None) => {
-                Err("a parameter entry needs exactly one of `name` (one parameter) or `path` (a hierarchy)".into())
+                Err("an entry needs exactly one of `name` (one parameter), `path` (a hierarchy) or `secret` (a Secrets Manager secret)".into())
             }
             (None, Some(path)) => {
                 if raw.key.is_some() {
@@ -285,7 +316,7 @@ impl TryFrom<RawParamSource> for ParamSource {
                         "`key` and `format: dotenv` exclude each other: a dotenv document names its own variables".into(),
                     ),
                     ParamFormat::Dotenv => Ok(ParamSource::Document { name }),
-                    ParamFormat::Value => {
+                    ParamFormat::Value | ParamFormat::Json => {
                         let key = match raw.key {
                             Some(key) => key,
                             None => EnvKey::parse(name.basename())
@@ -297,4 +328,49 @@ impl TryFrom<RawParamSource> for ParamSource {
             }
         }
     }
+}
+
+fn secret_source(id: SecretId, raw: RawParamSource) -> Result<ParamSource, String> {
+    if raw.name.is_some() || raw.path.is_some() {
+        return Err("an entry needs exactly one of `name`, `path` or `secret`".into());
+    }
+    if raw.recursive.is_some() {
+        return Err("`recursive` applies to `path`, not to `secret`".into());
+    }
+    let format = match raw.format.unwrap_or(ParamFormat::Json) {
+        ParamFormat::Json => {
+            if raw.key.is_some() {
+                return Err("`key` names the variable of `format: value`; a JSON secret's keys name its variables (add `prefix:` to prefix them)".into());
+            }
+            SecretFormat::Json {
+                prefix: raw
+                    .prefix
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default(),
+            }
+        }
+        ParamFormat::Dotenv | ParamFormat::Value if raw.prefix.is_some() => {
+            return Err("`prefix` applies to `format: json` only".into());
+        }
+        ParamFormat::Dotenv if raw.key.is_some() => {
+            return Err("`key` and `format: dotenv` exclude each other: a dotenv document names its own variables".into());
+        }
+        ParamFormat::Dotenv => SecretFormat::Dotenv,
+        ParamFormat::Value => SecretFormat::Value {
+            key: match raw.key {
+                Some(key) => key,
+                None => EnvKey::parse(id.basename()).map_err(|e| {
+                    format!(
+                        "{e}; set `key:` to name the variable of secret {}",
+                        id.as_str()
+                    )
+                })?,
+            },
+        },
+    };
+    Ok(ParamSource::Secret {
+        id,
+        stage: raw.version_stage,
+        format,
+    })
 }

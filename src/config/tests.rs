@@ -213,6 +213,36 @@ fn wrong_types_and_impossible_values() {
             3,
             "env.parameters",
         ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - secret: prod/db\n      name: /a\n",
+            4,
+            "exactly one of `name`, `path` or `secret`",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - secret: prod/db\n      key: DB\n",
+            4,
+            "add `prefix:` to prefix them",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - secret: prod/db\n      format: value\n      prefix: DB_\n",
+            4,
+            "`prefix` applies to `format: json` only",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - name: /a\n      version_stage: AWSPREVIOUS\n",
+            4,
+            "apply to `secret`, not to parameters",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - secret: prod/1db\n      format: value\n",
+            4,
+            "set `key:` to name the variable of secret prod/1db",
+        ),
+        (
+            "project: orange\nenv:\n  parameters:\n    - secret: \"prod db\"\n",
+            4,
+            "secret name \"prod db\" contains",
+        ),
         ("project: [orange\n", 1, ""),
     ];
     for (text, line, needle) in cases {
@@ -230,6 +260,27 @@ fn wrong_types_and_impossible_values() {
             "expected {needle:?} for {text:?}, got: {msg}"
         );
     }
+}
+
+#[test]
+fn secrets_read_as_json_by_default() {
+    let dir = Dir::new();
+    dir.write(
+        "agent.yaml",
+        "project: orange\nenv:\n  parameters:\n    - secret: prod/orange/db\n      prefix: DB_\n    - secret: arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:prod/orange/api-AbC123\n      format: value\n      version_stage: AWSPREVIOUS\n",
+    );
+    let settings = load(&dir.main()).unwrap();
+    let sources = &settings.env.unwrap().sources;
+    assert!(matches!(
+        &sources[0],
+        ParamSource::Secret { id, stage: None, format: SecretFormat::Json { prefix } }
+            if id.as_str() == "prod/orange/db" && prefix == "DB_"
+    ));
+    assert!(matches!(
+        &sources[1],
+        ParamSource::Secret { stage: Some(stage), format: SecretFormat::Value { key }, .. }
+            if stage.as_str() == "AWSPREVIOUS" && key.as_str() == "api"
+    ));
 }
 
 #[test]

@@ -193,6 +193,85 @@ impl ParamPath {
 }
 deserialize_via_parse!(ParamPath);
 
+/// A Secrets Manager secret, by name (letters, digits and `/ _ + = . @ -`, at most 512) or by ARN.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretId(String);
+
+impl SecretId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("arn:") {
+            let parts: Vec<&str> = rest.splitn(6, ':').collect();
+            let ok = parts.len() == 6
+                && parts[1] == "secretsmanager"
+                && parts[4] == "secret"
+                && !parts[5].is_empty();
+            if !ok {
+                return Err(format!(
+                    "{s:?} is not a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:secret:<name>)"
+                ));
+            }
+            return Ok(SecretId(s.to_string()));
+        }
+        if s.is_empty() || s.len() > 512 {
+            return Err(format!("secret name {s:?} must be 1 to 512 characters"));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|&c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)))
+        {
+            return Err(format!(
+                "secret name {s:?} contains {c:?}: allowed are letters, digits and `/ _ + = . @ -`"
+            ));
+        }
+        Ok(SecretId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last segment of the name (of an ARN: of the name it ends with, less the random
+    /// suffix Secrets Manager adds), the default variable name for `format: value`.
+    pub fn basename(&self) -> &str {
+        let name = match self.0.strip_prefix("arn:") {
+            Some(arn) => {
+                let name = arn.rsplit(':').next().unwrap_or(arn);
+                // A full ARN ends with `-` and six random characters.
+                match name.rsplit_once('-') {
+                    Some((base, suffix)) if suffix.len() == 6 => base,
+                    _ => name,
+                }
+            }
+            None => &self.0,
+        };
+        name.rsplit('/').next().unwrap_or(name)
+    }
+}
+deserialize_via_parse!(SecretId);
+
+/// A secret's version stage (`AWSCURRENT`, `AWSPREVIOUS` or one of the account's own labels).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VersionStage(String);
+
+impl VersionStage {
+    pub const CURRENT: &str = "AWSCURRENT";
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty() && s.len() <= 256 && s.chars().all(|c| c.is_ascii_graphic());
+        if !ok {
+            return Err(format!(
+                "version stage {s:?} must be 1 to 256 printable characters without spaces"
+            ));
+        }
+        Ok(VersionStage(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(VersionStage);
+
 fn check_param_chars(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 2048 {
         return Err(format!("parameter name {s:?} must be 1 to 2048 characters"));
@@ -509,6 +588,27 @@ mod tests {
         for bad in ["", "0800", "rw-r--r--", "17777", "-1"] {
             assert!(FileMode::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn secret_ids() {
+        let name = SecretId::parse("prod/orange/db_password").unwrap();
+        assert_eq!(name.basename(), "db_password");
+        let arn = "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:prod/orange/db-a1B2c3";
+        assert_eq!(SecretId::parse(arn).unwrap().basename(), "db");
+        let partial = "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:prod/orange/db";
+        assert_eq!(SecretId::parse(partial).unwrap().basename(), "db");
+        for bad in [
+            "",
+            "a b",
+            "prod/orange#1",
+            "arn:aws:ssm:ap-northeast-2:123456789012:parameter/x",
+            "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:",
+        ] {
+            assert!(SecretId::parse(bad).is_err(), "{bad}");
+        }
+        assert!(VersionStage::parse("AWSPREVIOUS").is_ok());
+        assert!(VersionStage::parse("a b").is_err());
     }
 
     #[test]

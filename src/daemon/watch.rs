@@ -1,7 +1,9 @@
-//! What the daemon looks at between syncs: the versions of the parameters and the ETags of the
-//! objects, without fetching a value or a body (DescribeParameters and HeadObject), compared with
-//! the last good release and with a release that failed and is held.
+//! What the daemon looks at between syncs: the versions of the parameters and secrets and the
+//! ETags of the objects, without fetching a value or a body (DescribeParameters, DescribeSecret
+//! and HeadObject), compared with the last good release and with a release that failed and is
+//! held.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
@@ -9,8 +11,10 @@ use anyhow::Result;
 use super::machine::WatchOutcome;
 use crate::aws::s3::ObjectStore;
 use crate::aws::ssm::ParameterStore;
+use crate::config::types::VersionStage;
 use crate::config::{ParamSource, Settings, WatchApply};
 use crate::sync::files::{self, Change};
+use crate::sync::params::{describe_key, secret_key, Version};
 use crate::sync::release::Fingerprint;
 use crate::sync::state::State;
 
@@ -67,32 +71,21 @@ pub async fn changes(
     let mut found = Vec::new();
     let mut now = Fingerprint::default();
     if let Some(env) = &settings.env {
-        let mut names = Vec::new();
-        let mut paths = Vec::new();
-        for source in &env.sources {
-            match source {
-                ParamSource::Document { name } | ParamSource::Single { name, .. } => {
-                    names.push(name.as_str().to_string())
-                }
-                ParamSource::Path { path, recursive } => {
-                    paths.push((path.as_str().to_string(), *recursive))
-                }
-            }
-        }
-        now.parameters = ssm.versions(&names, &paths).await?;
-        for (name, version) in &now.parameters {
-            match state.parameters.get(name) {
+        now.parameters = source_versions(ssm, &env.sources).await?;
+        for (key, version) in &now.parameters {
+            let what = describe_key(key);
+            match state.parameters.get(key) {
                 Some(old) if old == version => {}
-                Some(old) => found.push(format!("parameter {name}: version {old} -> {version}")),
-                None => found.push(format!("parameter {name}: new (version {version})")),
+                Some(old) => found.push(format!("{what}: version {old} -> {version}")),
+                None => found.push(format!("{what}: new (version {version})")),
             }
         }
-        for name in state
+        for key in state
             .parameters
             .keys()
             .filter(|n| !now.parameters.contains_key(*n))
         {
-            found.push(format!("parameter {name}: gone"));
+            found.push(format!("{}: gone", describe_key(key)));
         }
     }
     for file in &settings.files {
@@ -110,6 +103,45 @@ pub async fn changes(
     }
     found.extend(refreshes_due(settings, state, SystemTime::now()));
     Ok((found, now))
+}
+
+/// The versions of every parameter and secret the sources name, without their values: the
+/// parameters' by DescribeParameters, each secret's by DescribeSecret (concurrently).
+async fn source_versions(
+    ssm: &impl ParameterStore,
+    sources: &[ParamSource],
+) -> Result<BTreeMap<String, Version>> {
+    let mut names = Vec::new();
+    let mut paths = Vec::new();
+    let mut secrets = Vec::new();
+    for source in sources {
+        match source {
+            ParamSource::Document { name } | ParamSource::Single { name, .. } => {
+                names.push(name.as_str().to_string())
+            }
+            ParamSource::Path { path, recursive } => {
+                paths.push((path.as_str().to_string(), *recursive))
+            }
+            ParamSource::Secret { id, stage, .. } => secrets.push((id, stage)),
+        }
+    }
+    let secrets =
+        futures::future::try_join_all(secrets.into_iter().map(|(id, stage)| async move {
+            let at = stage.as_ref().map_or(VersionStage::CURRENT, |s| s.as_str());
+            let version = ssm.secret_version(id.as_str(), at).await?;
+            Ok::<_, anyhow::Error>((secret_key(id, stage.as_ref()), version))
+        }));
+    let (parameters, secrets) = futures::try_join!(ssm.versions(&names, &paths), secrets)?;
+    let mut versions: BTreeMap<String, Version> = parameters
+        .into_iter()
+        .map(|(name, v)| (name, Version::Number(v)))
+        .collect();
+    versions.extend(
+        secrets
+            .into_iter()
+            .filter_map(|(key, version)| Some((key, Version::Id(version?)))),
+    );
+    Ok(versions)
 }
 
 /// Images whose `pull_policy: daily` (weekly, every_…) period has passed since the last pull:
@@ -186,7 +218,7 @@ mod tests {
     fn only_the_held_release_is_held() {
         let at = SystemTime::now();
         let release = |v: i64| Fingerprint {
-            parameters: [("/a".to_string(), v)].into(),
+            parameters: [("/a".to_string(), crate::sync::params::Version::Number(v))].into(),
             objects: Default::default(),
         };
         let state = State {

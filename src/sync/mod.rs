@@ -470,7 +470,7 @@ pub fn agent_files(
 pub struct DesiredEnv {
     pub text: String,
     pub variables: usize,
-    pub versions: std::collections::BTreeMap<String, i64>,
+    pub versions: std::collections::BTreeMap<String, params::Version>,
 }
 
 pub async fn desired_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<DesiredEnv> {
@@ -486,7 +486,7 @@ pub async fn desired_env(store: &impl ParameterStore, env: &EnvSettings) -> Resu
 
 struct WrittenEnv {
     report: EnvReport,
-    versions: std::collections::BTreeMap<String, i64>,
+    versions: std::collections::BTreeMap<String, params::Version>,
     sha256: String,
 }
 

@@ -1,26 +1,66 @@
-//! Resolves the configured parameter sources into the env file's variables.
+//! Resolves the configured sources (parameters and secrets) into the env file's variables.
 //!
-//! All names are fetched first, in as few calls as the API allows (GetParameters takes 10 names;
-//! each path is one paginated GetParametersByPath), all concurrently; then the sources are applied
-//! in config order, a later variable replacing an earlier one of the same name.
+//! Everything is fetched first, in as few calls as the APIs allow (GetParameters takes 10 names;
+//! each path is one paginated GetParametersByPath; BatchGetSecretValue takes 20 secrets at their
+//! current version; a secret pinned to another stage is one GetSecretValue), all concurrently;
+//! then the sources are applied in config order, a later variable replacing an earlier one of the
+//! same name.
 
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 use futures::future::try_join_all;
 use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 
+use crate::aws::secrets::{SecretValue, BATCH_MAX};
 use crate::aws::ssm::{Parameter, ParameterStore, GET_PARAMETERS_MAX};
-use crate::config::ParamSource;
+use crate::config::types::{SecretId, VersionStage};
+use crate::config::{ParamSource, SecretFormat};
 use crate::envfile;
 use crate::error::input_error;
 use crate::redact::Secret;
 
-/// The variables of the env file, in order, and the version of every parameter read.
+/// The version of a parameter (a number) or of a secret (its version id), as remembered in the
+/// state file and compared by the daemon's watch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Version {
+    Number(i64),
+    Id(String),
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Version::Number(n) => write!(f, "{n}"),
+            Version::Id(id) => f.write_str(id),
+        }
+    }
+}
+
+/// The key a secret's version is remembered under, beside the parameters' names (which never
+/// start with `secret:`).
+pub fn secret_key(id: &SecretId, stage: Option<&VersionStage>) -> String {
+    match stage.map(VersionStage::as_str) {
+        Some(stage) if stage != VersionStage::CURRENT => format!("secret:{}@{stage}", id.as_str()),
+        _ => format!("secret:{}", id.as_str()),
+    }
+}
+
+/// A remembered version's key in words: `parameter /a/b`, `secret prod/db`.
+pub fn describe_key(key: &str) -> String {
+    match key.strip_prefix("secret:") {
+        Some(secret) => format!("secret {secret}"),
+        None => format!("parameter {key}"),
+    }
+}
+
+/// The variables of the env file, in order, and the version of every parameter and secret read.
 #[derive(Debug, Default)]
 pub struct Resolved {
     pub vars: Vec<(String, Secret)>,
-    pub versions: BTreeMap<String, i64>,
+    pub versions: BTreeMap<String, Version>,
 }
 
 pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Result<Resolved> {
@@ -30,14 +70,15 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
             ParamSource::Document { name } | ParamSource::Single { name, .. } => {
                 Some(name.as_str().to_string())
             }
-            ParamSource::Path { .. } => None,
+            ParamSource::Path { .. } | ParamSource::Secret { .. } => None,
         })
         .collect();
     let paths = try_join_all(sources.iter().filter_map(|s| match s {
         ParamSource::Path { path, recursive } => Some(store.get_path(path.as_str(), *recursive)),
         _ => None,
     }));
-    let (by_name, mut path_results) = futures::try_join!(fetch(store, names), paths)?;
+    let (by_name, mut path_results, secrets) =
+        futures::try_join!(fetch(store, names), paths, fetch_secrets(store, sources))?;
 
     let mut resolved = Resolved::default();
     let mut vars: IndexMap<String, Secret> = IndexMap::new();
@@ -46,12 +87,16 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
         match source {
             ParamSource::Single { name, key } => {
                 let p = take(&by_name, name.as_str())?;
-                resolved.versions.insert(p.name.clone(), p.version);
+                resolved
+                    .versions
+                    .insert(p.name.clone(), Version::Number(p.version));
                 vars.insert(key.as_str().to_string(), p.value.clone());
             }
             ParamSource::Document { name } => {
                 let p = take(&by_name, name.as_str())?;
-                resolved.versions.insert(p.name.clone(), p.version);
+                resolved
+                    .versions
+                    .insert(p.name.clone(), Version::Number(p.version));
                 let lookup = |k: &str| vars.get(k).map(|v| v.expose().to_string());
                 let parsed = envfile::parse(p.value.expose(), &lookup).map_err(|e| {
                     input_error(format!(
@@ -87,7 +132,21 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
                         )));
                     }
                     vars.insert(key.to_string(), p.value.clone());
-                    resolved.versions.insert(p.name.clone(), p.version);
+                    resolved
+                        .versions
+                        .insert(p.name.clone(), Version::Number(p.version));
+                }
+            }
+            ParamSource::Secret { id, stage, format } => {
+                let key = secret_key(id, stage.as_ref());
+                let secret = secrets.get(&key).ok_or_else(|| {
+                    anyhow!("Secrets Manager did not return secret {}", id.as_str())
+                })?;
+                resolved
+                    .versions
+                    .insert(key, Version::Id(secret.version_id.clone()));
+                for (name, value) in secret_variables(secret, format, &vars)? {
+                    vars.insert(name, value);
                 }
             }
         }
@@ -122,6 +181,118 @@ pub async fn fetch(
         return Err(anyhow!("parameter{s} not found: {}", missing.join(", ")));
     }
     Ok(by_name)
+}
+
+/// Reads the secrets of the sources: those at their current version in batches, each pinned one
+/// alone; keyed by [`secret_key`]. A secret Secrets Manager does not have is an error naming it.
+async fn fetch_secrets(
+    store: &impl ParameterStore,
+    sources: &[ParamSource],
+) -> Result<BTreeMap<String, SecretValue>> {
+    let mut current: Vec<String> = Vec::new();
+    let mut pinned = Vec::new();
+    for source in sources {
+        if let ParamSource::Secret { id, stage, .. } = source {
+            match stage {
+                Some(stage) if stage.as_str() != VersionStage::CURRENT => {
+                    pinned.push((secret_key(id, Some(stage)), id, stage))
+                }
+                _ => current.push(id.as_str().to_string()),
+            }
+        }
+    }
+    current.sort();
+    current.dedup();
+    pinned.sort();
+    pinned.dedup();
+    let batches = try_join_all(
+        current
+            .chunks(BATCH_MAX)
+            .map(|chunk| store.get_secrets(chunk)),
+    );
+    let pinned = try_join_all(pinned.iter().map(|(key, id, stage)| async move {
+        let value = store.get_secret_staged(id.as_str(), stage.as_str()).await?;
+        Ok::<_, anyhow::Error>((key.clone(), value))
+    }));
+    let (batches, pinned) = futures::try_join!(batches, pinned)?;
+    let mut found: BTreeMap<String, SecretValue> = pinned.into_iter().collect();
+    let mut missing = Vec::new();
+    for batch in batches {
+        missing.extend(batch.missing);
+        for secret in batch.found {
+            found.insert(format!("secret:{}", secret.id), secret);
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        let s = if missing.len() == 1 { "" } else { "s" };
+        return Err(anyhow!("secret{s} not found: {}", missing.join(", ")));
+    }
+    Ok(found)
+}
+
+/// The variables a secret's value holds, as its format reads it. A value that does not read is an
+/// input error naming the secret (and the key, position or type), never quoting the value.
+fn secret_variables(
+    secret: &SecretValue,
+    format: &SecretFormat,
+    vars: &IndexMap<String, Secret>,
+) -> Result<Vec<(String, Secret)>> {
+    let id = &secret.id;
+    let text = secret.value.expose();
+    let variables = match format {
+        SecretFormat::Value { key } => vec![(key.as_str().to_string(), secret.value.clone())],
+        SecretFormat::Dotenv => {
+            let lookup = |k: &str| vars.get(k).map(|v| v.expose().to_string());
+            envfile::parse(text, &lookup)
+                .map_err(|e| {
+                    input_error(format!("secret {id} is not a valid dotenv document: {e}"))
+                })?
+                .into_iter()
+                .map(|(k, v)| (k, Secret::new(v)))
+                .collect()
+        }
+        SecretFormat::Json { prefix } => {
+            // Parsed as any JSON first: serde's errors for a wrong type would quote the value.
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                input_error(format!(
+                    "secret {id} is not valid JSON (line {}, column {}); set `format: value` or `format: dotenv` for a secret that is not a JSON object",
+                    e.line(),
+                    e.column()
+                ))
+            })?;
+            let serde_json::Value::Object(object) = value else {
+                return Err(input_error(format!(
+                    "secret {id} is JSON but not an object of keys and values; set `format: value` to take it whole"
+                )));
+            };
+            let mut variables = Vec::new();
+            for (key, value) in object {
+                let text = match value {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    serde_json::Value::Null => String::new(),
+                    serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                        return Err(input_error(format!(
+                            "secret {id}: the value of key {key:?} is a nested array or object; only strings, numbers, booleans and null become variables"
+                        )))
+                    }
+                };
+                variables.push((format!("{prefix}{key}"), Secret::new(text)));
+            }
+            variables
+        }
+    };
+    for (key, _) in &variables {
+        if !envfile::is_valid_key(key) {
+            return Err(input_error(format!(
+                "secret {id}: {key:?} is not a valid variable name ({})",
+                envfile::KEY_RULE
+            )));
+        }
+    }
+    Ok(variables)
 }
 
 fn take<'a>(by_name: &'a BTreeMap<String, Parameter>, name: &str) -> Result<&'a Parameter> {

@@ -183,7 +183,7 @@ mod tests {
 /// version and each object's ETag (or version ID).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
-    pub parameters: std::collections::BTreeMap<String, i64>,
+    pub parameters: std::collections::BTreeMap<String, super::params::Version>,
     pub objects: std::collections::BTreeMap<PathBuf, String>,
 }
 

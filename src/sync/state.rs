@@ -20,7 +20,7 @@ pub struct State {
     pub counters: Counters,
     /// Parameter name → version, as of the last good sync.
     #[serde(default)]
-    pub parameters: BTreeMap<String, i64>,
+    pub parameters: BTreeMap<String, super::params::Version>,
     /// Absolute file path → what was fetched there.
     #[serde(default)]
     pub files: BTreeMap<PathBuf, FileRecord>,
@@ -165,6 +165,7 @@ pub fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::params::Version;
 
     #[test]
     fn round_trips_and_tolerates_damage() {
@@ -172,10 +173,22 @@ mod tests {
         let path = dir.path().join("orange.json");
         assert_eq!(State::load(&path).unwrap(), State::default());
         let mut state = State::default();
-        state.parameters.insert("/orange/prod/env".into(), 3);
+        state
+            .parameters
+            .insert("/orange/prod/env".into(), Version::Number(3));
+        state.parameters.insert(
+            "secret:prod/orange/db".into(),
+            Version::Id("8a1c6f0e-2b3d-4e5f-9a7b-1c2d3e4f5a6b".into()),
+        );
         state.save(&path).unwrap();
         assert_eq!(State::load(&path).unwrap(), state);
         std::fs::write(&path, "{ not json").unwrap();
         assert_eq!(State::load(&path).unwrap(), State::default());
+        // A state file from before secrets (versions were numbers only) still reads.
+        std::fs::write(&path, r#"{"parameters": {"/orange/prod/env": 7}}"#).unwrap();
+        assert_eq!(
+            State::load(&path).unwrap().parameters["/orange/prod/env"],
+            Version::Number(7)
+        );
     }
 }

@@ -84,6 +84,50 @@ impl Rig {
             });
     }
 
+    /// A Secrets Manager client for seeding moto.
+    pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(&self.moto_url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "rig"))
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(config)
+    }
+
+    /// Creates the secret, or gives it a new current version; the version's id.
+    pub async fn put_secret(&self, name: &str, value: &str) -> String {
+        let client = self.secrets();
+        let exists = client
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .is_ok();
+        let fail = |e: &dyn std::fmt::Display| -> ! { panic!("seeding secret {name}: {e}") };
+        let version = if exists {
+            let out = client
+                .put_secret_value()
+                .secret_id(name)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap_or_else(|e| fail(&aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
+            out.version_id().map(str::to_string)
+        } else {
+            let out = client
+                .create_secret()
+                .name(name)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap_or_else(|e| fail(&aws_sdk_secretsmanager::error::DisplayErrorContext(e)));
+            out.version_id().map(str::to_string)
+        };
+        version.expect("a version id")
+    }
+
     /// An S3 client for seeding moto, path-style as the agent is configured in tests.
     pub fn s3(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()

@@ -6,11 +6,13 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::aws::ssm::Batch;
-use crate::config::types::{EnvKey, ParamName, ParamPath};
+use crate::config::types::{EnvKey, ParamName, ParamPath, SecretId, VersionStage};
 
 #[derive(Default)]
 struct FakeStore {
     params: BTreeMap<String, String>,
+    /// Secrets by id (or `id@stage`): their version id and value.
+    secrets: BTreeMap<String, (String, String)>,
     calls: Mutex<Vec<String>>,
 }
 
@@ -21,8 +23,25 @@ impl FakeStore {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            calls: Mutex::default(),
+            ..FakeStore::default()
         }
+    }
+
+    fn with_secrets(mut self, secrets: &[(&str, &str, &str)]) -> Self {
+        for (id, version, value) in secrets {
+            self.secrets
+                .insert(id.to_string(), (version.to_string(), value.to_string()));
+        }
+        self
+    }
+
+    fn secret(&self, key: &str, id: &str) -> Option<SecretValue> {
+        let (version, value) = self.secrets.get(key)?;
+        Some(SecretValue {
+            id: id.to_string(),
+            version_id: version.clone(),
+            value: Secret::new(value.clone()),
+        })
     }
 
     fn param(&self, name: &str) -> Parameter {
@@ -35,6 +54,35 @@ impl FakeStore {
 }
 
 impl ParameterStore for FakeStore {
+    async fn get_secrets(&self, ids: &[String]) -> Result<crate::aws::secrets::SecretBatch> {
+        assert!(ids.len() <= BATCH_MAX, "a batch takes at most 20 secrets");
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("secrets {}", ids.len()));
+        let mut batch = crate::aws::secrets::SecretBatch::default();
+        for id in ids {
+            match self.secret(id, id) {
+                Some(secret) => batch.found.push(secret),
+                None => batch.missing.push(id.clone()),
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn get_secret_staged(&self, id: &str, stage: &str) -> Result<SecretValue> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("secret {id}@{stage}"));
+        self.secret(&format!("{id}@{stage}"), id)
+            .ok_or_else(|| anyhow!("no stage {stage} of {id}"))
+    }
+
+    async fn secret_version(&self, id: &str, _: &str) -> Result<Option<String>> {
+        Ok(self.secrets.get(id).map(|(v, _)| v.clone()))
+    }
+
     async fn versions(
         &self,
         names: &[String],
@@ -195,4 +243,142 @@ async fn a_broken_document_names_the_parameter_and_line_not_the_value() {
     let msg = err.to_string();
     assert_eq!(msg, "parameter /app/env is not a valid dotenv document: line 2: a quoted value without its closing quote");
     assert_eq!(crate::error::exit_status(&err), 2);
+}
+
+fn secret(id: &str, stage: Option<&str>, format: SecretFormat) -> ParamSource {
+    ParamSource::Secret {
+        id: SecretId::parse(id).unwrap(),
+        stage: stage.map(|s| VersionStage::parse(s).unwrap()),
+        format,
+    }
+}
+
+fn json(prefix: &str) -> SecretFormat {
+    SecretFormat::Json {
+        prefix: prefix.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn secrets_become_variables_in_each_format_and_order() {
+    let store = FakeStore::with(&[("/app/A", "from-parameter")]).with_secrets(&[
+        (
+            "prod/db",
+            "v-db",
+            r#"{"username": "app", "password": "p\"w\nline2", "port": 5432, "tls": true, "note": null}"#,
+        ),
+        ("prod/env", "v-env", "A=from-secret\nB=${A}-b\n"),
+        ("prod/token", "v-token", "t0k3n"),
+        ("prod/token@AWSPREVIOUS", "v-old", "old-t0k3n"),
+    ]);
+    let sources = [
+        single("/app/A", "A"),
+        secret("prod/db", None, json("DB_")),
+        secret("prod/env", None, SecretFormat::Dotenv),
+        secret(
+            "prod/token",
+            None,
+            SecretFormat::Value {
+                key: EnvKey::parse("TOKEN").unwrap(),
+            },
+        ),
+        secret(
+            "prod/token",
+            Some("AWSPREVIOUS"),
+            SecretFormat::Value {
+                key: EnvKey::parse("OLD_TOKEN").unwrap(),
+            },
+        ),
+    ];
+    let resolved = resolve(&store, &sources).await.unwrap();
+    assert_eq!(
+        vars(&resolved),
+        vec![
+            ("A", "from-secret"),
+            ("DB_note", ""),
+            ("DB_password", "p\"w\nline2"),
+            ("DB_port", "5432"),
+            ("DB_tls", "true"),
+            ("DB_username", "app"),
+            ("B", "from-secret-b"),
+            ("TOKEN", "t0k3n"),
+            ("OLD_TOKEN", "old-t0k3n"),
+        ]
+    );
+    let version = |key: &str| resolved.versions[key].to_string();
+    assert_eq!(version("secret:prod/db"), "v-db");
+    assert_eq!(version("secret:prod/token"), "v-token");
+    assert_eq!(version("secret:prod/token@AWSPREVIOUS"), "v-old");
+    assert_eq!(version("/app/A"), "1");
+    // The three current secrets in one batch; the pinned one alone.
+    let mut calls = store.calls.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(
+        calls,
+        vec!["batch 1", "secret prod/token@AWSPREVIOUS", "secrets 3"]
+    );
+}
+
+#[tokio::test]
+async fn secrets_are_fetched_twenty_per_call_and_missing_ones_named() {
+    let ids: Vec<String> = (0..45).map(|i| format!("s/{i:02}")).collect();
+    let secrets: Vec<(&str, &str, &str)> = ids
+        .iter()
+        .map(|id| (id.as_str(), "v1", r#"{"K": "v"}"#))
+        .collect();
+    let store = FakeStore::default().with_secrets(&secrets);
+    let sources: Vec<ParamSource> = ids.iter().map(|id| secret(id, None, json(""))).collect();
+    resolve(&store, &sources).await.unwrap();
+    let mut calls = store.calls.lock().unwrap().clone();
+    calls.sort();
+    assert_eq!(calls, vec!["secrets 20", "secrets 20", "secrets 5"]);
+
+    let sources = [
+        secret("s/00", None, json("")),
+        secret("nope", None, json("")),
+    ];
+    let err = resolve(&store, &sources).await.unwrap_err();
+    assert_eq!(err.to_string(), "secret not found: nope");
+}
+
+/// A secret whose value does not read as its format says is an input error naming the secret,
+/// and never quoting the value.
+#[tokio::test]
+async fn a_secret_that_does_not_read_names_the_secret_not_the_value() {
+    let cases = [
+        (
+            r#"{"password": "hunter2""#,
+            json(""),
+            "is not valid JSON (line 1, column 22)",
+        ),
+        (r#""hunter2""#, json(""), "is JSON but not an object"),
+        (
+            r#"{"db": {"password": "hunter2"}}"#,
+            json(""),
+            "the value of key \"db\" is a nested",
+        ),
+        (
+            r#"{"bad key": "hunter2"}"#,
+            json(""),
+            "\"bad key\" is not a valid variable name",
+        ),
+        (
+            "password='hunter2",
+            SecretFormat::Dotenv,
+            "is not a valid dotenv document: line 1",
+        ),
+    ];
+    for (value, format, expected) in cases {
+        let store = FakeStore::default().with_secrets(&[("prod/db", "v1", value)]);
+        let err = resolve(&store, &[secret("prod/db", None, format)])
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("secret prod/db") && msg.contains(expected),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+        assert_eq!(crate::error::exit_status(&err), 2, "{msg}");
+    }
 }
