@@ -21,7 +21,7 @@ use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
     Credential, HookChoice, ParamSource, PullPolicy, RawRegistry as Registry, RegistryAuth,
-    SecretFormat, WatchApply,
+    SecretFormat, Source, WatchApply,
 };
 use types::S3Uri;
 
@@ -96,7 +96,7 @@ pub struct EnvSettings {
     /// Absolute path of the env file.
     pub path: PathBuf,
     pub mode: u32,
-    pub sources: Vec<ParamSource>,
+    pub sources: Vec<Source>,
 }
 
 impl Settings {

@@ -224,13 +224,21 @@ pub struct RawAws {
 pub struct RawEnv {
     pub file: Option<FilePath>,
     pub mode: Option<FileMode>,
-    pub parameters: Option<Vec<ParamSource>>,
+    pub parameters: Option<Vec<Source>>,
 }
 
-/// Where variables of the env file come from, checked while reading so that a wrong combination
-/// of keys is reported at its line.
+/// One entry of `env.parameters`: where variables come from, and whether they go to the env file
+/// (`env_file: false`: only to the compose file's `secrets:`). Checked while reading so that a
+/// wrong combination of keys is reported at its line.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawParamSource")]
+pub struct Source {
+    pub from: ParamSource,
+    pub env_file: bool,
+}
+
+/// Where variables come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParamSource {
     /// One parameter whose value is a whole dotenv document.
     Document { name: ParamName },
@@ -279,6 +287,19 @@ struct RawParamSource {
     format: Option<ParamFormat>,
     prefix: Option<EnvKey>,
     version_stage: Option<VersionStage>,
+    env_file: Option<bool>,
+}
+
+impl TryFrom<RawParamSource> for Source {
+    type Error = String;
+
+    fn try_from(raw: RawParamSource) -> Result<Self, String> {
+        let env_file = raw.env_file.unwrap_or(true);
+        Ok(Source {
+            from: ParamSource::try_from(raw)?,
+            env_file,
+        })
+    }
 }
 
 impl TryFrom<RawParamSource> for ParamSource {

@@ -62,7 +62,7 @@ fn the_design_sample_loads() {
     assert_eq!(env.mode, 0o600);
     assert_eq!(env.sources.len(), 3);
     assert!(
-        matches!(&env.sources[1], ParamSource::Path { path, recursive: true } if path.as_str() == "/orange/prod/vars")
+        matches!(&env.sources[1].from, ParamSource::Path { path, recursive: true } if path.as_str() == "/orange/prod/vars")
     );
 }
 
@@ -272,15 +272,22 @@ fn secrets_read_as_json_by_default() {
     let settings = load(&dir.main()).unwrap();
     let sources = &settings.env.unwrap().sources;
     assert!(matches!(
-        &sources[0],
+        &sources[0].from,
         ParamSource::Secret { id, stage: None, format: SecretFormat::Json { prefix } }
             if id.as_str() == "prod/orange/db" && prefix == "DB_"
     ));
     assert!(matches!(
-        &sources[1],
+        &sources[1].from,
         ParamSource::Secret { stage: Some(stage), format: SecretFormat::Value { key }, .. }
             if stage.as_str() == "AWSPREVIOUS" && key.as_str() == "api"
     ));
+    assert!(sources[0].env_file);
+    dir.write(
+        "agent.yaml",
+        "project: orange\nenv:\n  parameters:\n    - name: /orange/prod/DB_PASSWORD\n      env_file: false\n",
+    );
+    let settings = load(&dir.main()).unwrap();
+    assert!(!settings.env.unwrap().sources[0].env_file);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::machine::WatchOutcome;
 use crate::aws::s3::ObjectStore;
 use crate::aws::ssm::ParameterStore;
 use crate::config::types::VersionStage;
-use crate::config::{ParamSource, Settings, WatchApply};
+use crate::config::{ParamSource, Settings, Source, WatchApply};
 use crate::sync::files::{self, Change};
 use crate::sync::params::{describe_key, secret_key, Version};
 use crate::sync::release::Fingerprint;
@@ -109,13 +109,13 @@ pub async fn changes(
 /// parameters' by DescribeParameters, each secret's by DescribeSecret (concurrently).
 async fn source_versions(
     ssm: &impl ParameterStore,
-    sources: &[ParamSource],
+    sources: &[Source],
 ) -> Result<BTreeMap<String, Version>> {
     let mut names = Vec::new();
     let mut paths = Vec::new();
     let mut secrets = Vec::new();
     for source in sources {
-        match source {
+        match &source.from {
             ParamSource::Document { name } | ParamSource::Single { name, .. } => {
                 names.push(name.as_str().to_string())
             }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::aws::secrets::{SecretValue, BATCH_MAX};
 use crate::aws::ssm::{Parameter, ParameterStore, GET_PARAMETERS_MAX};
 use crate::config::types::{SecretId, VersionStage};
-use crate::config::{ParamSource, SecretFormat};
+use crate::config::{ParamSource, SecretFormat, Source};
 use crate::envfile;
 use crate::error::input_error;
 use crate::redact::Secret;
@@ -56,24 +56,26 @@ pub fn describe_key(key: &str) -> String {
     }
 }
 
-/// The variables of the env file, in order, and the version of every parameter and secret read.
+/// The variables of the env file, in order, those only the compose file's `secrets:` may use
+/// (sources with `env_file: false`), and the version of every parameter and secret read.
 #[derive(Debug, Default)]
 pub struct Resolved {
     pub vars: Vec<(String, Secret)>,
+    pub secret_only: Vec<(String, Secret)>,
     pub versions: BTreeMap<String, Version>,
 }
 
-pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Result<Resolved> {
+pub async fn resolve(store: &impl ParameterStore, sources: &[Source]) -> Result<Resolved> {
     let names: Vec<String> = sources
         .iter()
-        .filter_map(|s| match s {
+        .filter_map(|s| match &s.from {
             ParamSource::Document { name } | ParamSource::Single { name, .. } => {
                 Some(name.as_str().to_string())
             }
             ParamSource::Path { .. } | ParamSource::Secret { .. } => None,
         })
         .collect();
-    let paths = try_join_all(sources.iter().filter_map(|s| match s {
+    let paths = try_join_all(sources.iter().filter_map(|s| match &s.from {
         ParamSource::Path { path, recursive } => Some(store.get_path(path.as_str(), *recursive)),
         _ => None,
     }));
@@ -82,15 +84,17 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
 
     let mut resolved = Resolved::default();
     let mut vars: IndexMap<String, Secret> = IndexMap::new();
+    let mut secret_only: IndexMap<String, Secret> = IndexMap::new();
     let mut path_results = path_results.drain(..);
     for source in sources {
-        match source {
+        let mut found: Vec<(String, Secret)> = Vec::new();
+        match &source.from {
             ParamSource::Single { name, key } => {
                 let p = take(&by_name, name.as_str())?;
                 resolved
                     .versions
                     .insert(p.name.clone(), Version::Number(p.version));
-                vars.insert(key.as_str().to_string(), p.value.clone());
+                found.push((key.as_str().to_string(), p.value.clone()));
             }
             ParamSource::Document { name } => {
                 let p = take(&by_name, name.as_str())?;
@@ -112,7 +116,7 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
                             envfile::KEY_RULE
                         )));
                     }
-                    vars.insert(key, Secret::new(value));
+                    found.push((key, Secret::new(value)));
                 }
             }
             ParamSource::Path { path, .. } => {
@@ -131,7 +135,7 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
                             envfile::KEY_RULE
                         )));
                     }
-                    vars.insert(key.to_string(), p.value.clone());
+                    found.push((key.to_string(), p.value.clone()));
                     resolved
                         .versions
                         .insert(p.name.clone(), Version::Number(p.version));
@@ -145,13 +149,18 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[ParamSource]) -> Re
                 resolved
                     .versions
                     .insert(key, Version::Id(secret.version_id.clone()));
-                for (name, value) in secret_variables(secret, format, &vars)? {
-                    vars.insert(name, value);
-                }
+                found = secret_variables(secret, format, &vars)?;
             }
         }
+        let into = if source.env_file {
+            &mut vars
+        } else {
+            &mut secret_only
+        };
+        into.extend(found);
     }
     resolved.vars = vars.into_iter().collect();
+    resolved.secret_only = secret_only.into_iter().collect();
     Ok(resolved)
 }
 
@@ -187,12 +196,12 @@ pub async fn fetch(
 /// alone; keyed by [`secret_key`]. A secret Secrets Manager does not have is an error naming it.
 async fn fetch_secrets(
     store: &impl ParameterStore,
-    sources: &[ParamSource],
+    sources: &[Source],
 ) -> Result<BTreeMap<String, SecretValue>> {
     let mut current: Vec<String> = Vec::new();
     let mut pinned = Vec::new();
     for source in sources {
-        if let ParamSource::Secret { id, stage, .. } = source {
+        if let ParamSource::Secret { id, stage, .. } = &source.from {
             match stage {
                 Some(stage) if stage.as_str() != VersionStage::CURRENT => {
                     pinned.push((secret_key(id, Some(stage)), id, stage))

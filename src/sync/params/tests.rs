@@ -127,24 +127,31 @@ impl ParameterStore for FakeStore {
     }
 }
 
-fn single(name: &str, key: &str) -> ParamSource {
-    ParamSource::Single {
+fn entry(from: ParamSource) -> Source {
+    Source {
+        from,
+        env_file: true,
+    }
+}
+
+fn single(name: &str, key: &str) -> Source {
+    entry(ParamSource::Single {
         name: ParamName::parse(name).unwrap(),
         key: EnvKey::parse(key).unwrap(),
-    }
+    })
 }
 
-fn document(name: &str) -> ParamSource {
-    ParamSource::Document {
+fn document(name: &str) -> Source {
+    entry(ParamSource::Document {
         name: ParamName::parse(name).unwrap(),
-    }
+    })
 }
 
-fn path(p: &str, recursive: bool) -> ParamSource {
-    ParamSource::Path {
+fn path(p: &str, recursive: bool) -> Source {
+    entry(ParamSource::Path {
         path: ParamPath::parse(p).unwrap(),
         recursive,
-    }
+    })
 }
 
 fn vars(resolved: &Resolved) -> Vec<(&str, &str)> {
@@ -186,7 +193,7 @@ async fn names_are_fetched_ten_per_call() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let store = FakeStore::with(&refs);
-    let sources: Vec<ParamSource> = params.iter().map(|(k, _)| single(k, &k[3..])).collect();
+    let sources: Vec<Source> = params.iter().map(|(k, _)| single(k, &k[3..])).collect();
     let resolved = resolve(&store, &sources).await.unwrap();
     assert_eq!(resolved.vars.len(), 23);
     let mut calls = store.calls.lock().unwrap().clone();
@@ -245,12 +252,12 @@ async fn a_broken_document_names_the_parameter_and_line_not_the_value() {
     assert_eq!(crate::error::exit_status(&err), 2);
 }
 
-fn secret(id: &str, stage: Option<&str>, format: SecretFormat) -> ParamSource {
-    ParamSource::Secret {
+fn secret(id: &str, stage: Option<&str>, format: SecretFormat) -> Source {
+    entry(ParamSource::Secret {
         id: SecretId::parse(id).unwrap(),
         stage: stage.map(|s| VersionStage::parse(s).unwrap()),
         format,
-    }
+    })
 }
 
 fn json(prefix: &str) -> SecretFormat {
@@ -327,7 +334,7 @@ async fn secrets_are_fetched_twenty_per_call_and_missing_ones_named() {
         .map(|id| (id.as_str(), "v1", r#"{"K": "v"}"#))
         .collect();
     let store = FakeStore::default().with_secrets(&secrets);
-    let sources: Vec<ParamSource> = ids.iter().map(|id| secret(id, None, json(""))).collect();
+    let sources: Vec<Source> = ids.iter().map(|id| secret(id, None, json(""))).collect();
     resolve(&store, &sources).await.unwrap();
     let mut calls = store.calls.lock().unwrap().clone();
     calls.sort();
@@ -381,4 +388,23 @@ async fn a_secret_that_does_not_read_names_the_secret_not_the_value() {
         assert!(!msg.contains("hunter2"), "{msg}");
         assert_eq!(crate::error::exit_status(&err), 2, "{msg}");
     }
+}
+
+#[tokio::test]
+async fn a_source_kept_out_of_the_env_file_is_resolved_for_secrets_only() {
+    let store = FakeStore::with(&[("/app/A", "a"), ("/app/DB_PASSWORD", "pw")]);
+    let mut hidden = single("/app/DB_PASSWORD", "DB_PASSWORD");
+    hidden.env_file = false;
+    let resolved = resolve(&store, &[single("/app/A", "A"), hidden])
+        .await
+        .unwrap();
+    assert_eq!(vars(&resolved), vec![("A", "a")]);
+    let only: Vec<(&str, &str)> = resolved
+        .secret_only
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    assert_eq!(only, vec![("DB_PASSWORD", "pw")]);
+    // Watched like any other source.
+    assert!(resolved.versions.contains_key("/app/DB_PASSWORD"));
 }
