@@ -498,3 +498,150 @@ async fn secrets_manager_secrets_reach_the_env_file_and_are_watched_by_version()
     );
     run.assert_free_of(&["s3cr3t-rotated", "s3cr3t-line", "s3cr3t-tok"]);
 }
+
+/// The compose file's `secrets:` as docker compose has them, written by the agent on a tmpfs and
+/// mounted read-only: the value readable in the container at its path with the owner and mode
+/// asked, and nowhere else: not in `docker inspect`, not in the env file (the parameter says
+/// `env_file: false`), not on disk, not in the output. A changed value recreates the service that
+/// uses it and no other, and the old file goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_secrets_are_files_on_a_tmpfs_and_nowhere_else() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "secretfiles").await;
+    let p = stack.project.clone();
+    stack.env(&rig, "GREETING=hello\n").await;
+    rig.put(
+        &format!("/kt/{p}/DB_PASSWORD"),
+        "s3cr3t-db-1",
+        aws_sdk_ssm::types::ParameterType::SecureString,
+    )
+    .await;
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
+    let s = &stack.scratch;
+    std::fs::create_dir_all(s.workdir()).unwrap();
+    std::fs::write(s.workdir().join("tls.pem"), "s3cr3t-tls-key\n").unwrap();
+    std::fs::write(
+        s.workdir().join("docker-compose.yml"),
+        format!(
+            "services:\n  web:\n    image: {}/tester/web:1\n    environment:\n      GREETING: ${{GREETING}}\n\
+             \x20   secrets:\n      - db_password\n      - source: tls\n        target: /etc/tls/key.pem\n        uid: \"1000\"\n        gid: \"1001\"\n        mode: 0440\n\
+             \x20 other:\n    image: {}/tester/web:1\n    secrets: [tls]\n\
+             secrets:\n  db_password:\n    environment: DB_PASSWORD\n  tls:\n    file: ./tls.pem\n",
+            stack.registry, stack.registry
+        ),
+    )
+    .unwrap();
+    s.config(
+        &rig,
+        &format!(
+            "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
+             env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n    - name: /kt/{p}/DB_PASSWORD\n      env_file: false\n\
+             compose:\n  pull: missing\n  healthy_timeout: 30s\n  secrets_dir: {}\n\
+             registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n",
+            shm.path().display(),
+            stack.registry
+        ),
+    );
+    let values = ["s3cr3t-db", "s3cr3t-tls"];
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    run.assert_free_of(&values);
+
+    let web = stack.container("web");
+    let in_container = |container: &str, args: &[&str]| {
+        let mut all = vec!["exec", container];
+        all.extend_from_slice(args);
+        common::stack::docker(&all)
+    };
+    assert_eq!(
+        in_container(&web, &["cat", "/run/secrets/db_password"]),
+        "s3cr3t-db-1"
+    );
+    assert_eq!(
+        in_container(
+            &web,
+            &["stat", "-c", "%u %g %a", "/run/secrets/db_password"]
+        ),
+        "0 0 400\n"
+    );
+    assert_eq!(
+        in_container(&web, &["stat", "-c", "%u %g %a", "/etc/tls/key.pem"]),
+        "1000 1001 440\n"
+    );
+    assert_eq!(
+        in_container(&web, &["cat", "/etc/tls/key.pem"]),
+        "s3cr3t-tls-key\n"
+    );
+    // Read-only: the container cannot change what the agent wrote.
+    assert_eq!(
+        in_container(
+            &web,
+            &[
+                "sh",
+                "-c",
+                "echo x > /run/secrets/db_password || echo refused"
+            ]
+        ),
+        "refused\n"
+    );
+    let inspect = common::stack::docker(&["inspect", &web]);
+    assert!(!inspect.contains("s3cr3t"), "a value in docker inspect");
+    assert!(inspect.contains(&shm.path().display().to_string()));
+    let env_file = std::fs::read_to_string(stack.scratch.workdir().join(".env")).unwrap();
+    assert!(env_file.contains("GREETING") && !env_file.contains("DB_PASSWORD"));
+    for dir in [stack.scratch.workdir(), stack.scratch.path("state")] {
+        assert_nowhere_under(&dir, "s3cr3t-db");
+    }
+
+    // A new value: `web` is recreated, `other` (which does not use it) is not; the old file goes.
+    let other = stack.container("other");
+    let (web_id, other_id) = (common::stack::id_of(&web), common::stack::id_of(&other));
+    let files_before = files_under(shm.path());
+    rig.put(
+        &format!("/kt/{}/DB_PASSWORD", stack.project),
+        "s3cr3t-db-2",
+        aws_sdk_ssm::types::ParameterType::SecureString,
+    )
+    .await;
+    let (run, stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    run.assert_free_of(&values);
+    assert_ne!(common::stack::id_of(&web), web_id);
+    assert_eq!(common::stack::id_of(&other), other_id);
+    assert_eq!(
+        in_container(&web, &["cat", "/run/secrets/db_password"]),
+        "s3cr3t-db-2"
+    );
+    let files_after = files_under(shm.path());
+    assert_eq!(files_after.len(), files_before.len(), "{files_after:?}");
+    assert_eq!(
+        files_after.difference(&files_before).count(),
+        1,
+        "only the changed secret's file is new"
+    );
+    drop(stack);
+}
+
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.insert(path);
+        }
+    }
+    found
+}
+
+fn assert_nowhere_under(dir: &std::path::Path, value: &str) {
+    for file in files_under(dir) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(value),
+            "a secret value in {}",
+            file.display()
+        );
+    }
+}

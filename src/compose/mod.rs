@@ -107,6 +107,15 @@ pub fn load_file_with(
     from_str(&text, file, project, &lookup)
 }
 
+/// The variables of the env file of `settings` (none when there is none yet), as the compose file
+/// is interpolated with them.
+pub fn env_variables(settings: &Settings) -> Result<IndexMap<String, String>> {
+    match env_file_of(settings) {
+        Some(path) => read_env_file(&path),
+        None => Ok(IndexMap::new()),
+    }
+}
+
 /// The variables of the env file; none when it does not exist yet.
 fn read_env_file(path: &Path) -> Result<IndexMap<String, String>> {
     let text = match std::fs::read_to_string(path) {
@@ -193,6 +202,7 @@ fn from_str_home(
         services: IndexMap::new(),
         networks: parsed.networks,
         volumes: parsed.volumes,
+        secrets: parsed.secrets,
     };
     let mut paths = IndexMap::new();
     let mut disabled = HashSet::new();

@@ -27,6 +27,8 @@ pub struct Project {
     pub networks: IndexMap<String, Network>,
     /// The top-level `volumes`, in file order.
     pub volumes: IndexMap<String, Volume>,
+    /// The top-level `secrets`, in file order: where each one's content comes from.
+    pub secrets: IndexMap<String, SecretSource>,
 }
 
 impl Project {
@@ -119,6 +121,35 @@ pub struct Service {
     pub links: Vec<(String, String)>,
     /// `external_links`: `container[:alias]` of containers outside the project.
     pub external_links: Vec<String>,
+    /// `secrets`: files the agent writes on a tmpfs and mounts read-only.
+    pub secrets: Vec<ServiceSecret>,
+}
+
+/// Where a top-level secret's content comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretSource {
+    /// `file:`: a host file (relative paths resolved against the compose file's directory).
+    File(PathBuf),
+    /// `environment:`: a variable, as the agent resolved it (with `env_file: false` sources
+    /// too), else the agent's environment.
+    Environment(String),
+}
+
+/// One service's use of a secret (`secrets:`, short or long syntax).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceSecret {
+    /// The key in [`Project::secrets`].
+    pub source: String,
+    /// Absolute path in the container: `/run/secrets/<target>` for a relative `target` (by
+    /// default the source's name).
+    pub target: String,
+    /// The file's owner and mode; `None`: the agent's defaults (see `sync::secret_files`).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+    /// The file the agent wrote for it, set once its content is known (before the container is
+    /// specified); the container mounts it read-only at `target`.
+    pub host: Option<PathBuf>,
 }
 
 /// The part of `deploy` that docker compose v2 applies to a container outside swarm.

@@ -51,6 +51,21 @@ pub fn to_value(project: &Project) -> Value {
         let volumes = sorted(&project.volumes, volume);
         root.insert("volumes".into(), volumes);
     }
+    if !project.secrets.is_empty() {
+        let secrets = sorted(&project.secrets, |source| {
+            let mut m = Mapping::new();
+            match source {
+                SecretSource::File(path) => {
+                    m.insert("file".into(), path.display().to_string().into())
+                }
+                SecretSource::Environment(name) => {
+                    m.insert("environment".into(), name.clone().into())
+                }
+            };
+            Value::Mapping(m)
+        });
+        root.insert("secrets".into(), secrets);
+    }
     escape_dollars(Value::Mapping(root))
 }
 
@@ -147,6 +162,12 @@ fn service(s: &Service) -> Value {
             "sysctls",
             non_empty_map(&s.sysctls, |v| Value::from(v.clone())),
         ),
+        (
+            "secrets",
+            non_empty(&s.secrets, |secrets| {
+                Value::Sequence(secrets.iter().map(service_secret).collect())
+            }),
+        ),
         ("tmpfs", non_empty(&s.tmpfs, strings)),
         ("ulimits", non_empty_map(&s.ulimits, ulimit)),
         ("user", text(&s.user)),
@@ -164,6 +185,24 @@ fn service(s: &Service) -> Value {
     let mut m = Mapping::new();
     for (key, value) in fields {
         put(&mut m, key, value);
+    }
+    Value::Mapping(m)
+}
+
+/// A service's secret in the long syntax, as `docker compose config` prints it (the file the agent
+/// wrote for it is not shown).
+fn service_secret(secret: &ServiceSecret) -> Value {
+    let mut m = Mapping::new();
+    m.insert("source".into(), secret.source.clone().into());
+    m.insert("target".into(), secret.target.clone().into());
+    if let Some(uid) = secret.uid {
+        m.insert("uid".into(), uid.to_string().into());
+    }
+    if let Some(gid) = secret.gid {
+        m.insert("gid".into(), gid.to_string().into());
+    }
+    if let Some(mode) = secret.mode {
+        m.insert("mode".into(), mode.into());
     }
     Value::Mapping(m)
 }

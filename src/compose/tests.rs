@@ -1259,3 +1259,83 @@ fn pull_policies_with_a_period() {
         );
     }
 }
+
+#[test]
+fn secrets_short_and_long_with_their_sources() {
+    let p = load(
+        "services:\n  app:\n    image: a\n    secrets:\n      - db\n      - source: key\n        target: /etc/app/key.pem\n        uid: \"103\"\n        gid: 104\n        mode: 0440\n      - source: db\n        target: copy\n        mode: 0o400\n\
+         secrets:\n  db:\n    environment: DB_PASSWORD\n  key:\n    file: ./tls/key.pem\n",
+    );
+    let secret = |source: &str, target: &str, ids: Option<(u32, u32)>, mode| ServiceSecret {
+        source: source.into(),
+        target: target.into(),
+        uid: ids.map(|i| i.0),
+        gid: ids.map(|i| i.1),
+        mode,
+        host: None,
+    };
+    assert_eq!(
+        p.services["app"].secrets,
+        vec![
+            secret("db", "/run/secrets/db", None, None),
+            secret("key", "/etc/app/key.pem", Some((103, 104)), Some(0o440)),
+            secret("db", "/run/secrets/copy", None, Some(0o400)),
+        ]
+    );
+    assert_eq!(
+        p.secrets["db"],
+        SecretSource::Environment("DB_PASSWORD".into())
+    );
+    assert_eq!(
+        p.secrets["key"],
+        SecretSource::File(PathBuf::from("/srv/app/tls/key.pem"))
+    );
+    let rendered = to_yaml(&p);
+    assert!(rendered.contains("target: /etc/app/key.pem"), "{rendered}");
+    assert!(rendered.contains("environment: DB_PASSWORD"), "{rendered}");
+}
+
+#[test]
+fn secrets_errors_are_located() {
+    let cases = [
+        (
+            "services:\n  app:\n    image: a\n    secrets: [nope]\n",
+            4,
+            "services.app.secrets[0]",
+            "uses secret nope, which the top-level `secrets` does not define",
+        ),
+        (
+            "services:\n  app:\n    image: a\nsecrets:\n  db:\n    external: true\n",
+            6,
+            "secrets.db.external",
+            "exists only in swarm mode",
+        ),
+        (
+            "services:\n  app:\n    image: a\nsecrets:\n  db:\n    file: ./a\n    environment: A\n",
+            5,
+            "secrets.db",
+            "needs exactly one of `file` or `environment`",
+        ),
+        (
+            "services:\n  app:\n    image: a\n    secrets:\n      - db\n      - source: db\n        target: /run/secrets/db\nsecrets:\n  db:\n    environment: A\n",
+            6,
+            "services.app.secrets[1]",
+            "mounts two secrets at /run/secrets/db",
+        ),
+        (
+            "services:\n  app:\n    image: a\n    secrets:\n      - source: db\n        mode: rw\nsecrets:\n  db:\n    environment: A\n",
+            6,
+            "services.app.secrets[0].mode",
+            "expected a file mode",
+        ),
+        (
+            "services:\n  app:\n    image: a\n    secrets:\n      - source: db\n        uid: root\nsecrets:\n  db:\n    environment: A\n",
+            6,
+            "services.app.secrets[0].uid",
+            "expected a numeric id",
+        ),
+    ];
+    for (text, line, path, message) in cases {
+        assert_error(&error(text), line, path, message);
+    }
+}

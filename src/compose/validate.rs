@@ -139,6 +139,21 @@ fn references(project: &Project, paths: &IndexMap<String, Paths>, out: &mut Chec
                     .push(Problem::new(&paths[name].volumes[i], message));
             }
         }
+        let mut targets = HashSet::new();
+        for (i, secret) in service.secrets.iter().enumerate() {
+            let path = &paths[name].secrets[i];
+            if !project.secrets.contains_key(&secret.source) {
+                let message = format!(
+                    "service {name} uses secret {}, which the top-level `secrets` does not define",
+                    secret.source
+                );
+                out.problems.push(Problem::new(path, message));
+            }
+            if !targets.insert(secret.target.as_str()) {
+                let message = format!("service {name} mounts two secrets at {}", secret.target);
+                out.problems.push(Problem::new(path, message));
+            }
+        }
     }
 }
 

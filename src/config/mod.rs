@@ -47,6 +47,8 @@ pub mod defaults {
     /// A failed release is tried again by the daemon on its own after this (doubled per try).
     pub const RETRY_FAILED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
     pub const CONTROL_SOCKET: &str = "/run/kicky-agent/control.sock";
+    /// A tmpfs (the unit's RuntimeDirectory): secret files never reach the disk.
+    pub const SECRETS_DIR: &str = "/run/kicky-agent/secrets";
     /// `workdir` when the config has none: `/srv/<project>`.
     pub const WORKDIR_PARENT: &str = "/srv";
 }
@@ -133,6 +135,8 @@ pub struct ComposeSettings {
     pub healthy_timeout: std::time::Duration,
     pub pull_stall_timeout: std::time::Duration,
     pub pull_timeout: std::time::Duration,
+    /// Where the files of the compose file's `secrets:` are written, under `<project>/`: a tmpfs.
+    pub secrets_dir: PathBuf,
 }
 
 /// The Auto Scaling launch lifecycle hook.
@@ -500,6 +504,9 @@ impl Check<'_> {
                 c.pull_timeout,
                 defaults::PULL_TIMEOUT,
             ),
+            secrets_dir: c
+                .secrets_dir
+                .map_or_else(|| PathBuf::from(defaults::SECRETS_DIR), |d| d.into_path()),
         }
     }
 

@@ -44,6 +44,8 @@ pub struct RawCompose {
     pub pull_stall_timeout: Option<DurationText>,
     /// A pull (its retries included) that is not done in this time fails.
     pub pull_timeout: Option<DurationText>,
+    /// Where the files of the compose file's `secrets:` are written (a tmpfs).
+    pub secrets_dir: Option<AbsolutePath>,
 }
 
 /// Credentials for one registry: a username and password from Parameter Store, or an ECR token

@@ -92,6 +92,7 @@ pub async fn plan(
     files: &AgentFiles,
     pulled_at: &BTreeMap<String, String>,
 ) -> Result<EnginePlan> {
+    secrets_written(project)?;
     let observed = observe(engine, project).await?;
     let images = pull::plan(
         project,
@@ -136,6 +137,7 @@ pub async fn converge(
     before: PulledBefore<'_>,
     files: &AgentFiles,
 ) -> Result<EngineReport> {
+    secrets_written(project)?;
     let mut observed = observe(engine, project).await?;
     // Normally done already, first thing in the sync (`recover_interrupted`); cheap to be sure.
     if set_right(engine, &observed.containers, settings.healthy_timeout).await? {
@@ -210,6 +212,21 @@ pub async fn converge(
 }
 
 /// What the project asks that this engine's API cannot do, refused before anything changes.
+/// Every secret a service mounts has its file (named by the sync, before the engine is touched):
+/// a container is never created without one.
+fn secrets_written(project: &Project) -> Result<()> {
+    for service in project.services.values() {
+        if let Some(secret) = service.secrets.iter().find(|s| s.host.is_none()) {
+            anyhow::bail!(
+                "service {}: secret {} has no file yet; the sync writes it before the engine is touched",
+                service.name,
+                secret.source
+            );
+        }
+    }
+    Ok(())
+}
+
 fn supported_by(engine: &impl Engine, project: &Project) -> Result<()> {
     let version = engine.api_version();
     let problems: Vec<String> = project

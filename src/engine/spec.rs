@@ -636,6 +636,18 @@ fn mounts(project: &Project, service: &Service) -> (Vec<String>, Vec<Mount>) {
             }),
         }
     }
+    // Secrets: the file the agent wrote for each, read-only; a file missing at start (the host
+    // restarted and the agent has not written it yet) fails the start rather than mounting an
+    // empty directory, as a bind of the short syntax would.
+    for secret in &service.secrets {
+        mounts.push(Mount {
+            typ: Some(MountType::BIND),
+            source: secret.host.as_ref().map(|p| p.display().to_string()),
+            target: Some(secret.target.clone()),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     (binds, mounts)
 }
 

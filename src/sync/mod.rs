@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod params;
 pub mod plan;
 pub mod release;
+pub mod secret_files;
 pub mod state;
 
 use std::path::PathBuf;
@@ -207,6 +208,7 @@ async fn converge(
                 state,
                 on_disk,
                 Vec::new(),
+                true,
             )
             .await?;
             report.held = Some(why);
@@ -285,7 +287,7 @@ async fn apply_release(
         _ => None,
     };
     let previous = (state.files.clone(), state.parameters.clone());
-    let err = match apply(settings, clients, engine, state, env, staged).await {
+    let err = match apply(settings, clients, engine, state, env, staged, false).await {
         Ok(report) => return Ok(report),
         Err(err) => err,
     };
@@ -345,6 +347,7 @@ fn env_on_disk(settings: &Settings, state: &State) -> Result<Option<DesiredEnv>>
         Ok(text) => Ok(Some(DesiredEnv {
             text,
             variables: 0,
+            secret_only: Vec::new(),
             versions: state.parameters.clone(),
         })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -352,7 +355,8 @@ fn env_on_disk(settings: &Settings, state: &State) -> Result<Option<DesiredEnv>>
     }
 }
 
-/// Commits the env file and the files, then converges the engine.
+/// Commits the env file and the files, then converges the engine. `held`: the release applied is
+/// the last good one, on disk, in place of one that failed (see [`secret_files::prepare`]).
 async fn apply(
     settings: &Settings,
     clients: &Clients,
@@ -360,10 +364,13 @@ async fn apply(
     state: &mut State,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
+    held: bool,
 ) -> Result<SyncReport> {
-    let env_report = match (&settings.env, env) {
-        (Some(settings), Some(desired)) => Some(write_env(settings, &desired)?),
-        _ => None,
+    let (env_report, secret_only) = match (&settings.env, env) {
+        (Some(settings), Some(desired)) => {
+            (Some(write_env(settings, &desired)?), desired.secret_only)
+        }
+        _ => (None, Vec::new()),
     };
     let mut file_reports = Vec::new();
     for (path, change, record) in files::commit(staged)? {
@@ -384,7 +391,16 @@ async fn apply(
     // The compose file and the env file it interpolates from are in place: converge the engine.
     let containers = match (&settings.compose, engine) {
         (Some(compose), Some(engine)) => {
-            let project = crate::compose::load(settings)?;
+            let mut project = crate::compose::load(settings)?;
+            let secrets_dir = secret_files::project_dir(&compose.secrets_dir, &settings.project);
+            let kept = held.then(|| state.secret_files.clone());
+            write_secret_files(
+                settings,
+                &mut project,
+                &secrets_dir,
+                &secret_only,
+                kept.as_ref(),
+            )?;
             let pulled_at = state.pulled_at.clone();
             note_refresh_attempts(&project, state);
             let registries =
@@ -418,6 +434,12 @@ async fn apply(
             }
             state.images = report.images.clone();
             state.stale_images = report.stale.iter().cloned().collect();
+            // The release is good: the secret files it mounts are the only ones kept.
+            state.secret_files = secret_files::mounted(&project);
+            secret_files::prune(
+                &secrets_dir,
+                &state.secret_files.values().cloned().collect(),
+            );
             Some(report)
         }
         _ => None,
@@ -428,6 +450,33 @@ async fn apply(
         files: file_reports,
         containers,
     })
+}
+
+/// Names and writes the files of the compose file's `secrets:` (see [`secret_files`]): their
+/// variables are the `env_file: false` sources', then the env file's, then the agent's own.
+fn write_secret_files(
+    settings: &Settings,
+    project: &mut crate::compose::Project,
+    dir: &std::path::Path,
+    secret_only: &[(String, crate::redact::Secret)],
+    kept: Option<&std::collections::BTreeMap<String, PathBuf>>,
+) -> Result<()> {
+    if project.services.values().all(|s| s.secrets.is_empty()) {
+        return Ok(());
+    }
+    let key = secret_files::key(&settings.state_dir)?;
+    let env = crate::compose::env_variables(settings)?;
+    let lookup = |name: &str| {
+        secret_only
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| env.get(name).map(crate::redact::Secret::new))
+            .or_else(|| std::env::var(name).ok().map(crate::redact::Secret::new))
+    };
+    let files = secret_files::prepare(project, dir, &key, &lookup, kept)?;
+    secret_files::write(dir, &files)
 }
 
 /// A `daily`-like pull that is due is attempted now: noted before it happens, so that a failed
@@ -470,6 +519,8 @@ pub fn agent_files(
 pub struct DesiredEnv {
     pub text: String,
     pub variables: usize,
+    /// The variables of `env_file: false` sources: for the compose file's `secrets:` only.
+    pub secret_only: Vec<(String, crate::redact::Secret)>,
     pub versions: std::collections::BTreeMap<String, params::Version>,
 }
 
@@ -480,6 +531,7 @@ pub async fn desired_env(store: &impl ParameterStore, env: &EnvSettings) -> Resu
     Ok(DesiredEnv {
         text,
         variables: resolved.vars.len(),
+        secret_only: resolved.secret_only,
         versions: resolved.versions,
     })
 }

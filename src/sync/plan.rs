@@ -40,6 +40,10 @@ pub struct EnvPlan {
     /// The content a sync would write (never printed).
     #[serde(skip)]
     pub rendered: Secret,
+    /// The variables of `env_file: false` sources, for the compose file's `secrets:` (never
+    /// printed).
+    #[serde(skip)]
+    pub secret_only: Vec<(String, Secret)>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -85,22 +89,37 @@ pub async fn run_with(
             // The compose file is interpolated with the env file this sync would write (read
             // here in memory: nothing is written).
             let variables = match &env {
-                Some(env) => Some(
-                    envfile::parse(env.rendered.expose(), &|name: &str| {
-                        std::env::var(name).ok()
-                    })
-                    .context("the rendered env file does not read back")?
-                    .into_iter()
-                    .collect(),
-                ),
-                None => None,
+                Some(env) => envfile::parse(env.rendered.expose(), &|name: &str| {
+                    std::env::var(name).ok()
+                })
+                .context("the rendered env file does not read back")?
+                .into_iter()
+                .collect(),
+                None => crate::compose::env_variables(settings)?,
             };
-            let project = match variables {
-                Some(variables) => {
-                    crate::compose::load_file_with(&compose.file, &settings.project, variables)?
-                }
-                None => crate::compose::load(settings)?,
+            let mut project = crate::compose::load_file_with(
+                &compose.file,
+                &settings.project,
+                variables.clone(),
+            )?;
+            // The secret files' names, as the sync would make them (nothing is written).
+            let secret_only = env.as_ref().map_or(&[][..], |e| &e.secret_only[..]);
+            let lookup = |name: &str| {
+                secret_only
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| variables.get(name).map(Secret::new))
+                    .or_else(|| std::env::var(name).ok().map(Secret::new))
             };
+            super::secret_files::prepare(
+                &mut project,
+                &super::secret_files::project_dir(&compose.secrets_dir, &settings.project),
+                &super::secret_files::key_if_any(&settings.state_dir),
+                &lookup,
+                None,
+            )?;
             // What the files will hold: a file about to be fetched counts as changed.
             let mut agent_files = super::agent_files(
                 settings,
@@ -129,7 +148,8 @@ pub async fn run_with(
 }
 
 pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<EnvPlan> {
-    let text = desired_env(store, env).await?.text;
+    let desired_env = desired_env(store, env).await?;
+    let text = desired_env.text;
     let no_lookup = |_: &str| None;
     let desired: BTreeMap<String, String> = envfile::parse(&text, &no_lookup)
         .context("the rendered env file does not read back")?
@@ -156,6 +176,7 @@ pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<
         unchanged: 0,
         rewrite: current_text != text,
         rendered: Secret::new(text.clone()),
+        secret_only: desired_env.secret_only,
         mode: current_mode
             .filter(|&m| m != env.mode)
             .map(|m| (format!("{m:04o}"), format!("{:04o}", env.mode))),

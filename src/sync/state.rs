@@ -49,6 +49,10 @@ pub struct State {
     /// The last Auto Scaling lifecycle action the agent sent.
     #[serde(default)]
     pub lifecycle: Option<LifecycleRecord>,
+    /// `service:target` → the secret file its container mounts, as of the last good sync (a
+    /// path: its name tells nothing of the value).
+    #[serde(default)]
+    pub secret_files: BTreeMap<String, PathBuf>,
 }
 
 /// What the metrics count, kept across restarts.

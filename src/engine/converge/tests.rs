@@ -17,6 +17,7 @@ fn settings(pull: DefaultPolicy) -> ComposeSettings {
         healthy_timeout: Duration::from_secs(30),
         pull_stall_timeout: Duration::from_secs(60),
         pull_timeout: Duration::from_secs(600),
+        secrets_dir: "/run/kicky-agent/secrets".into(),
     }
 }
 
