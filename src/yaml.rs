@@ -504,7 +504,6 @@ mod tests {
 
     #[test]
     fn hostile_documents_are_refused_before_they_are_read() {
-        let started = std::time::Instant::now();
         let e = from_str::<serde_norway::Value>(&alias_bomb(), Path::new("f.yaml")).unwrap_err();
         assert!(
             e.message.contains("once its aliases (*name) are followed"),
@@ -516,7 +515,6 @@ mod tests {
         assert!(e.message.contains("nested deeper than 100 levels"), "{e}");
         let (_, errors) = check_all::<Doc>(&alias_bomb(), Path::new("f.yaml"));
         assert_eq!(errors.len(), 1);
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
         // Anchors of ordinary size are fine.
         let fine = "base: &base {a: 1, b: [1, 2]}\none: *base\ntwo: *base\n";
         assert!(from_str::<serde_norway::Value>(fine, Path::new("f.yaml")).is_ok());

@@ -141,6 +141,31 @@ async fn leftovers_go_and_the_process_keeps_its_memory() {
         "the old copy is gone"
     );
 
+    // `plan` of a change writes nothing: not beside the env file, not in a temp directory.
+    stack.env(&rig, "API_KEY=left-secret-9f9f\n").await;
+    let tmp = stack.scratch.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&work)
+        .into_iter()
+        .chain(files_under(&state))
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    let plan = tokio::task::block_in_place(|| {
+        let tmp = tmp.display().to_string();
+        stack
+            .scratch
+            .agent_with(&rig, &["plan"], &[("TMPDIR", tmp.as_str())])
+    });
+    plan.expect(0);
+    assert!(plan.stdout.contains("API_KEY"), "{}", plan.stdout);
+    let after: Vec<(std::path::PathBuf, Vec<u8>)> = files_under(&work)
+        .into_iter()
+        .chain(files_under(&state))
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    assert!(before == after, "plan changed a file");
+    assert!(files_under(&tmp).is_empty(), "plan wrote a temp file");
+
     let config = stack.scratch.path("etc/agent.yaml");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -643,5 +668,68 @@ fn assert_nowhere_under(dir: &std::path::Path, value: &str) {
             "a secret value in {}",
             file.display()
         );
+    }
+}
+
+/// A config or compose file built to exhaust the agent (aliases that expand a few hundred bytes
+/// into a billion nodes, nesting a hundred thousand levels deep) ends in exit 2 naming the file,
+/// in a few megabytes, before anything is fetched or run.
+#[test]
+fn hostile_yaml_is_refused_in_bounded_memory() {
+    let rig = Rig::get();
+    let mut bomb = String::from("x-a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("x-a{i}: &a{i} [{refs}]\n"));
+    }
+    let deep = format!("{}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let cases = [
+        (
+            "config",
+            format!("project: bomb\n{bomb}"),
+            "services: {}\n".to_string(),
+        ),
+        (
+            "config",
+            format!("project: bomb\nx: {deep}"),
+            "services: {}\n".to_string(),
+        ),
+        (
+            "compose",
+            "project: bomb\nworkdir: {workdir}\ncompose: {}\n".to_string(),
+            format!("{bomb}services:\n  a:\n    image: x\n"),
+        ),
+        (
+            "compose",
+            "project: bomb\nworkdir: {workdir}\ncompose: {}\n".to_string(),
+            format!("x-deep: {deep}services:\n  a:\n    image: x\n"),
+        ),
+    ];
+    for (which, config, compose) in cases {
+        let s = common::Scratch::new();
+        let path = s.config(&rig, &config);
+        std::fs::create_dir_all(s.workdir()).unwrap();
+        std::fs::write(s.workdir().join("docker-compose.yml"), compose).unwrap();
+        let time = s.path("time.out").display().to_string();
+        let run = s.agent_via(
+            &rig,
+            &["/usr/bin/time", "-o", &time, "-f", "%M"],
+            &["validate"],
+        );
+        run.expect(2);
+        let file = match which {
+            "config" => path.display().to_string(),
+            _ => s.workdir().join("docker-compose.yml").display().to_string(),
+        };
+        assert!(run.stderr.contains(&file), "{which}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("aliases") || run.stderr.contains("nested deeper"),
+            "{which}: {}",
+            run.stderr
+        );
+        // GNU time says "Command exited with non-zero status 2" first.
+        let report = std::fs::read_to_string(s.path("time.out")).unwrap();
+        let max_rss_kb: u64 = report.lines().last().unwrap().trim().parse().unwrap();
+        assert!(max_rss_kb < 64 * 1024, "{which}: {max_rss_kb} KiB");
     }
 }
