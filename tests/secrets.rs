@@ -628,7 +628,7 @@ async fn compose_secrets_are_files_on_a_tmpfs_and_nowhere_else() {
         aws_sdk_ssm::types::ParameterType::SecureString,
     )
     .await;
-    let (run, stack, _rig) = stack.sync(rig).await;
+    let (run, stack, rig) = stack.sync(rig).await;
     run.expect(0);
     run.assert_free_of(&values);
     assert_ne!(common::stack::id_of(&web), web_id);
@@ -643,6 +643,22 @@ async fn compose_secrets_are_files_on_a_tmpfs_and_nowhere_else() {
         files_after.difference(&files_before).count(),
         1,
         "only the changed secret's file is new"
+    );
+
+    // A host restart empties the tmpfs and the engine cannot start the containers (their secret
+    // files are gone): the next sync writes the same files again and starts them, recreating
+    // nothing.
+    let web_id = common::stack::id_of(&web);
+    common::stack::docker(&["stop", "-t", "1", &web, &other]);
+    std::fs::remove_dir_all(shm.path().join(&stack.project)).unwrap();
+    let (run, stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    assert_eq!(common::stack::id_of(&web), web_id);
+    assert_eq!(common::stack::id_of(&other), other_id);
+    assert_eq!(files_under(shm.path()), files_after);
+    assert_eq!(
+        in_container(&web, &["cat", "/run/secrets/db_password"]),
+        "s3cr3t-db-2"
     );
     drop(stack);
 }

@@ -466,15 +466,7 @@ fn write_secret_files(
     }
     let key = secret_files::key(&settings.state_dir)?;
     let env = crate::compose::env_variables(settings)?;
-    let lookup = |name: &str| {
-        secret_only
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| env.get(name).map(crate::redact::Secret::new))
-            .or_else(|| std::env::var(name).ok().map(crate::redact::Secret::new))
-    };
+    let lookup = secret_files::variables(secret_only, &env);
     let files = secret_files::prepare(project, dir, &key, &lookup, kept)?;
     secret_files::write(dir, &files)
 }

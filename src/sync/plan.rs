@@ -104,15 +104,7 @@ pub async fn run_with(
             )?;
             // The secret files' names, as the sync would make them (nothing is written).
             let secret_only = env.as_ref().map_or(&[][..], |e| &e.secret_only[..]);
-            let lookup = |name: &str| {
-                secret_only
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| variables.get(name).map(Secret::new))
-                    .or_else(|| std::env::var(name).ok().map(Secret::new))
-            };
+            let lookup = super::secret_files::variables(secret_only, &variables);
             super::secret_files::prepare(
                 &mut project,
                 &super::secret_files::project_dir(&compose.secrets_dir, &settings.project),

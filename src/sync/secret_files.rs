@@ -43,6 +43,23 @@ pub fn project_dir(secrets_dir: &Path, project: &str) -> PathBuf {
     secrets_dir.join(project)
 }
 
+/// Answers an `environment:` secret's variable: from the `env_file: false` sources (the last
+/// wins), then the env file's variables, then the agent's environment.
+pub fn variables<'a>(
+    secret_only: &'a [(String, Secret)],
+    env_file: &'a indexmap::IndexMap<String, String>,
+) -> impl Fn(&str) -> Option<Secret> + 'a {
+    move |name| {
+        secret_only
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| env_file.get(name).map(Secret::new))
+            .or_else(|| std::env::var(name).ok().map(Secret::new))
+    }
+}
+
 /// `service:target` → the file each service secret mounts (once [`prepare`]d).
 pub fn mounted(project: &Project) -> BTreeMap<String, PathBuf> {
     project
