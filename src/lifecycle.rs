@@ -20,7 +20,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use futures::future::Either;
 
-use crate::aws::autoscaling::{Action, AsgClient, Heartbeat, LifecycleApi, Outcome};
+use crate::aws::autoscaling::{
+    Action, AsgClient, Heartbeat, LifecycleApi, NoActiveAction, Outcome,
+};
 use crate::aws::imds::{Imds, InstanceMetadata, Tag};
 use crate::config::HookChoice;
 use crate::config::{LifecycleSettings, Settings};
@@ -150,6 +152,34 @@ pub struct Lifecycle<A = AsgClient> {
 pub struct Completion {
     pub record: LifecycleRecord,
     pub sent: Result<()>,
+}
+
+/// How long CompleteLifecycleAction is tried again while Auto Scaling says no action is active:
+/// it records a new action a moment after the instance can already ask (the launch race), so the
+/// answer is final only once it has held this long. Backoff 1, 2, 4, 8, 16 s: 31 s in all.
+const NO_ACTION_RETRIES: u32 = 5;
+
+/// CompleteLifecycleAction, tried again with backoff while Auto Scaling has no active action.
+async fn complete_patiently<A: LifecycleApi>(
+    api: &A,
+    action: Action<'_>,
+    outcome: Outcome,
+) -> Result<()> {
+    let mut delay = Duration::from_secs(1);
+    for _ in 0..NO_ACTION_RETRIES {
+        match api.complete(action, outcome).await {
+            Err(e) if e.downcast_ref::<NoActiveAction>().is_some() => {
+                tracing::info!(
+                    hook = action.hook,
+                    "no active lifecycle action yet; asking again in {delay:?}"
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            done => return done,
+        }
+    }
+    api.complete(action, outcome).await
 }
 
 /// The lifecycle of this instance with the real services: IMDS and Auto Scaling through `config`.
@@ -413,7 +443,7 @@ impl<A: LifecycleApi> Lifecycle<A> {
         } else {
             Outcome::Abandon
         };
-        let sent = self.api.complete(action, outcome).await;
+        let sent = complete_patiently(&self.api, action, outcome).await;
         match &sent {
             Ok(()) => tracing::info!(
                 group = action.group,
@@ -468,6 +498,10 @@ mod tests {
         pending: Mutex<Option<(String, String, String)>>,
         refuse: Option<&'static str>,
         calls: Mutex<Vec<String>>,
+        /// CompleteLifecycleAction answers "no active action" this many times less one (the race
+        /// at launch), or always.
+        not_yet: Mutex<u32>,
+        not_yet_forever: bool,
     }
 
     impl FakeAsg {
@@ -535,11 +569,13 @@ mod tests {
                 a.instance,
                 outcome.as_str()
             ))?;
-            if !self.is_pending(a) {
-                bail!(
-                    "ValidationError: No active Lifecycle Action found with instance ID {}",
-                    a.instance
-                );
+            let early = {
+                let mut early = self.not_yet.lock().unwrap();
+                *early = early.saturating_sub(1);
+                *early > 0 || self.not_yet_forever
+            };
+            if early || !self.is_pending(a) {
+                return Err(NoActiveAction::of(a).into());
             }
             *self.pending.lock().unwrap() = None;
             Ok(())
@@ -851,6 +887,51 @@ mod tests {
                 (record.hook.as_str(), record.action.as_str()),
                 ("launch", outcome)
             );
+        }
+    }
+
+    /// Auto Scaling answers "No active Lifecycle Action" a moment after launch: the agent asks
+    /// again with backoff, and completes once it is there; an action that never appears ends in
+    /// an error after the bound, not in a retry forever.
+    #[tokio::test(start_paused = true)]
+    async fn an_action_not_yet_active_is_completed_once_it_is() {
+        for (early, forever, expect_ok, waited) in [
+            (0, false, true, 0),
+            (3, false, true, 1 + 2),
+            (6, false, true, 31),
+            (0, true, false, 31),
+        ] {
+            let asg = FakeAsg::in_group(I, "web", &["launch"]);
+            *asg.not_yet.lock().unwrap() = early;
+            let asg = FakeAsg {
+                not_yet_forever: forever,
+                ..asg
+            };
+            let l = discover_auto(asg, &FakeImds::without_tags(I)).await;
+            let started = tokio::time::Instant::now();
+            let done = l.complete(true).await.unwrap();
+            assert_eq!(
+                done.sent.is_ok(),
+                expect_ok,
+                "early {early}, forever {forever}"
+            );
+            assert_eq!(started.elapsed(), Duration::from_secs(waited));
+            let tries = l
+                .api
+                .calls()
+                .iter()
+                .filter(|c| c.starts_with("complete"))
+                .count();
+            let expect_tries = match (forever, early) {
+                (true, _) => 6,
+                (false, 0) => 1,
+                (false, n) => (n as usize).min(6),
+            };
+            assert_eq!(tries, expect_tries, "early {early}");
+            if !expect_ok {
+                let message = format!("{:#}", done.sent.unwrap_err());
+                assert!(message.contains("no active lifecycle action"), "{message}");
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ mod daemon_loop;
 mod engine;
 mod env_file;
 mod lifecycle;
+mod overrides;
 mod packaging;
 mod retries;
 mod rollout;

@@ -8,11 +8,12 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ssm::types::ParameterType;
+use common::imds::OwnImds;
 use common::{unique_prefix, Rig, Scratch};
 
 const HOOK: &str = "launch";
@@ -86,65 +87,6 @@ async fn lifecycle_state(asg: &aws_sdk_autoscaling::Client, instance: &str) -> S
     let found = out.auto_scaling_instances();
     assert_eq!(found.len(), 1, "{found:?}");
     found[0].lifecycle_state().unwrap().to_string()
-}
-
-/// An IMDSv2 layer of the test's own, serving `fixture`, stopped by PID when dropped.
-struct OwnImds {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl OwnImds {
-    fn start(rig: &Rig, moto_url: &str, dir: &Path, fixture: &Path) -> OwnImds {
-        let script = std::env::var("KICKY_RIG_IMDS_SCRIPT")
-            .expect("KICKY_RIG_IMDS_SCRIPT is not set: run the tests with `tests/run`");
-        let port_file = dir.join("imds.port");
-        let log = dir.join("imds.log");
-        let child = Command::new(&rig.python)
-            .arg(script)
-            .args(["--moto", moto_url, "--fixture"])
-            .arg(fixture)
-            .args(["--port", "0", "--port-file"])
-            .arg(&port_file)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start the IMDS layer");
-        let mut imds = OwnImds {
-            child,
-            url: String::new(),
-            log,
-        };
-        let started = Instant::now();
-        let port = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                break text.trim().to_string();
-            }
-            if let Ok(Some(status)) = imds.child.try_wait() {
-                panic!("the IMDS layer exited ({status}): {}", imds.log_text());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the IMDS layer did not start: {}",
-                imds.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        imds.url = format!("http://127.0.0.1:{port}");
-        imds
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for OwnImds {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The instance as its metadata describes it; `group_tag`: tags in metadata enabled.

@@ -46,6 +46,28 @@ pub enum Heartbeat {
     NotPending,
 }
 
+/// CompleteLifecycleAction's "No active Lifecycle Action found": the action is not pending, or
+/// not yet (Auto Scaling records a new action a moment after the instance can already ask).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Auto Scaling has no active lifecycle action for {instance} (hook {hook} of group {group})"
+)]
+pub struct NoActiveAction {
+    pub group: String,
+    pub hook: String,
+    pub instance: String,
+}
+
+impl NoActiveAction {
+    pub fn of(action: Action<'_>) -> Self {
+        NoActiveAction {
+            group: action.group.to_string(),
+            hook: action.hook.to_string(),
+            instance: action.instance.to_string(),
+        }
+    }
+}
+
 /// The calls the agent makes to Auto Scaling.
 pub trait LifecycleApi: Sync {
     /// The group `instance` belongs to (DescribeAutoScalingInstances); `None` when in none.
@@ -54,7 +76,7 @@ pub trait LifecycleApi: Sync {
     fn launch_hooks(&self, group: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// RecordLifecycleActionHeartbeat.
     fn heartbeat(&self, action: Action<'_>) -> impl Future<Output = Result<Heartbeat>> + Send;
-    /// CompleteLifecycleAction.
+    /// CompleteLifecycleAction; a [`NoActiveAction`] error when none is pending.
     fn complete(
         &self,
         action: Action<'_>,
@@ -144,7 +166,10 @@ impl LifecycleApi for AsgClient {
             .lifecycle_action_result(outcome.as_str())
             .send()
             .await
-            .map_err(|e| anyhow!(super::describe(&e)))
+            .map_err(|e| match no_pending_action(&e) {
+                true => anyhow::Error::new(NoActiveAction::of(action)),
+                false => anyhow!(super::describe(&e)),
+            })
             .with_context(|| {
                 format!(
                     "failed to complete the lifecycle action of {} with {} (hook {} of group {})",

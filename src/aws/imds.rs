@@ -1,7 +1,11 @@
 //! The instance metadata the agent reads itself (the SDK reads credentials and region on its own):
-//! this instance's id and its tags, through IMDSv2. The SDK's client finds the service as the SDK
-//! does everywhere: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, the profile's
+//! this instance's id, its tags and its user data, through IMDSv2. The SDK's client finds the
+//! service as the SDK does everywhere: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, the profile's
 //! `ec2_metadata_service_endpoint`, else 169.254.169.254.
+//!
+//! User data is the one read the SDK's client cannot make: it is bytes (often gzip), and the
+//! client answers only UTF-8. It goes through [`raw_get`], a two-request IMDSv2 exchange (token,
+//! then the path) on the same endpoint.
 
 use std::future::Future;
 
@@ -15,6 +19,87 @@ pub trait InstanceMetadata: Sync {
     fn instance_id(&self) -> impl Future<Output = Result<String>> + Send;
     /// One tag of this instance.
     fn tag(&self, key: &str) -> impl Future<Output = Result<Tag>> + Send;
+}
+
+/// Where instance metadata is: the SDK's environment variables, else the link-local address.
+fn endpoint() -> String {
+    if let Ok(url) = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+        if !url.trim().is_empty() {
+            return url.trim().trim_end_matches('/').to_string();
+        }
+    }
+    let ipv6 = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE")
+        .is_ok_and(|m| m.trim().eq_ignore_ascii_case("ipv6"));
+    match ipv6 {
+        true => "http://[fd00:ec2::254]".to_string(),
+        false => "http://169.254.169.254".to_string(),
+    }
+}
+
+/// One IMDSv2 read of `path` as bytes: `None` on 404. Each request is bounded (a host that is not
+/// on EC2 answers nothing at 169.254.169.254) and tried twice.
+pub async fn raw_get(path: &str) -> Result<Option<Vec<u8>>> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    const BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+    let base = endpoint();
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = |method: http::Method, path: &str, header: (&'static str, String)| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .header(header.0, header.1)
+            .body(Empty::<Bytes>::new())
+            .context("instance metadata endpoint is not a URL")
+    };
+    let send = |req: http::Request<Empty<Bytes>>| {
+        let client = client.clone();
+        async move {
+            let answer = tokio::time::timeout(BOUND, async {
+                let resp = client.request(req).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                Ok::<_, anyhow::Error>((status, body))
+            })
+            .await;
+            match answer {
+                Ok(answer) => answer,
+                Err(_) => bail!("instance metadata does not answer (not on EC2?)"),
+            }
+        }
+    };
+    let mut last = None;
+    for _ in 0..2 {
+        let attempt = async {
+            let token = request(
+                http::Method::PUT,
+                "/latest/api/token",
+                ("x-aws-ec2-metadata-token-ttl-seconds", "60".into()),
+            )?;
+            let (status, token) = send(token).await?;
+            if !status.is_success() {
+                bail!(
+                    "instance metadata answered HTTP {} for a token",
+                    status.as_u16()
+                );
+            }
+            let token = String::from_utf8(token.to_vec()).context("a token that is not text")?;
+            let get = request(http::Method::GET, path, ("x-aws-ec2-metadata-token", token))?;
+            let (status, body) = send(get).await?;
+            match status.as_u16() {
+                200 => Ok(Some(body.to_vec())),
+                404 => Ok(None),
+                code => bail!("instance metadata answered HTTP {code} for {path}"),
+            }
+        };
+        match attempt.await {
+            Ok(found) => return Ok(found),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
 }
 
 /// What instance metadata says about one tag.
@@ -74,6 +159,38 @@ impl InstanceMetadata for Imds {
             Err(e) if not_found(&e) => Ok(Tag::Unavailable),
             Err(e) => Err(anyhow::anyhow!(explain(&e))).with_context(failed),
         }
+    }
+}
+
+impl Imds {
+    /// This instance's user data, as bytes; `None` when it has none.
+    pub async fn user_data(&self) -> Result<Option<Vec<u8>>> {
+        raw_get("/latest/user-data")
+            .await
+            .context("failed to read the user data")
+    }
+
+    /// The tags whose key starts with `prefix`, the prefix taken off, in key order; none when tags
+    /// are not in instance metadata.
+    pub async fn tags_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let keys = match self.client.get("/latest/meta-data/tags/instance").await {
+            Ok(keys) => keys,
+            Err(e) if not_found(&e) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(anyhow::anyhow!(explain(&e))).context("failed to list instance tags")
+            }
+        };
+        let mut found = Vec::new();
+        for key in keys.as_ref().lines().map(str::trim) {
+            let Some(short) = key.strip_prefix(prefix) else {
+                continue;
+            };
+            if let Tag::Value(value) = self.tag(key).await? {
+                found.push((short.to_string(), value));
+            }
+        }
+        found.sort();
+        Ok(found)
     }
 }
 

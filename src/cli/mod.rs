@@ -66,8 +66,18 @@ impl Cli {
     }
 }
 
+/// The config as the daemon reads it: the files, then the launch template's overrides.
 fn load(path: &std::path::Path) -> Result<Settings> {
-    config::load(path).with_context(|| format!("invalid config {}", path.display()))
+    block_on(config::load_effective(path))?
+        .with_context(|| format!("invalid config {}", path.display()))
+}
+
+/// Which layer (a file, `user data`, a tag) set each key of the config.
+fn print_origins(settings: &Settings) {
+    println!("config (where each value came from):");
+    for (key, layer) in &settings.origins {
+        println!("  {key}: {}", layer.display());
+    }
 }
 
 /// Runs a future on a single-threaded runtime: the agent's work is I/O-bound and a small runtime

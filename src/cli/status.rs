@@ -48,10 +48,7 @@ impl StatusCmd {
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             print_text(&settings.project, &path, &state);
-            println!("config (where each value came from):");
-            for (key, file) in &settings.origins {
-                println!("  {key}: {}", file.display());
-            }
+            super::print_origins(&settings);
             if let Some(containers) = &containers {
                 print_containers(containers, &state);
             }

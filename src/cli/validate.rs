@@ -17,8 +17,8 @@ pub struct ValidateCmd {}
 impl ValidateCmd {
     pub fn run(self, path: &Path) -> Result<()> {
         // Every problem of the config and of the compose file, in one run.
-        let (settings, mut problems) =
-            config::check(path).with_context(|| format!("invalid config {}", path.display()))?;
+        let (settings, mut problems) = super::block_on(config::check_effective(path))?
+            .with_context(|| format!("invalid config {}", path.display()))?;
         if let Some(compose) = &settings.compose {
             if compose.file.exists() {
                 if let Err(err) = crate::compose::load(&settings) {
@@ -46,6 +46,7 @@ impl ValidateCmd {
             settings.project,
             settings.workdir.display()
         );
+        super::print_origins(&settings);
         if let Some(env) = &settings.env {
             println!(
                 "env file {} (mode {:04o}) from {} parameter source{}",

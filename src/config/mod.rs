@@ -5,8 +5,13 @@
 //! impossible value is reported with that file's name, line and key. The files are then merged as
 //! YAML (mappings key by key, lists and scalars replaced whole) and checked as a whole: what only
 //! the merged config can show (no `project` anywhere) is reported with the list of files.
+//!
+//! On an instance, the launch template's overrides ([`overrides`]: a `#kicky-agent` document in
+//! the user data, then `kicky-agent:<key>` tags) are merged over the files as two more layers,
+//! each named in errors and in `status` ("user data", "tag kicky-agent:project").
 
 mod confine;
+pub mod overrides;
 mod raw;
 pub mod types;
 
@@ -17,6 +22,7 @@ use anyhow::{Context, Result};
 use serde_norway::Value;
 
 use crate::error::input_error;
+pub use overrides::Overrides;
 use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
@@ -78,10 +84,13 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// How long a sync waits for another sync of the same project to finish.
     pub lock_timeout: std::time::Duration,
-    /// Which file set each key (dotted path), for `status`.
+    /// Which layer set each key (dotted path), for `status`: a file, `user data` or a tag.
     pub origins: BTreeMap<String, PathBuf>,
-    /// The files the settings were read from, in merge order.
+    /// The layers the settings were read from, in merge order (files, then `user data` and tags).
     pub sources: Vec<PathBuf>,
+    /// Whether the launch template's user data and the instance's tags may override the files.
+    pub overrides_user_data: bool,
+    pub overrides_tags: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,15 +160,42 @@ pub struct LifecycleSettings {
     pub abandon_after: u32,
 }
 
-/// One config file as read, kept to point later errors at their line.
+/// One config file (or user data) as read, kept to point later errors at their line; or one tag.
 struct Layer {
+    /// The file, or `user data`, or `tag kicky-agent:<key>`.
     path: PathBuf,
     text: String,
+    /// For a tag: the dotted key it sets.
+    tag: Option<String>,
+}
+
+/// Reads and checks the config at `path`, its fragments, and the launch template's overrides
+/// from instance metadata (unless the files turn them off); what every command and the daemon
+/// run with.
+pub async fn load_effective(path: &Path) -> Result<Settings> {
+    let overrides = overrides_for(path).await?;
+    load_with(path, &overrides)
+}
+
+/// [`check`] with the launch template's overrides, as `validate` shows them.
+pub async fn check_effective(path: &Path) -> Result<(Settings, Vec<String>)> {
+    let overrides = overrides_for(path).await?;
+    check_with(path, &overrides)
+}
+
+async fn overrides_for(path: &Path) -> Result<Overrides> {
+    let (baked, _) = check(path)?;
+    Ok(overrides::fetch(baked.overrides_user_data, baked.overrides_tags).await)
 }
 
 /// Reads and checks the config at `path` and the fragments in `agent.d/` beside it.
 pub fn load(path: &Path) -> Result<Settings> {
-    let (settings, problems) = check(path)?;
+    load_with(path, &Overrides::default())
+}
+
+/// [`load`], with `overrides` merged over the files.
+pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Settings> {
+    let (settings, problems) = check_with(path, overrides)?;
     match problems.as_slice() {
         [] => Ok(settings),
         [one] => Err(input_error(one.clone())),
@@ -175,6 +211,11 @@ pub fn load(path: &Path) -> Result<Settings> {
 /// file, line and key), not only the first; the settings are what the rest makes of them. An
 /// error only when the config cannot be read at all.
 pub fn check(path: &Path) -> Result<(Settings, Vec<String>)> {
+    check_with(path, &Overrides::default())
+}
+
+/// [`check`], with `overrides` merged over the files.
+pub fn check_with(path: &Path, overrides: &Overrides) -> Result<(Settings, Vec<String>)> {
     let files = config_files(path)?;
     let mut merged = Value::Mapping(Default::default());
     let mut layers = Vec::new();
@@ -198,7 +239,45 @@ pub fn check(path: &Path) -> Result<(Settings, Vec<String>)> {
             left.unwrap_or(Value::Mapping(Default::default()))
         };
         merge(&mut merged, value, &file, "", &mut origins);
-        layers.push(Layer { path: file, text });
+        layers.push(Layer {
+            path: file,
+            text,
+            tag: None,
+        });
+    }
+    if let Some(text) = &overrides.user_data {
+        let file = PathBuf::from(overrides::USER_DATA);
+        let (left, errors) = crate::yaml::check_all::<RawConfig>(text, &file);
+        problems.extend(errors.iter().map(ToString::to_string));
+        let value = left.unwrap_or(Value::Mapping(Default::default()));
+        let value = match refused_in_overrides(&value) {
+            Some(why) => {
+                problems.push(format!("{}: {why}", overrides::USER_DATA));
+                Value::Mapping(Default::default())
+            }
+            None => value,
+        };
+        merge(&mut merged, value, &file, "", &mut origins);
+        layers.push(Layer {
+            path: file,
+            text: text.clone(),
+            tag: None,
+        });
+    }
+    for (key, value) in &overrides.tags {
+        let layer = PathBuf::from(overrides::tag_layer(key));
+        match tag_over(&mut merged, key, value) {
+            Ok(set) => {
+                origins.retain(|k, _| !k.starts_with(&format!("{set}.")));
+                origins.insert(set.clone(), layer.clone());
+                layers.push(Layer {
+                    path: layer,
+                    text: String::new(),
+                    tag: Some(set),
+                });
+            }
+            Err(why) => problems.push(format!("{}: {why}", layer.display())),
+        }
     }
     let raw: RawConfig = match serde_norway::from_value(merged) {
         Ok(raw) => raw,
@@ -210,6 +289,39 @@ pub fn check(path: &Path) -> Result<(Settings, Vec<String>)> {
     let mut settings = validate(raw, &layers, &mut problems);
     settings.origins = origins;
     Ok((settings, problems))
+}
+
+/// Sets one tag's key in `merged`, unless the tag may not set it or the config would no longer
+/// read (then `merged` is as it was, and the reason is returned).
+fn tag_over(merged: &mut Value, key: &str, value: &str) -> Result<String, String> {
+    let mut next = merged.clone();
+    let set = overrides::set_by_tag(&mut next, key, value)?;
+    if set == "overrides" || set.starts_with("overrides.") {
+        return Err("`overrides` can be set in the baked config only".into());
+    }
+    let mut alone = Value::Null;
+    overrides::set_by_tag(&mut alone, &set, value).ok();
+    if let Some(why) = overrides::looks_secret(&alone) {
+        return Err(format!(
+            "{set}: the value looks like {why}; tags are readable by anyone who can describe the instance: refused"
+        ));
+    }
+    if let Err(e) = serde_norway::from_value::<RawConfig>(next.clone()) {
+        return Err(format!("{set}: {e}"));
+    }
+    *merged = next;
+    Ok(set)
+}
+
+/// Why the user data's document may not be merged, if so: it sets `overrides`, or carries what
+/// looks like a credential (user data is readable by anyone with `ec2:DescribeInstanceAttribute`).
+fn refused_in_overrides(value: &Value) -> Option<String> {
+    if value.get("overrides").is_some() {
+        return Some("overrides: can be set in the baked config only".into());
+    }
+    overrides::looks_secret(value).map(|why| {
+        format!("a value looks like {why}; user data is readable by anyone with ec2:DescribeInstanceAttribute, so secrets go in Parameter Store or Secrets Manager and the config names them: refused")
+    })
 }
 
 /// Who other than root may write the config file at `path` (or its directory), if anyone.
@@ -322,9 +434,16 @@ fn describe(layers: &[Layer]) -> String {
     names.join(" + ")
 }
 
-/// A problem with `key` of the merged config, pointed at the last file that sets it.
+/// A problem with `key` of the merged config, pointed at the last layer that sets it.
 fn key_problem(layers: &[Layer], key: &str, message: impl std::fmt::Display) -> String {
     for layer in layers.iter().rev() {
+        if let Some(tag) = &layer.tag {
+            let within = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}."));
+            if within(key, tag) || within(tag, key) {
+                return format!("{}: {key}: {message}", layer.path.display());
+            }
+            continue;
+        }
         if let Some((line, column)) = crate::yaml::position_of(&layer.text, key) {
             return format!("{}:{line}:{column}: {key}: {message}", layer.path.display());
         }
@@ -398,6 +517,12 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
         lock_timeout: or(raw.lock_timeout, defaults::LOCK_TIMEOUT),
         origins: BTreeMap::new(),
         sources: layers.iter().map(|l| l.path.clone()).collect(),
+        overrides_user_data: raw
+            .overrides
+            .as_ref()
+            .and_then(|o| o.user_data)
+            .unwrap_or(true),
+        overrides_tags: raw.overrides.as_ref().and_then(|o| o.tags).unwrap_or(true),
     }
 }
 

@@ -31,6 +31,18 @@ pub struct RawConfig {
     /// How long a sync waits for another sync of the same project (the daemon's, a manual one)
     /// to finish before it gives up.
     pub lock_timeout: Option<DurationText>,
+    /// Whether the launch template may override this config (baked config only).
+    pub overrides: Option<RawOverrides>,
+}
+
+/// Which of the launch template's overrides the agent reads (both by default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverrides {
+    /// The `#kicky-agent` document of the user data.
+    pub user_data: Option<bool>,
+    /// The instance's `kicky-agent:<key>` tags.
+    pub tags: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -54,6 +54,8 @@ enum Report {
     Lifecycle(Option<Lifecycle>),
     /// A `resync` client connected; its messages go to the sender.
     Client(mpsc::Sender<ClientMessage>),
+    /// The config as read again after a sync (files and overrides).
+    Settings(Box<Settings>),
     /// A task's failure worth a line in the log (never a value).
     Failed(String),
 }
@@ -61,7 +63,7 @@ enum Report {
 /// Runs until `shutdown` (SIGTERM or SIGINT) completes. A bad config at start is an input error
 /// (exit 2: systemd does not restart it); later, a bad config is reported and the last one kept.
 pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let settings = config::load(config_path)?;
+    let settings = config::load_effective(config_path).await?;
     let control = ControlServer::bind(&settings.control_socket)?;
     let mut hup = signal(SignalKind::hangup()).context("failed to catch SIGHUP")?;
     let watchdog = notify::watchdog_interval();
@@ -224,15 +226,16 @@ impl Io {
         match report {
             Report::Machine(Event::Synced(outcome)) => {
                 self.sync_task = None;
-                // The config may have changed: the next decisions use it.
-                if let Ok(settings) = config::load(&self.config_path) {
-                    self.settings = Rc::new(settings);
-                }
                 let mut effects = machine.handle(Event::Timing(self.timing()), now);
                 effects.extend(machine.handle(Event::Synced(outcome), now));
                 effects
             }
             Report::Machine(event) => machine.handle(event, now),
+            // The config may have changed: the next decisions use it.
+            Report::Settings(settings) => {
+                self.settings = Rc::new(*settings);
+                Vec::new()
+            }
             Report::Lifecycle(found) => {
                 let info = found.as_ref().map(|l| LaunchFound {
                     pending: l.hook().is_some(),
@@ -315,6 +318,9 @@ impl Io {
         self.sync_task = Some(self.spawn(async move {
             let sync = sync(&config_path, &shared, retry_held);
             let result = crate::progress::reporting(listener, sync).await;
+            if let Ok(settings) = config::load_effective(&config_path).await {
+                let _ = reports.send(Report::Settings(Box::new(settings)));
+            }
             let _ = reports.send(Report::Machine(Event::Synced(result)));
         }));
     }
@@ -421,7 +427,8 @@ impl Io {
 /// One sync, with the config read again and the daemon's clients.
 async fn sync(config_path: &Path, shared: &Shared, retry_held: bool) -> SyncOutcome {
     let result = async {
-        let settings = config::load(config_path)
+        let settings = config::load_effective(config_path)
+            .await
             .with_context(|| format!("invalid config {}", config_path.display()))?;
         let config = shared.aws(&settings.aws).await?;
         let mut clients = Clients::new(&settings, &config);
@@ -475,7 +482,10 @@ async fn watch_once(
     shared: Rc<Shared>,
 ) -> Result<WatchOutcome> {
     // The config as it is now: a change to it is a change to look for too.
-    let settings = config::load(&config_path).unwrap_or_else(|_| (*last_read).clone());
+    let settings = match config::load_effective(&config_path).await {
+        Ok(settings) => settings,
+        Err(_) => (*last_read).clone(),
+    };
     let config = shared.aws(&settings.aws).await?;
     let clients = Clients::new(&settings, &config);
     let state = State::load(&State::path(&settings))?;

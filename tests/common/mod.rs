@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod docker_proxy;
+pub mod imds;
 pub mod proxy;
 pub mod stack;
 pub mod systemd;

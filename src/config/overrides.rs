@@ -1,0 +1,409 @@
+//! The launch template's overrides: a `#kicky-agent` YAML document in the instance's user data
+//! (alone, one part of a cloud-init multipart MIME document, or gzip-compressed), and instance
+//! tags `kicky-agent:<key>` that set one key each. Both come from instance metadata and are merged
+//! over the baked config (`agent.yaml` and `agent.d/`): user data first, then the tags.
+//!
+//! User data is readable by anyone with `ec2:DescribeInstanceAttribute` and tags by anyone who can
+//! describe the instance, so neither may carry a secret: the config takes secrets only by
+//! reference (a parameter or secret name), and what looks like a credential is refused.
+
+use std::io::Read;
+
+use anyhow::{bail, Context, Result};
+use serde_norway::Value;
+
+/// The first line of a user-data document (or part) meant for the agent.
+pub const MARKER: &str = "#kicky-agent";
+/// Instance tags whose key starts with this set one config key each.
+pub const TAG_PREFIX: &str = "kicky-agent:";
+/// The layer names errors and `status` use.
+pub const USER_DATA: &str = "user data";
+
+/// User data is at most 16 KiB; compressed, it may not expand beyond this.
+const MAX_EXPANDED: u64 = 1 << 20;
+
+/// What instance metadata says to change in the baked config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// The `#kicky-agent` document of the user data, the marker line included.
+    pub user_data: Option<String>,
+    /// `kicky-agent:<key>` tags, the prefix taken off, in key order.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self.user_data.is_none() && self.tags.is_empty()
+    }
+}
+
+/// The `#kicky-agent` document in `raw` user data: the whole of it, or the part of a MIME
+/// multipart document that starts with the marker; gzip-compressed or not. `None` when there is
+/// none (a plain shell script or cloud-config: not the agent's).
+pub fn extract(raw: &[u8]) -> Result<Option<String>> {
+    let raw = gunzip_if_compressed(raw).context("user data is gzip data that does not expand")?;
+    let raw = raw.as_slice();
+    let text = String::from_utf8_lossy(raw);
+    if starts_with_marker(&text) {
+        return whole_text(raw).map(Some);
+    }
+    if !looks_like_mime(&text) {
+        return Ok(None);
+    }
+    let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
+        return Ok(None);
+    };
+    for part in message.parts.iter() {
+        if matches!(part.body, mail_parser::PartType::Multipart(_)) {
+            continue;
+        }
+        // Without a transfer encoding, the part's bytes as they are: the parser's text reading
+        // folds lines as mail does, which would take YAML's indentation away.
+        let body = match part.encoding {
+            mail_parser::Encoding::None => {
+                let (start, end) = (part.offset_body as usize, part.offset_end as usize);
+                raw.get(start..end).unwrap_or_default().to_vec()
+            }
+            _ => part.contents().to_vec(),
+        };
+        let body = match gunzip_if_compressed(&body) {
+            Ok(body) => body,
+            Err(_) => continue,
+        };
+        if starts_with_marker(&String::from_utf8_lossy(&body)) {
+            return whole_text(&body).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+fn starts_with_marker(text: &str) -> bool {
+    let first = text.trim_start_matches('\u{feff}').lines().next();
+    first.is_some_and(|line| line.trim_end() == MARKER)
+}
+
+fn looks_like_mime(text: &str) -> bool {
+    text.lines().take(20).any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("content-type: multipart/")
+    })
+}
+
+fn whole_text(raw: &[u8]) -> Result<String> {
+    match std::str::from_utf8(raw) {
+        Ok(text) => Ok(text.trim_start_matches('\u{feff}').replace("\r\n", "\n")),
+        Err(e) => bail!(
+            "the {MARKER} document in user data is not UTF-8 (byte {})",
+            e.valid_up_to()
+        ),
+    }
+}
+
+fn gunzip_if_compressed(raw: &[u8]) -> Result<Vec<u8>> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw.to_vec());
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .take(MAX_EXPANDED + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_EXPANDED {
+        bail!("it expands beyond {MAX_EXPANDED} bytes");
+    }
+    Ok(out)
+}
+
+/// The layer name of one tag, for errors and `status`.
+pub fn tag_layer(key: &str) -> String {
+    format!("tag {TAG_PREFIX}{key}")
+}
+
+/// A tag's value as the config reads it: `true` and `false`, a plain integer, and a flow list or
+/// mapping (`[a, b]`) are what they look like; anything else is the text itself (`0640` stays a
+/// mode, `30s` a duration, `off` a word).
+fn tag_value(text: &str) -> Value {
+    let t = text.trim();
+    let string = || Value::String(text.to_string());
+    match t {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ if t.starts_with('[') || t.starts_with('{') => {
+            serde_norway::from_str(t).unwrap_or_else(|_| string())
+        }
+        _ if !t.is_empty()
+            && t.bytes().all(|b| b.is_ascii_digit())
+            && (t == "0" || !t.starts_with('0')) =>
+        {
+            serde_norway::from_str(t).unwrap_or_else(|_| string())
+        }
+        _ => string(),
+    }
+}
+
+/// Sets `key` (dotted: mapping keys, and list indexes of entries that exist, such as
+/// `env.parameters.0.name`) in `config` to the tag's `value`, read as a YAML value (so `true`,
+/// `30s` and `[a, b]` are what they look like). Returns the dotted path of what was set, as
+/// `status` names keys.
+pub fn set_by_tag(config: &mut Value, key: &str, value: &str) -> Result<String, String> {
+    let steps: Vec<&str> = key.split('.').collect();
+    if steps.iter().any(|s| s.is_empty()) {
+        return Err(format!(
+            "{key:?} is not a dotted key (such as `project` or `env.parameters.0.name`)"
+        ));
+    }
+    let value = tag_value(value);
+    let mut node = config;
+    let mut path = String::new();
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        if let Value::Sequence(items) = node {
+            let len = items.len();
+            let index = step
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n < len)
+                .ok_or_else(|| {
+                    format!(
+                        "{} is a list of {len}: `{step}` is not the index of one of its entries",
+                        path.trim_end_matches('.')
+                    )
+                })?;
+            path.push_str(step);
+            node = &mut items[index];
+            if last {
+                *node = value;
+                return Ok(path);
+            }
+            continue;
+        }
+        if matches!(node, Value::Null) {
+            *node = Value::Mapping(Default::default());
+        }
+        let Value::Mapping(map) = node else {
+            return Err(format!(
+                "{} is not a mapping or a list: {key} cannot be set",
+                path.trim_end_matches('.')
+            ));
+        };
+        path.push_str(step);
+        let k = Value::String(step.to_string());
+        if last {
+            map.insert(k, value);
+            return Ok(path);
+        }
+        node = map.entry(k).or_insert(Value::Null);
+    }
+    unreachable!("a key has at least one step")
+}
+
+/// Why `value` (from user data or a tag, which others can read) looks like a credential, if it
+/// does: an AWS access key id, or a URL with a password in it. The config takes secrets only by
+/// reference, so a real config never trips this.
+pub fn looks_secret(value: &Value) -> Option<&'static str> {
+    match value {
+        Value::String(s) => {
+            let access_key = s.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| {
+                w.len() == 20
+                    && (w.starts_with("AKIA") || w.starts_with("ASIA"))
+                    && w.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            });
+            if access_key {
+                return Some("an AWS access key id");
+            }
+            let userinfo = s.split_once("://").is_some_and(|(_, rest)| {
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                authority
+                    .rsplit_once('@')
+                    .is_some_and(|(user, _)| user.contains(':'))
+            });
+            userinfo.then_some("a URL with a password in it")
+        }
+        Value::Sequence(items) => items.iter().find_map(looks_secret),
+        Value::Mapping(map) => map.values().find_map(looks_secret),
+        Value::Tagged(tagged) => looks_secret(&tagged.value),
+        _ => None,
+    }
+}
+
+/// Reads the overrides from instance metadata: user data (when `user_data`) and the
+/// `kicky-agent:` tags (when `tags`). Where instance metadata does not answer (not on EC2), or
+/// is disabled, there are none; that is logged, not an error.
+pub async fn fetch(user_data: bool, tags: bool) -> Overrides {
+    let mut overrides = Overrides::default();
+    if !user_data && !tags {
+        return overrides;
+    }
+    let Some(imds) = crate::aws::imds::Imds::new() else {
+        return overrides;
+    };
+    if user_data {
+        match imds.user_data().await {
+            Ok(Some(raw)) => match extract(&raw) {
+                Ok(doc) => overrides.user_data = doc,
+                Err(e) => tracing::warn!("user data ignored: {e:#}"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::info!("no launch-template overrides: {e:#}"),
+        }
+    }
+    if tags {
+        match imds.tags_with_prefix(TAG_PREFIX).await {
+            Ok(found) => overrides.tags = found,
+            Err(e) => tracing::debug!("no tag overrides: {e:#}"),
+        }
+    }
+    overrides
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    const DOC: &str = "#kicky-agent\nproject: lemon\nenv:\n  file: app.env\n";
+
+    const MULTIPART: &str = "Content-Type: multipart/mixed; boundary=\"==BOUNDARY==\"\r\n\
+MIME-Version: 1.0\r\n\
+\r\n\
+--==BOUNDARY==\r\n\
+Content-Type: text/cloud-config; charset=\"us-ascii\"\r\n\
+\r\n\
+#cloud-config\r\n\
+packages: [htop]\r\n\
+\r\n\
+--==BOUNDARY==\r\n\
+Content-Type: text/x-kicky-agent; charset=\"us-ascii\"\r\n\
+\r\n\
+#kicky-agent\r\n\
+project: lemon\r\n\
+env:\r\n\
+\x20 file: app.env\r\n\
+\r\n\
+--==BOUNDARY==\r\n\
+Content-Type: text/x-shellscript\r\n\
+\r\n\
+#!/bin/sh\r\n\
+echo hello\r\n\
+--==BOUNDARY==--\r\n";
+
+    #[test]
+    fn the_document_is_found_however_user_data_carries_it() {
+        let want = Some(DOC.to_string());
+        assert_eq!(extract(DOC.as_bytes()).unwrap(), want, "alone");
+        assert_eq!(extract(&gzip(DOC.as_bytes())).unwrap(), want, "gzip");
+        let part = extract(MULTIPART.as_bytes()).unwrap().unwrap();
+        assert!(
+            part.starts_with("#kicky-agent\nproject: lemon\nenv:\n  file: app.env"),
+            "{part:?}"
+        );
+        let part = extract(&gzip(MULTIPART.as_bytes())).unwrap().unwrap();
+        assert!(part.contains("project: lemon"), "multipart, gzip: {part}");
+        // A base64-encoded part, as some tools write them.
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(DOC);
+        let b64 = MULTIPART.replace(
+            "Content-Type: text/x-kicky-agent; charset=\"us-ascii\"\r\n\r\n#kicky-agent\r\nproject: lemon\r\nenv:\r\n  file: app.env\r\n",
+            &format!("Content-Type: text/x-kicky-agent\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"),
+        );
+        assert_ne!(b64, MULTIPART);
+        assert_eq!(extract(b64.as_bytes()).unwrap(), want, "base64 part");
+    }
+
+    #[test]
+    fn user_data_that_is_not_the_agents_is_no_override() {
+        for other in [
+            "#!/bin/bash\naws ssm get-parameter ...\n",
+            "#cloud-config\npackages: [htop]\n",
+            "",
+            "#kicky-agents\nproject: x\n",
+            "project: x\n",
+        ] {
+            assert_eq!(extract(other.as_bytes()).unwrap(), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused() {
+        let bomb = gzip(&vec![b'#'; (MAX_EXPANDED + 10) as usize]);
+        assert!(bomb.len() < 16 * 1024);
+        let err = extract(&bomb).unwrap_err();
+        assert!(format!("{err:#}").contains("expands beyond"), "{err:#}");
+    }
+
+    fn yaml(text: &str) -> Value {
+        serde_norway::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn tags_set_one_key_each() {
+        let mut config = yaml("project: orange\nenv:\n  parameters:\n    - name: /a/b\n");
+        let table = [
+            ("project", "lemon", "project: lemon"),
+            ("watch.interval", "30s", "interval: 30s"),
+            ("compose.prune", "true", "prune: true"),
+            ("env.parameters.0.name", "/lemon/env", "name: /lemon/env"),
+        ];
+        for (key, value, expect) in table {
+            let set = set_by_tag(&mut config, key, value).unwrap();
+            assert_eq!(set, key);
+            let text = serde_norway::to_string(&config).unwrap();
+            assert!(text.contains(expect), "{key}: {text}");
+        }
+        assert_eq!(config["compose"]["prune"], Value::Bool(true));
+        set_by_tag(&mut config, "env.mode", "0640").unwrap();
+        assert_eq!(config["env"]["mode"], Value::String("0640".into()));
+        set_by_tag(&mut config, "lifecycle.abandon_after", "3").unwrap();
+        assert_eq!(config["lifecycle"]["abandon_after"], Value::from(3));
+        set_by_tag(&mut config, "files_allowed_dirs", "[/etc/promtail, /opt]").unwrap();
+        assert_eq!(
+            config["files_allowed_dirs"][1],
+            Value::String("/opt".into())
+        );
+    }
+
+    #[test]
+    fn a_tag_that_cannot_be_set_says_why() {
+        let mut config = yaml("project: orange\nenv:\n  parameters:\n    - name: /a/b\n");
+        let table = [
+            ("env.parameters.3.name", "list of 1"),
+            ("env.parameters.x", "not the index"),
+            ("project.name", "not a mapping"),
+            ("env..file", "not a dotted key"),
+        ];
+        for (key, expect) in table {
+            let err = set_by_tag(&mut config, key, "x").unwrap_err();
+            assert!(err.contains(expect), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn what_looks_like_a_credential_is_named() {
+        let table = [
+            ("AKIAIOSFODNN7EXAMPLE", Some("an AWS access key id")),
+            ("key=ASIAIOSFODNN7EXAMPLE;", Some("an AWS access key id")),
+            (
+                "https://user:hunter2@example.com/x",
+                Some("a URL with a password in it"),
+            ),
+            ("https://user@example.com/x", None),
+            ("http://127.0.0.1:5000", None),
+            ("/orange/prod/env", None),
+            ("AKIAshort", None),
+        ];
+        for (text, expect) in table {
+            assert_eq!(looks_secret(&Value::String(text.into())), expect, "{text}");
+        }
+        let nested = yaml("aws:\n  endpoint_url: http://a:b@host:1\n");
+        assert_eq!(looks_secret(&nested), Some("a URL with a password in it"));
+    }
+}
