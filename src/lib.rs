@@ -15,6 +15,7 @@ pub mod engine;
 pub mod envfile;
 pub mod error;
 pub mod harden;
+pub mod iam;
 pub mod interpolate;
 pub mod lifecycle;
 pub mod logging;

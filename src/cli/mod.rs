@@ -1,6 +1,7 @@
 //! The command line: global flags, one file per subcommand, each with `run`.
 //! Only commands that work are listed; DESIGN.md's others arrive with their stages.
 
+mod iam_policy;
 mod plan;
 mod render;
 mod resync;
@@ -50,6 +51,7 @@ pub enum Command {
     Render(render::RenderCmd),
     Status(status::StatusCmd),
     Validate(validate::ValidateCmd),
+    IamPolicy(iam_policy::IamPolicyCmd),
 }
 
 impl Cli {
@@ -62,6 +64,7 @@ impl Cli {
             Command::Render(cmd) => cmd.run(&self.config),
             Command::Status(cmd) => cmd.run(&self.config),
             Command::Validate(cmd) => cmd.run(&self.config),
+            Command::IamPolicy(cmd) => cmd.run(&self.config),
         }
     }
 }
