@@ -4,58 +4,14 @@
 
 use crate::common;
 
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use aws_sdk_ssm::types::ParameterType;
+use common::moto::OwnMoto;
 use common::{Rig, Scratch};
 
 /// Unauthenticated calls `setup` makes before moto starts enforcing IAM.
 const SETUP_CALLS: usize = 8;
-
-/// A moto server of this test's own, stopped by PID when dropped.
-struct OwnMoto {
-    child: Child,
-    url: String,
-}
-
-impl OwnMoto {
-    fn start(rig: &Rig, dir: &Path) -> OwnMoto {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rig/moto_server.py");
-        let port_file = dir.join("moto.port");
-        let child = Command::new(&rig.python)
-            .arg(script)
-            .args(["--port", "0", "--port-file"])
-            .arg(&port_file)
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_CALLS.to_string())
-            .stderr(std::fs::File::create(dir.join("moto.log")).unwrap())
-            .spawn()
-            .expect("start moto");
-        let started = Instant::now();
-        let port = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                break text.trim().to_string();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        OwnMoto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for OwnMoto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Seeds the enforcing moto and returns the restricted user's keys.
 async fn setup(moto: &OwnMoto, rig: &Rig, bucket: &str) -> (String, String) {
@@ -141,7 +97,7 @@ async fn setup(moto: &OwnMoto, rig: &Rig, bucket: &str) -> (String, String) {
 async fn access_denials_name_the_parameter_or_object_and_change_nothing() {
     let rig = Rig::get();
     let s = Scratch::new();
-    let moto = OwnMoto::start(&rig, s.dir.path());
+    let moto = OwnMoto::start(&rig, s.dir.path(), Some(SETUP_CALLS));
     let bucket = "kt-access-denied";
     let (key_id, secret) = setup(&moto, &rig, bucket).await;
     let run = |extra: &str| {

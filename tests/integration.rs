@@ -13,6 +13,7 @@ mod daemon;
 mod daemon_loop;
 mod engine;
 mod env_file;
+mod iam;
 mod lifecycle;
 mod overrides;
 mod packaging;

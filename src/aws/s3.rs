@@ -97,7 +97,8 @@ impl ObjectStore for S3Store {
             Ok(out) => out,
             Err(err) if status(&err) == Some(304) => return Ok(Fetched::NotModified),
             Err(err) => {
-                return Err(explain(&err)).with_context(|| format!("failed to fetch {}", req.uri))
+                let err = explain(&err, req.uri, req.version_id.is_some());
+                return Err(err).with_context(|| format!("failed to fetch {}", req.uri));
             }
         };
         let meta = ObjectMeta {
@@ -127,7 +128,7 @@ impl ObjectStore for S3Store {
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
-            .map_err(|err| explain(&err))
+            .map_err(|err| explain(&err, uri, version_id.is_some()))
             .with_context(|| format!("failed to look up {uri}"))?;
         Ok(ObjectMeta {
             etag: out.e_tag().map(str::to_string),
@@ -147,8 +148,9 @@ fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
 
-/// An S3 error in words an operator acts on. HEAD answers carry no error code, only a status.
-fn explain<E>(err: &SdkError<E, HttpResponse>) -> anyhow::Error
+/// An S3 error in words an operator acts on. HEAD answers carry no error code, only a status. A
+/// denial names the action and the object's ARN, as the instance role's policy spells them.
+fn explain<E>(err: &SdkError<E, HttpResponse>, uri: &S3Uri, pinned: bool) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -163,7 +165,14 @@ where
             "no such version: the pinned version_id is gone (NoSuchVersion)"
         }
         (Some("AccessDenied"), _) | (None, Some(403)) => {
-            "access denied (AccessDenied): check the instance role's s3:GetObject"
+            let action = match pinned {
+                true => "s3:GetObjectVersion",
+                false => "s3:GetObject",
+            };
+            let arn = format!("arn:aws:s3:::{}/{}", uri.bucket, uri.key);
+            return anyhow!(
+                "access denied (AccessDenied): the instance role needs {action} on {arn} (`kicky-agent iam-policy` prints the policy)"
+            );
         }
         _ => return anyhow!(super::describe(err)),
     };

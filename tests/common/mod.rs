@@ -6,6 +6,7 @@
 
 pub mod docker_proxy;
 pub mod imds;
+pub mod moto;
 pub mod proxy;
 pub mod stack;
 pub mod systemd;

@@ -13,8 +13,9 @@ instance id and the identity document from a fixture directory, and forwards eve
 The fixture is re-read on every request, so a test may change it while the layer runs. Files, all
 optional: `user-data` (served as is; absent: 404), `tags.json` (a JSON object of tag key to value;
 absent: tags in metadata disabled, 404), `region`, `availability-zone`, `instance-id`, `lookup-delay`
-(seconds to wait before answering the instance id and tags, which the agent asks itself; the SDK's own
-reads of credentials and region are answered at once).
+(seconds to wait before answering the instance id, where the agent's lifecycle lookup starts; the
+SDK's reads of credentials and region, and the agent's of user data and tags for its config, are
+answered at once).
 
 Binds 127.0.0.1 only; with --port 0 (the default) the kernel picks the port, written to --port-file once
 the socket listens. Requests are logged to stderr, never with their tokens.
@@ -229,7 +230,7 @@ class Handler(BaseHTTPRequestHandler):
             "instance-id": fx.instance_id,
         }
         tag_path = meta.rstrip("/") in ("tags", "tags/instance") or meta.startswith("tags/instance/")
-        if meta == "instance-id" or tag_path:
+        if meta == "instance-id":
             time.sleep(fx.lookup_delay())
         if meta in simple:
             return 200, simple[meta]().encode()
