@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures::future::Either;
 
 use crate::aws::autoscaling::{
-    Action, AsgClient, Heartbeat, LifecycleApi, NoActiveAction, Outcome,
+    Action, AsgClient, Heartbeat, LifecycleApi, NoActiveAction, Outcome, LAUNCHING, TERMINATING,
 };
 use crate::aws::imds::{Imds, InstanceMetadata, Tag};
 use crate::config::HookChoice;
@@ -61,24 +61,72 @@ async fn group_of(
     Ok(group)
 }
 
-/// The group's one launch hook; `None` when it has none, or several (the config must name it).
-async fn launch_hook(api: &impl LifecycleApi, group: &str) -> Result<Option<String>> {
-    let hooks = api.launch_hooks(group).await?;
-    Ok(match hooks.as_slice() {
+/// The group's one hook for `transition` among `hooks` (name, transition); `None` when it has
+/// none, or several (the config must name it).
+fn one_hook(hooks: &[(String, String)], group: &str, transition: &str) -> Option<String> {
+    let names: Vec<&str> = hooks
+        .iter()
+        .filter(|(_, t)| t == transition)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let kind = match transition {
+        TERMINATING => "termination",
+        _ => "launch",
+    };
+    match names.as_slice() {
         [] => {
-            tracing::info!(group, "no lifecycle hook: the group has no launch hook");
+            tracing::info!(group, "no {kind} lifecycle hook on the group");
             None
         }
-        [one] => Some(one.clone()),
+        [one] => Some(one.to_string()),
         many => {
+            let key = match transition {
+                TERMINATING => "lifecycle.terminate_hook",
+                _ => "lifecycle.hook",
+            };
             tracing::warn!(
                 group,
-                "the group has launch hooks {}: set lifecycle.hook to the one the agent completes",
+                "the group has {kind} hooks {}: set {key} to the one the agent completes",
                 many.join(", ")
             );
             None
         }
-    })
+    }
+}
+
+/// Where Auto Scaling is taking this instance: instance metadata's
+/// `autoscaling/target-lifecycle-state`, polled by the daemon (a local read, no AWS call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetState {
+    InService,
+    /// Into the warm pool: `Warmed:Stopped`, `Warmed:Running`, `Warmed:Hibernated`.
+    Warmed(String),
+    /// Scale-in, instance refresh, or a replacement: the instance is on its way out.
+    Terminated,
+    Other(String),
+}
+
+impl TargetState {
+    pub fn parse(text: &str) -> TargetState {
+        match text.trim() {
+            "InService" => TargetState::InService,
+            "Terminated" | "Warmed:Terminated" => TargetState::Terminated,
+            warm if warm.starts_with("Warmed:") => TargetState::Warmed(warm.to_string()),
+            other => TargetState::Other(other.to_string()),
+        }
+    }
+
+    pub fn is_warm(&self) -> bool {
+        matches!(self, TargetState::Warmed(_))
+    }
+}
+
+/// This instance's target lifecycle state; `None` where instance metadata has none (not in an
+/// Auto Scaling group, or not on EC2).
+pub async fn target_state() -> Result<Option<TargetState>> {
+    let raw =
+        crate::aws::imds::raw_get("/latest/meta-data/autoscaling/target-lifecycle-state").await?;
+    Ok(raw.map(|raw| TargetState::parse(&String::from_utf8_lossy(&raw))))
 }
 
 /// When the launch action is completed, for `sync` and the daemon alike: once both the first
@@ -143,6 +191,8 @@ pub struct Lifecycle<A = AsgClient> {
     instance: String,
     /// The launch hook holding this instance in `Pending:Wait`; `None` when no action is pending.
     hook: Option<String>,
+    /// The group's termination hook: the daemon stops the containers, then completes it.
+    terminate_hook: Option<String>,
     heartbeat_interval: Duration,
     unhealthy_after: Option<Duration>,
 }
@@ -315,18 +365,29 @@ impl<A: LifecycleApi> Lifecycle<A> {
             Ok(None) => return Ok(None),
             Err(e) => return soft(e),
         };
-        let hook = match named.clone() {
-            Some(name) => Some(name),
-            None => match launch_hook(&api, &group).await {
-                Ok(hook) => hook,
+        let terminate_named = match &settings.terminate_hook {
+            HookChoice::Named(name) => Some(Some(name.clone())),
+            HookChoice::Off => Some(None),
+            HookChoice::Auto => None,
+        };
+        let hooks = match (&named, &terminate_named) {
+            (Some(_), Some(_)) => Vec::new(),
+            _ => match api.hooks(&group).await {
+                Ok(hooks) => hooks,
                 Err(e) => return soft(e),
             },
         };
+        let hook = named
+            .clone()
+            .or_else(|| one_hook(&hooks, &group, LAUNCHING));
+        let terminate_hook =
+            terminate_named.unwrap_or_else(|| one_hook(&hooks, &group, TERMINATING));
         let mut lifecycle = Lifecycle {
             api,
             group,
             instance,
             hook,
+            terminate_hook,
             heartbeat_interval: settings.heartbeat_interval,
             unhealthy_after: settings.unhealthy_after,
         };
@@ -337,7 +398,10 @@ impl<A: LifecycleApi> Lifecycle<A> {
                 None => tracing::warn!("{e:#}"),
             }
         }
-        if lifecycle.hook.is_none() && lifecycle.unhealthy_after.is_none() {
+        if lifecycle.hook.is_none()
+            && lifecycle.unhealthy_after.is_none()
+            && lifecycle.terminate_hook.is_none()
+        {
             return Ok(None);
         }
         if let Some(action) = lifecycle.action() {
@@ -384,6 +448,51 @@ impl<A: LifecycleApi> Lifecycle<A> {
 
     pub fn heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval
+    }
+
+    /// The group's termination hook, if it has one.
+    pub fn terminate_hook(&self) -> Option<&str> {
+        self.terminate_hook.as_deref()
+    }
+
+    fn terminate_action(&self) -> Option<Action<'_>> {
+        Some(Action {
+            group: &self.group,
+            hook: self.terminate_hook.as_deref()?,
+            instance: &self.instance,
+        })
+    }
+
+    /// Runs `work` (stopping the containers) with a heartbeat for the termination action every
+    /// `heartbeat_interval`, then completes the action with CONTINUE: the instance terminates.
+    pub async fn while_terminating<F: Future>(&self, work: F) -> (F::Output, Result<()>) {
+        let Some(action) = self.terminate_action() else {
+            return (work.await, Ok(()));
+        };
+        let beats = async {
+            loop {
+                tokio::time::sleep(self.heartbeat_interval).await;
+                match self.api.heartbeat(action).await {
+                    Ok(_) => tracing::debug!(hook = action.hook, "termination heartbeat"),
+                    Err(e) => tracing::warn!("termination heartbeat: {e:#}"),
+                }
+            }
+        };
+        let out = tokio::select! {
+            out = work => out,
+            _ = beats => unreachable!("heartbeats go on until the work ends"),
+        };
+        let sent = complete_patiently(&self.api, action, Outcome::Continue).await;
+        match &sent {
+            Ok(()) => tracing::info!(
+                group = action.group,
+                hook = action.hook,
+                instance = action.instance,
+                "termination lifecycle action completed: CONTINUE"
+            ),
+            Err(e) => tracing::error!("{e:#}"),
+        }
+        (out, sent)
     }
 
     /// How long the stack may stay unhealthy before [`Self::mark_unhealthy`] is due.
@@ -502,6 +611,8 @@ mod tests {
         /// at launch), or always.
         not_yet: Mutex<u32>,
         not_yet_forever: bool,
+        /// The group's termination hooks.
+        terminating: Vec<String>,
     }
 
     impl FakeAsg {
@@ -547,9 +658,15 @@ mod tests {
             Ok(self.groups.get(instance).cloned())
         }
 
-        async fn launch_hooks(&self, group: &str) -> Result<Vec<String>> {
+        async fn hooks(&self, group: &str) -> Result<Vec<(String, String)>> {
             self.log(format!("describe-hooks {group}"))?;
-            Ok(self.hooks.get(group).cloned().unwrap_or_default())
+            let launch = self.hooks.get(group).cloned().unwrap_or_default();
+            let launch = launch.into_iter().map(|h| (h, LAUNCHING.to_string()));
+            let terminate = self
+                .terminating
+                .iter()
+                .map(|h| (h.clone(), TERMINATING.into()));
+            Ok(launch.chain(terminate).collect())
         }
 
         async fn heartbeat(&self, a: Action<'_>) -> Result<Heartbeat> {
@@ -626,6 +743,7 @@ mod tests {
     fn settings_of(hook: HookChoice) -> LifecycleSettings {
         LifecycleSettings {
             hook,
+            terminate_hook: HookChoice::Auto,
             heartbeat_interval: Duration::from_secs(60),
             unhealthy_after: None,
             abandon_after: crate::config::defaults::ABANDON_AFTER,
@@ -781,17 +899,53 @@ mod tests {
             .is_err());
     }
 
+    /// Both hooks named: no DescribeLifecycleHooks. A named launch hook with `terminate_hook:
+    /// auto` still looks for the group's one termination hook.
     #[tokio::test]
-    async fn a_named_hook_skips_describe_lifecycle_hooks() {
-        let asg = FakeAsg::in_group(I, "web", &["mine", "theirs"]);
-        let named = settings_of(HookChoice::Named("mine".into()));
+    async fn named_hooks_skip_describe_lifecycle_hooks() {
         let imds = FakeImds::with_group_tag(I, "web");
+        let mut named = settings_of(HookChoice::Named("mine".into()));
+        named.terminate_hook = HookChoice::Named("drain".into());
+        let asg = FakeAsg::in_group(I, "web", &["mine", "theirs"]);
         let l = Lifecycle::discover(&named, asg, Some(&imds))
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(l.hook(), Some("mine"));
+        assert_eq!(
+            (l.hook(), l.terminate_hook()),
+            (Some("mine"), Some("drain"))
+        );
         assert_eq!(l.api.calls(), ["heartbeat web mine i-0abc"]);
+
+        named.terminate_hook = HookChoice::Auto;
+        let asg = FakeAsg {
+            terminating: vec!["drain".into()],
+            ..FakeAsg::in_group(I, "web", &["mine", "theirs"])
+        };
+        let l = Lifecycle::discover(&named, asg, Some(&imds))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (l.hook(), l.terminate_hook()),
+            (Some("mine"), Some("drain"))
+        );
+        assert_eq!(
+            l.api.calls(),
+            ["describe-hooks web", "heartbeat web mine i-0abc"]
+        );
+
+        // Terminate hook only: the lifecycle is kept (to drain), with no launch action.
+        let auto = settings_of(HookChoice::Auto);
+        let asg = FakeAsg {
+            terminating: vec!["drain".into()],
+            ..FakeAsg::in_group(I, "web", &[])
+        };
+        let l = Lifecycle::discover(&auto, asg, Some(&imds))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((l.hook(), l.terminate_hook()), (None, Some("drain")));
     }
 
     #[tokio::test]

@@ -9,6 +9,8 @@ use aws_sdk_autoscaling::Client;
 
 /// The transition a launch hook is for.
 pub const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
+/// The transition a termination hook is for.
+pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 
 /// One lifecycle action: an instance held by a hook of its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +74,8 @@ impl NoActiveAction {
 pub trait LifecycleApi: Sync {
     /// The group `instance` belongs to (DescribeAutoScalingInstances); `None` when in none.
     fn group_of(&self, instance: &str) -> impl Future<Output = Result<Option<String>>> + Send;
-    /// The names of the group's lifecycle hooks for [`LAUNCHING`] (DescribeLifecycleHooks).
-    fn launch_hooks(&self, group: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// The group's lifecycle hooks (DescribeLifecycleHooks): name and transition.
+    fn hooks(&self, group: &str) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
     /// RecordLifecycleActionHeartbeat.
     fn heartbeat(&self, action: Action<'_>) -> impl Future<Output = Result<Heartbeat>> + Send;
     /// CompleteLifecycleAction; a [`NoActiveAction`] error when none is pending.
@@ -118,7 +120,7 @@ impl LifecycleApi for AsgClient {
             .map(str::to_string))
     }
 
-    async fn launch_hooks(&self, group: &str) -> Result<Vec<String>> {
+    async fn hooks(&self, group: &str) -> Result<Vec<(String, String)>> {
         let out = self
             .client
             .describe_lifecycle_hooks()
@@ -130,9 +132,10 @@ impl LifecycleApi for AsgClient {
         Ok(out
             .lifecycle_hooks()
             .iter()
-            .filter(|h| h.lifecycle_transition() == Some(LAUNCHING))
-            .filter_map(|h| h.lifecycle_hook_name())
-            .map(str::to_string)
+            .filter_map(|h| {
+                let name = h.lifecycle_hook_name()?.to_string();
+                Some((name, h.lifecycle_transition()?.to_string()))
+            })
             .collect())
     }
 

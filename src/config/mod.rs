@@ -91,6 +91,17 @@ pub struct Settings {
     /// Whether the launch template's user data and the instance's tags may override the files.
     pub overrides_user_data: bool,
     pub overrides_tags: bool,
+    /// Where Auto Scaling is taking the instance, read with the overrides (`None`: unknown).
+    pub target_state: Option<crate::lifecycle::TargetState>,
+}
+
+impl Settings {
+    /// The instance is going into a warm pool: prepare everything, start nothing.
+    pub fn is_warm(&self) -> bool {
+        self.target_state
+            .as_ref()
+            .is_some_and(crate::lifecycle::TargetState::is_warm)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,6 +163,9 @@ pub struct ComposeSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LifecycleSettings {
     pub hook: HookChoice,
+    /// The termination hook (`auto`: the group's one): on `Terminating:Wait` the containers are
+    /// stopped, then it is completed. `hook: off` turns it off too.
+    pub terminate_hook: HookChoice,
     /// How often a heartbeat keeps the hook from timing out while a sync pulls and waits.
     pub heartbeat_interval: std::time::Duration,
     /// Mark the instance unhealthy (the group replaces it) once the stack stays unhealthy this long.
@@ -185,7 +199,8 @@ pub async fn check_effective(path: &Path) -> Result<(Settings, Vec<String>)> {
 
 async fn overrides_for(path: &Path) -> Result<Overrides> {
     let (baked, _) = check(path)?;
-    Ok(overrides::fetch(baked.overrides_user_data, baked.overrides_tags).await)
+    let lifecycle = baked.lifecycle.hook != HookChoice::Off;
+    Ok(overrides::fetch(baked.overrides_user_data, baked.overrides_tags, lifecycle).await)
 }
 
 /// Reads and checks the config at `path` and the fragments in `agent.d/` beside it.
@@ -288,6 +303,7 @@ pub fn check_with(path: &Path, overrides: &Overrides) -> Result<(Settings, Vec<S
     };
     let mut settings = validate(raw, &layers, &mut problems);
     settings.origins = origins;
+    settings.target_state = overrides.target_state.clone();
     Ok((settings, problems))
 }
 
@@ -523,6 +539,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
             .and_then(|o| o.user_data)
             .unwrap_or(true),
         overrides_tags: raw.overrides.as_ref().and_then(|o| o.tags).unwrap_or(true),
+        target_state: None,
     }
 }
 
@@ -666,6 +683,7 @@ impl Check<'_> {
         };
         LifecycleSettings {
             hook: l.hook.unwrap_or(HookChoice::Auto),
+            terminate_hook: l.terminate_hook.unwrap_or(HookChoice::Auto),
             heartbeat_interval,
             unhealthy_after,
             abandon_after,

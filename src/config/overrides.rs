@@ -29,11 +29,14 @@ pub struct Overrides {
     pub user_data: Option<String>,
     /// `kicky-agent:<key>` tags, the prefix taken off, in key order.
     pub tags: Vec<(String, String)>,
+    /// Not an override, but read from instance metadata with them: where Auto Scaling is taking
+    /// the instance (a warm pool, service, termination), which decides what a sync does.
+    pub target_state: Option<crate::lifecycle::TargetState>,
 }
 
 impl Overrides {
     pub fn is_empty(&self) -> bool {
-        self.user_data.is_none() && self.tags.is_empty()
+        self.user_data.is_none() && self.tags.is_empty() && self.target_state.is_none()
     }
 }
 
@@ -229,12 +232,13 @@ pub fn looks_secret(value: &Value) -> Option<&'static str> {
     }
 }
 
-/// Reads the overrides from instance metadata: user data (when `user_data`) and the
-/// `kicky-agent:` tags (when `tags`). Where instance metadata does not answer (not on EC2), or
-/// is disabled, there are none; that is logged, not an error.
-pub async fn fetch(user_data: bool, tags: bool) -> Overrides {
+/// Reads the overrides from instance metadata: user data (when `user_data`), the
+/// `kicky-agent:` tags (when `tags`), and the target lifecycle state (when `lifecycle`). Where
+/// instance metadata does not answer (not on EC2), or is disabled, there are none; that is
+/// logged, not an error.
+pub async fn fetch(user_data: bool, tags: bool, lifecycle: bool) -> Overrides {
     let mut overrides = Overrides::default();
-    if !user_data && !tags {
+    if !user_data && !tags && !lifecycle {
         return overrides;
     }
     let Some(imds) = crate::aws::imds::Imds::new() else {
@@ -254,6 +258,12 @@ pub async fn fetch(user_data: bool, tags: bool) -> Overrides {
         match imds.tags_with_prefix(TAG_PREFIX).await {
             Ok(found) => overrides.tags = found,
             Err(e) => tracing::debug!("no tag overrides: {e:#}"),
+        }
+    }
+    if lifecycle {
+        match crate::lifecycle::target_state().await {
+            Ok(state) => overrides.target_state = state,
+            Err(e) => tracing::debug!("no target lifecycle state: {e:#}"),
         }
     }
     overrides

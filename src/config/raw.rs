@@ -147,6 +147,7 @@ pub enum WatchApply {
 #[serde(deny_unknown_fields)]
 pub struct RawLifecycle {
     pub hook: Option<HookChoice>,
+    pub terminate_hook: Option<HookChoice>,
     pub heartbeat_interval: Option<DurationText>,
     pub unhealthy_after: Option<DurationText>,
     pub abandon_after: Option<u32>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::lifecycle::LaunchPolicy;
+use crate::lifecycle::{LaunchPolicy, TargetState};
 
 /// A `resync` client waiting for its result.
 pub type ClientId = u64;
@@ -23,6 +23,9 @@ pub struct Timing {
     pub abandon_after: u32,
     /// How often the application's health is looked at, when `unhealthy_after` is set.
     pub health_every: Duration,
+    /// How often the target lifecycle state is read (instance metadata, no AWS call) while the
+    /// instance waits in a warm pool or its group has a termination hook.
+    pub target_every: Duration,
 }
 
 /// How a sync ended.
@@ -38,6 +41,8 @@ pub struct SyncOutcome {
     pub at: String,
     /// A failed release is held (this sync's, or an earlier one's): what to say about it.
     pub held: Option<String>,
+    /// The instance was going into a warm pool: everything prepared, nothing started.
+    pub warm: bool,
 }
 
 /// What a watch check found.
@@ -61,6 +66,8 @@ pub struct LaunchFound {
     pub heartbeat: Duration,
     /// Mark the instance unhealthy once the application stays unhealthy this long.
     pub unhealthy_after: Option<Duration>,
+    /// The group has a termination hook: watch for the instance's termination.
+    pub terminate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +82,10 @@ pub enum Event {
     Launch(Option<LaunchFound>),
     /// The config was read again.
     Timing(Timing),
+    /// The target lifecycle state was read (`None`: none known).
+    Target(Option<TargetState>),
+    /// The containers were stopped for the termination (and the hook completed): how it went.
+    Drained(String),
     /// A timer may be due.
     Tick,
 }
@@ -95,6 +106,13 @@ pub enum Effect {
     /// CONTINUE (true) or ABANDON the launch action.
     CompleteLaunch(bool),
     MarkUnhealthy,
+    /// Read the target lifecycle state.
+    PollTarget,
+    /// The instance is terminating: stop the containers (reverse dependency order, each within
+    /// its grace), then complete the termination hook with CONTINUE.
+    Drain,
+    /// Look for the launch action again (the instance left the warm pool: a new one is pending).
+    DiscoverLaunch,
     /// Tell these clients how the sync they waited for ended, and let them go.
     Reply {
         clients: Vec<ClientId>,
@@ -125,6 +143,14 @@ pub struct Machine {
     launch: LaunchPolicy,
     heartbeat: Duration,
     unhealthy_after: Option<Duration>,
+    /// The last sync prepared a warm-pool instance: it starts when the instance goes in service.
+    warm: bool,
+    /// The group has a termination hook.
+    terminate: bool,
+    target_at: Option<Instant>,
+    polling: bool,
+    /// Stopping for the termination: nothing else starts.
+    draining: bool,
 }
 
 impl Machine {
@@ -148,6 +174,11 @@ impl Machine {
             launch: LaunchPolicy::default(),
             heartbeat: Duration::from_secs(60),
             unhealthy_after: None,
+            warm: false,
+            terminate: false,
+            target_at: None,
+            polling: false,
+            draining: false,
         };
         let effects = vec![
             Effect::Status("first sync: starting".into()),
@@ -172,6 +203,7 @@ impl Machine {
             self.watch_at,
             self.health_at,
             self.heartbeat_at,
+            self.target_at,
         ]
         .into_iter()
         .flatten()
@@ -180,6 +212,10 @@ impl Machine {
 
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
+        if self.draining {
+            self.while_draining(event, &mut effects);
+            return effects;
+        }
         match event {
             Event::Synced(outcome) => self.synced(outcome, now, &mut effects),
             Event::Watched(found) => self.watched(found, now, &mut effects),
@@ -195,9 +231,64 @@ impl Machine {
             }
             Event::Launch(found) => self.launch_found(found, now, &mut effects),
             Event::Timing(timing) => self.timing = timing,
+            Event::Target(state) => self.target(state, now, &mut effects),
+            Event::Drained(_) => {}
             Event::Tick => self.tick(now, &mut effects),
         }
         effects
+    }
+
+    /// Terminating: syncs, watches and health checks are over; a client asking for a resync is
+    /// told so; the end of the draining is reported.
+    fn while_draining(&mut self, event: Event, effects: &mut Vec<Effect>) {
+        match event {
+            Event::Resync(Some(client)) => effects.push(Effect::Reply {
+                clients: vec![client],
+                status: 1,
+                text: "the instance is terminating: the containers are being stopped".into(),
+            }),
+            Event::Synced(outcome) => {
+                self.syncing = false;
+                effects.push(Effect::Reply {
+                    clients: std::mem::take(&mut self.listening),
+                    status: outcome.status,
+                    text: outcome.text,
+                });
+            }
+            Event::Drained(how) => effects.push(Effect::Status(how)),
+            _ => {}
+        }
+    }
+
+    fn target(&mut self, state: Option<TargetState>, now: Instant, effects: &mut Vec<Effect>) {
+        self.polling = false;
+        match state {
+            Some(TargetState::Terminated) if self.terminate => {
+                self.draining = true;
+                self.retry_at = None;
+                self.watch_at = None;
+                self.health_at = None;
+                self.heartbeat_at = None;
+                self.target_at = None;
+                effects.push(Effect::Status(
+                    "terminating: stopping the containers, then completing the termination hook"
+                        .into(),
+                ));
+                effects.push(Effect::Drain);
+                return;
+            }
+            Some(TargetState::InService) if self.warm && !self.syncing => {
+                // Out of the warm pool: start what was prepared, and complete the launch hook
+                // that holds the instance in Pending:Wait again.
+                self.warm = false;
+                self.launch = LaunchPolicy::default();
+                effects.push(Effect::Status("in service: starting the containers".into()));
+                effects.push(Effect::DiscoverLaunch);
+                self.start_sync(false, effects);
+            }
+            _ => {}
+        }
+        self.schedule_target(now);
     }
 
     fn start_sync(&mut self, retry_held: bool, effects: &mut Vec<Effect>) {
@@ -214,13 +305,28 @@ impl Machine {
             status: outcome.status,
             text: outcome.text.clone(),
         });
-        if outcome.status == 0 {
+        if outcome.status == 0 && outcome.warm {
+            self.failures = 0;
+            self.warm = true;
+            if !self.ready {
+                self.ready = true;
+                effects.push(Effect::Ready);
+            }
+            // The launch hook lets the instance into the warm pool.
+            self.complete_launch(true, effects);
+            effects.push(Effect::Status(
+                "warm pool: parameters, files and images ready; the containers start when the instance goes in service".into(),
+            ));
+            self.schedule_target(now);
+        } else if outcome.status == 0 {
+            self.warm = false;
             self.failures = 0;
             if !self.ready {
                 self.ready = true;
                 effects.push(Effect::Ready);
-                self.complete_launch(true, effects);
             }
+            // Once per launch action: the first, or the one of leaving the warm pool.
+            self.complete_launch(true, effects);
             effects.push(Effect::Status(match &outcome.held {
                 Some(held) => format!("degraded: {held}"),
                 None => format!("in sync since {}", outcome.at),
@@ -305,6 +411,8 @@ impl Machine {
         if let Some(found) = found {
             self.heartbeat = found.heartbeat;
             self.unhealthy_after = found.unhealthy_after;
+            self.terminate = found.terminate;
+            self.schedule_target(now);
             if self.ready {
                 self.schedule_health(now);
             }
@@ -329,6 +437,11 @@ impl Machine {
         if due(self.heartbeat_at) {
             self.heartbeat_at = Some(now + self.heartbeat);
             effects.push(Effect::Heartbeat);
+        }
+        if due(self.target_at) && !self.polling {
+            self.target_at = None;
+            self.polling = true;
+            effects.push(Effect::PollTarget);
         }
         if self.syncing {
             return;
@@ -355,6 +468,14 @@ impl Machine {
         let interval = self.timing.watch_interval;
         self.watch_at =
             (!interval.is_zero()).then(|| now + interval.mul_f64(0.9 + 0.2 * fastrand::f64()));
+    }
+
+    /// The next read of the target lifecycle state, while it matters: in a warm pool, or with a
+    /// termination hook to complete.
+    fn schedule_target(&mut self, now: Instant) {
+        if (self.warm || self.terminate) && !self.polling && self.target_at.is_none() {
+            self.target_at = Some(now + self.timing.target_every);
+        }
     }
 
     fn schedule_health(&mut self, now: Instant) {

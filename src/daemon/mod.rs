@@ -46,6 +46,12 @@ const HEALTH_EVERY: Duration = Duration::from_secs(10);
 const WATCH_BOUND: Duration = Duration::from_secs(60);
 const HEALTH_BOUND: Duration = Duration::from_secs(10);
 const LIFECYCLE_BOUND: Duration = Duration::from_secs(30);
+/// How often the target lifecycle state is read while it matters (warm pool, termination hook):
+/// a local instance metadata read; Auto Scaling gives a terminating instance its hook's timeout.
+const TARGET_EVERY: Duration = Duration::from_secs(5);
+const TARGET_BOUND: Duration = Duration::from_secs(10);
+/// Stopping every container for a termination; beyond it the hook is completed all the same.
+const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
 
 /// What the tasks report to the loop.
 enum Report {
@@ -191,6 +197,7 @@ impl Io {
             watch_interval: self.settings.watch_interval,
             abandon_after: self.settings.lifecycle.abandon_after,
             health_every: HEALTH_EVERY,
+            target_every: TARGET_EVERY,
         }
     }
 
@@ -238,6 +245,7 @@ impl Io {
             }
             Report::Lifecycle(found) => {
                 let info = found.as_ref().map(|l| LaunchFound {
+                    terminate: l.terminate_hook().is_some(),
                     pending: l.hook().is_some(),
                     heartbeat: l.heartbeat_interval(),
                     unhealthy_after: l.unhealthy_after(),
@@ -293,6 +301,14 @@ impl Io {
                 }
                 Effect::CompleteLaunch(ok) => self.complete_launch(ok),
                 Effect::MarkUnhealthy => self.mark_unhealthy(),
+                Effect::PollTarget => self.task(
+                    "reading the target lifecycle state",
+                    TARGET_BOUND,
+                    crate::lifecycle::target_state(),
+                    |state| Event::Target(state.unwrap_or_default()),
+                ),
+                Effect::Drain => self.drain(),
+                Effect::DiscoverLaunch => self.discover_lifecycle(),
                 Effect::Reply {
                     clients,
                     status,
@@ -374,6 +390,49 @@ impl Io {
         });
     }
 
+    /// Stops the containers for the termination, with heartbeats for the termination hook, then
+    /// completes it with CONTINUE.
+    fn drain(&self) {
+        let settings = self.settings.clone();
+        let shared = self.shared.clone();
+        let lifecycle = self.lifecycle.clone();
+        let reports = self.reports.clone();
+        self.spawn(async move {
+            let stop = async {
+                let engine = shared.engine(crate::engine::docker::ENGINE_WAIT).await?;
+                let project = match &settings.compose {
+                    Some(_) => crate::compose::load(&settings)
+                        .inspect_err(|e| {
+                            tracing::warn!("stopping without the compose file's order: {e:#}")
+                        })
+                        .ok(),
+                    None => None,
+                };
+                crate::engine::drain::stop_all(&engine, project.as_ref(), &settings.project).await
+            };
+            let bounded = async {
+                match tokio::time::timeout(DRAIN_BOUND, stop).await {
+                    Ok(stopped) => stopped,
+                    Err(_) => Err(anyhow::anyhow!("stopping took over {DRAIN_BOUND:?}")),
+                }
+            };
+            let (stopped, completed) = match &lifecycle {
+                Some(lifecycle) => lifecycle.while_terminating(bounded).await,
+                None => (bounded.await, Ok(())),
+            };
+            let how = match (stopped, completed) {
+                (Ok(names), Ok(())) => format!(
+                    "terminating: {} container{} stopped, termination hook completed",
+                    names.len(),
+                    if names.len() == 1 { "" } else { "s" }
+                ),
+                (Err(e), _) => format!("terminating: could not stop the containers: {e:#}"),
+                (Ok(_), Err(e)) => format!("terminating: containers stopped; {e:#}"),
+            };
+            let _ = reports.send(Report::Machine(Event::Drained(how)));
+        });
+    }
+
     fn heartbeat(&self) {
         let Some(lifecycle) = self.lifecycle.clone() else {
             return;
@@ -447,12 +506,12 @@ async fn sync(config_path: &Path, shared: &Shared, retry_held: bool) -> SyncOutc
             .failed
             .as_ref()
             .map(|f| f.describe(state.last_good_at.as_deref()));
-        Ok::<_, anyhow::Error>((report, held))
+        Ok::<_, anyhow::Error>((report, held, settings.is_warm()))
     }
     .await;
-    let (report, held) = match result {
-        Ok((report, held)) => (report, held),
-        Err(err) => (Err(err), None),
+    let (report, held, warm) = match result {
+        Ok((report, held, warm)) => (report, held, warm),
+        Err(err) => (Err(err), None, false),
     };
     match report {
         Ok(report) => SyncOutcome {
@@ -461,6 +520,7 @@ async fn sync(config_path: &Path, shared: &Shared, retry_held: bool) -> SyncOutc
             line: summary(&report),
             at: now(),
             held: report.held.or(held),
+            warm,
         },
         Err(err) => {
             tracing::error!("sync failed: {err:#}");
@@ -471,6 +531,7 @@ async fn sync(config_path: &Path, shared: &Shared, retry_held: bool) -> SyncOutc
                 line: crate::engine::api::summary(&err, 200),
                 at: now(),
                 held,
+                warm: false,
             }
         }
     }

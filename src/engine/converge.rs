@@ -211,6 +211,53 @@ pub async fn converge(
     })
 }
 
+/// For an instance in a warm pool: everything slow, nothing that serves. The images are pulled
+/// (with the same policy and limits as a sync), the networks and named volumes created; no
+/// container is created or started. When the instance goes in service, the sync that follows
+/// only creates and starts the containers. (Containers created now and started later would look,
+/// to the crash recovery of the next sync, like a switch a killed sync left half done.)
+pub async fn prepare_warm(
+    engine: &impl Engine,
+    project: &Project,
+    settings: &ComposeSettings,
+    registries: &Registries,
+    before: PulledBefore<'_>,
+) -> Result<EngineReport> {
+    let observed = observe(engine, project).await?;
+    let images = pull::plan(
+        project,
+        settings.pull,
+        &observed.images,
+        before.at,
+        SystemTime::now(),
+    );
+    let (networks, volumes) = decide::missing_resources(project, &observed)?;
+    create_volumes(engine, project, &volumes).await?;
+    create_networks(engine, project, &networks).await?;
+    let limits = PullLimits {
+        stall: settings.pull_stall_timeout,
+        overall: settings.pull_timeout,
+    };
+    let pulled = pull::pull_all(engine, &images, registries, limits).await?;
+    let pulled_refs: Vec<String> = images
+        .iter()
+        .filter(|i| i.will_pull() && !pulled.stale.contains(&i.image))
+        .map(|i| i.image.clone())
+        .collect();
+    Ok(EngineReport {
+        pulled_ids: pulled_refs
+            .iter()
+            .filter_map(|image| Some((image.clone(), pulled.ids.get(image)?.clone())))
+            .collect(),
+        pulled: pulled_refs,
+        services: Vec::new(),
+        removed: Vec::new(),
+        pruned: Vec::new(),
+        stale: pulled.stale,
+        images: BTreeMap::new(),
+    })
+}
+
 /// What the project asks that this engine's API cannot do, refused before anything changes.
 /// Every secret a service mounts has its file (named by the sync, before the engine is touched):
 /// a container is never created without one.

@@ -10,6 +10,7 @@ pub mod containers;
 pub mod converge;
 pub mod decide;
 pub mod docker;
+pub mod drain;
 #[cfg(test)]
 pub mod fake;
 pub mod health;

@@ -411,18 +411,28 @@ async fn apply(
                 state,
                 env_report.as_ref().map(|e| e.sha256.as_str()),
             );
-            let report = engine::converge::converge(
-                engine,
-                &project,
-                compose,
-                &registries,
-                engine::converge::PulledBefore {
-                    ids: &state.pulled,
-                    at: &pulled_at,
-                },
-                &files,
-            )
-            .await?;
+            let before = engine::converge::PulledBefore {
+                ids: &state.pulled,
+                at: &pulled_at,
+            };
+            let report = match settings.is_warm() {
+                true => {
+                    crate::progress::phase("warm pool: pulling, not starting");
+                    engine::converge::prepare_warm(engine, &project, compose, &registries, before)
+                        .await?
+                }
+                false => {
+                    engine::converge::converge(
+                        engine,
+                        &project,
+                        compose,
+                        &registries,
+                        before,
+                        &files,
+                    )
+                    .await?
+                }
+            };
             state.pulled.extend(report.pulled_ids.clone());
             let pulled_now = now();
             for image in report.pulled_ids.keys() {

@@ -7,6 +7,7 @@ fn timing() -> Timing {
         watch_interval: Duration::from_secs(60),
         abandon_after: 3,
         health_every: Duration::from_secs(10),
+        target_every: Duration::from_secs(5),
     }
 }
 
@@ -17,6 +18,7 @@ fn ok(at: &str) -> SyncOutcome {
         line: "in sync".into(),
         at: at.into(),
         held: None,
+        warm: false,
     }
 }
 
@@ -27,6 +29,7 @@ fn failed(line: &str, held: Option<&str>) -> SyncOutcome {
         line: line.into(),
         at: "t".into(),
         held: held.map(str::to_string),
+        warm: false,
     }
 }
 
@@ -91,6 +94,7 @@ async fn the_first_sync_is_retried_with_backoff_and_abandoned_once() {
         pending: true,
         heartbeat: Duration::from_secs(1),
         unhealthy_after: None,
+        terminate: false,
     })));
     let mut retried_at = Vec::new();
     for attempt in 1..=5u32 {
@@ -147,6 +151,7 @@ async fn a_sync_done_before_the_lookup_completes_the_launch_when_it_ends() {
         pending: true,
         heartbeat: Duration::from_secs(30),
         unhealthy_after: None,
+        terminate: false,
     })));
     assert_eq!(effects, vec![Effect::CompleteLaunch(true)]);
     let later = d.wait(Duration::from_secs(120)).await;
@@ -268,6 +273,7 @@ async fn an_application_unhealthy_long_enough_gets_the_instance_replaced() {
         pending: false,
         heartbeat: Duration::from_secs(30),
         unhealthy_after: Some(Duration::from_secs(60)),
+        terminate: false,
     })));
     d.on(Event::Synced(ok("t")));
     let mut marked = 0;
@@ -293,4 +299,86 @@ async fn an_application_unhealthy_long_enough_gets_the_instance_replaced() {
         }
     }
     assert_eq!(marked, 1, "after {checks} checks");
+}
+
+fn polls(effects: &[Effect]) -> usize {
+    effects.iter().filter(|e| **e == Effect::PollTarget).count()
+}
+
+/// A warm-pool instance: prepared, ready, the launch hook completed (into the pool); then, tick
+/// after tick, it reads where Auto Scaling is taking it, and starts once that is service: a full
+/// sync, and the launch action looked for again (leaving the pool holds it in Pending:Wait).
+#[tokio::test(start_paused = true)]
+async fn a_warm_instance_waits_for_service_then_starts() {
+    let mut d = Daemon::start();
+    d.on(Event::Launch(Some(LaunchFound {
+        pending: true,
+        heartbeat: Duration::from_secs(60),
+        unhealthy_after: None,
+        terminate: false,
+    })));
+    let effects = d.on(Event::Synced(SyncOutcome {
+        warm: true,
+        ..ok("t0")
+    }));
+    assert!(effects.contains(&Effect::Ready));
+    assert!(effects.contains(&Effect::CompleteLaunch(true)));
+    assert!(statuses(&effects)[0].starts_with("warm pool:"));
+    for _ in 0..3 {
+        let effects = d.wait(Duration::from_secs(5)).await;
+        assert_eq!(polls(&effects), 1, "a read every 5 s");
+        let effects = d.on(Event::Target(Some(TargetState::Warmed(
+            "Warmed:Running".into(),
+        ))));
+        assert_eq!(syncs(&effects), 0, "nothing starts in the pool");
+    }
+    d.wait(Duration::from_secs(5)).await;
+    let effects = d.on(Event::Target(Some(TargetState::InService)));
+    assert_eq!(syncs(&effects), 1);
+    assert!(effects.contains(&Effect::DiscoverLaunch));
+    // The new launch action is completed by this sync's outcome, once found.
+    d.on(Event::Launch(Some(LaunchFound {
+        pending: true,
+        heartbeat: Duration::from_secs(60),
+        unhealthy_after: None,
+        terminate: false,
+    })));
+    let effects = d.on(Event::Synced(ok("t1")));
+    assert!(effects.contains(&Effect::CompleteLaunch(true)));
+    assert_eq!(statuses(&effects), ["in sync since t1"]);
+    // In service and no termination hook: no more reads.
+    let effects = d.wait(Duration::from_secs(60)).await;
+    assert_eq!(polls(&effects), 0);
+}
+
+/// With a termination hook, the target state is read every 5 s; `Terminated` stops everything
+/// else and drains once; a resync asked meanwhile is refused, not started.
+#[tokio::test(start_paused = true)]
+async fn termination_drains_once_and_nothing_else_starts() {
+    let mut d = Daemon::start();
+    d.on(Event::Synced(ok("t0")));
+    d.on(Event::Launch(Some(LaunchFound {
+        pending: false,
+        heartbeat: Duration::from_secs(60),
+        unhealthy_after: None,
+        terminate: true,
+    })));
+    let effects = d.wait(Duration::from_secs(5)).await;
+    assert_eq!(polls(&effects), 1);
+    d.on(Event::Target(Some(TargetState::InService)));
+    let effects = d.wait(Duration::from_secs(5)).await;
+    assert_eq!(polls(&effects), 1);
+    let effects = d.on(Event::Target(Some(TargetState::Terminated)));
+    assert_eq!(effects.iter().filter(|e| **e == Effect::Drain).count(), 1);
+    let effects = d.on(Event::Resync(Some(7)));
+    assert!(matches!(&effects[..], [Effect::Reply { status: 1, .. }]));
+    let effects = d.wait(Duration::from_secs(600)).await;
+    assert!(effects.is_empty(), "nothing after the drain: {effects:?}");
+    let effects = d.on(Event::Drained("terminating: 2 containers stopped".into()));
+    assert_eq!(statuses(&effects), ["terminating: 2 containers stopped"]);
+    // Without a termination hook, `Terminated` drains nothing (the group does not wait).
+    let mut d = Daemon::start();
+    d.on(Event::Synced(ok("t0")));
+    let effects = d.on(Event::Target(Some(TargetState::Terminated)));
+    assert!(!effects.contains(&Effect::Drain));
 }
