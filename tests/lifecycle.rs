@@ -445,3 +445,171 @@ async fn the_daemon_reports_an_application_that_stays_unhealthy() {
     assert!(unhealthy, "the instance was not set Unhealthy:\n{log}");
     assert!(log.contains("the application stayed unhealthy"), "{log}");
 }
+
+/// Puts a termination hook on `group`: a scale-in holds the instance in `Terminating:Wait`.
+async fn add_termination_hook(asg: &aws_sdk_autoscaling::Client, group: &str) {
+    asg.put_lifecycle_hook()
+        .auto_scaling_group_name(group)
+        .lifecycle_hook_name("drain")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .default_result("CONTINUE")
+        .send()
+        .await
+        .expect("put termination hook");
+}
+
+/// Waits (30 s at most) until `done` holds; whether it did.
+async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn finished_at(container: &str) -> String {
+    common::stack::inspect(container)
+        .and_then(|c| c["State"]["FinishedAt"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+const TWO_SERVICES: &str = "services:\n  db:\n    image: {registry}/tester/web:1\n    stop_grace_period: 3s\n  app:\n    image: {registry}/tester/web:1\n    depends_on:\n      db:\n        condition: service_healthy\n";
+
+/// A scale-in with a termination hook: the daemon sees the instance's target state go to
+/// `Terminated`, stops the app before the database it depends on, then completes the hook with
+/// CONTINUE; Auto Scaling moves the instance on only then.
+#[tokio::test]
+async fn the_daemon_drains_the_stack_then_completes_the_termination_hook() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("drain");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    add_termination_hook(&asg, &group).await;
+    let stack = common::stack::Stack::new(&rig, "drain").await;
+    stack.env(&rig, "A=1\n").await;
+    let extra = format!(
+        "control_socket: {}\nwatch:\n  interval: 0\n",
+        stack.scratch.path("run/control.sock").display()
+    );
+    stack.compose(&rig, TWO_SERVICES, &extra);
+    let s = &stack.scratch;
+    let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
+    std::fs::write(fixture.join("target-lifecycle-state"), "InService").unwrap();
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    let mut daemon = s.spawn_daemon(&imds.url, &[]);
+    let (app, db) = (stack.container("app"), stack.container("db"));
+    let up = eventually(async || {
+        lifecycle_state(&asg, &instance).await == "InService"
+            && common::stack::running_healthy(&app)
+    })
+    .await;
+    let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+    assert!(up, "never in service:\n{}", log());
+
+    asg.terminate_instance_in_auto_scaling_group()
+        .instance_id(&instance)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .expect("scale in");
+    assert_eq!(lifecycle_state(&asg, &instance).await, "Terminating:Wait");
+    std::fs::write(fixture.join("target-lifecycle-state"), "Terminated").unwrap();
+    let proceeded =
+        eventually(async || lifecycle_state(&asg, &instance).await == "Terminating:Proceed").await;
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = log();
+    assert!(proceeded, "the termination hook was not completed:\n{log}");
+    for name in [&app, &db] {
+        let c = common::stack::inspect(name).expect("the container is kept");
+        assert_eq!(c["State"]["Running"], false, "{name} still runs:\n{log}");
+    }
+    // The app stopped before the database it depends on, and the hook after both.
+    assert!(finished_at(&app) <= finished_at(&db), "{log}");
+    let at = |text: &str| {
+        log.find(text)
+            .unwrap_or_else(|| panic!("{text:?} not in:\n{log}"))
+    };
+    assert!(at(&format!("container=\"{app}\"")) < at(&format!("container=\"{db}\"")));
+    assert!(
+        at("termination lifecycle action completed: CONTINUE") > at(&format!("container=\"{db}\""))
+    );
+}
+
+/// An instance launched into a warm pool prepares (parameters, files, images) but starts
+/// nothing, and completes its launch hook; when it goes in service, the daemon starts the stack.
+/// Prints the time from `InService` to healthy beside the time of the first (cold) sync.
+#[tokio::test]
+async fn a_warm_pool_instance_prepares_then_starts_when_in_service() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("warm");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    let stack = common::stack::Stack::new(&rig, "warm").await;
+    stack.env(&rig, "A=1\n").await;
+    let extra = format!(
+        "control_socket: {}\nwatch:\n  interval: 0\n",
+        stack.scratch.path("run/control.sock").display()
+    );
+    stack.compose(&rig, TWO_SERVICES, &extra);
+    let s = &stack.scratch;
+    let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
+    std::fs::write(fixture.join("target-lifecycle-state"), "Warmed:Running").unwrap();
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    let started = Instant::now();
+    let mut daemon = s.spawn_daemon(&imds.url, &[]);
+    let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+    let warmed = eventually(async || {
+        lifecycle_state(&asg, &instance).await == "InService"
+            && log().contains("status: warm pool:")
+    })
+    .await;
+    let prepared = started.elapsed();
+    assert!(
+        warmed,
+        "the launch hook was not completed for the pool:\n{}",
+        log()
+    );
+    assert!(
+        s.workdir().join(".env").exists(),
+        "the env file is written in the pool"
+    );
+    let (app, db) = (stack.container("app"), stack.container("db"));
+    assert!(
+        common::stack::inspect(&app).is_none() && common::stack::inspect(&db).is_none(),
+        "no container in the pool:\n{}",
+        log()
+    );
+    let image = format!("{}/tester/web:1", stack.registry);
+    assert!(
+        common::stack::inspect(&image).is_some(),
+        "the image is pulled in the pool"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        common::stack::inspect(&app).is_none(),
+        "still nothing started while warm"
+    );
+
+    let in_service = Instant::now();
+    std::fs::write(fixture.join("target-lifecycle-state"), "InService").unwrap();
+    let serving = eventually(async || common::stack::running_healthy(&app)).await;
+    let to_healthy = in_service.elapsed();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(serving, "not started once in service:\n{}", log());
+    assert!(
+        log().contains("in service: starting the containers"),
+        "{}",
+        log()
+    );
+    println!(
+        "warm pool: prepared in {:.1} s; InService to healthy in {:.1} s (target state read every 2 s)",
+        prepared.as_secs_f64(),
+        to_healthy.as_secs_f64()
+    );
+}

@@ -47,8 +47,9 @@ const WATCH_BOUND: Duration = Duration::from_secs(60);
 const HEALTH_BOUND: Duration = Duration::from_secs(10);
 const LIFECYCLE_BOUND: Duration = Duration::from_secs(30);
 /// How often the target lifecycle state is read while it matters (warm pool, termination hook):
-/// a local instance metadata read; Auto Scaling gives a terminating instance its hook's timeout.
-const TARGET_EVERY: Duration = Duration::from_secs(5);
+/// a local instance metadata read (no AWS call), cheap enough to be often; it is part of the time
+/// from `InService` to serving.
+const TARGET_EVERY: Duration = Duration::from_secs(2);
 const TARGET_BOUND: Duration = Duration::from_secs(10);
 /// Stopping every container for a termination; beyond it the hook is completed all the same.
 const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);

@@ -12,7 +12,9 @@ instance id and the identity document from a fixture directory, and forwards eve
 
 The fixture is re-read on every request, so a test may change it while the layer runs. Files, all
 optional: `user-data` (served as is; absent: 404), `tags.json` (a JSON object of tag key to value;
-absent: tags in metadata disabled, 404), `region`, `availability-zone`, `instance-id`, `lookup-delay`
+absent: tags in metadata disabled, 404), `target-lifecycle-state` (Auto Scaling's
+`autoscaling/target-lifecycle-state`; absent: 404, not in a group), `region`, `availability-zone`,
+`instance-id`, `lookup-delay`
 (seconds to wait before answering the instance id, where the agent's lifecycle lookup starts; the
 SDK's reads of credentials and region, and the agent's of user data and tags for its config, are
 answered at once).
@@ -224,6 +226,9 @@ class Handler(BaseHTTPRequestHandler):
         meta = path.removeprefix("/latest/meta-data/")
         if meta == path:
             return None
+        if meta == "autoscaling/target-lifecycle-state":
+            state = fx._read("target-lifecycle-state")
+            return (200, state.strip()) if state is not None else (404, b"Not Found")
         simple = {
             "placement/region": fx.region,
             "placement/availability-zone": fx.availability_zone,

@@ -63,6 +63,7 @@ def ecr_tokens_that_expire_later() -> None:
 
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 
 
 def autoscaling_launch_hooks_wait() -> None:
@@ -113,6 +114,48 @@ def autoscaling_launch_hooks_wait() -> None:
     FakeAutoScalingGroup.active_instances = active_instances
 
 
+def autoscaling_termination_hooks_wait() -> None:
+    """moto 5.2 terminates an instance at once on TerminateInstanceInAutoScalingGroup, even when its
+    group has a lifecycle hook for EC2_INSTANCE_TERMINATING. AWS holds such an instance in
+    `Terminating:Wait` until CompleteLifecycleAction (either result: the instance terminates) or the
+    hook's heartbeat timeout: do the same, with the pending action remembered as for launch hooks
+    (see autoscaling_lifecycle_actions, which moves it on)."""
+    import time
+    import uuid
+
+    from moto.autoscaling.models import AutoScalingBackend, TerminateInstanceActivity
+
+    original = AutoScalingBackend.terminate_instance
+
+    def terminate_instance(self, instance_id, should_decrement):  # type: ignore[no-untyped-def]
+        for group in self.autoscaling_groups.values():
+            for state in group.instance_states:
+                if state.instance.id != instance_id:
+                    continue
+                hooks = [
+                    h
+                    for h in self.lifecycle_hooks.values()
+                    if h.auto_scaling_group_name == group.name and h.lifecycle_transition == TERMINATING
+                ]
+                if not hooks:
+                    return original(self, instance_id, should_decrement)
+                now = time.time()
+                state.lifecycle_state = "Terminating:Wait"
+                state.lifecycle_action = {
+                    "hook": hooks[0].name,
+                    "token": str(uuid.uuid4()),
+                    "started": now,
+                    "heartbeat": None,
+                    "deadline": now + hooks[0].heartbeat_timeout,
+                    "default_result": hooks[0].default_result,
+                    "terminating": True,
+                }
+                return TerminateInstanceActivity(state.instance, group.desired_capacity)
+        return original(self, instance_id, should_decrement)
+
+    AutoScalingBackend.terminate_instance = terminate_instance
+
+
 def autoscaling_lifecycle_actions() -> None:
     """moto 5.2 answers RecordLifecycleActionHeartbeat and CompleteLifecycleAction with
     NotImplemented. Accept them for an instance held in `Pending:Wait` by a launch hook (see
@@ -121,13 +164,17 @@ def autoscaling_lifecycle_actions() -> None:
     CONTINUE puts the instance InService, ABANDON sets it `Terminating` and terminates it in EC2
     (moto launches no replacement by itself). An action whose deadline passed gets the hook's default
     result the next time the group is looked at. Each action is recorded on the instance's state
-    (`lifecycle_action`, `lifecycle_result`) and logged to stderr."""
+    (`lifecycle_action`, `lifecycle_result`) and logged to stderr. An instance held in
+    `Terminating:Wait` (autoscaling_termination_hooks_wait) goes on to `Terminating:Proceed` and is
+    terminated in EC2, whichever the result."""
     import time
 
     from moto.autoscaling.exceptions import ValidationError
     from moto.autoscaling.models import AutoScalingBackend
     from moto.autoscaling.responses import AutoScalingResponse
     from moto.core.responses import EmptyResult
+
+    WAITING = ("Pending:Wait", "Terminating:Wait")
 
     def log(message: str) -> None:
         print(f"moto lifecycle: {message}", file=sys.stderr, flush=True)
@@ -137,7 +184,10 @@ def autoscaling_lifecycle_actions() -> None:
         state.lifecycle_action = None
         state.lifecycle_result = {"hook": action["hook"], "result": result, "how": how, "at": time.time()}
         log(f"{state.auto_scaling_group_name}/{action['hook']}/{state.instance.id}: {result} ({how})")
-        if result == "CONTINUE":
+        if action.get("terminating"):
+            state.lifecycle_state = "Terminating:Proceed"
+            backend.ec2_backend.terminate_instances([state.instance.id])
+        elif result == "CONTINUE":
             state.lifecycle_state = "InService"
         else:
             state.lifecycle_state = "Terminating"
@@ -148,7 +198,7 @@ def autoscaling_lifecycle_actions() -> None:
         for group in backend.autoscaling_groups.values():
             for state in group.instance_states:
                 action = getattr(state, "lifecycle_action", None)
-                if action and state.lifecycle_state == "Pending:Wait" and action["deadline"] <= now:
+                if action and state.lifecycle_state in WAITING and action["deadline"] <= now:
                     finish(backend, state, action["default_result"], "heartbeat timeout")
 
     def pending(backend, group_name, hook_name, instance_id, token):  # type: ignore[no-untyped-def]
@@ -164,7 +214,7 @@ def autoscaling_lifecycle_actions() -> None:
             action = getattr(state, "lifecycle_action", None)
             if (
                 action
-                and state.lifecycle_state == "Pending:Wait"
+                and state.lifecycle_state in WAITING
                 and action["hook"] == hook_name
                 and (not instance_id or state.instance.id == instance_id)
                 and (not token or action["token"] == token)
@@ -217,6 +267,7 @@ PATCHES: list[Callable[[], None]] = [
     json_denials_for_json_services,
     ecr_tokens_that_expire_later,
     autoscaling_launch_hooks_wait,
+    autoscaling_termination_hooks_wait,
     autoscaling_lifecycle_actions,
 ]
 
