@@ -11,6 +11,7 @@ mod compose_parity;
 mod compose_render;
 mod daemon;
 mod daemon_loop;
+mod doctor;
 mod engine;
 mod env_file;
 mod iam;

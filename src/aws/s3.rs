@@ -159,7 +159,7 @@ where
         _ => None,
     };
     let what = match (code, status(err)) {
-        (Some("NoSuchKey"), _) | (None, Some(404)) => "no such object (NoSuchKey)",
+        (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => "no such object (NoSuchKey)",
         (Some("NoSuchBucket"), _) => "no such bucket (NoSuchBucket)",
         (Some("NoSuchVersion"), _) => {
             "no such version: the pinned version_id is gone (NoSuchVersion)"

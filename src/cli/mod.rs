@@ -1,6 +1,7 @@
 //! The command line: global flags, one file per subcommand, each with `run`.
 //! Only commands that work are listed; DESIGN.md's others arrive with their stages.
 
+mod doctor;
 mod iam_policy;
 mod plan;
 mod render;
@@ -52,6 +53,7 @@ pub enum Command {
     Status(status::StatusCmd),
     Validate(validate::ValidateCmd),
     IamPolicy(iam_policy::IamPolicyCmd),
+    Doctor(doctor::DoctorCmd),
 }
 
 impl Cli {
@@ -65,6 +67,7 @@ impl Cli {
             Command::Status(cmd) => cmd.run(&self.config),
             Command::Validate(cmd) => cmd.run(&self.config),
             Command::IamPolicy(cmd) => cmd.run(&self.config),
+            Command::Doctor(cmd) => cmd.run(&self.config),
         }
     }
 }

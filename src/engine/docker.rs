@@ -193,6 +193,15 @@ fn container_of(inspect: bollard::models::ContainerInspectResponse) -> Container
     }
 }
 
+impl DockerEngine {
+    /// Where the engine keeps images and containers (`DockerRootDir`).
+    pub async fn root_dir(&self) -> Result<String> {
+        let info = self.docker.info().await.context("docker info")?;
+        info.docker_root_dir
+            .ok_or_else(|| anyhow::anyhow!("the engine does not say where it keeps images"))
+    }
+}
+
 impl Engine for DockerEngine {
     fn api_version(&self) -> (usize, usize) {
         let version = self.docker.client_version();
