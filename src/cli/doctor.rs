@@ -360,7 +360,7 @@ async fn docker(settings: &Settings) -> Vec<Check> {
     match engine.root_dir().await {
         Ok(root) => match nix::sys::statvfs::statvfs(root.as_str()) {
             Ok(fs) => {
-                let free = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+                let free = fs.blocks_available() * fs.fragment_size();
                 let gib = free as f64 / (1u64 << 30) as f64;
                 let what = format!("{gib:.1} GiB free in {root}");
                 out.push(match free >= MIN_FREE {
