@@ -294,7 +294,10 @@ impl Io {
                 Effect::Heartbeat => self.heartbeat(),
                 Effect::Ready => {
                     notify::ready();
-                    tracing::info!("first sync converged and healthy: ready");
+                    match self.settings.is_warm() {
+                        true => tracing::info!("first sync done in the warm pool (nothing started): ready"),
+                        false => tracing::info!("first sync converged and healthy: ready"),
+                    }
                 }
                 Effect::Status(status) => {
                     tracing::info!("status: {status}");
