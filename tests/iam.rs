@@ -43,22 +43,24 @@ registries:
     ecr: true
 ";
 
-fn parliament(rig: &Rig, policy: &str) -> (i32, String) {
-    let bin = Path::new(&rig.python).with_file_name("parliament");
-    let mut child = Command::new(bin)
+/// Runs `cmd` with `input` on its standard input.
+fn with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run parliament");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(policy.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+fn parliament(rig: &Rig, policy: &str) -> (i32, String) {
+    let bin = Path::new(&rig.python).with_file_name("parliament");
+    let out = with_stdin(&mut Command::new(bin), policy);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -123,22 +125,9 @@ for name, policy in policies:
     out.append([name, [c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]]])
 print(json.dumps(out))
 "#;
-    let mut child = Command::new(&rig.python)
-        .args(["-c", script, &moto.url, &rig.region])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python");
-    use std::io::Write;
     let input = serde_json::to_string(policies).unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut python = Command::new(&rig.python);
+    let out = with_stdin(python.args(["-c", script, &moto.url, &rig.region]), &input);
     assert!(
         out.status.success(),
         "roles: {}",

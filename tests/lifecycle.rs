@@ -477,6 +477,29 @@ fn finished_at(container: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The two-service stack run by the daemon as `instance` of `group`, whose instance metadata
+/// (with the target lifecycle state `target`) an IMDS layer of the test's own serves.
+async fn daemon_stack(
+    rig: &Rig,
+    test: &str,
+    group: &str,
+    instance: &str,
+    target: &str,
+) -> (common::stack::Stack, PathBuf, OwnImds) {
+    let stack = common::stack::Stack::new(rig, test).await;
+    stack.env(rig, "A=1\n").await;
+    let extra = format!(
+        "control_socket: {}\nwatch:\n  interval: 0\n",
+        stack.scratch.path("run/control.sock").display()
+    );
+    stack.compose(rig, TWO_SERVICES, &extra);
+    let dir = stack.scratch.dir.path();
+    let fixture = fixture(dir, rig, instance, Some(group));
+    std::fs::write(fixture.join("target-lifecycle-state"), target).unwrap();
+    let imds = OwnImds::start(rig, &rig.moto_url, dir, &fixture);
+    (stack, fixture, imds)
+}
+
 const TWO_SERVICES: &str = "services:\n  db:\n    image: {registry}/tester/web:1\n    stop_grace_period: 3s\n  app:\n    image: {registry}/tester/web:1\n    depends_on:\n      db:\n        condition: service_healthy\n";
 
 /// A scale-in with a termination hook: the daemon sees the instance's target state go to
@@ -489,17 +512,8 @@ async fn the_daemon_drains_the_stack_then_completes_the_termination_hook() {
     let group = unique_group("drain");
     let instance = group_with_launch_hook(&asg, &group).await;
     add_termination_hook(&asg, &group).await;
-    let stack = common::stack::Stack::new(&rig, "drain").await;
-    stack.env(&rig, "A=1\n").await;
-    let extra = format!(
-        "control_socket: {}\nwatch:\n  interval: 0\n",
-        stack.scratch.path("run/control.sock").display()
-    );
-    stack.compose(&rig, TWO_SERVICES, &extra);
+    let (stack, fixture, imds) = daemon_stack(&rig, "drain", &group, &instance, "InService").await;
     let s = &stack.scratch;
-    let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
-    std::fs::write(fixture.join("target-lifecycle-state"), "InService").unwrap();
-    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
     let mut daemon = s.spawn_daemon(&imds.url, &[]);
     let (app, db) = (stack.container("app"), stack.container("db"));
     let up = eventually(async || {
@@ -549,17 +563,9 @@ async fn a_warm_pool_instance_prepares_then_starts_when_in_service() {
     let asg = autoscaling(&rig);
     let group = unique_group("warm");
     let instance = group_with_launch_hook(&asg, &group).await;
-    let stack = common::stack::Stack::new(&rig, "warm").await;
-    stack.env(&rig, "A=1\n").await;
-    let extra = format!(
-        "control_socket: {}\nwatch:\n  interval: 0\n",
-        stack.scratch.path("run/control.sock").display()
-    );
-    stack.compose(&rig, TWO_SERVICES, &extra);
+    let (stack, fixture, imds) =
+        daemon_stack(&rig, "warm", &group, &instance, "Warmed:Running").await;
     let s = &stack.scratch;
-    let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
-    std::fs::write(fixture.join("target-lifecycle-state"), "Warmed:Running").unwrap();
-    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
     let started = Instant::now();
     let mut daemon = s.spawn_daemon(&imds.url, &[]);
     let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();

@@ -38,16 +38,17 @@ fn fixture(dir: &Path, rig: &Rig, user_data: Option<&[u8]>, tags: &[(&str, &str)
     if let Some(data) = user_data {
         std::fs::write(fixture.join("user-data"), data).unwrap();
     }
+    write_tags(&fixture, tags);
+    fixture
+}
+
+fn write_tags(fixture: &Path, tags: &[(&str, &str)]) {
     let tags: serde_json::Map<String, serde_json::Value> = tags
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
         .collect();
-    std::fs::write(
-        fixture.join("tags.json"),
-        serde_json::Value::Object(tags).to_string(),
-    )
-    .unwrap();
-    fixture
+    let text = serde_json::Value::Object(tags).to_string();
+    std::fs::write(fixture.join("tags.json"), text).unwrap();
 }
 
 fn baked(parameter: &str) -> String {
@@ -195,15 +196,7 @@ async fn a_bad_override_names_its_source_and_changes_nothing() {
         if !user_data.is_empty() {
             std::fs::write(fx.join("user-data"), &user_data).unwrap();
         }
-        let tags: serde_json::Map<_, _> = tags
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-            .collect();
-        std::fs::write(
-            fx.join("tags.json"),
-            serde_json::Value::Object(tags).to_string(),
-        )
-        .unwrap();
+        write_tags(&fx, &tags);
         for command in ["validate", "sync"] {
             let run = s.agent_with(&rig, &[command], &env);
             run.expect(2).assert_free_of(&[key_id, "pw@"]);

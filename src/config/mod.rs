@@ -198,9 +198,26 @@ pub async fn check_effective(path: &Path) -> Result<(Settings, Vec<String>)> {
 }
 
 async fn overrides_for(path: &Path) -> Result<Overrides> {
+    read_overrides(path, None).await
+}
+
+/// What instance metadata says about the config at `path`: user data, tags and the target
+/// lifecycle state, as far as the baked config lets them count. With `known` (user data and tags
+/// read before: the daemon reads them again only when asked to resync), only the target
+/// lifecycle state is read again.
+pub async fn read_overrides(path: &Path, known: Option<&Overrides>) -> Result<Overrides> {
     let (baked, _) = check(path)?;
     let lifecycle = baked.lifecycle.hook != HookChoice::Off;
-    Ok(overrides::fetch(baked.overrides_user_data, baked.overrides_tags, lifecycle).await)
+    let Some(known) = known else {
+        let (user_data, tags) = (baked.overrides_user_data, baked.overrides_tags);
+        return Ok(overrides::fetch(user_data, tags, lifecycle).await);
+    };
+    let mut overrides = known.clone();
+    overrides.target_state = match lifecycle {
+        true => crate::lifecycle::target_state().await.ok().flatten(),
+        false => None,
+    };
+    Ok(overrides)
 }
 
 /// Reads and checks the config at `path` and the fragments in `agent.d/` beside it.

@@ -70,7 +70,8 @@ enum Report {
 /// Runs until `shutdown` (SIGTERM or SIGINT) completes. A bad config at start is an input error
 /// (exit 2: systemd does not restart it); later, a bad config is reported and the last one kept.
 pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let settings = config::load_effective(config_path).await?;
+    let overrides = config::read_overrides(config_path, None).await?;
+    let settings = config::load_with(config_path, &overrides)?;
     let control = ControlServer::bind(&settings.control_socket)?;
     let mut hup = signal(SignalKind::hangup()).context("failed to catch SIGHUP")?;
     let watchdog = notify::watchdog_interval();
@@ -80,6 +81,7 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Resu
     tracing::info!("kicky-agent {} started", env!("CARGO_PKG_VERSION"));
 
     let mut io = Io::new(config_path, settings, reports_tx, progress_tx);
+    *io.shared.overrides.lock().await = Some(overrides);
     io.spawn(control::serve(control, io.client_sender()));
     io.discover_lifecycle();
     let (mut machine, effects) = Machine::new(io.timing());
@@ -136,6 +138,10 @@ struct Shared {
     /// made again only when `aws:` changes.
     aws: tokio::sync::Mutex<Option<(config::AwsSettings, aws_config::SdkConfig)>>,
     engine: tokio::sync::OnceCell<DockerEngine>,
+    /// The launch template's user data and tags, read at start and again on each resync (user
+    /// data cannot change while the instance runs; a tag change applies on `resync`). Syncs
+    /// read only the target lifecycle state again; watches read no instance metadata at all.
+    overrides: tokio::sync::Mutex<Option<config::Overrides>>,
 }
 
 impl Shared {
@@ -149,6 +155,24 @@ impl Shared {
         let config = crate::aws::sdk_config(settings).await?;
         *cached = Some((settings.clone(), config.clone()));
         Ok(config)
+    }
+
+    /// The config for a sync: the overrides as known, read again when `refresh` (a resync), and
+    /// the target lifecycle state as it is now.
+    async fn settings(&self, path: &Path, refresh: bool) -> Result<Settings> {
+        let mut known = self.overrides.lock().await;
+        let fresh = match (refresh, known.as_ref()) {
+            (false, Some(known)) => config::read_overrides(path, Some(known)).await?,
+            _ => config::read_overrides(path, None).await?,
+        };
+        *known = Some(fresh.clone());
+        config::load_with(path, &fresh)
+    }
+
+    /// The config for a watch, with the overrides as known (no instance metadata read).
+    async fn settings_known(&self, path: &Path) -> Result<Settings> {
+        let known = self.overrides.lock().await.clone().unwrap_or_default();
+        config::load_with(path, &known)
     }
 
     async fn engine(&self, wait: Duration) -> Result<DockerEngine> {
@@ -295,7 +319,9 @@ impl Io {
                 Effect::Ready => {
                     notify::ready();
                     match self.settings.is_warm() {
-                        true => tracing::info!("first sync done in the warm pool (nothing started): ready"),
+                        true => tracing::info!(
+                            "first sync done in the warm pool (nothing started): ready"
+                        ),
                         false => tracing::info!("first sync converged and healthy: ready"),
                     }
                 }
@@ -336,11 +362,8 @@ impl Io {
         let reports = self.reports.clone();
         let listener = self.progress.clone();
         self.sync_task = Some(self.spawn(async move {
-            let sync = sync(&config_path, &shared, retry_held);
+            let sync = sync(&config_path, &shared, retry_held, &reports);
             let result = crate::progress::reporting(listener, sync).await;
-            if let Ok(settings) = config::load_effective(&config_path).await {
-                let _ = reports.send(Report::Settings(Box::new(settings)));
-            }
             let _ = reports.send(Report::Machine(Event::Synced(result)));
         }));
     }
@@ -488,11 +511,20 @@ impl Io {
 }
 
 /// One sync, with the config read again and the daemon's clients.
-async fn sync(config_path: &Path, shared: &Shared, retry_held: bool) -> SyncOutcome {
+/// One sync. A `resync` (`retry_held`) also reads the launch template's overrides again. The
+/// config it read goes to the loop (the next decisions use it).
+async fn sync(
+    config_path: &Path,
+    shared: &Shared,
+    retry_held: bool,
+    reports: &UnboundedSender<Report>,
+) -> SyncOutcome {
     let result = async {
-        let settings = config::load_effective(config_path)
+        let settings = shared
+            .settings(config_path, retry_held)
             .await
             .with_context(|| format!("invalid config {}", config_path.display()))?;
+        let _ = reports.send(Report::Settings(Box::new(settings.clone())));
         let config = shared.aws(&settings.aws).await?;
         let mut clients = Clients::new(&settings, &config);
         if settings.compose.is_some() {
@@ -547,7 +579,7 @@ async fn watch_once(
     shared: Rc<Shared>,
 ) -> Result<WatchOutcome> {
     // The config as it is now: a change to it is a change to look for too.
-    let settings = match config::load_effective(&config_path).await {
+    let settings = match shared.settings_known(&config_path).await {
         Ok(settings) => settings,
         Err(_) => (*last_read).clone(),
     };

@@ -192,23 +192,36 @@ pub async fn converge(
         true => prune(engine, before.ids, &images_now).await,
         false => Vec::new(),
     };
-    let pulled_refs: Vec<String> = images
-        .iter()
-        .filter(|i| i.will_pull() && !pulled.stale.contains(&i.image))
-        .map(|i| i.image.clone())
-        .collect();
     Ok(EngineReport {
-        pulled_ids: pulled_refs
-            .iter()
-            .filter_map(|image| Some((image.clone(), pulled.ids.get(image)?.clone())))
-            .collect(),
-        pulled: pulled_refs,
         services: decision.services,
         removed,
         pruned,
-        stale: pulled.stale,
         images: images_now,
+        ..EngineReport::pulled(&images, pulled)
     })
+}
+
+impl EngineReport {
+    /// What was pulled (the images whose pull went through, with their IDs), and nothing else.
+    fn pulled(images: &[pull::ImagePlan], pulled: pull::Pulled) -> EngineReport {
+        let refs: Vec<String> = images
+            .iter()
+            .filter(|i| i.will_pull() && !pulled.stale.contains(&i.image))
+            .map(|i| i.image.clone())
+            .collect();
+        EngineReport {
+            pulled_ids: refs
+                .iter()
+                .filter_map(|image| Some((image.clone(), pulled.ids.get(image)?.clone())))
+                .collect(),
+            pulled: refs,
+            services: Vec::new(),
+            removed: Vec::new(),
+            pruned: Vec::new(),
+            stale: pulled.stale,
+            images: BTreeMap::new(),
+        }
+    }
 }
 
 /// For an instance in a warm pool: everything slow, nothing that serves. The images are pulled
@@ -239,23 +252,7 @@ pub async fn prepare_warm(
         overall: settings.pull_timeout,
     };
     let pulled = pull::pull_all(engine, &images, registries, limits).await?;
-    let pulled_refs: Vec<String> = images
-        .iter()
-        .filter(|i| i.will_pull() && !pulled.stale.contains(&i.image))
-        .map(|i| i.image.clone())
-        .collect();
-    Ok(EngineReport {
-        pulled_ids: pulled_refs
-            .iter()
-            .filter_map(|image| Some((image.clone(), pulled.ids.get(image)?.clone())))
-            .collect(),
-        pulled: pulled_refs,
-        services: Vec::new(),
-        removed: Vec::new(),
-        pruned: Vec::new(),
-        stale: pulled.stale,
-        images: BTreeMap::new(),
-    })
+    Ok(EngineReport::pulled(&images, pulled))
 }
 
 /// What the project asks that this engine's API cannot do, refused before anything changes.
