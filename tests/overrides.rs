@@ -213,3 +213,60 @@ async fn a_bad_override_names_its_source_and_changes_nothing() {
         );
     }
 }
+
+/// The daemon reads the overrides at start and on `resync`, not on its watch: a tag changed
+/// while it runs takes effect when the operator asks (SIGHUP, `systemctl reload`, `resync`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_applies_a_changed_tag_on_resync() {
+    let rig = Rig::get();
+    let prefix = unique_prefix("overrides-daemon");
+    let param = format!("{prefix}/baked");
+    rig.put(&param, "v1", ParameterType::String).await;
+    let s = Scratch::new();
+    let socket = s.path("run/control.sock");
+    s.config(
+        &rig,
+        &format!(
+            "{}control_socket: {}\nwatch:\n  interval: 1s\n",
+            baked(&param),
+            socket.display()
+        ),
+    );
+    let fx = fixture(
+        s.dir.path(),
+        &rig,
+        None,
+        &[("kicky-agent:env.file", "one.env")],
+    );
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fx);
+    let mut daemon = s.spawn_daemon(&imds.url, &[]);
+    let wait_for = |path: PathBuf| {
+        let started = std::time::Instant::now();
+        while !path.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        path.exists()
+    };
+    let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+    let one = tokio::task::block_in_place(|| wait_for(s.workdir().join("one.env")));
+    assert!(one, "one.env not written:\n{}", log());
+
+    write_tags(&fx, &[("kicky-agent:env.file", "two.env")]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        !s.workdir().join("two.env").exists(),
+        "the watch read the tags:\n{}",
+        log()
+    );
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let run = tokio::task::block_in_place(|| s.agent_with(&rig, &["resync"], &env));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    run.expect(0);
+    assert!(
+        s.workdir().join("two.env").exists(),
+        "{}\n{}",
+        run.all(),
+        log()
+    );
+}
