@@ -51,7 +51,10 @@ async fn group_of(
         Ok(Tag::Unavailable) => {}
         Err(e) => tracing::debug!("instance tags unreadable ({e:#}); asking Auto Scaling"),
     }
-    let group = api.group_of(instance).await?;
+    let group = api
+        .describe_instance(instance)
+        .await?
+        .map(|(group, _)| group);
     if group.is_none() {
         tracing::info!(
             instance,
@@ -422,6 +425,17 @@ impl<A: LifecycleApi> Lifecycle<A> {
             return Ok(());
         };
         if self.api.heartbeat(action).await? == Heartbeat::NotPending {
+            // Just launched, Auto Scaling may not have recorded the action yet (the launch race):
+            // the instance is still `Pending`. Completing it is then tried with backoff.
+            let state = self.api.describe_instance(action.instance).await?;
+            if let Some((_, state)) = state.filter(|(_, s)| s.starts_with("Pending")) {
+                tracing::info!(
+                    hook = action.hook,
+                    state = state.as_str(),
+                    "the launch action is not recorded yet: completing it once it is"
+                );
+                return Ok(());
+            }
             tracing::info!(
                 group = action.group,
                 hook = action.hook,
@@ -653,9 +667,16 @@ mod tests {
     }
 
     impl LifecycleApi for FakeAsg {
-        async fn group_of(&self, instance: &str) -> Result<Option<String>> {
+        async fn describe_instance(&self, instance: &str) -> Result<Option<(String, String)>> {
             self.log(format!("describe-instances {instance}"))?;
-            Ok(self.groups.get(instance).cloned())
+            let state = match *self.not_yet.lock().unwrap() > 0 {
+                true => "Pending",
+                false => "InService",
+            };
+            Ok(self
+                .groups
+                .get(instance)
+                .map(|g| (g.clone(), state.to_string())))
         }
 
         async fn hooks(&self, group: &str) -> Result<Vec<(String, String)>> {
@@ -671,7 +692,8 @@ mod tests {
 
         async fn heartbeat(&self, a: Action<'_>) -> Result<Heartbeat> {
             self.log(format!("heartbeat {} {} {}", a.group, a.hook, a.instance))?;
-            Ok(if self.is_pending(a) {
+            let recorded = *self.not_yet.lock().unwrap() == 0;
+            Ok(if recorded && self.is_pending(a) {
                 Heartbeat::Recorded
             } else {
                 Heartbeat::NotPending

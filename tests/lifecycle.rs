@@ -33,6 +33,16 @@ fn autoscaling(rig: &Rig) -> aws_sdk_autoscaling::Client {
 /// A group of one instance with a launch hook, as an ASG scaling out makes it: the group first
 /// (empty), then the hook, then the capacity. Returns the instance moto launched.
 async fn group_with_launch_hook(asg: &aws_sdk_autoscaling::Client, group: &str) -> String {
+    group_with_launch_hook_after(asg, group, None).await
+}
+
+/// [`group_with_launch_hook`], where Auto Scaling records the launch action only `delay` after
+/// the instance exists (the launch race; the rig's `kicky-rig:action-delay` group tag).
+async fn group_with_launch_hook_after(
+    asg: &aws_sdk_autoscaling::Client,
+    group: &str,
+    delay: Option<Duration>,
+) -> String {
     asg.create_launch_configuration()
         .launch_configuration_name(group)
         .image_id(AMI)
@@ -40,6 +50,15 @@ async fn group_with_launch_hook(asg: &aws_sdk_autoscaling::Client, group: &str) 
         .send()
         .await
         .expect("create launch configuration");
+    let delay_tag = delay.map(|d| {
+        aws_sdk_autoscaling::types::Tag::builder()
+            .resource_id(group)
+            .resource_type("auto-scaling-group")
+            .key("kicky-rig:action-delay")
+            .value(d.as_secs_f64().to_string())
+            .propagate_at_launch(false)
+            .build()
+    });
     asg.create_auto_scaling_group()
         .auto_scaling_group_name(group)
         .launch_configuration_name(group)
@@ -47,6 +66,7 @@ async fn group_with_launch_hook(asg: &aws_sdk_autoscaling::Client, group: &str) 
         .max_size(1)
         .desired_capacity(0)
         .availability_zones("ap-northeast-2a")
+        .set_tags(delay_tag.map(|t| vec![t]))
         .send()
         .await
         .expect("create group");
@@ -617,5 +637,44 @@ async fn a_warm_pool_instance_prepares_then_starts_when_in_service() {
         "warm pool: prepared in {:.1} s; InService to healthy in {:.1} s (target state read every 2 s)",
         prepared.as_secs_f64(),
         to_healthy.as_secs_f64()
+    );
+}
+
+/// The launch race: the agent asks before Auto Scaling has recorded the launch action (the
+/// instance is still `Pending`, heartbeats and CompleteLifecycleAction answer "No active Lifecycle
+/// Action found"). The agent keeps the hook and asks again with backoff until it is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_launch_action_recorded_late_is_still_completed() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("race");
+    let instance = group_with_launch_hook_after(&asg, &group, Some(Duration::from_secs(3))).await;
+    assert_eq!(lifecycle_state(&asg, &instance).await, "Pending");
+    let prefix = unique_prefix("race");
+    let parameter = format!("{prefix}/GREETING");
+    rig.put(&parameter, "hello", ParameterType::String).await;
+    let s = Scratch::new();
+    let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    s.config(&rig, &config(&parameter));
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let run = tokio::task::block_in_place(|| s.agent_with(&rig, &["sync"], &env));
+    run.expect(0);
+    assert!(
+        run.stderr.contains("the launch action is not recorded yet"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("no active lifecycle action yet; asking again"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        lifecycle_state(&asg, &instance).await,
+        "InService",
+        "{}",
+        run.stderr
     );
 }

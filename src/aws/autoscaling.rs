@@ -72,8 +72,12 @@ impl NoActiveAction {
 
 /// The calls the agent makes to Auto Scaling.
 pub trait LifecycleApi: Sync {
-    /// The group `instance` belongs to (DescribeAutoScalingInstances); `None` when in none.
-    fn group_of(&self, instance: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// The group `instance` belongs to and its lifecycle state (`Pending`, `Pending:Wait`,
+    /// `InService`...), from DescribeAutoScalingInstances; `None` when in no group.
+    fn describe_instance(
+        &self,
+        instance: &str,
+    ) -> impl Future<Output = Result<Option<(String, String)>>> + Send;
     /// The group's lifecycle hooks (DescribeLifecycleHooks): name and transition.
     fn hooks(&self, group: &str) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
     /// RecordLifecycleActionHeartbeat.
@@ -103,7 +107,7 @@ impl AsgClient {
 }
 
 impl LifecycleApi for AsgClient {
-    async fn group_of(&self, instance: &str) -> Result<Option<String>> {
+    async fn describe_instance(&self, instance: &str) -> Result<Option<(String, String)>> {
         let out = self
             .client
             .describe_auto_scaling_instances()
@@ -116,8 +120,10 @@ impl LifecycleApi for AsgClient {
             .auto_scaling_instances()
             .iter()
             .find(|i| i.instance_id() == Some(instance))
-            .and_then(|i| i.auto_scaling_group_name())
-            .map(str::to_string))
+            .and_then(|i| {
+                let group = i.auto_scaling_group_name()?.to_string();
+                Some((group, i.lifecycle_state().unwrap_or_default().to_string()))
+            }))
     }
 
     async fn hooks(&self, group: &str) -> Result<Vec<(String, String)>> {

@@ -73,7 +73,11 @@ def autoscaling_launch_hooks_wait() -> None:
     remember the pending action (its hook, token and deadline) on the instance's state.
 
     Pending instances count towards the group's capacity, as on AWS, so that a later capacity change
-    does not launch a second instance beside the one waiting."""
+    does not launch a second instance beside the one waiting.
+
+    A group tagged `kicky-rig:action-delay` (seconds) shows the launch race: its new instances stay
+    `Pending`, with no active action (heartbeats and completions are refused as on AWS), for that
+    long before the action is recorded and they go to `Pending:Wait`."""
     import time
     import uuid
 
@@ -94,14 +98,16 @@ def autoscaling_launch_hooks_wait() -> None:
         # AWS runs a group's launch hooks together; one is what the agent and the tests use.
         hook = hooks[0]
         now = time.time()
+        delay = next((float(t["Value"]) for t in self.tags if t.get("Key") == "kicky-rig:action-delay"), 0.0)
         for state in self.instance_states[before:]:
-            state.lifecycle_state = "Pending:Wait"
+            state.lifecycle_state = "Pending" if delay else "Pending:Wait"
             state.lifecycle_action = {
                 "hook": hook.name,
                 "token": str(uuid.uuid4()),
                 "started": now,
+                "active_from": now + delay,
                 "heartbeat": None,
-                "deadline": now + hook.heartbeat_timeout,
+                "deadline": now + delay + hook.heartbeat_timeout,
                 "default_result": hook.default_result,
             }
 
@@ -198,6 +204,9 @@ def autoscaling_lifecycle_actions() -> None:
         for group in backend.autoscaling_groups.values():
             for state in group.instance_states:
                 action = getattr(state, "lifecycle_action", None)
+                # The launch race (kicky-rig:action-delay): the action is recorded now.
+                if action and state.lifecycle_state == "Pending" and action.get("active_from", 0) <= now:
+                    state.lifecycle_state = "Pending:Wait"
                 if action and state.lifecycle_state in WAITING and action["deadline"] <= now:
                     finish(backend, state, action["default_result"], "heartbeat timeout")
 
