@@ -20,28 +20,14 @@ use common::moto::OwnMoto;
 use common::{python_dotenv, Rig, Scratch};
 use serde_json::Value;
 
-const SEED_CONFIG: &str = "\
-project: orange
-workdir: /srv/orange
-aws:
-  region: ap-northeast-2
-env:
-  parameters:
-    - name: /orange/prod/env
-      format: dotenv
-    - path: /orange/prod/vars/
-      recursive: true
-    - secret: orange/prod/db
-files:
-  - source: s3://orange-deploy/docker-compose.yml
-    path: docker-compose.yml
-registries:
-  - server: docker.io
-    username: { parameter: /orange/dockerhub/username }
-    password: { parameter: /orange/dockerhub/token }
-  - server: 123456789012.dkr.ecr.ap-northeast-2.amazonaws.com
-    ecr: true
-";
+/// The sample config (`config/agent.yaml`), with its Secrets Manager entry turned on.
+fn sample_config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/agent.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let secret = "    # - secret: prod/orange/db\n    #   prefix: DB_\n";
+    assert!(text.contains(secret), "the sample's secret entry moved");
+    text.replace(secret, "    - secret: prod/orange/db\n      prefix: DB_\n")
+}
 
 /// Runs `cmd` with `input` on its standard input.
 fn with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
@@ -73,7 +59,7 @@ fn parliament(rig: &Rig, policy: &str) -> (i32, String) {
 fn the_policy_passes_the_linter() {
     let rig = Rig::get();
     let s = Scratch::new();
-    s.config(&rig, SEED_CONFIG);
+    s.config(&rig, &sample_config());
     let args = [
         "iam-policy",
         "--account",
