@@ -2,7 +2,7 @@
 # Installs kicky-agent into an image's root file system, for an AMI build (Packer's or EC2 Image
 # Builder's shell step, or by hand on a builder instance):
 #   ami/install.sh [DESTDIR]          # DESTDIR defaults to / (the running builder instance)
-# Puts the release binary in /usr/local/bin, the unit in /etc/systemd/system (enabled), and the
+# Puts the release binary in /usr/bin (where the .deb puts it too), the unit in /etc/systemd/system (enabled), and the
 # sample config in /etc/kicky-agent/agent.yaml unless one is already there. Launch templates then
 # override it per application (agent.d fragments baked in, or user data).
 set -euo pipefail
@@ -11,7 +11,7 @@ dest=${1:-/}
 # KICKY_AGENT_BIN: a binary built elsewhere (the tests pass their debug build).
 bin=${KICKY_AGENT_BIN:-target/release/kicky-agent}
 [ -x "$bin" ] || cargo build --release --locked
-install -D -m 0755 "$bin" "$dest/usr/local/bin/kicky-agent"
+install -D -m 0755 "$bin" "$dest/usr/bin/kicky-agent"
 install -D -m 0644 systemd/kicky-agent.service "$dest/etc/systemd/system/kicky-agent.service"
 install -D -m 0644 README.md "$dest/usr/share/doc/kicky-agent/README.md"
 install -d -m 0755 "$dest/etc/kicky-agent/agent.d"

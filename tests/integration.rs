@@ -14,6 +14,7 @@ mod daemon_loop;
 mod doctor;
 mod engine;
 mod env_file;
+mod fleet;
 mod iam;
 mod lifecycle;
 mod overrides;

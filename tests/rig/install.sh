@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration-test rig needs and is missing: Debian's registry, a static busybox for
-# the test images, htpasswd, a Docker Engine when there is none, and a venv with moto, awscli and
-# python-dotenv (tests/rig/requirements.txt). Quiet when all is there; safe to run any number of times.
+# the test images, htpasswd, a Docker Engine when there is none, packer and dpkg-dev, cargo-deb, and a
+# venv with moto, awscli, python-dotenv, parliament and cfn-lint (tests/rig/requirements.txt). Quiet
+# when all is there; safe to run any number of times.
 set -euo pipefail
 # shellcheck source=tests/rig/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,6 +41,10 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 # MemoryDenyWriteExecute=).
 command -v strace >/dev/null || missing+=(strace)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+# The AMI template is checked with `packer validate` (Debian's 1.6, whose amazon-ebs builder is built
+# in: no plugin to fetch); `cargo deb` runs dpkg-shlibdeps (dpkg-dev) for the package's Depends.
+command -v packer >/dev/null || missing+=(packer)
+command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
 # A machine that already has an engine (or only a client pointed at one by DOCKER_HOST) keeps it.
 if ! command -v docker >/dev/null || { ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; }; then
     missing+=(docker.io)
@@ -74,4 +79,12 @@ if ! cmp -s "$requirements" "$stamp"; then
     "$RIG_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements" ||
         die "pip install -r $requirements into $RIG_VENV failed"
     cp "$requirements" "$stamp"
+fi
+
+# cargo-deb builds the .deb (tests/packaging.rs builds one over the test binary). Pinned, so a
+# release cannot change the maintainer scripts it generates under the tests.
+CARGO_DEB_VERSION=3.8.0
+if [[ "$(cargo deb --version 2>/dev/null)" != *"$CARGO_DEB_VERSION"* ]]; then
+    cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION" ||
+        die "cargo install cargo-deb $CARGO_DEB_VERSION failed"
 fi
