@@ -23,3 +23,4 @@ mod retries;
 mod rollout;
 mod s3_files;
 mod secrets;
+mod simulated_instance;
