@@ -45,6 +45,8 @@ command -v python3 >/dev/null || missing+=(python3 python3-venv)
 # in: no plugin to fetch); `cargo deb` runs dpkg-shlibdeps (dpkg-dev) for the package's Depends.
 command -v packer >/dev/null || missing+=(packer)
 command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+# The simulated instance's root file system (tests/sim/image.sh).
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 # A machine that already has an engine (or only a client pointed at one by DOCKER_HOST) keeps it.
 if ! command -v docker >/dev/null || { ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; }; then
     missing+=(docker.io)
