@@ -108,26 +108,7 @@ fn the_ami_script_installs_binary_unit_and_a_valid_config() {
 #[test]
 fn the_deb_carries_the_agent_and_enables_it_without_starting() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = dir.path().join("kicky-agent.deb");
-    let out = Command::new("cargo")
-        .args([
-            "deb",
-            "--no-build",
-            "--profile",
-            "dev",
-            "--no-strip",
-            "--fast",
-            "-o",
-        ])
-        .arg(&deb)
-        .current_dir(repo(""))
-        .output()
-        .expect("cargo deb (tests/rig/install.sh installs cargo-deb)");
-    assert!(
-        out.status.success(),
-        "cargo deb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let deb = crate::common::build_deb(dir.path());
     let dpkg = |args: &[&str]| {
         let out = Command::new("dpkg-deb")
             .args(args)

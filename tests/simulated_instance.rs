@@ -74,30 +74,6 @@ impl Drop for Instance {
     }
 }
 
-fn build_deb(dir: &Path) -> PathBuf {
-    let deb = dir.join("kicky-agent.deb");
-    let out = Command::new("cargo")
-        .args([
-            "deb",
-            "--no-build",
-            "--profile",
-            "dev",
-            "--no-strip",
-            "--fast",
-            "-o",
-        ])
-        .arg(&deb)
-        .current_dir(repo(""))
-        .output()
-        .expect("cargo deb");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    deb
-}
-
 fn sim_image() -> String {
     let out = Command::new(repo("tests/sim/image.sh"))
         .output()
@@ -144,7 +120,7 @@ async fn the_ami_boots_to_a_healthy_stack_under_systemd() {
     std::fs::write(fixture.join("region"), &rig.region).unwrap();
     let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
 
-    let deb = tokio::task::block_in_place(|| build_deb(s.dir.path()));
+    let deb = tokio::task::block_in_place(|| common::build_deb(s.dir.path()));
     let image = tokio::task::block_in_place(sim_image);
     let i = Instance {
         name: format!("kt-sim-{project}"),

@@ -475,3 +475,21 @@ pub fn command_ok(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `cargo deb` over the test build's binary (`--no-build`, dev profile, not stripped): the
+/// package an AMI build installs, built in seconds. cargo-deb comes from tests/rig/install.sh.
+pub fn build_deb(dir: &Path) -> PathBuf {
+    let deb = dir.join("kicky-agent.deb");
+    let out = Command::new("cargo")
+        .args(["deb", "--no-build", "--profile", "dev", "--no-strip", "--fast", "-o"])
+        .arg(&deb)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo deb (tests/rig/install.sh installs cargo-deb)");
+    assert!(
+        out.status.success(),
+        "cargo deb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    deb
+}
