@@ -481,7 +481,15 @@ pub fn command_ok(program: &str, args: &[&str]) -> String {
 pub fn build_deb(dir: &Path) -> PathBuf {
     let deb = dir.join("kicky-agent.deb");
     let out = Command::new("cargo")
-        .args(["deb", "--no-build", "--profile", "dev", "--no-strip", "--fast", "-o"])
+        .args([
+            "deb",
+            "--no-build",
+            "--profile",
+            "dev",
+            "--no-strip",
+            "--fast",
+            "-o",
+        ])
         .arg(&deb)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
