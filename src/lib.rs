@@ -24,3 +24,6 @@ pub mod redact;
 pub mod retry;
 pub mod sync;
 pub mod yaml;
+
+#[cfg(test)]
+mod properties;
