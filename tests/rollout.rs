@@ -558,3 +558,120 @@ fn validate_lists_every_problem_of_the_config_and_the_compose_file() {
         );
     }
 }
+
+/// Crash consistency: syncs that change the env file, a fetched file and the image, each killed
+/// (SIGKILL) at a random moment, seeded (`KICKY_CRASH_SEED`, printed) and repeated
+/// (`KICKY_CRASH_TRIALS`, 8 by default; a longer run is a documented command). After each kill:
+/// the env file and the file are whole, old or new, never partial or missing; the service has a
+/// running container; and the next sync converges to the new release.
+#[tokio::test]
+async fn syncs_killed_at_random_moments_leave_whole_files_and_a_serving_stack() {
+    let seed: u64 = std::env::var("KICKY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261204);
+    let trials: u32 = std::env::var("KICKY_CRASH_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    println!(
+        "crash consistency: seed {seed}, {trials} trials (KICKY_CRASH_SEED, KICKY_CRASH_TRIALS)"
+    );
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "crash").await;
+    let bucket = rig.bucket("crash", false).await;
+    let release = |n: u32| {
+        // A long value, so the env file takes more than one write.
+        let env = format!("GREETING=v{n}\nPADDING={}\n", "x".repeat(64 * 1024));
+        let file = format!("version: {n}\n{}\n", "# pad\n".repeat(4096));
+        let image = if n % 2 == 0 { "web:1" } else { "web:2" };
+        (env, file, image)
+    };
+    let files = format!("files:\n  - source: s3://{bucket}/app.yml\n    path: app.yml\n");
+    let compose =
+        |image: &str| format!("services:\n  web:\n    image: {{registry}}/tester/{image}\n");
+    let apply = async |n: u32, stack: &Stack| {
+        let (env, file, image) = release(n);
+        stack.env(&rig, &env).await;
+        rig.put_object(&bucket, "app.yml", file.into_bytes()).await;
+        stack.compose(&rig, &compose(image), &files);
+    };
+    apply(0, &stack).await;
+    let (run, mut stack, _) = stack.sync(Rig::get()).await;
+    run.expect(0);
+    let web = stack.container("web");
+    let work = stack.scratch.workdir();
+    let running_web = |project: &str| {
+        docker(&[
+            "ps",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--filter",
+            "label=com.docker.compose.service=web",
+            "--format",
+            "{{.Names}}",
+        ])
+        .lines()
+        .count()
+    };
+    for n in 1..=trials {
+        let (_, old_file, _) = release(n - 1);
+        let (_, new_file, new_image) = release(n);
+        apply(n, &stack).await;
+        let mut agent = stack.scratch.spawn_agent(&rig, &["sync"], &[]);
+        let delay = Duration::from_millis(rng.u64(0..2500));
+        tokio::time::sleep(delay).await;
+        agent.kill();
+        let run = blocking(move || agent.wait()).await;
+        let case = format!("trial {n}, killed after {delay:?} (exit {})", run.status);
+        println!("{case}");
+        let env_now = std::fs::read_to_string(work.join(".env")).unwrap_or_default();
+        let vars = env_vars(&env_now);
+        let greeting = vars.get("GREETING").cloned().unwrap_or_default();
+        assert!(
+            greeting == format!("v{}", n - 1) || greeting == format!("v{n}"),
+            "{case}: the env file is neither the old nor the new one"
+        );
+        assert_eq!(
+            vars.get("PADDING").map(String::len),
+            Some(64 * 1024),
+            "{case}: a partial env file"
+        );
+        let file_now = std::fs::read_to_string(work.join("app.yml")).unwrap_or_default();
+        assert!(
+            file_now == old_file || file_now == new_file,
+            "{case}: app.yml is partial"
+        );
+        assert!(
+            running_web(&stack.project) >= 1,
+            "{case}: no running container for web"
+        );
+
+        let (after, s, _) = stack.sync(Rig::get()).await;
+        stack = s;
+        after.expect(0);
+        let vars = env_vars(&std::fs::read_to_string(work.join(".env")).unwrap());
+        assert_eq!(vars.get("GREETING"), Some(&format!("v{n}")), "{case}");
+        assert_eq!(
+            std::fs::read_to_string(work.join("app.yml")).unwrap(),
+            new_file,
+            "{case}"
+        );
+        let image = inspect(&web).unwrap()["Config"]["Image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(image.ends_with(new_image), "{case}: runs {image}");
+        assert!(running_healthy(&web), "{case}");
+        assert_eq!(leftovers(&web), "", "{case}");
+    }
+}
+
+/// The variables of an env file's text, by the agent's own reader (compose's rules).
+fn env_vars(text: &str) -> std::collections::HashMap<String, String> {
+    kicky_agent::envfile::parse(text, &|_| None)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
