@@ -328,3 +328,61 @@ fn a_bad_config_is_not_restart_looped() {
         "systemctl reload must be bounded: {unit}"
     );
 }
+
+/// A release marker: each watch HEADs one object. A parameter changed without the marker is not
+/// noticed (its version is not even asked for) until the marker's ETag changes; then the watch
+/// looks at every source and syncs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_marker_is_the_only_thing_each_watch_asks_for() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let prefix = common::unique_prefix("marker");
+    let token = format!("{prefix}/TOKEN");
+    rig.put(&token, "marker-v1", ParameterType::SecureString)
+        .await;
+    let bucket = rig.bucket("marker", false).await;
+    rig.put_object(&bucket, "release", b"r1\n".to_vec()).await;
+    let config = one_parameter(&rig.moto_url, &prefix, "1s", &s.path("run/control.sock"))
+        .replace(
+            "watch:\n  interval: 1s\n",
+            &format!("watch:\n  interval: 1s\n  marker: s3://{bucket}/release\n"),
+        )
+        .replace("aws:\n", "aws:\n  s3_force_path_style: true\n");
+    s.config(&rig, &config);
+    let (_daemon, notify) = start(&s, &rig.imds_url);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    let env = s.workdir().join(".env");
+    let token_now = || {
+        let text = std::fs::read_to_string(&env).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("TOKEN="))
+            .map(str::to_string)
+    };
+    assert_same!(token_now(), Some("marker-v1".to_string()));
+    // The first watch after a start looks at everything (the marker's last ETag is not known).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    rig.put(&token, "marker-v2", ParameterType::SecureString)
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_same!(
+        token_now(),
+        Some("marker-v1".to_string()),
+        "noticed without the marker"
+    );
+    assert!(!log_of(&s).contains("changed:"), "{}", log_of(&s));
+
+    rig.put_object(&bucket, "release", b"r2\n".to_vec()).await;
+    let started = Instant::now();
+    while token_now() != Some("marker-v2".to_string())
+        && started.elapsed() < Duration::from_secs(15)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_same!(
+        token_now(),
+        Some("marker-v2".to_string()),
+        "the marker's change was not followed"
+    );
+    assert!(log_of(&s).contains("changed: parameter"), "{}", log_of(&s));
+}

@@ -50,6 +50,8 @@ pub mod defaults {
     /// Failed first syncs after which the daemon abandons the launch.
     pub const ABANDON_AFTER: u32 = 5;
     pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+    /// With a release marker, every source is still looked at this often.
+    pub const WATCH_FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
     /// A failed release is tried again by the daemon on its own after this (doubled per try).
     pub const RETRY_FAILED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
     pub const CONTROL_SOCKET: &str = "/run/kicky-agent/control.sock";
@@ -75,6 +77,10 @@ pub struct Settings {
     /// How often the daemon looks for changed parameters and objects; zero turns watching off.
     pub watch_interval: std::time::Duration,
     pub watch_apply: WatchApply,
+    /// The release marker: each watch HEADs only this object, and looks at every source when its
+    /// ETag changed or `watch_full_every` passed.
+    pub watch_marker: Option<S3Uri>,
+    pub watch_full_every: std::time::Duration,
     /// How long a failed release is held before the daemon tries it again by itself (doubled
     /// for each failed try, a day at most).
     pub watch_retry_failed_after: std::time::Duration,
@@ -534,6 +540,12 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
         lifecycle,
         watch_interval: or(watch.interval, defaults::WATCH_INTERVAL),
         watch_apply: watch.apply.unwrap_or(WatchApply::Auto),
+        watch_marker: watch.marker,
+        watch_full_every: check.positive(
+            "watch.full_every",
+            watch.full_every,
+            defaults::WATCH_FULL_EVERY,
+        ),
         watch_retry_failed_after: check.positive(
             "watch.retry_failed_after",
             watch.retry_failed_after,

@@ -132,6 +132,10 @@ pub struct RawWatch {
     /// A release that failed is held this long (doubled per failed try) before the daemon tries
     /// it again on its own.
     pub retry_failed_after: Option<DurationText>,
+    /// One S3 object whose ETag changes with every release: each watch asks only for it (a full
+    /// check when it changed, and at least every `full_every`).
+    pub marker: Option<S3Uri>,
+    pub full_every: Option<DurationText>,
 }
 
 /// What the daemon does with a change it notices: sync it, or only report it.

@@ -151,6 +151,8 @@ pub struct Machine {
     polling: bool,
     /// Stopping for the termination: nothing else starts.
     draining: bool,
+    /// The watch interval's multiplier while AWS throttles the watch (1, 2, 4, 8).
+    watch_backoff: u32,
 }
 
 impl Machine {
@@ -179,6 +181,7 @@ impl Machine {
             target_at: None,
             polling: false,
             draining: false,
+            watch_backoff: 1,
         };
         let effects = vec![
             Effect::Status("first sync: starting".into()),
@@ -368,6 +371,12 @@ impl Machine {
 
     fn watched(&mut self, found: WatchOutcome, now: Instant, effects: &mut Vec<Effect>) {
         self.watching = false;
+        // Throttled: the next watches come later (up to 8 intervals), so a fleet backs off
+        // together instead of retrying into the quota; any other answer resets it.
+        self.watch_backoff = match &found {
+            WatchOutcome::Failed(why) if is_throttling(why) => (self.watch_backoff * 2).min(8),
+            _ => 1,
+        };
         match found {
             WatchOutcome::Changed(_) if !self.syncing => {
                 self.start_sync(false, effects);
@@ -465,7 +474,7 @@ impl Machine {
     /// The next watch, `watch_interval` from now give or take 10%, so instances started together
     /// spread out.
     fn schedule_watch(&mut self, now: Instant) {
-        let interval = self.timing.watch_interval;
+        let interval = self.timing.watch_interval * self.watch_backoff;
         self.watch_at =
             (!interval.is_zero()).then(|| now + interval.mul_f64(0.9 + 0.2 * fastrand::f64()));
     }
@@ -483,6 +492,20 @@ impl Machine {
             self.health_at = Some(now + self.timing.health_every);
         }
     }
+}
+
+/// Whether a failed watch was refused for its rate (SSM's ThrottlingException, S3's SlowDown, a
+/// 429 or 503 from either), as the SDK reports it after its own retries.
+fn is_throttling(why: &str) -> bool {
+    [
+        "Throttl",
+        "SlowDown",
+        "Rate exceeded",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+    ]
+    .iter()
+    .any(|w| why.contains(w))
 }
 
 /// 2 s doubling to 60 s, full jitter, never under a second.

@@ -142,6 +142,8 @@ struct Shared {
     /// data cannot change while the instance runs; a tag change applies on `resync`). Syncs
     /// read only the target lifecycle state again; watches read no instance metadata at all.
     overrides: tokio::sync::Mutex<Option<config::Overrides>>,
+    /// The release marker's ETag at the last full watch, and when that was.
+    marker: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 impl Shared {
@@ -585,6 +587,20 @@ async fn watch_once(
     };
     let config = shared.aws(&settings.aws).await?;
     let clients = Clients::new(&settings, &config);
+    // With a release marker, one HEAD is the whole watch unless it changed (or a full check is due).
+    let marker = match &settings.watch_marker {
+        Some(uri) => {
+            use crate::aws::s3::ObjectStore;
+            let etag = clients.s3.head(uri, None).await?.etag.unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            let seen = shared.marker.lock().await.clone();
+            if !watch::full_check_due(seen.as_ref(), &etag, now, settings.watch_full_every) {
+                return Ok(WatchOutcome::Unchanged);
+            }
+            Some((etag, now))
+        }
+        None => None,
+    };
     let state = State::load(&State::path(&settings))?;
     let found = watch::check(
         &settings,
@@ -602,6 +618,9 @@ async fn watch_once(
         }
         WatchOutcome::Held(why) => tracing::info!("not applying it again: {why}"),
         _ => {}
+    }
+    if marker.is_some() {
+        *shared.marker.lock().await = marker;
     }
     Ok(found)
 }

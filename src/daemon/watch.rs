@@ -18,6 +18,21 @@ use crate::sync::params::{describe_key, secret_key, Version};
 use crate::sync::release::Fingerprint;
 use crate::sync::state::State;
 
+/// With a release marker: whether this watch looks at every source, given the marker's ETag now
+/// and what the last full check saw (its ETag, and when). A first watch, a changed marker, or a
+/// full check `full_every` ago: yes; else the one HEAD was the whole watch.
+pub fn full_check_due(
+    seen: Option<&(String, tokio::time::Instant)>,
+    marker: &str,
+    now: tokio::time::Instant,
+    full_every: Duration,
+) -> bool {
+    match seen {
+        None => true,
+        Some((etag, at)) => etag != marker || now.duration_since(*at) >= full_every,
+    }
+}
+
 /// Looks for changes since the last good sync: what the daemon should do about them.
 pub async fn check(
     settings: &Settings,
@@ -251,5 +266,25 @@ mod tests {
             super::decide(WatchApply::Report, &state, change(), &release(3), hour, at),
             WatchOutcome::Report(_)
         ));
+    }
+
+    #[test]
+    fn the_marker_decides_when_every_source_is_looked_at() {
+        let t0 = tokio::time::Instant::now();
+        let hour = Duration::from_secs(3600);
+        let seen = ("\"a\"".to_string(), t0);
+        let table = [
+            (None, "\"a\"", Duration::ZERO, true),
+            (Some(&seen), "\"a\"", Duration::from_secs(59), false),
+            (Some(&seen), "\"b\"", Duration::from_secs(1), true),
+            (Some(&seen), "\"a\"", hour, true),
+        ];
+        for (seen, marker, later, due) in table {
+            assert_eq!(
+                full_check_due(seen, marker, t0 + later, hour),
+                due,
+                "{seen:?} {marker} {later:?}"
+            );
+        }
     }
 }

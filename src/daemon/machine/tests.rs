@@ -382,3 +382,35 @@ async fn termination_drains_once_and_nothing_else_starts() {
     let effects = d.on(Event::Target(Some(TargetState::Terminated)));
     assert!(!effects.contains(&Effect::Drain));
 }
+
+/// A throttled watch pushes the next ones back, doubling to 8 intervals; an answer resets it.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_watch_backs_off_and_recovers() {
+    let mut d = Daemon::start();
+    d.on(Event::Synced(ok("t0")));
+    let watch_after = |effects: &[Effect]| effects.contains(&Effect::Watch);
+    let mut gaps = Vec::new();
+    for answer in [
+        WatchOutcome::Failed("ThrottlingException: Rate exceeded".into()),
+        WatchOutcome::Failed("SlowDown (HTTP 503)".into()),
+        WatchOutcome::Failed("ThrottlingException".into()),
+        WatchOutcome::Failed("ThrottlingException".into()),
+        WatchOutcome::Unchanged,
+        WatchOutcome::Unchanged,
+    ] {
+        let started = Instant::now();
+        let mut waited = Vec::new();
+        while !watch_after(&waited) {
+            waited = d.wait(Duration::from_secs(1)).await;
+        }
+        gaps.push((Instant::now() - started).as_secs());
+        d.on(Event::Watched(answer));
+    }
+    // 60 s ± 10 % at first; after 1, 2, 3 throttled answers 2x, 4x, 8x; still 8x after a
+    // fourth; back to 1x after an answer.
+    let within = |gap: u64, times: u64| gap >= 54 * times - 1 && gap <= 66 * times + 1;
+    let expect = [1, 2, 4, 8, 8, 1];
+    for (gap, times) in gaps.iter().zip(expect) {
+        assert!(within(*gap, times), "gaps {gaps:?}");
+    }
+}
