@@ -18,13 +18,7 @@ fn repo(rel: &str) -> PathBuf {
 }
 
 fn output(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().expect("run");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    common::status_and_text(&cmd.output().expect("run"))
 }
 
 #[test]

@@ -46,13 +46,7 @@ fn with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
 
 fn parliament(rig: &Rig, policy: &str) -> (i32, String) {
     let bin = Path::new(&rig.python).with_file_name("parliament");
-    let out = with_stdin(&mut Command::new(bin), policy);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    common::status_and_text(&with_stdin(&mut Command::new(bin), policy))
 }
 
 #[test]

@@ -501,3 +501,13 @@ pub fn build_deb(dir: &Path) -> PathBuf {
     );
     deb
 }
+
+/// A finished command's exit status (-1 for a signal) and its stdout then stderr, as one text.
+pub fn status_and_text(out: &Output) -> (i32, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
