@@ -519,4 +519,6 @@ fn first_sync_backoff(failures: u32) -> Duration {
 }
 
 #[cfg(test)]
+mod fleet;
+#[cfg(test)]
 mod tests;

@@ -619,7 +619,14 @@ async fn watch_once(
         WatchOutcome::Held(why) => tracing::info!("not applying it again: {why}"),
         _ => {}
     }
-    if marker.is_some() {
+    // The marker counts as seen once the release it marks needs nothing more: a change still to
+    // apply (or a sync that failed for a passing reason) keeps every watch a full check.
+    if marker.is_some()
+        && matches!(
+            found,
+            WatchOutcome::Unchanged | WatchOutcome::Held(_) | WatchOutcome::Report(_)
+        )
+    {
         *shared.marker.lock().await = marker;
     }
     Ok(found)
