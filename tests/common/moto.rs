@@ -46,6 +46,10 @@ impl OwnMoto {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// From now on every request is checked against IAM (moto's `/moto-api/reset-auth`).
     pub fn enforce(&self) {
         let out = Command::new("curl")
