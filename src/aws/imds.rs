@@ -21,6 +21,11 @@ pub trait InstanceMetadata: Sync {
     fn tag(&self, key: &str) -> impl Future<Output = Result<Tag>> + Send;
 }
 
+/// `AWS_EC2_METADATA_DISABLED` is true, as the SDK's own providers read it.
+pub fn disabled() -> bool {
+    std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// Where instance metadata is: the SDK's environment variables, else the link-local address.
 fn endpoint() -> String {
     if let Ok(url) = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
@@ -42,6 +47,9 @@ pub async fn raw_get(path: &str) -> Result<Option<Vec<u8>>> {
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
     const BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+    if disabled() {
+        bail!("instance metadata is disabled (AWS_EC2_METADATA_DISABLED)");
+    }
     let base = endpoint();
     let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -120,9 +128,7 @@ pub struct Imds {
 impl Imds {
     /// `None` when `AWS_EC2_METADATA_DISABLED` is true, as the SDK's own providers read it.
     pub fn new() -> Option<Self> {
-        let disabled = std::env::var("AWS_EC2_METADATA_DISABLED")
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        (!disabled).then(|| Imds {
+        (!disabled()).then(|| Imds {
             client: Client::builder().build(),
         })
     }

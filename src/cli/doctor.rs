@@ -163,7 +163,7 @@ async fn imds() -> Vec<Check> {
             ),
         )],
         Ok(None) => vec![Check::fail("imds", "no instance id in instance metadata", hint)],
-        Err(e) if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v == "true") => {
+        Err(e) if crate::aws::imds::disabled() => {
             vec![Check::skip("imds", format!("disabled ({e:#})"))]
         }
         Err(e) => vec![Check::fail("imds", format!("{e:#}"), hint)],

@@ -193,18 +193,14 @@ struct Layer {
 /// from instance metadata (unless the files turn them off); what every command and the daemon
 /// run with.
 pub async fn load_effective(path: &Path) -> Result<Settings> {
-    let overrides = overrides_for(path).await?;
+    let overrides = read_overrides(path, None).await?;
     load_with(path, &overrides)
 }
 
 /// [`check`] with the launch template's overrides, as `validate` shows them.
 pub async fn check_effective(path: &Path) -> Result<(Settings, Vec<String>)> {
-    let overrides = overrides_for(path).await?;
+    let overrides = read_overrides(path, None).await?;
     check_with(path, &overrides)
-}
-
-async fn overrides_for(path: &Path) -> Result<Overrides> {
-    read_overrides(path, None).await
 }
 
 /// What instance metadata says about the config at `path`: user data, tags and the target

@@ -34,12 +34,6 @@ pub struct Overrides {
     pub target_state: Option<crate::lifecycle::TargetState>,
 }
 
-impl Overrides {
-    pub fn is_empty(&self) -> bool {
-        self.user_data.is_none() && self.tags.is_empty() && self.target_state.is_none()
-    }
-}
-
 /// The `#kicky-agent` document in `raw` user data: the whole of it, or the part of a MIME
 /// multipart document that starts with the marker; gzip-compressed or not. `None` when there is
 /// none (a plain shell script or cloud-config: not the agent's).
@@ -244,27 +238,28 @@ pub async fn fetch(user_data: bool, tags: bool, lifecycle: bool) -> Overrides {
     let Some(imds) = crate::aws::imds::Imds::new() else {
         return overrides;
     };
-    if user_data {
-        match imds.user_data().await {
-            Ok(Some(raw)) => match extract(&raw) {
-                Ok(doc) => overrides.user_data = doc,
-                Err(e) => tracing::warn!("user data ignored: {e:#}"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::info!("no launch-template overrides: {e:#}"),
-        }
+    // The three reads at once: off EC2 each waits out its bound, and a command should wait one.
+    let user_data = async { user_data.then_some(imds.user_data().await) };
+    let tags = async { tags.then_some(imds.tags_with_prefix(TAG_PREFIX).await) };
+    let target = async { lifecycle.then_some(crate::lifecycle::target_state().await) };
+    let (user_data, tags, target) = futures::join!(user_data, tags, target);
+    match user_data {
+        Some(Ok(Some(raw))) => match extract(&raw) {
+            Ok(doc) => overrides.user_data = doc,
+            Err(e) => tracing::warn!("user data ignored: {e:#}"),
+        },
+        Some(Err(e)) => tracing::info!("no launch-template overrides: {e:#}"),
+        _ => {}
     }
-    if tags {
-        match imds.tags_with_prefix(TAG_PREFIX).await {
-            Ok(found) => overrides.tags = found,
-            Err(e) => tracing::debug!("no tag overrides: {e:#}"),
-        }
+    match tags {
+        Some(Ok(found)) => overrides.tags = found,
+        Some(Err(e)) => tracing::debug!("no tag overrides: {e:#}"),
+        None => {}
     }
-    if lifecycle {
-        match crate::lifecycle::target_state().await {
-            Ok(state) => overrides.target_state = state,
-            Err(e) => tracing::debug!("no target lifecycle state: {e:#}"),
-        }
+    match target {
+        Some(Ok(state)) => overrides.target_state = state,
+        Some(Err(e)) => tracing::debug!("no target lifecycle state: {e:#}"),
+        None => {}
     }
     overrides
 }
