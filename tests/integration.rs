@@ -24,3 +24,4 @@ mod rollout;
 mod s3_files;
 mod secrets;
 mod simulated_instance;
+mod storm;

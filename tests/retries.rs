@@ -1,6 +1,8 @@
 //! Throttling and transient errors are retried with backoff, and the retries are bounded.
 //! A proxy in front of the rig's moto answers the first requests with SSM's real
-//! ThrottlingException (or drops the connection), then forwards to moto.
+//! ThrottlingException or S3's SlowDown, drops or resets the connection, or hangs, then forwards
+//! to moto; a moto of the test's own is frozen with SIGSTOP. Each fault that lasts ends the sync
+//! in bounded time with the files as they were, and the next sync converges once it is gone.
 
 use crate::common;
 
@@ -145,4 +147,100 @@ async fn a_frozen_service_fails_in_bounded_time_and_the_next_sync_converges() {
         text.contains("TOKEN=frozen-v2-4f4f"),
         "the next sync did not converge"
     );
+}
+
+/// A config reading `{prefix}/TOKEN` and `s3://{bucket}/app.yml` through `endpoint`.
+fn token_and_file(endpoint: &str, prefix: &str, bucket: &str) -> String {
+    format!(
+        "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {endpoint}\n  s3_force_path_style: true\n\
+         env:\n  parameters:\n    - name: {prefix}/TOKEN\n\
+         files:\n  - source: s3://{bucket}/app.yml\n    path: app.yml\nlifecycle:\n  hook: off\n"
+    )
+}
+
+/// SSM and S3 behind `fault`: a first sync through a proxy that injects `fault` for its first two
+/// connections converges; then, with a new parameter value and object, a sync through a proxy
+/// that injects it on every connection (or hangs) fails in bounded time naming what it could not
+/// read, leaves the env file and the file as they were and prints no value; with the fault gone,
+/// the next sync converges on the new values.
+async fn a_fault_is_retried_bounded_and_recovered(
+    test: &str,
+    fault: fn(usize) -> Fault,
+    hang: bool,
+) {
+    let rig = Rig::get();
+    let prefix = unique_prefix(test);
+    let token = format!("{prefix}/TOKEN");
+    let (v1, v2) = (format!("{test}-v1-5d5d"), format!("{test}-v2-5d5d"));
+    rig.put(&token, &v1, ParameterType::SecureString).await;
+    let bucket = rig.bucket(test, false).await;
+    rig.put_object(&bucket, "app.yml", b"app: 1\n".to_vec())
+        .await;
+    let s = Scratch::new();
+
+    let twice = Proxy::start(&rig.moto_url, fault(2)).await;
+    s.config(&rig, &token_and_file(&twice.url, &prefix, &bucket));
+    tokio::task::block_in_place(|| s.agent(&rig, &["sync"])).expect(0);
+    let least = if hang { 2 } else { 4 };
+    assert!(twice.connections() >= least, "two faults, then SSM and S3");
+    let env = s.workdir().join(".env");
+    let (env_before, file_before) = (
+        std::fs::read(&env).unwrap(),
+        std::fs::read(s.workdir().join("app.yml")).unwrap(),
+    );
+    assert_eq!(file_before, b"app: 1\n");
+
+    rig.put(&token, &v2, ParameterType::SecureString).await;
+    rig.put_object(&bucket, "app.yml", b"app: 2\n".to_vec())
+        .await;
+    let always = Proxy::start(&rig.moto_url, fault(usize::MAX)).await;
+    always.hang(hang);
+    s.config(&rig, &token_and_file(&always.url, &prefix, &bucket));
+    let started = Instant::now();
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["sync"]));
+    let took = started.elapsed();
+    run.expect(1).assert_free_of(&[&v1, &v2]);
+    assert!(took < Duration::from_secs(90), "took {took:?}");
+    assert!(
+        run.stderr.contains(&token) || run.stderr.contains(&format!("s3://{bucket}/app.yml")),
+        "{}",
+        run.stderr
+    );
+    assert_same!(
+        std::fs::read(&env).unwrap(),
+        env_before,
+        "the env file changed"
+    );
+    assert_eq!(
+        std::fs::read(s.workdir().join("app.yml")).unwrap(),
+        file_before
+    );
+    println!("{test}: the sync failed after {:.1} s", took.as_secs_f64());
+
+    s.config(&rig, &token_and_file(&rig.moto_url, &prefix, &bucket));
+    tokio::task::block_in_place(|| s.agent(&rig, &["sync"])).expect(0);
+    let text = std::fs::read_to_string(&env).unwrap();
+    assert_same!(
+        text.lines().find_map(|l| l.strip_prefix("TOKEN=")),
+        Some(v2.as_str())
+    );
+    assert_eq!(
+        std::fs::read(s.workdir().join("app.yml")).unwrap(),
+        b"app: 2\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_connections_are_retried_bounded_and_recovered() {
+    a_fault_is_retried_bounded_and_recovered("reset", Fault::Reset, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_slowdown_is_retried_bounded_and_recovered() {
+    a_fault_is_retried_bounded_and_recovered("slowdown", Fault::SlowDown, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_that_hang_fail_in_bounded_time_and_recover() {
+    a_fault_is_retried_bounded_and_recovered("hang", |_| Fault::None, true).await;
 }

@@ -330,6 +330,109 @@ async fn an_agent_killed_at_any_engine_call_of_a_switch_loses_nothing() {
     }
 }
 
+/// The Docker Engine unreachable (its socket gone) when a release changes the env file: the sync
+/// fails at once naming the engine, the env file and the running container stay as they were;
+/// once the engine answers, the next sync converges.
+#[tokio::test]
+async fn an_unreachable_engine_fails_the_sync_and_changes_nothing() {
+    let (stack, rig, port, web, good) = serving_on_a_fixed_port("noengine").await;
+    let env = stack.scratch.workdir().join(".env");
+    let before = std::fs::read(&env).unwrap();
+    stack.env(&rig, "GREETING=bye\n").await;
+    stack.compose(&rig, &fixed_port_compose(port, "web:2", ""), "");
+    let gone = format!("unix://{}", stack.scratch.path("no-engine.sock").display());
+    let started = Instant::now();
+    let (run, stack, rig) = blocking(move || {
+        let run = stack
+            .scratch
+            .agent_with(&rig, &["sync"], &[("DOCKER_HOST", &gone)]);
+        (run, stack, rig)
+    })
+    .await;
+    run.expect(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("Docker"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&env).unwrap(), before, "the env file changed");
+    assert_eq!(id_of(&web), good);
+    assert!(running_healthy(&web));
+
+    let (run, _stack, _rig) = stack.sync(rig).await;
+    run.expect(0);
+    assert_ne!(id_of(&web), good);
+    assert!(running_healthy(&web));
+    assert!(inspect(&web).unwrap()["Config"]["Image"]
+        .as_str()
+        .unwrap()
+        .ends_with("web:2"));
+}
+
+/// The engine's socket closing mid-sync, at every changing engine call of a release that would
+/// succeed (that call's connection closed unanswered; later calls pass): whatever the step, the
+/// service keeps a running container, the env file is whole, nothing is left aside once the next
+/// sync has run, and that sync converges on the new release.
+#[tokio::test]
+async fn the_engine_socket_closing_at_any_step_of_a_switch_loses_nothing() {
+    let (stack, rig, port, web, _) = serving_on_a_fixed_port("socketcut").await;
+    let proxy = DockerProxy::start(stack.scratch.dir.path());
+    let env = stack.scratch.workdir().join(".env");
+    let whole = std::fs::read(&env).unwrap();
+    let (mut stack, mut rig) = (stack, rig);
+    let mut step = 1;
+    loop {
+        stack.compose(&rig, &fixed_port_compose(port, "web:2", ""), "");
+        proxy.cut(step);
+        let host = proxy.host.clone();
+        let (run, s, r) = blocking(move || {
+            let run = stack
+                .scratch
+                .agent_with(&rig, &["sync"], &[("DOCKER_HOST", &host)]);
+            (run, stack, rig)
+        })
+        .await;
+        (stack, rig) = (s, r);
+        if !proxy.fired() {
+            // The sync ran to its end before this step: every step has been cut once.
+            run.expect(0);
+            assert!(step > 4, "too few steps: {:?}", proxy.changes());
+            break;
+        }
+        let case = format!("cut at step {step}, after {:?}", proxy.changes());
+        assert!(run.status == 0 || run.status == 1, "{case}:\n{}", run.all());
+        println!(
+            "{case}: exit {}, {}",
+            run.status,
+            run.stderr.lines().last().unwrap_or_default()
+        );
+        assert!(
+            inspect(&web).is_some_and(|c| c["State"]["Running"] == true),
+            "{case}: web has no running container"
+        );
+        assert!(
+            std::fs::read(&env).unwrap() == whole,
+            "{case}: the env file changed"
+        );
+
+        let (after, s, r) = stack.sync(rig).await;
+        (stack, rig) = (s, r);
+        assert_eq!(after.status, 0, "{case}:\n{}", after.all());
+        assert!(running_healthy(&web), "{case}");
+        let image = inspect(&web).unwrap()["Config"]["Image"].to_string();
+        assert!(image.contains("web:2"), "{case}: {image}");
+        assert_eq!(leftovers(&web), "", "{case}");
+
+        // Back to the first release for the next step.
+        stack.compose(&rig, &fixed_port_compose(port, "web:1", ""), "");
+        let (back, s, r) = stack.sync(rig).await;
+        (stack, rig) = (s, r);
+        back.expect(0);
+        step += 1;
+    }
+}
+
 /// A registry at `127.0.0.1:<port>` that answers every connection with `answer` (`None`: accepts
 /// and never answers). Lives as long as the test process.
 fn fake_registry(answer: Option<&'static str>) -> u16 {

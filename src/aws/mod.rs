@@ -26,6 +26,10 @@ use crate::error::input_error;
 
 /// Attempts per call, the first included.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// The first wait after a throttling answer: a random time up to this, doubling with each retry
+/// (up to 1, 2, 4, 8 s: about 15 s of spread for a fleet that boots at once into a quota).
+/// Other transient errors start from the SDK's own 50 ms.
+pub const THROTTLED_BACKOFF: Duration = Duration::from_secs(1);
 /// Bound on one call, retries and backoff included.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -33,8 +37,8 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn sdk_config(settings: &AwsSettings) -> Result<SdkConfig> {
     let retry = RetryConfig::standard()
         .with_max_attempts(MAX_ATTEMPTS)
-        .with_initial_backoff(Duration::from_millis(200))
-        .with_max_backoff(Duration::from_secs(8));
+        .with_initial_backoff(THROTTLED_BACKOFF)
+        .with_max_backoff(Duration::from_secs(20));
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(3))
         .operation_attempt_timeout(Duration::from_secs(15))

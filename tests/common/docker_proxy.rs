@@ -1,6 +1,8 @@
 //! A proxy in front of the Docker Engine's socket that kills the agent (SIGKILL) as it sends its
 //! n-th changing request (POST or DELETE), before the engine sees it: the agent dies between two
-//! engine calls, at the step the test chooses. It also records the changing requests it passed.
+//! engine calls, at the step the test chooses. Or, without killing, it closes that connection
+//! unanswered: the engine's socket closing mid-sync. It also records the changing requests it
+//! passed.
 //!
 //! Plain threads and blocking sockets: the test itself blocks waiting for the agent.
 
@@ -18,12 +20,14 @@ pub struct DockerProxy {
 
 #[derive(Default)]
 struct Shared {
-    /// The agent's PID.
+    /// The agent's PID (0: kill no one, only close the connection).
     victim: AtomicU32,
     /// Kill when the changing request with this number (1-based) arrives; 0: never.
     kill_at: AtomicUsize,
     /// `METHOD path` of each changing request passed on.
     changes: Mutex<Vec<String>>,
+    /// Whether the armed step came since the last arm.
+    fired: std::sync::atomic::AtomicBool,
 }
 
 impl DockerProxy {
@@ -51,8 +55,20 @@ impl DockerProxy {
     /// The next agent started (`pid`) is killed at its `n`-th changing request (0: never).
     pub fn arm(&self, pid: u32, n: usize) {
         self.shared.changes.lock().unwrap().clear();
+        self.shared.fired.store(false, Ordering::SeqCst);
         self.shared.victim.store(pid, Ordering::SeqCst);
         self.shared.kill_at.store(n, Ordering::SeqCst);
+    }
+
+    /// The `n`-th changing request from now on is not passed on: its connection is closed
+    /// unanswered (0: never).
+    pub fn cut(&self, n: usize) {
+        self.arm(0, n);
+    }
+
+    /// Whether the armed step came (the agent was killed, or the connection cut, there).
+    pub fn fired(&self) -> bool {
+        self.shared.fired.load(Ordering::SeqCst)
     }
 
     pub fn changes(&self) -> Vec<String> {
@@ -96,9 +112,14 @@ fn serve(client: UnixStream, upstream: &Path, state: &Shared) {
             let n = changes.len() + 1;
             if state.kill_at.load(Ordering::SeqCst) == n {
                 let pid = state.victim.load(Ordering::SeqCst);
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
+                if pid != 0 {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+                // Passed at most once: the next attempt at this step goes through.
+                state.kill_at.store(0, Ordering::SeqCst);
+                state.fired.store(true, Ordering::SeqCst);
                 let _ = server.shutdown(std::net::Shutdown::Both);
                 return;
             }

@@ -1,5 +1,6 @@
 //! A TCP proxy in front of the rig's moto that injects faults: SSM's real ThrottlingException
-//! for the first requests, dropped connections, or a flipped byte in a response body. It also
+//! or S3's SlowDown for the first requests, dropped or reset connections, or a flipped byte in a
+//! response body. It also
 //! counts connections and the bytes moto sent, to prove what was (not) transferred. And it can be
 //! made to hang at any moment: every request from then on (on new connections and on those
 //! already open) is read and never answered, as by a server stopped with SIGSTOP.
@@ -18,6 +19,10 @@ pub enum Fault {
     Throttle(usize),
     /// Close the first `n` connections without an answer.
     Drop(usize),
+    /// Reset the first `n` connections (TCP RST) once their request is read.
+    Reset(usize),
+    /// Answer the first `n` connections with S3's 503 SlowDown.
+    SlowDown(usize),
     /// Flip one byte of the first response body on every connection.
     Corrupt,
 }
@@ -90,6 +95,25 @@ async fn handle(
         }
         Fault::Drop(count) if n < count => {
             read_request(&mut client).await;
+            return;
+        }
+        Fault::Reset(count) if n < count => {
+            read_request(&mut client).await;
+            // Linger 0: the close sends RST, not FIN (and never blocks, the deprecation's worry).
+            #[allow(deprecated)]
+            let _ = client.set_linger(Some(std::time::Duration::ZERO));
+            return;
+        }
+        Fault::SlowDown(count) if n < count => {
+            read_request(&mut client).await;
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                        <Message>Please reduce your request rate.</Message></Error>";
+            let response = format!(
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(response.as_bytes()).await;
             return;
         }
         _ => {}
