@@ -323,6 +323,8 @@ def boot_report(calls, agents: list[Agent]) -> dict:
         "median_ready_s": round(statistics.median(ready), 2) if ready else None,
         "calls_per_agent": {s: per_agent(calls, len(agents), s) for s in ("ssm", "s3", "autoscaling")},
         "throttled": dict(throttled),
+        # Anything else that was not a success, by service and status (moto's own errors, say).
+        "failed_answers": dict(Counter(f"{c.service} {c.status}" for c in calls if not c.throttled and c.status >= 400)),
         "ssm_actions": dict(Counter(c.action for c in calls if c.service == "ssm" and not c.throttled)),
         "retry_spread": spread(delays) | {"busiest_100ms": busiest_window(retry_times, 0.1)},
         "ssm_peak_per_s": {
@@ -461,6 +463,8 @@ def print_report(r: dict) -> None:
     for service, c in b["calls_per_agent"].items():
         print(f"{service:>12} calls per agent: min {c['min']} median {c['median']} max {c['max']} (total {c['total']})")
     print(f"   throttled: {b['throttled'] or 'none'}; SSM actions answered: {b['ssm_actions']}")
+    if b["failed_answers"]:
+        print(f"   other failed answers: {b['failed_answers']}")
     peak = b["ssm_peak_per_s"]
     print(f"    SSM peak: {peak['asked']} calls asked in one second, {peak['answered']} answered")
     s = b["retry_spread"]
