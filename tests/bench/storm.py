@@ -69,11 +69,13 @@ DOTENV = (
 
 class FleetImds:
     """One IMDSv2 layer per agent, each on its own port, in this process: the rig's handler with
-    a fixture of its own (instance id) and role credentials whose access key id names the agent."""
+    a fixture of its own (instance id) and role credentials whose access key id names the agent.
+    One thread accepts for all of them (a serving loop each would be a thousand threads polling)."""
 
     def __init__(self, moto: tuple[str, int], count: int, fixtures: Path) -> None:
         self.servers = []
         self.urls = []
+        self.selector = selectors.DefaultSelector()
         for i in range(count):
             fixture = fixtures / f"imds-{i}"
             fixture.mkdir(parents=True)
@@ -84,17 +86,23 @@ class FleetImds:
                 {"tokens": imds.Tokens(), "fixture": imds.Fixture(fixture), "moto": moto, "key": access_key(i)},
             )
             server = imds.Server(("127.0.0.1", 0), handler)
+            self.selector.register(server, selectors.EVENT_READ)
             self.servers.append(server)
             self.urls.append(f"http://127.0.0.1:{server.server_address[1]}")
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            for key, _ in self.selector.select(timeout=0.2):
+                # What serve_forever does when its socket is readable: accept, and a thread
+                # (ThreadingMixIn) for the connection.
+                key.fileobj._handle_request_noblock()
 
     def stop(self) -> None:
-        # shutdown() waits out a poll of the serving loop: ask them all at once.
-        stoppers = [threading.Thread(target=s.shutdown) for s in self.servers]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
-            t.join()
+        self.stopping.set()
+        self.thread.join()
         for server in self.servers:
             server.server_close()
 
@@ -190,7 +198,7 @@ def seed(region: str, moto_url: str, prefix: str, bucket: str) -> dict[str, str]
     for name in FILES:
         s3.put_object(Bucket=bucket, Key=name, Body=(SEED / name).read_bytes())
     s3.put_object(Bucket=bucket, Key="release", Body=b"r1\n")
-    expected = {k: v for k, v in _dotenv(DOTENV).items()}
+    expected = _dotenv(DOTENV)
     expected.update({"TZ": "Asia/Seoul", "SERVER_SECRET": server_secret})
     return expected
 
@@ -383,6 +391,22 @@ def watch_phase(args, agents, proxy, region, moto_url, prefix, bucket, expected)
     }
 
 
+def rss_mb(agents: list[Agent]) -> dict:
+    """The daemons' resident memory now (VmRSS), in MB."""
+    sizes = []
+    for agent in agents:
+        try:
+            status = Path(f"/proc/{agent.process.pid}/status").read_text()
+        except OSError:
+            continue
+        kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), None)
+        if kb is not None:
+            sizes.append(kb / 1024)
+    if not sizes:
+        return {}
+    return {"median": round(statistics.median(sizes), 1), "max": round(max(sizes), 1), "total": round(sum(sizes))}
+
+
 def leaked(agents: list[Agent], values: list[str]) -> int:
     return sum(1 for a in agents if any(v in a.log() for v in values))
 
@@ -437,6 +461,7 @@ def main() -> None:
             "boot": boot_report(boot_calls, agents),
         }
         report["boot"]["converged"] = sum(1 for a in agents if converged(a, expected))
+        report["boot"]["rss_mb"] = rss_mb(agents)
         if args.watch:
             report["watch"] = watch_phase(args, agents, proxy, region, moto_url, prefix, bucket, expected)
         report["logs_with_a_secret"] = leaked(agents, [expected["SERVER_SECRET"], "p@ss"])
@@ -463,6 +488,7 @@ def print_report(r: dict) -> None:
     for service, c in b["calls_per_agent"].items():
         print(f"{service:>12} calls per agent: min {c['min']} median {c['median']} max {c['max']} (total {c['total']})")
     print(f"   throttled: {b['throttled'] or 'none'}; SSM actions answered: {b['ssm_actions']}")
+    print(f"   daemons' memory (RSS, MB) once converged: {b['rss_mb']}")
     if b["failed_answers"]:
         print(f"   other failed answers: {b['failed_answers']}")
     peak = b["ssm_peak_per_s"]
