@@ -113,6 +113,13 @@ class AgentImds(imds.Handler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
 
+    def handle(self) -> None:
+        # An agent that gave up waiting (the SDK's 1 s metadata timeout) has closed its end.
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def _local(self, path: str) -> tuple[int, bytes] | None:
         meta = path.removeprefix("/latest/meta-data/")
         for prefix in ("iam/security-credentials/", "iam/security-credentials-extended/"):
