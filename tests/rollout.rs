@@ -342,13 +342,7 @@ async fn an_unreachable_engine_fails_the_sync_and_changes_nothing() {
     stack.compose(&rig, &fixed_port_compose(port, "web:2", ""), "");
     let gone = format!("unix://{}", stack.scratch.path("no-engine.sock").display());
     let started = Instant::now();
-    let (run, stack, rig) = blocking(move || {
-        let run = stack
-            .scratch
-            .agent_with(&rig, &["sync"], &[("DOCKER_HOST", &gone)]);
-        (run, stack, rig)
-    })
-    .await;
+    let (run, stack, rig) = stack.sync_on(rig, gone).await;
     run.expect(1);
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -385,14 +379,7 @@ async fn the_engine_socket_closing_at_any_step_of_a_switch_loses_nothing() {
     loop {
         stack.compose(&rig, &fixed_port_compose(port, "web:2", ""), "");
         proxy.cut(step);
-        let host = proxy.host.clone();
-        let (run, s, r) = blocking(move || {
-            let run = stack
-                .scratch
-                .agent_with(&rig, &["sync"], &[("DOCKER_HOST", &host)]);
-            (run, stack, rig)
-        })
-        .await;
+        let (run, s, r) = stack.sync_on(rig, proxy.host.clone()).await;
         (stack, rig) = (s, r);
         if !proxy.fired() {
             // The sync ran to its end before this step: every step has been cut once.

@@ -29,6 +29,7 @@ Every daemon is stopped by its PID at the end; every server here listens on 127.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import secrets
@@ -205,23 +206,22 @@ def seed(region: str, moto_url: str, prefix: str, bucket: str) -> dict[str, str]
     for name in FILES:
         s3.put_object(Bucket=bucket, Key=name, Body=(SEED / name).read_bytes())
     s3.put_object(Bucket=bucket, Key="release", Body=b"r1\n")
-    expected = _dotenv(DOTENV)
+    expected = env_of(DOTENV)
     expected.update({"TZ": "Asia/Seoul", "SERVER_SECRET": server_secret})
     return expected
 
 
-def _dotenv(text: str) -> dict[str, str]:
-    with tempfile.NamedTemporaryFile("w", suffix=".env") as f:
-        f.write(text)
-        f.flush()
-        return {k: v or "" for k, v in dotenv_values(f.name).items()}
+def env_of(source: Path | str) -> dict[str, str]:
+    """The variables of an env file (a path) or of dotenv text (a string), as python-dotenv reads them."""
+    values = dotenv_values(source) if isinstance(source, Path) else dotenv_values(stream=io.StringIO(source))
+    return {k: v or "" for k, v in values.items()}
 
 
 def converged(agent: Agent, expected: dict[str, str]) -> bool:
     if agent.ready_at is None:
         return False
     try:
-        env = {k: v or "" for k, v in dotenv_values(agent.env_file()).items()}
+        env = env_of(agent.env_file())
     except OSError:
         return False
     if env != expected:
@@ -377,7 +377,7 @@ def watch_phase(args, agents, proxy, region, moto_url, prefix, bucket, expected)
                 noticed[agent.i] = proxy.ledger.now() - changed_at
             if agent.i not in applied:
                 try:
-                    env = {k: v or "" for k, v in dotenv_values(agent.env_file()).items()}
+                    env = env_of(agent.env_file())
                 except OSError:
                     continue
                 if env == want:

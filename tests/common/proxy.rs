@@ -83,15 +83,10 @@ async fn handle(
 ) {
     match fault {
         Fault::Throttle(count) if n < count => {
-            read_request(&mut client).await;
             let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
-            let response = format!(
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
-                 X-Amzn-ErrorType: ThrottlingException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = client.write_all(response.as_bytes()).await;
-            return;
+            let head = "400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                        X-Amzn-ErrorType: ThrottlingException";
+            return answer(client, head, body).await;
         }
         Fault::Drop(count) if n < count => {
             read_request(&mut client).await;
@@ -105,16 +100,14 @@ async fn handle(
             return;
         }
         Fault::SlowDown(count) if n < count => {
-            read_request(&mut client).await;
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
                         <Message>Please reduce your request rate.</Message></Error>";
-            let response = format!(
-                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = client.write_all(response.as_bytes()).await;
-            return;
+            return answer(
+                client,
+                "503 Slow Down\r\nContent-Type: application/xml",
+                body,
+            )
+            .await;
         }
         _ => {}
     }
@@ -166,6 +159,17 @@ async fn handle(
         }
     }
     up.abort();
+}
+
+/// Reads the request, then answers `HTTP/1.1 {head}` (status line and headers) with `body`,
+/// and closes.
+async fn answer(mut client: TcpStream, head: &str, body: &str) {
+    read_request(&mut client).await;
+    let response = format!(
+        "HTTP/1.1 {head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(response.as_bytes()).await;
 }
 
 async fn read_request(stream: &mut TcpStream) {

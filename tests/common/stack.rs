@@ -76,6 +76,18 @@ impl Stack {
         self.run(rig, &["sync"]).await
     }
 
+    /// A sync that talks to the Docker Engine at `docker_host` (a proxy, or nothing at all).
+    pub async fn sync_on(self, rig: Rig, docker_host: String) -> (Run, Stack, Rig) {
+        tokio::task::spawn_blocking(move || {
+            let run = self
+                .scratch
+                .agent_with(&rig, &["sync"], &[("DOCKER_HOST", &docker_host)]);
+            (run, self, rig)
+        })
+        .await
+        .unwrap()
+    }
+
     pub async fn run(self, rig: Rig, args: &'static [&'static str]) -> (Run, Stack, Rig) {
         tokio::task::spawn_blocking(move || {
             let run = self.scratch.agent(&rig, args);
