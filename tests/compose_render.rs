@@ -91,9 +91,11 @@ fn agent(project: &str, compose: &Path, env_file: &Path, args: &[&str]) -> Outpu
     )
     .unwrap();
     let mut cmd = Command::new(AGENT);
+    // No rig here: instance metadata is off, so no call leaves the machine.
     cmd.env_clear()
         .envs(ENV.iter().copied())
-        .env("PATH", "/usr/bin:/bin");
+        .env("PATH", "/usr/bin:/bin")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
     cmd.arg("--config").arg(&config).args(args);
     cmd.output().expect("run kicky-agent")
 }
@@ -732,4 +734,128 @@ fn warnings_name_the_line_and_never_stop_the_render() {
         )),
         "{stderr}"
     );
+}
+
+/// `render` masks every scalar that came from a variable, wherever the compose file puts it (the
+/// image tag, `command`, `entrypoint`, `healthcheck.test`, `logging.options`, `labels` in both
+/// forms, `ports`, `extra_hosts`, `environment`), short values included, in YAML and JSON alike;
+/// what the file spells out is shown as it is.
+#[test]
+fn render_masks_every_value_that_came_from_a_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env");
+    std::fs::write(
+        &env_file,
+        "TAG=v1-7c4e2a9f\nDB_PASSWORD=pw-render-5d8e1b\nLOG_TOKEN=logtok-3a9f6c\nOWNER=team-7f2c91\n\
+         HOST_IP=10.91.82.73\nPORT=8\nWHO=me\nMEMORY=64m\n",
+    )
+    .unwrap();
+    let compose = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &compose,
+        r#"services:
+  web:
+    image: registry.example/app:${TAG}
+    command: ["serve", "--db", "postgres://app:${DB_PASSWORD}@db"]
+    entrypoint: /bin/sh -c "exec app --token ${LOG_TOKEN}"
+    healthcheck:
+      test: ["CMD", "check", "--password=${DB_PASSWORD}"]
+      interval: 10s
+    logging:
+      driver: syslog
+      options:
+        tag: app-${OWNER}
+        syslog-address: tcp://logs.example:514
+    labels:
+      - owner=${OWNER}
+      - tier=frontend
+    ports:
+      - "${PORT}:80"
+      - "9090:90"
+    extra_hosts:
+      db: ${HOST_IP}
+      cache: 10.0.0.9
+    user: ${WHO}
+    mem_limit: ${MEMORY}
+    environment:
+      LITERAL: plain-value
+      SECRET: ${DB_PASSWORD}
+  worker:
+    image: registry.example/worker:stable-2
+    command: worker --queue jobs
+    labels:
+      team: ${OWNER}
+      kind: batch
+"#,
+    )
+    .unwrap();
+    let values = [
+        "v1-7c4e2a9f",
+        "pw-render-5d8e1b",
+        "logtok-3a9f6c",
+        "team-7f2c91",
+        "10.91.82.73",
+    ];
+    let yaml = agent("masked", &compose, &env_file, &["-vvv", "render"]);
+    let json = agent("masked", &compose, &env_file, &["-vvv", "render", "--json"]);
+    for out in [&yaml, &json] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all = [
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        ]
+        .concat();
+        for (i, value) in values.iter().enumerate() {
+            assert!(!all.contains(value), "value #{i} was printed");
+        }
+    }
+    let from_yaml: Value = serde_norway::from_slice(&yaml.stdout).unwrap();
+    let from_json: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(from_yaml, from_json, "YAML and JSON say the same");
+    let web = &from_json["services"]["web"];
+    let worker = &from_json["services"]["worker"];
+    let masked = [
+        &web["image"],
+        &web["command"][2],
+        &web["entrypoint"],
+        &web["healthcheck"]["test"][2],
+        &web["logging"]["options"]["tag"],
+        &web["labels"]["owner"],
+        &web["ports"][0],
+        &web["extra_hosts"][0],
+        &web["user"],
+        &web["mem_limit"],
+        &web["environment"]["SECRET"],
+        &worker["labels"]["team"],
+    ];
+    for (i, value) in masked.iter().enumerate() {
+        assert_eq!(**value, json!(MASK), "masked field #{i}");
+    }
+    let shown = [
+        (&web["command"][0], json!("serve")),
+        (&web["command"][1], json!("--db")),
+        (&web["healthcheck"]["test"][0], json!("CMD")),
+        (&web["healthcheck"]["test"][1], json!("check")),
+        (&web["healthcheck"]["interval"], json!("10s")),
+        (&web["logging"]["driver"], json!("syslog")),
+        (
+            &web["logging"]["options"]["syslog-address"],
+            json!("tcp://logs.example:514"),
+        ),
+        (&web["labels"]["tier"], json!("frontend")),
+        (&web["ports"][1]["published"], json!("9090")),
+        (&web["ports"][1]["target"], json!(90)),
+        (&web["extra_hosts"][1], json!("cache:10.0.0.9")),
+        (&web["environment"]["LITERAL"], json!("plain-value")),
+        (&worker["image"], json!("registry.example/worker:stable-2")),
+        (&worker["command"], json!(["worker", "--queue", "jobs"])),
+        (&worker["labels"]["kind"], json!("batch")),
+    ];
+    for (value, want) in shown {
+        assert_eq!(*value, want);
+    }
 }

@@ -41,6 +41,155 @@ async fn no_secret_at_any_verbosity_with_a_compose_project() {
     }
 }
 
+/// A health check that prints its connection string when it fails carries the values into what
+/// the agent says about the failure. Every value the agent fetched (a dotenv parameter, a Secrets
+/// Manager secret with a quote in it, an `env_file: false` parameter mounted as a compose secret,
+/// a value used as the container's name, the registry password) is masked in the sync's output
+/// at `-vvv` and in JSON logs, `status`, `status --json`, the state file, the metrics, and the
+/// daemon's log, `STATUS=` and `resync` answers; the output still says the health check failed,
+/// and what it said, masked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "printsecret").await;
+    let p = stack.project.clone();
+    let app_name = format!("pgapp-{:x}", fastrand::u64(..));
+    stack
+        .env(
+            &rig,
+            &format!("DB_PASSWORD=pw-4f1e9c2b7a\nAPP_NAME={app_name}\n"),
+        )
+        .await;
+    let token = "tok-\"q\"-8d3a9e";
+    rig.put_secret(&format!("kt/{p}/api"), token).await;
+    rig.put(
+        &format!("/kt/{p}/DB_KEY"),
+        "key-0c7b5e3f1a",
+        aws_sdk_ssm::types::ParameterType::SecureString,
+    )
+    .await;
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
+    let s = &stack.scratch;
+    std::fs::create_dir_all(s.workdir()).unwrap();
+    std::fs::write(
+        s.workdir().join("docker-compose.yml"),
+        format!(
+            "services:\n  db:\n    image: {}/tester/web:1\n    container_name: ${{APP_NAME}}\n\
+             \x20   environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n      API_TOKEN: ${{API_TOKEN}}\n\
+             \x20   secrets: [db_key]\n    healthcheck:\n\
+             \x20     test: [CMD-SHELL, 'echo \"connecting to postgres://app:$$DB_PASSWORD@db as $$API_TOKEN with $$(cat /run/secrets/db_key)\" >&2; exit 1']\n\
+             \x20     interval: 1s\n      retries: 1\n\
+             secrets:\n  db_key:\n    environment: DB_KEY\n",
+            stack.registry
+        ),
+    )
+    .unwrap();
+    let metrics = s.path("metrics/kicky.prom");
+    s.config(
+        &rig,
+        &format!(
+            "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
+             env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n\
+             \x20   - secret: kt/{p}/api\n      format: value\n      key: API_TOKEN\n\
+             \x20   - name: /kt/{p}/DB_KEY\n      key: DB_KEY\n      env_file: false\n\
+             compose:\n  pull: missing\n  healthy_timeout: 30s\n  secrets_dir: {}\n\
+             registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n\
+             control_socket: {{scratch}}/run/control.sock\nmetrics:\n  textfile: {}\n\
+             lifecycle:\n  hook: off\nwatch:\n  interval: 0s\n",
+            shm.path().display(),
+            stack.registry,
+            metrics.display(),
+        ),
+    );
+    let password = std::env::var("KICKY_RIG_REGISTRY_PASSWORD").unwrap();
+    // Each value as it is and as JSON writes it (the state file, `--json`, JSON logs).
+    let raw = [
+        "pw-4f1e9c2b7a",
+        token,
+        "key-0c7b5e3f1a",
+        app_name.as_str(),
+        password.as_str(),
+    ];
+    let escaped: Vec<String> = raw
+        .iter()
+        .map(|v| serde_json::to_string(v).unwrap().trim_matches('"').to_string())
+        .collect();
+    let secrets: Vec<&str> = raw
+        .into_iter()
+        .chain(escaped.iter().map(String::as_str))
+        .collect();
+    let free = |what: &str, text: &str| {
+        for (i, secret) in secrets.iter().enumerate() {
+            assert!(!text.contains(secret), "secret #{i} leaked into {what}");
+        }
+    };
+    let told = |what: &str, text: &str| {
+        assert!(
+            text.contains("health check") && text.contains("postgres://app:********@db as ********"),
+            "{what} does not say what the health check said, masked"
+        );
+    };
+
+    let (run, stack, rig) = stack.run(rig, &["-vvv", "sync"]).await;
+    run.expect(1);
+    free("the sync's output", &run.all());
+    told("the sync's error", &run.stderr);
+    let (run, stack, rig) = stack.run(rig, &["--log-format", "json", "-v", "sync"]).await;
+    run.expect(1);
+    free("the sync's JSON log", &run.all());
+    told("the sync's JSON log", &run.stderr);
+    let (status, stack, rig) = stack.run(rig, &["status"]).await;
+    status.expect(1);
+    free("status", &status.all());
+    told("status", &status.stdout);
+    let (status, stack, rig) = stack.run(rig, &["status", "--json"]).await;
+    status.expect(1);
+    free("status --json", &status.all());
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --json");
+    told("status --json", json["last_sync"]["error"].as_str().unwrap_or_default());
+    let state = std::fs::read_to_string(stack.scratch.path(&format!("state/{p}.json"))).unwrap();
+    free("the state file", &state);
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    free("the metrics", &prom);
+    assert!(prom.contains("kicky_agent_service_healthy{"), "no service in the metrics");
+
+    // The daemon: its first sync fails the same way; a resync answers why; its log holds it all.
+    let s = &stack.scratch;
+    let socket = s.path("notify.sock");
+    let notify = common::systemd::Notifications::listen(&socket);
+    let daemon = Quiet(s.spawn_daemon(
+        &rig.imds_url,
+        &[("NOTIFY_SOCKET", &socket.display().to_string())],
+    ));
+    tokio::task::block_in_place(|| {
+        notify.wait_for(
+            "STATUS=first sync failed",
+            std::time::Duration::from_secs(90),
+        )
+    });
+    let resync =
+        tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "90s"]));
+    resync.expect(1);
+    free("the resync answer", &resync.all());
+    told("the resync answer", &resync.stdout);
+    drop(daemon);
+    free("systemd's STATUS=", &notify.lines().join("\n"));
+    let log = std::fs::read_to_string(s.path("daemon.log")).unwrap();
+    free("the daemon's log", &log);
+    told("the daemon's log", &log);
+}
+
+/// A daemon the test stops (by its PID) when it ends, without showing its log: the test checks
+/// that log for secrets.
+struct Quiet(std::process::Child);
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A container's health check output is hostile text: escape sequences are stripped wherever it
 /// is shown (the error, `status`, the state file), and it never reaches systemd's `STATUS=`.
 #[tokio::test(flavor = "multi_thread")]
