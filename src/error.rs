@@ -57,14 +57,14 @@ pub fn all_of(errors: Vec<anyhow::Error>, total: usize, what: &str) -> Option<an
     })
 }
 
-/// Prints `error: top` then ` -> cause` per line on stderr and picks the exit code.
+/// Prints `error: top` then ` -> cause` per line on stderr (redacted) and picks the exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     let mut chain = err.chain();
     if let Some(top) = chain.next() {
-        eprintln!("error: {top}");
+        crate::eoutln!("error: {top}");
     }
     for cause in chain {
-        eprintln!(" -> {cause}");
+        crate::eoutln!(" -> {cause}");
     }
     ExitCode::from(exit_status(err))
 }

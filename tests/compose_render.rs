@@ -519,9 +519,8 @@ fn assert_no_secrets(case: &Case, out: &Output) {
     }
 }
 
-/// The environments as the library holds them, values exposed: what the engine will give the
-/// containers, to compare with docker-compose's values that `render` masks.
-fn environments(case: &Case) -> BTreeMap<String, BTreeMap<String, String>> {
+/// The project as the library loads it, with the case's variables.
+fn library_project(case: &Case) -> kicky_agent::compose::Project {
     let text = std::fs::read_to_string(&case.env_file).unwrap();
     let file: BTreeMap<String, String> = kicky_agent::envfile::parse(&text, &|_| None)
         .unwrap()
@@ -535,9 +534,39 @@ fn environments(case: &Case) -> BTreeMap<String, BTreeMap<String, String>> {
         })
     };
     let compose_text = std::fs::read_to_string(&case.compose).unwrap();
-    let project =
-        kicky_agent::compose::from_str(&compose_text, &case.compose, &case.name, &lookup).unwrap();
-    project
+    kicky_agent::compose::from_str(&compose_text, &case.compose, &case.name, &lookup).unwrap()
+}
+
+/// `ours` with what `render` masked because it came from a variable (`environment` aside) taken
+/// from the library's render of the same project unmasked: what is compared with docker-compose.
+fn unmask(ours: &mut Value, case: &Case) {
+    let mut project = library_project(case);
+    project.from_variables.clear();
+    let unmasked = serde_json::to_value(kicky_agent::compose::to_value(&project)).unwrap();
+    fill(ours, &unmasked);
+}
+
+fn fill(ours: &mut Value, unmasked: &Value) {
+    match ours {
+        Value::String(s) if s == MASK => *ours = unmasked.clone(),
+        Value::Object(map) => {
+            for (key, value) in map {
+                fill(value, &unmasked[key.as_str()]);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                fill(item, &unmasked[i]);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The environments as the library holds them, values exposed: what the engine will give the
+/// containers, to compare with docker-compose's values that `render` masks.
+fn environments(case: &Case) -> BTreeMap<String, BTreeMap<String, String>> {
+    library_project(case)
         .services
         .iter()
         .map(|(name, s)| {
@@ -591,6 +620,9 @@ fn render_matches_docker_compose_config_on_every_case() {
         if case.dir.join("SPEC_ONLY").exists() {
             continue;
         }
+        // What render masked, as the library holds it: docker-compose must agree with that too.
+        let mut ours = ours;
+        unmask(&mut ours, &case);
         let mut theirs = normalize_v1(docker_compose(&case), &case.name);
         let real = environments(&case);
         for (service, env) in theirs["services"].as_object_mut().unwrap() {
@@ -747,7 +779,7 @@ fn render_masks_every_value_that_came_from_a_variable() {
     std::fs::write(
         &env_file,
         "TAG=v1-7c4e2a9f\nDB_PASSWORD=pw-render-5d8e1b\nLOG_TOKEN=logtok-3a9f6c\nOWNER=team-7f2c91\n\
-         HOST_IP=10.91.82.73\nPORT=8\nWHO=me\nMEMORY=64m\n",
+         HOST_IP=10.91.82.73\nPORT=8\nWHO=me\nMEMORY=64m\nTZ=Asia/Seoul\n",
     )
     .unwrap();
     let compose = dir.path().join("docker-compose.yml");
@@ -780,6 +812,7 @@ fn render_masks_every_value_that_came_from_a_variable() {
     environment:
       LITERAL: plain-value
       SECRET: ${DB_PASSWORD}
+      TZ: Asia/Seoul
   worker:
     image: registry.example/worker:stable-2
     command: worker --queue jobs
@@ -851,6 +884,8 @@ fn render_masks_every_value_that_came_from_a_variable() {
         (&web["ports"][1]["target"], json!(90)),
         (&web["extra_hosts"][1], json!("cache:10.0.0.9")),
         (&web["environment"]["LITERAL"], json!("plain-value")),
+        // Spelled out by the file, it is no secret, whatever value of the env file equals it.
+        (&web["environment"]["TZ"], json!("Asia/Seoul")),
         (&worker["image"], json!("registry.example/worker:stable-2")),
         (&worker["command"], json!(["worker", "--queue", "jobs"])),
         (&worker["labels"]["kind"], json!("batch")),

@@ -42,11 +42,12 @@ async fn no_secret_at_any_verbosity_with_a_compose_project() {
 }
 
 /// A health check that prints its connection string when it fails carries the values into what
-/// the agent says about the failure. Every value the agent fetched (a dotenv parameter, a Secrets
-/// Manager secret with a quote in it, an `env_file: false` parameter mounted as a compose secret,
-/// a value used as the container's name, the registry password) is masked in the sync's output
+/// the agent says about the failure. A release that breaks the health check is rolled back, and
+/// every value the agent fetched (a dotenv parameter, a Secrets Manager secret with a quote in it,
+/// an `env_file: false` parameter mounted as a compose secret, a value used as the container's
+/// name, the registry password) is masked, as it is and as JSON escapes it, in the sync's output
 /// at `-vvv` and in JSON logs, `status`, `status --json`, the state file, the metrics, and the
-/// daemon's log, `STATUS=` and `resync` answers; the output still says the health check failed,
+/// daemon's log, `STATUS=` and `resync` answers. The output still says the health check failed,
 /// and what it said, masked.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
@@ -54,12 +55,8 @@ async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
     let stack = Stack::new(&rig, "printsecret").await;
     let p = stack.project.clone();
     let app_name = format!("pgapp-{:x}", fastrand::u64(..));
-    stack
-        .env(
-            &rig,
-            &format!("DB_PASSWORD=pw-4f1e9c2b7a\nAPP_NAME={app_name}\n"),
-        )
-        .await;
+    let env = |mode: &str| format!("MODE={mode}\nDB_PASSWORD=pw-4f1e9c2b7a\nAPP_NAME={app_name}\n");
+    stack.env(&rig, &env("ok")).await;
     let token = "tok-\"q\"-8d3a9e";
     rig.put_secret(&format!("kt/{p}/api"), token).await;
     rig.put(
@@ -75,9 +72,9 @@ async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
         s.workdir().join("docker-compose.yml"),
         format!(
             "services:\n  db:\n    image: {}/tester/web:1\n    container_name: ${{APP_NAME}}\n\
-             \x20   environment:\n      DB_PASSWORD: ${{DB_PASSWORD}}\n      API_TOKEN: ${{API_TOKEN}}\n\
+             \x20   environment:\n      MODE: ${{MODE}}\n      DB_PASSWORD: ${{DB_PASSWORD}}\n      API_TOKEN: ${{API_TOKEN}}\n\
              \x20   secrets: [db_key]\n    healthcheck:\n\
-             \x20     test: [CMD-SHELL, 'echo \"connecting to postgres://app:$$DB_PASSWORD@db as $$API_TOKEN with $$(cat /run/secrets/db_key)\" >&2; exit 1']\n\
+             \x20     test: [CMD-SHELL, 'test \"$$MODE\" = ok || {{ echo \"connecting to postgres://app:$$DB_PASSWORD@db as $$API_TOKEN with $$(cat /run/secrets/db_key)\" >&2; exit 1; }}']\n\
              \x20     interval: 1s\n      retries: 1\n\
              secrets:\n  db_key:\n    environment: DB_KEY\n",
             stack.registry
@@ -112,7 +109,12 @@ async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
     ];
     let escaped: Vec<String> = raw
         .iter()
-        .map(|v| serde_json::to_string(v).unwrap().trim_matches('"').to_string())
+        .map(|v| {
+            serde_json::to_string(v)
+                .unwrap()
+                .trim_matches('"')
+                .to_string()
+        })
         .collect();
     let secrets: Vec<&str> = raw
         .into_iter()
@@ -125,16 +127,25 @@ async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
     };
     let told = |what: &str, text: &str| {
         assert!(
-            text.contains("health check") && text.contains("postgres://app:********@db as ********"),
+            text.contains("health check")
+                && text.contains("postgres://app:<redacted>@db as <redacted> with <redacted>"),
             "{what} does not say what the health check said, masked"
         );
     };
 
     let (run, stack, rig) = stack.run(rig, &["-vvv", "sync"]).await;
+    run.expect(0);
+    free("a good sync's output", &run.all());
+    // The next release breaks the health check: rolled back, the first container serves on.
+    stack.env(&rig, &env("broken")).await;
+    let (run, stack, rig) = stack.run(rig, &["-vvv", "sync"]).await;
     run.expect(1);
     free("the sync's output", &run.all());
     told("the sync's error", &run.stderr);
-    let (run, stack, rig) = stack.run(rig, &["--log-format", "json", "-v", "sync"]).await;
+    assert!(run.stderr.contains("rolled back"), "no rollback");
+    let (run, stack, rig) = stack
+        .run(rig, &["--log-format", "json", "-v", "sync"])
+        .await;
     run.expect(1);
     free("the sync's JSON log", &run.all());
     told("the sync's JSON log", &run.stderr);
@@ -142,18 +153,29 @@ async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
     status.expect(1);
     free("status", &status.all());
     told("status", &status.stdout);
+    assert!(
+        status.stdout.contains("<redacted> (service db): running"),
+        "status names the container, masked"
+    );
     let (status, stack, rig) = stack.run(rig, &["status", "--json"]).await;
     status.expect(1);
     free("status --json", &status.all());
     let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --json");
-    told("status --json", json["last_sync"]["error"].as_str().unwrap_or_default());
+    told(
+        "status --json",
+        json["last_sync"]["error"].as_str().unwrap_or_default(),
+    );
     let state = std::fs::read_to_string(stack.scratch.path(&format!("state/{p}.json"))).unwrap();
     free("the state file", &state);
     let prom = std::fs::read_to_string(&metrics).unwrap();
     free("the metrics", &prom);
-    assert!(prom.contains("kicky_agent_service_healthy{"), "no service in the metrics");
+    assert!(
+        prom.contains("service=\"db\",container=\"<redacted>\"} 1"),
+        "the metrics name the container, masked"
+    );
 
-    // The daemon: its first sync fails the same way; a resync answers why; its log holds it all.
+    // The daemon holds the release that failed and serves the last good one; a resync applies it
+    // again and answers why it failed; its log holds it all.
     let s = &stack.scratch;
     let socket = s.path("notify.sock");
     let notify = common::systemd::Notifications::listen(&socket);
@@ -161,14 +183,8 @@ async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
         &rig.imds_url,
         &[("NOTIFY_SOCKET", &socket.display().to_string())],
     ));
-    tokio::task::block_in_place(|| {
-        notify.wait_for(
-            "STATUS=first sync failed",
-            std::time::Duration::from_secs(90),
-        )
-    });
-    let resync =
-        tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "90s"]));
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", std::time::Duration::from_secs(90)));
+    let resync = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "90s"]));
     resync.expect(1);
     free("the resync answer", &resync.all());
     told("the resync answer", &resync.stdout);

@@ -128,7 +128,7 @@ fn same_secret(id: &str, name: &str, arn: &str) -> bool {
 /// A secret's text; a binary secret cannot become variables.
 fn text_of(id: &str, text: Option<&str>, binary: bool) -> Result<Secret> {
     match text {
-        Some(text) => Ok(Secret::new(text)),
+        Some(text) => Ok(Secret::fetched(text)),
         None if binary => Err(input_error(format!(
             "secret {id} holds a binary value (SecretBinary): only a text secret can become variables"
         ))),

@@ -199,7 +199,7 @@ fn convert(p: &SdkParameter) -> Result<Parameter> {
         .value()
         .with_context(|| format!("Parameter Store returned {name} without a value"))?;
     Ok(Parameter {
-        value: Secret::new(value),
+        value: Secret::fetched(value),
         version: p.version(),
         name,
     })

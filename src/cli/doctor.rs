@@ -15,6 +15,7 @@ use clap::Args;
 use crate::aws::s3::{ObjectStore, S3Store};
 use crate::aws::ssm::{ParameterStore, SsmStore, GET_PARAMETERS_MAX};
 use crate::config::{ParamSource, Settings};
+use crate::out;
 
 /// Check what the agent needs on this instance, one line each with a hint; exit 1 when any fails.
 #[derive(Debug, Args)]
@@ -95,7 +96,7 @@ impl DoctorCmd {
     pub fn run(self, config: &Path) -> Result<()> {
         let settings = super::load(config)?;
         let checks = super::block_on(checks(&settings))?;
-        print!("{}", render(&checks));
+        out!("{}", render(&checks));
         let failed = checks
             .iter()
             .filter(|c| matches!(c.verdict, Verdict::Fail { .. }))

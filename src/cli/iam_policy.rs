@@ -11,6 +11,7 @@ use clap::Args;
 use crate::aws::imds::{Imds, InstanceMetadata, Tag};
 use crate::iam::{policy, Place};
 use crate::lifecycle::GROUP_TAG;
+use crate::{eoutln, outln};
 
 /// Print the least-privilege IAM policy (JSON) for this config's instance role.
 #[derive(Debug, Args)]
@@ -44,13 +45,13 @@ impl IamPolicyCmd {
             ("Auto Scaling group", &group, "--group"),
         ] {
             if value.is_none() {
-                eprintln!(
+                eoutln!(
                     "kicky-agent: the {what} is not known here: `*` in its ARNs ({flag} sets it)"
                 );
             }
         }
         let place = Place::new(region.as_deref(), account.as_deref(), group.as_deref());
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&policy(&settings, &place))?
         );

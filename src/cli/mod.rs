@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, defaults, Settings};
 use crate::logging::LogFormat;
+use crate::outln;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,16 +74,20 @@ impl Cli {
 }
 
 /// The config as the daemon reads it: the files, then the launch template's overrides.
+/// The effective config; the values of the env file on disk are learned by the redactor, so
+/// that a command that fetches nothing masks them too.
 fn load(path: &std::path::Path) -> Result<Settings> {
-    block_on(config::load_effective(path))?
-        .with_context(|| format!("invalid config {}", path.display()))
+    let settings = block_on(config::load_effective(path))?
+        .with_context(|| format!("invalid config {}", path.display()))?;
+    crate::compose::learn_env_file(&settings);
+    Ok(settings)
 }
 
 /// Which layer (a file, `user data`, a tag) set each key of the config.
 fn print_origins(settings: &Settings) {
-    println!("config (where each value came from):");
+    outln!("config (where each value came from):");
     for (key, layer) in &settings.origins {
-        println!("  {key}: {}", layer.display());
+        outln!("  {key}: {}", layer.display());
     }
 }
 

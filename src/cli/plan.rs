@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
+use crate::{out, outln};
+
 /// Print what a sync would change (env keys by name only) and change nothing.
 #[derive(Debug, Args)]
 pub struct PlanCmd {
@@ -18,9 +20,9 @@ impl PlanCmd {
         let settings = super::load(config)?;
         let plan = super::block_on(crate::sync::plan::run(&settings))??;
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            outln!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            print!("{plan}");
+            out!("{plan}");
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! `kicky-agent render`: the compose project as the agent understands it, interpolated and
 //! normalized, in the shape `docker compose config` prints. Exit 2 when the compose file is wrong.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -10,10 +11,10 @@ use clap::Args;
 /// shape `docker compose config` prints (YAML, or JSON with --json).
 ///
 /// Variables come from the env file the agent writes (`env.file`; without `env:`, the `.env`
-/// beside the compose file), then the agent's environment. An `environment` value is printed
-/// only when the compose file writes it out literally; a value from an `env_file`, from a
-/// variable or inherited from the environment is printed as "********", because it may be an
-/// SSM secret. Every other field is printed interpolated. Like compose, `$` is printed `$$`.
+/// beside the compose file), then the agent's environment. Every value that came from a variable
+/// (an image tag, a command, a label...), and an `environment` value from an `env_file` or
+/// inherited from the environment, is printed as "********", because it may be an SSM secret;
+/// what the compose file spells out is printed as it is. Like compose, `$` is printed `$$`.
 #[derive(Debug, Args)]
 pub struct RenderCmd {
     /// Print JSON instead of YAML.
@@ -28,11 +29,15 @@ impl RenderCmd {
             Some(compose) => format!("invalid compose file {}", compose.file.display()),
             None => "nothing to render".to_string(),
         })?;
-        if self.json {
-            println!("{}", crate::compose::to_json(&project));
-        } else {
-            print!("{}", crate::compose::to_yaml(&project));
-        }
+        let text = match self.json {
+            true => format!("{}\n", crate::compose::to_json(&project)),
+            false => crate::compose::to_yaml(&project),
+        };
+        // Printed as it is, not through the text redactor (`out!`): the project is masked where
+        // values came from variables, exactly, short ones too (`compose::render`), and what the
+        // compose file spells out is printed as the file spells it, even where a value of the env
+        // file happens to equal it (the seed stack's `TZ`).
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
         Ok(())
     }
 }

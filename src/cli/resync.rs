@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
+use crate::outln;
+
 /// Ask the running daemon to converge now and print its progress; without one, sync here.
 #[derive(Debug, Args)]
 pub struct ResyncCmd {
@@ -22,7 +24,7 @@ impl ResyncCmd {
         let answer = super::block_on(crate::daemon::control::resync(
             &socket,
             self.timeout,
-            |line| println!("{line}"),
+            |line| outln!("{line}"),
         ))??;
         match answer {
             Some(0) => Ok(()),
@@ -31,7 +33,7 @@ impl ResyncCmd {
                 std::process::exit(i32::from(status));
             }
             None => {
-                println!(
+                outln!(
                     "no kicky-agent daemon is running (no socket at {}): syncing here",
                     socket.display()
                 );

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
+use crate::outln;
 use crate::sync::state::State;
 
 /// Show the last sync, parameter versions and fetched files; exit 1 when the last sync failed.
@@ -45,7 +46,7 @@ impl StatusCmd {
                 "config_origins": settings.origins,
                 "containers": containers,
             });
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            outln!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             print_text(&settings.project, &path, &state);
             super::print_origins(&settings);
@@ -78,9 +79,9 @@ impl StatusCmd {
 }
 
 fn print_containers(containers: &[crate::engine::containers::ContainerStatus], state: &State) {
-    println!("containers:");
+    outln!("containers:");
     if containers.is_empty() {
-        println!("  none");
+        outln!("  none");
     }
     for c in containers {
         let health = match (&c.health, c.one_shot, c.state.as_str(), c.exit_code) {
@@ -93,32 +94,35 @@ fn print_containers(containers: &[crate::engine::containers::ContainerStatus], s
             .get(&c.service)
             .map(|id| format!("  image {id}"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "  {} (service {}): {}{health}  {}{digest}",
-            c.name, c.service, c.state, c.image
+            c.name,
+            c.service,
+            c.state,
+            c.image
         );
     }
     for image in &state.stale_images {
-        println!(
+        outln!(
             "  image {image}: possibly stale (its registry could not be reached at the last sync; the local copy runs)"
         );
     }
 }
 
 fn print_text(project: &str, path: &Path, state: &State) {
-    println!("project {project} (state {})", path.display());
+    outln!("project {project} (state {})", path.display());
     match &state.last_sync {
-        None => println!("last sync: never"),
-        Some(s) if s.ok => println!("last sync: ok, {} to {}", s.started, s.finished),
+        None => outln!("last sync: never"),
+        Some(s) if s.ok => outln!("last sync: ok, {} to {}", s.started, s.finished),
         Some(s) => {
-            println!("last sync: FAILED, {} to {}", s.started, s.finished);
+            outln!("last sync: FAILED, {} to {}", s.started, s.finished);
             if let Some(error) = &s.error {
-                println!("  {error}");
+                outln!("  {error}");
             }
         }
     }
     if let Some(failed) = &state.failed {
-        println!(
+        outln!(
             "release held: {} (tried {} time{}; applied again when it changes, on resync, or after watch.retry_failed_after)",
             failed.describe(state.last_good_at.as_deref()),
             failed.attempts,
@@ -131,32 +135,36 @@ fn print_text(project: &str, path: &Path, state: &State) {
             .as_deref()
             .map(|e| format!(", NOT TAKEN: {e}"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "lifecycle: {} sent for {} to hook {} of group {} at {}{failed}",
-            l.action, l.instance, l.hook, l.group, l.at
+            l.action,
+            l.instance,
+            l.hook,
+            l.group,
+            l.at
         );
     }
     if !state.parameters.is_empty() {
-        println!("parameters and secrets (as of the last good sync):");
+        outln!("parameters and secrets (as of the last good sync):");
         for (key, version) in &state.parameters {
-            println!(
+            outln!(
                 "  {}  version {version}",
                 crate::sync::params::describe_key(key)
             );
         }
     }
     if !state.files.is_empty() {
-        println!("files:");
+        outln!("files:");
         for (path, f) in &state.files {
-            println!("  {}  from {}", path.display(), f.source);
-            println!(
+            outln!("  {}  from {}", path.display(), f.source);
+            outln!(
                 "    etag {}  version {}  sha256 {}  {} bytes",
                 f.etag.as_deref().unwrap_or("-"),
                 f.version_id.as_deref().unwrap_or("-"),
                 f.sha256,
                 f.size
             );
-            println!("    fetched {}  checked {}", f.fetched_at, f.checked_at);
+            outln!("    fetched {}  checked {}", f.fetched_at, f.checked_at);
         }
     }
 }

@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
+use crate::outln;
+
 /// Converge once: env file from SSM, files from S3, containers; exit 0 only when all are healthy.
 #[derive(Debug, Args)]
 pub struct SyncCmd {}
@@ -14,7 +16,7 @@ impl SyncCmd {
         let settings = super::load(config)?;
         let report = super::block_on(crate::sync::run(&settings))??;
         if let Some(env) = &report.env {
-            println!(
+            outln!(
                 "env file {}: {} ({} variables)",
                 env.path.display(),
                 env.result,
@@ -22,7 +24,7 @@ impl SyncCmd {
             );
         }
         for file in &report.files {
-            println!(
+            outln!(
                 "file {}: {} (from {})",
                 file.path.display(),
                 file.change.as_str(),
@@ -31,23 +33,25 @@ impl SyncCmd {
         }
         if let Some(engine) = &report.containers {
             for image in &engine.pulled {
-                println!("image {image}: pulled");
+                outln!("image {image}: pulled");
             }
             for plan in &engine.services {
-                println!(
+                outln!(
                     "container {} (service {}): {}",
-                    plan.container, plan.service, plan.action
+                    plan.container,
+                    plan.service,
+                    plan.action
                 );
             }
             for name in &engine.removed {
-                println!("container {name}: removed (its service left the compose file)");
+                outln!("container {name}: removed (its service left the compose file)");
             }
             for id in &engine.pruned {
-                println!("image {id}: pruned");
+                outln!("image {id}: pruned");
             }
         }
         if report.env.is_none() && report.files.is_empty() && report.containers.is_none() {
-            println!("nothing to do: the config has no env file and no files");
+            outln!("nothing to do: the config has no env file and no files");
         }
         Ok(())
     }

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use clap::Args;
 
 use crate::config;
 use crate::error::input_error;
-use clap::Args;
+use crate::outln;
 
 /// Check the agent config and, when present, the compose file offline; exit 0 when valid, 2 when
 /// not.
@@ -40,15 +41,15 @@ impl ValidateCmd {
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        println!("config is valid: {}", files.join(" + "));
-        println!(
+        outln!("config is valid: {}", files.join(" + "));
+        outln!(
             "project {} in {}",
             settings.project,
             settings.workdir.display()
         );
         super::print_origins(&settings);
         if let Some(env) = &settings.env {
-            println!(
+            outln!(
                 "env file {} (mode {:04o}) from {} parameter source{}",
                 env.path.display(),
                 env.mode,
@@ -59,7 +60,7 @@ impl ValidateCmd {
         if let Some(compose) = &settings.compose {
             if compose.file.exists() {
                 let project = crate::compose::load(&settings)?;
-                println!(
+                outln!(
                     "compose file is valid: {} ({} service{}: {})",
                     compose.file.display(),
                     project.services.len(),
@@ -67,7 +68,7 @@ impl ValidateCmd {
                     project.start_order().join(", ")
                 );
             } else {
-                println!(
+                outln!(
                     "compose file {} is not there yet: not checked",
                     compose.file.display()
                 );

@@ -134,7 +134,17 @@ fn read_env_file(path: &Path) -> Result<IndexMap<String, String>> {
     let process = |name: &str| std::env::var(name).ok();
     let vars = crate::envfile::parse(&text, &process)
         .map_err(|e| input_error(format!("env file {}: {e}", path.display())))?;
+    crate::redact::learn_all(vars.iter().map(|(_, value)| value.as_str()));
     Ok(vars.into_iter().collect())
+}
+
+/// Teaches the redactor the values of the env file on disk, when there is one: a command that
+/// fetches nothing (`status`, before a sync) still masks them in what it prints (a container's
+/// name or image from a variable, as the engine reports it).
+pub fn learn_env_file(settings: &Settings) {
+    if env_file_of(settings).is_some_and(|path| path.is_file()) {
+        let _ = env_variables(settings);
+    }
 }
 
 /// Loads compose-file `text`, read from `file` (relative paths resolve against its directory),
@@ -203,6 +213,7 @@ fn from_str_home(
         networks: parsed.networks,
         volumes: parsed.volumes,
         secrets: parsed.secrets,
+        from_variables: interpolated.tainted,
     };
     let mut paths = IndexMap::new();
     let mut disabled = HashSet::new();

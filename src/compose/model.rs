@@ -4,6 +4,7 @@
 //! Maps keep the order of the compose file (env files first for `environment`); `render` sorts
 //! them the way `docker compose config` prints them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +30,20 @@ pub struct Project {
     pub volumes: IndexMap<String, Volume>,
     /// The top-level `secrets`, in file order: where each one's content comes from.
     pub secrets: IndexMap<String, SecretSource>,
+    /// The string values of the file that referred to a variable, by key path
+    /// (`services.web.command[2]`): what `render` masks.
+    pub from_variables: HashMap<String, FromVariable>,
+}
+
+/// A string value of the compose file that referred to a variable, as interpolated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromVariable {
+    /// The key path of the list or mapping it is in (`services.web.labels`).
+    pub parent: String,
+    /// Whether it is an item of a list (`labels[0]`), not a mapping's value (`labels.owner`).
+    pub in_list: bool,
+    /// What it became.
+    pub value: Secret,
 }
 
 impl Project {

@@ -6,7 +6,7 @@
 //! messages quote a value only when the compose file spells it out: a value interpolated from a
 //! variable may be a secret.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ pub(super) struct Ctx<'a> {
     /// The variables: the env file's, then the agent's environment.
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     /// Paths of values that came from variables.
-    pub tainted: &'a HashSet<String>,
+    pub tainted: &'a HashMap<String, FromVariable>,
     pub problems: Vec<Problem>,
     pub warnings: Vec<Problem>,
 }
@@ -191,7 +191,7 @@ impl Ctx<'_> {
 
     /// `value` quoted for an error message, or a placeholder when it came from a variable.
     fn shown(&self, path: &str, value: &str) -> String {
-        if self.tainted.contains(path) {
+        if self.tainted.contains_key(path) {
             "(a value from a variable, not shown)".to_string()
         } else {
             format!("`{value}`")
@@ -880,7 +880,7 @@ fn command(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Vec<String>> {
 
 fn env_entries(value: &Value, path: &str, ctx: &mut Ctx) -> Vec<(String, EnvEntry)> {
     let origin = |ctx: &Ctx, p: &str| {
-        if ctx.tainted.contains(p) {
+        if ctx.tainted.contains_key(p) {
             EnvOrigin::Interpolated
         } else {
             EnvOrigin::Literal
@@ -1029,7 +1029,7 @@ fn resolve_environment(
             Ok(vars) => {
                 for (key, value) in vars {
                     let value = EnvValue {
-                        value: Secret::new(value),
+                        value: Secret::fetched(value),
                         origin: EnvOrigin::EnvFile,
                     };
                     env.insert(key, value);

@@ -4,16 +4,23 @@
 //! them. Maps are sorted by key, so the output is deterministic. As compose does, every `$` is
 //! printed `$$`, so the output reads back as a compose file meaning the same.
 //!
-//! An `environment` value is printed only when the compose file writes it out literally; one that
-//! came from an env file or a variable is printed as [`MASK`]: it may be an SSM secret.
+//! A value that came from a variable (the env file holds SSM parameters and secrets) is printed
+//! as [`MASK`], wherever it is: every scalar of the compose file that referred to a variable, and
+//! an `environment` value from an env file or inherited. What the file spells out is printed as
+//! it is, even when a value of the env file happens to equal it: this masking, by where values
+//! are used, is exact, so `render`'s output is not passed through the text redactor (but its
+//! keys are, see `mask`).
+
+use std::collections::HashMap;
 
 use indexmap::IndexMap;
 use serde_norway::{Mapping, Value};
 
 use super::model::*;
+use super::tree::{join_index, join_key, key_text};
 use super::units::format_duration;
 
-/// What `render` prints in place of an environment value that may be a secret.
+/// What `render` prints in place of a value that came from a variable.
 pub const MASK: &str = "********";
 
 /// The project as YAML.
@@ -66,7 +73,83 @@ pub fn to_value(project: &Project) -> Value {
         });
         root.insert("secrets".into(), secrets);
     }
-    escape_dollars(Value::Mapping(root))
+    let mut root = Value::Mapping(root);
+    mask(&mut root, "", ("", false), &FromVariables::of(project));
+    escape_dollars(root)
+}
+
+/// The values of a project that came from variables: by key path, and by the key path of the
+/// list or mapping they are in.
+struct FromVariables<'a> {
+    at: &'a HashMap<String, FromVariable>,
+    in_parent: HashMap<&'a str, Vec<&'a FromVariable>>,
+}
+
+impl<'a> FromVariables<'a> {
+    fn of(project: &'a Project) -> FromVariables<'a> {
+        let mut in_parent: HashMap<&str, Vec<&FromVariable>> = HashMap::new();
+        for value in project.from_variables.values() {
+            in_parent.entry(&value.parent).or_default().push(value);
+        }
+        FromVariables {
+            at: &project.from_variables,
+            in_parent,
+        }
+    }
+}
+
+/// Masks what came from a variable in the printed tree, walked with the compose file's key
+/// paths (`place`: the path of the list or mapping `value` is in, and whether it is a list). A
+/// printed node at the path of a value that referred to a variable is masked whole (a `command`
+/// string printed as a list, a short `ports` entry printed long). A list the file wrote as a
+/// mapping, or the other way round (`labels: [owner=x]` printed `labels: {owner: x}`), has no
+/// item at the same path: there, a printed scalar is masked when it holds, or is held in, a value
+/// from a variable of that list or mapping.
+fn mask(value: &mut Value, path: &str, place: (&str, bool), from: &FromVariables) {
+    if from.at.contains_key(path) {
+        *value = Value::from(MASK);
+        return;
+    }
+    match value {
+        Value::Mapping(map) => {
+            for (key, mut item) in std::mem::take(map) {
+                let text = key_text(&key).unwrap_or_default();
+                mask(&mut item, &join_key(path, &text), (path, false), from);
+                // A key the file built from a variable (`labels: ["${K}=v"]`) has no path of its
+                // own: the redactor masks it, if it holds a value the agent fetched.
+                let key = match crate::redact::text(&text) {
+                    std::borrow::Cow::Owned(masked) => Value::from(masked),
+                    std::borrow::Cow::Borrowed(_) => key,
+                };
+                map.insert(key, item);
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                mask(item, &join_index(path, i), (path, true), from);
+            }
+        }
+        scalar => {
+            let (parent, in_list) = place;
+            let Some(text) = key_text(scalar) else {
+                return;
+            };
+            let held = from
+                .in_parent
+                .get(parent)
+                .into_iter()
+                .flatten()
+                .any(|v| v.in_list != in_list && overlaps(&text, v.value.expose()));
+            if held {
+                *scalar = Value::from(MASK);
+            }
+        }
+    }
+}
+
+/// Whether printed `text` holds `value` or is held in it (`owner=team-7f` printed `team-7f`).
+fn overlaps(text: &str, value: &str) -> bool {
+    !text.is_empty() && !value.is_empty() && (value.contains(text) || text.contains(value))
 }
 
 /// A mapping of `map`'s entries sorted by key, each value rendered by `f`.

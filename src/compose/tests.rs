@@ -935,12 +935,42 @@ fn render_masks_every_value_that_is_not_literal() {
     for key in ["FROM_VAR", "DEFAULTED", "TAG"] {
         assert_eq!(env[key], Value::from(MASK), "{key}");
     }
-    // Only `environment` is masked: other fields print interpolated, as documented.
-    assert_eq!(value["services"]["w"]["image"], Value::from("app:1.2"));
-    let json = to_json(&p);
-    let yaml = to_yaml(&p);
-    assert!(json.contains("--password=hunter2") && yaml.contains("--password=hunter2"));
-    assert_eq!(json.matches("hunter2").count(), 1, "{json}");
+    // Every other field that came from a variable is masked whole, short values included.
+    assert_eq!(value["services"]["w"]["image"], Value::from(MASK));
+    assert_eq!(value["services"]["w"]["command"][0], Value::from(MASK));
+    for text in [to_json(&p), to_yaml(&p)] {
+        assert!(!text.contains("hunter2") && !text.contains("1.2"), "{text}");
+    }
+}
+
+/// A value from a variable is masked where it is printed, whatever shape the file gave it: a
+/// string printed as a list or a long form is masked whole; a list printed as a mapping, or a
+/// mapping printed as a list, has the scalars that hold the value masked. What the file spells
+/// out (and what the agent adds, such as a port's protocol) is printed as it is.
+#[test]
+fn render_masks_values_from_variables_in_every_shape() {
+    let p = load(
+        "services:\n  w:\n    image: app\n    entrypoint: sh -c \"run ${TAG}\"\n    command: [serve, \"${PASSWORD}\"]\n\
+         \x20   ports: [\"${PORT}:80\", \"9090:90\"]\n    labels: [\"owner=x-${PASSWORD}\", tier=web]\n\
+         \x20   extra_hosts: {db: \"${PASSWORD}\", cache: 10.0.0.9}\n    healthcheck:\n      test: [CMD, check, \"${PASSWORD}\"]\n\
+         \x20   logging:\n      options: {tag: \"${TAG}\", max-size: 10m}\n",
+    );
+    let w = &to_value(&p)["services"]["w"];
+    let masked = Value::from(MASK);
+    assert_eq!(w["entrypoint"], masked, "a string printed as a list");
+    assert_eq!(w["ports"][0], masked, "a short port printed long");
+    assert_eq!(w["ports"][1]["published"], Value::from("9090"));
+    assert_eq!(w["command"][0], Value::from("serve"));
+    assert_eq!(w["command"][1], masked);
+    assert_eq!(w["labels"]["owner"], masked, "a list printed as a mapping");
+    assert_eq!(w["labels"]["tier"], Value::from("web"));
+    assert_eq!(w["extra_hosts"][0], masked, "a mapping printed as a list");
+    assert_eq!(w["extra_hosts"][1], Value::from("cache:10.0.0.9"));
+    assert_eq!(w["healthcheck"]["test"][1], Value::from("check"));
+    assert_eq!(w["healthcheck"]["test"][2], masked);
+    assert_eq!(w["logging"]["options"]["tag"], masked);
+    assert_eq!(w["logging"]["options"]["max-size"], Value::from("10m"));
+    assert_eq!(w["image"], Value::from("app"));
 }
 
 #[test]

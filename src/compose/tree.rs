@@ -2,22 +2,23 @@
 //! interpolated, as compose does (keys are never interpolated; numbers and booleans are left as
 //! they are).
 //!
-//! Which values used a variable is remembered by key path, so `render` can mask an
-//! `environment` value that came from the env file, and errors can leave such values out.
+//! Which values used a variable is remembered by key path, with what they became, so `render`
+//! can mask every one of them, and errors can leave such values out.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use serde_norway::Value;
 
-use super::Problem;
+use super::{FromVariable, Problem};
 use crate::interpolate::{self, InterpolationError};
+use crate::redact::Secret;
 
 /// What interpolating a tree found out.
 #[derive(Debug, Default)]
 pub(super) struct Interpolated {
-    /// Key paths of the string values that referred to at least one variable.
-    pub tainted: HashSet<String>,
+    /// The string values that referred to at least one variable, by key path.
+    pub tainted: HashMap<String, FromVariable>,
     /// `(variable, key path)` for each variable used unset and without a default.
     pub unset: Vec<(String, String)>,
     pub problems: Vec<Problem>,
@@ -53,13 +54,15 @@ pub(super) fn interpolate(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Interpolated {
     let mut out = Interpolated::default();
-    walk(value, "", lookup, &mut out);
+    walk(value, "", ("", false), lookup, &mut out);
     out
 }
 
+/// `place`: the key path of the collection `value` is in, and whether that is a list.
 fn walk(
     value: &mut Value,
     path: &str,
+    place: (&str, bool),
     lookup: &dyn Fn(&str) -> Option<String>,
     out: &mut Interpolated,
 ) {
@@ -74,7 +77,13 @@ fn walk(
                 Ok(substituted) => {
                     *text = substituted.value;
                     if !looked_up.borrow().is_empty() {
-                        out.tainted.insert(path.to_string());
+                        let (parent, in_list) = place;
+                        let from = FromVariable {
+                            parent: parent.to_string(),
+                            in_list,
+                            value: Secret::new(text.clone()),
+                        };
+                        out.tainted.insert(path.to_string(), from);
                     }
                     for name in substituted.unset {
                         out.unset.push((name, path.to_string()));
@@ -87,13 +96,13 @@ fn walk(
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, &join_index(path, i), lookup, out);
+                walk(item, &join_index(path, i), (path, true), lookup, out);
             }
         }
         Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
                 let key = key_text(key).unwrap_or_else(|| "?".to_string());
-                walk(item, &join_key(path, &key), lookup, out);
+                walk(item, &join_key(path, &key), (path, false), lookup, out);
             }
         }
         Value::Tagged(_) => out.problems.push(Problem::new(
@@ -151,7 +160,7 @@ mod tests {
         assert_eq!(web["environment"]["N"], Value::from(5));
         assert_eq!(web["command"][1], Value::from("none"));
         assert_eq!(web["command"][2], Value::from("$HOME"));
-        let mut tainted: Vec<_> = found.tainted.iter().cloned().collect();
+        let mut tainted: Vec<_> = found.tainted.keys().cloned().collect();
         tainted.sort();
         assert_eq!(
             tainted,

@@ -153,8 +153,9 @@ async fn converse(
     Ok(())
 }
 
+/// What the daemon says to a client: redacted (the client's process knows no value), one line.
 fn one_line(text: &str) -> String {
-    text.replace('\n', " / ")
+    crate::redact::text(text).replace('\n', " / ")
 }
 
 /// Asks the daemon at `path` to resync, printing its progress as it comes, for at most `bound`.

@@ -72,6 +72,7 @@ enum Report {
 pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
     let overrides = config::read_overrides(config_path, None).await?;
     let settings = config::load_with(config_path, &overrides)?;
+    crate::compose::learn_env_file(&settings);
     let control = ControlServer::bind(&settings.control_socket)?;
     let mut hup = signal(SignalKind::hangup()).context("failed to catch SIGHUP")?;
     let watchdog = notify::watchdog_interval();

@@ -18,8 +18,9 @@ pub fn ready() {
     send(&[NotifyState::Ready]);
 }
 
-/// Sets `STATUS=`, sending only when it changed.
+/// Sets `STATUS=` (redacted: `systemctl status` shows it to anyone), sending only when it changed.
 pub fn status(text: &str) {
+    let text = &*crate::redact::text(text);
     let mut last = LAST_STATUS.lock().unwrap_or_else(|e| e.into_inner());
     if *last != text {
         send(&[NotifyState::Status(text)]);

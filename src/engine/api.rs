@@ -209,9 +209,10 @@ pub fn summary(err: &anyhow::Error, max: usize) -> String {
 }
 
 /// Text a container wrote (health check output, an engine message quoting it), made safe to
-/// print: control characters become spaces and it is cut to `max` characters.
+/// print: redacted (before it is cut, so that no part of a value is left), control characters
+/// become spaces and it is cut to `max` characters.
 pub fn printable(text: &str, max: usize) -> String {
-    let clean: String = text
+    let clean: String = crate::redact::text(text)
         .trim()
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

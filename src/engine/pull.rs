@@ -253,12 +253,12 @@ async fn pull(
                             .bytes
                             .map(|(c, t)| format!(" {}/{} kB", c / 1000, t / 1000))
                             .unwrap_or_default();
-                        eprint!("\r\x1b[K{image}: {id} {status}{bytes}");
+                        crate::eout!("\r\x1b[K{image}: {id} {status}{bytes}");
                     }
                 }
             }
             if progress {
-                eprint!("\r\x1b[K");
+                crate::eout!("\r\x1b[K");
             }
             Ok(())
         })

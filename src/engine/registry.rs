@@ -155,7 +155,8 @@ impl EcrTokens {
             .expires_at()
             .and_then(|t| SystemTime::try_from(*t).ok())
             .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(3600));
-        let entry = (user.to_string(), Secret::new(password), expires);
+        crate::redact::learn(token);
+        let entry = (user.to_string(), Secret::fetched(password), expires);
         *cached = Some(entry.clone());
         Ok((entry.0, entry.1))
     }

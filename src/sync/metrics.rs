@@ -107,8 +107,9 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// A label's value, redacted (a container's name may come from a variable) and escaped.
 fn escape(value: &str) -> String {
-    value
+    crate::redact::text(value)
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -154,6 +155,19 @@ mod tests {
         assert!(text.contains(
             "kicky_agent_service_healthy{project=\"orange\",service=\"spring_server\",container=\"orange\"} 1\n"
         ));
+        // A label from a variable (a `container_name: ${APP}`) is redacted, then escaped.
+        let value = format!("metrics-app-{}", std::process::id());
+        crate::redact::learn(&value);
+        let named = vec![ContainerStatus {
+            name: format!("{value}-\"1\""),
+            ..containers.into_iter().next().unwrap()
+        }];
+        let text = render("orange", &state, &named);
+        assert!(!text.contains(&value), "{text}");
+        assert!(
+            text.contains("container=\"<redacted>-\\\"1\\\"\"} 1\n"),
+            "{text}"
+        );
         // Every sample line is `name{labels} value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();

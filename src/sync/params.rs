@@ -116,7 +116,7 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[Source]) -> Result<
                             envfile::KEY_RULE
                         )));
                     }
-                    found.push((key, Secret::new(value)));
+                    found.push((key, Secret::fetched(value)));
                 }
             }
             ParamSource::Path { path, .. } => {
@@ -258,7 +258,7 @@ fn secret_variables(
                     input_error(format!("secret {id} is not a valid dotenv document: {e}"))
                 })?
                 .into_iter()
-                .map(|(k, v)| (k, Secret::new(v)))
+                .map(|(k, v)| (k, Secret::fetched(v)))
                 .collect()
         }
         SecretFormat::Json { prefix } => {
@@ -288,7 +288,7 @@ fn secret_variables(
                         )))
                     }
                 };
-                variables.push((format!("{prefix}{key}"), Secret::new(text)));
+                variables.push((format!("{prefix}{key}"), Secret::fetched(text)));
             }
             variables
         }

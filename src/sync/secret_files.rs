@@ -56,7 +56,7 @@ pub fn variables<'a>(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .or_else(|| env_file.get(name).map(Secret::new))
-            .or_else(|| std::env::var(name).ok().map(Secret::new))
+            .or_else(|| std::env::var(name).ok().map(Secret::fetched))
     }
 }
 
@@ -177,7 +177,7 @@ fn content_of(
                     path.display()
                 )));
             }
-            Ok(Secret::new(text))
+            Ok(Secret::fetched(text))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! What the agent remembers between runs: the last sync, each parameter's version, and each
 //! fetched file's ETag, version and content hash. One JSON file per project under `state_dir`,
-//! written atomically (0600). It holds names, versions and hashes, never a value.
+//! written atomically (0600). It holds names, versions and hashes, never a value: its messages
+//! (the last error, why a release is held) are redacted as it is written, by the process that
+//! knew the values, so the next one (`status`, a restarted daemon) never reads one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -152,12 +154,27 @@ impl State {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut text =
-            serde_json::to_string_pretty(self).context("failed to serialize the state")?;
+        let mut text = serde_json::to_string_pretty(&self.redacted())
+            .context("failed to serialize the state")?;
         text.push('\n');
         atomic::write_if_changed(path, text.as_bytes(), 0o600)
             .with_context(|| format!("failed to write the state file {}", path.display()))?;
         Ok(())
+    }
+
+    /// The state as it lands on disk: its messages with every value the agent fetched masked.
+    /// Names, versions and hashes are kept as they are: the agent reads them back.
+    fn redacted(&self) -> State {
+        let mut state = self.clone();
+        let messages = [
+            state.last_sync.as_mut().and_then(|s| s.error.as_mut()),
+            state.failed.as_mut().map(|f| &mut f.reason),
+            state.lifecycle.as_mut().and_then(|l| l.error.as_mut()),
+        ];
+        for message in messages.into_iter().flatten() {
+            *message = crate::redact::text(message).into_owned();
+        }
+        state
     }
 }
 
@@ -193,6 +210,56 @@ mod tests {
         assert_eq!(
             State::load(&path).unwrap().parameters["/orange/prod/env"],
             Version::Number(7)
+        );
+    }
+
+    /// The process that knew the values writes the state redacted: the next one (`status`, a
+    /// restarted daemon) never reads a value. Names are kept: the agent reads them back.
+    #[test]
+    fn messages_are_written_redacted() {
+        let value = format!("state-pw-\"{}\"", std::process::id());
+        crate::redact::learn(&value);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orange.json");
+        let said = format!("the last health check said: postgres://app:{value}@db");
+        let state = State {
+            last_sync: Some(SyncRecord {
+                started: "a".into(),
+                finished: "b".into(),
+                ok: false,
+                error: Some(said.clone()),
+            }),
+            failed: Some(crate::sync::release::FailedRelease {
+                at: "c".into(),
+                reason: said.clone(),
+                fingerprint: Default::default(),
+                attempts: 1,
+            }),
+            lifecycle: Some(LifecycleRecord {
+                group: "g".into(),
+                hook: "h".into(),
+                instance: "i".into(),
+                action: "ABANDON".into(),
+                at: "d".into(),
+                error: Some(said.clone()),
+            }),
+            parameters: [("/orange/prod/env".to_string(), Version::Number(3))].into(),
+            ..State::default()
+        };
+        state.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let escaped = serde_json::to_string(&value).unwrap();
+        assert!(!text.contains(&value) && !text.contains(escaped.trim_matches('"')));
+        let back = State::load(&path).unwrap();
+        let masked = "the last health check said: postgres://app:<redacted>@db";
+        assert_eq!(back.last_sync.unwrap().error.as_deref(), Some(masked));
+        assert_eq!(back.failed.unwrap().reason, masked);
+        assert_eq!(back.lifecycle.unwrap().error.as_deref(), Some(masked));
+        assert_eq!(back.parameters, state.parameters);
+        assert_eq!(
+            state.last_sync.unwrap().error,
+            Some(said),
+            "the state in memory is left as it is"
         );
     }
 }

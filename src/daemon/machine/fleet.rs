@@ -216,6 +216,8 @@ fn requeue(queue: &mut BinaryHeap<Reverse<(Instant, usize)>>, m: &Machine, i: us
 }
 
 #[test]
+// A simulation's figures, for the README: no value of anyone's in them.
+#[allow(clippy::disallowed_macros)]
 fn a_fleet_with_a_release_marker_notices_a_release_within_quota() {
     let n: usize = std::env::var("KICKY_FLEET")
         .ok()
