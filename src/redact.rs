@@ -18,7 +18,8 @@
 //! - the control socket's answers, systemd's `STATUS=`, the state file's messages, the metrics'
 //!   labels, and what a container wrote (`engine::api::printable`, before it is cut to length).
 //!
-//! `render` masks by where values are used instead, which is exact (`compose::render`).
+//! `render` masks by where values are used instead, which is exact (`compose::render`), and
+//! `iam-policy` prints names from the config only: they print through [`to_stdout_exact`].
 //!
 //! The state file is written redacted, so a value known only to the process that wrote it never
 //! reaches the next one through it.
@@ -201,6 +202,15 @@ pub fn to_stdout(text: &str) {
     let _ = std::io::stdout()
         .lock()
         .write_all(self::text(text).as_bytes());
+}
+
+/// Writes `text` to stdout as it is, for the two outputs that hold no fetched value by
+/// construction and that a masked name would make wrong: `render` (masked where values came from
+/// variables, exactly, short ones too) and `iam-policy` (names from the config). A value that
+/// happens to equal a name (a project named like a parameter's value) would otherwise be masked
+/// in a policy meant to be pasted into a template.
+pub fn to_stdout_exact(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 /// Writes `text` to stderr, redacted: what [`eout!`](crate::eout!) and

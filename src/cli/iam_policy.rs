@@ -9,9 +9,9 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::aws::imds::{Imds, InstanceMetadata, Tag};
+use crate::eoutln;
 use crate::iam::{policy, Place};
 use crate::lifecycle::GROUP_TAG;
-use crate::{eoutln, outln};
 
 /// Print the least-privilege IAM policy (JSON) for this config's instance role.
 #[derive(Debug, Args)]
@@ -51,10 +51,8 @@ impl IamPolicyCmd {
             }
         }
         let place = Place::new(region.as_deref(), account.as_deref(), group.as_deref());
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&policy(&settings, &place))?
-        );
+        let policy = serde_json::to_string_pretty(&policy(&settings, &place))?;
+        crate::redact::to_stdout_exact(&format!("{policy}\n"));
         Ok(())
     }
 }

@@ -1,7 +1,6 @@
 //! `kicky-agent render`: the compose project as the agent understands it, interpolated and
 //! normalized, in the shape `docker compose config` prints. Exit 2 when the compose file is wrong.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -33,11 +32,11 @@ impl RenderCmd {
             true => format!("{}\n", crate::compose::to_json(&project)),
             false => crate::compose::to_yaml(&project),
         };
-        // Printed as it is, not through the text redactor (`out!`): the project is masked where
-        // values came from variables, exactly, short ones too (`compose::render`), and what the
-        // compose file spells out is printed as the file spells it, even where a value of the env
-        // file happens to equal it (the seed stack's `TZ`).
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        // Not through the text redactor (`out!`): the project is masked where values came from
+        // variables, exactly, short ones too (`compose::render`), and what the compose file
+        // spells out is printed as the file spells it, even where a value of the env file
+        // happens to equal it (the seed stack's `TZ`).
+        crate::redact::to_stdout_exact(&text);
         Ok(())
     }
 }

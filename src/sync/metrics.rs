@@ -88,12 +88,15 @@ pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> S
         "# HELP kicky_agent_service_healthy 1 when the service's container runs (and is healthy, with a healthcheck).\n\
          # TYPE kicky_agent_service_healthy gauge"
     );
+    // A container's name may come from a variable (`container_name: ${APP}`): it is redacted. The
+    // project and the services are named by the config and the compose file's keys, never by a
+    // value, and kept as they are (a series must not change its labels).
     for container in containers {
         let _ = writeln!(
             out,
             "kicky_agent_service_healthy{{{label},service=\"{}\",container=\"{}\"}} {}",
             escape(&container.service),
-            escape(&container.name),
+            escape(&crate::redact::text(&container.name)),
             u8::from(container.is_well())
         );
     }
@@ -107,9 +110,9 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// A label's value, redacted (a container's name may come from a variable) and escaped.
+/// A label's value, escaped.
 fn escape(value: &str) -> String {
-    crate::redact::text(value)
+    value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
