@@ -26,7 +26,9 @@
 //!
 //! **What is too short to mask**: a value (or a line of a multi-line value) shorter than
 //! [`MIN_LEN`] bytes is not learned. `true`, `8080`, `debug` or `1.2.3` are everywhere in the
-//! text, and masking them would make every line unreadable; no credential is that short.
+//! text, and masking them would make every line unreadable; no credential is that short. A value
+//! of letters only (`health`, `production`) is masked where it stands as a word, not inside
+//! another word (`healthy`).
 //! Each value is masked as it is, as each of its lines (trimmed too), and as JSON and Rust's
 //! `{:?}` escape it (a quote or a newline in a value is written escaped in the state file,
 //! `--json` output and JSON logs). Overlapping values are masked as the union of their spans.
@@ -93,6 +95,8 @@ impl fmt::Display for Secret {
 pub struct Redactor {
     needles: BTreeSet<String>,
     matcher: Option<AhoCorasick>,
+    /// By the matcher's pattern id: whether the needle is a word (see [`is_word`]).
+    words: Vec<bool>,
 }
 
 impl Redactor {
@@ -100,6 +104,7 @@ impl Redactor {
         Redactor {
             needles: BTreeSet::new(),
             matcher: None,
+            words: Vec::new(),
         }
     }
 
@@ -114,6 +119,7 @@ impl Redactor {
         if new {
             // Every learned form is a plain string: building the automaton cannot fail.
             self.matcher = AhoCorasick::new(&self.needles).ok();
+            self.words = self.needles.iter().map(|n| is_word(n)).collect();
         }
     }
 
@@ -127,6 +133,7 @@ impl Redactor {
         // ends.
         let mut found: Vec<(usize, usize)> = matcher
             .find_overlapping_iter(text)
+            .filter(|m| !self.words[m.pattern()] || stands_alone(text, m.start(), m.end()))
             .map(|m| (m.start(), m.end()))
             .collect();
         if found.is_empty() {
@@ -150,6 +157,19 @@ impl Redactor {
         out.push_str(&text[at..]);
         Cow::Owned(out)
     }
+}
+
+/// Whether `needle` is a word, letters only (`health`, `production`): it is masked where it stands
+/// as a word, not inside another (`healthy`), where masking would garble the text for nothing.
+fn is_word(needle: &str) -> bool {
+    needle.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+/// Whether `text[start..end]` has no letter, digit or `_` right before or after it.
+fn stands_alone(text: &str, start: usize, end: usize) -> bool {
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    let bytes = text.as_bytes();
+    !bytes[..start].last().is_some_and(word) && !bytes.get(end).is_some_and(word)
 }
 
 /// The forms of `value` that text may hold: itself, each of its lines (and trimmed), and each of
@@ -301,17 +321,41 @@ mod tests {
         );
     }
 
+    /// A value of letters only is masked as a word, not inside another; any other value is
+    /// masked wherever it appears.
+    #[test]
+    fn words_are_masked_as_words() {
+        let r = redactor(&["health", "pw4f1e9c"]);
+        let cases = [
+            ("GET /health failed", "GET /<redacted> failed"),
+            ("health", "<redacted>"),
+            (
+                "web is healthy, db unhealthy",
+                "web is healthy, db unhealthy",
+            ),
+            (
+                "health_check health2 healthcheck",
+                "health_check health2 healthcheck",
+            ),
+            ("(health)", "(<redacted>)"),
+            ("xpw4f1e9cx", "x<redacted>x"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(r.redact(text), want, "{text:?}");
+        }
+    }
+
     #[test]
     fn overlapping_values_are_masked_as_their_union() {
-        let r = redactor(&["abcdef", "defghi", "cdefgh", "secret-long", "secret"]);
+        let r = redactor(&["ab1def", "def2hi", "secret-long-1", "long-1"]);
         let cases = [
             // The second value starts inside the first: nothing of either is left.
-            ("xx abcdefghi yy", "xx <redacted> yy"),
-            ("xx abcdefgh yy", "xx <redacted> yy"),
+            ("xx ab1def2hi yy", "xx <redacted> yy"),
             // One value inside another.
-            ("a secret-long b", "a <redacted> b"),
-            ("a secret b secret-longer", "a <redacted> b <redacted>er"),
-            ("defghiabcdef", "<redacted>"),
+            ("a secret-long-1 b", "a <redacted> b"),
+            ("a long-1 b secret-long-12", "a <redacted> b <redacted>2"),
+            // Side by side: one mask.
+            ("def2hiab1def", "<redacted>"),
         ];
         for (text, want) in cases {
             assert_eq!(r.redact(text), want, "{text:?}");
