@@ -74,8 +74,10 @@ impl Cli {
 
 /// The config as the daemon reads it: the files, then the launch template's overrides.
 fn load(path: &std::path::Path) -> Result<Settings> {
-    block_on(config::load_effective(path))?
-        .with_context(|| format!("invalid config {}", path.display()))
+    let settings = block_on(config::load_effective(path))?
+        .with_context(|| format!("invalid config {}", path.display()))?;
+    config::warn_ignored_tags(&settings);
+    Ok(settings)
 }
 
 /// Which layer (a file, `user data`, a tag) set each key of the config.
@@ -83,6 +85,12 @@ fn print_origins(settings: &Settings) {
     println!("config (where each value came from):");
     for (key, layer) in &settings.origins {
         println!("  {key}: {}", layer.display());
+    }
+    if !settings.ignored_tags.is_empty() {
+        println!("ignored (not applied):");
+        for ignored in &settings.ignored_tags {
+            println!("  {ignored}");
+        }
     }
 }
 

@@ -35,14 +35,51 @@ pub struct RawConfig {
     pub overrides: Option<RawOverrides>,
 }
 
-/// Which of the launch template's overrides the agent reads (both by default).
+/// Which of the launch template's overrides the agent reads: user data by default, tags only when
+/// the baked config turns them on.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOverrides {
     /// The `#kicky-agent` document of the user data.
     pub user_data: Option<bool>,
-    /// The instance's `kicky-agent:<key>` tags.
-    pub tags: Option<bool>,
+    /// The instance's `kicky-agent:<key>` tags: `false` (the default), `true` (the documented
+    /// allow-list), or a list of the keys they may set.
+    pub tags: Option<TagsChoice>,
+}
+
+/// `overrides.tags` as written: off, on with the default allow-list, or a list of keys
+/// (dotted, `*` for any list index, such as `env.parameters.*.name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagsChoice {
+    Switch(bool),
+    Keys(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for TagsChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TagsVisitor;
+        impl<'de> serde::de::Visitor<'de> for TagsVisitor {
+            type Value = TagsChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true`, `false` or a list of keys such as [watch.interval]")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<TagsChoice, E> {
+                Ok(TagsChoice::Switch(b))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TagsChoice, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = seq.next_element::<String>()? {
+                    super::overrides::check_tag_pattern(&key).map_err(serde::de::Error::custom)?;
+                    keys.push(key);
+                }
+                Ok(TagsChoice::Keys(keys))
+            }
+        }
+        d.deserialize_any(TagsVisitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -72,6 +72,7 @@ enum Report {
 pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
     let overrides = config::read_overrides(config_path, None).await?;
     let settings = config::load_with(config_path, &overrides)?;
+    config::warn_ignored_tags(&settings);
     let control = ControlServer::bind(&settings.control_socket)?;
     let mut hup = signal(SignalKind::hangup()).context("failed to catch SIGHUP")?;
     let watchdog = notify::watchdog_interval();
@@ -168,7 +169,11 @@ impl Shared {
             _ => config::read_overrides(path, None).await?,
         };
         *known = Some(fresh.clone());
-        config::load_with(path, &fresh)
+        let settings = config::load_with(path, &fresh)?;
+        if refresh {
+            config::warn_ignored_tags(&settings);
+        }
+        Ok(settings)
     }
 
     /// The config for a watch, with the overrides as known (no instance metadata read).
