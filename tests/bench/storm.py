@@ -438,7 +438,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
     if args.watch and args.watch_interval < WATCH_FLOOR_S:
-        # Every agent would exit 2 on its config, and the bench wait --bound for nothing.
+        # Every agent would exit 2 on its config, and the bench would wait --bound for nothing.
         parser.error(f"--watch-interval {args.watch_interval:g}: at least {WATCH_FLOOR_S} (the agent's floor)")
 
     moto_url = os.environ["KICKY_RIG_MOTO_URL"]
