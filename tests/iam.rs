@@ -185,7 +185,7 @@ async fn the_policy_is_sufficient_and_each_statement_necessary() {
         .expect("a versioned bucket");
     let config = format!(
         "project: orange\nworkdir: {{workdir}}\ncontrol_socket: {{scratch}}/control.sock\n\
-         aws:\n  endpoint_url: {}\n  s3_force_path_style: true\nlifecycle:\n  hook: off\nwatch:\n  interval: 1s\n\
+         aws:\n  endpoint_url: {}\n  s3_force_path_style: true\nlifecycle:\n  hook: off\nwatch:\n  interval: 5s\n\
          env:\n  parameters:\n    - name: /app/env\n      format: dotenv\n    - path: /app/vars/\n\
          \x20   - name: /app/SINGLE\n    - secret: app/db\n    - secret: app/pinned\n      version_stage: AWSPREVIOUS\n      format: value\n      key: PINNED\n\
          files:\n  - source: s3://{bucket}/compose.yml\n    path: compose.yml\n\
