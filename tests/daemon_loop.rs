@@ -451,3 +451,171 @@ async fn a_release_marker_is_the_only_thing_each_watch_asks_for() {
     );
     assert!(log_of(&s).contains("changed: parameter"), "{}", log_of(&s));
 }
+
+/// A directory anyone may create files in, as /tmp (mode 1777): where another user can bind a
+/// socket at a path the config names.
+fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("kt-shared")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// Debian's python3 run as nobody (uid and gid 65534, no groups) by `setpriv`, with `code` and
+/// `arg`; stopped by its PID when dropped. Its stdout is read line by line.
+struct Nobody {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Nobody {
+    fn run(code: &str, arg: &std::path::Path) -> Nobody {
+        let mut child = std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-c",
+                code,
+            ])
+            .arg(arg)
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("setpriv and /usr/bin/python3");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Nobody { child, stdout }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).unwrap();
+        line
+    }
+}
+
+impl Drop for Nobody {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A socket at `argv[1]` that answers what a daemon would, "converged" (forged), after
+/// printing what it was asked.
+const FORGER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        got = c.recv(256)
+    except OSError:
+        got = b"?"
+    print("received", repr(got), flush=True)
+    try:
+        c.sendall(b"progress: pulling 0 images\nresult: 0 converged and healthy (forged)\n")
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// A control client: asks the socket at `argv[1]` for a resync and prints the answer.
+const CLIENT: &str = r#"
+import socket, sys
+c = socket.socket(socket.AF_UNIX)
+c.connect(sys.argv[1])
+c.sendall(b"resync\n")
+print(c.makefile().read(), end="", flush=True)
+"#;
+
+/// A socket at the control path served by another user (a leftover path in a world-writable
+/// directory, a configured path someone else bound first) cannot make `resync` print a forged
+/// "converged" and exit 0: `resync` checks who serves the socket (SO_PEERCRED) before it sends or
+/// reads a word, and refuses anyone but root.
+#[tokio::test(flavor = "multi_thread")]
+async fn resync_believes_no_daemon_but_root() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let shared = shared_dir();
+    let socket = shared.path().join("control.sock");
+    s.config(
+        &rig,
+        &format!(
+            "project: orange\nworkdir: {{workdir}}\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
+            socket.display()
+        ),
+    );
+    let mut forged = Nobody::run(FORGER, &socket);
+    assert_eq!(forged.line(), "listening\n");
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "10s"]));
+    run.expect(1);
+    assert!(!run.all().contains("forged"), "{}", run.all());
+    assert!(!run.all().contains("pulling"), "{}", run.all());
+    assert!(
+        run.stderr.contains("uid 65534") && run.stderr.contains("not root"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&socket.display().to_string()),
+        "{}",
+        run.stderr
+    );
+    // Nothing was asked: the forger saw the connection close without a request.
+    assert_eq!(forged.line(), "received b''\n");
+    assert!(!s.workdir().join(".env").exists(), "it synced anyway");
+}
+
+/// The daemon serves only root: a client of another user that reaches the socket (mode changed
+/// by hand, an ACL) is answered "refused", and no resync is run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_serves_no_client_but_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let shared = shared_dir();
+    let socket = shared.path().join("control.sock");
+    let prefix = common::unique_prefix("peer");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "peer-secret-5b5b",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(&rig, &one_parameter(&rig.moto_url, &prefix, "0s", &socket));
+    let (_daemon, notify) = start(&s, &rig.imds_url);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let answer = tokio::task::block_in_place(|| {
+        let mut nobody = Nobody::run(CLIENT, &socket);
+        let answer = nobody.line();
+        let _ = nobody.child.wait();
+        answer
+    });
+    assert_eq!(
+        answer,
+        "result: 1 refused: only root may ask this daemon for a resync\n"
+    );
+    let log = log_of(&s);
+    assert!(
+        log.contains("refused a client running as uid 65534"),
+        "{log}"
+    );
+    assert!(!log.contains("resync requested"), "{log}");
+    assert!(!log.contains("peer-secret-5b5b"));
+    // Root's own resync is served as before.
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "60s"]));
+    run.expect(0);
+    run.assert_free_of(&["peer-secret-5b5b"]);
+}
