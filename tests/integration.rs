@@ -6,6 +6,7 @@
 mod common;
 
 mod access;
+mod bucket_owner;
 mod compose_keys;
 mod compose_parity;
 mod compose_render;

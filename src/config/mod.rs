@@ -93,6 +93,8 @@ pub struct Settings {
     /// The release marker: each watch HEADs only this object, and looks at every source when its
     /// ETag changed or `watch_full_every` passed.
     pub watch_marker: Option<S3Uri>,
+    /// The AWS account that must own the marker's bucket (`None`: the instance's).
+    pub watch_marker_owner: Option<String>,
     pub watch_full_every: std::time::Duration,
     /// How long a failed release is held before the daemon tries it again by itself (doubled
     /// for each failed try, a day at most).
@@ -167,6 +169,8 @@ pub struct FileSettings {
     pub mode: u32,
     pub owner: Option<String>,
     pub group: Option<String>,
+    /// The AWS account that must own the bucket (`None`: the instance's).
+    pub expected_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -611,6 +615,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
         },
         watch_apply: watch.apply.unwrap_or(WatchApply::Auto),
         watch_marker: watch.marker,
+        watch_marker_owner: watch.marker_expected_owner.map(|a| a.into_string()),
         watch_full_every: check.at_least(
             "watch.full_every",
             watch.full_every,
@@ -746,6 +751,7 @@ impl Check<'_> {
                 mode: file.mode.map_or(defaults::FILE_MODE, |m| m.0),
                 owner: file.owner.map(|o| o.as_str().to_string()),
                 group: file.group.map(|g| g.as_str().to_string()),
+                expected_owner: file.expected_owner.map(|a| a.into_string()),
             });
         }
         files

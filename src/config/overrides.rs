@@ -50,6 +50,7 @@ pub const NEVER_BY_TAG: &[&str] = &[
     "registries",
     "lifecycle.hook",
     "watch.marker",
+    "watch.marker_expected_owner",
     "overrides",
 ];
 
@@ -545,6 +546,7 @@ echo hello\r\n\
             ("watch.interval", false, true),
             ("watch.apply", false, true),
             ("watch.marker", true, true),
+            ("watch.marker_expected_owner", true, true),
             ("watch", true, true),
             ("compose.pull", true, false),
             ("compose", true, true),

@@ -5,8 +5,9 @@
 use serde::Deserialize;
 
 use super::types::{
-    AbsolutePath, Account, DurationText, EndpointUrl, EnvKey, FileMode, FilePath, ParamName,
-    ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, SecretId, VersionId, VersionStage,
+    AbsolutePath, Account, AwsAccountId, DurationText, EndpointUrl, EnvKey, FileMode, FilePath,
+    ParamName, ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, SecretId, VersionId,
+    VersionStage,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +173,8 @@ pub struct RawWatch {
     /// One S3 object whose ETag changes with every release: each watch asks only for it (a full
     /// check when it changed, and at least every `full_every`).
     pub marker: Option<S3Uri>,
+    /// The AWS account that must own the marker's bucket (default: the instance's).
+    pub marker_expected_owner: Option<AwsAccountId>,
     pub full_every: Option<DurationText>,
 }
 
@@ -265,6 +268,8 @@ pub struct RawFile {
     pub mode: Option<FileMode>,
     pub owner: Option<Account>,
     pub group: Option<Account>,
+    /// The AWS account that must own the bucket (default: the instance's).
+    pub expected_owner: Option<AwsAccountId>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -411,6 +411,27 @@ impl fmt::Display for S3Uri {
 }
 deserialize_via_parse!(S3Uri);
 
+/// An AWS account id: exactly 12 digits (the expected owner of a bucket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsAccountId(String);
+
+impl AwsAccountId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.len() == 12 && s.chars().all(|c| c.is_ascii_digit()) {
+            Ok(AwsAccountId(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not an AWS account id (12 digits; quote it in YAML: \"012345678901\")"
+            ))
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+deserialize_via_parse!(AwsAccountId);
+
 /// A user or group: a name as `useradd` accepts it, or a numeric id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account(String);
@@ -568,6 +589,21 @@ mod tests {
         }
         for bad in ["", "Root", "a b", "-x", "../x"] {
             assert!(Account::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn aws_account_ids_are_twelve_digits() {
+        assert!(AwsAccountId::parse("012345678901").is_ok());
+        for bad in [
+            "",
+            "12345678901",
+            "1234567890123",
+            "12345678901a",
+            " 123456789012",
+            "*",
+        ] {
+            assert!(AwsAccountId::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -596,7 +596,13 @@ async fn watch_once(
     let marker = match &settings.watch_marker {
         Some(uri) => {
             use crate::aws::s3::ObjectStore;
-            let etag = clients.s3.head(uri, None).await?.etag.unwrap_or_default();
+            let owner = settings.watch_marker_owner.as_deref();
+            let etag = clients
+                .s3
+                .head(uri, owner, None)
+                .await?
+                .etag
+                .unwrap_or_default();
             let now = tokio::time::Instant::now();
             let seen = shared.marker.lock().await.clone();
             if !watch::full_check_due(seen.as_ref(), &etag, now, settings.watch_full_every) {

@@ -119,6 +119,7 @@ async fn stage(
     };
     let request = ObjectRequest {
         uri: &file.source,
+        owner: file.expected_owner.as_deref(),
         version_id: file.version_id.as_deref(),
         if_none_match,
     };
@@ -211,7 +212,13 @@ pub async fn plan(
     file: &FileSettings,
     previous: Option<&FileRecord>,
 ) -> Result<(Change, ObjectMeta)> {
-    let meta = store.head(&file.source, file.version_id.as_deref()).await?;
+    let meta = store
+        .head(
+            &file.source,
+            file.expected_owner.as_deref(),
+            file.version_id.as_deref(),
+        )
+        .await?;
     let change = change_of(file, previous, &meta)?;
     Ok((change, meta))
 }
@@ -383,7 +390,7 @@ mod tests {
             sink.write_all(self.body)?;
             Ok(Fetched::Written(self.meta.clone()))
         }
-        async fn head(&self, _: &S3Uri, _: Option<&str>) -> Result<ObjectMeta> {
+        async fn head(&self, _: &S3Uri, _: Option<&str>, _: Option<&str>) -> Result<ObjectMeta> {
             Ok(self.meta.clone())
         }
     }
@@ -396,6 +403,7 @@ mod tests {
             mode: 0o644,
             owner: None,
             group: None,
+            expected_owner: None,
         }
     }
 

@@ -4,10 +4,13 @@
 
 #![allow(dead_code)]
 
+pub mod asg;
 pub mod docker_proxy;
+pub mod iam_eval;
 pub mod imds;
 pub mod moto;
 pub mod proxy;
+pub mod recorder;
 pub mod stack;
 pub mod systemd;
 
