@@ -17,6 +17,7 @@ mod env_file;
 mod fleet;
 mod iam;
 mod lifecycle;
+mod managed_files;
 mod overrides;
 mod packaging;
 mod retries;
