@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::ParameterType;
 use common::stack::{docker, Stack};
-use common::{Rig, Run, Scratch};
+use common::{files_under, Rig, Run, Scratch};
 
 /// Runs the agent with `args`, killed (by its PID) if it has not ended within `bound`: a run that
 /// hangs fails the test instead of hanging it.
@@ -72,30 +72,6 @@ fn anywhere_under(dir: &Path, value: &str) -> Option<PathBuf> {
     None
 }
 
-/// A compose project whose env file is `env_file` (relative to the workdir); `extra` is added to
-/// the config (top-level keys).
-fn project_config(stack: &Stack, rig: &Rig, env_file: &str, compose: &str, extra: &str) {
-    let work = stack.scratch.workdir();
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(
-        work.join("docker-compose.yml"),
-        compose.replace("{registry}", &stack.registry),
-    )
-    .unwrap();
-    let p = &stack.project;
-    stack.scratch.config(
-        rig,
-        &format!(
-            "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n  s3_force_path_style: true\n\
-             env:\n  file: {env_file}\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n\
-             compose:\n  file: docker-compose.yml\n  pull: missing\n  healthy_timeout: 30s\n\
-             registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n\
-             lifecycle:\n  hook: off\n{extra}",
-            stack.registry
-        ),
-    );
-}
-
 /// The env file's directory is bind-mounted writable into a container, and a release failed (it
 /// is held). The container puts a link to a host file (another project's env file, 0600) where
 /// the env file was; the daemon restarts. Its first sync serves the last good release from disk:
@@ -110,10 +86,10 @@ async fn a_link_in_the_env_files_place_never_carries_a_host_file_to_a_container(
     let compose = "services:\n  web:\n    image: {registry}/tester/web:1\n    volumes:\n      - ./conf:/conf\n\
                    \x20   healthcheck:\n      test: [CMD, wget, -q, -O, /dev/null, 'http://127.0.0.1:8080/${HEALTH_PATH}']\n      interval: 1s\n      retries: 2\n";
     let extra = format!(
-        "watch:\n  interval: 1h\ncontrol_socket: {}\n",
+        "watch:\n  interval: 1h\ncontrol_socket: {}\nlifecycle:\n  hook: off\n",
         stack.scratch.path("run/control.sock").display()
     );
-    project_config(&stack, &rig, "conf/.env", compose, &extra);
+    stack.compose_with_env_file(&rig, compose, Some("conf/.env"), &extra);
     let (run, stack, rig) = stack.sync(rig).await;
     run.expect(0);
     // The broken release: rolled back, and held from now on.
@@ -200,9 +176,9 @@ async fn a_directory_swapped_for_a_link_redirects_no_read_or_write() {
     let compose =
         "services:\n  web:\n    image: {registry}/tester/web:1\n    volumes:\n      - ./conf:/conf\n";
     let extra = format!(
-        "files:\n  - source: s3://{bucket}/app.yml\n    path: conf/app.yml\n    mode: \"0644\"\n"
+        "files:\n  - source: s3://{bucket}/app.yml\n    path: conf/app.yml\n    mode: \"0644\"\nlifecycle:\n  hook: off\n"
     );
-    project_config(&stack, &rig, "conf/sub/.env", compose, &extra);
+    stack.compose_with_env_file(&rig, compose, Some("conf/sub/.env"), &extra);
     let (run, stack, rig) = stack.sync(rig).await;
     run.expect(0);
 
@@ -314,27 +290,23 @@ async fn a_fifo_in_a_managed_files_place_never_hangs_a_sync() {
     });
 }
 
-/// `compose.secrets_dir` set to the workdir's parent (an operator who keeps the workdir on a
-/// tmpfs): the prune of old secret files would empty the workdir. `validate` and `sync` refuse it
-/// (exit 2, naming the file, line and key) and nothing is deleted.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_secrets_dir_over_the_workdir_is_refused_and_deletes_nothing() {
-    let rig = Rig::get();
-    let stack = Stack::new(&rig, "overlap").await;
-    let p = stack.project.clone();
-    stack.env(&rig, "GREETING=hello\n").await;
-    rig.put(
-        &format!("/kt/{p}/DB_PASSWORD"),
-        "s3cr3t-ov-1",
-        ParameterType::SecureString,
-    )
-    .await;
-    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
-    let work = shm.path().join(&p);
-    std::fs::create_dir_all(work.join("data")).unwrap();
-    std::fs::write(work.join("data/db.bin"), "the application's data").unwrap();
+/// A project in `workdir` whose service `web` mounts `./data` and the secret `db_password` (the
+/// parameter `/kt/<project>/DB_PASSWORD`, set to `value`, `env_file: false`), with its secret files
+/// in `secrets_dir` (line 14 of the config); the config's path.
+async fn secret_project(
+    stack: &Stack,
+    rig: &Rig,
+    workdir: &Path,
+    secrets_dir: &Path,
+    value: &str,
+) -> PathBuf {
+    let p = &stack.project;
+    stack.env(rig, "GREETING=hello\n").await;
+    let secret = format!("/kt/{p}/DB_PASSWORD");
+    rig.put(&secret, value, ParameterType::SecureString).await;
+    std::fs::create_dir_all(workdir).unwrap();
     std::fs::write(
-        work.join("docker-compose.yml"),
+        workdir.join("docker-compose.yml"),
         format!(
             "services:\n  web:\n    image: {}/tester/web:1\n    volumes: ['./data:/data']\n    secrets: [db_password]\n\
              secrets:\n  db_password:\n    environment: DB_PASSWORD\n",
@@ -342,19 +314,33 @@ async fn a_secrets_dir_over_the_workdir_is_refused_and_deletes_nothing() {
         ),
     )
     .unwrap();
-    let config = stack.scratch.config(
-        &rig,
+    stack.scratch.config(
+        rig,
         &format!(
             "project: {p}\nworkdir: {}\naws:\n  endpoint_url: {{moto}}\n\
-             env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n    - name: /kt/{p}/DB_PASSWORD\n      env_file: false\n\
+             env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n    - name: {secret}\n      env_file: false\n\
              compose:\n  pull: missing\n  healthy_timeout: 30s\n  secrets_dir: {}\n\
              registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n\
              lifecycle:\n  hook: off\n",
-            work.display(),
-            shm.path().display(),
+            workdir.display(),
+            secrets_dir.display(),
             stack.registry
         ),
-    );
+    )
+}
+
+/// `compose.secrets_dir` set to the workdir's parent (an operator who keeps the workdir on a
+/// tmpfs): the prune of old secret files would empty the workdir. `validate` and `sync` refuse it
+/// (exit 2, naming the file, line and key) and nothing is deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secrets_dir_over_the_workdir_is_refused_and_deletes_nothing() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "overlap").await;
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
+    let work = shm.path().join(&stack.project);
+    std::fs::create_dir_all(work.join("data")).unwrap();
+    std::fs::write(work.join("data/db.bin"), "the application's data").unwrap();
+    let config = secret_project(&stack, &rig, &work, shm.path(), "s3cr3t-ov-1").await;
     let before = files_under(&work);
     for args in [&["validate"][..], &["sync"]] {
         let run = tokio::task::block_in_place(|| stack.scratch.agent(&rig, args));
@@ -383,34 +369,10 @@ async fn the_secret_prune_removes_only_what_the_agent_made() {
     let rig = Rig::get();
     let stack = Stack::new(&rig, "prune").await;
     let p = stack.project.clone();
-    stack.env(&rig, "GREETING=hello\n").await;
     let secret = format!("/kt/{p}/DB_PASSWORD");
-    rig.put(&secret, "s3cr3t-pr-1", ParameterType::SecureString)
-        .await;
     let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
-    let s = &stack.scratch;
-    std::fs::create_dir_all(s.workdir()).unwrap();
-    std::fs::write(
-        s.workdir().join("docker-compose.yml"),
-        format!(
-            "services:\n  web:\n    image: {}/tester/web:1\n    secrets: [db_password]\n\
-             secrets:\n  db_password:\n    environment: DB_PASSWORD\n",
-            stack.registry
-        ),
-    )
-    .unwrap();
-    s.config(
-        &rig,
-        &format!(
-            "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
-             env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n    - name: {secret}\n      env_file: false\n\
-             compose:\n  pull: missing\n  healthy_timeout: 30s\n  secrets_dir: {}\n\
-             registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n\
-             lifecycle:\n  hook: off\n",
-            shm.path().display(),
-            stack.registry
-        ),
-    );
+    let work = stack.scratch.workdir();
+    secret_project(&stack, &rig, &work, shm.path(), "s3cr3t-pr-1").await;
     // Someone else's directory where the project's secret files go: root's, 0700, on the tmpfs.
     let dir = shm.path().join(&p);
     let foreign = [
@@ -467,17 +429,4 @@ async fn the_secret_prune_removes_only_what_the_agent_made() {
     assert!(!now.contains(old[0]), "the old secret file went: {now:?}");
     assert!(now.contains(&dir.join("web/notes.txt")) && now.contains(&dir.join("README")));
     drop(stack);
-}
-
-fn files_under(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
-    let mut found = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.insert(path);
-        }
-    }
-    found
 }

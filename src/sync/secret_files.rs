@@ -161,24 +161,14 @@ fn content_of(
             ))
         }),
         SecretSource::File(path) => {
-            let file = atomic::open_regular(path)
-                .with_context(|| format!("secret {name}: failed to open {}", path.display()))?
+            let text = atomic::read_text(path, MAX_BYTES)
+                .with_context(|| format!("secret {name}"))?
                 .ok_or_else(|| {
                     input_error(format!(
                         "secret {name}: file {} does not exist or is not a regular file",
                         path.display()
                     ))
                 })?;
-            let mut text = String::new();
-            file.take(MAX_BYTES + 1)
-                .read_to_string(&mut text)
-                .with_context(|| format!("secret {name}: failed to read {}", path.display()))?;
-            if text.len() as u64 > MAX_BYTES {
-                return Err(input_error(format!(
-                    "secret {name}: file {} is larger than 1 MiB",
-                    path.display()
-                )));
-            }
             Ok(Secret::new(text))
         }
     }
