@@ -109,10 +109,6 @@ impl Dir {
         }))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The regular file `name` in this directory, opened to read; `None` when there is none, or
     /// something else in its place (a link, a FIFO, a device, a directory).
     pub fn open_file(&self, name: &OsStr) -> io::Result<Option<File>> {

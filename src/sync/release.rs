@@ -78,12 +78,10 @@ impl Snapshot {
             match saved {
                 Some(saved) => {
                     let mut file = AtomicFile::create(target, saved.mode)?;
+                    let kept = || format!("failed to read the kept copy of {}", target.display());
                     let mut copy = crate::atomic::open_regular(&saved.copy)
-                        .transpose()
-                        .unwrap_or_else(|| Err(io::ErrorKind::NotFound.into()))
-                        .with_context(|| {
-                            format!("failed to read the kept copy of {}", target.display())
-                        })?;
+                        .with_context(kept)?
+                        .with_context(kept)?;
                     io::copy(&mut copy, file.file())
                         .with_context(|| format!("failed to restore {}", target.display()))?;
                     std::os::unix::fs::fchown(file.file(), Some(saved.uid), Some(saved.gid))

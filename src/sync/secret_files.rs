@@ -306,7 +306,7 @@ fn own_dir(dir: &Path) -> Result<()> {
 
 /// Removes the project's secret files that are not in `keep` (and service directories left
 /// empty), only from a directory the agent made ([`MARKER`], its own user, 0700, on a tmpfs), and
-/// only files named as the agent names them ([`is_secret_file_name`]): never a file it did not
+/// only files named as the agent names them (`<name>.<16 hex digits>`): never a file it did not
 /// write, never a directory's content recursively, never through a link.
 pub fn prune(dir: &Path, keep: &BTreeSet<PathBuf>) {
     if let Err(err) = prune_own(dir, keep) {
@@ -358,7 +358,7 @@ fn prune_own(dir: &Path, keep: &BTreeSet<PathBuf>) -> Result<()> {
 /// Whether `name` is one the agent gives a secret file: `<name>.<16 hex digits>` (see
 /// [`keyed_id`]), or the temp file of one (`.<that>.<6 letters or digits>.tmp`, left by a sync
 /// killed while writing it).
-pub fn is_secret_file_name(name: &OsStr) -> bool {
+fn is_secret_file_name(name: &OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
