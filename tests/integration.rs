@@ -18,6 +18,7 @@ mod env_file;
 mod fleet;
 mod iam;
 mod lifecycle;
+mod managed_files;
 mod overrides;
 mod packaging;
 mod retries;

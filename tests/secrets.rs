@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::stack::Stack;
-use common::Rig;
+use common::{files_under, Rig};
 
 /// Every command, at the highest verbosity, on a compose project whose containers hold the
 /// secrets in their environment: no value anywhere in the output.
@@ -667,19 +667,6 @@ async fn compose_secrets_are_files_on_a_tmpfs_and_nowhere_else() {
         "s3cr3t-db-2"
     );
     drop(stack);
-}
-
-fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
-    let mut found = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.insert(path);
-        }
-    }
-    found
 }
 
 fn assert_nowhere_under(dir: &std::path::Path, value: &str) {

@@ -591,7 +591,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
     let lifecycle = check.lifecycle(raw.lifecycle.unwrap_or_default());
     let watch = raw.watch.unwrap_or_default();
     let or = |value: Option<types::DurationText>, default| value.map_or(default, |d| d.0);
-    Settings {
+    let settings = Settings {
         project,
         workdir,
         aws: AwsSettings {
@@ -649,7 +649,9 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
         ),
         ignored_tags: Vec::new(),
         target_state: None,
-    }
+    };
+    check.secrets_dir(&settings);
+    settings
 }
 
 /// The merged config's sections checked one by one, each problem noted with its file and line.
@@ -711,6 +713,16 @@ impl Check<'_> {
         let file = env
             .file
             .map_or_else(|| PathBuf::from(defaults::ENV_FILE), |f| f.into_path());
+        if file
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            let message = format!(
+                "{} contains `..`: name the env file's path without it",
+                file.display()
+            );
+            self.problem("env.file", message);
+        }
         EnvSettings {
             path: workdir.join(file),
             mode: env.mode.map_or(defaults::ENV_MODE, |m| m.0),
@@ -779,6 +791,35 @@ impl Check<'_> {
             secrets_dir: c
                 .secrets_dir
                 .map_or_else(|| PathBuf::from(defaults::SECRETS_DIR), |d| d.into_path()),
+        }
+    }
+
+    /// The compose file's secrets directory, where the agent removes files, overlaps no other
+    /// place it writes (see [`confine::secrets_dir_clash`]).
+    fn secrets_dir(&mut self, s: &Settings) {
+        let Some(compose) = &s.compose else {
+            return;
+        };
+        let dir_of = |what, path: &Path| path.parent().map(|dir| (what, dir.to_path_buf()));
+        let mut places = vec![
+            ("the workdir", s.workdir.clone()),
+            ("state_dir", s.state_dir.clone()),
+        ];
+        places.extend(
+            s.env
+                .as_ref()
+                .and_then(|e| dir_of("the env file's directory", &e.path)),
+        );
+        places.extend(
+            s.files
+                .iter()
+                .filter_map(|f| dir_of("a file's directory", &f.path)),
+        );
+        places.extend(dir_of("the compose file's directory", &compose.file));
+        let metrics = s.metrics_textfile.as_deref();
+        places.extend(metrics.and_then(|p| dir_of("the metrics textfile's directory", p)));
+        if let Some(why) = confine::secrets_dir_clash(&compose.secrets_dir, &places) {
+            self.problem("compose.secrets_dir", why);
         }
     }
 

@@ -154,6 +154,69 @@ fn errors_in_a_fragment_name_the_fragment() {
     assert!(msg.contains("unknown field `endpoint`"), "{msg}");
 }
 
+/// Where the agent writes and removes files: `env.file` without `..`, and a secrets directory
+/// that overlaps no other place it writes, each refused naming the file, line and key.
+#[test]
+fn paths_the_agent_would_overreach_with_are_refused() {
+    let cases = [
+        (
+            "project: orange\nenv:\n  file: ../etc/.env\n  parameters: [{name: /a}]\n",
+            ":3:",
+            "env.file",
+            "contains `..`",
+        ),
+        (
+            "project: orange\nworkdir: /srv/orange\ncompose:\n  secrets_dir: /srv\n",
+            ":4:",
+            "compose.secrets_dir",
+            "overlaps the workdir /srv/orange",
+        ),
+        (
+            "project: orange\nworkdir: /srv/orange\ncompose:\n  secrets_dir: /srv/orange/secrets\n",
+            ":4:",
+            "compose.secrets_dir",
+            "overlaps the workdir /srv/orange",
+        ),
+        (
+            "project: orange\nstate_dir: /run/kicky-agent\ncompose:\n  file: /srv/orange/docker-compose.yml\n",
+            "agent.yaml",
+            "compose.secrets_dir",
+            "overlaps state_dir /run/kicky-agent",
+        ),
+        (
+            "project: orange\nfiles_allowed_dirs: [/run]\nfiles:\n  - source: s3://bucket-a/a.conf\n    path: /run/a.conf\ncompose:\n  secrets_dir: /run/orange-secrets\n",
+            ":7:",
+            "compose.secrets_dir",
+            "overlaps a file's directory /run",
+        ),
+        (
+            "project: orange\nmetrics:\n  textfile: /run/kicky-agent/secrets/orange.prom\ncompose: {}\n",
+            "agent.yaml",
+            "compose.secrets_dir",
+            "overlaps the metrics textfile's directory",
+        ),
+    ];
+    for (text, at, key, needle) in cases {
+        let dir = Dir::new();
+        dir.write("agent.yaml", text);
+        let (msg, code) = error_of(&dir.main());
+        assert_eq!(code, 2, "{text}");
+        assert!(
+            msg.contains(at) && msg.contains(key) && msg.contains(needle),
+            "{text}: {msg}"
+        );
+    }
+    // The defaults overlap nothing; nor does a secrets directory beside the workdir.
+    for text in [
+        "project: orange\ncompose: {}\n",
+        "project: orange\nworkdir: /srv/orange\ncompose:\n  secrets_dir: /srv/orange-secrets\n",
+    ] {
+        let dir = Dir::new();
+        dir.write("agent.yaml", text);
+        load(&dir.main()).unwrap_or_else(|e| panic!("{text}: {e:#}"));
+    }
+}
+
 #[test]
 fn wrong_types_and_impossible_values() {
     let cases = [

@@ -90,7 +90,8 @@ impl FilePath {
 deserialize_via_parse!(FilePath);
 
 /// A file mode, written as an octal string ("0600"; an unquoted `0600` reads as that string too).
-/// A YAML number (`600`, `0o600`) is refused rather than guessed at.
+/// A YAML number (`600`, `0o600`) is refused rather than guessed at, and so are the setuid, setgid
+/// and sticky bits: a file the agent writes as root must never run as root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMode(pub u32);
 
@@ -98,9 +99,13 @@ impl FileMode {
     pub fn parse(s: &str) -> Result<Self, String> {
         let digits = s.strip_prefix("0o").unwrap_or(s);
         match u32::from_str_radix(digits, 8) {
-            Ok(mode) if !digits.is_empty() && digits.len() <= 4 && mode <= 0o7777 => {
+            Ok(mode) if !digits.is_empty() && digits.len() <= 4 && mode <= 0o777 => {
                 Ok(FileMode(mode))
             }
+            Ok(mode) if !digits.is_empty() && digits.len() <= 4 && mode <= 0o7777 => Err(format!(
+                "file mode {s:?} sets the setuid, setgid or sticky bit: refused (a file the agent writes as root would run as root); use permission bits only, such as \"{:04o}\"",
+                mode & 0o777
+            )),
             _ => Err(format!(
                 "invalid file mode {s:?}: expected an octal string such as \"0600\""
             )),
@@ -623,6 +628,25 @@ mod tests {
         assert_eq!(FileMode::parse("0o640"), Ok(FileMode(0o640)));
         for bad in ["", "0800", "rw-r--r--", "17777", "-1"] {
             assert!(FileMode::parse(bad).is_err(), "{bad}");
+        }
+        // Permission bits only: setuid, setgid and sticky are refused, saying which mode to use.
+        let cases = [
+            ("0777", Some(0o777)),
+            ("0000", Some(0)),
+            ("4755", None),
+            ("2750", None),
+            ("1777", None),
+            ("0o4644", None),
+            ("7777", None),
+        ];
+        for (text, want) in cases {
+            match (FileMode::parse(text), want) {
+                (Ok(mode), Some(want)) => assert_eq!(mode.0, want, "{text}"),
+                (Err(why), None) => {
+                    assert!(why.contains("setuid, setgid or sticky"), "{text}: {why}")
+                }
+                (got, _) => panic!("{text}: {got:?}"),
+            }
         }
     }
 

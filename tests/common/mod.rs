@@ -454,6 +454,20 @@ pub fn python_dotenv(rig: &Rig, path: &Path) -> HashMap<String, String> {
     serde_json::from_slice(&out.stdout).expect("python-dotenv json")
 }
 
+/// Every file under `dir` (a link counts as a file, never followed).
+pub fn files_under(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.insert(path);
+        }
+    }
+    found
+}
+
 pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
