@@ -1,7 +1,8 @@
-# The AMI: Debian 12 with Docker and the kicky-agent .deb, its unit enabled (not started: the
-# image has no application; each instance's first boot starts it). Written for Packer 1.6 (Debian
-# 12's `packer`, whose amazon-ebs builder is built in and validates offline); newer Packer needs a
-# `packer { required_plugins { amazon = ... } }` block and `packer init` first.
+# The AMI: Debian 12 with Docker, the SSM Agent and the kicky-agent .deb, its units enabled (not
+# started: the image has no application; each instance's first boot starts it). Written for
+# Packer 1.6 (Debian 12's `packer`, whose amazon-ebs builder is built in and validates offline);
+# newer Packer needs a `packer { required_plugins { amazon = ... } }` block and `packer init`
+# first.
 #
 #   cargo deb                                  # target/debian/kicky-agent_<version>_amd64.deb
 #   packer build -var deb_path=target/debian/kicky-agent_0.1.0-1_amd64.deb \
@@ -78,8 +79,17 @@ build {
     inline = [
       "set -eux",
       "sudo apt-get update -q",
-      "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io amazon-ecr-credential-helper /tmp/kicky-agent.deb",
+      "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl docker.io amazon-ecr-credential-helper /tmp/kicky-agent.deb",
       "sudo systemctl enable docker.service",
+      # kicky-agent-imds-guard (from the .deb) runs before Docker: only the kicky-imds network's
+      # containers reach instance metadata.
+      "systemctl is-enabled kicky-agent-imds-guard.service",
+      # Debian's AMI has no SSM Agent; Run Command (the kicky-agent-resync document) needs it.
+      # From AWS's bucket in the build's region, as the Systems Manager user guide installs it
+      # on Debian; the stack's role grants it its own needs only (ami/cloudformation.yaml).
+      "curl -fsSL -o /tmp/amazon-ssm-agent.deb https://amazon-ssm-${var.region}.s3.${var.region}.amazonaws.com/latest/debian_amd64/amazon-ssm-agent.deb",
+      "sudo dpkg -i /tmp/amazon-ssm-agent.deb",
+      "rm /tmp/amazon-ssm-agent.deb",
       # Enabled, not started: the builder instance runs no application.
       "systemctl is-enabled kicky-agent.service",
       "test \"$(systemctl is-active kicky-agent.service || true)\" != active",

@@ -116,7 +116,10 @@ async fn access_denials_name_the_parameter_or_object_and_change_nothing() {
         ];
         s.agent_with(&rig, &["-vvv", "sync"], &env)
     };
-    let allowed = "files:\n  - source: s3://BUCKET/allowed/a.yml\n    path: a.yml\n";
+    // Instance metadata is off here: the account that owns the bucket is named.
+    let owner = "    expected_owner: \"123456789012\"\n";
+    let allowed =
+        format!("files:\n  - source: s3://BUCKET/allowed/a.yml\n    path: a.yml\n{owner}");
     let allowed = allowed.replace("BUCKET", bucket);
     tokio::task::block_in_place(|| run(&allowed)).expect(0);
     let a_before = std::fs::read(s.workdir().join("a.yml")).unwrap();
@@ -134,7 +137,8 @@ async fn access_denials_name_the_parameter_or_object_and_change_nothing() {
     assert!(!s.workdir().join(".env").exists());
     assert_eq!(std::fs::read(s.workdir().join("a.yml")).unwrap(), a_before);
 
-    let files = format!("{allowed}  - source: s3://{bucket}/denied/b.yml\n    path: b.yml\n");
+    let files =
+        format!("{allowed}  - source: s3://{bucket}/denied/b.yml\n    path: b.yml\n{owner}");
     let denied = tokio::task::block_in_place(|| run(&files));
     denied.expect(1);
     assert!(

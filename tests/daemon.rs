@@ -99,7 +99,7 @@ async fn the_daemon_under_systemd() {
              env:\n  parameters:\n    - name: /kt/{project}/env\n      format: dotenv\n\
              compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n\
              registries:\n  - server: {registry}\n    username: tester\n    password: {{ parameter: /kt/{project}/registry }}\n\
-             watch:\n  interval: 2s\n  apply: auto\n\
+             watch:\n  interval: 5s\n  apply: auto\n\
              control_socket: {}\nmetrics:\n  textfile: {}\n",
             socket.display(),
             s.path("metrics/kicky-agent.prom").display()
@@ -355,7 +355,7 @@ async fn watch_report_only_reports() {
         &rig,
         &format!(
             "project: orange\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\nenv:\n  parameters:\n    - name: {prefix}/TOKEN\n\
-             watch:\n  interval: 1s\n  apply: report\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
+             watch:\n  interval: 5s\n  apply: report\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
             s.path("run/control.sock").display()
         ),
     );

@@ -56,6 +56,11 @@ fn log_of(s: &Scratch) -> String {
     std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default()
 }
 
+/// How many lines of the daemon's log say `what`.
+fn logged(s: &Scratch, what: &str) -> usize {
+    log_of(s).matches(what).count()
+}
+
 fn metric(s: &Scratch, series: &str) -> Option<f64> {
     let text = std::fs::read_to_string(s.path("metrics.prom")).ok()?;
     text.lines()
@@ -82,7 +87,7 @@ async fn a_failed_release_is_held_not_applied_on_every_watch() {
         "services:\n  web:\n    image: {{registry}}/tester/web:1\n    ports: ['127.0.0.1:{port}:8080']\n    healthcheck:\n      test: [CMD, wget, -q, -O, /dev/null, 'http://127.0.0.1:8080/${{HEALTH_PATH}}']\n      interval: 1s\n      retries: 2\n"
     );
     let extra = format!(
-        "watch:\n  interval: 1s\ncontrol_socket: {}\nmetrics:\n  textfile: {}\nlifecycle:\n  hook: off\n",
+        "watch:\n  interval: 5s\ncontrol_socket: {}\nmetrics:\n  textfile: {}\nlifecycle:\n  hook: off\n",
         stack.scratch.path("run/control.sock").display(),
         stack.scratch.path("metrics.prom").display()
     );
@@ -108,15 +113,26 @@ async fn a_failed_release_is_held_not_applied_on_every_watch() {
         status.contains("failed (") && status.contains("serving the release of"),
         "{status}"
     );
-    // Fifteen watch ticks later, it was applied once, and the good container served throughout.
-    std::thread::sleep(Duration::from_secs(15));
+    // Two watch ticks later (each logs that it holds the release; an applying one would have
+    // recreated web again), it was applied once, no sync even started, and the good container
+    // served throughout.
+    let synced = logged(s, "fetching parameters");
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(30), "two watch ticks", || {
+            logged(s, "not applying it again") >= 2 || logged(s, "recreating web") > 1
+        })
+    });
     let log = log_of(s);
     assert_eq!(
         log.matches("recreating web").count(),
         1,
         "applied once only:\n{log}"
     );
-    assert!(log.contains("not applying it again"), "{log}");
+    assert_eq!(
+        logged(s, "fetching parameters"),
+        synced,
+        "a held release starts no sync:\n{log}"
+    );
     assert_eq!(id_of(&web), good);
     assert!(running_healthy(&web));
     let (status_run, stack, rig) = stack.run(rig, &["status"]).await;
@@ -131,13 +147,18 @@ async fn a_failed_release_is_held_not_applied_on_every_watch() {
         Some(1.0)
     );
 
-    // A restart does not forget it: the first sync holds it too, and the good container serves.
+    // A restart does not forget it: the first sync holds it too, and so does the first watch
+    // after it (both say so in the log), and the good container serves.
     drop(daemon);
     let s = &stack.scratch;
     std::fs::write(s.path("daemon.log"), "").unwrap();
     let (daemon, notify) = start(s, &rig.imds_url);
-    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(60)));
-    std::thread::sleep(Duration::from_secs(5));
+    tokio::task::block_in_place(|| {
+        notify.wait_for("READY=1", Duration::from_secs(60));
+        wait_until(Duration::from_secs(20), "a watch after the restart", || {
+            logged(s, "not applying it again") >= 2 || logged(s, "recreating web") > 0
+        })
+    });
     let log = log_of(s);
     assert_eq!(
         log.matches("recreating web").count(),
@@ -181,7 +202,8 @@ async fn a_failed_release_is_held_not_applied_on_every_watch() {
 }
 
 /// The watchdog's pings keep their beat while every call to SSM hangs (a proxy that reads each
-/// request and never answers): the watch checks wait in their own tasks, bounded.
+/// request and never answers): the watch checks wait in their own tasks, bounded. Measured from
+/// the moment a watch's call is held, for six seconds (the watch waits up to a minute).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_endpoint_never_delays_the_watchdog() {
     let rig = Rig::get();
@@ -196,13 +218,20 @@ async fn a_hanging_endpoint_never_delays_the_watchdog() {
     .await;
     s.config(
         &rig,
-        &one_parameter(&proxy.url, &prefix, "1s", &s.path("run/control.sock")),
+        &one_parameter(&proxy.url, &prefix, "5s", &s.path("run/control.sock")),
     );
     let (_daemon, notify) = start(&s, &rig.imds_url);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    let asked = proxy.requests().len();
     proxy.hang(true);
-    let hung = Instant::now();
-    std::thread::sleep(Duration::from_secs(10));
+    let hung = tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(20), "a watch asking SSM", || {
+            proxy.requests().len() > asked
+        });
+        let hung = Instant::now();
+        std::thread::sleep(Duration::from_secs(6));
+        hung
+    });
     let pings: Vec<Instant> = notify
         .all()
         .into_iter()
@@ -210,7 +239,7 @@ async fn a_hanging_endpoint_never_delays_the_watchdog() {
         .map(|(at, _)| at)
         .collect();
     assert!(
-        pings.len() >= 8,
+        pings.len() >= 5,
         "watchdog pings while SSM hangs: {}",
         pings.len()
     );
@@ -266,8 +295,10 @@ async fn a_silent_control_client_wedges_no_resync() {
     assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
 }
 
-/// One AWS config (credential cache, HTTPS pool) for the daemon's life: a dozen watch checks
-/// do not go back to instance metadata for credentials.
+/// One AWS config (credential cache, HTTPS pool) for the daemon's life: three watch checks in a
+/// row do not go back to instance metadata for credentials (a config of their own would, each
+/// on a connection of its own). The checks are counted by what they report: each logs the
+/// change that `watch.apply: report` leaves pending.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_aws_config_for_the_daemon_life() {
     let rig = Rig::get();
@@ -280,14 +311,23 @@ async fn one_aws_config_for_the_daemon_life() {
         ParameterType::SecureString,
     )
     .await;
-    s.config(
-        &rig,
-        &one_parameter(&rig.moto_url, &prefix, "1s", &s.path("run/control.sock")),
-    );
+    let config = one_parameter(&rig.moto_url, &prefix, "5s", &s.path("run/control.sock"))
+        .replace("watch:\n", "watch:\n  apply: report\n");
+    s.config(&rig, &config);
     let (_daemon, notify) = start(&s, &imds.url);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
     let after_ready = imds.connections();
-    std::thread::sleep(Duration::from_secs(12));
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "once-secret-9e9e",
+        ParameterType::SecureString,
+    )
+    .await;
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(40), "three watch checks", || {
+            logged(&s, "changed: parameter") >= 3
+        })
+    });
     let log = log_of(&s);
     assert!(!log.contains("could not look for changes"), "{log}");
     assert!(
@@ -330,22 +370,23 @@ fn a_bad_config_is_not_restart_looped() {
 }
 
 /// A release marker: each watch HEADs one object. A parameter changed without the marker is not
-/// noticed (its version is not even asked for) until the marker's ETag changes; then the watch
-/// looks at every source and syncs.
+/// noticed (its version is not even asked for: a proxy in front of moto sees only the HEAD) until
+/// the marker's ETag changes; then the watch looks at every source and syncs.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_marker_is_the_only_thing_each_watch_asks_for() {
     let rig = Rig::get();
     let s = Scratch::new();
+    let proxy = Proxy::start(&rig.moto_url, Fault::None).await;
     let prefix = common::unique_prefix("marker");
     let token = format!("{prefix}/TOKEN");
     rig.put(&token, "marker-v1", ParameterType::SecureString)
         .await;
     let bucket = rig.bucket("marker", false).await;
     rig.put_object(&bucket, "release", b"r1\n".to_vec()).await;
-    let config = one_parameter(&rig.moto_url, &prefix, "1s", &s.path("run/control.sock"))
+    let config = one_parameter(&proxy.url, &prefix, "5s", &s.path("run/control.sock"))
         .replace(
-            "watch:\n  interval: 1s\n",
-            &format!("watch:\n  interval: 1s\n  marker: s3://{bucket}/release\n"),
+            "watch:\n",
+            &format!("watch:\n  marker: s3://{bucket}/release\n"),
         )
         .replace("aws:\n", "aws:\n  s3_force_path_style: true\n");
     s.config(&rig, &config);
@@ -359,12 +400,36 @@ async fn a_release_marker_is_the_only_thing_each_watch_asks_for() {
             .map(str::to_string)
     };
     assert_same!(token_now(), Some("marker-v1".to_string()));
-    // The first watch after a start looks at everything (the marker's last ETag is not known).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let head = format!("HEAD /{bucket}/release");
+    let asked_since = |from: usize| proxy.requests().split_off(from);
+    // The first watch after a start looks at everything (the marker's last ETag is not known):
+    // the marker's HEAD, then SSM. A second later it is over (the next is 4.5 s on at the soonest).
+    let booted = proxy.requests().len();
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(20), "the first watch", || {
+            let asked = asked_since(booted);
+            let at = asked.iter().position(|r| *r == head);
+            at.is_some_and(|at| asked[at..].iter().any(|r| r.starts_with("POST ")))
+        });
+        std::thread::sleep(Duration::from_secs(1));
+    });
 
+    let quiet = proxy.requests().len();
     rig.put(&token, "marker-v2", ParameterType::SecureString)
         .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The next watch: its HEAD, and a second later (what would follow it comes within
+    // milliseconds) still nothing else asked, nothing noticed.
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(20), "the next watch", || {
+            asked_since(quiet).contains(&head)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    let asked = asked_since(quiet);
+    assert!(
+        asked.iter().all(|r| *r == head),
+        "a watch asked for more than the marker: {asked:?}"
+    );
     assert_same!(
         token_now(),
         Some("marker-v1".to_string()),
@@ -385,4 +450,172 @@ async fn a_release_marker_is_the_only_thing_each_watch_asks_for() {
         "the marker's change was not followed"
     );
     assert!(log_of(&s).contains("changed: parameter"), "{}", log_of(&s));
+}
+
+/// A directory anyone may create files in, as /tmp (mode 1777): where another user can bind a
+/// socket at a path the config names.
+fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("kt-shared")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// Debian's python3 run as nobody (uid and gid 65534, no groups) by `setpriv`, with `code` and
+/// `arg`; stopped by its PID when dropped. Its stdout is read line by line.
+struct Nobody {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Nobody {
+    fn run(code: &str, arg: &std::path::Path) -> Nobody {
+        let mut child = std::process::Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-c",
+                code,
+            ])
+            .arg(arg)
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("setpriv and /usr/bin/python3");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Nobody { child, stdout }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).unwrap();
+        line
+    }
+}
+
+impl Drop for Nobody {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A socket at `argv[1]` that answers what a daemon would, "converged" (forged), after
+/// printing what it was asked.
+const FORGER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        got = c.recv(256)
+    except OSError:
+        got = b"?"
+    print("received", repr(got), flush=True)
+    try:
+        c.sendall(b"progress: pulling 0 images\nresult: 0 converged and healthy (forged)\n")
+    except OSError:
+        pass
+    c.close()
+"#;
+
+/// A control client: asks the socket at `argv[1]` for a resync and prints the answer.
+const CLIENT: &str = r#"
+import socket, sys
+c = socket.socket(socket.AF_UNIX)
+c.connect(sys.argv[1])
+c.sendall(b"resync\n")
+print(c.makefile().read(), end="", flush=True)
+"#;
+
+/// A socket at the control path served by another user (a leftover path in a world-writable
+/// directory, a configured path someone else bound first) cannot make `resync` print a forged
+/// "converged" and exit 0: `resync` checks who serves the socket (SO_PEERCRED) before it sends or
+/// reads a word, and refuses anyone but root.
+#[tokio::test(flavor = "multi_thread")]
+async fn resync_believes_no_daemon_but_root() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let shared = shared_dir();
+    let socket = shared.path().join("control.sock");
+    s.config(
+        &rig,
+        &format!(
+            "project: orange\nworkdir: {{workdir}}\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
+            socket.display()
+        ),
+    );
+    let mut forged = Nobody::run(FORGER, &socket);
+    assert_eq!(forged.line(), "listening\n");
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "10s"]));
+    run.expect(1);
+    assert!(!run.all().contains("forged"), "{}", run.all());
+    assert!(!run.all().contains("pulling"), "{}", run.all());
+    assert!(
+        run.stderr.contains("uid 65534") && run.stderr.contains("not root"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&socket.display().to_string()),
+        "{}",
+        run.stderr
+    );
+    // Nothing was asked: the forger saw the connection close without a request.
+    assert_eq!(forged.line(), "received b''\n");
+    assert!(!s.workdir().join(".env").exists(), "it synced anyway");
+}
+
+/// The daemon serves only root: a client of another user that reaches the socket (mode changed
+/// by hand, an ACL) is answered "refused", and no resync is run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_serves_no_client_but_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let shared = shared_dir();
+    let socket = shared.path().join("control.sock");
+    let prefix = common::unique_prefix("peer");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "peer-secret-5b5b",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(&rig, &one_parameter(&rig.moto_url, &prefix, "0s", &socket));
+    let (_daemon, notify) = start(&s, &rig.imds_url);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let answer = tokio::task::block_in_place(|| {
+        let mut nobody = Nobody::run(CLIENT, &socket);
+        let answer = nobody.line();
+        let _ = nobody.child.wait();
+        answer
+    });
+    assert_eq!(
+        answer,
+        "result: 1 refused: only root may ask this daemon for a resync\n"
+    );
+    let log = log_of(&s);
+    assert!(
+        log.contains("refused a client running as uid 65534"),
+        "{log}"
+    );
+    assert!(!log.contains("resync requested"), "{log}");
+    assert!(!log.contains("peer-secret-5b5b"));
+    // Root's own resync is served as before.
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "60s"]));
+    run.expect(0);
+    run.assert_free_of(&["peer-secret-5b5b"]);
 }

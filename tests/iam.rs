@@ -1,24 +1,30 @@
-//! `kicky-agent iam-policy`: linted by parliament, and proven sufficient and necessary against a
-//! moto of the test's own with IAM enforcement on: a sync (and the daemon's watch) with only the
-//! generated policy on the role succeeds; with any one statement taken away, it fails with an
-//! error naming the denied action, and changes nothing.
+//! `kicky-agent iam-policy`: linted by parliament, and proven sufficient and necessary on exact
+//! ARNs: every AWS call the agent really makes (`sync`, the daemon's watch with a release marker,
+//! the launch lifecycle hook, ECR), recorded on its way to the rig's moto, is allowed by the
+//! generated policy as IAM evaluates it (`common::iam_eval`: moto checks resources only for S3,
+//! and no condition at all), and each statement taken away denies at least one of them.
 //!
-//! moto checks the action of every call but the resource of S3 calls only (any other exact ARN
-//! never matches there), and ignores conditions. So the roles given to moto have the policy's
-//! statements with their non-S3 resources widened to `*`; the exact ARNs themselves are checked
-//! by the unit tests (`src/iam/tests.rs`) and by parliament. moto's SSM and Secrets Manager
-//! never call KMS as the caller, so `DecryptViaServices` cannot be shown necessary here.
+//! What the recording cannot see is derived from what AWS documents: the kms:Decrypt that SSM and
+//! Secrets Manager make on the caller's behalf for each SecureString and secret they return
+//! (`kms:ViaService` and the encryption context `PARAMETER_ARN` / `SecretARN`), and the pull
+//! actions ECR checks when the engine pulls an image the agent asked for (BatchGetImage for the
+//! manifest, GetDownloadUrlForLayer for the layers), recorded at the engine's socket.
 
 use crate::common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::ParameterType;
-use common::moto::OwnMoto;
-use common::{python_dotenv, Rig, Scratch};
-use serde_json::Value;
+use common::asg::{autoscaling, group_with_launch_hook};
+use common::docker_proxy::DockerProxy;
+use common::iam_eval::{allows, arn_like, glob, Call};
+use common::imds::OwnImds;
+use common::recorder::{Recorder, Request};
+use common::{Rig, Scratch};
+use serde_json::{json, Value};
 
 /// The sample config (`config/agent.yaml`), with its Secrets Manager entry turned on.
 fn sample_config() -> String {
@@ -88,44 +94,358 @@ fn the_policy_passes_the_linter() {
     );
 }
 
-/// Roles made and assumed in one Python process (boto3 from the rig's venv) before moto enforces
-/// IAM: name → (access key, secret key, session token).
-fn roles(rig: &Rig, moto: &OwnMoto, policies: &[(String, Value)]) -> Vec<(String, [String; 3])> {
-    let script = r#"
-import json, sys, boto3
-url, region, policies = sys.argv[1], sys.argv[2], json.loads(sys.stdin.read())
-kw = dict(endpoint_url=url, region_name=region, aws_access_key_id="testing", aws_secret_access_key="testing")
-iam, sts = boto3.client("iam", **kw), boto3.client("sts", **kw)
-trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}]}
-out = []
-for name, policy in policies:
-    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(RoleName=name, PolicyName="kicky-agent", PolicyDocument=json.dumps(policy))
-    c = sts.assume_role(RoleArn=f"arn:aws:iam::123456789012:role/{name}", RoleSessionName="i-0123")["Credentials"]
-    out.append([name, [c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]]])
-print(json.dumps(out))
-"#;
-    let input = serde_json::to_string(policies).unwrap();
-    let mut python = Command::new(&rig.python);
-    let out = with_stdin(python.args(["-c", script, &moto.url, &rig.region]), &input);
+/// The evaluator against the rules and examples of IAM's documentation (policy elements Action,
+/// Resource, Condition; condition operators).
+#[test]
+fn the_evaluator_follows_iams_documented_rules() {
+    // Wildcards in names and ARNs: `*` any run, `?` one character.
+    let globs: &[(&str, &str, bool)] = &[
+        ("s3:Get*", "s3:GetObject", true),
+        ("iam:*AccessKey*", "iam:CreateAccessKey", true),
+        ("iam:*AccessKey*", "iam:ListUsers", false),
+        ("secret:db-??????", "secret:db-a1b2c3", true),
+        ("secret:db-??????", "secret:db-a1b2c", false),
+        ("secret:db-??????", "secret:db-a1b2c3d", false),
+        ("a*b*c", "abc", true),
+        ("a*b*c", "axxbyycz", false),
+        ("", "", true),
+    ];
+    for (pattern, value, expect) in globs {
+        assert_eq!(glob(pattern, value), *expect, "{pattern} ~ {value}");
+    }
+    // ARNs part by part; the resource part may hold colons and slashes.
+    let arns: &[(&str, &str, bool)] = &[
+        ("*", "arn:aws:s3:::amzn-s3-demo-bucket/a", true),
+        ("arn:aws:s3:::amzn-s3-demo-bucket/*", "arn:aws:s3:::amzn-s3-demo-bucket/a/b.txt", true),
+        ("arn:aws:s3:::amzn-s3-demo-bucket/*", "arn:aws:s3:::amzn-s3-demo-bucket2/a", false),
+        ("arn:aws:iam::123456789012:user/*", "arn:aws:iam::123456789012:user/Bob", true),
+        ("arn:aws:iam::123456789012:user/*", "arn:aws:iam::111122223333:user/Bob", false),
+        ("arn:aws:cloudtrail:*:111122223333:trail/*", "arn:aws:cloudtrail:us-east-2:111122223333:trail/mytrail", true),
+        (
+            "arn:aws:autoscaling:ap-northeast-2:123456789012:autoScalingGroup:*:autoScalingGroupName/orange-asg",
+            "arn:aws:autoscaling:ap-northeast-2:123456789012:autoScalingGroup:8e9d7a2c-0b1e-4f43-9d1b-5a1a1a1a1a1a:autoScalingGroupName/orange-asg",
+            true,
+        ),
+        ("arn:aws:ssm:*:*:parameter/a", "arn:aws:ssm:ap-northeast-2:1:parameter/a/b", false),
+        // Case-sensitive, and a wildcard does not reach into another part.
+        ("arn:aws:ssm:ap-northeast-2:1:parameter/A", "arn:aws:ssm:ap-northeast-2:1:parameter/a", false),
+        ("arn:aws:s*", "arn:aws:s3:::b/k", false),
+    ];
+    for (pattern, arn, expect) in arns {
+        assert_eq!(arn_like(pattern, arn), *expect, "{pattern} ~ {arn}");
+    }
+    // Statements: actions case-insensitive; conditions AND across keys, OR across values; a key
+    // the request lacks fails; StringEquals compares a `*` literally; Deny wins.
+    let key = "arn:aws:kms:ap-northeast-2:1:key/k";
+    let param = "arn:aws:ssm:ap-northeast-2:1:parameter/app/db";
+    let decrypt = || {
+        Call::new("kms:Decrypt", key)
+            .with("kms:ViaService", "ssm.ap-northeast-2.amazonaws.com")
+            .with("kms:EncryptionContext:PARAMETER_ARN", param)
+    };
+    let policy = |operator: &str, values: Value| {
+        json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": "KMS:decrypt", "Resource": ["arn:aws:kms:ap-northeast-2:1:key/*"],
+            "Condition": {
+                "StringEquals": {"kms:viaservice": ["ssm.ap-northeast-2.amazonaws.com", "secretsmanager.ap-northeast-2.amazonaws.com"]},
+                operator: {"kms:EncryptionContext:PARAMETER_ARN": values},
+            },
+        }]})
+    };
+    let cases: &[(Value, Call, bool)] = &[
+        (
+            policy(
+                "StringLike",
+                json!(["arn:aws:ssm:ap-northeast-2:1:parameter/app/*"]),
+            ),
+            decrypt(),
+            true,
+        ),
+        (
+            policy(
+                "StringEquals",
+                json!(["arn:aws:ssm:ap-northeast-2:1:parameter/app/*"]),
+            ),
+            decrypt(),
+            false,
+        ),
+        (
+            policy(
+                "StringEquals",
+                json!(["arn:aws:ssm:ap-northeast-2:1:parameter/x", param]),
+            ),
+            decrypt(),
+            true,
+        ),
+        (
+            policy("ArnLike", json!("arn:aws:ssm:*:1:parameter/app/*")),
+            decrypt(),
+            true,
+        ),
+        (
+            policy(
+                "StringLike",
+                json!(["arn:aws:ssm:ap-northeast-2:1:parameter/other/*"]),
+            ),
+            decrypt(),
+            false,
+        ),
+        (
+            policy("StringLike", json!("*")),
+            Call::new("kms:Decrypt", key)
+                .with("kms:ViaService", "ssm.ap-northeast-2.amazonaws.com"),
+            false,
+        ),
+        (
+            policy("StringLike", json!("*")),
+            decrypt().with("kms:ViaService", "ec2.ap-northeast-2.amazonaws.com"),
+            false,
+        ),
+        (
+            policy("StringLike", json!("*")),
+            Call::new("kms:Encrypt", key),
+            false,
+        ),
+    ];
+    for (i, (policy, call, expect)) in cases.iter().enumerate() {
+        assert_eq!(
+            allows(policy, call),
+            *expect,
+            "case {i}: {call} under {policy}"
+        );
+    }
+    let mut denied = policy("StringLike", json!("*"));
+    denied["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"Effect": "Deny", "Action": "kms:*", "Resource": "*"}));
+    assert!(!allows(&denied, &decrypt()));
     assert!(
-        out.status.success(),
-        "roles: {}",
-        String::from_utf8_lossy(&out.stderr)
+        !allows(&json!({"Statement": []}), &decrypt()),
+        "no Allow, no access"
     );
-    serde_json::from_slice(&out.stdout).expect("roles JSON")
 }
 
-/// The policy as moto can evaluate it: S3 resources as they are, every other resource `*`.
-fn for_moto(policy: &Value) -> Value {
-    let mut policy = policy.clone();
-    for statement in policy["Statement"].as_array_mut().unwrap() {
-        let s3 = statement["Action"][0].as_str().unwrap().starts_with("s3:");
-        if !s3 {
-            statement["Resource"] = Value::from("*");
+/// Percent-decoding of a URL path or form value.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
-    policy
+    String::from_utf8(out).unwrap()
+}
+
+/// What the test knows of the world the agent talks to: to turn each request into the call IAM
+/// authorizes (the resources' exact ARNs and the request context).
+struct World {
+    region: String,
+    account: String,
+    /// Secret id as the agent names it → its ARN (with Secrets Manager's random suffix).
+    secrets: BTreeMap<String, String>,
+    /// SecureString parameters, by name.
+    secure: BTreeSet<String>,
+    /// Group name → ARN, and instance id → group name.
+    groups: BTreeMap<String, String>,
+    instances: BTreeMap<String, String>,
+    /// The rig's registry, which stands in for the instance's ECR registry.
+    registry: String,
+}
+
+impl World {
+    fn arn(&self, service: &str, resource: &str) -> String {
+        format!(
+            "arn:aws:{service}:{}:{}:{resource}",
+            self.region, self.account
+        )
+    }
+
+    /// kms:Decrypt as `service` asks it on the caller's behalf, with its encryption context.
+    fn decrypt(&self, service: &str, context: &str, arn: &str) -> Call {
+        let key = self.arn("kms", "key/00000000-0000-0000-0000-000000000000");
+        Call::new("kms:Decrypt", &key)
+            .with(
+                "kms:ViaService",
+                &format!("{service}.{}.amazonaws.com", self.region),
+            )
+            .with(&format!("kms:EncryptionContext:{context}"), arn)
+    }
+
+    fn parameter(&self, name: &str) -> (Call, Option<Call>) {
+        let arn = self.arn(
+            "ssm",
+            &format!("parameter/{}", name.trim_start_matches('/')),
+        );
+        let decrypt = self
+            .secure
+            .contains(name)
+            .then(|| self.decrypt("ssm", "PARAMETER_ARN", &arn));
+        (Call::new("ssm:GetParameters", &arn), decrypt)
+    }
+
+    fn secret(&self, action: &str, id: &str, decrypted: bool) -> Vec<Call> {
+        let arn = self
+            .secrets
+            .get(id)
+            .unwrap_or_else(|| panic!("unknown secret {id}"));
+        let mut calls = vec![Call::new(action, arn)];
+        if decrypted {
+            calls.push(self.decrypt("secretsmanager", "SecretARN", arn));
+        }
+        calls
+    }
+
+    /// The calls IAM authorizes for one request the agent sent to AWS.
+    fn calls(&self, request: &Request) -> Vec<Call> {
+        if let Some(target) = request.header("x-amz-target") {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+            let texts = |key: &str| -> Vec<String> {
+                body[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            };
+            let text = |key: &str| body[key].as_str().unwrap_or_default().to_string();
+            let operation = target.rsplit('.').next().unwrap();
+            return match operation {
+                "GetParameters" => texts("Names")
+                    .iter()
+                    .flat_map(|name| {
+                        let (read, decrypt) = self.parameter(name);
+                        std::iter::once(read).chain(decrypt)
+                    })
+                    .collect(),
+                "GetParametersByPath" => {
+                    let path = text("Path");
+                    let arn = self.arn(
+                        "ssm",
+                        &format!("parameter/{}", path.trim_start_matches('/')),
+                    );
+                    let mut calls = vec![Call::new("ssm:GetParametersByPath", &arn)];
+                    let under = format!("{}/", path.trim_end_matches('/'));
+                    for name in self.secure.iter().filter(|n| n.starts_with(&under)) {
+                        calls.extend(self.parameter(name).1);
+                    }
+                    calls
+                }
+                "DescribeParameters" => vec![Call::new("ssm:DescribeParameters", "*")],
+                "GetSecretValue" => {
+                    self.secret("secretsmanager:GetSecretValue", &text("SecretId"), true)
+                }
+                "DescribeSecret" => {
+                    self.secret("secretsmanager:DescribeSecret", &text("SecretId"), false)
+                }
+                // Each secret of the batch is also checked against GetSecretValue.
+                "BatchGetSecretValue" => {
+                    std::iter::once(Call::new("secretsmanager:BatchGetSecretValue", "*"))
+                        .chain(
+                            texts("SecretIdList").iter().flat_map(|id| {
+                                self.secret("secretsmanager:GetSecretValue", id, true)
+                            }),
+                        )
+                        .collect()
+                }
+                "GetAuthorizationToken" => vec![Call::new("ecr:GetAuthorizationToken", "*")],
+                other => panic!("a call the test does not know: {target} ({other})"),
+            };
+        }
+        let form = String::from_utf8_lossy(&request.body).into_owned();
+        if let Some(fields) = form.contains("Action=").then(|| {
+            form.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), decode(v)))
+                .collect::<BTreeMap<String, String>>()
+        }) {
+            let action = &fields["Action"];
+            let group = |name: &str| {
+                self.groups
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("unknown group {name}"))
+            };
+            let resource = match action.as_str() {
+                "DescribeAutoScalingInstances" | "DescribeLifecycleHooks" => "*".to_string(),
+                "RecordLifecycleActionHeartbeat" | "CompleteLifecycleAction" => {
+                    group(&fields["AutoScalingGroupName"])
+                }
+                "SetInstanceHealth" => group(&self.instances[&fields["InstanceId"]]),
+                other => panic!("an Auto Scaling call the test does not know: {other}"),
+            };
+            return vec![Call::new(&format!("autoscaling:{action}"), &resource)];
+        }
+        // S3, path-style: GET or HEAD of /bucket/key; a version is GetObjectVersion.
+        let (path, query) = request
+            .target
+            .split_once('?')
+            .unwrap_or((&request.target, ""));
+        let (bucket, key) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .expect("an S3 object request");
+        assert!(
+            ["GET", "HEAD"].contains(&request.method.as_str()),
+            "{} {}",
+            request.method,
+            request.target
+        );
+        let action = match query.split('&').any(|kv| kv.starts_with("versionId=")) {
+            true => "s3:GetObjectVersion",
+            false => "s3:GetObject",
+        };
+        // Every S3 call names the instance's account as the bucket's owner (moto made the bucket
+        // in that account, so that is also s3:ResourceAccount).
+        assert_eq!(
+            request.header("x-amz-expected-bucket-owner"),
+            Some(self.account.as_str()),
+            "{} {} without the expected bucket owner",
+            request.method,
+            request.target
+        );
+        let arn = format!("arn:aws:s3:::{bucket}/{}", decode(key));
+        vec![Call::new(action, &arn).with("s3:ResourceAccount", &self.account)]
+    }
+
+    /// The pull actions ECR checks for an image create the agent sent to the engine.
+    fn pulls(&self, change: &str) -> Vec<Call> {
+        let Some(query) = change
+            .strip_prefix("POST ")
+            .and_then(|c| c.split_once("/images/create?"))
+            .map(|(_, q)| q)
+        else {
+            return Vec::new();
+        };
+        let image = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("fromImage="))
+            .map(decode)
+            .expect("fromImage");
+        let Some(repository) = image.strip_prefix(&format!("{}/", self.registry)) else {
+            return Vec::new();
+        };
+        let arn = self.arn("ecr", &format!("repository/{repository}"));
+        ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+            .iter()
+            .map(|action| Call::new(action, &arn))
+            .collect()
+    }
 }
 
 fn without(policy: &Value, sid: &str) -> Value {
@@ -137,186 +457,228 @@ fn without(policy: &Value, sid: &str) -> Value {
     policy
 }
 
-/// What each statement is for, as a failure shows it: the action a sync without it is denied,
-/// and whether only the daemon's watch needs it.
-fn denied_action(sid: &str) -> Option<(&'static str, bool)> {
-    Some(match sid {
-        "ReadParameters" => ("ssm:GetParameters", false),
-        "ReadParameterPaths" => ("ssm:GetParametersByPath", false),
-        "WatchParameterVersions" => ("ssm:DescribeParameters", true),
-        "ReadSecrets" => ("secretsmanager:GetSecretValue", false),
-        "BatchReadSecrets" => ("secretsmanager:BatchGetSecretValue", false),
-        "ReadFiles" => ("s3:GetObject", false),
-        "ReadPinnedFileVersions" => ("s3:GetObjectVersion", false),
-        _ => return None,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
-async fn the_policy_is_sufficient_and_each_statement_necessary() {
+async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
     let rig = Rig::get();
     let s = Scratch::new();
-    let moto = OwnMoto::start(&rig, s.dir.path(), None);
-    let own = Rig {
-        moto_url: moto.url.clone(),
-        ..Rig::get()
-    };
-    own.put(
-        "/app/env",
-        "A=1\nB=v-two-9f3\n",
-        ParameterType::SecureString,
+    let recorder = Recorder::start(&rig.moto_url).await;
+    let docker = DockerProxy::start(s.dir.path());
+    let n = fastrand::u32(..) % 1_000_000;
+    let p = format!("ktiam{n}");
+    let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
+
+    // Parameters (SecureString and String, by name and under a path), secrets (current and
+    // pinned), files (one pinned to a version), a release marker, an image from the registry
+    // that stands in for ECR, and a group whose instance waits for its launch hook.
+    let env = format!("/kt/{p}/env");
+    rig.put(&env, "GREETING=hello\n", ParameterType::SecureString)
+        .await;
+    rig.put(
+        &format!("/kt/{p}/vars/PLAIN"),
+        "v-plain",
+        ParameterType::String,
     )
     .await;
-    own.put("/app/vars/C", "v-three-9f3", ParameterType::String)
+    let hidden = format!("/kt/{p}/vars/HIDDEN");
+    rig.put(&hidden, "v-hidden", ParameterType::SecureString)
         .await;
-    own.put("/app/SINGLE", "v-four-9f3", ParameterType::SecureString)
+    let (db, pinned) = (format!("kt-{p}-db"), format!("kt-{p}-pinned"));
+    rig.put_secret(&db, r#"{"DB_PASSWORD":"v-db-9f3"}"#).await;
+    rig.put_secret(&pinned, "v-old-9f3").await;
+    rig.put_secret(&pinned, "v-new-9f3").await;
+    let bucket = rig.bucket("iam", true).await;
+    let compose = format!("services:\n  web:\n    image: {registry}/tester/web:2\n");
+    rig.put_object(&bucket, "docker-compose.yml", compose.into_bytes())
         .await;
-    own.put_secret("app/db", r#"{"DB_PASSWORD":"v-five-9f3"}"#)
-        .await;
-    // Pinned to the version before the current one: read by GetSecretValue alone.
-    own.put_secret("app/pinned", "v-six-9f3").await;
-    own.put_secret("app/pinned", "v-seven-9f3").await;
-    let bucket = own.bucket("iam", true).await;
-    own.put_object(&bucket, "compose.yml", b"services: {}\n".to_vec())
-        .await;
-    let version = own
-        .put_object(&bucket, "promtail.yml", b"server: {}\n".to_vec())
+    let version = rig
+        .put_object(&bucket, "extra.yml", b"extra: 1\n".to_vec())
         .await
         .expect("a versioned bucket");
-    let config = format!(
-        "project: orange\nworkdir: {{workdir}}\ncontrol_socket: {{scratch}}/control.sock\n\
-         aws:\n  endpoint_url: {}\n  s3_force_path_style: true\nlifecycle:\n  hook: off\nwatch:\n  interval: 1s\n\
-         env:\n  parameters:\n    - name: /app/env\n      format: dotenv\n    - path: /app/vars/\n\
-         \x20   - name: /app/SINGLE\n    - secret: app/db\n    - secret: app/pinned\n      version_stage: AWSPREVIOUS\n      format: value\n      key: PINNED\n\
-         files:\n  - source: s3://{bucket}/compose.yml\n    path: compose.yml\n\
-         \x20 - source: s3://{bucket}/promtail.yml\n    path: promtail.yml\n    version_id: {version}\n",
-        moto.url
+    rig.put_object(&bucket, "release.marker", b"1\n".to_vec())
+        .await;
+    let asg = autoscaling(&rig);
+    let group = format!("kt-iam-{n}");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    let group_arn = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&group)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .auto_scaling_group_arn()
+        .unwrap()
+        .to_string();
+    let fixture = s.path("imds-fixture");
+    std::fs::create_dir_all(&fixture).unwrap();
+    std::fs::write(fixture.join("instance-id"), &instance).unwrap();
+    std::fs::write(fixture.join("region"), &rig.region).unwrap();
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+
+    s.config(
+        &rig,
+        &format!(
+            "project: {p}\nworkdir: {{workdir}}\ncontrol_socket: {{scratch}}/control.sock\n\
+             aws:\n  endpoint_url: {}\n  s3_force_path_style: true\n\
+             env:\n  parameters:\n    - name: {env}\n      format: dotenv\n    - path: /kt/{p}/vars/\n\
+             \x20   - secret: {db}\n    - secret: {pinned}\n      version_stage: AWSPREVIOUS\n      format: value\n      key: PINNED\n\
+             files:\n  - source: s3://{bucket}/docker-compose.yml\n    path: docker-compose.yml\n\
+             \x20 - source: s3://{bucket}/extra.yml\n    path: extra.yml\n    version_id: {version}\n\
+             compose:\n  file: docker-compose.yml\n  pull: always\n  healthy_timeout: 30s\n\
+             registries:\n  - server: {registry}\n    ecr: true\n\
+             lifecycle:\n  hook: auto\n\
+             watch:\n  interval: 5s\n  marker: s3://{bucket}/release.marker\n",
+            recorder.url
+        ),
     );
-    s.config(&rig, &config);
-    let no_imds = [
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_REGION", rig.region.as_str()),
+    let agent_env = [
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str()),
+        ("DOCKER_HOST", docker.host.as_str()),
     ];
-    let run = s.agent_with(&rig, &["iam-policy", "--account", "123456789012"], &no_imds);
+    let secrets = ["v-hidden", "v-db-9f3", "v-old-9f3", "v-new-9f3"];
+
+    // The sync, then the daemon until its watch has HEADed the marker and looked at every source.
+    let run = tokio::task::block_in_place(|| s.agent_with(&rig, &["-v", "sync"], &agent_env));
     run.expect(0);
-    let policy: Value = serde_json::from_str(&run.stdout).unwrap();
-    let sids: Vec<String> = policy["Statement"]
+    run.assert_free_of(&secrets);
+    assert!(
+        run.stderr.contains("lifecycle action completed: CONTINUE"),
+        "{}",
+        run.stderr
+    );
+    let mut daemon = s.spawn_daemon(&imds.url, &[("DOCKER_HOST", docker.host.as_str())]);
+    let started = Instant::now();
+    let watched = |requests: &[Request]| {
+        let marker = format!("/{bucket}/release.marker");
+        let heads = requests
+            .iter()
+            .filter(|r| r.method == "HEAD" && r.target.starts_with(&marker))
+            .count();
+        let described = requests
+            .iter()
+            .any(|r| r.header("x-amz-target") == Some("AmazonSSM.DescribeParameters"));
+        heads >= 1 && described
+    };
+    while !watched(&recorder.requests()) && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let requests = recorder.requests();
+    assert!(
+        watched(&requests),
+        "the daemon's watch never ran: {}",
+        std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default()
+    );
+
+    // The policy for this config, here (the compose file is in the workdir now).
+    let args = ["iam-policy", "--group", group.as_str()];
+    let printed = s.agent_with(&rig, &args, &agent_env);
+    printed.expect(0);
+    let policy: Value = serde_json::from_str(&printed.stdout).expect("iam-policy prints JSON");
+
+    let secret_arn = |id: &str| {
+        let rig = &rig;
+        let id = id.to_string();
+        async move {
+            let out = rig
+                .secrets()
+                .describe_secret()
+                .secret_id(&id)
+                .send()
+                .await
+                .unwrap();
+            (id, out.arn().unwrap().to_string())
+        }
+    };
+    let world = World {
+        region: rig.region.clone(),
+        account: "123456789012".to_string(),
+        secrets: BTreeMap::from([secret_arn(&db).await, secret_arn(&pinned).await]),
+        secure: BTreeSet::from([env.clone(), hidden.clone()]),
+        groups: BTreeMap::from([(group.clone(), group_arn)]),
+        instances: BTreeMap::from([(instance.clone(), group.clone())]),
+        registry: registry.clone(),
+    };
+    let mut calls: BTreeSet<Call> = requests.iter().flat_map(|r| world.calls(r)).collect();
+    calls.extend(docker.changes().iter().flat_map(|c| world.pulls(c)));
+
+    // Sufficient: every call allowed.
+    let denied: Vec<String> = calls
+        .iter()
+        .filter(|c| !allows(&policy, c))
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "denied by the generated policy:\n{}\npolicy: {policy:#}",
+        denied.join("\n")
+    );
+    // Necessary: each statement taken away denies a call the agent made.
+    let mut idle = Vec::new();
+    for statement in policy["Statement"].as_array().unwrap() {
+        let sid = statement["Sid"].as_str().unwrap();
+        let smaller = without(&policy, sid);
+        if calls.iter().all(|c| allows(&smaller, c)) {
+            idle.push(sid.to_string());
+        }
+    }
+    assert!(
+        idle.is_empty(),
+        "statements no call needs: {idle:?}\ncalls:\n{}",
+        calls
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The config exercises every job: these are the statements it must need.
+    let sids: Vec<&str> = policy["Statement"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["Sid"].as_str().unwrap().to_string())
+        .map(|s| s["Sid"].as_str().unwrap())
         .collect();
-    let (provable, unprovable): (Vec<&String>, Vec<&String>) =
-        sids.iter().partition(|sid| denied_action(sid).is_some());
     assert_eq!(
-        unprovable,
-        ["DecryptViaServices"],
-        "statements moto cannot show necessary"
+        sids,
+        [
+            "ReadParameters",
+            "ReadParameterPaths",
+            "WatchParameterVersions",
+            "DecryptParameters",
+            "ReadSecrets",
+            "BatchReadSecrets",
+            "DecryptSecrets",
+            "ReadFiles",
+            "ReadPinnedFileVersions",
+            "WatchReleaseMarker",
+            "EcrToken",
+            "EcrPull",
+            "FindLifecycleHook",
+            "CompleteLifecycleAction",
+        ]
     );
-
-    let mut variants = vec![("full".to_string(), for_moto(&policy))];
-    for sid in &provable {
-        variants.push((format!("without-{sid}"), for_moto(&without(&policy, sid))));
-    }
-    let creds = tokio::task::block_in_place(|| roles(&rig, &moto, &variants));
-    moto.enforce();
-    let agent = |name: &str, args: &[&str]| {
-        let [key, secret, token] = &creds.iter().find(|(n, _)| n == name).unwrap().1;
-        let env = [
-            ("AWS_ACCESS_KEY_ID", key.as_str()),
-            ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
-            ("AWS_SESSION_TOKEN", token.as_str()),
-            ("AWS_REGION", rig.region.as_str()),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ];
-        let run = s.agent_with(&rig, args, &env);
-        run.assert_free_of(&[
-            "v-two-9f3",
-            "v-three-9f3",
-            "v-four-9f3",
-            "v-five-9f3",
-            "v-six-9f3",
-            "v-seven-9f3",
-            secret,
-        ]);
-        run
-    };
-
-    // Sufficient: the sync with the whole policy.
-    tokio::task::block_in_place(|| agent("full", &["sync"])).expect(0);
-    let env_file = s.workdir().join(".env");
-    let vars = python_dotenv(&rig, &env_file);
-    let keys: Vec<&str> = vars.keys().map(String::as_str).collect();
-    for key in ["A", "B", "C", "SINGLE", "DB_PASSWORD", "PINNED"] {
-        assert!(
-            keys.contains(&key),
-            "{key} missing from the env file: {keys:?}"
-        );
-    }
-    let written: Vec<(String, Vec<u8>)> = [".env", "compose.yml", "promtail.yml"]
-        .iter()
-        .map(|f| (f.to_string(), std::fs::read(s.workdir().join(f)).unwrap()))
-        .collect();
-
-    // Necessary: each statement taken away fails the sync, or the watch, naming the action.
-    let mut unproven: Vec<String> = Vec::new();
-    for sid in &provable {
-        let (action, watch_only) = denied_action(sid).unwrap();
-        let name = format!("without-{sid}");
-        if watch_only {
-            let log = tokio::task::block_in_place(|| {
-                watch_denial(&s, &creds_env(&creds, &name, &rig), action)
-            });
-            if !log.contains(action) {
-                unproven.push(format!("{sid}: the watch does not name {action}:\n{log}"));
-            }
-            continue;
-        }
-        // A file already there is not fetched again: start each from an empty workdir.
-        let _ = std::fs::remove_dir_all(s.path("state"));
-        let run = tokio::task::block_in_place(|| agent(&name, &["sync"]));
-        if run.status != 1 || !run.stderr.contains(action) {
-            unproven.push(format!(
-                "{sid}: exit {}, {action} not named:\n{}",
-                run.status, run.stderr
-            ));
-            continue;
-        }
-        for (file, before) in &written {
-            assert_same!(
-                std::fs::read(s.workdir().join(file)).unwrap(),
-                *before,
-                "{sid} changed {file}"
-            );
-        }
-    }
-    assert!(unproven.is_empty(), "{}", unproven.join("\n"));
 }
 
-fn creds_env(creds: &[(String, [String; 3])], name: &str, rig: &Rig) -> Vec<(String, String)> {
-    let [key, secret, token] = &creds.iter().find(|(n, _)| n == name).unwrap().1;
-    vec![
-        ("AWS_ACCESS_KEY_ID".into(), key.clone()),
-        ("AWS_SECRET_ACCESS_KEY".into(), secret.clone()),
-        ("AWS_SESSION_TOKEN".into(), token.clone()),
-        ("AWS_REGION".into(), rig.region.clone()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-    ]
-}
-
-/// Runs the daemon until its watch logs a denial of `action` (30 s at most); its log.
-fn watch_denial(s: &Scratch, env: &[(String, String)], action: &str) -> String {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut daemon = s.spawn_daemon("http://127.0.0.1:9", &env);
-    let started = Instant::now();
-    let log = loop {
-        let log = std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
-        if log.contains(action) || started.elapsed() > Duration::from_secs(30) {
-            break log;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    log
+#[test]
+fn an_unknown_group_is_refused_unless_any_group_is_asked_for() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    s.config(&rig, "project: p\nworkdir: {workdir}\naws:\n  region: ap-northeast-2\nlifecycle:\n  hook: auto\n");
+    let no_imds = [("AWS_EC2_METADATA_DISABLED", "true")];
+    let run = s.agent_with(&rig, &["iam-policy", "--account", "123456789012"], &no_imds);
+    run.expect(2);
+    assert!(
+        run.stderr.contains("--group NAME") && run.stdout.is_empty(),
+        "{}",
+        run.all()
+    );
+    let any = ["iam-policy", "--account", "123456789012", "--group", "*"];
+    let run = s.agent_with(&rig, &any, &no_imds);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("autoScalingGroupName/*"),
+        "{}",
+        run.stdout
+    );
 }

@@ -11,6 +11,7 @@
 mod common;
 
 mod access;
+mod bucket_owner;
 mod compose_keys;
 mod compose_parity;
 mod compose_render;
@@ -22,6 +23,7 @@ mod env_file;
 mod fleet;
 mod iam;
 mod lifecycle;
+mod managed_files;
 mod overrides;
 mod packaging;
 mod retries;

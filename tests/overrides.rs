@@ -73,7 +73,10 @@ async fn user_data_and_tags_override_the_baked_config_and_say_so() {
     .await;
 
     let s = Scratch::new();
-    s.config(&rig, &baked(&baked_param));
+    s.config(
+        &rig,
+        &format!("{}overrides:\n  tags: true\n", baked(&baked_param)),
+    );
     let user_data = format!(
         "#kicky-agent\n# the lemon application\nenv:\n  file: app.env\n  parameters:\n    - name: {app_param}\n      key: GREETING\n"
     );
@@ -96,7 +99,7 @@ async fn user_data_and_tags_override_the_baked_config_and_say_so() {
         "from-the-launch-template",
         "GREETING in app.env"
     );
-    assert_eq!(mode_of(&app_env), 0o640, "env.mode from the tag");
+    assert_eq!(mode_of(&app_env), 0o600, "env.mode is never a tag's to set");
     assert!(
         !s.workdir().join(".env").exists(),
         "the baked env file is not written"
@@ -111,13 +114,23 @@ async fn user_data_and_tags_override_the_baked_config_and_say_so() {
     assert_eq!(origins["project"], baked_file.as_str());
     assert_eq!(origins["env.file"], "user data");
     assert_eq!(origins["env.parameters"], "user data");
-    assert_eq!(origins["env.mode"], "tag kicky-agent:env.mode");
+    assert_eq!(origins.get("env.mode"), None);
     assert_eq!(origins["watch.interval"], "tag kicky-agent:watch.interval");
+    let ignored = status["ignored_tags"].as_array().unwrap();
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(
+        ignored[0]
+            .as_str()
+            .unwrap()
+            .starts_with("tag kicky-agent:env.mode: `env.mode` can never be set by a tag"),
+        "{ignored:?}"
+    );
     let run = s.agent_with(&rig, &["validate"], &env);
     run.expect(0);
     for line in [
         "env.file: user data",
-        "env.mode: tag kicky-agent:env.mode",
+        "watch.interval: tag kicky-agent:watch.interval",
+        "tag kicky-agent:env.mode: `env.mode` can never be set by a tag",
         &format!("project: {baked_file}"),
     ] {
         assert!(
@@ -126,9 +139,13 @@ async fn user_data_and_tags_override_the_baked_config_and_say_so() {
             run.stdout
         );
     }
-    assert!(run.stdout.contains(&format!(
-        "config is valid: {baked_file} + user data + tag kicky-agent:env.mode + tag kicky-agent:watch.interval"
-    )), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!(
+            "config is valid: {baked_file} + user data + tag kicky-agent:watch.interval"
+        )),
+        "{}",
+        run.stdout
+    );
 
     // The baked config can turn the launch template's say off.
     std::fs::create_dir_all(s.path("etc/agent.d")).unwrap();
@@ -142,8 +159,8 @@ async fn user_data_and_tags_override_the_baked_config_and_say_so() {
     assert_same!(vars["GREETING"], "from-the-ami", "GREETING in .env");
 }
 
-/// Each bad override ends in exit 2 naming its layer, its line and key, writes nothing, and never
-/// echoes what looked like a credential.
+/// Each bad user-data document ends in exit 2 naming its layer, its line and key, writes nothing,
+/// and never echoes what looked like a credential. (A bad tag is ignored, never fatal: below.)
 #[tokio::test]
 async fn a_bad_override_names_its_source_and_changes_nothing() {
     let rig = Rig::get();
@@ -160,11 +177,9 @@ async fn a_bad_override_names_its_source_and_changes_nothing() {
     let before = std::fs::read_to_string(&env_file).unwrap();
 
     let key_id = "AKIAZZZZZZZZZZZZZZZZ";
-    type Case<'a> = (Vec<u8>, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<(Vec<u8>, &str)> = vec![
         (
             b"#kicky-agent\nwatch:\n  interval: 30s\n  aply: report\n".to_vec(),
-            vec![],
             "user data:4:3: watch.aply: unknown field `aply`",
         ),
         (
@@ -172,31 +187,19 @@ async fn a_bad_override_names_its_source_and_changes_nothing() {
                 format!("#kicky-agent\naws:\n  endpoint_url: http://{key_id}:pw@127.0.0.1:1\n")
                     .as_bytes(),
             ),
-            vec![],
             "user data: a value looks like an AWS access key id",
         ),
         (
-            Vec::new(),
-            vec![("kicky-agent:watch.interval", "soon")],
-            "tag kicky-agent:watch.interval: watch.interval: ",
+            b"#kicky-agent\noverrides:\n  tags: true\n".to_vec(),
+            "user data: overrides: can be set in the baked config only",
         ),
         (
-            Vec::new(),
-            vec![("kicky-agent:env.parameters.4.key", "X")],
-            "tag kicky-agent:env.parameters.4.key: env.parameters is a list of 1",
-        ),
-        (
-            Vec::new(),
-            vec![("kicky-agent:overrides.tags", "false")],
-            "tag kicky-agent:overrides.tags: `overrides` can be set in the baked config only",
+            b"#kicky-agent\nwatch:\n  interval: 10ms\n".to_vec(),
+            "user data:3:3: watch.interval: must be at least 5s",
         ),
     ];
-    for (user_data, tags, expect) in cases {
-        let _ = std::fs::remove_file(fx.join("user-data"));
-        if !user_data.is_empty() {
-            std::fs::write(fx.join("user-data"), &user_data).unwrap();
-        }
-        write_tags(&fx, &tags);
+    for (user_data, expect) in cases {
+        std::fs::write(fx.join("user-data"), &user_data).unwrap();
         for command in ["validate", "sync"] {
             let run = s.agent_with(&rig, &[command], &env);
             run.expect(2).assert_free_of(&[key_id, "pw@"]);
@@ -220,41 +223,52 @@ async fn a_bad_override_names_its_source_and_changes_nothing() {
 async fn the_daemon_applies_a_changed_tag_on_resync() {
     let rig = Rig::get();
     let prefix = unique_prefix("overrides-daemon");
-    let param = format!("{prefix}/baked");
-    rig.put(&param, "v1", ParameterType::String).await;
+    let (param, one, two) = (
+        format!("{prefix}/baked"),
+        format!("{prefix}/one"),
+        format!("{prefix}/two"),
+    );
+    for (name, value) in [(&param, "baked"), (&one, "one"), (&two, "two")] {
+        rig.put(name, value, ParameterType::String).await;
+    }
     let s = Scratch::new();
     let socket = s.path("run/control.sock");
     s.config(
         &rig,
         &format!(
-            "{}control_socket: {}\nwatch:\n  interval: 1s\n",
+            "{}control_socket: {}\nwatch:\n  interval: 5s\noverrides:\n  tags: [env.parameters.*.name]\n",
             baked(&param),
             socket.display()
         ),
     );
-    let fx = fixture(
-        s.dir.path(),
-        &rig,
-        None,
-        &[("kicky-agent:env.file", "one.env")],
-    );
+    let tag = "kicky-agent:env.parameters.0.name";
+    let fx = fixture(s.dir.path(), &rig, None, &[(tag, &one)]);
     let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fx);
     let mut daemon = s.spawn_daemon(&imds.url, &[]);
-    let wait_for = |path: PathBuf| {
+    let greeting = || {
+        let text = std::fs::read_to_string(s.workdir().join(".env")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("GREETING=").map(str::to_string))
+    };
+    let wait_for = |want: &str| {
         let started = std::time::Instant::now();
-        while !path.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
+        while greeting().as_deref() != Some(want)
+            && started.elapsed() < std::time::Duration::from_secs(30)
+        {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        path.exists()
+        greeting().as_deref() == Some(want)
     };
     let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
-    let one = tokio::task::block_in_place(|| wait_for(s.workdir().join("one.env")));
-    assert!(one, "one.env not written:\n{}", log());
+    let first = tokio::task::block_in_place(|| wait_for("one"));
+    assert!(first, "the tag's parameter not written:\n{}", log());
 
-    write_tags(&fx, &[("kicky-agent:env.file", "two.env")]);
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(
-        !s.workdir().join("two.env").exists(),
+    write_tags(&fx, &[(tag, &two)]);
+    // Longer than a watch interval (5 s, ±10%): a watch ran, and did not read the tags.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    assert_eq!(
+        greeting().as_deref(),
+        Some("one"),
         "the watch read the tags:\n{}",
         log()
     );
@@ -263,10 +277,121 @@ async fn the_daemon_applies_a_changed_tag_on_resync() {
     let _ = daemon.kill();
     let _ = daemon.wait();
     run.expect(0);
-    assert!(
-        s.workdir().join("two.env").exists(),
+    assert_eq!(
+        greeting().as_deref(),
+        Some("two"),
         "{}\n{}",
         run.all(),
         log()
+    );
+}
+
+/// Issue 20's attack: with `ec2:CreateTags` alone, tags that send every AWS call to the
+/// attacker's endpoint, an ECR token to the attacker's registry, and move every path the agent
+/// writes or listens on. Tags are off by default, and even on, no allow-list can open these: the
+/// sync talks to the baked endpoint only and writes nowhere a tag said, exits 0, and every tag is
+/// named with its reason in `validate`, `status` and the log.
+#[tokio::test]
+async fn tags_never_choose_whom_the_agent_talks_to_or_where_it_writes() {
+    let rig = Rig::get();
+    let prefix = unique_prefix("tag-attack");
+    let param = format!("{prefix}/baked");
+    rig.put(&param, "from-the-ami", ParameterType::String).await;
+    // The attacker's endpoint and registry: a listener that only counts who knocks.
+    let attacker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    attacker.set_nonblocking(true).unwrap();
+    let at = attacker.local_addr().unwrap();
+    let s = Scratch::new();
+    let loot = s.path("loot");
+    let under = |name: &str| loot.join(name).display().to_string();
+    let tags: Vec<(String, String)> = [
+        ("aws.endpoint_url", format!("http://{at}")),
+        ("aws.region", "us-east-1".to_string()),
+        ("registries", format!("[{{server: \"{at}\", ecr: true}}]")),
+        ("workdir", under("work")),
+        ("env.file", under("app.env")),
+        ("env.mode", "0666".to_string()),
+        ("state_dir", under("state")),
+        ("control_socket", under("control.sock")),
+        ("metrics.textfile", under("metrics.prom")),
+        ("compose.secrets_dir", under("secrets")),
+        ("files_allowed_dirs", format!("[{}]", loot.display())),
+        ("overrides.tags", "[aws]".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("kicky-agent:{k}"), v))
+    .collect();
+    let tag_refs: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let fx = fixture(s.dir.path(), &rig, None, &tag_refs);
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fx);
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+
+    for (baked_overrides, reason) in [
+        ("", "tags are off"),
+        ("overrides:\n  tags: true\n", "can never be set by a tag"),
+        (
+            "overrides:\n  tags: [watch.interval, env.parameters]\n",
+            "can never be set by a tag",
+        ),
+    ] {
+        s.config(&rig, &format!("{}{baked_overrides}", baked(&param)));
+        let sync = s.agent_with(&rig, &["sync"], &env);
+        sync.expect(0);
+        let vars = python_dotenv(&rig, &s.workdir().join(".env"));
+        assert_same!(
+            vars["GREETING"],
+            "from-the-ami",
+            "GREETING in the baked env file"
+        );
+        assert_eq!(mode_of(&s.workdir().join(".env")), 0o600);
+        assert!(
+            matches!(attacker.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{baked_overrides}: the agent connected to the tag's endpoint:\n{}",
+            sync.all()
+        );
+        assert!(
+            !loot.exists(),
+            "{baked_overrides}: a tag's path was written"
+        );
+
+        let validate = s.agent_with(&rig, &["validate"], &env);
+        validate.expect(0);
+        let status = s.agent_with(&rig, &["status", "--json"], &env);
+        status.expect(0);
+        let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+        let ignored = status["ignored_tags"].as_array().unwrap();
+        assert_eq!(ignored.len(), tags.len(), "{ignored:#?}");
+        for (key, _) in &tags {
+            let named = format!("tag {key}: ");
+            for (what, text) in [("validate", &validate.stdout), ("sync's log", &sync.stderr)] {
+                let line = text.lines().find(|l| l.contains(&named));
+                assert!(
+                    line.is_some_and(|l| l.contains(reason)),
+                    "{baked_overrides}: {what} does not name {named:?} with {reason:?}:\n{text}"
+                );
+            }
+            assert!(
+                ignored
+                    .iter()
+                    .any(|i| i.as_str().unwrap().starts_with(&named)),
+                "{named} in {ignored:#?}"
+            );
+        }
+    }
+
+    // An allow-list that names what no tag may set is the baked config's own mistake: exit 2.
+    s.config(
+        &rig,
+        &format!("{}overrides:\n  tags: [aws.endpoint_url]\n", baked(&param)),
+    );
+    let run = s.agent_with(&rig, &["validate"], &env);
+    run.expect(2);
+    assert!(
+        run.stderr.contains("overrides.tags")
+            && run
+                .stderr
+                .contains("`aws.endpoint_url` can never be set by a tag"),
+        "{}",
+        run.stderr
     );
 }

@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::stack::Stack;
-use common::Rig;
+use common::{files_under, Rig};
 
 /// Every command, at the highest verbosity, on a compose project whose containers hold the
 /// secrets in their environment: no value anywhere in the output.
@@ -405,8 +405,9 @@ async fn a_link_where_a_fetched_file_was_is_replaced_not_followed() {
 
 /// The unit denies system calls (`SystemCallFilter=`), socket families
 /// (`RestrictAddressFamilies=`) and writable-executable memory (`MemoryDenyWriteExecute=`). Traced
-/// through a sync of a compose project, the daemon's first sync and a resync through its control
-/// socket, and the operator's commands, the agent needs none of what the unit denies.
+/// through a sync of a compose project, the daemon's first sync, a watch that finds a change, and
+/// a resync through its control socket, and the operator's commands, the agent needs none of what
+/// the unit denies.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_needs_nothing_its_unit_denies() {
     let unit = std::fs::read_to_string(concat!(
@@ -419,7 +420,7 @@ async fn the_agent_needs_nothing_its_unit_denies() {
     stack.env(&rig, "GREETING=hello\n").await;
     let compose = "services:\n  web:\n    image: {registry}/tester/web:1\n    environment:\n      GREETING: ${GREETING}\n";
     let extra = format!(
-        "control_socket: {}\nlifecycle:\n  hook: off\nwatch:\n  interval: 1s\n",
+        "control_socket: {}\nlifecycle:\n  hook: off\nwatch:\n  interval: 5s\n  apply: report\n",
         stack.scratch.path("run/control.sock").display()
     );
     stack.compose(&rig, compose, &extra);
@@ -452,6 +453,11 @@ async fn the_agent_needs_nothing_its_unit_denies() {
             ],
         );
         notify.wait_for("READY=1", std::time::Duration::from_secs(120));
+        // A change the watch finds (and, `apply: report`, leaves to the resync below).
+        let changed = stack.env(&rig, "GREETING=hello again\n");
+        tokio::runtime::Handle::current().block_on(changed);
+        let pending = "STATUS=changes pending (watch.apply: report)";
+        notify.wait_for(pending, std::time::Duration::from_secs(60));
         for args in [&["resync"][..], &["status"]] {
             let (path, wrapper) = traced(args[0]);
             let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
@@ -615,7 +621,7 @@ async fn secrets_manager_secrets_reach_the_env_file_and_are_watched_by_version()
              \x20   - secret: {p}/env\n      format: dotenv\n\
              \x20   - secret: {arn}\n      format: value\n      key: TOKEN\n\
              \x20   - secret: {p}/token\n      format: value\n      key: OLD_TOKEN\n      version_stage: AWSPREVIOUS\n\
-             watch:\n  interval: 1s\nlifecycle:\n  hook: off\ncontrol_socket: {{scratch}}/control.sock\n"
+             watch:\n  interval: 5s\nlifecycle:\n  hook: off\ncontrol_socket: {{scratch}}/control.sock\n"
         ),
     );
     let values = ["s3cr3t-line", "s3cr3t-world", "s3cr3t-tok"];
@@ -826,19 +832,6 @@ async fn compose_secrets_are_files_on_a_tmpfs_and_nowhere_else() {
         "s3cr3t-db-2"
     );
     drop(stack);
-}
-
-fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
-    let mut found = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.insert(path);
-        }
-    }
-    found
 }
 
 fn assert_nowhere_under(dir: &std::path::Path, value: &str) {

@@ -110,6 +110,31 @@ pub async fn raw_get(path: &str) -> Result<Option<Vec<u8>>> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
 }
 
+/// This instance's identity document (account, region, instance id...), as JSON.
+pub async fn identity_document() -> Result<serde_json::Value> {
+    let raw = raw_get("/latest/dynamic/instance-identity/document")
+        .await?
+        .context("instance metadata has no identity document")?;
+    serde_json::from_slice(&raw).context("the identity document is not JSON")
+}
+
+/// The AWS account this instance runs in, from its identity document; read once per process
+/// (an instance never changes account), so the daemon's watch asks instance metadata nothing.
+pub async fn instance_account() -> Result<&'static str> {
+    static ACCOUNT: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let account = ACCOUNT
+        .get_or_try_init(|| async {
+            let document = identity_document().await?;
+            let account = document["accountId"].as_str().unwrap_or_default();
+            let id = crate::config::types::AwsAccountId::parse(account)
+                .map_err(|e| anyhow::anyhow!("the identity document's accountId: {e}"))?;
+            Ok::<_, anyhow::Error>(id.into_string())
+        })
+        .await
+        .context("failed to read this instance's account from its identity document")?;
+    Ok(account)
+}
+
 /// What instance metadata says about one tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tag {

@@ -1,4 +1,5 @@
-//! S3 behind a narrow trait: a conditional, streaming GET and a HEAD, nothing else.
+//! S3 behind a narrow trait: a conditional, streaming GET and a HEAD, nothing else; each sends
+//! the account expected to own the bucket.
 
 use std::future::Future;
 use std::io::Write;
@@ -16,6 +17,8 @@ use crate::config::AwsSettings;
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectRequest<'a> {
     pub uri: &'a S3Uri,
+    /// The AWS account that must own the bucket (`None`: the instance's).
+    pub owner: Option<&'a str>,
     pub version_id: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
 }
@@ -58,12 +61,30 @@ pub trait ObjectStore: Sync {
         req: ObjectRequest<'_>,
         sink: &mut (dyn Write + Send),
     ) -> impl Future<Output = Result<Fetched>> + Send;
-    /// HEADs the object: its ETag and version without the body.
+    /// HEADs the object: its ETag and version without the body. `owner` as in [`ObjectRequest`].
     fn head(
         &self,
         uri: &S3Uri,
+        owner: Option<&str>,
         version_id: Option<&str>,
     ) -> impl Future<Output = Result<ObjectMeta>> + Send;
+}
+
+/// The account every S3 call expects to own the bucket (S3's `ExpectedBucketOwner`): `owner` as
+/// configured, else the instance's, from its identity document. A bucket is trusted by who owns
+/// it, never by its name alone: a deleted or mistyped name can be registered by anyone, and S3
+/// then answers 403 instead of serving their object. Where no account is known (instance
+/// metadata disabled or not answering, as off EC2), the call is refused rather than sent
+/// without the check.
+async fn expected_owner(uri: &S3Uri, owner: Option<&str>) -> Result<String> {
+    match owner {
+        Some(owner) => Ok(owner.to_string()),
+        None => super::imds::instance_account().await.map(str::to_string).with_context(|| {
+            format!(
+                "the account that must own the bucket of {uri} is not known: name it with `expected_owner` (files) or `watch.marker_expected_owner`"
+            )
+        }),
+    }
 }
 
 pub struct S3Store {
@@ -83,11 +104,13 @@ impl S3Store {
 
 impl ObjectStore for S3Store {
     async fn get(&self, req: ObjectRequest<'_>, sink: &mut (dyn Write + Send)) -> Result<Fetched> {
+        let owner = expected_owner(req.uri, req.owner).await?;
         let out = self
             .client
             .get_object()
             .bucket(&req.uri.bucket)
             .key(&req.uri.key)
+            .expected_bucket_owner(&owner)
             .set_version_id(req.version_id.map(str::to_string))
             .set_if_none_match(req.if_none_match.map(str::to_string))
             .checksum_mode(ChecksumMode::Enabled)
@@ -97,7 +120,7 @@ impl ObjectStore for S3Store {
             Ok(out) => out,
             Err(err) if status(&err) == Some(304) => return Ok(Fetched::NotModified),
             Err(err) => {
-                let err = explain(&err, req.uri, req.version_id.is_some());
+                let err = explain(&err, req.uri, &owner, req.version_id.is_some());
                 return Err(err).with_context(|| format!("failed to fetch {}", req.uri));
             }
         };
@@ -118,17 +141,24 @@ impl ObjectStore for S3Store {
         Ok(Fetched::Written(meta))
     }
 
-    async fn head(&self, uri: &S3Uri, version_id: Option<&str>) -> Result<ObjectMeta> {
+    async fn head(
+        &self,
+        uri: &S3Uri,
+        owner: Option<&str>,
+        version_id: Option<&str>,
+    ) -> Result<ObjectMeta> {
+        let owner = expected_owner(uri, owner).await?;
         let out = self
             .client
             .head_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
+            .expected_bucket_owner(&owner)
             .set_version_id(version_id.map(str::to_string))
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
-            .map_err(|err| explain(&err, uri, version_id.is_some()))
+            .map_err(|err| explain(&err, uri, &owner, version_id.is_some()))
             .with_context(|| format!("failed to look up {uri}"))?;
         Ok(ObjectMeta {
             etag: out.e_tag().map(str::to_string),
@@ -149,8 +179,14 @@ fn status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
 }
 
 /// An S3 error in words an operator acts on. HEAD answers carry no error code, only a status. A
-/// denial names the action and the object's ARN, as the instance role's policy spells them.
-fn explain<E>(err: &SdkError<E, HttpResponse>, uri: &S3Uri, pinned: bool) -> anyhow::Error
+/// denial names the action and the object's ARN, as the instance role's policy spells them, and
+/// the account the bucket must belong to (S3 answers 403 as well when another account owns it).
+fn explain<E>(
+    err: &SdkError<E, HttpResponse>,
+    uri: &S3Uri,
+    owner: &str,
+    pinned: bool,
+) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -171,7 +207,7 @@ where
             };
             let arn = format!("arn:aws:s3:::{}/{}", uri.bucket, uri.key);
             return anyhow!(
-                "access denied (AccessDenied): the instance role needs {action} on {arn} (`kicky-agent iam-policy` prints the policy)"
+                "access denied (AccessDenied): the bucket must belong to account {owner} (the expected owner), and the instance role needs {action} on {arn} (`kicky-agent iam-policy` prints the policy)"
             );
         }
         _ => return anyhow!(super::describe(err)),

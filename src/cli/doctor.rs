@@ -323,7 +323,11 @@ async fn objects(settings: &Settings, config: &aws_config::SdkConfig) -> Vec<Che
     let store = S3Store::new(config, &settings.aws);
     let mut out = Vec::new();
     for file in &settings.files {
-        match store.head(&file.source, file.version_id.as_deref()).await {
+        let owner = file.expected_owner.as_deref();
+        match store
+            .head(&file.source, owner, file.version_id.as_deref())
+            .await
+        {
             Ok(meta) => out.push(Check::pass(
                 "object",
                 format!("{} ({} bytes)", file.source, meta.length.unwrap_or(0)),

@@ -1,16 +1,21 @@
 //! `kicky-agent iam-policy`: the least-privilege IAM policy JSON for the effective config, for
 //! the instance role. The ARNs need the partition, region, account and Auto Scaling group: from
 //! the flags, else from the config (region) and instance metadata (the identity document, the
-//! `aws:autoscaling:groupName` tag), else `*` (said on stderr).
+//! `aws:autoscaling:groupName` tag). An unknown region or account is `*` (said on stderr); an
+//! unknown group is an error when the lifecycle hook is on (`--group '*'` asks for any group).
+//! The ECR repositories are those of the compose file's images (`--compose`, else the config's
+//! compose file when it is there; without one, every repository of the registry, said on stderr).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
 
 use crate::aws::imds::{Imds, InstanceMetadata, Tag};
+use crate::config::{RegistryAuth, Settings};
+use crate::engine::reference::ImageRef;
 use crate::eoutln;
-use crate::iam::{policy, Place};
+use crate::iam::{policy, Images, Place};
 use crate::lifecycle::GROUP_TAG;
 
 /// Print the least-privilege IAM policy (JSON) for this config's instance role.
@@ -22,9 +27,12 @@ pub struct IamPolicyCmd {
     /// The region (default: `aws.region`, else the instance's).
     #[arg(long)]
     region: Option<String>,
-    /// The Auto Scaling group (default: the instance's).
+    /// The Auto Scaling group (default: the instance's); `'*'` for any group of the account.
     #[arg(long)]
     group: Option<String>,
+    /// The compose file whose images name the ECR repositories (default: the config's).
+    #[arg(long)]
+    compose: Option<PathBuf>,
 }
 
 impl IamPolicyCmd {
@@ -42,7 +50,6 @@ impl IamPolicyCmd {
         for (what, value, flag) in [
             ("region", &region, "--region"),
             ("account", &account, "--account"),
-            ("Auto Scaling group", &group, "--group"),
         ] {
             if value.is_none() {
                 eoutln!(
@@ -51,19 +58,50 @@ impl IamPolicyCmd {
             }
         }
         let place = Place::new(region.as_deref(), account.as_deref(), group.as_deref());
-        let policy = serde_json::to_string_pretty(&policy(&settings, &place))?;
+        let images = images(&settings, self.compose.as_deref())?;
+        let document = policy(&settings, &place, &images)?;
+        let policy = serde_json::to_string_pretty(&document)?;
         crate::redact::to_stdout_exact(&format!("{policy}\n"));
         Ok(())
     }
 }
 
+/// The images of the compose file (`explicit`, else the config's), when an `ecr: true` registry
+/// needs them.
+fn images(settings: &Settings, explicit: Option<&Path>) -> Result<Images> {
+    if !settings
+        .registries
+        .iter()
+        .any(|r| r.auth == RegistryAuth::Ecr)
+    {
+        return Ok(Images::Known(Vec::new()));
+    }
+    let file = match (explicit, &settings.compose) {
+        (Some(file), _) => file.to_path_buf(),
+        (None, Some(compose)) if compose.file.exists() => compose.file.clone(),
+        (None, _) => {
+            eoutln!(
+                "kicky-agent: no compose file here to name the ECR repositories: every repository of each `ecr: true` registry (`repository/*`; --compose FILE names them)"
+            );
+            return Ok(Images::Unknown);
+        }
+    };
+    let variables = crate::compose::env_variables(settings)?;
+    let project = crate::compose::load_file_with(&file, &settings.project, variables)?;
+    let images = project
+        .services
+        .values()
+        .map(|service| {
+            ImageRef::parse(&service.image)
+                .map_err(|e| crate::error::input_error(format!("{}: {e}", file.display())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Images::Known(images))
+}
+
 /// Region, account and group from instance metadata, where it answers.
 async fn instance_place() -> (Option<String>, Option<String>, Option<String>) {
-    let document = crate::aws::imds::raw_get("/latest/dynamic/instance-identity/document").await;
-    let document: Option<serde_json::Value> = document
-        .ok()
-        .flatten()
-        .and_then(|raw| serde_json::from_slice(&raw).ok());
+    let document = crate::aws::imds::identity_document().await.ok();
     let field = |name: &str| {
         document
             .as_ref()

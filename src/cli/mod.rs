@@ -79,6 +79,7 @@ impl Cli {
 fn load(path: &std::path::Path) -> Result<Settings> {
     let settings = block_on(config::load_effective(path))?
         .with_context(|| format!("invalid config {}", path.display()))?;
+    config::warn_ignored_tags(&settings);
     crate::compose::learn_env_file(&settings);
     Ok(settings)
 }
@@ -88,6 +89,12 @@ fn print_origins(settings: &Settings) {
     outln!("config (where each value came from):");
     for (key, layer) in &settings.origins {
         outln!("  {key}: {}", layer.display());
+    }
+    if !settings.ignored_tags.is_empty() {
+        outln!("ignored (not applied):");
+        for ignored in &settings.ignored_tags {
+            outln!("  {ignored}");
+        }
     }
 }
 

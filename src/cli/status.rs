@@ -44,6 +44,7 @@ impl StatusCmd {
                 "held_release": state.failed,
                 "last_good_at": state.last_good_at,
                 "config_origins": settings.origins,
+                "ignored_tags": settings.ignored_tags,
                 "containers": containers,
             });
             outln!("{}", serde_json::to_string_pretty(&value)?);

@@ -20,6 +20,7 @@ impl ValidateCmd {
         // Every problem of the config and of the compose file, in one run.
         let (settings, mut problems) = super::block_on(config::check_effective(path))?
             .with_context(|| format!("invalid config {}", path.display()))?;
+        config::warn_ignored_tags(&settings);
         if let Some(compose) = &settings.compose {
             if compose.file.exists() {
                 if let Err(err) = crate::compose::load(&settings) {

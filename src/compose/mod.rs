@@ -21,7 +21,7 @@ mod validate;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indexmap::IndexMap;
 use serde_norway::Value;
 
@@ -88,16 +88,13 @@ pub fn load_file_with(
     project: &str,
     variables: IndexMap<String, String>,
 ) -> Result<Project> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(input_error(format!(
-                "compose file {} does not exist (a sync fetches it when `files` lists it)",
-                file.display()
-            )))
-        }
-        Err(e) => return Err(e).with_context(|| format!("failed to read {}", file.display())),
-    };
+    // Never through a link, never a FIFO (which would hang the sync): either is no compose file.
+    let text = crate::atomic::read_text(file, crate::atomic::MAX_TEXT)?.ok_or_else(|| {
+        input_error(format!(
+            "compose file {} does not exist or is not a regular file (a sync fetches it when `files` lists it)",
+            file.display()
+        ))
+    })?;
     let lookup = |name: &str| {
         variables
             .get(name)
@@ -118,18 +115,12 @@ pub fn env_variables(settings: &Settings) -> Result<IndexMap<String, String>> {
 
 /// The variables of the env file; none when it does not exist yet.
 fn read_env_file(path: &Path) -> Result<IndexMap<String, String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(
-                "env file {} does not exist (yet): the compose file is interpolated from the agent's environment only",
-                path.display()
-            );
-            return Ok(IndexMap::new());
-        }
-        Err(e) => {
-            return Err(e).with_context(|| format!("failed to read env file {}", path.display()))
-        }
+    let Some(text) = crate::atomic::read_text(path, crate::atomic::MAX_TEXT)? else {
+        tracing::warn!(
+            "env file {} does not exist (yet), or is not a regular file: the compose file is interpolated from the agent's environment only",
+            path.display()
+        );
+        return Ok(IndexMap::new());
     };
     let process = |name: &str| std::env::var(name).ok();
     let vars = crate::envfile::parse(&text, &process)

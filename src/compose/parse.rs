@@ -998,16 +998,20 @@ fn resolve_environment(
     let lookup = ctx.lookup;
     let mut env: IndexMap<String, EnvValue> = IndexMap::new();
     for file in files {
-        let text = match std::fs::read_to_string(&file.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file.required => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let message = format!("env file {} does not exist", file.path.display());
+        // Never through a link, never a FIFO: either counts as no file.
+        let text = match crate::atomic::read_text(&file.path, crate::atomic::MAX_TEXT) {
+            Ok(Some(text)) => text,
+            Ok(None) if !file.required => continue,
+            Ok(None) => {
+                let message = format!(
+                    "env file {} does not exist or is not a regular file",
+                    file.path.display()
+                );
                 ctx.problem(&file.key_path, message);
                 continue;
             }
             Err(e) => {
-                let message = format!("cannot read env file {}: {e}", file.path.display());
+                let message = format!("cannot read env file {}: {e:#}", file.path.display());
                 ctx.problem(&file.key_path, message);
                 continue;
             }

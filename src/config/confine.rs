@@ -1,6 +1,7 @@
 //! Keeps the files the agent writes where the operator expects them: inside `workdir`, or inside a
 //! directory listed under `files_allowed_dirs`. A path with `..`, an absolute path elsewhere, or a
-//! path through a symlink that leads out is refused.
+//! path through a symlink that leads out is refused; and the secrets directory, where the agent
+//! removes files, overlaps no other place it writes.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -56,10 +57,58 @@ pub fn confine(path: &Path, workdir: &Path, allowed: &[PathBuf]) -> Result<PathB
     }
 }
 
+/// Whether `a` and `b` overlap: one of them is the other, or contains it (by their components).
+pub fn overlap(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// Why `secrets_dir` may not be the compose file's secrets directory, if so: it overlaps one of
+/// `places` (what they are, the directory). The agent removes old secret files in it, so it must be
+/// a directory of its own; removing only what it made is the second line of defence.
+pub fn secrets_dir_clash(secrets_dir: &Path, places: &[(&str, PathBuf)]) -> Option<String> {
+    let (what, place) = places.iter().find(|(_, dir)| overlap(secrets_dir, dir))?;
+    Some(format!(
+        "{} overlaps {what} {} (one contains the other): the agent removes old secret files there, so it must be a directory of its own on a tmpfs, such as the default {}",
+        secrets_dir.display(),
+        place.display(),
+        super::defaults::SECRETS_DIR
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn overlapping_directories() {
+        let cases = [
+            ("/srv", "/srv/orange", true),
+            ("/srv/orange", "/srv", true),
+            ("/srv/orange", "/srv/orange", true),
+            ("/srv/orange/", "/srv/./orange", true),
+            ("/", "/run/kicky-agent/secrets", true),
+            ("/run/kicky-agent/secrets", "/srv/orange", false),
+            ("/srv/orange", "/srv/orange-data", false),
+            (
+                "/run/kicky-agent/secrets",
+                "/run/kicky-agent/secrets-old",
+                false,
+            ),
+            ("/var/lib/kicky-agent", "/run/kicky-agent/secrets", false),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(overlap(Path::new(a), Path::new(b)), want, "{a} and {b}");
+            assert_eq!(overlap(Path::new(b), Path::new(a)), want, "{b} and {a}");
+        }
+        let places = [
+            ("the workdir", PathBuf::from("/srv/orange")),
+            ("state_dir", PathBuf::from("/var/lib/k")),
+        ];
+        let why = secrets_dir_clash(Path::new("/srv"), &places).unwrap();
+        assert!(why.contains("overlaps the workdir /srv/orange"), "{why}");
+        assert!(secrets_dir_clash(Path::new("/run/k/secrets"), &places).is_none());
+    }
 
     #[test]
     fn relative_paths_stay_in_workdir() {

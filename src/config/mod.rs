@@ -61,6 +61,19 @@ pub mod defaults {
     pub const WORKDIR_PARENT: &str = "/srv";
 }
 
+/// The shortest durations the config takes (whichever layer sets them): below them a fleet
+/// hammers an API with no gain.
+pub mod floors {
+    use std::time::Duration;
+    /// `watch.interval` (or 0, off): a watch costs a few calls per instance.
+    pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+    /// `watch.full_every`: a full look costs a call per source.
+    pub const WATCH_FULL_EVERY: Duration = Duration::from_secs(60);
+    pub const RETRY_FAILED_AFTER: Duration = Duration::from_secs(60);
+    /// `lifecycle.heartbeat_interval`: Auto Scaling's API is throttled per account.
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+}
+
 /// The checked configuration the agent runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -80,6 +93,8 @@ pub struct Settings {
     /// The release marker: each watch HEADs only this object, and looks at every source when its
     /// ETag changed or `watch_full_every` passed.
     pub watch_marker: Option<S3Uri>,
+    /// The AWS account that must own the marker's bucket (`None`: the instance's).
+    pub watch_marker_owner: Option<String>,
     pub watch_full_every: std::time::Duration,
     /// How long a failed release is held before the daemon tries it again by itself (doubled
     /// for each failed try, a day at most).
@@ -94,9 +109,13 @@ pub struct Settings {
     pub origins: BTreeMap<String, PathBuf>,
     /// The layers the settings were read from, in merge order (files, then `user data` and tags).
     pub sources: Vec<PathBuf>,
-    /// Whether the launch template's user data and the instance's tags may override the files.
+    /// Whether the launch template's user data may override the files.
     pub overrides_user_data: bool,
-    pub overrides_tags: bool,
+    /// Which keys the instance's tags may set (the baked config's `overrides.tags`).
+    pub tag_policy: overrides::TagPolicy,
+    /// The tags that were not applied, each with its reason ("tag kicky-agent:aws.region: ..."),
+    /// for `validate`, `status` and the log.
+    pub ignored_tags: Vec<String>,
     /// Where Auto Scaling is taking the instance, read with the overrides (`None`: unknown).
     pub target_state: Option<crate::lifecycle::TargetState>,
 }
@@ -150,6 +169,8 @@ pub struct FileSettings {
     pub mode: u32,
     pub owner: Option<String>,
     pub group: Option<String>,
+    /// The AWS account that must own the bucket (`None`: the instance's).
+    pub expected_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +218,13 @@ pub async fn load_effective(path: &Path) -> Result<Settings> {
     load_with(path, &overrides)
 }
 
+/// Logs each tag the config did not apply, with its reason: whoever set it should hear why.
+pub fn warn_ignored_tags(settings: &Settings) {
+    for ignored in &settings.ignored_tags {
+        tracing::warn!("{ignored}");
+    }
+}
+
 /// [`check`] with the launch template's overrides, as `validate` shows them.
 pub async fn check_effective(path: &Path) -> Result<(Settings, Vec<String>)> {
     let overrides = read_overrides(path, None).await?;
@@ -211,7 +239,10 @@ pub async fn read_overrides(path: &Path, known: Option<&Overrides>) -> Result<Ov
     let (baked, _) = check(path)?;
     let lifecycle = baked.lifecycle.hook != HookChoice::Off;
     let Some(known) = known else {
-        let (user_data, tags) = (baked.overrides_user_data, baked.overrides_tags);
+        let user_data = baked.overrides_user_data;
+        // Tags are read whenever instance metadata is read anyway (the reads run at once), so
+        // that a tag the baked config does not let count is reported rather than silently dropped.
+        let tags = user_data || lifecycle || baked.tag_policy != overrides::TagPolicy::Off;
         return Ok(overrides::fetch(user_data, tags, lifecycle).await);
     };
     let mut overrides = known.clone();
@@ -243,7 +274,8 @@ pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Settings> {
 
 /// Reads the config at `path` and its fragments, and lists every problem of them (each with its
 /// file, line and key), not only the first; the settings are what the rest makes of them. An
-/// error only when the config cannot be read at all.
+/// error only when the config cannot be read at all. Tags that are not applied are not problems:
+/// they are listed in the settings' `ignored_tags`.
 pub fn check(path: &Path) -> Result<(Settings, Vec<String>)> {
     check_with(path, &Overrides::default())
 }
@@ -279,6 +311,14 @@ pub fn check_with(path: &Path, overrides: &Overrides) -> Result<(Settings, Vec<S
             tag: None,
         });
     }
+    // What tags may set is the baked config's to say (user data and tags cannot set `overrides`).
+    let tag_policy = overrides::TagPolicy::from_choice(
+        merged
+            .get("overrides")
+            .and_then(|o| o.get("tags"))
+            .and_then(|t| serde_norway::from_value(t.clone()).ok())
+            .as_ref(),
+    );
     if let Some(text) = &overrides.user_data {
         let file = PathBuf::from(overrides::USER_DATA);
         let (left, errors) = crate::yaml::check_all::<RawConfig>(text, &file);
@@ -298,9 +338,14 @@ pub fn check_with(path: &Path, overrides: &Overrides) -> Result<(Settings, Vec<S
             tag: None,
         });
     }
+    let mut ignored_tags = Vec::new();
     for (key, value) in &overrides.tags {
         let layer = PathBuf::from(overrides::tag_layer(key));
-        match tag_over(&mut merged, key, value) {
+        let applied = match tag_policy.refusal(key) {
+            Some(why) => Err(format!("{}: {why}", layer.display())),
+            None => tag_over(&mut merged, key, value, &layer),
+        };
+        match applied {
             Ok(set) => {
                 origins.retain(|k, _| !k.starts_with(&format!("{set}.")));
                 origins.insert(set.clone(), layer.clone());
@@ -310,7 +355,7 @@ pub fn check_with(path: &Path, overrides: &Overrides) -> Result<(Settings, Vec<S
                     tag: Some(set),
                 });
             }
-            Err(why) => problems.push(format!("{}: {why}", layer.display())),
+            Err(why) => ignored_tags.push(format!("{why}: ignored")),
         }
     }
     let raw: RawConfig = match serde_norway::from_value(merged) {
@@ -323,36 +368,61 @@ pub fn check_with(path: &Path, overrides: &Overrides) -> Result<(Settings, Vec<S
     let mut settings = validate(raw, &layers, &mut problems);
     settings.origins = origins;
     settings.target_state = overrides.target_state.clone();
+    settings.ignored_tags = ignored_tags;
     Ok((settings, problems))
 }
 
-/// Sets one tag's key in `merged`, unless the tag may not set it or the config would no longer
-/// read (then `merged` is as it was, and the reason is returned).
-fn tag_over(merged: &mut Value, key: &str, value: &str) -> Result<String, String> {
+/// Sets one tag's key in `merged`, unless the config would then no longer read or no longer
+/// check (a value of the wrong type, a duration under its floor): then `merged` is as it was,
+/// and the reason, named by the tag's `layer`, is returned.
+fn tag_over(merged: &mut Value, key: &str, value: &str, layer: &Path) -> Result<String, String> {
+    let named = |why: String| format!("{}: {why}", layer.display());
     let mut next = merged.clone();
-    let set = overrides::set_by_tag(&mut next, key, value)?;
-    if set == "overrides" || set.starts_with("overrides.") {
-        return Err("`overrides` can be set in the baked config only".into());
-    }
+    let set = overrides::set_by_tag(&mut next, key, value).map_err(named)?;
     let mut alone = Value::Null;
     overrides::set_by_tag(&mut alone, &set, value).ok();
     if let Some(why) = overrides::looks_secret(&alone) {
-        return Err(format!(
-            "{set}: the value looks like {why}; tags are readable by anyone who can describe the instance: refused"
-        ));
+        return Err(named(format!(
+            "{set}: the value looks like {why}; tags are readable by anyone who can describe the instance"
+        )));
     }
-    if let Err(e) = serde_norway::from_value::<RawConfig>(next.clone()) {
-        return Err(format!("{set}: {e}"));
+    // Problems are named as the tag's, whichever key they are about.
+    let layers = [Layer {
+        path: layer.to_path_buf(),
+        text: String::new(),
+        tag: Some(set.clone()),
+    }];
+    let problems_of = |config: &Value| -> Result<Vec<String>, String> {
+        let raw = serde_norway::from_value::<RawConfig>(config.clone())
+            .map_err(|e| named(format!("{set}: {e}")))?;
+        let mut problems = Vec::new();
+        validate(raw, &layers, &mut problems);
+        Ok(problems)
+    };
+    let before = problems_of(merged).unwrap_or_default();
+    let new: Vec<String> = problems_of(&next)?
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    if let Some(first) = new.first() {
+        return Err(first.clone());
     }
     *merged = next;
     Ok(set)
 }
 
-/// Why the user data's document may not be merged, if so: it sets `overrides`, or carries what
-/// looks like a credential (user data is readable by anyone with `ec2:DescribeInstanceAttribute`).
+/// Why the user data's document may not be merged, if so: it sets what only the baked config may
+/// set, or carries what looks like a credential (user data is readable by anyone with
+/// `ec2:DescribeInstanceAttribute`).
 fn refused_in_overrides(value: &Value) -> Option<String> {
-    if value.get("overrides").is_some() {
-        return Some("overrides: can be set in the baked config only".into());
+    for key in overrides::BAKED_ONLY {
+        let mut node = Some(value);
+        for step in key.split('.') {
+            node = node.and_then(|n| n.get(step));
+        }
+        if node.is_some() {
+            return Some(format!("{key}: can be set in the baked config only"));
+        }
     }
     overrides::looks_secret(value).map(|why| {
         format!("a value looks like {why}; user data is readable by anyone with ec2:DescribeInstanceAttribute, so secrets go in Parameter Store or Secrets Manager and the config names them: refused")
@@ -521,7 +591,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
     let lifecycle = check.lifecycle(raw.lifecycle.unwrap_or_default());
     let watch = raw.watch.unwrap_or_default();
     let or = |value: Option<types::DurationText>, default| value.map_or(default, |d| d.0);
-    Settings {
+    let settings = Settings {
         project,
         workdir,
         aws: AwsSettings {
@@ -534,18 +604,29 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
         compose,
         registries: raw.registries.unwrap_or_default(),
         lifecycle,
-        watch_interval: or(watch.interval, defaults::WATCH_INTERVAL),
+        watch_interval: match watch.interval.map(|d| d.0) {
+            Some(off) if off.is_zero() => off,
+            _ => check.at_least(
+                "watch.interval",
+                watch.interval,
+                defaults::WATCH_INTERVAL,
+                floors::WATCH_INTERVAL,
+            ),
+        },
         watch_apply: watch.apply.unwrap_or(WatchApply::Auto),
         watch_marker: watch.marker,
-        watch_full_every: check.positive(
+        watch_marker_owner: watch.marker_expected_owner.map(|a| a.into_string()),
+        watch_full_every: check.at_least(
             "watch.full_every",
             watch.full_every,
             defaults::WATCH_FULL_EVERY,
+            floors::WATCH_FULL_EVERY,
         ),
-        watch_retry_failed_after: check.positive(
+        watch_retry_failed_after: check.at_least(
             "watch.retry_failed_after",
             watch.retry_failed_after,
             defaults::RETRY_FAILED_AFTER,
+            floors::RETRY_FAILED_AFTER,
         ),
         metrics_textfile: raw.metrics.and_then(|m| m.textfile).map(|p| p.into_path()),
         control_socket: raw.control_socket.map_or_else(
@@ -563,9 +644,14 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
             .as_ref()
             .and_then(|o| o.user_data)
             .unwrap_or(true),
-        overrides_tags: raw.overrides.as_ref().and_then(|o| o.tags).unwrap_or(true),
+        tag_policy: overrides::TagPolicy::from_choice(
+            raw.overrides.as_ref().and_then(|o| o.tags.as_ref()),
+        ),
+        ignored_tags: Vec::new(),
         target_state: None,
-    }
+    };
+    check.secrets_dir(&settings);
+    settings
 }
 
 /// The merged config's sections checked one by one, each problem noted with its file and line.
@@ -577,6 +663,26 @@ struct Check<'a> {
 impl Check<'_> {
     fn problem(&mut self, key: &str, message: impl std::fmt::Display) {
         self.problems.push(key_problem(self.layers, key, message));
+    }
+
+    /// A duration that may not be shorter than `floor`: what keeps a fleet from hammering an API
+    /// because one layer (a tag, a typo) said `1ms`.
+    fn at_least(
+        &mut self,
+        key: &str,
+        value: Option<types::DurationText>,
+        default: std::time::Duration,
+        floor: std::time::Duration,
+    ) -> std::time::Duration {
+        match value.map(|d| d.0) {
+            Some(d) if d < floor => {
+                let floor = humantime::format_duration(floor);
+                self.problem(key, format!("must be at least {floor}"));
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
     }
 
     /// A duration that must not be zero.
@@ -607,6 +713,16 @@ impl Check<'_> {
         let file = env
             .file
             .map_or_else(|| PathBuf::from(defaults::ENV_FILE), |f| f.into_path());
+        if file
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            let message = format!(
+                "{} contains `..`: name the env file's path without it",
+                file.display()
+            );
+            self.problem("env.file", message);
+        }
         EnvSettings {
             path: workdir.join(file),
             mode: env.mode.map_or(defaults::ENV_MODE, |m| m.0),
@@ -647,6 +763,7 @@ impl Check<'_> {
                 mode: file.mode.map_or(defaults::FILE_MODE, |m| m.0),
                 owner: file.owner.map(|o| o.as_str().to_string()),
                 group: file.group.map(|g| g.as_str().to_string()),
+                expected_owner: file.expected_owner.map(|a| a.into_string()),
             });
         }
         files
@@ -677,17 +794,42 @@ impl Check<'_> {
         }
     }
 
-    fn lifecycle(&mut self, l: raw::RawLifecycle) -> LifecycleSettings {
-        let heartbeat_interval = match l.heartbeat_interval.map(|d| d.0) {
-            None => defaults::HEARTBEAT_INTERVAL,
-            Some(d) if d.is_zero() => {
-                let message =
-                    "must be longer than 0 (and shorter than the hook's heartbeat timeout)";
-                self.problem("lifecycle.heartbeat_interval", message);
-                defaults::HEARTBEAT_INTERVAL
-            }
-            Some(d) => d,
+    /// The compose file's secrets directory, where the agent removes files, overlaps no other
+    /// place it writes (see [`confine::secrets_dir_clash`]).
+    fn secrets_dir(&mut self, s: &Settings) {
+        let Some(compose) = &s.compose else {
+            return;
         };
+        let dir_of = |what, path: &Path| path.parent().map(|dir| (what, dir.to_path_buf()));
+        let mut places = vec![
+            ("the workdir", s.workdir.clone()),
+            ("state_dir", s.state_dir.clone()),
+        ];
+        places.extend(
+            s.env
+                .as_ref()
+                .and_then(|e| dir_of("the env file's directory", &e.path)),
+        );
+        places.extend(
+            s.files
+                .iter()
+                .filter_map(|f| dir_of("a file's directory", &f.path)),
+        );
+        places.extend(dir_of("the compose file's directory", &compose.file));
+        let metrics = s.metrics_textfile.as_deref();
+        places.extend(metrics.and_then(|p| dir_of("the metrics textfile's directory", p)));
+        if let Some(why) = confine::secrets_dir_clash(&compose.secrets_dir, &places) {
+            self.problem("compose.secrets_dir", why);
+        }
+    }
+
+    fn lifecycle(&mut self, l: raw::RawLifecycle) -> LifecycleSettings {
+        let heartbeat_interval = self.at_least(
+            "lifecycle.heartbeat_interval",
+            l.heartbeat_interval,
+            defaults::HEARTBEAT_INTERVAL,
+            floors::HEARTBEAT_INTERVAL,
+        );
         let unhealthy_after = match l.unhealthy_after.map(|d| d.0) {
             Some(d) if d.is_zero() => {
                 let message =

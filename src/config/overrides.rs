@@ -3,6 +3,12 @@
 //! tags `kicky-agent:<key>` that set one key each. Both come from instance metadata and are merged
 //! over the baked config (`agent.yaml` and `agent.d/`): user data first, then the tags.
 //!
+//! Each channel counts for what whoever can write it deserves. The baked config (root's files
+//! in the AMI) sets everything. User data is root's equal (cloud-init runs it as root) and sets
+//! all but [`BAKED_ONLY`]. Tags, which `ec2:CreateTags` can write, are off unless the baked config
+//! turns them on, then set only an allow-list, which can never include [`NEVER_BY_TAG`]; a tag
+//! that is refused is reported and skipped, never the reason an instance stops.
+//!
 //! User data is readable by anyone with `ec2:DescribeInstanceAttribute` and tags by anyone who can
 //! describe the instance, so neither may carry a secret: the config takes secrets only by
 //! reference (a parameter or secret name), and what looks like a credential is refused.
@@ -21,6 +27,137 @@ pub const USER_DATA: &str = "user data";
 
 /// User data is at most 16 KiB; compressed, it may not expand beyond this.
 const MAX_EXPANDED: u64 = 1 << 20;
+
+/// Keys no tag may ever set, whatever the baked config lists: whom the agent talks to (endpoints,
+/// registries, buckets), where on the host it writes or listens (paths, modes, sockets, the
+/// secrets directory, and `project`, which names the default workdir and the state file), what
+/// the compose file may do, which lifecycle hook it completes, and the overrides themselves.
+/// `ec2:CreateTags` is often granted far wider than IAM rights, and the agent runs as root.
+pub const NEVER_BY_TAG: &[&str] = &[
+    "project",
+    "workdir",
+    "aws",
+    "env.file",
+    "env.mode",
+    "files",
+    "files_allowed_dirs",
+    "state_dir",
+    "control_socket",
+    "metrics",
+    "compose.file",
+    "compose.secrets_dir",
+    "compose.policy",
+    "registries",
+    "lifecycle.hook",
+    "watch.marker",
+    "watch.marker_expected_owner",
+    "overrides",
+];
+
+/// What tags may set with `overrides.tags: true`: which parameters and secrets the existing
+/// sources read (the instance role's IAM policy bounds what they can reach), and the watch's pace.
+pub const TAGS_DEFAULT: &[&str] = &[
+    "env.parameters.*.name",
+    "env.parameters.*.path",
+    "env.parameters.*.secret",
+    "watch.interval",
+    "watch.apply",
+];
+
+/// Keys only the baked config (root's files in the AMI) may set: not user data, not tags.
+pub const BAKED_ONLY: &[&str] = &["overrides", "compose.policy"];
+
+/// Which tags count, as the baked config says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagPolicy {
+    /// Tags are read only to be reported as ignored.
+    Off,
+    /// Tags may set these keys (patterns: `*` is any one step, a key covers what is below it).
+    Keys(Vec<String>),
+}
+
+impl TagPolicy {
+    pub fn from_choice(choice: Option<&super::raw::TagsChoice>) -> TagPolicy {
+        use super::raw::TagsChoice;
+        match choice {
+            None | Some(TagsChoice::Switch(false)) => TagPolicy::Off,
+            Some(TagsChoice::Switch(true)) => {
+                TagPolicy::Keys(TAGS_DEFAULT.iter().map(|k| k.to_string()).collect())
+            }
+            Some(TagsChoice::Keys(keys)) => TagPolicy::Keys(keys.clone()),
+        }
+    }
+
+    /// Why a tag setting `key` is not applied, if it is not.
+    pub fn refusal(&self, key: &str) -> Option<String> {
+        if *self == TagPolicy::Off {
+            return Some(
+                "tags are off: the baked config turns them on with `overrides.tags: true` (or a list of keys)".into(),
+            );
+        }
+        if let Some(never) = never_by_tag(key) {
+            return Some(format!(
+                "`{key}` can never be set by a tag (`{never}` decides whom the agent talks to, where on the host it writes or listens, or what it may run): set it in the baked config or the user data"
+            ));
+        }
+        match self {
+            TagPolicy::Off => None,
+            TagPolicy::Keys(keys) if !keys.iter().any(|k| covers(k, key)) => Some(format!(
+                "`{key}` is not in the tags' allow-list (`overrides.tags`: {})",
+                keys.join(", ")
+            )),
+            TagPolicy::Keys(_) => None,
+        }
+    }
+}
+
+/// The entry of [`NEVER_BY_TAG`] that `key` would set, or set part of.
+pub fn never_by_tag(key: &str) -> Option<&'static str> {
+    NEVER_BY_TAG
+        .iter()
+        .copied()
+        .find(|never| overlaps(never, key))
+}
+
+/// Checks one entry of `overrides.tags`: a dotted key whose steps are names, list indexes or `*`.
+pub fn check_tag_pattern(pattern: &str) -> Result<(), String> {
+    let well_formed = pattern.split('.').all(|step| {
+        !step.is_empty()
+            && (step == "*"
+                || step
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+    });
+    if !well_formed {
+        return Err(format!(
+            "{pattern:?} is not a dotted key such as `watch.interval` or `env.parameters.*.name`"
+        ));
+    }
+    match never_by_tag(pattern) {
+        Some(never) => Err(format!(
+            "`{pattern}` can never be set by a tag (it includes or is part of `{never}`)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether each step of the shorter of `pattern` and `key` matches the other's (`*`: any one).
+fn steps_match(pattern: &str, key: &str) -> bool {
+    pattern
+        .split('.')
+        .zip(key.split('.'))
+        .all(|(p, k)| p == "*" || k == "*" || p == k)
+}
+
+/// `pattern` covers `key`: the key is the pattern or lies below it.
+fn covers(pattern: &str, key: &str) -> bool {
+    pattern.split('.').count() <= key.split('.').count() && steps_match(pattern, key)
+}
+
+/// One of `a` and `b` lies below (or is) the other.
+fn overlaps(a: &str, b: &str) -> bool {
+    steps_match(a, b)
+}
 
 /// What instance metadata says to change in the baked config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -388,6 +525,53 @@ echo hello\r\n\
         for (key, expect) in table {
             let err = set_by_tag(&mut config, key, "x").unwrap_err();
             assert!(err.contains(expect), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_allow_list_covers_keys_below_it_and_never_what_tags_never_set() {
+        let default = TagPolicy::from_choice(Some(&super::super::raw::TagsChoice::Switch(true)));
+        let listed = TagPolicy::Keys(vec!["env.parameters".into(), "compose.pull".into()]);
+        // (key, refused by default, refused by the list)
+        let table = [
+            ("env.parameters.0.name", false, false),
+            ("env.parameters.12.path", false, false),
+            ("env.parameters.0.secret", false, false),
+            ("env.parameters.0.key", true, false),
+            ("env.parameters.0", true, false),
+            ("env.parameters", true, false),
+            ("env", true, true),
+            ("env.file", true, true),
+            ("env.mode", true, true),
+            ("watch.interval", false, true),
+            ("watch.apply", false, true),
+            ("watch.marker", true, true),
+            ("watch.marker_expected_owner", true, true),
+            ("watch", true, true),
+            ("compose.pull", true, false),
+            ("compose", true, true),
+            ("compose.secrets_dir", true, true),
+            ("aws.endpoint_url", true, true),
+            ("registries.0.server", true, true),
+            ("files.0.path", true, true),
+            ("files_allowed_dirs", true, true),
+            ("project", true, true),
+            ("overrides.tags", true, true),
+            ("lifecycle.hook", true, true),
+        ];
+        for (key, by_default, by_list) in table {
+            assert_eq!(default.refusal(key).is_some(), by_default, "default: {key}");
+            assert_eq!(listed.refusal(key).is_some(), by_list, "listed: {key}");
+            assert!(TagPolicy::Off
+                .refusal(key)
+                .unwrap()
+                .contains("tags are off"));
+        }
+        for pattern in TAGS_DEFAULT {
+            assert_eq!(check_tag_pattern(pattern), Ok(()), "{pattern}");
+        }
+        for never in NEVER_BY_TAG {
+            assert!(check_tag_pattern(never).is_err(), "{never}");
         }
     }
 

@@ -5,8 +5,9 @@
 use serde::Deserialize;
 
 use super::types::{
-    AbsolutePath, Account, DurationText, EndpointUrl, EnvKey, FileMode, FilePath, ParamName,
-    ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, SecretId, VersionId, VersionStage,
+    AbsolutePath, Account, AwsAccountId, DurationText, EndpointUrl, EnvKey, FileMode, FilePath,
+    ParamName, ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, SecretId, VersionId,
+    VersionStage,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,14 +36,51 @@ pub struct RawConfig {
     pub overrides: Option<RawOverrides>,
 }
 
-/// Which of the launch template's overrides the agent reads (both by default).
+/// Which of the launch template's overrides the agent reads: user data by default, tags only when
+/// the baked config turns them on.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOverrides {
     /// The `#kicky-agent` document of the user data.
     pub user_data: Option<bool>,
-    /// The instance's `kicky-agent:<key>` tags.
-    pub tags: Option<bool>,
+    /// The instance's `kicky-agent:<key>` tags: `false` (the default), `true` (the documented
+    /// allow-list), or a list of the keys they may set.
+    pub tags: Option<TagsChoice>,
+}
+
+/// `overrides.tags` as written: off, on with the default allow-list, or a list of keys
+/// (dotted, `*` for any list index, such as `env.parameters.*.name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagsChoice {
+    Switch(bool),
+    Keys(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for TagsChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TagsVisitor;
+        impl<'de> serde::de::Visitor<'de> for TagsVisitor {
+            type Value = TagsChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`true`, `false` or a list of keys such as [watch.interval]")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<TagsChoice, E> {
+                Ok(TagsChoice::Switch(b))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TagsChoice, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = seq.next_element::<String>()? {
+                    super::overrides::check_tag_pattern(&key).map_err(serde::de::Error::custom)?;
+                    keys.push(key);
+                }
+                Ok(TagsChoice::Keys(keys))
+            }
+        }
+        d.deserialize_any(TagsVisitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +173,8 @@ pub struct RawWatch {
     /// One S3 object whose ETag changes with every release: each watch asks only for it (a full
     /// check when it changed, and at least every `full_every`).
     pub marker: Option<S3Uri>,
+    /// The AWS account that must own the marker's bucket (default: the instance's).
+    pub marker_expected_owner: Option<AwsAccountId>,
     pub full_every: Option<DurationText>,
 }
 
@@ -228,6 +268,8 @@ pub struct RawFile {
     pub mode: Option<FileMode>,
     pub owner: Option<Account>,
     pub group: Option<Account>,
+    /// The AWS account that must own the bucket (default: the instance's).
+    pub expected_owner: Option<AwsAccountId>,
 }
 
 #[derive(Debug, Default, Deserialize)]

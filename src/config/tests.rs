@@ -154,6 +154,69 @@ fn errors_in_a_fragment_name_the_fragment() {
     assert!(msg.contains("unknown field `endpoint`"), "{msg}");
 }
 
+/// Where the agent writes and removes files: `env.file` without `..`, and a secrets directory
+/// that overlaps no other place it writes, each refused naming the file, line and key.
+#[test]
+fn paths_the_agent_would_overreach_with_are_refused() {
+    let cases = [
+        (
+            "project: orange\nenv:\n  file: ../etc/.env\n  parameters: [{name: /a}]\n",
+            ":3:",
+            "env.file",
+            "contains `..`",
+        ),
+        (
+            "project: orange\nworkdir: /srv/orange\ncompose:\n  secrets_dir: /srv\n",
+            ":4:",
+            "compose.secrets_dir",
+            "overlaps the workdir /srv/orange",
+        ),
+        (
+            "project: orange\nworkdir: /srv/orange\ncompose:\n  secrets_dir: /srv/orange/secrets\n",
+            ":4:",
+            "compose.secrets_dir",
+            "overlaps the workdir /srv/orange",
+        ),
+        (
+            "project: orange\nstate_dir: /run/kicky-agent\ncompose:\n  file: /srv/orange/docker-compose.yml\n",
+            "agent.yaml",
+            "compose.secrets_dir",
+            "overlaps state_dir /run/kicky-agent",
+        ),
+        (
+            "project: orange\nfiles_allowed_dirs: [/run]\nfiles:\n  - source: s3://bucket-a/a.conf\n    path: /run/a.conf\ncompose:\n  secrets_dir: /run/orange-secrets\n",
+            ":7:",
+            "compose.secrets_dir",
+            "overlaps a file's directory /run",
+        ),
+        (
+            "project: orange\nmetrics:\n  textfile: /run/kicky-agent/secrets/orange.prom\ncompose: {}\n",
+            "agent.yaml",
+            "compose.secrets_dir",
+            "overlaps the metrics textfile's directory",
+        ),
+    ];
+    for (text, at, key, needle) in cases {
+        let dir = Dir::new();
+        dir.write("agent.yaml", text);
+        let (msg, code) = error_of(&dir.main());
+        assert_eq!(code, 2, "{text}");
+        assert!(
+            msg.contains(at) && msg.contains(key) && msg.contains(needle),
+            "{text}: {msg}"
+        );
+    }
+    // The defaults overlap nothing; nor does a secrets directory beside the workdir.
+    for text in [
+        "project: orange\ncompose: {}\n",
+        "project: orange\nworkdir: /srv/orange\ncompose:\n  secrets_dir: /srv/orange-secrets\n",
+    ] {
+        let dir = Dir::new();
+        dir.write("agent.yaml", text);
+        load(&dir.main()).unwrap_or_else(|e| panic!("{text}: {e:#}"));
+    }
+}
+
 #[test]
 fn wrong_types_and_impossible_values() {
     let cases = [
@@ -407,7 +470,7 @@ fn lifecycle_hook_defaults_to_auto_and_refuses_what_it_cannot_use() {
         ("  hook: true\n", "ambiguous"),
         (
             "  heartbeat_interval: 0\n",
-            "lifecycle.heartbeat_interval: must be longer than 0",
+            "lifecycle.heartbeat_interval: must be at least 5s",
         ),
         (
             "  unhealthy_after: 0\n",
@@ -484,4 +547,216 @@ fn every_problem_is_listed_in_one_run() {
     let (msg, code) = error_of(dir.0.path().join("agent.yaml").as_path());
     assert_eq!(code, 2);
     assert!(msg.contains("9 problems:"), "{msg}");
+}
+
+fn with_tags(tags: &[(&str, &str)]) -> Overrides {
+    Overrides {
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Overrides::default()
+    }
+}
+
+const TAGGED: &str =
+    "project: orange\nenv:\n  parameters:\n    - name: /orange/prod/env\n      format: dotenv\n";
+
+/// Tags count for nothing unless the baked config says so; when it does, only for its
+/// allow-list; and never for whom the agent talks to or where it writes, whatever the list says.
+/// A tag that is not applied is listed with its reason, never a problem of the config.
+#[test]
+fn tags_count_only_as_far_as_the_baked_config_lets_them() {
+    let attack = [
+        ("aws.endpoint_url", "https://attacker.example"),
+        ("env.file", "/etc/cron.d/x"),
+        ("env.parameters.0.name", "/other/app/env"),
+        ("watch.interval", "30s"),
+    ];
+    // (the baked config's `overrides`, what the tags leave applied)
+    let table: [(&str, &[&str]); 5] = [
+        ("", &[]),
+        ("overrides:\n  tags: false\n", &[]),
+        (
+            "overrides:\n  tags: true\n",
+            &["env.parameters.0.name", "watch.interval"],
+        ),
+        (
+            "overrides:\n  tags: [watch.interval]\n",
+            &["watch.interval"],
+        ),
+        (
+            "overrides:\n  tags: [env.parameters]\n",
+            &["env.parameters.0.name"],
+        ),
+    ];
+    for (baked, applied) in table {
+        let dir = Dir::new();
+        dir.write("agent.yaml", &format!("{TAGGED}{baked}"));
+        let (s, problems) = check_with(&dir.main(), &with_tags(&attack)).unwrap();
+        assert_eq!(problems, Vec::<String>::new(), "{baked}");
+        assert_eq!(s.aws.endpoint_url, None, "{baked}");
+        assert!(s.env.as_ref().unwrap().path.ends_with(".env"), "{baked}");
+        let tagged: Vec<&str> = s
+            .origins
+            .iter()
+            .filter(|(_, layer)| layer.to_string_lossy().starts_with("tag "))
+            .map(|(key, _)| key.as_str())
+            .collect();
+        assert_eq!(tagged, applied, "{baked}: {:#?}", s.ignored_tags);
+        assert_eq!(
+            s.ignored_tags.len(),
+            attack.len() - applied.len(),
+            "{baked}: {:#?}",
+            s.ignored_tags
+        );
+        for (key, _) in attack {
+            let named = s
+                .ignored_tags
+                .iter()
+                .any(|i| i.starts_with(&format!("tag kicky-agent:{key}: ")));
+            assert_eq!(named, !applied.contains(&key), "{baked}: {key}");
+        }
+        let endpoint = s
+            .ignored_tags
+            .iter()
+            .find(|i| i.contains("aws.endpoint_url"))
+            .unwrap();
+        let want = match baked {
+            "" | "overrides:\n  tags: false\n" => "tags are off",
+            _ => "can never be set by a tag",
+        };
+        assert!(endpoint.contains(want), "{baked}: {endpoint}");
+    }
+}
+
+/// A list that names what no tag may set is the baked config's mistake: exit 2, its line.
+#[test]
+fn an_allow_list_cannot_open_what_tags_never_set() {
+    for (list, needle) in [
+        (
+            "[aws.endpoint_url]",
+            "`aws.endpoint_url` can never be set by a tag",
+        ),
+        (
+            "[env]",
+            "`env` can never be set by a tag (it includes or is part of `env.file`)",
+        ),
+        ("['*']", "can never be set by a tag"),
+        ("[registries.0.server]", "part of `registries`"),
+        ("[compose.secrets_dir]", "can never be set"),
+        ("[Watch.Interval]", "is not a dotted key"),
+        (
+            "[watch]",
+            "`watch` can never be set by a tag (it includes or is part of `watch.marker`)",
+        ),
+        ("yes please", "`true`, `false` or a list of keys"),
+    ] {
+        let dir = Dir::new();
+        dir.write(
+            "agent.yaml",
+            &format!("{TAGGED}overrides:\n  tags: {list}\n"),
+        );
+        let (msg, code) = error_of(&dir.main());
+        assert_eq!(code, 2, "{list}: {msg}");
+        assert!(
+            msg.contains(":7:") && msg.contains("overrides.tags"),
+            "{list}: {msg}"
+        );
+        assert!(msg.contains(needle), "{list}: {msg}");
+    }
+}
+
+/// A tag whose value would make the config wrong is ignored; the config stands as the files and
+/// the user data made it.
+#[test]
+fn a_tag_with_a_bad_value_is_ignored_not_fatal() {
+    let dir = Dir::new();
+    dir.write(
+        "agent.yaml",
+        &format!("{TAGGED}watch:\n  interval: 20s\noverrides:\n  tags: true\n"),
+    );
+    for (value, why) in [
+        ("1s", "must be at least 5s"),
+        ("soon", "watch.interval"),
+        (
+            "http://AKIAIOSFODNN7EXAMPLE:x@h",
+            "looks like an AWS access key id",
+        ),
+    ] {
+        let (s, problems) =
+            check_with(&dir.main(), &with_tags(&[("watch.interval", value)])).unwrap();
+        assert_eq!(problems, Vec::<String>::new(), "{value}");
+        assert_eq!(s.watch_interval.as_secs(), 20, "{value}");
+        assert_eq!(s.ignored_tags.len(), 1, "{value}");
+        let ignored = &s.ignored_tags[0];
+        assert!(
+            ignored.starts_with("tag kicky-agent:watch.interval: ") && ignored.contains(why),
+            "{value}: {ignored}"
+        );
+        assert!(!ignored.contains("AKIA"), "{ignored}");
+    }
+}
+
+/// User data is root's equal, but what only the baked config may set stays the baked config's.
+#[test]
+fn user_data_cannot_set_what_only_the_baked_config_sets() {
+    let dir = Dir::new();
+    dir.write("agent.yaml", TAGGED);
+    for doc in [
+        "#kicky-agent\noverrides:\n  tags: true\n",
+        "#kicky-agent\noverrides:\n  user_data: false\n",
+    ] {
+        let overrides = Overrides {
+            user_data: Some(doc.into()),
+            ..Overrides::default()
+        };
+        let (_, problems) = check_with(&dir.main(), &overrides).unwrap();
+        assert!(
+            problems.iter().any(|p| p.starts_with("user data: ")
+                && p.contains("can be set in the baked config only")),
+            "{doc}: {problems:#?}"
+        );
+    }
+}
+
+/// Durations have floors, in every layer: a watch every millisecond is a fleet hammering SSM.
+#[test]
+fn durations_have_floors() {
+    for (text, want) in [
+        (
+            "watch:\n  interval: 1s\n",
+            Some("watch.interval: must be at least 5s"),
+        ),
+        (
+            "watch:\n  interval: 4999ms\n",
+            Some("watch.interval: must be at least 5s"),
+        ),
+        ("watch:\n  interval: 5s\n", None),
+        ("watch:\n  interval: 0s\n", None),
+        (
+            "watch:\n  full_every: 10s\n",
+            Some("watch.full_every: must be at least 1m"),
+        ),
+        (
+            "watch:\n  retry_failed_after: 1s\n",
+            Some("watch.retry_failed_after: must be at least 1m"),
+        ),
+        (
+            "lifecycle:\n  heartbeat_interval: 0s\n",
+            Some("lifecycle.heartbeat_interval: must be at least 5s"),
+        ),
+        ("lifecycle:\n  heartbeat_interval: 5s\n", None),
+    ] {
+        let dir = Dir::new();
+        dir.write("agent.yaml", &format!("project: orange\n{text}"));
+        let (_, problems) = check(&dir.main()).unwrap();
+        match want {
+            Some(want) => assert!(
+                problems.len() == 1 && problems[0].contains(want) && problems[0].contains(":3:"),
+                "{text}: {problems:#?}"
+            ),
+            None => assert_eq!(problems, Vec::<String>::new(), "{text}"),
+        }
+    }
 }

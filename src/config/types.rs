@@ -90,7 +90,8 @@ impl FilePath {
 deserialize_via_parse!(FilePath);
 
 /// A file mode, written as an octal string ("0600"; an unquoted `0600` reads as that string too).
-/// A YAML number (`600`, `0o600`) is refused rather than guessed at.
+/// A YAML number (`600`, `0o600`) is refused rather than guessed at, and so are the setuid, setgid
+/// and sticky bits: a file the agent writes as root must never run as root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMode(pub u32);
 
@@ -98,9 +99,13 @@ impl FileMode {
     pub fn parse(s: &str) -> Result<Self, String> {
         let digits = s.strip_prefix("0o").unwrap_or(s);
         match u32::from_str_radix(digits, 8) {
-            Ok(mode) if !digits.is_empty() && digits.len() <= 4 && mode <= 0o7777 => {
+            Ok(mode) if !digits.is_empty() && digits.len() <= 4 && mode <= 0o777 => {
                 Ok(FileMode(mode))
             }
+            Ok(mode) if !digits.is_empty() && digits.len() <= 4 && mode <= 0o7777 => Err(format!(
+                "file mode {s:?} sets the setuid, setgid or sticky bit: refused (a file the agent writes as root would run as root); use permission bits only, such as \"{:04o}\"",
+                mode & 0o777
+            )),
             _ => Err(format!(
                 "invalid file mode {s:?}: expected an octal string such as \"0600\""
             )),
@@ -411,6 +416,27 @@ impl fmt::Display for S3Uri {
 }
 deserialize_via_parse!(S3Uri);
 
+/// An AWS account id: exactly 12 digits (the expected owner of a bucket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsAccountId(String);
+
+impl AwsAccountId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.len() == 12 && s.chars().all(|c| c.is_ascii_digit()) {
+            Ok(AwsAccountId(s.to_string()))
+        } else {
+            Err(format!(
+                "{s:?} is not an AWS account id (12 digits; quote it in YAML: \"012345678901\")"
+            ))
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+deserialize_via_parse!(AwsAccountId);
+
 /// A user or group: a name as `useradd` accepts it, or a numeric id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account(String);
@@ -572,6 +598,21 @@ mod tests {
     }
 
     #[test]
+    fn aws_account_ids_are_twelve_digits() {
+        assert!(AwsAccountId::parse("012345678901").is_ok());
+        for bad in [
+            "",
+            "12345678901",
+            "1234567890123",
+            "12345678901a",
+            " 123456789012",
+            "*",
+        ] {
+            assert!(AwsAccountId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn project_names() {
         assert!(ProjectName::parse("orange").is_ok());
         assert!(ProjectName::parse("my_app-2").is_ok());
@@ -587,6 +628,25 @@ mod tests {
         assert_eq!(FileMode::parse("0o640"), Ok(FileMode(0o640)));
         for bad in ["", "0800", "rw-r--r--", "17777", "-1"] {
             assert!(FileMode::parse(bad).is_err(), "{bad}");
+        }
+        // Permission bits only: setuid, setgid and sticky are refused, saying which mode to use.
+        let cases = [
+            ("0777", Some(0o777)),
+            ("0000", Some(0)),
+            ("4755", None),
+            ("2750", None),
+            ("1777", None),
+            ("0o4644", None),
+            ("7777", None),
+        ];
+        for (text, want) in cases {
+            match (FileMode::parse(text), want) {
+                (Ok(mode), Some(want)) => assert_eq!(mode.0, want, "{text}"),
+                (Err(why), None) => {
+                    assert!(why.contains("setuid, setgid or sticky"), "{text}: {why}")
+                }
+                (got, _) => panic!("{text}: {got:?}"),
+            }
         }
     }
 

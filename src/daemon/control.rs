@@ -9,6 +9,13 @@
 //! socket is never given up on an accept error, and binding it never touches what the agent did
 //! not make: a directory it did not create keeps its mode, and a file that is not a stale socket
 //! is an error, never deleted.
+//!
+//! Both ends check who is on the other one (`SO_PEERCRED`) before trusting it: the daemon runs
+//! as root, so `resync` believes only an answer from a root process (a socket at the configured
+//! path served by anyone else, say a leftover path in a world-writable directory, could print a
+//! forged "converged" and exit 0), and the daemon serves only root's clients. A process running
+//! as the same user as the other end is trusted too: that user could forge nothing they cannot
+//! already do (a developer's daemon and client, both unprivileged).
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -87,6 +94,26 @@ impl Drop for ControlServer {
     }
 }
 
+/// Whether a process running as `peer` at the other end of the control socket may be trusted by
+/// this one, running as `own`: root always, else only the same user.
+fn trusted(peer: u32, own: u32) -> bool {
+    peer == 0 || peer == own
+}
+
+/// Who is at the other end of `stream`, and whether this process may trust it.
+fn peer_of(stream: &UnixStream) -> Result<(tokio::net::unix::UCred, bool)> {
+    let peer = stream
+        .peer_cred()
+        .context("failed to read the other end's credentials (SO_PEERCRED)")?;
+    let own = nix::unistd::geteuid().as_raw();
+    Ok((peer, trusted(peer.uid(), own)))
+}
+
+fn pid_of(peer: &tokio::net::unix::UCred) -> String {
+    peer.pid()
+        .map_or_else(|| "unknown".into(), |pid| pid.to_string())
+}
+
 /// Serves the socket for the daemon's life: each client that asks for a resync is handed to
 /// `on_client` as the sender of its messages.
 pub async fn serve(
@@ -117,6 +144,7 @@ async fn converse(
     stream: UnixStream,
     on_client: &dyn Fn(mpsc::Sender<ClientMessage>),
 ) -> Result<()> {
+    let (peer, trusted) = peer_of(&stream)?;
     let (read, mut write) = stream.into_split();
     let mut request = String::new();
     let mut reader = BufReader::new(read.take(REQUEST_LIMIT));
@@ -124,12 +152,25 @@ async fn converse(
         .await
         .context("no request in time")?
         .context("the request could not be read")?;
-    if request.trim() != "resync" {
-        let answer = if request.ends_with('\n') {
+    // Refused after the request is read: closing with it unread would reset the connection, and
+    // the client would never see why.
+    let refusal = if !trusted {
+        tracing::warn!(
+            "control socket: refused a client running as uid {} (pid {}): only root may ask this daemon for a resync",
+            peer.uid(),
+            pid_of(&peer)
+        );
+        Some("result: 1 refused: only root may ask this daemon for a resync\n")
+    } else if request.trim() != "resync" {
+        Some(if request.ends_with('\n') {
             "result: 2 unknown request (the one request is `resync`)\n"
         } else {
             "result: 2 no request line (one line, `resync`)\n"
-        };
+        })
+    } else {
+        None
+    };
+    if let Some(answer) = refusal {
         let _ = tokio::time::timeout(WRITE_WAIT, write.write_all(answer.as_bytes())).await;
         return Ok(());
     }
@@ -159,7 +200,8 @@ fn one_line(text: &str) -> String {
 }
 
 /// Asks the daemon at `path` to resync, printing its progress as it comes, for at most `bound`.
-/// `Ok(None)` when no daemon listens there.
+/// `Ok(None)` when no daemon listens there; an error, before a word is sent or read, when the
+/// process listening there is not root's (nor this user's own).
 pub async fn resync(
     path: &Path,
     bound: Duration,
@@ -180,6 +222,17 @@ pub async fn resync(
                 .with_context(|| format!("failed to reach the daemon at {}", path.display()))
         }
     };
+    let (peer, trusted) = peer_of(&stream)
+        .with_context(|| format!("failed to check who serves {}", path.display()))?;
+    if !trusted {
+        bail!(
+            "{} is served by a process running as uid {} (pid {}), not root: a kicky-agent daemon runs as root, so its answer is not trusted (a socket left or bound there by another user?); remove it, or set control_socket to a path only root can create (the default is {})",
+            path.display(),
+            peer.uid(),
+            pid_of(&peer),
+            crate::config::defaults::CONTROL_SOCKET
+        );
+    }
     let conversation = async {
         let (read, mut write) = stream.into_split();
         write
@@ -270,6 +323,22 @@ mod tests {
                 assert_eq!(lines, vec!["pulling 1 image", "failed /  -> why"]);
             })
             .await;
+    }
+
+    /// Root is trusted by anyone; anyone else only by a process of the same user. A root client
+    /// trusts no other user's socket; a root daemon serves no other user's client.
+    #[test]
+    fn only_root_or_the_same_user_is_trusted() {
+        for (peer, own, want) in [
+            (0, 0, true),
+            (0, 1000, true),
+            (1000, 1000, true),
+            (65534, 0, false),
+            (1000, 0, false),
+            (1001, 1000, false),
+        ] {
+            assert_eq!(trusted(peer, own), want, "peer {peer}, own {own}");
+        }
     }
 
     #[tokio::test]

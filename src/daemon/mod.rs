@@ -72,6 +72,7 @@ enum Report {
 pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Result<()> {
     let overrides = config::read_overrides(config_path, None).await?;
     let settings = config::load_with(config_path, &overrides)?;
+    config::warn_ignored_tags(&settings);
     crate::compose::learn_env_file(&settings);
     let control = ControlServer::bind(&settings.control_socket)?;
     let mut hup = signal(SignalKind::hangup()).context("failed to catch SIGHUP")?;
@@ -169,7 +170,11 @@ impl Shared {
             _ => config::read_overrides(path, None).await?,
         };
         *known = Some(fresh.clone());
-        config::load_with(path, &fresh)
+        let settings = config::load_with(path, &fresh)?;
+        if refresh {
+            config::warn_ignored_tags(&settings);
+        }
+        Ok(settings)
     }
 
     /// The config for a watch, with the overrides as known (no instance metadata read).
@@ -592,7 +597,13 @@ async fn watch_once(
     let marker = match &settings.watch_marker {
         Some(uri) => {
             use crate::aws::s3::ObjectStore;
-            let etag = clients.s3.head(uri, None).await?.etag.unwrap_or_default();
+            let owner = settings.watch_marker_owner.as_deref();
+            let etag = clients
+                .s3
+                .head(uri, owner, None)
+                .await?
+                .etag
+                .unwrap_or_default();
             let now = tokio::time::Instant::now();
             let seen = shared.marker.lock().await.clone();
             if !watch::full_check_due(seen.as_ref(), &etag, now, settings.watch_full_every) {

@@ -1,6 +1,7 @@
 //! The policy of each shape of config: which statements, with which actions and resources.
 
 use super::*;
+use serde_json::json;
 
 fn settings(yaml: &str) -> Settings {
     let dir = tempfile::tempdir().unwrap();
@@ -15,6 +16,24 @@ fn place() -> Place {
         Some("123456789012"),
         Some("orange-asg"),
     )
+}
+
+fn none() -> Images {
+    Images::Known(Vec::new())
+}
+
+fn images(refs: &[&str]) -> Images {
+    Images::Known(refs.iter().map(|r| ImageRef::parse(r).unwrap()).collect())
+}
+
+/// The statement `sid` of `policy`.
+fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == sid)
+        .unwrap_or_else(|| panic!("no {sid} in {policy:#}"))
 }
 
 /// Statement id → (actions, resources).
@@ -55,9 +74,9 @@ env:
     - name: /orange/prod/SERVER_SECRET
       key: SERVER_SECRET
 files:
-  - source: s3://orange-deploy/docker-compose.yml
+  - source: s3://amzn-s3-demo-bucket/docker-compose.yml
     path: docker-compose.yml
-  - source: s3://orange-deploy/promtail-config.yml
+  - source: s3://amzn-s3-demo-bucket/promtail-config.yml
     path: promtail-config.yml
     version_id: 3sL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY
 registries:
@@ -66,13 +85,22 @@ registries:
     password: { parameter: /orange/dockerhub/token }
   - server: 123456789012.dkr.ecr.ap-northeast-2.amazonaws.com
     ecr: true
+watch:
+  marker: s3://amzn-s3-demo-bucket/release.marker
 ";
+
+const SEED_IMAGES: &[&str] = &[
+    "123456789012.dkr.ecr.ap-northeast-2.amazonaws.com/orange/api:1.4",
+    "123456789012.dkr.ecr.ap-northeast-2.amazonaws.com/orange/worker@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "grafana/promtail:2.9",
+];
 
 #[test]
 fn the_seed_config_gets_exact_arns_and_one_statement_per_job() {
-    let policy = policy(&settings(SEED), &place());
+    let policy = policy(&settings(SEED), &place(), &images(SEED_IMAGES)).unwrap();
     let p = "arn:aws:ssm:ap-northeast-2:123456789012:parameter";
     let group = "arn:aws:autoscaling:ap-northeast-2:123456789012:autoScalingGroup:*:autoScalingGroupName/orange-asg";
+    let ecr = "arn:aws:ecr:ap-northeast-2:123456789012:repository";
     let expect: Vec<(&str, Vec<&str>, Vec<String>)> = vec![
         (
             "ReadParameters",
@@ -98,7 +126,7 @@ fn the_seed_config_gets_exact_arns_and_one_statement_per_job() {
             vec!["*".into()],
         ),
         (
-            "DecryptViaServices",
+            "DecryptParameters",
             vec!["kms:Decrypt"],
             vec!["arn:aws:kms:ap-northeast-2:123456789012:key/*".into()],
         ),
@@ -106,14 +134,19 @@ fn the_seed_config_gets_exact_arns_and_one_statement_per_job() {
             "ReadFiles",
             vec!["s3:GetObject"],
             vec![
-                "arn:aws:s3:::orange-deploy/docker-compose.yml".into(),
-                "arn:aws:s3:::orange-deploy/promtail-config.yml".into(),
+                "arn:aws:s3:::amzn-s3-demo-bucket/docker-compose.yml".into(),
+                "arn:aws:s3:::amzn-s3-demo-bucket/promtail-config.yml".into(),
             ],
         ),
         (
             "ReadPinnedFileVersions",
             vec!["s3:GetObjectVersion"],
-            vec!["arn:aws:s3:::orange-deploy/promtail-config.yml".into()],
+            vec!["arn:aws:s3:::amzn-s3-demo-bucket/promtail-config.yml".into()],
+        ),
+        (
+            "WatchReleaseMarker",
+            vec!["s3:GetObject"],
+            vec!["arn:aws:s3:::amzn-s3-demo-bucket/release.marker".into()],
         ),
         (
             "EcrToken",
@@ -122,12 +155,8 @@ fn the_seed_config_gets_exact_arns_and_one_statement_per_job() {
         ),
         (
             "EcrPull",
-            vec![
-                "ecr:BatchCheckLayerAvailability",
-                "ecr:BatchGetImage",
-                "ecr:GetDownloadUrlForLayer",
-            ],
-            vec!["arn:aws:ecr:ap-northeast-2:123456789012:repository/*".into()],
+            vec!["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            vec![format!("{ecr}/orange/api"), format!("{ecr}/orange/worker")],
         ),
         (
             "FindLifecycleHook",
@@ -158,18 +187,40 @@ fn the_seed_config_gets_exact_arns_and_one_statement_per_job() {
         })
         .collect();
     assert_eq!(got, expect);
-    // Only what the agent asks SSM for may be decrypted, and only through SSM.
-    let decrypt = &policy["Statement"][3];
+    // Only the configured parameters may be decrypted, and only through SSM; what is under a
+    // path is a wildcard, so the key is compared with StringLike.
     assert_eq!(
-        decrypt["Condition"]["StringEquals"]["kms:ViaService"],
-        json!(["ssm.ap-northeast-2.amazonaws.com"])
+        statement(&policy, "DecryptParameters")["Condition"],
+        json!({
+            "StringEquals": { "kms:ViaService": ["ssm.ap-northeast-2.amazonaws.com"] },
+            "StringLike": { "kms:EncryptionContext:PARAMETER_ARN": [
+                format!("{p}/orange/dockerhub/token"),
+                format!("{p}/orange/dockerhub/username"),
+                format!("{p}/orange/prod/SERVER_SECRET"),
+                format!("{p}/orange/prod/env"),
+                format!("{p}/orange/prod/vars/*"),
+            ]},
+        })
     );
+    // Objects only in buckets of the instance's account.
+    for sid in ["ReadFiles", "ReadPinnedFileVersions", "WatchReleaseMarker"] {
+        assert_eq!(
+            statement(&policy, sid)["Condition"],
+            json!({ "StringEquals": { "s3:ResourceAccount": ["123456789012"] } }),
+            "{sid}"
+        );
+    }
+    // No condition anywhere compares a wildcard literally.
+    for s in policy["Statement"].as_array().unwrap() {
+        let equals = s["Condition"]["StringEquals"].to_string();
+        assert!(!equals.contains(['*', '?']), "{s}");
+    }
 }
 
 #[test]
 fn each_statement_is_there_only_when_the_config_needs_it() {
     let sids = |yaml: &str| -> Vec<String> {
-        statements(&policy(&settings(yaml), &place()))
+        statements(&policy(&settings(yaml), &place(), &none()).unwrap())
             .into_iter()
             .map(|s| s.0)
             .collect()
@@ -179,19 +230,30 @@ fn each_statement_is_there_only_when_the_config_needs_it() {
         ("", &[]),
         (
             "env:\n  parameters:\n    - name: /a/B\nwatch:\n  interval: 0\n",
-            &["ReadParameters", "DecryptViaServices"],
+            &["ReadParameters", "DecryptParameters"],
         ),
         (
             "env:\n  parameters:\n    - secret: app/prod\n",
-            &["ReadSecrets", "BatchReadSecrets", "DecryptViaServices"],
+            &["ReadSecrets", "BatchReadSecrets", "DecryptSecrets"],
         ),
         (
             "env:\n  parameters:\n    - secret: app/prod\n      version_stage: AWSPREVIOUS\n",
-            &["ReadSecrets", "DecryptViaServices"],
+            &["ReadSecrets", "DecryptSecrets"],
         ),
         (
             "files:\n  - source: s3://bucket/k\n    path: k\n",
             &["ReadFiles"],
+        ),
+        // A marker is looked at only by a watching daemon.
+        (
+            "watch:\n  interval: 0\n  marker: s3://bucket/m\n",
+            &[],
+        ),
+        ("watch:\n  marker: s3://bucket/m\n", &["WatchReleaseMarker"]),
+        // An ECR registry none of the images comes from needs nothing.
+        (
+            "registries:\n  - server: 123456789012.dkr.ecr.ap-northeast-2.amazonaws.com\n    ecr: true\n",
+            &[],
         ),
     ];
     for (extra, expect) in table {
@@ -212,7 +274,7 @@ fn each_statement_is_there_only_when_the_config_needs_it() {
 fn secrets_by_name_match_their_random_suffix_and_arns_are_kept() {
     let yaml = "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\nenv:\n  parameters:\n\
                 \x20   - secret: app/prod\n    - secret: arn:aws:secretsmanager:ap-northeast-2:1:secret:x-AbCdEf\n";
-    let policy = policy(&settings(yaml), &place());
+    let policy = policy(&settings(yaml), &place(), &none()).unwrap();
     let read = statements(&policy)
         .into_iter()
         .find(|s| s.0 == "ReadSecrets")
@@ -224,24 +286,141 @@ fn secrets_by_name_match_their_random_suffix_and_arns_are_kept() {
             "secretsmanager:DescribeSecret"
         ]
     );
+    let arns = [
+        "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:app/prod-??????",
+        "arn:aws:secretsmanager:ap-northeast-2:1:secret:x-AbCdEf",
+    ];
+    assert_eq!(read.2, arns);
     assert_eq!(
-        read.2,
-        [
-            "arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:app/prod-??????",
-            "arn:aws:secretsmanager:ap-northeast-2:1:secret:x-AbCdEf",
-        ]
+        statement(&policy, "DecryptSecrets")["Condition"],
+        json!({
+            "StringEquals": { "kms:ViaService": ["secretsmanager.ap-northeast-2.amazonaws.com"] },
+            "StringLike": { "kms:EncryptionContext:SecretARN": arns },
+        })
     );
-    let decrypt = &policy["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Sid"] == "DecryptViaServices")
-        .unwrap()
-        .clone();
+}
+
+#[test]
+fn exact_values_are_compared_with_string_equals() {
+    let yaml = "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\nwatch:\n  interval: 0\n\
+                env:\n  parameters:\n    - name: /a/B\n";
+    let policy = policy(&settings(yaml), &place(), &none()).unwrap();
     assert_eq!(
-        decrypt["Condition"]["StringEquals"]["kms:ViaService"],
-        json!(["secretsmanager.ap-northeast-2.amazonaws.com"])
+        statement(&policy, "DecryptParameters")["Condition"],
+        json!({ "StringEquals": {
+            "kms:ViaService": ["ssm.ap-northeast-2.amazonaws.com"],
+            "kms:EncryptionContext:PARAMETER_ARN": ["arn:aws:ssm:ap-northeast-2:123456789012:parameter/a/B"],
+        }})
     );
+}
+
+#[test]
+fn the_root_path_is_every_parameter_of_the_account() {
+    let yaml = "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\nwatch:\n  interval: 0\n\
+                env:\n  parameters:\n    - path: /\n";
+    let policy = policy(&settings(yaml), &place(), &none()).unwrap();
+    let p = "arn:aws:ssm:ap-northeast-2:123456789012:parameter/";
+    assert_eq!(
+        statement(&policy, "ReadParameterPaths")["Resource"],
+        json!([p, format!("{p}*")])
+    );
+    assert_eq!(
+        statement(&policy, "DecryptParameters")["Condition"]["StringLike"]
+            ["kms:EncryptionContext:PARAMETER_ARN"],
+        json!([format!("{p}*")])
+    );
+    assert_eq!(
+        path_arns(&place(), "/a/b/"),
+        (format!("{p}a/b"), format!("{p}a/b/*"))
+    );
+}
+
+#[test]
+fn buckets_of_other_accounts_are_named_by_their_owner() {
+    let yaml = "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\nfiles:\n\
+                \x20 - source: s3://mine/a\n    path: a\n\
+                \x20 - source: s3://theirs/b\n    path: b\n    expected_owner: \"111122223333\"\n\
+                watch:\n  marker: s3://releases/m\n  marker_expected_owner: \"444455556666\"\n";
+    let policy = policy(&settings(yaml), &place(), &none()).unwrap();
+    assert_eq!(
+        statement(&policy, "ReadFiles")["Condition"],
+        json!({ "StringEquals": { "s3:ResourceAccount": ["111122223333", "123456789012"] } })
+    );
+    assert_eq!(
+        statement(&policy, "WatchReleaseMarker")["Condition"],
+        json!({ "StringEquals": { "s3:ResourceAccount": ["444455556666"] } })
+    );
+    // An unknown account is a wildcard, so StringLike.
+    let anywhere = Place::new(Some("ap-northeast-2"), None, None);
+    let policy = super::policy(&settings(yaml), &anywhere, &none()).unwrap();
+    assert_eq!(
+        statement(&policy, "ReadFiles")["Condition"],
+        json!({ "StringLike": { "s3:ResourceAccount": ["*", "111122223333"] } })
+    );
+}
+
+#[test]
+fn ecr_repositories_are_those_of_the_images_pulled_from_it() {
+    let yaml = "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\nregistries:\n\
+                \x20 - server: 111122223333.dkr.ecr.eu-west-1.amazonaws.com\n    ecr: true\n\
+                \x20 - server: 127.0.0.1:5000\n    ecr: true\n";
+    let s = settings(yaml);
+    let pulled = images(&[
+        "111122223333.dkr.ecr.eu-west-1.amazonaws.com/team/api:3",
+        "127.0.0.1:5000/tester/web:2",
+        "docker.io/library/nginx:1",
+        "444455556666.dkr.ecr.eu-west-1.amazonaws.com/not/configured:1",
+    ]);
+    let policy = policy(&s, &place(), &pulled).unwrap();
+    let pull = statement(&policy, "EcrPull");
+    assert_eq!(
+        pull["Action"],
+        json!(["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"])
+    );
+    // The ECR host's own account and region; another host stands in for the instance's.
+    assert_eq!(
+        pull["Resource"],
+        json!([
+            "arn:aws:ecr:ap-northeast-2:123456789012:repository/tester/web",
+            "arn:aws:ecr:eu-west-1:111122223333:repository/team/api",
+        ])
+    );
+    // Without a compose file to read: every repository of each ECR registry.
+    let policy = super::policy(&s, &place(), &Images::Unknown).unwrap();
+    assert_eq!(
+        statement(&policy, "EcrPull")["Resource"],
+        json!([
+            "arn:aws:ecr:ap-northeast-2:123456789012:repository/*",
+            "arn:aws:ecr:eu-west-1:111122223333:repository/*",
+        ])
+    );
+    assert_eq!(
+        ecr_host("111122223333.dkr.ecr-fips.us-gov-west-1.amazonaws.com"),
+        Some(("111122223333", "us-gov-west-1"))
+    );
+    assert_eq!(ecr_host("registry.example.com"), None);
+}
+
+#[test]
+fn an_unknown_group_is_an_error_unless_any_group_is_asked_for() {
+    let yaml = "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: auto\n";
+    let s = settings(yaml);
+    let unknown = Place::new(Some("ap-northeast-2"), Some("123456789012"), None);
+    let err = policy(&s, &unknown, &none()).unwrap_err();
+    assert_eq!(
+        crate::error::exit_status(&err),
+        crate::error::EXIT_BAD_INPUT
+    );
+    assert!(format!("{err:#}").contains("--group '*'"), "{err:#}");
+    let any = Place::new(Some("ap-northeast-2"), Some("123456789012"), Some("*"));
+    let policy = policy(&s, &any, &none()).unwrap();
+    assert_eq!(
+        statement(&policy, "CompleteLifecycleAction")["Resource"],
+        json!(["arn:aws:autoscaling:ap-northeast-2:123456789012:autoScalingGroup:*:autoScalingGroupName/*"])
+    );
+    // With the hook off, no group is needed.
+    let off = settings("project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\n");
+    assert!(super::policy(&off, &unknown, &none()).is_ok());
 }
 
 #[test]

@@ -119,6 +119,7 @@ async fn stage(
     };
     let request = ObjectRequest {
         uri: &file.source,
+        owner: file.expected_owner.as_deref(),
         version_id: file.version_id.as_deref(),
         if_none_match,
     };
@@ -150,7 +151,7 @@ async fn stage(
             let sha256 = hex(&digest);
             let same_content = previous.is_some_and(|p| p.sha256 == sha256);
             let change = match previous {
-                _ if !file.path.exists() && !same_content => Change::Create,
+                _ if !is_there(&file.path)? && !same_content => Change::Create,
                 None => Change::Update,
                 Some(_) if same_content && local_intact => Change::Unchanged,
                 Some(_) if same_content => Change::Restore,
@@ -189,7 +190,8 @@ pub fn commit(staged: Vec<Staged>) -> Result<Vec<(PathBuf, Change, FileRecord)>>
             None => fix_metadata(&s.path, s.mode, s.owner)?,
         }
         let mut record = s.record;
-        let meta = std::fs::metadata(&s.path)
+        let meta = regular_file(&s.path)?
+            .metadata()
             .with_context(|| format!("failed to stat {}", s.path.display()))?;
         record.inode = meta.ino();
         record.mtime_ns = mtime_ns(&meta);
@@ -211,7 +213,13 @@ pub async fn plan(
     file: &FileSettings,
     previous: Option<&FileRecord>,
 ) -> Result<(Change, ObjectMeta)> {
-    let meta = store.head(&file.source, file.version_id.as_deref()).await?;
+    let meta = store
+        .head(
+            &file.source,
+            file.expected_owner.as_deref(),
+            file.version_id.as_deref(),
+        )
+        .await?;
     let change = change_of(file, previous, &meta)?;
     Ok((change, meta))
 }
@@ -223,7 +231,7 @@ fn change_of(
 ) -> Result<Change> {
     let source = file.source.to_string();
     let Some(previous) = previous.filter(|p| p.source == source) else {
-        return Ok(if file.path.exists() {
+        return Ok(if is_there(&file.path)? {
             Change::Update
         } else {
             Change::Create
@@ -237,25 +245,29 @@ fn change_of(
     })
 }
 
+/// Whether a regular file is at `path` (what else is there is replaced as if nothing were).
+fn is_there(path: &Path) -> Result<bool> {
+    let file = crate::atomic::open_regular(path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    Ok(file.is_some())
+}
+
 /// Whether the file at `path` still holds what `record` says was written there.
 fn local_matches(path: &Path, record: &FileRecord) -> Result<bool> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_file() => meta,
-        Ok(_) => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("failed to stat {}", path.display())),
+    let Some(mut file) = crate::atomic::open_regular(path)
+        .with_context(|| format!("failed to open {}", path.display()))?
+    else {
+        return Ok(false);
     };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("failed to stat {}", path.display()))?;
     if meta.len() != record.size {
         return Ok(false);
     }
     if meta.ino() == record.inode && mtime_ns(&meta) == record.mtime_ns {
         return Ok(true);
     }
-    let Some(mut file) = crate::atomic::open_regular(path)
-        .with_context(|| format!("failed to read {}", path.display()))?
-    else {
-        return Ok(false);
-    };
     let mut sink = HashingWriter::new(io::sink());
     io::copy(&mut file, &mut sink).with_context(|| format!("failed to read {}", path.display()))?;
     Ok(hex(&sink.finish().1) == record.sha256)
@@ -264,14 +276,7 @@ fn local_matches(path: &Path, record: &FileRecord) -> Result<bool> {
 /// Sets the mode and owner of the file at `path`, on the file itself (opened without following a
 /// link, then `fchmod`/`fchown`): a link swapped in meanwhile is refused, never followed.
 fn fix_metadata(path: &Path, mode: u32, owner: Option<(Option<u32>, Option<u32>)>) -> Result<()> {
-    let file = crate::atomic::open_regular(path)
-        .with_context(|| format!("failed to open {}", path.display()))?
-        .ok_or_else(|| {
-            anyhow!(
-                "{} is no longer the regular file the agent wrote (a link or a directory took its place): refused",
-                path.display()
-            )
-        })?;
+    let file = regular_file(path)?;
     let meta = file
         .metadata()
         .with_context(|| format!("failed to stat {}", path.display()))?;
@@ -286,6 +291,18 @@ fn fix_metadata(path: &Path, mode: u32, owner: Option<(Option<u32>, Option<u32>)
         }
     }
     Ok(())
+}
+
+/// The file the agent wrote at `path`, opened without following a link.
+fn regular_file(path: &Path) -> Result<std::fs::File> {
+    crate::atomic::open_regular(path)
+        .with_context(|| format!("failed to open {}", path.display()))?
+        .ok_or_else(|| {
+            anyhow!(
+                "{} is no longer the regular file the agent wrote (a link, a FIFO or a directory took its place): refused",
+                path.display()
+            )
+        })
 }
 
 /// The uid and gid `owner:` and `group:` name, looked up on this machine.
@@ -383,7 +400,7 @@ mod tests {
             sink.write_all(self.body)?;
             Ok(Fetched::Written(self.meta.clone()))
         }
-        async fn head(&self, _: &S3Uri, _: Option<&str>) -> Result<ObjectMeta> {
+        async fn head(&self, _: &S3Uri, _: Option<&str>, _: Option<&str>) -> Result<ObjectMeta> {
             Ok(self.meta.clone())
         }
     }
@@ -396,6 +413,7 @@ mod tests {
             mode: 0o644,
             owner: None,
             group: None,
+            expected_owner: None,
         }
     }
 

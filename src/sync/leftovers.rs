@@ -3,8 +3,10 @@
 //! the start of the next sync, under the project's lock, so no sync is writing them then. Only
 //! names the agent makes are touched, and a link is removed, never followed.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
+use crate::atomic::{Dir, Kind};
 use crate::config::Settings;
 
 /// Removes the leftovers of `settings`' files; returns what it removed.
@@ -31,25 +33,26 @@ pub fn clean(settings: &Settings) -> Vec<PathBuf> {
     removed
 }
 
-/// Removes the entries of `dir` that `matches` (name, is a directory) picks.
+/// Removes the entries of `dir` that `matches` (name, is a directory) picks; a directory only
+/// with the files in it (a snapshot holds nothing else), never recursively.
 fn remove_matching(dir: &Path, matches: impl Fn(&str, bool) -> bool) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(Some(handle)) = Dir::open(dir) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in handle.names().unwrap_or_default() {
         // The entry itself, not what a link points to.
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+        let Ok(Some(kind)) = handle.kind(&name) else {
             continue;
         };
-        if !matches(&name, meta.is_dir()) {
+        let is_dir = kind == Kind::Dir;
+        if !matches(&name.to_string_lossy(), is_dir) {
             continue;
         }
-        let path = entry.path();
-        let gone = match meta.is_dir() {
-            true => std::fs::remove_dir_all(&path),
-            false => std::fs::remove_file(&path),
+        let path = dir.join(&name);
+        let gone = match is_dir {
+            true => remove_flat_dir(&handle, &name),
+            false => handle.remove(&name),
         };
         match gone {
             Ok(()) => removed.push(path),
@@ -57,6 +60,15 @@ fn remove_matching(dir: &Path, matches: impl Fn(&str, bool) -> bool) -> Vec<Path
         }
     }
     removed
+}
+
+fn remove_flat_dir(parent: &Dir, name: &OsStr) -> std::io::Result<()> {
+    if let Some(dir) = parent.child(name)? {
+        for entry in dir.names()? {
+            dir.remove(&entry)?;
+        }
+    }
+    parent.remove_dir(name)
 }
 
 #[cfg(test)]

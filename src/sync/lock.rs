@@ -65,9 +65,11 @@ pub async fn acquire(state_dir: &Path, project: &str, wait: Duration) -> Result<
                 return Err(errno).with_context(|| format!("failed to lock {}", path.display()))
             }
         }
-        let who = std::fs::read_to_string(&holder)
+        let who = crate::atomic::read_text(&holder, 4096)
+            .ok()
+            .flatten()
             .map(|text| text.trim().to_string())
-            .unwrap_or_else(|_| "a process that did not say who it is".to_string());
+            .unwrap_or_else(|| "a process that did not say who it is".to_string());
         if started.elapsed() >= wait {
             bail!(
                 "another sync of project {project} is running: {who}; gave up after waiting {} (lock_timeout)",

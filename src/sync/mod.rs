@@ -278,7 +278,7 @@ async fn apply_release(
         .map(|s| s.path.clone())
         .collect();
     if let (Some(env), Some(desired)) = (&settings.env, &env) {
-        if std::fs::read(&env.path).ok().as_deref() != Some(desired.text.as_bytes()) {
+        if !atomic::holds(&env.path, desired.text.as_bytes())? {
             replaced.push(env.path.clone());
         }
     }
@@ -338,21 +338,19 @@ fn remember_failed(state: &mut State, attempt: Fingerprint, err: &anyhow::Error)
     });
 }
 
-/// The env file as it is on disk, as a release to apply (it is then left as it is).
+/// The env file as it is on disk, as a release to apply (it is then left as it is). A link or a
+/// FIFO in its place (a container that can write its directory) is no env file.
 fn env_on_disk(settings: &Settings, state: &State) -> Result<Option<DesiredEnv>> {
     let Some(env) = &settings.env else {
         return Ok(None);
     };
-    match std::fs::read_to_string(&env.path) {
-        Ok(text) => Ok(Some(DesiredEnv {
-            text,
-            variables: 0,
-            secret_only: Vec::new(),
-            versions: state.parameters.clone(),
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("failed to read {}", env.path.display())),
-    }
+    let text = atomic::read_text(&env.path, atomic::MAX_TEXT)?;
+    Ok(text.map(|text| DesiredEnv {
+        text,
+        variables: 0,
+        secret_only: Vec::new(),
+        versions: state.parameters.clone(),
+    }))
 }
 
 /// Commits the env file and the files, then converges the engine. `held`: the release applied is
@@ -446,10 +444,12 @@ async fn apply(
             state.stale_images = report.stale.iter().cloned().collect();
             // The release is good: the secret files it mounts are the only ones kept.
             state.secret_files = secret_files::mounted(&project);
-            secret_files::prune(
-                &secrets_dir,
-                &state.secret_files.values().cloned().collect(),
-            );
+            if !state.secret_files.is_empty() {
+                secret_files::prune(
+                    &secrets_dir,
+                    &state.secret_files.values().cloned().collect(),
+                );
+            }
             Some(report)
         }
         _ => None,

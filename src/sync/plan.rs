@@ -147,13 +147,18 @@ pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<
         .context("the rendered env file does not read back")?
         .into_iter()
         .collect();
-    let (exists, current_text, current_mode) = match std::fs::read_to_string(&env.path) {
-        Ok(t) => {
-            let mode = std::fs::metadata(&env.path)?.permissions().mode() & 0o7777;
-            (true, t, Some(mode))
+    // What is there now, never through a link: a link or a FIFO in its place is no env file.
+    let current = crate::atomic::open_regular(&env.path)
+        .with_context(|| format!("failed to open {}", env.path.display()))?;
+    let (exists, current_text, current_mode) = match current {
+        Some(file) => {
+            let meta = file
+                .metadata()
+                .with_context(|| format!("failed to stat {}", env.path.display()))?;
+            let text = crate::atomic::text_of(&file, &env.path, crate::atomic::MAX_TEXT)?;
+            (true, text, Some(meta.permissions().mode() & 0o7777))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (false, String::new(), None),
-        Err(e) => return Err(e).with_context(|| format!("failed to read {}", env.path.display())),
+        None => (false, String::new(), None),
     };
     // A hand-edited file that no longer parses is planned as a full replacement.
     let current: BTreeMap<String, String> = envfile::parse(&current_text, &no_lookup)

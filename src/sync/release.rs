@@ -78,9 +78,10 @@ impl Snapshot {
             match saved {
                 Some(saved) => {
                     let mut file = AtomicFile::create(target, saved.mode)?;
-                    let mut copy = fs::File::open(&saved.copy).with_context(|| {
-                        format!("failed to read the kept copy of {}", target.display())
-                    })?;
+                    let kept = || format!("failed to read the kept copy of {}", target.display());
+                    let mut copy = crate::atomic::open_regular(&saved.copy)
+                        .with_context(kept)?
+                        .with_context(kept)?;
                     io::copy(&mut copy, file.file())
                         .with_context(|| format!("failed to restore {}", target.display()))?;
                     std::os::unix::fs::fchown(file.file(), Some(saved.uid), Some(saved.gid))
@@ -89,14 +90,8 @@ impl Snapshot {
                         })?;
                     file.commit()?;
                 }
-                None => match fs::remove_file(target) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("failed to remove {}", target.display()))
-                    }
-                },
+                None => crate::atomic::remove(target)
+                    .with_context(|| format!("failed to remove {}", target.display()))?,
             }
             restored.push(target.clone());
         }

@@ -10,11 +10,13 @@
 //! mounted. The hash is keyed (a random key in `state_dir`, made once) so that the name, which
 //! `docker inspect` shows, tells nothing about the value; being the same for the same content, a
 //! host restart (which empties the tmpfs) rewrites the same files and recreates nothing. Files no
-//! container of the last good release mounts are removed after a sync succeeds.
+//! container of the last good release mounts are removed after a sync succeeds: only files of
+//! the agent's own names, in a directory it made (see [`prune`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -159,24 +161,14 @@ fn content_of(
             ))
         }),
         SecretSource::File(path) => {
-            let file = atomic::open_regular(path)
-                .with_context(|| format!("secret {name}: failed to open {}", path.display()))?
+            let text = atomic::read_text(path, MAX_BYTES)
+                .with_context(|| format!("secret {name}"))?
                 .ok_or_else(|| {
                     input_error(format!(
                         "secret {name}: file {} does not exist or is not a regular file",
                         path.display()
                     ))
                 })?;
-            let mut text = String::new();
-            file.take(MAX_BYTES + 1)
-                .read_to_string(&mut text)
-                .with_context(|| format!("secret {name}: failed to read {}", path.display()))?;
-            if text.len() as u64 > MAX_BYTES {
-                return Err(input_error(format!(
-                    "secret {name}: file {} is larger than 1 MiB",
-                    path.display()
-                )));
-            }
             Ok(Secret::fetched(text))
         }
     }
@@ -229,18 +221,17 @@ pub fn key_if_any(state_dir: &Path) -> Vec<u8> {
     }
 }
 
+/// Written in the project's directory of secret files when the agent makes it: only a directory
+/// with it is ever pruned.
+pub const MARKER: &str = ".kicky-agent-secrets";
+
 /// Writes the files that are not there yet, on a tmpfs only. The directories are root's (0700):
 /// a container sees its file through its mount, never the directory.
 pub fn write(dir: &Path, files: &[SecretFile]) -> Result<()> {
     if files.is_empty() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("failed to create {}", dir.display()))?;
-    on_tmpfs(dir)?;
+    own_dir(dir)?;
     for file in files {
         if let Some(mut existing) = atomic::open_regular(&file.path)
             .with_context(|| format!("failed to open {}", file.path.display()))?
@@ -257,10 +248,7 @@ pub fn write(dir: &Path, files: &[SecretFile]) -> Result<()> {
             }
         }
         let parent = file.path.parent().unwrap_or(dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
+        atomic::Dir::create(parent, 0o700)
             .with_context(|| format!("failed to create {}", parent.display()))?;
         let mut new = atomic::AtomicFile::create(&file.path, file.mode)?;
         new.file()
@@ -273,57 +261,126 @@ pub fn write(dir: &Path, files: &[SecretFile]) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a directory that is not on a tmpfs (or ramfs): a secret file there would reach the
-/// disk.
-fn on_tmpfs(dir: &Path) -> Result<()> {
-    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
-    const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    let fs = statfs(dir).with_context(|| format!("failed to look at {}", dir.display()))?;
-    let kind = fs.filesystem_type();
-    if kind == TMPFS_MAGIC || kind.0 as i64 == RAMFS_MAGIC {
-        return Ok(());
+/// Makes (or finds) the project's directory of secret files, and makes sure it may hold them: a
+/// directory (never through a link) of the agent's own user, closed to others, on a tmpfs, so that
+/// no value reaches a disk or another user. One the agent makes (or finds empty) gets the
+/// [`MARKER`]; one that was there before with something in it is used, but never pruned.
+fn own_dir(dir: &Path) -> Result<()> {
+    let handle = atomic::Dir::create(dir, 0o700)
+        .with_context(|| format!("failed to create {}", dir.display()))?;
+    let meta = handle
+        .meta()
+        .with_context(|| format!("failed to look at {}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.st_uid != me || meta.st_mode & 0o077 != 0 {
+        return Err(input_error(format!(
+            "{} is not the agent's own directory (owner {}, mode {:04o}; the agent needs its own user and 0700): the compose file's secrets would be readable by others; remove it, or point `compose.secrets_dir` at another directory",
+            dir.display(),
+            meta.st_uid,
+            meta.st_mode & 0o7777
+        )));
     }
-    Err(input_error(format!(
-        "{} is not on a tmpfs: the compose file's secrets would reach the disk; point `compose.secrets_dir` at a tmpfs (the default, /run/kicky-agent/secrets, is one)",
-        dir.display()
-    )))
+    if !handle
+        .on_tmpfs()
+        .with_context(|| format!("failed to look at {}", dir.display()))?
+    {
+        return Err(input_error(format!(
+            "{} is not on a tmpfs: the compose file's secrets would reach the disk; point `compose.secrets_dir` at a tmpfs (the default, /run/kicky-agent/secrets, is one)",
+            dir.display()
+        )));
+    }
+    let names = handle
+        .names()
+        .with_context(|| format!("failed to list {}", dir.display()))?;
+    if names.is_empty() {
+        let text = "made by kicky-agent: the secret files of the compose file's `secrets:`; the agent removes those no container of the last good release mounts\n";
+        atomic::write_if_changed(&dir.join(MARKER), text.as_bytes(), 0o600)?;
+    } else if !names.iter().any(|n| n == MARKER) {
+        tracing::warn!(
+            "{} was not made by kicky-agent (no {MARKER} in it): the secret files are written there, but nothing in it is ever removed; remove the directory for the agent to make its own",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
-/// Removes the project's secret files that are not in `keep` (and directories left empty),
-/// never following a link.
+/// Removes the project's secret files that are not in `keep` (and service directories left
+/// empty), only from a directory the agent made ([`MARKER`], its own user, 0700, on a tmpfs), and
+/// only files named as the agent names them (`<name>.<16 hex digits>`): never a file it did not
+/// write, never a directory's content recursively, never through a link.
 pub fn prune(dir: &Path, keep: &BTreeSet<PathBuf>) {
-    let Ok(services) = std::fs::read_dir(dir) else {
-        return;
+    if let Err(err) = prune_own(dir, keep) {
+        tracing::warn!(
+            "could not remove old secret files from {}: {err:#}",
+            dir.display()
+        );
+    }
+}
+
+fn prune_own(dir: &Path, keep: &BTreeSet<PathBuf>) -> Result<()> {
+    let Some(project) = atomic::Dir::open(dir)? else {
+        return Ok(());
     };
-    for service in services.flatten() {
-        let path = service.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+    let meta = project.meta()?;
+    let mine = project.kind(OsStr::new(MARKER))? == Some(atomic::Kind::File)
+        && meta.st_uid == nix::unistd::geteuid().as_raw()
+        && meta.st_mode & 0o077 == 0
+        && project.on_tmpfs()?;
+    if !mine {
+        tracing::info!(
+            "{} is not a directory kicky-agent made: no old secret file is removed from it",
+            dir.display()
+        );
+        return Ok(());
+    }
+    for service in project.names()? {
+        // What is not a directory at the top (the marker, a link) is not a service's.
+        let Some(files) = project.child(&service)? else {
             continue;
         };
-        if !meta.is_dir() {
-            remove(&path);
-            continue;
-        }
-        if let Ok(entries) = std::fs::read_dir(&path) {
-            for entry in entries.flatten() {
-                let file = entry.path();
-                if !keep.contains(&file) {
-                    remove(&file);
+        for name in files.names()? {
+            let path = dir.join(&service).join(&name);
+            let stale = is_secret_file_name(&name)
+                && !keep.contains(&path)
+                && files.kind(&name)? == Some(atomic::Kind::File);
+            if stale {
+                if let Err(err) = files.remove(&name) {
+                    tracing::warn!("could not remove {}: {err}", path.display());
                 }
             }
         }
-        let _ = std::fs::remove_dir(&path);
+        // Only when nothing is left in it.
+        let _ = project.remove_dir(&service);
     }
+    Ok(())
 }
 
-fn remove(path: &Path) {
-    let result = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
-        _ => std::fs::remove_file(path),
+/// Whether `name` is one the agent gives a secret file: `<name>.<16 hex digits>` (see
+/// [`keyed_id`]), or the temp file of one (`.<that>.<6 letters or digits>.tmp`, left by a sync
+/// killed while writing it).
+fn is_secret_file_name(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
     };
-    if let Err(err) = result {
-        tracing::warn!("could not remove {}: {err}", path.display());
-    }
+    let name = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+        Some(temp) => match temp.rsplit_once('.') {
+            Some((name, random))
+                if random.len() == 6 && random.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                name
+            }
+            _ => return false,
+        },
+        None => name,
+    };
+    let hex = |id: &str| {
+        id.len() == 16
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    name.rsplit_once('.')
+        .is_some_and(|(base, id)| !base.is_empty() && hex(id))
 }
 
 #[cfg(test)]

@@ -136,13 +136,10 @@ impl State {
     /// The state at `path`; empty when there is none yet. A state file that does not parse is
     /// set aside (everything is then fetched again), never a reason to fail.
     pub fn load(path: &Path) -> Result<State> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("failed to read the state file {}", path.display()))
-            }
+        let text = atomic::read_text(path, atomic::MAX_TEXT)
+            .with_context(|| format!("failed to read the state file {}", path.display()))?;
+        let Some(text) = text else {
+            return Ok(State::default());
         };
         match serde_json::from_str(&text) {
             Ok(state) => Ok(state),

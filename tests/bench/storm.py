@@ -58,6 +58,8 @@ from throttle import ThrottlingProxy  # noqa: E402
 
 SEED = ROOT / "tests" / "fixtures" / "seed-stack"
 FILES = ("docker-compose.yml", "promtail-config.yml")
+# The agent's floor for watch.interval (src/config/mod.rs, floors::WATCH_INTERVAL), in seconds.
+WATCH_FLOOR_S = 5
 # Test values in the shape of the seed stack's .env; none is a real secret, but they are treated as
 # such: compared, never printed.
 DOTENV = (
@@ -428,10 +430,16 @@ def main() -> None:
     )
     parser.add_argument("--bound", type=float, default=600, help="seconds to wait for convergence")
     parser.add_argument("--watch", action="store_true", help="then watch a release marker and change it")
-    parser.add_argument("--watch-interval", type=float, default=10)
+    parser.add_argument(
+        "--watch-interval", type=float, default=10,
+        help=f"seconds between watches (watch.interval), at least {WATCH_FLOOR_S}: the agent refuses less",
+    )
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
+    if args.watch and args.watch_interval < WATCH_FLOOR_S:
+        # Every agent would exit 2 on its config, and the bench would wait --bound for nothing.
+        parser.error(f"--watch-interval {args.watch_interval:g}: at least {WATCH_FLOOR_S} (the agent's floor)")
 
     moto_url = os.environ["KICKY_RIG_MOTO_URL"]
     region = os.environ["KICKY_RIG_REGION"]

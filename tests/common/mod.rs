@@ -4,10 +4,13 @@
 
 #![allow(dead_code)]
 
+pub mod asg;
 pub mod docker_proxy;
+pub mod iam_eval;
 pub mod imds;
 pub mod moto;
 pub mod proxy;
+pub mod recorder;
 pub mod stack;
 pub mod systemd;
 
@@ -449,6 +452,20 @@ pub fn python_dotenv(rig: &Rig, path: &Path) -> HashMap<String, String> {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("python-dotenv json")
+}
+
+/// Every file under `dir` (a link counts as a file, never followed).
+pub fn files_under(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.insert(path);
+        }
+    }
+    found
 }
 
 pub fn mode_of(path: &Path) -> u32 {

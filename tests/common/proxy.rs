@@ -1,12 +1,13 @@
 //! A TCP proxy in front of the rig's moto that injects faults: SSM's real ThrottlingException
 //! or S3's SlowDown for the first requests, dropped or reset connections, or a flipped byte in a
 //! response body. It also
-//! counts connections and the bytes moto sent, to prove what was (not) transferred. And it can be
-//! made to hang at any moment: every request from then on (on new connections and on those
-//! already open) is read and never answered, as by a server stopped with SIGSTOP.
+//! counts connections and the bytes moto sent, to prove what was (not) transferred, and notes
+//! each request it passes on, to prove what was (not) asked for. And it can be made to hang at any
+//! moment: every request from then on (on new connections and on those already open) is read and
+//! never answered, as by a server stopped with SIGSTOP.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,6 +33,7 @@ pub struct Proxy {
     connections: Arc<AtomicUsize>,
     bytes_down: Arc<AtomicUsize>,
     hang: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -42,13 +44,16 @@ impl Proxy {
         let connections = Arc::new(AtomicUsize::new(0));
         let bytes_down = Arc::new(AtomicUsize::new(0));
         let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let (seen, down, hanging) = (connections.clone(), bytes_down.clone(), hang.clone());
+        let asked = requests.clone();
         tokio::spawn(async move {
             loop {
                 let (client, _) = listener.accept().await.unwrap();
                 let n = seen.fetch_add(1, Ordering::SeqCst);
                 let (upstream, down, hanging) = (upstream.clone(), down.clone(), hanging.clone());
-                tokio::spawn(handle(client, upstream, fault, n, down, hanging));
+                let asked = asked.clone();
+                tokio::spawn(handle(client, upstream, fault, n, down, hanging, asked));
             }
         });
         Proxy {
@@ -56,6 +61,7 @@ impl Proxy {
             connections,
             bytes_down,
             hang,
+            requests,
         }
     }
 
@@ -71,6 +77,60 @@ impl Proxy {
     pub fn bytes_down(&self) -> usize {
         self.bytes_down.load(Ordering::SeqCst)
     }
+
+    /// The requests passed on (or held, hanging) so far, in the order they came: `HEAD
+    /// /bucket/key`, `POST / AmazonSSM.DescribeParameters` (the JSON APIs' `X-Amz-Target`).
+    /// Those a fault answered are not among them.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// The requests in what one connection's client sends: each a head, then as many body bytes as
+/// its Content-Length says (the SDK sends these APIs no chunked body).
+#[derive(Default)]
+struct Requests {
+    unread: Vec<u8>,
+    body_left: usize,
+}
+
+impl Requests {
+    fn feed(&mut self, bytes: &[u8], asked: &Mutex<Vec<String>>) {
+        self.unread.extend_from_slice(bytes);
+        loop {
+            // The rest of the last request's body, then (once it is all here) the next head.
+            let body = self.body_left.min(self.unread.len());
+            self.unread.drain(..body);
+            self.body_left -= body;
+            let Some(end) = self.unread.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&self.unread[..end]).into_owned();
+            self.unread.drain(..end + 4);
+            self.body_left = content_length(&head);
+            let line = head.lines().next().unwrap_or_default();
+            let mut request: Vec<&str> = line.split(' ').take(2).collect();
+            let target = header(&head, "x-amz-target");
+            request.extend(target.as_deref());
+            asked.lock().unwrap().push(request.join(" "));
+        }
+    }
+}
+
+/// A header's value in a request head.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
+    })
+}
+
+fn content_length(head: &str) -> usize {
+    header(head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn handle(
@@ -80,6 +140,7 @@ async fn handle(
     n: usize,
     down: Arc<AtomicUsize>,
     hang: Arc<std::sync::atomic::AtomicBool>,
+    asked: Arc<Mutex<Vec<String>>>,
 ) {
     match fault {
         Fault::Throttle(count) if n < count => {
@@ -116,11 +177,13 @@ async fn handle(
     let (mut server_read, mut server_write) = server.into_split();
     let up = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut requests = Requests::default();
         loop {
             let read = match client_read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(read) => read,
             };
+            requests.feed(&buf[..read], &asked);
             if hang.load(Ordering::SeqCst) {
                 // Held: the request never reaches the server, the answer never comes.
                 std::future::pending::<()>().await;
@@ -182,12 +245,7 @@ async fn read_request(stream: &mut TcpStream) {
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let length = content_length(&String::from_utf8_lossy(&buf[..end]));
             if buf.len() >= end + 4 + length {
                 return;
             }

@@ -52,6 +52,17 @@ impl Stack {
 
     /// Writes the compose file (`{registry}` replaced) and an agent config around it.
     pub fn compose(&self, rig: &Rig, compose: &str, extra_config: &str) {
+        self.compose_with_env_file(rig, compose, None, extra_config)
+    }
+
+    /// [`Stack::compose`] with `env.file` set to `env_file` (relative to the workdir).
+    pub fn compose_with_env_file(
+        &self,
+        rig: &Rig,
+        compose: &str,
+        env_file: Option<&str>,
+        extra_config: &str,
+    ) {
         let workdir = self.scratch.workdir();
         std::fs::create_dir_all(&workdir).unwrap();
         std::fs::write(
@@ -60,11 +71,14 @@ impl Stack {
         )
         .unwrap();
         let p = &self.project;
+        let env_file = env_file
+            .map(|f| format!("  file: {f}\n"))
+            .unwrap_or_default();
         self.scratch.config(
             rig,
             &format!(
                 "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n  s3_force_path_style: true\n\
-                 env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n\
+                 env:\n{env_file}  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n\
                  compose:\n  file: docker-compose.yml\n  pull: missing\n  healthy_timeout: 30s\n{extra_config}\
                  registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n",
                 self.registry

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration-test rig needs and is missing: Debian's registry, a static busybox for
-# the test images, htpasswd, a Docker Engine when there is none, packer and dpkg-dev, cargo-deb, and a
-# venv with moto, awscli, python-dotenv, parliament and cfn-lint (tests/rig/requirements.txt). Quiet
-# when all is there; safe to run any number of times.
+# the test images, htpasswd, iptables and iproute2, a Docker Engine when there is none, packer and
+# dpkg-dev, cargo-deb, and a venv with moto, awscli, python-dotenv, parliament and cfn-lint
+# (tests/rig/requirements.txt). Quiet when all is there; safe to run any number of times.
 set -euo pipefail
 # shellcheck source=tests/rig/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -45,6 +45,11 @@ command -v python3 >/dev/null || missing+=(python3 python3-venv)
 # in: no plugin to fetch); `cargo deb` runs dpkg-shlibdeps (dpkg-dev) for the package's Depends.
 command -v packer >/dev/null || missing+=(packer)
 command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+# kicky-agent-imds-guard is tried with a real iptables, in network namespaces the test makes
+# (tests/packaging.rs); never on the host's own tables.
+command -v iptables >/dev/null || missing+=(iptables)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v setpriv >/dev/null || missing+=(util-linux)
 # The simulated instance's root file system (tests/sim/image.sh).
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 # A machine that already has an engine (or only a client pointed at one by DOCKER_HOST) keeps it.

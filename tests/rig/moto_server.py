@@ -62,6 +62,30 @@ def ecr_tokens_that_expire_later() -> None:
     ECRResponse.get_authorization_token = get_authorization_token
 
 
+def s3_expected_bucket_owner() -> None:
+    """moto 5.2 ignores S3's `x-amz-expected-bucket-owner` header (ExpectedBucketOwner) and serves
+    any account's bucket. AWS answers 403 AccessDenied when the bucket belongs to an account other
+    than the one the header names: do the same, for every bucket and object request. (A test makes
+    a bucket of another account with moto's own `x-moto-account-id` header.)"""
+    from moto.s3.exceptions import S3AccessDeniedError
+    from moto.s3.models import s3_backends
+    from moto.s3.responses import S3Response
+
+    def checked(original):  # type: ignore[no-untyped-def]
+        def response(self, request, full_url):  # type: ignore[no-untyped-def]
+            expected = request.headers.get("x-amz-expected-bucket-owner")
+            bucket = self.parse_bucket_name_from_url(request, full_url)
+            owner = s3_backends.bucket_accounts.get(bucket)
+            if expected and owner is not None and owner[1] != expected:
+                raise S3AccessDeniedError()
+            return original(self, request, full_url)
+
+        return response
+
+    S3Response._bucket_response = checked(S3Response._bucket_response)
+    S3Response._key_response = checked(S3Response._key_response)
+
+
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 
@@ -275,6 +299,7 @@ def autoscaling_lifecycle_actions() -> None:
 PATCHES: list[Callable[[], None]] = [
     json_denials_for_json_services,
     ecr_tokens_that_expire_later,
+    s3_expected_bucket_owner,
     autoscaling_launch_hooks_wait,
     autoscaling_termination_hooks_wait,
     autoscaling_lifecycle_actions,

@@ -1,7 +1,7 @@
 //! Which file each service secret gets (content, owner, mode, name), and writing and pruning
 //! them on a tmpfs.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use super::*;
 
@@ -213,16 +213,123 @@ fn files_are_written_on_a_tmpfs_only_and_pruned() {
         .next()
         .is_none());
 
+    // A link of the agent's own name is not a file it wrote: neither it nor what it points to goes.
     let victim = shm.path().join("victim");
     std::fs::write(&victim, "keep me").unwrap();
-    std::os::unix::fs::symlink(&victim, dir.join("api/link")).unwrap();
+    let link = dir.join("api/link.0123456789abcdef");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
     let keep: BTreeSet<PathBuf> = files[..1].iter().map(|f| f.path.clone()).collect();
     prune(&dir, &keep);
     assert!(files[0].path.exists());
     assert!(!files[1].path.exists() && !files[2].path.exists());
     assert!(!dir.join("web").exists(), "an emptied directory is removed");
-    assert!(!dir.join("api/link").exists());
+    assert!(std::fs::symlink_metadata(&link).is_ok());
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+}
+
+/// The prune removes only what the agent made: in the directory it made (with its marker), only
+/// regular files of its own names that no container mounts; from a directory that was there
+/// before it (with something in it, so no marker), from a directory others may read, or one off
+/// a tmpfs, nothing at all. Nothing is removed recursively.
+#[test]
+fn the_prune_removes_only_what_the_agent_made() {
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
+    let foreign = [
+        "README",
+        "web/notes.txt",
+        "web/password",
+        "web/password.0123456789ABCDEF",
+        "web/.password.tmp",
+        "web/deep/password.0123456789abcdef",
+    ];
+    let put = |dir: &Path, names: &[&str]| {
+        for name in names {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "not the agent's").unwrap();
+        }
+    };
+    let mut c = case(COMPOSE);
+    let vars = variables(&[("DB_PASSWORD", "pw-1")]);
+
+    // The agent's own directory: its stale files go, nothing else.
+    let own = shm.path().join("own");
+    let files = prepare(&mut c.project, &own, &[3; 32], &vars, None).unwrap();
+    write(&own, &files).unwrap();
+    assert!(
+        own.join(MARKER).is_file(),
+        "the agent marks the directory it makes"
+    );
+    put(&own, &foreign);
+    let stale = own.join("web/password.fedcba9876543210");
+    let stale_temp = own.join("web/.password.fedcba9876543210.Ab12Cd.tmp");
+    put(
+        &own,
+        &[stale.to_str().unwrap(), stale_temp.to_str().unwrap()],
+    );
+    let keep: BTreeSet<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    prune(&own, &keep);
+    assert!(
+        !stale.exists() && !stale_temp.exists(),
+        "its own stale files go"
+    );
+    for name in foreign.iter().chain(&[MARKER]) {
+        assert!(own.join(name).exists(), "{name} stays");
+    }
+    assert!(
+        files.iter().all(|f| f.path.exists()),
+        "what is mounted stays"
+    );
+
+    // Someone else's directory, there before the agent: written to, never pruned.
+    let theirs = shm.path().join("theirs");
+    put(&theirs, &foreign);
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let files = prepare(&mut c.project, &theirs, &[3; 32], &vars, None).unwrap();
+    write(&theirs, &files).unwrap();
+    assert!(
+        !theirs.join(MARKER).exists(),
+        "no marker on a directory it did not make"
+    );
+    put(&theirs, &["web/password.fedcba9876543210"]);
+    prune(&theirs, &BTreeSet::new());
+    for name in foreign.iter().chain(&["web/password.fedcba9876543210"]) {
+        assert!(theirs.join(name).exists(), "{name} stays");
+    }
+    assert!(files.iter().all(|f| f.path.exists()));
+
+    // The agent's directory, opened to others afterwards: nothing goes, and no file is written.
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+    put(&own, &[stale.to_str().unwrap()]);
+    prune(&own, &keep);
+    assert!(stale.exists());
+    let err = write(&own, &files).unwrap_err();
+    assert!(err.to_string().contains("mode 0755"), "{err}");
+}
+
+/// The names the agent gives secret files, and their temp files: the only names it prunes.
+#[test]
+fn the_agents_own_names() {
+    let cases = [
+        ("password.0123456789abcdef", true),
+        ("key.pem.0123456789abcdef", true),
+        (".password.0123456789abcdef.Ab12Cd.tmp", true),
+        (".key.pem.0123456789abcdef.000000.tmp", true),
+        ("password", false),
+        ("password.0123456789ABCDEF", false),
+        ("password.0123456789abcde", false),
+        ("password.0123456789abcdef0", false),
+        (".0123456789abcdef", false),
+        ("0123456789abcdef", false),
+        (".password.0123456789abcdef.tmp", false),
+        (".password.0123456789abcdef.Ab12C.tmp", false),
+        ("password.0123456789abcdef.tmp", false),
+        (".kicky-agent-secrets", false),
+        ("notes.txt", false),
+    ];
+    for (name, want) in cases {
+        assert_eq!(is_secret_file_name(OsStr::new(name)), want, "{name}");
+    }
 }
 
 /// A release held after it failed is applied from what is on disk: a variable of an
