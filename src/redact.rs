@@ -216,6 +216,23 @@ pub fn text(text: &str) -> Cow<'_, str> {
     KNOWN.read().unwrap_or_else(|e| e.into_inner()).redact(text)
 }
 
+/// Makes a panic's message pass through the redactor too: a panic can carry a value (an
+/// `expect` on a parse, an index into a fetched string). Where the redactor itself cannot be
+/// read (the panic came while it was being written), the message is left out.
+pub fn redact_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = panic_message(&info.to_string());
+        let _ = writeln!(std::io::stderr().lock(), "kicky-agent {message}");
+    }));
+}
+
+fn panic_message(text: &str) -> String {
+    match KNOWN.try_read() {
+        Ok(known) => known.redact(text).into_owned(),
+        Err(_) => "panicked while learning a value (the message is not shown)".into(),
+    }
+}
+
 /// Writes `text` to stdout, redacted: what [`out!`](crate::out!) and [`outln!`](crate::outln!)
 /// do. A closed pipe (`status | head`) is not an error worth a panic.
 pub fn to_stdout(text: &str) {
@@ -269,6 +286,14 @@ macro_rules! eoutln {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_message_is_redacted() {
+        learn("panicky-value-7q7q");
+        let message = panic_message("panicked at src/x.rs:1:1:\nparsing panicky-value-7q7q failed");
+        assert!(!message.contains("panicky-value-7q7q"), "{message}");
+        assert!(message.contains(MASK), "{message}");
+    }
 
     #[test]
     fn formatting_never_shows_the_value() {
