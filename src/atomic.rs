@@ -80,6 +80,15 @@ impl AtomicFile {
         &self.target
     }
 
+    /// What was written so far, read back through the temp file's own handle (never by name).
+    pub fn written(&self) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = self.tmp.as_file();
+        let mut bytes = vec![0; file.metadata()?.len() as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+
     /// Makes the new content durable and visible at the target.
     pub fn commit(self) -> Result<()> {
         let target = self.target;

@@ -13,6 +13,7 @@
 
 mod model;
 mod parse;
+mod policy;
 mod render;
 mod tree;
 pub mod units;
@@ -59,16 +60,64 @@ pub fn env_file_of(settings: &Settings) -> Option<PathBuf> {
     }
 }
 
-/// Loads the compose file of `settings` (exit 2 when the config has no `compose:` section).
+/// Loads the compose file of `settings` as the agent runs it: interpolated with the env file's
+/// variables, then the agent's environment, and judged against `compose.policy` (exit 2 when the
+/// config has no `compose:` section).
 pub fn load(settings: &Settings) -> Result<Project> {
-    let compose = settings.compose.as_ref().ok_or_else(|| {
-        input_error("the config has no `compose:` section: there is no compose file to read")
-    })?;
+    load_with(settings, env_variables(settings)?)
+}
+
+/// [`load`], with `variables` in place of the env file's (a plan reads the env file a sync would
+/// write, in memory).
+pub fn load_with(settings: &Settings, variables: IndexMap<String, String>) -> Result<Project> {
+    let text = read_compose(&section(settings)?.file)?;
+    load_text(settings, &text, variables, &|path| {
+        std::fs::read_to_string(path)
+    })
+}
+
+/// [`load`] of `text`, what the compose file of `settings` holds or is about to hold, with
+/// `variables`, reading the `env_file`s it names through `read`: a sync judges the release it
+/// fetched before it writes any of it.
+pub fn load_text(
+    settings: &Settings,
+    text: &str,
+    variables: IndexMap<String, String>,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Project> {
+    let compose = section(settings)?;
+    let rules = policy::Rules::of(settings);
+    let lookup = |name: &str| {
+        variables
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    };
+    let reading = Reading {
+        file: &compose.file,
+        project: &settings.project,
+        lookup: &lookup,
+        home: std::env::var("HOME").ok(),
+        rules: Some(&rules),
+        read,
+    };
+    read_text(text, &reading)
+}
+
+/// The compose file of `settings` as written, not judged against `compose.policy`: what `render`
+/// prints (`validate` and every sync judge it).
+pub fn load_as_written(settings: &Settings) -> Result<Project> {
     load_file(
-        &compose.file,
+        &section(settings)?.file,
         &settings.project,
         env_file_of(settings).as_deref(),
     )
+}
+
+fn section(settings: &Settings) -> Result<&crate::config::ComposeSettings> {
+    settings.compose.as_ref().ok_or_else(|| {
+        input_error("the config has no `compose:` section: there is no compose file to read")
+    })
 }
 
 /// Loads `file` as project `project`, with the variables of `env_file` (when it exists; before the
@@ -88,16 +137,7 @@ pub fn load_file_with(
     project: &str,
     variables: IndexMap<String, String>,
 ) -> Result<Project> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(input_error(format!(
-                "compose file {} does not exist (a sync fetches it when `files` lists it)",
-                file.display()
-            )))
-        }
-        Err(e) => return Err(e).with_context(|| format!("failed to read {}", file.display())),
-    };
+    let text = read_compose(file)?;
     let lookup = |name: &str| {
         variables
             .get(name)
@@ -105,6 +145,17 @@ pub fn load_file_with(
             .or_else(|| std::env::var(name).ok())
     };
     from_str(&text, file, project, &lookup)
+}
+
+fn read_compose(file: &Path) -> Result<String> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(input_error(format!(
+            "compose file {} does not exist (a sync fetches it when `files` lists it)",
+            file.display()
+        ))),
+        Err(e) => Err(e).with_context(|| format!("failed to read {}", file.display())),
+    }
 }
 
 /// The variables of the env file of `settings` (none when there is none yet), as the compose file
@@ -156,6 +207,38 @@ fn from_str_home(
     lookup: &dyn Fn(&str) -> Option<String>,
     home: Option<String>,
 ) -> Result<Project> {
+    let reading = Reading {
+        file,
+        project,
+        lookup,
+        home,
+        rules: None,
+        read: &|path| std::fs::read_to_string(path),
+    };
+    read_text(text, &reading)
+}
+
+/// How a compose file's text is read: where from, as which project, with which variables.
+struct Reading<'a> {
+    /// Relative paths resolve against its directory.
+    file: &'a Path,
+    project: &'a str,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// For `~` (`None`: there is none, as under systemd).
+    home: Option<String>,
+    /// `compose.policy` on this host; `None`: the file as written, not judged.
+    rules: Option<&'a policy::Rules>,
+    /// Reads an `env_file`.
+    read: &'a dyn Fn(&Path) -> std::io::Result<String>,
+}
+
+fn read_text(text: &str, reading: &Reading) -> Result<Project> {
+    let Reading {
+        file,
+        project,
+        lookup,
+        ..
+    } = *reading;
     let at = |problems: Vec<Problem>| located(text, file, problems);
     // Compose sets COMPOSE_PROJECT_NAME to the project's name for the file's interpolation.
     let lookup = &|name: &str| match name {
@@ -180,9 +263,10 @@ fn from_str_home(
     let mut ctx = parse::Ctx {
         project,
         dir,
-        home,
+        home: reading.home.clone(),
         lookup,
         tainted: &interpolated.tainted,
+        read: reading.read,
         problems: Vec::new(),
         warnings: Vec::new(),
     };
@@ -229,9 +313,13 @@ fn from_str_home(
         project.networks.insert("default".to_string(), network);
     }
 
-    let checked = validate::check(&mut project, &paths, &disabled);
+    let mut checked = validate::check(&mut project, &paths, &disabled);
     for warning in &checked.warnings {
         warn(text, file, warning);
+    }
+    if let Some(rules) = reading.rules {
+        let refused = policy::judge(&project, &paths, &interpolated.tainted, rules);
+        checked.problems.extend(refused);
     }
     if !checked.problems.is_empty() {
         return Err(at(checked.problems));

@@ -30,6 +30,8 @@ pub(super) struct Ctx<'a> {
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     /// Paths of values that came from variables.
     pub tainted: &'a HashSet<String>,
+    /// Reads an `env_file` (a sync about to write one reads what it will hold).
+    pub read: &'a dyn Fn(&Path) -> std::io::Result<String>,
     pub problems: Vec<Problem>,
     pub warnings: Vec<Problem>,
 }
@@ -47,6 +49,8 @@ pub(super) struct Paths {
     pub depends_on: IndexMap<String, String>,
     /// One per [`Service::secrets`] entry.
     pub secrets: Vec<String>,
+    /// The `env_file`s the service read: each host path, and where the file names it.
+    pub env_files: Vec<(PathBuf, String)>,
 }
 
 /// The whole file, every service included (profiles are applied later).
@@ -404,7 +408,7 @@ impl Ctx<'_> {
 }
 
 /// `path` with `.` and `..` resolved lexically, as compose (Go's `filepath.Clean`) does.
-fn clean(path: &Path) -> PathBuf {
+pub(super) fn clean(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -721,6 +725,10 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
         }
         (None, false) => {}
     }
+    paths.env_files = env_files
+        .iter()
+        .map(|f| (f.path.clone(), f.key_path.clone()))
+        .collect();
     s.environment = resolve_environment(env_files, environment, ctx);
     (ctx.problems.len() == problems_before).then_some((s, paths))
 }
@@ -998,7 +1006,7 @@ fn resolve_environment(
     let lookup = ctx.lookup;
     let mut env: IndexMap<String, EnvValue> = IndexMap::new();
     for file in files {
-        let text = match std::fs::read_to_string(&file.path) {
+        let text = match (ctx.read)(&file.path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file.required => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
