@@ -165,6 +165,12 @@ impl Rules {
             .and_then(|host| host.strip_prefix("unix://"))
             .map(|path| (PathBuf::from(path), "the Docker Engine's socket"));
         own.extend(engine_socket);
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let hidden = private_dirs(&mountinfo).into_iter().map(|dir| {
+            let what = "a directory the agent's unit gives it a private copy of (PrivateTmp): where the host's links there lead cannot be judged";
+            (dir, what)
+        });
+        own.extend(hidden);
         Rules::new(policy, &settings.workdir, &own)
     }
 
@@ -461,6 +467,20 @@ fn shown_path(written: &Path, real: &Path, hidden: bool) -> String {
         false if written == real => written.display().to_string(),
         false => format!("{} (which is {})", written.display(), real.display()),
     }
+}
+
+/// The directories the agent sees a private copy of, from its `/proc/self/mountinfo`: the
+/// shipped unit's `PrivateTmp` mounts a directory of its own on `/tmp` and `/var/tmp` (a mount
+/// whose root is not its file system's `/`), so the host's content there, which the engine binds,
+/// is not what the agent sees.
+fn private_dirs(mountinfo: &str) -> Vec<PathBuf> {
+    let private = |line: &str| {
+        let mut fields = line.split(' ').skip(3);
+        let (root, point) = (fields.next()?, fields.next()?);
+        let temp = matches!(point, "/tmp" | "/var/tmp");
+        (temp && root != "/").then(|| PathBuf::from(point))
+    };
+    mountinfo.lines().filter_map(private).collect()
 }
 
 /// A host path for the allowance a message suggests.

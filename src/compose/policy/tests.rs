@@ -285,3 +285,18 @@ fn paths_resolve_through_links_and_dots() {
         PathBuf::from("/no/dir")
     );
 }
+
+/// Under the shipped unit (`PrivateTmp`), the agent's /tmp is not the host's.
+#[test]
+fn a_private_tmp_is_found_in_mountinfo() {
+    let host =
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n30 27 0:27 / /tmp rw - tmpfs tmpfs rw\n";
+    assert!(private_dirs(host).is_empty());
+    let unit = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                301 27 254:0 /tmp/systemd-private-1a-kicky-agent.service-Xy/tmp /tmp rw - ext4 /dev/vda rw\n\
+                302 27 254:0 /var/tmp/systemd-private-1a-kicky-agent.service-Zz/tmp /var/tmp rw - ext4 /dev/vda rw\n";
+    assert_eq!(
+        private_dirs(unit),
+        vec![PathBuf::from("/tmp"), PathBuf::from("/var/tmp")]
+    );
+}
