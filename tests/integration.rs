@@ -19,6 +19,7 @@ mod iam;
 mod lifecycle;
 mod overrides;
 mod packaging;
+mod policy;
 mod retries;
 mod rollout;
 mod s3_files;
