@@ -63,7 +63,9 @@ async fn a_compose_file_from_the_bucket_that_asks_for_the_host_is_refused_whole(
     )
     .await;
     let p = stack.project.clone();
-    let secrets_dir = stack.scratch.path("secrets");
+    // A tmpfs, as the agent requires for secret files.
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
+    let secrets_dir = shm.path().to_path_buf();
     stack.scratch.config(
         &rig,
         &format!(
@@ -146,10 +148,8 @@ async fn validate_and_plan_refuse_it_and_the_baked_config_allows_one_thing() {
     let stack = Stack::new(&rig, "policyallow").await;
     stack.env(&rig, "API_KEY=plain\n").await;
     let registry = stack.registry.clone();
-    let secrets = format!(
-        "  secrets_dir: {}\n",
-        stack.scratch.path("secrets").display()
-    );
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
+    let secrets = format!("  secrets_dir: {}\n", shm.path().display());
     stack.compose(&rig, &attack(&registry), &secrets);
     let compose_file = stack.scratch.workdir().join("docker-compose.yml");
     let compose_file = compose_file.display().to_string();
