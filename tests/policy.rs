@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::stack::{docker, id_of, inspect, running_healthy, Stack};
+use common::stack::{docker, inspect, running_healthy, Stack};
 use common::Rig;
 
 /// What whoever can write the deploy bucket puts there.
@@ -100,14 +100,7 @@ async fn a_compose_file_from_the_bucket_that_asks_for_the_host_is_refused_whole(
     let (run, stack, rig) = stack.sync(rig).await;
     run.expect(0);
     let web = stack.container("web");
-    let release = || {
-        (
-            std::fs::read(workdir.join(".env")).unwrap(),
-            std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
-            id_of(&web),
-        )
-    };
-    let before = release();
+    let before = stack.release("web");
     stack.env(&rig, "API_KEY=bad-8b8b\n").await;
     rig.put_object(
         &bucket,
@@ -115,12 +108,12 @@ async fn a_compose_file_from_the_bucket_that_asks_for_the_host_is_refused_whole(
         attack(&registry).into_bytes(),
     )
     .await;
-    let (run, _stack, _rig) = stack.sync(rig).await;
+    let (run, stack, _rig) = stack.sync(rig).await;
     run.expect(2);
     run.assert_free_of(&["good-7a7a", "bad-8b8b"]);
     names_each(&run.stderr, &compose_file, &REFUSED).unwrap();
     assert!(
-        release() == before,
+        stack.release("web") == before,
         "the env file, the compose file and the container are the last good ones"
     );
     assert!(running_healthy(&web));

@@ -87,16 +87,10 @@ pub fn load_text(
 ) -> Result<Project> {
     let compose = section(settings)?;
     let rules = policy::Rules::of(settings);
-    let lookup = |name: &str| {
-        variables
-            .get(name)
-            .cloned()
-            .or_else(|| std::env::var(name).ok())
-    };
     let reading = Reading {
         file: &compose.file,
         project: &settings.project,
-        lookup: &lookup,
+        lookup: &then_environment(&variables),
         home: std::env::var("HOME").ok(),
         rules: Some(&rules),
         read,
@@ -138,13 +132,17 @@ pub fn load_file_with(
     variables: IndexMap<String, String>,
 ) -> Result<Project> {
     let text = read_compose(file)?;
-    let lookup = |name: &str| {
+    from_str(&text, file, project, &then_environment(&variables))
+}
+
+/// `variables`, then the agent's environment.
+fn then_environment(variables: &IndexMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
+    |name| {
         variables
             .get(name)
             .cloned()
             .or_else(|| std::env::var(name).ok())
-    };
-    from_str(&text, file, project, &lookup)
+    }
 }
 
 fn read_compose(file: &Path) -> Result<String> {

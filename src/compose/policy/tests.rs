@@ -153,33 +153,39 @@ fn the_defaults_let_ordinary_stacks_through() {
 /// Every refusal in one run, each named by its line, with what to write to allow it.
 #[test]
 fn every_refusal_is_named_with_its_line_and_its_remedy() {
-    let compose = "services:\n  web:\n    image: web:1\n    privileged: true\n    pid: host\n\
-                   \x20   cap_add: [ALL]\n    volumes:\n      - /:/host\n      - /var/run/docker.sock:/var/run/docker.sock\n\
-                   \x20   secrets: [x]\nsecrets:\n  x:\n    file: /etc/shadow\n";
+    let compose = "services:\n  worker:\n    image: web:1\n    network_mode: host\n\
+                   \x20   security_opt: [no-new-privileges, 'seccomp:unconfined']\n    env_file: /root/.env\n\
+                   \x20   volumes:\n      - ./data:/data\n      - root:/host:ro\n      - /var/run/docker.sock:/var/run/docker.sock\n\
+                   \x20   secrets: [x]\nvolumes:\n  root:\n    driver_opts: {type: none, o: bind, device: /}\n\
+                   secrets:\n  x:\n    file: /etc/shadow\n";
     let (found, message) = judged(compose, &rules(&ComposePolicy::default()));
     let want: Vec<(usize, String)> = [
-        (4, "services.web.privileged"),
-        (5, "services.web.pid"),
-        (6, "services.web.cap_add[0]"),
-        (8, "services.web.volumes[0]"),
-        (9, "services.web.volumes[1]"),
-        (13, "secrets.x.file"),
+        (4, "services.worker.network_mode"),
+        (5, "services.worker.security_opt[1]"),
+        (6, "services.worker.env_file"),
+        (9, "services.worker.volumes[1]"),
+        (10, "services.worker.volumes[2]"),
+        (17, "secrets.x.file"),
     ]
     .iter()
     .map(|(l, k)| (*l, k.to_string()))
     .collect();
     assert_eq!(found, want, "{message}");
     for remedy in [
-        "compose.policy.allow.web: {privileged: true}",
-        "compose.policy.allow.web: {host_namespaces: [pid]}",
-        "compose.policy.allow.web: {cap_add: [ALL]}",
-        "compose.policy.allow.web: {binds: [/]}",
-        "compose.policy.allow.web: {binds: [/run/docker.sock]}",
+        "compose.policy.allow.worker: {host_namespaces: [network]}",
+        "compose.policy.allow.worker: {security_opt: [seccomp=unconfined]}",
+        "compose.policy.allow.worker: {binds: [/root/.env]}",
+        "compose.policy.allow.worker: {binds: [/]}",
+        "compose.policy.allow.worker: {binds: [/run/docker.sock]}",
         "compose.policy.secret_files: [/etc/shadow]",
     ] {
         assert!(message.contains(remedy), "{remedy}: {message}");
     }
     assert!(message.contains("/ is the host's root"), "{message}");
+    assert!(
+        message.contains("mounts volume root, whose driver_opts bind /"),
+        "{message}"
+    );
 }
 
 /// Each remedy the messages give, written in the policy, lets that one thing through, for that
