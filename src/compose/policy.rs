@@ -275,6 +275,14 @@ impl Judge<'_> {
         problems.push(Problem::new(path, message));
     }
 
+    /// `value`, written at `path`, for a message: a placeholder when a variable gave it.
+    fn shown(&self, path: &str, value: &str) -> String {
+        match self.tainted.contains(path) {
+            true => "THAT_VALUE (from a variable, not shown)".to_string(),
+            false => value.to_string(),
+        }
+    }
+
     /// `privileged`, host namespaces, capabilities and `security_opt`.
     fn flags(&self, service: &Service, problems: &mut Vec<Problem>) {
         let flags = &service.flags;
@@ -315,8 +323,9 @@ impl Judge<'_> {
             if allowed_caps.contains(&name) || allowed_caps.contains(&"ALL") {
                 continue;
             }
-            let what = format!("cap_add {name}: {why}");
             let path = join_index(&join_key(self.at, "cap_add"), i);
+            let name = self.shown(&path, name);
+            let what = format!("cap_add {name}: {why}");
             self.refuse(problems, &path, what, format!("cap_add: [{name}]"));
         }
         for (i, option) in flags.security_opt.iter().enumerate() {
@@ -326,9 +335,7 @@ impl Judge<'_> {
                 continue;
             }
             let path = join_index(&join_key(self.at, "security_opt"), i);
-            if self.tainted.contains(&path) {
-                continue;
-            }
+            let option = self.shown(&path, &option);
             let what = format!("security_opt {option} lifts a confinement of the container");
             self.refuse(problems, &path, what, format!("security_opt: [{option}]"));
         }

@@ -33,7 +33,12 @@ fn judged_in(dir: &Path, compose: &str, rules: &Rules) -> (Vec<(usize, String)>,
     let reading = Reading {
         file: &dir.join("docker-compose.yml"),
         project: "orange",
-        lookup: &|name| (name == "ROOT").then(|| "/".to_string()),
+        lookup: &|name| match name {
+            "ROOT" => Some("/".to_string()),
+            "SECCOMP" => Some("unconfined".to_string()),
+            "CAP" => Some("SYS_ADMIN".to_string()),
+            _ => None,
+        },
         home: None,
         rules: Some(rules),
         read: &|_| Ok("A=1\n".to_string()),
@@ -269,15 +274,22 @@ fn links_are_followed_as_the_engine_follows_them() {
     }
 }
 
-/// A value from a variable may be a secret: it is named, never shown.
+/// A value from a variable may be a secret: what it asks for is refused all the same, named by
+/// its key, never shown.
 #[test]
-fn a_path_from_a_variable_is_not_shown() {
-    let (_, message) = judged(
-        "    volumes: ['${ROOT}:/x']\n",
-        &rules(&ComposePolicy::default()),
-    );
+fn a_value_from_a_variable_is_refused_but_not_shown() {
+    let rules = rules(&ComposePolicy::default());
+    let (found, message) = judged("    volumes: ['${ROOT}:/x']\n", &rules);
+    assert_eq!(found.len(), 1, "{message}");
     assert!(message.contains("a host path from a variable"), "{message}");
     assert!(message.contains("binds: [THAT_PATH]"), "{message}");
+    let compose = "    security_opt: ['seccomp=${SECCOMP}']\n    cap_add: ['${CAP}']\n";
+    let (found, message) = judged(compose, &rules);
+    assert_eq!(found.len(), 2, "{message}");
+    assert!(
+        !message.contains("unconfined") && !message.contains("SYS_ADMIN"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -305,4 +317,49 @@ fn a_private_tmp_is_found_in_mountinfo() {
         private_dirs(unit),
         vec![PathBuf::from("/tmp"), PathBuf::from("/var/tmp")]
     );
+}
+
+/// The policy as the baked config writes it: capabilities in any spelling, and every mistake
+/// named with its line and key.
+#[test]
+fn the_policy_reads_as_written_and_refuses_mistakes() {
+    let read = |text: &str| crate::yaml::from_str::<ComposePolicy>(text, Path::new("agent.yaml"));
+    let policy = read(
+        "allow:\n  web:\n    cap_add: [cap_sys_admin, NET_ADMIN]\n    host_namespaces: [pid]\n",
+    )
+    .unwrap();
+    let caps: Vec<&str> = policy.allow["web"]
+        .cap_add
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(caps, ["SYS_ADMIN", "NET_ADMIN"]);
+    for (text, line, key) in [
+        (
+            "allow:\n  web:\n    privileged: yes please\n",
+            3,
+            "allow.web.privileged",
+        ),
+        (
+            "allow:\n  web:\n    host_namespaces: [uts]\n",
+            3,
+            "allow.web.host_namespaces[0]",
+        ),
+        (
+            "allow:\n  web:\n    cap_add: [SYS ADMIN]\n",
+            3,
+            "allow.web.cap_add[0]",
+        ),
+        (
+            "allow:\n  web:\n    binds: [data]\n",
+            3,
+            "allow.web.binds[0]",
+        ),
+        ("allow:\n  web:\n    bind: [/data]\n", 3, "allow.web.bind"),
+        ("binds: [/srv/../etc]\n", 1, "binds[0]"),
+        ("secret_file: [/etc/x]\n", 1, "secret_file"),
+    ] {
+        let e = read(text).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (line, key), "{text}: {e}");
+    }
 }
