@@ -367,6 +367,15 @@ impl AtomicFile {
         &self.target
     }
 
+    /// What was written so far, read back through the temp file's own handle (never by name).
+    pub fn written(&self) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = &self.file;
+        let mut bytes = vec![0; file.metadata()?.len() as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+
     /// Makes the new content durable and visible at the target.
     pub fn commit(mut self) -> Result<()> {
         let target = self.target.display().to_string();

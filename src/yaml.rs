@@ -46,14 +46,37 @@ enum Step {
     Index(usize),
 }
 
-/// How deep a document may nest, and how many nodes it may expand to once its aliases are
-/// followed: far beyond any config or compose file, far below what hurts (an alias bomb of half
-/// a megabyte expands to gigabytes; a deep nesting overflows the stack of a recursive reader).
+/// How deep a document may nest, and how far it may grow once its aliases are followed: in
+/// nodes, and in bytes of scalars beyond the document's own size. Far beyond any config or
+/// compose file (the largest in tests/compose expands by a few kilobytes), far below what hurts:
+/// an alias bomb of half a kilobyte expands to a billion nodes, and one 64 KiB scalar referenced
+/// 20,000 times (126 KB of text) to 1.3 GB of strings; a deep nesting overflows the stack of a
+/// recursive reader.
+///
+/// go-yaml v3 bounds aliases by their share of the decoded nodes; absolute budgets are simpler
+/// here, where every document is small, and make the worst case a number: what a document that
+/// passes can cost is its own size plus `MAX_ALIAS_BYTES`.
 const MAX_DEPTH: usize = 100;
 const MAX_NODES: u64 = 1_000_000;
+const MAX_ALIAS_BYTES: u64 = 4 << 20;
+
+/// The expanded size of a node: how many nodes, and how many bytes of scalars.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: u64,
+    bytes: u64,
+}
+
+impl Size {
+    fn add(&mut self, other: Size) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
 
 /// Refuses a document that nests too deep or whose aliases expand too far, in one pass over its
-/// events with bounded memory, before anything reads it into a tree.
+/// events with bounded memory, before anything reads it into a tree (serde_norway and saphyr
+/// both copy an anchored node at each of its aliases).
 fn bounded(text: &str, file: &Path) -> Result<(), YamlError> {
     use saphyr_parser::{Event, Parser};
     let refuse = |marker: saphyr_parser::Marker, message: String| YamlError {
@@ -63,10 +86,11 @@ fn bounded(text: &str, file: &Path) -> Result<(), YamlError> {
         key: String::new(),
         message,
     };
+    let max_bytes = (text.len() as u64).saturating_add(MAX_ALIAS_BYTES);
     // The expanded size of each anchored node, and of the collections open now.
-    let mut anchored: std::collections::HashMap<usize, u64> = Default::default();
-    let mut open: Vec<(usize, u64)> = Vec::new();
-    let mut total: u64 = 0;
+    let mut anchored: std::collections::HashMap<usize, Size> = Default::default();
+    let mut open: Vec<(usize, Size)> = Vec::new();
+    let mut total = Size::default();
     for event in Parser::new_from_str(text) {
         let (event, span) = match event {
             Ok(event) => event,
@@ -80,9 +104,13 @@ fn bounded(text: &str, file: &Path) -> Result<(), YamlError> {
             // A syntax error is the reader's to report, with its own words.
             Err(_) => return Ok(()),
         };
-        let node = match event {
+        let one = |bytes: usize| Size {
+            nodes: 1,
+            bytes: bytes as u64,
+        };
+        let (anchor, size) = match event {
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                open.push((anchor, 1));
+                open.push((anchor, one(0)));
                 if open.len() > MAX_DEPTH {
                     return Err(refuse(
                         span.start,
@@ -95,23 +123,30 @@ fn bounded(text: &str, file: &Path) -> Result<(), YamlError> {
                 Some(done) => done,
                 None => continue,
             },
-            Event::Scalar(_, _, anchor, _) => (anchor, 1),
-            Event::Alias(anchor) => (0, anchored.get(&anchor).copied().unwrap_or(1)),
+            Event::Scalar(value, _, anchor, _) => (anchor, one(value.len())),
+            Event::Alias(anchor) => (0, anchored.get(&anchor).copied().unwrap_or(one(0))),
             _ => continue,
         };
-        let (anchor, size) = node;
         if anchor > 0 {
             anchored.insert(anchor, size);
         }
         match open.last_mut() {
-            Some((_, parent)) => *parent = parent.saturating_add(size),
-            None => total = total.saturating_add(size),
+            Some((_, parent)) => parent.add(size),
+            None => total.add(size),
         }
-        let open_size: u64 = open.iter().map(|(_, s)| *s).fold(0, u64::saturating_add);
-        if total.saturating_add(open_size) > MAX_NODES {
+        let mut now = total;
+        open.iter().for_each(|(_, s)| now.add(*s));
+        if now.nodes > MAX_NODES {
             return Err(refuse(
                 span.start,
                 format!("expands to more than {MAX_NODES} nodes once its aliases (*name) are followed: refused"),
+            ));
+        }
+        if now.bytes > max_bytes {
+            let mib = MAX_ALIAS_BYTES >> 20;
+            return Err(refuse(
+                span.start,
+                format!("expands to more than {mib} MiB beyond its own size once its aliases (*name) are followed: refused"),
             ));
         }
     }
@@ -370,6 +405,9 @@ pub fn position_of(text: &str, key: &str) -> Option<(usize, usize)> {
 /// The 1-based line and column of the deepest node of `steps` found in `text` (a key's own
 /// position for a mapping step, the item's for a sequence step), and whether all steps were found.
 fn locate(text: &str, steps: &[Step]) -> Option<((usize, usize), bool)> {
+    // The spans come from a tree, which copies every alias's node: a text that did not pass
+    // [`bounded`] (such as a config file refused for it, kept to locate other keys) is not read.
+    bounded(text, Path::new("")).ok()?;
     let docs = MarkedYaml::load_from_str(text).ok()?;
     let mut node = docs.first()?;
     let mut at = node.span.start;
@@ -518,6 +556,33 @@ mod tests {
         // Anchors of ordinary size are fine.
         let fine = "base: &base {a: 1, b: [1, 2]}\none: *base\ntwo: *base\n";
         assert!(from_str::<serde_norway::Value>(fine, Path::new("f.yaml")).is_ok());
+    }
+
+    /// One large anchored scalar referenced many times: few nodes, many bytes.
+    fn byte_bomb(scalar: usize, refs: usize) -> String {
+        let refs = vec!["*a"; refs].join(", ");
+        format!("big: &a {}\nrefs: [{refs}]\n", "x".repeat(scalar))
+    }
+
+    #[test]
+    fn aliases_are_bounded_by_the_bytes_they_expand_to() {
+        // 126 KB of text, 1.3 GB once expanded: refused at the alias that crosses the budget.
+        let bomb = byte_bomb(64 << 10, 20_000);
+        let started = std::time::Instant::now();
+        let e = from_str::<serde_norway::Value>(&bomb, Path::new("f.yaml")).unwrap_err();
+        assert!(e.message.contains("4 MiB beyond its own size"), "{e}");
+        assert_eq!((e.file.as_str(), e.line), ("f.yaml", 2), "{e:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let (left, errors) = check_all::<Doc>(&bomb, Path::new("f.yaml"));
+        assert!(left.is_none() && errors.len() == 1, "{errors:?}");
+        // Nor is a refused text read into a tree to locate a key in it.
+        assert_eq!(position_of(&bomb, "big"), None);
+        // Just under the budget reads (the scalar once, then 63 copies of 64 KiB: 4 MiB).
+        let edge = byte_bomb(64 << 10, 63);
+        assert!(from_str::<serde_norway::Value>(&edge, Path::new("f.yaml")).is_ok());
+        assert_eq!(position_of(&edge, "big"), Some((1, 1)));
+        let over = byte_bomb(64 << 10, 66);
+        assert!(from_str::<serde_norway::Value>(&over, Path::new("f.yaml")).is_err());
     }
 
     #[test]

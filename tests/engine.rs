@@ -436,16 +436,7 @@ async fn a_failed_release_is_rolled_back_whole() {
     let (run, stack, rig) = stack.sync(rig).await;
     run.expect(0);
     let web = stack.container("web");
-    let workdir = stack.scratch.workdir();
-    // The release as it stands: the env file, the compose file and the container serving.
-    let release = || {
-        (
-            std::fs::read(workdir.join(".env")).unwrap(),
-            std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
-            id_of(&web),
-        )
-    };
-    let good = release();
+    let good = stack.release("web");
 
     stack.env(&rig, "API_KEY=bad-2d2d\n").await;
     rig.put_object(
@@ -470,7 +461,7 @@ async fn a_failed_release_is_rolled_back_whole() {
         run.stderr
     );
     assert!(
-        release() == good,
+        stack.release("web") == good,
         "the env file, the compose file and the container are the last good ones"
     );
     assert!(running_healthy(&web));
@@ -501,7 +492,7 @@ async fn a_failed_release_is_rolled_back_whole() {
     run.expect(1);
     run.assert_free_of(&["good-1c1c", "bad-3e3e"]);
     assert!(
-        release() == good,
+        stack.release("web") == good,
         "after a second failed release, the env file, the compose file and the container are still the last good ones"
     );
 
@@ -511,7 +502,7 @@ async fn a_failed_release_is_rolled_back_whole() {
     let refused = format!("{}    volumes_from: [db]\n", compose("web:1"));
     rig.put_object(&bucket, "docker-compose.yml", refused.into_bytes())
         .await;
-    let (run, _stack, _rig) = stack.sync(rig).await;
+    let (run, stack, _rig) = stack.sync(rig).await;
     run.expect(2);
     run.assert_free_of(&["good-1c1c", "bad-4f4f"]);
     assert!(
@@ -520,7 +511,7 @@ async fn a_failed_release_is_rolled_back_whole() {
         run.stderr
     );
     assert!(
-        release() == good,
+        stack.release("web") == good,
         "after a refused compose file, the env file, the compose file and the container are still the last good ones"
     );
 }

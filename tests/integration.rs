@@ -26,6 +26,7 @@ mod lifecycle;
 mod managed_files;
 mod overrides;
 mod packaging;
+mod policy;
 mod retries;
 mod rollout;
 mod s3_files;

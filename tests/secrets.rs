@@ -845,9 +845,11 @@ fn assert_nowhere_under(dir: &std::path::Path, value: &str) {
     }
 }
 
-/// A config or compose file built to exhaust the agent (aliases that expand a few hundred bytes
-/// into a billion nodes, nesting a hundred thousand levels deep) ends in exit 2 naming the file,
-/// in a few megabytes, before anything is fetched or run.
+/// A config, a fragment, the user data or a compose file built to exhaust the agent (aliases
+/// that expand a few hundred bytes into a billion nodes, one 64 KiB scalar referenced 20,000
+/// times: 126 KB of text, 1.3 GB of strings, gzipped small enough for user data; nesting a
+/// hundred thousand levels deep) ends in exit 2 naming the file, within a second of CPU and a few
+/// megabytes, before anything is fetched or run.
 #[test]
 fn hostile_yaml_is_refused_in_bounded_memory() {
     let rig = Rig::get();
@@ -857,53 +859,111 @@ fn hostile_yaml_is_refused_in_bounded_memory() {
         bomb.push_str(&format!("x-a{i}: &a{i} [{refs}]\n"));
     }
     let deep = format!("{}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let big = "x".repeat(64 << 10);
+    let refs = vec!["*a"; 20_000].join(",");
+    let bytes = |key: &str| format!("x-big: &a {big}\n{key}: [{refs}]\n");
+    assert!(bytes("a").len() < 130_000);
+    let config = "project: bomb\nworkdir: {workdir}\ncompose: {}\n";
+    let compose = "services:\n  a:\n    image: x\n";
     let cases = [
         (
             "config",
             format!("project: bomb\n{bomb}"),
-            "services: {}\n".to_string(),
+            compose.to_string(),
         ),
         (
             "config",
             format!("project: bomb\nx: {deep}"),
-            "services: {}\n".to_string(),
+            compose.to_string(),
+        ),
+        (
+            "config",
+            format!("{}{}", config, bytes("x-refs")),
+            compose.to_string(),
+        ),
+        ("fragment", config.to_string(), compose.to_string()),
+        ("user data", config.to_string(), compose.to_string()),
+        ("compose", config.to_string(), format!("{bomb}{compose}")),
+        (
+            "compose",
+            config.to_string(),
+            format!("x-deep: {deep}{compose}"),
         ),
         (
             "compose",
-            "project: bomb\nworkdir: {workdir}\ncompose: {}\n".to_string(),
-            format!("{bomb}services:\n  a:\n    image: x\n"),
-        ),
-        (
-            "compose",
-            "project: bomb\nworkdir: {workdir}\ncompose: {}\n".to_string(),
-            format!("x-deep: {deep}services:\n  a:\n    image: x\n"),
+            config.to_string(),
+            format!(
+                "{}services:\n  a:\n    image: x\n    labels: [{refs}]\n",
+                bytes("x-refs")
+            ),
         ),
     ];
-    for (which, config, compose) in cases {
+    // Every reader is tried, and every one that fails named.
+    let mut failed = Vec::new();
+    for (case, (which, config, compose)) in cases.into_iter().enumerate() {
         let s = common::Scratch::new();
         let path = s.config(&rig, &config);
         std::fs::create_dir_all(s.workdir()).unwrap();
         std::fs::write(s.workdir().join("docker-compose.yml"), compose).unwrap();
+        let fragment = s.path("etc/agent.d/50-app.yaml");
+        let mut env: Vec<(&str, String)> = Vec::new();
+        let _imds = match which {
+            "fragment" => {
+                std::fs::create_dir_all(fragment.parent().unwrap()).unwrap();
+                std::fs::write(&fragment, bytes("x-refs")).unwrap();
+                None
+            }
+            // Gzipped as a launch template carries it: well under user data's 16 KiB.
+            "user data" => {
+                let document = format!("#kicky-agent\n{}", bytes("x-refs"));
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                std::io::Write::write_all(&mut gz, document.as_bytes()).unwrap();
+                let gz = gz.finish().unwrap();
+                assert!(gz.len() < 16 << 10, "{} bytes of user data", gz.len());
+                let fixture = s.path("imds-fixture");
+                std::fs::create_dir_all(&fixture).unwrap();
+                std::fs::write(fixture.join("region"), &rig.region).unwrap();
+                std::fs::write(fixture.join("user-data"), gz).unwrap();
+                let imds =
+                    common::imds::OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+                env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.clone()));
+                Some(imds)
+            }
+            _ => None,
+        };
         let time = s.path("time.out").display().to_string();
-        let run = s.agent_via(
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let run = s.agent_via_with(
             &rig,
-            &["/usr/bin/time", "-o", &time, "-f", "%M"],
+            &["/usr/bin/time", "-o", &time, "-f", "%U %S %M"],
             &["validate"],
+            &env,
         );
-        run.expect(2);
         let file = match which {
             "config" => path.display().to_string(),
+            "fragment" => fragment.display().to_string(),
+            "user data" => "user data".to_string(),
             _ => s.workdir().join("docker-compose.yml").display().to_string(),
         };
-        assert!(run.stderr.contains(&file), "{which}: {}", run.stderr);
-        assert!(
-            run.stderr.contains("aliases") || run.stderr.contains("nested deeper"),
-            "{which}: {}",
-            run.stderr
-        );
         // GNU time says "Command exited with non-zero status 2" first.
         let report = std::fs::read_to_string(s.path("time.out")).unwrap();
-        let max_rss_kb: u64 = report.lines().last().unwrap().trim().parse().unwrap();
-        assert!(max_rss_kb < 64 * 1024, "{which}: {max_rss_kb} KiB");
+        let figures: Vec<f64> = report
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .map(|f| f.parse().unwrap())
+            .collect();
+        let (cpu_seconds, max_rss_kb) = (figures[0] + figures[1], figures[2]);
+        let named = run.stderr.contains(&file)
+            && (run.stderr.contains("aliases") || run.stderr.contains("nested deeper"));
+        if run.status != 2 || !named || cpu_seconds >= 1.0 || max_rss_kb >= 64.0 * 1024.0 {
+            let stderr: String = run.stderr.chars().take(600).collect();
+            failed.push(format!(
+                "{which} (case {case}): exit {}, {cpu_seconds} s of CPU, {max_rss_kb} KiB: {stderr}",
+                run.status
+            ));
+        }
     }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }

@@ -24,10 +24,14 @@ pub struct RenderCmd {
 impl RenderCmd {
     pub fn run(self, config: &Path) -> Result<()> {
         let settings = super::load(config)?;
-        let project = crate::compose::load(&settings).with_context(|| match &settings.compose {
-            Some(compose) => format!("invalid compose file {}", compose.file.display()),
-            None => "nothing to render".to_string(),
-        })?;
+        // As written: `validate` and every sync judge it against `compose.policy`.
+        let project =
+            crate::compose::load_as_written(&settings).with_context(|| {
+                match &settings.compose {
+                    Some(compose) => format!("invalid compose file {}", compose.file.display()),
+                    None => "nothing to render".to_string(),
+                }
+            })?;
         let text = match self.json {
             true => format!("{}\n", crate::compose::to_json(&project)),
             false => crate::compose::to_yaml(&project),

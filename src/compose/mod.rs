@@ -13,6 +13,7 @@
 
 mod model;
 mod parse;
+mod policy;
 mod render;
 mod tree;
 pub mod units;
@@ -59,16 +60,56 @@ pub fn env_file_of(settings: &Settings) -> Option<PathBuf> {
     }
 }
 
-/// Loads the compose file of `settings` (exit 2 when the config has no `compose:` section).
+/// Loads the compose file of `settings` as the agent runs it: interpolated with the env file's
+/// variables, then the agent's environment, and judged against `compose.policy` (exit 2 when the
+/// config has no `compose:` section).
 pub fn load(settings: &Settings) -> Result<Project> {
-    let compose = settings.compose.as_ref().ok_or_else(|| {
-        input_error("the config has no `compose:` section: there is no compose file to read")
-    })?;
+    load_with(settings, env_variables(settings)?)
+}
+
+/// [`load`], with `variables` in place of the env file's (a plan reads the env file a sync would
+/// write, in memory).
+pub fn load_with(settings: &Settings, variables: IndexMap<String, String>) -> Result<Project> {
+    let text = read_compose(&section(settings)?.file)?;
+    load_text(settings, &text, variables, &read_managed)
+}
+
+/// [`load`] of `text`, what the compose file of `settings` holds or is about to hold, with
+/// `variables`, reading the `env_file`s it names through `read`: a sync judges the release it
+/// fetched before it writes any of it.
+pub fn load_text(
+    settings: &Settings,
+    text: &str,
+    variables: IndexMap<String, String>,
+    read: &ReadText,
+) -> Result<Project> {
+    let compose = section(settings)?;
+    let rules = policy::Rules::of(settings);
+    let reading = Reading {
+        file: &compose.file,
+        project: &settings.project,
+        lookup: &then_environment(&variables),
+        home: std::env::var("HOME").ok(),
+        rules: Some(&rules),
+        read,
+    };
+    read_text(text, &reading)
+}
+
+/// The compose file of `settings` as written, not judged against `compose.policy`: what `render`
+/// prints (`validate` and every sync judge it).
+pub fn load_as_written(settings: &Settings) -> Result<Project> {
     load_file(
-        &compose.file,
+        &section(settings)?.file,
         &settings.project,
         env_file_of(settings).as_deref(),
     )
+}
+
+fn section(settings: &Settings) -> Result<&crate::config::ComposeSettings> {
+    settings.compose.as_ref().ok_or_else(|| {
+        input_error("the config has no `compose:` section: there is no compose file to read")
+    })
 }
 
 /// Loads `file` as project `project`, with the variables of `env_file` (when it exists; before the
@@ -88,20 +129,37 @@ pub fn load_file_with(
     project: &str,
     variables: IndexMap<String, String>,
 ) -> Result<Project> {
-    // Never through a link, never a FIFO (which would hang the sync): either is no compose file.
-    let text = crate::atomic::read_text(file, crate::atomic::MAX_TEXT)?.ok_or_else(|| {
-        input_error(format!(
-            "compose file {} does not exist or is not a regular file (a sync fetches it when `files` lists it)",
-            file.display()
-        ))
-    })?;
-    let lookup = |name: &str| {
+    let text = read_compose(file)?;
+    from_str(&text, file, project, &then_environment(&variables))
+}
+
+/// `variables`, then the agent's environment.
+fn then_environment(variables: &IndexMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
+    |name| {
         variables
             .get(name)
             .cloned()
             .or_else(|| std::env::var(name).ok())
-    };
-    from_str(&text, file, project, &lookup)
+    }
+}
+
+/// Reads a text file a compose file names (an `env_file`): `None` when there is no regular file
+/// there.
+pub type ReadText<'a> = dyn Fn(&Path) -> Result<Option<String>> + 'a;
+
+/// Reads a managed text file as every reader of the agent does: never through a link, never a
+/// FIFO (which would hang the sync); either counts as no file.
+pub fn read_managed(path: &Path) -> Result<Option<String>> {
+    crate::atomic::read_text(path, crate::atomic::MAX_TEXT)
+}
+
+fn read_compose(file: &Path) -> Result<String> {
+    read_managed(file)?.ok_or_else(|| {
+        input_error(format!(
+            "compose file {} does not exist or is not a regular file (a sync fetches it when `files` lists it)",
+            file.display()
+        ))
+    })
 }
 
 /// The variables of the env file of `settings` (none when there is none yet), as the compose file
@@ -157,6 +215,38 @@ fn from_str_home(
     lookup: &dyn Fn(&str) -> Option<String>,
     home: Option<String>,
 ) -> Result<Project> {
+    let reading = Reading {
+        file,
+        project,
+        lookup,
+        home,
+        rules: None,
+        read: &read_managed,
+    };
+    read_text(text, &reading)
+}
+
+/// How a compose file's text is read: where from, as which project, with which variables.
+struct Reading<'a> {
+    /// Relative paths resolve against its directory.
+    file: &'a Path,
+    project: &'a str,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// For `~` (`None`: there is none, as under systemd).
+    home: Option<String>,
+    /// `compose.policy` on this host; `None`: the file as written, not judged.
+    rules: Option<&'a policy::Rules>,
+    /// Reads an `env_file`.
+    read: &'a ReadText<'a>,
+}
+
+fn read_text(text: &str, reading: &Reading) -> Result<Project> {
+    let Reading {
+        file,
+        project,
+        lookup,
+        ..
+    } = *reading;
     let at = |problems: Vec<Problem>| located(text, file, problems);
     // Compose sets COMPOSE_PROJECT_NAME to the project's name for the file's interpolation.
     let lookup = &|name: &str| match name {
@@ -181,9 +271,10 @@ fn from_str_home(
     let mut ctx = parse::Ctx {
         project,
         dir,
-        home,
+        home: reading.home.clone(),
         lookup,
         tainted: &interpolated.tainted,
+        read: reading.read,
         problems: Vec::new(),
         warnings: Vec::new(),
     };
@@ -231,9 +322,13 @@ fn from_str_home(
         project.networks.insert("default".to_string(), network);
     }
 
-    let checked = validate::check(&mut project, &paths, &disabled);
+    let mut checked = validate::check(&mut project, &paths, &disabled);
     for warning in &checked.warnings {
         warn(text, file, warning);
+    }
+    if let Some(rules) = reading.rules {
+        let refused = policy::judge(&project, &paths, &project.from_variables, rules);
+        checked.problems.extend(refused);
     }
     if !checked.problems.is_empty() {
         return Err(at(checked.problems));

@@ -30,6 +30,9 @@ pub(super) struct Ctx<'a> {
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
     /// Paths of values that came from variables.
     pub tainted: &'a HashMap<String, FromVariable>,
+    /// Reads an `env_file` (a sync about to write one reads what it will hold): `None` when
+    /// there is no regular file there.
+    pub read: &'a super::ReadText<'a>,
     pub problems: Vec<Problem>,
     pub warnings: Vec<Problem>,
 }
@@ -47,6 +50,8 @@ pub(super) struct Paths {
     pub depends_on: IndexMap<String, String>,
     /// One per [`Service::secrets`] entry.
     pub secrets: Vec<String>,
+    /// The `env_file`s the service read: each host path, and where the file names it.
+    pub env_files: Vec<(PathBuf, String)>,
 }
 
 /// The whole file, every service included (profiles are applied later).
@@ -404,7 +409,7 @@ impl Ctx<'_> {
 }
 
 /// `path` with `.` and `..` resolved lexically, as compose (Go's `filepath.Clean`) does.
-fn clean(path: &Path) -> PathBuf {
+pub(super) fn clean(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -721,6 +726,10 @@ fn service(name: &str, value: &Value, path: &str, ctx: &mut Ctx) -> Option<(Serv
         }
         (None, false) => {}
     }
+    paths.env_files = env_files
+        .iter()
+        .map(|f| (f.path.clone(), f.key_path.clone()))
+        .collect();
     s.environment = resolve_environment(env_files, environment, ctx);
     (ctx.problems.len() == problems_before).then_some((s, paths))
 }
@@ -999,7 +1008,7 @@ fn resolve_environment(
     let mut env: IndexMap<String, EnvValue> = IndexMap::new();
     for file in files {
         // Never through a link, never a FIFO: either counts as no file.
-        let text = match crate::atomic::read_text(&file.path, crate::atomic::MAX_TEXT) {
+        let text = match (ctx.read)(&file.path) {
             Ok(Some(text)) => text,
             Ok(None) if !file.required => continue,
             Ok(None) => {

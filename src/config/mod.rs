@@ -26,8 +26,8 @@ pub use overrides::Overrides;
 use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
-    Credential, HookChoice, ParamSource, PullPolicy, RawRegistry as Registry, RegistryAuth,
-    SecretFormat, Source, WatchApply,
+    Allowance, ComposePolicy, Credential, HookChoice, Namespace, ParamSource, PullPolicy,
+    RawRegistry as Registry, RegistryAuth, SecretFormat, Source, WatchApply,
 };
 use types::S3Uri;
 
@@ -184,6 +184,8 @@ pub struct ComposeSettings {
     pub pull_timeout: std::time::Duration,
     /// Where the files of the compose file's `secrets:` are written, under `<project>/`: a tmpfs.
     pub secrets_dir: PathBuf,
+    /// What the compose file may ask of the host beyond the defaults (`compose::policy`).
+    pub policy: ComposePolicy,
 }
 
 /// The Auto Scaling launch lifecycle hook.
@@ -791,6 +793,7 @@ impl Check<'_> {
             secrets_dir: c
                 .secrets_dir
                 .map_or_else(|| PathBuf::from(defaults::SECRETS_DIR), |d| d.into_path()),
+            policy: c.policy.unwrap_or_default(),
         }
     }
 

@@ -258,17 +258,18 @@ pub fn tag_layer(key: &str) -> String {
 fn tag_value(text: &str) -> Value {
     let t = text.trim();
     let string = || Value::String(text.to_string());
+    // Read within the bounds of every YAML the agent reads: what does not pass stays text.
+    let yaml =
+        || crate::yaml::from_str(t, std::path::Path::new("tag")).unwrap_or_else(|_| string());
     match t {
         "true" => Value::Bool(true),
         "false" => Value::Bool(false),
-        _ if t.starts_with('[') || t.starts_with('{') => {
-            serde_norway::from_str(t).unwrap_or_else(|_| string())
-        }
+        _ if t.starts_with('[') || t.starts_with('{') => yaml(),
         _ if !t.is_empty()
             && t.bytes().all(|b| b.is_ascii_digit())
             && (t == "0" || !t.starts_with('0')) =>
         {
-            serde_norway::from_str(t).unwrap_or_else(|_| string())
+            yaml()
         }
         _ => string(),
     }
@@ -472,6 +473,27 @@ echo hello\r\n\
         ] {
             assert_eq!(extract(other.as_bytes()).unwrap(), None, "{other:?}");
         }
+    }
+
+    /// A tag holds at most 256 characters: enough for eight levels of eight aliases each.
+    #[test]
+    fn a_tag_value_is_read_within_the_yaml_bounds() {
+        let mut bomb = String::from("{a: &a [x,x,x,x,x,x,x,x]");
+        for (prev, next) in ('a'..='g').zip('b'..='h') {
+            bomb.push_str(&format!(
+                ", {next}: &{next} [{}]",
+                vec![format!("*{prev}"); 8].join(",")
+            ));
+        }
+        bomb.push('}');
+        assert!(bomb.len() <= 256, "{}", bomb.len());
+        let mut config = Value::Null;
+        let started = std::time::Instant::now();
+        set_by_tag(&mut config, "x", &bomb).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(config["x"], Value::String(bomb.clone()), "left as text");
+        set_by_tag(&mut config, "y", "[a, b]").unwrap();
+        assert!(config["y"].is_sequence());
     }
 
     #[test]

@@ -5,9 +5,9 @@
 use serde::Deserialize;
 
 use super::types::{
-    AbsolutePath, Account, AwsAccountId, DurationText, EndpointUrl, EnvKey, FileMode, FilePath,
-    ParamName, ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, SecretId, VersionId,
-    VersionStage,
+    AbsolutePath, Account, AwsAccountId, Capability, DurationText, EndpointUrl, EnvKey, FileMode,
+    FilePath, ParamName, ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, SecretId,
+    VersionId, VersionStage,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +96,79 @@ pub struct RawCompose {
     pub pull_timeout: Option<DurationText>,
     /// Where the files of the compose file's `secrets:` are written (a tmpfs).
     pub secrets_dir: Option<AbsolutePath>,
+    /// What the compose file may ask of the host beyond the defaults (baked config only).
+    pub policy: Option<ComposePolicy>,
+}
+
+/// `compose.policy`: what the compose file may ask of the host that the defaults refuse
+/// (`privileged`, host namespaces, capabilities and confinement options that reach past the
+/// container, binds of the host's own paths, secret files outside the workdir). Whoever writes
+/// the compose file (the deploy bucket) gets only what this allows; see `compose::policy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposePolicy {
+    /// By service name: what that service may do beyond the defaults.
+    #[serde(default)]
+    pub allow: std::collections::BTreeMap<String, Allowance>,
+    /// When set, the only host paths (each with what is below it) that binds and `env_file`s may
+    /// use, in place of the built-in list of the host's protected paths. The agent's own paths
+    /// and the engine's socket stay refused unless a service's `allow` names them.
+    pub binds: Option<Vec<AbsolutePath>>,
+    /// Host files (or directories) outside the workdir that `secrets.*.file` may read.
+    #[serde(default)]
+    pub secret_files: Vec<AbsolutePath>,
+}
+
+/// What one service may do beyond the defaults of [`ComposePolicy`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allowance {
+    /// `privileged: true`.
+    #[serde(default)]
+    pub privileged: bool,
+    /// `network_mode: host`, `pid: host`, `ipc: host`, `userns_mode: host`.
+    #[serde(default)]
+    pub host_namespaces: Vec<Namespace>,
+    /// Capabilities of `cap_add` the defaults refuse (`ALL`, `SYS_ADMIN`...).
+    #[serde(default)]
+    pub cap_add: Vec<Capability>,
+    /// `security_opt` entries the defaults refuse, as written (`seccomp=unconfined`).
+    #[serde(default)]
+    pub security_opt: Vec<String>,
+    /// Host paths the service may bind (or read as an `env_file`), with what is below them.
+    #[serde(default)]
+    pub binds: Vec<AbsolutePath>,
+}
+
+/// A host namespace a container may share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    Network,
+    Pid,
+    Ipc,
+    Userns,
+}
+
+impl Namespace {
+    /// The compose key that asks for it (with the value `host`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Namespace::Network => "network_mode",
+            Namespace::Pid => "pid",
+            Namespace::Ipc => "ipc",
+            Namespace::Userns => "userns_mode",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Namespace::Network => "network",
+            Namespace::Pid => "pid",
+            Namespace::Ipc => "ipc",
+            Namespace::Userns => "userns",
+        }
+    }
 }
 
 /// Credentials for one registry: a username and password from Parameter Store, or an ECR token

@@ -706,6 +706,7 @@ fn user_data_cannot_set_what_only_the_baked_config_sets() {
     for doc in [
         "#kicky-agent\noverrides:\n  tags: true\n",
         "#kicky-agent\noverrides:\n  user_data: false\n",
+        "#kicky-agent\ncompose:\n  policy:\n    allow:\n      web: {privileged: true}\n",
     ] {
         let overrides = Overrides {
             user_data: Some(doc.into()),

@@ -68,8 +68,39 @@ impl AbsolutePath {
     pub fn into_path(self) -> PathBuf {
         self.0
     }
+
+    pub fn as_path(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 deserialize_via_parse!(AbsolutePath);
+
+/// A Linux capability as docker takes it: `SYS_ADMIN`, also written `CAP_SYS_ADMIN` or in lower
+/// case; kept in docker's spelling (upper case, no `CAP_`). `ALL` is every capability.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Capability(String);
+
+impl Capability {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let upper = s.trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(format!(
+                "{s:?} is not a capability name (such as SYS_ADMIN or NET_ADMIN)"
+            ));
+        }
+        Ok(Capability(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(Capability);
 
 /// A file path: absolute, or relative to `workdir`. Not empty, not a directory (`/` at the end).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -67,6 +67,11 @@ impl Staged {
     pub fn replaces(&self) -> bool {
         self.temp.is_some()
     }
+
+    /// What committing will put at `path`; `None` when the file stays as it is.
+    pub fn pending(&self) -> Option<io::Result<Vec<u8>>> {
+        self.temp.as_ref().map(AtomicFile::written)
+    }
 }
 
 /// Fetches every file concurrently. Nothing is visible at any target until [`commit`]; on error

@@ -270,6 +270,7 @@ async fn apply_release(
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
 ) -> Result<SyncReport> {
+    judge_release(settings, env.as_ref(), &staged)?;
     let last_good =
         state.last_sync.as_ref().is_some_and(|s| s.ok) || state.counters.last_success_unix > 0;
     let mut replaced: Vec<PathBuf> = staged
@@ -311,6 +312,61 @@ async fn apply_release(
             "restoring the last good files failed too: {restore:#}"
         )),
     })
+}
+
+/// Loads the compose project a release would run, as it will be once written: the fetched
+/// compose file (or the one on disk), interpolated with the env file about to be written, its
+/// `env_file`s as they will be. Nothing is written yet, so a release the agent refuses (bad
+/// input, such as what `compose.policy` does not allow: exit 2) leaves every file and container
+/// as it was.
+fn judge_release(
+    settings: &Settings,
+    env: Option<&DesiredEnv>,
+    staged: &[files::Staged],
+) -> Result<()> {
+    let Some(compose) = &settings.compose else {
+        return Ok(());
+    };
+    let fetched = |path: &std::path::Path| format!("failed to read the new {}", path.display());
+    // What a path is about to hold: the env file about to be written, or a file fetched.
+    let pending = |path: &std::path::Path| -> Option<Result<String>> {
+        if let (Some(env_file), Some(desired)) = (&settings.env, env) {
+            if env_file.path == path {
+                return Some(Ok(desired.text.clone()));
+            }
+        }
+        let bytes = staged.iter().find(|s| s.path == path)?.pending()?;
+        Some(
+            bytes
+                .and_then(|b| {
+                    String::from_utf8(b)
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                })
+                .with_context(|| fetched(path)),
+        )
+    };
+    let read = |path: &std::path::Path| match pending(path) {
+        Some(text) => text.map(Some),
+        None => crate::compose::read_managed(path),
+    };
+    let Some(text) = read(&compose.file)? else {
+        return Ok(());
+    };
+    let env_file = crate::compose::env_file_of(settings);
+    let variables = match env_file
+        .as_deref()
+        .and_then(|path| Some((path, pending(path)?)))
+    {
+        Some((path, text)) => {
+            let process = |name: &str| std::env::var(name).ok();
+            envfile::parse(&text?, &process)
+                .map_err(|e| input_error(format!("env file {}: {e}", path.display())))?
+                .into_iter()
+                .collect()
+        }
+        None => crate::compose::env_variables(settings)?,
+    };
+    crate::compose::load_text(settings, &text, variables, &read).map(drop)
 }
 
 /// Holds a release that failed for good while a good one serves: rolled back (its containers

@@ -97,11 +97,7 @@ pub async fn run_with(
                 .collect(),
                 None => crate::compose::env_variables(settings)?,
             };
-            let mut project = crate::compose::load_file_with(
-                &compose.file,
-                &settings.project,
-                variables.clone(),
-            )?;
+            let mut project = crate::compose::load_with(settings, variables.clone())?;
             // The secret files' names, as the sync would make them (nothing is written).
             let secret_only = env.as_ref().map_or(&[][..], |e| &e.secret_only[..]);
             let lookup = super::secret_files::variables(secret_only, &variables);

@@ -286,6 +286,17 @@ impl Scratch {
         self.run_agent(rig, wrapper, args, &[])
     }
 
+    /// [`Scratch::agent_via`] with `env` added to its environment.
+    pub fn agent_via_with(
+        &self,
+        rig: &Rig,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Run {
+        self.run_agent(rig, wrapper, args, env)
+    }
+
     fn run_agent(&self, rig: &Rig, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Run {
         let output = self
             .agent_command(rig, wrapper, args, env)

@@ -114,6 +114,17 @@ impl Stack {
     pub fn container(&self, service: &str) -> String {
         format!("{}-{service}-1", self.project)
     }
+
+    /// The release as it stands: the env file, the compose file and the id of the container
+    /// serving `service`.
+    pub fn release(&self, service: &str) -> (Vec<u8>, Vec<u8>, String) {
+        let workdir = self.scratch.workdir();
+        (
+            std::fs::read(workdir.join(".env")).unwrap(),
+            std::fs::read(workdir.join("docker-compose.yml")).unwrap(),
+            id_of(&self.container(service)),
+        )
+    }
 }
 
 impl Drop for Stack {

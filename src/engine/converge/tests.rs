@@ -18,6 +18,7 @@ fn settings(pull: DefaultPolicy) -> ComposeSettings {
         pull_stall_timeout: Duration::from_secs(60),
         pull_timeout: Duration::from_secs(600),
         secrets_dir: "/run/kicky-agent/secrets".into(),
+        policy: Default::default(),
     }
 }
 
