@@ -403,8 +403,9 @@ impl Drop for AtomicFile {
 /// Creates `.<name>.<six random letters or digits>.tmp` in `dir`, never through a link: the
 /// names [`crate::sync::leftovers`] looks for.
 fn create_temp(dir: &Dir, name: &OsStr, mode: u32) -> io::Result<(OsString, File)> {
+    // Read and write: a sync reads back what it fetched (`AtomicFile::written`) to judge it.
     let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut tries = 0;
     loop {
         let mut temp = OsString::from(".");

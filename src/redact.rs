@@ -39,7 +39,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::RwLock;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 
 /// What a value is printed as where text is redacted. Plain in every format the agent writes: a
 /// YAML scalar of its own (where `********` would read as an alias), JSON, a metrics label.
@@ -97,6 +97,9 @@ pub struct Redactor {
     matcher: Option<AhoCorasick>,
     /// By the matcher's pattern id: whether the needle is a word (see [`is_word`]).
     words: Vec<bool>,
+    /// Whether `matcher` knows every needle. Values arrive one by one (a path of a thousand
+    /// parameters), so the automaton is built once, when text is next redacted, not per value.
+    built: bool,
 }
 
 impl Redactor {
@@ -105,6 +108,7 @@ impl Redactor {
             needles: BTreeSet::new(),
             matcher: None,
             words: Vec::new(),
+            built: true,
         }
     }
 
@@ -116,15 +120,33 @@ impl Redactor {
                 new |= self.needles.insert(form);
             }
         }
-        if new {
-            // Every learned form is a plain string: building the automaton cannot fail.
-            self.matcher = AhoCorasick::new(&self.needles).ok();
-            self.words = self.needles.iter().map(|n| is_word(n)).collect();
+        self.built &= !new;
+    }
+
+    /// Builds the automaton of every learned form, when it is not built yet. A contiguous NFA:
+    /// built in time linear in the needles' length, where a DFA (which the builder may pick
+    /// for few patterns) costs their length times the alphabet, minutes for a 64 KiB value.
+    fn build(&mut self) {
+        if self.built {
+            return;
         }
+        // Every learned form is a plain string: building the automaton cannot fail.
+        self.matcher = AhoCorasickBuilder::new()
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(&self.needles)
+            .ok();
+        self.words = self.needles.iter().map(|n| is_word(n)).collect();
+        self.built = true;
     }
 
     /// `text` with every learned value in it masked; borrowed when there is none.
-    pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
+    pub fn redact<'t>(&mut self, text: &'t str) -> Cow<'t, str> {
+        self.build();
+        self.masked(text)
+    }
+
+    /// [`Redactor::redact`] once built.
+    fn masked<'t>(&self, text: &'t str) -> Cow<'t, str> {
         let Some(matcher) = &self.matcher else {
             return Cow::Borrowed(text);
         };
@@ -213,7 +235,16 @@ pub fn learn_all<'a>(values: impl IntoIterator<Item = &'a str>) {
 
 /// `text` with every value the agent fetched masked.
 pub fn text(text: &str) -> Cow<'_, str> {
-    KNOWN.read().unwrap_or_else(|e| e.into_inner()).redact(text)
+    {
+        let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
+        if known.built {
+            return known.masked(text);
+        }
+    }
+    KNOWN
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .redact(text)
 }
 
 /// Makes a panic's message pass through the redactor too: a panic can carry a value (an
@@ -227,9 +258,9 @@ pub fn redact_panics() {
 }
 
 fn panic_message(text: &str) -> String {
-    match KNOWN.try_read() {
-        Ok(known) => known.redact(text).into_owned(),
-        Err(_) => "panicked while learning a value (the message is not shown)".into(),
+    match KNOWN.try_write() {
+        Ok(mut known) => known.redact(text).into_owned(),
+        Err(_) => "panicked while learning or masking a value (the message is not shown)".into(),
     }
 }
 
@@ -295,6 +326,21 @@ mod tests {
         assert!(message.contains(MASK), "{message}");
     }
 
+    /// A 64 KiB value among a thousand others (a `path:` source) is learned and masked; the
+    /// automaton is built once, when text is next masked, not once per value.
+    #[test]
+    fn a_large_value_among_many_is_masked() {
+        let large = format!("big-{}", "x7".repeat(32 * 1024));
+        let many: Vec<String> = (0..1000).map(|i| format!("value-{i:04}-q")).collect();
+        let mut r = Redactor::new();
+        r.learn([large.as_str()]);
+        for value in &many {
+            r.learn([value.as_str()]);
+        }
+        let text = format!("a {large} b {} c", many[999]);
+        assert_eq!(r.redact(&text), "a <redacted> b <redacted> c");
+    }
+
     #[test]
     fn formatting_never_shows_the_value() {
         let s = Secret::new("hunter2");
@@ -312,7 +358,7 @@ mod tests {
 
     #[test]
     fn values_are_masked_wherever_they_appear() {
-        let r = redactor(&["pw-4f1e9c"]);
+        let mut r = redactor(&["pw-4f1e9c"]);
         let cases = [
             (
                 "connecting to postgres://app:pw-4f1e9c@db",
@@ -336,10 +382,10 @@ mod tests {
     fn values_too_short_to_be_credentials_are_left() {
         assert_eq!(MIN_LEN, 6);
         let short = ["1", "true", "false", "8080", "debug", "1.2.3", "prod", ""];
-        let r = redactor(&short);
+        let mut r = redactor(&short);
         let line = "debug: listening on 8080 with prod 1.2.3 true false 1";
         assert_eq!(r.redact(line), line);
-        let r = redactor(&["abc123", "hunter2", "yes-no"]);
+        let mut r = redactor(&["abc123", "hunter2", "yes-no"]);
         assert_eq!(
             r.redact("abc123 hunter2 yes-no"),
             "<redacted> <redacted> <redacted>"
@@ -350,7 +396,7 @@ mod tests {
     /// masked wherever it appears.
     #[test]
     fn words_are_masked_as_words() {
-        let r = redactor(&["health", "pw4f1e9c"]);
+        let mut r = redactor(&["health", "pw4f1e9c"]);
         let cases = [
             ("GET /health failed", "GET /<redacted> failed"),
             ("health", "<redacted>"),
@@ -372,7 +418,7 @@ mod tests {
 
     #[test]
     fn overlapping_values_are_masked_as_their_union() {
-        let r = redactor(&["ab1def", "def2hi", "secret-long-1", "long-1"]);
+        let mut r = redactor(&["ab1def", "def2hi", "secret-long-1", "long-1"]);
         let cases = [
             // The second value starts inside the first: nothing of either is left.
             ("xx ab1def2hi yy", "xx <redacted> yy"),
@@ -390,7 +436,7 @@ mod tests {
     #[test]
     fn escaped_forms_and_lines_are_masked_too() {
         let value = "tok-\"q\"-8d3a\\x\nsecond-line-77\n  indented-88  \nab";
-        let r = redactor(&[value]);
+        let mut r = redactor(&[value]);
         let json = serde_json::to_string(&serde_json::json!({ "error": format!("said {value}") }))
             .unwrap();
         assert_eq!(r.redact(&json), r#"{"error":"said <redacted>"}"#);
@@ -406,7 +452,7 @@ mod tests {
 
     #[test]
     fn non_ascii_values_are_cut_on_their_boundaries() {
-        let r = redactor(&["pässwörd", "密码密码"]);
+        let mut r = redactor(&["pässwörd", "密码密码"]);
         assert_eq!(
             r.redact("é pässwörd é 密码密码!"),
             "é <redacted> é <redacted>!"
@@ -418,7 +464,7 @@ mod tests {
     #[test]
     fn json_documents_stay_json() {
         let value = "pw \"quoted\"\nline-two";
-        let r = redactor(&[value]);
+        let mut r = redactor(&[value]);
         let doc = serde_json::to_string_pretty(&serde_json::json!({
             "error": format!("the health check said: {value}"),
             "lines": value.lines().collect::<Vec<_>>(),
