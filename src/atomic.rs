@@ -111,7 +111,7 @@ impl Dir {
 
     /// The regular file `name` in this directory, opened to read; `None` when there is none, or
     /// something else in its place (a link, a FIFO, a device, a directory).
-    pub fn open_file(&self, name: &OsStr) -> io::Result<Option<File>> {
+    fn open_file(&self, name: &OsStr) -> io::Result<Option<File>> {
         // Looked at first, so that a FIFO or a device is never opened at all.
         if !self
             .stat(name)?
@@ -291,7 +291,7 @@ pub fn holds(path: &Path, contents: &[u8]) -> Result<bool> {
     }
 }
 
-fn same_bytes(file: &mut File, contents: &[u8]) -> io::Result<bool> {
+pub(crate) fn same_bytes(file: &mut File, contents: &[u8]) -> io::Result<bool> {
     let mut current = Vec::with_capacity(contents.len());
     file.take(contents.len() as u64 + 1)
         .read_to_end(&mut current)?;
@@ -400,8 +400,19 @@ impl Drop for AtomicFile {
     }
 }
 
+/// The name of the file a temp file named `entry` was made for (`.<name>.<6 letters or
+/// digits>.tmp`, as [`AtomicFile::create`] names them), if it is one: what a killed sync leaves.
+pub fn temp_target(entry: &str) -> Option<&str> {
+    let (name, random) = entry
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?
+        .rsplit_once('.')?;
+    let random_ok = random.len() == 6 && random.bytes().all(|b| b.is_ascii_alphanumeric());
+    (random_ok && !name.is_empty()).then_some(name)
+}
+
 /// Creates `.<name>.<six random letters or digits>.tmp` in `dir`, never through a link: the
-/// names [`crate::sync::leftovers`] looks for.
+/// names [`temp_target`] reads ([`crate::sync::leftovers`] looks for them).
 fn create_temp(dir: &Dir, name: &OsStr, mode: u32) -> io::Result<(OsString, File)> {
     // Read and write: a sync reads back what it fetched (`AtomicFile::written`) to judge it.
     let flags =
@@ -479,6 +490,22 @@ mod tests {
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn temp_names_read_back_to_their_target() {
+        for (entry, want) in [
+            (".env.aB3xY9.tmp", Some("env")),
+            ("..env.aB3xY9.tmp", Some(".env")),
+            (".app.yml.000000.tmp", Some("app.yml")),
+            (".env.aB3xY.tmp", None),
+            (".env.aB3x-9.tmp", None),
+            ("env.aB3xY9.tmp", None),
+            (".env.aB3xY9", None),
+            ("..aB3xY9.tmp", None),
+        ] {
+            assert_eq!(temp_target(entry), want, "{entry}");
+        }
     }
 
     #[test]

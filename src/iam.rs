@@ -332,8 +332,7 @@ fn ecr_host(host: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = host.split('.').collect();
     let account = parts.first()?;
     let is_ecr = parts.len() >= 6
-        && account.len() == 12
-        && account.chars().all(|c| c.is_ascii_digit())
+        && crate::config::types::AwsAccountId::parse(account).is_ok()
         && parts[1] == "dkr"
         && parts[2].starts_with("ecr")
         && parts[4] == "amazonaws";

@@ -91,8 +91,7 @@ impl fmt::Display for Secret {
 }
 
 /// The values to mask, and a matcher of all of them at once.
-#[derive(Default)]
-pub struct Redactor {
+struct Redactor {
     needles: BTreeSet<String>,
     matcher: Option<AhoCorasick>,
     /// By the matcher's pattern id: whether the needle is a word (see [`is_word`]).
@@ -103,7 +102,7 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    pub const fn new() -> Redactor {
+    const fn new() -> Redactor {
         Redactor {
             needles: BTreeSet::new(),
             matcher: None,
@@ -113,7 +112,7 @@ impl Redactor {
     }
 
     /// Learns the values (those long enough; see [`MIN_LEN`]).
-    pub fn learn<'a>(&mut self, values: impl IntoIterator<Item = &'a str>) {
+    fn learn<'a>(&mut self, values: impl IntoIterator<Item = &'a str>) {
         let mut new = false;
         for value in values {
             for form in forms(value) {
@@ -140,7 +139,7 @@ impl Redactor {
     }
 
     /// `text` with every learned value in it masked; borrowed when there is none.
-    pub fn redact<'t>(&mut self, text: &'t str) -> Cow<'t, str> {
+    fn redact<'t>(&mut self, text: &'t str) -> Cow<'t, str> {
         self.build();
         self.masked(text)
     }
@@ -258,9 +257,14 @@ pub fn redact_panics() {
 }
 
 fn panic_message(text: &str) -> String {
+    if let Ok(known) = KNOWN.try_read() {
+        if known.built {
+            return known.masked(text).into_owned();
+        }
+    }
     match KNOWN.try_write() {
         Ok(mut known) => known.redact(text).into_owned(),
-        Err(_) => "panicked while learning or masking a value (the message is not shown)".into(),
+        Err(_) => "panicked while learning a value (the message is not shown)".into(),
     }
 }
 

@@ -384,6 +384,10 @@ fn key_path(steps: &[Step]) -> String {
 /// Where `key`, a path such as `files[1].path`, is written in `text`: 1-based line and column.
 /// `None` when the document does not spell that key (it came from another file, or a default).
 pub fn position_of(text: &str, key: &str) -> Option<(usize, usize)> {
+    // The spans come from a tree, which copies every alias's node: a text that did not pass
+    // [`bounded`] (such as a config file refused for it, kept to locate other keys) is not read.
+    // (The readers above locate only in texts that passed it.)
+    bounded(text, Path::new("")).ok()?;
     let mut steps = Vec::new();
     for part in key.split('.') {
         let (name, indexes) = part
@@ -405,9 +409,6 @@ pub fn position_of(text: &str, key: &str) -> Option<(usize, usize)> {
 /// The 1-based line and column of the deepest node of `steps` found in `text` (a key's own
 /// position for a mapping step, the item's for a sequence step), and whether all steps were found.
 fn locate(text: &str, steps: &[Step]) -> Option<((usize, usize), bool)> {
-    // The spans come from a tree, which copies every alias's node: a text that did not pass
-    // [`bounded`] (such as a config file refused for it, kept to locate other keys) is not read.
-    bounded(text, Path::new("")).ok()?;
     let docs = MarkedYaml::load_from_str(text).ok()?;
     let mut node = docs.first()?;
     let mut at = node.span.start;

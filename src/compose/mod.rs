@@ -97,7 +97,8 @@ pub fn load_text(
 }
 
 /// The compose file of `settings` as written, not judged against `compose.policy`: what `render`
-/// prints (`validate` and every sync judge it).
+/// prints, and what the daemon reads for the pull policies and the order to stop in (`validate`
+/// and every sync judge it, before it is written).
 pub fn load_as_written(settings: &Settings) -> Result<Project> {
     load_file(
         &section(settings)?.file,
@@ -173,15 +174,21 @@ pub fn env_variables(settings: &Settings) -> Result<IndexMap<String, String>> {
 
 /// The variables of the env file; none when it does not exist yet.
 fn read_env_file(path: &Path) -> Result<IndexMap<String, String>> {
-    let Some(text) = crate::atomic::read_text(path, crate::atomic::MAX_TEXT)? else {
+    let Some(text) = read_managed(path)? else {
         tracing::warn!(
             "env file {} does not exist (yet), or is not a regular file: the compose file is interpolated from the agent's environment only",
             path.display()
         );
         return Ok(IndexMap::new());
     };
+    variables_of(path, &text)
+}
+
+/// The variables of `text`, what the env file at `path` holds or is about to hold (learned by
+/// the redactor).
+pub fn variables_of(path: &Path, text: &str) -> Result<IndexMap<String, String>> {
     let process = |name: &str| std::env::var(name).ok();
-    let vars = crate::envfile::parse(&text, &process)
+    let vars = crate::envfile::parse(text, &process)
         .map_err(|e| input_error(format!("env file {}: {e}", path.display())))?;
     crate::redact::learn_all(vars.iter().map(|(_, value)| value.as_str()));
     Ok(vars.into_iter().collect())
@@ -327,7 +334,7 @@ fn read_text(text: &str, reading: &Reading) -> Result<Project> {
         warn(text, file, warning);
     }
     if let Some(rules) = reading.rules {
-        let refused = policy::judge(&project, &paths, &project.from_variables, rules);
+        let refused = policy::judge(&project, &paths, rules);
         checked.problems.extend(refused);
     }
     if !checked.problems.is_empty() {

@@ -206,14 +206,14 @@ impl Rules {
 }
 
 /// Every way `project` asks more of the host than `rules` allow, each at its key path. `paths`
-/// are where each service's parts are written; values at a `tainted` path came from a variable
-/// and are not shown.
+/// are where each service's parts are written; values that came from a variable (the project's
+/// `from_variables`) are not shown.
 pub(super) fn judge(
     project: &Project,
     paths: &IndexMap<String, Paths>,
-    tainted: &HashMap<String, FromVariable>,
     rules: &Rules,
 ) -> Vec<Problem> {
+    let tainted = &project.from_variables;
     let mut problems = Vec::new();
     let none = Allowance::default();
     for (name, service) in &project.services {

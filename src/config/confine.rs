@@ -58,7 +58,7 @@ pub fn confine(path: &Path, workdir: &Path, allowed: &[PathBuf]) -> Result<PathB
 }
 
 /// Whether `a` and `b` overlap: one of them is the other, or contains it (by their components).
-pub fn overlap(a: &Path, b: &Path) -> bool {
+fn overlap(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 

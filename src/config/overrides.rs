@@ -90,24 +90,22 @@ impl TagPolicy {
 
     /// Why a tag setting `key` is not applied, if it is not.
     pub fn refusal(&self, key: &str) -> Option<String> {
-        if *self == TagPolicy::Off {
+        let TagPolicy::Keys(keys) = self else {
             return Some(
                 "tags are off: the baked config turns them on with `overrides.tags: true` (or a list of keys)".into(),
             );
-        }
+        };
         if let Some(never) = never_by_tag(key) {
             return Some(format!(
                 "`{key}` can never be set by a tag (`{never}` decides whom the agent talks to, where on the host it writes or listens, or what it may run): set it in the baked config or the user data"
             ));
         }
-        match self {
-            TagPolicy::Off => None,
-            TagPolicy::Keys(keys) if !keys.iter().any(|k| covers(k, key)) => Some(format!(
+        (!keys.iter().any(|k| covers(k, key))).then(|| {
+            format!(
                 "`{key}` is not in the tags' allow-list (`overrides.tags`: {})",
                 keys.join(", ")
-            )),
-            TagPolicy::Keys(_) => None,
-        }
+            )
+        })
     }
 }
 
@@ -141,22 +139,17 @@ pub fn check_tag_pattern(pattern: &str) -> Result<(), String> {
     }
 }
 
-/// Whether each step of the shorter of `pattern` and `key` matches the other's (`*`: any one).
-fn steps_match(pattern: &str, key: &str) -> bool {
-    pattern
-        .split('.')
-        .zip(key.split('.'))
-        .all(|(p, k)| p == "*" || k == "*" || p == k)
+/// One of `a` and `b` lies below (or is) the other: each step of the shorter matches the other's
+/// (`*`: any one).
+fn overlaps(a: &str, b: &str) -> bool {
+    a.split('.')
+        .zip(b.split('.'))
+        .all(|(a, b)| a == "*" || b == "*" || a == b)
 }
 
 /// `pattern` covers `key`: the key is the pattern or lies below it.
 fn covers(pattern: &str, key: &str) -> bool {
-    pattern.split('.').count() <= key.split('.').count() && steps_match(pattern, key)
-}
-
-/// One of `a` and `b` lies below (or is) the other.
-fn overlaps(a: &str, b: &str) -> bool {
-    steps_match(a, b)
+    pattern.split('.').count() <= key.split('.').count() && overlaps(pattern, key)
 }
 
 /// What instance metadata says to change in the baked config.

@@ -436,7 +436,7 @@ impl Io {
             let stop = async {
                 let engine = shared.engine(crate::engine::docker::ENGINE_WAIT).await?;
                 let project = match &settings.compose {
-                    Some(_) => crate::compose::load(&settings)
+                    Some(_) => crate::compose::load_as_written(&settings)
                         .inspect_err(|e| {
                             tracing::warn!("stopping without the compose file's order: {e:#}")
                         })

@@ -165,7 +165,9 @@ fn refreshes_due(settings: &Settings, state: &State, at: SystemTime) -> Vec<Stri
     if settings.compose.as_ref().is_none_or(|c| !c.file.exists()) {
         return Vec::new();
     }
-    let project = match crate::compose::load(settings) {
+    // Only the pull policies: the file on disk was judged against `compose.policy` before it was
+    // written.
+    let project = match crate::compose::load_as_written(settings) {
         Ok(project) => project,
         Err(err) => {
             tracing::debug!("not looking for images to refresh: {err:#}");

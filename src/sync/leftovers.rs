@@ -19,9 +19,9 @@ pub fn clean(settings: &Settings) -> Vec<PathBuf> {
         let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
             continue;
         };
-        let prefix = format!(".{}.", name.to_string_lossy());
+        let name = name.to_string_lossy();
         removed.extend(remove_matching(dir, |entry, is_dir| {
-            !is_dir && entry.starts_with(&prefix) && entry.ends_with(".tmp")
+            !is_dir && crate::atomic::temp_target(entry) == Some(&*name)
         }));
     }
     removed.extend(remove_matching(&settings.state_dir, |entry, is_dir| {

@@ -208,7 +208,7 @@ async fn converge(
                 state,
                 on_disk,
                 Vec::new(),
-                true,
+                None,
             )
             .await?;
             report.held = Some(why);
@@ -270,7 +270,7 @@ async fn apply_release(
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
 ) -> Result<SyncReport> {
-    judge_release(settings, env.as_ref(), &staged)?;
+    let project = judge_release(settings, env.as_ref(), &staged)?;
     let last_good =
         state.last_sync.as_ref().is_some_and(|s| s.ok) || state.counters.last_success_unix > 0;
     let mut replaced: Vec<PathBuf> = staged
@@ -288,7 +288,7 @@ async fn apply_release(
         _ => None,
     };
     let previous = (state.files.clone(), state.parameters.clone());
-    let err = match apply(settings, clients, engine, state, env, staged, false).await {
+    let err = match apply(settings, clients, engine, state, env, staged, project).await {
         Ok(report) => return Ok(report),
         Err(err) => err,
     };
@@ -318,14 +318,14 @@ async fn apply_release(
 /// compose file (or the one on disk), interpolated with the env file about to be written, its
 /// `env_file`s as they will be. Nothing is written yet, so a release the agent refuses (bad
 /// input, such as what `compose.policy` does not allow: exit 2) leaves every file and container
-/// as it was.
+/// as it was. `None`: no compose file (yet).
 fn judge_release(
     settings: &Settings,
     env: Option<&DesiredEnv>,
     staged: &[files::Staged],
-) -> Result<()> {
+) -> Result<Option<crate::compose::Project>> {
     let Some(compose) = &settings.compose else {
-        return Ok(());
+        return Ok(None);
     };
     let fetched = |path: &std::path::Path| format!("failed to read the new {}", path.display());
     // What a path is about to hold: the env file about to be written, or a file fetched.
@@ -350,23 +350,17 @@ fn judge_release(
         None => crate::compose::read_managed(path),
     };
     let Some(text) = read(&compose.file)? else {
-        return Ok(());
+        return Ok(None);
     };
     let env_file = crate::compose::env_file_of(settings);
     let variables = match env_file
         .as_deref()
         .and_then(|path| Some((path, pending(path)?)))
     {
-        Some((path, text)) => {
-            let process = |name: &str| std::env::var(name).ok();
-            envfile::parse(&text?, &process)
-                .map_err(|e| input_error(format!("env file {}: {e}", path.display())))?
-                .into_iter()
-                .collect()
-        }
+        Some((path, text)) => crate::compose::variables_of(path, &text?)?,
         None => crate::compose::env_variables(settings)?,
     };
-    crate::compose::load_text(settings, &text, variables, &read).map(drop)
+    crate::compose::load_text(settings, &text, variables, &read).map(Some)
 }
 
 /// Holds a release that failed for good while a good one serves: rolled back (its containers
@@ -409,8 +403,10 @@ fn env_on_disk(settings: &Settings, state: &State) -> Result<Option<DesiredEnv>>
     }))
 }
 
-/// Commits the env file and the files, then converges the engine. `held`: the release applied is
-/// the last good one, on disk, in place of one that failed (see [`secret_files::prepare`]).
+/// Commits the env file and the files, then converges the engine with `judged`, the project
+/// [`judge_release`] read from what was just committed. Without it (`None`), the release applied
+/// is the last good one, on disk, in place of one that failed (see [`secret_files::prepare`]),
+/// and the project is read from the disk.
 async fn apply(
     settings: &Settings,
     clients: &Clients,
@@ -418,8 +414,9 @@ async fn apply(
     state: &mut State,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
-    held: bool,
+    judged: Option<crate::compose::Project>,
 ) -> Result<SyncReport> {
+    let held = judged.is_none();
     let (env_report, secret_only) = match (&settings.env, env) {
         (Some(settings), Some(desired)) => {
             (Some(write_env(settings, &desired)?), desired.secret_only)
@@ -445,7 +442,10 @@ async fn apply(
     // The compose file and the env file it interpolates from are in place: converge the engine.
     let containers = match (&settings.compose, engine) {
         (Some(compose), Some(engine)) => {
-            let mut project = crate::compose::load(settings)?;
+            let mut project = match judged {
+                Some(project) => project,
+                None => crate::compose::load(settings)?,
+            };
             let secrets_dir = secret_files::project_dir(&compose.secrets_dir, &settings.project);
             let kept = held.then(|| state.secret_files.clone());
             write_secret_files(

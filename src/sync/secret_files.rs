@@ -237,12 +237,10 @@ pub fn write(dir: &Path, files: &[SecretFile]) -> Result<()> {
             .with_context(|| format!("failed to open {}", file.path.display()))?
         {
             let meta = existing.metadata()?;
-            let mut content = Vec::new();
-            existing.read_to_end(&mut content)?;
             let same = meta.uid() == file.uid
                 && meta.gid() == file.gid
                 && meta.mode() & 0o7777 == file.mode
-                && content == file.content.expose().as_bytes();
+                && atomic::same_bytes(&mut existing, file.content.expose().as_bytes())?;
             if same {
                 continue;
             }
@@ -271,8 +269,7 @@ fn own_dir(dir: &Path) -> Result<()> {
     let meta = handle
         .meta()
         .with_context(|| format!("failed to look at {}", dir.display()))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.st_uid != me || meta.st_mode & 0o077 != 0 {
+    if !private(&meta) {
         return Err(input_error(format!(
             "{} is not the agent's own directory (owner {}, mode {:04o}; the agent needs its own user and 0700): the compose file's secrets would be readable by others; remove it, or point `compose.secrets_dir` at another directory",
             dir.display(),
@@ -304,6 +301,11 @@ fn own_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether a directory is the agent's own user's and closed to everyone else.
+fn private(meta: &nix::sys::stat::FileStat) -> bool {
+    meta.st_uid == nix::unistd::geteuid().as_raw() && meta.st_mode & 0o077 == 0
+}
+
 /// Removes the project's secret files that are not in `keep` (and service directories left
 /// empty), only from a directory the agent made ([`MARKER`], its own user, 0700, on a tmpfs), and
 /// only files named as the agent names them (`<name>.<16 hex digits>`): never a file it did not
@@ -323,8 +325,7 @@ fn prune_own(dir: &Path, keep: &BTreeSet<PathBuf>) -> Result<()> {
     };
     let meta = project.meta()?;
     let mine = project.kind(OsStr::new(MARKER))? == Some(atomic::Kind::File)
-        && meta.st_uid == nix::unistd::geteuid().as_raw()
-        && meta.st_mode & 0o077 == 0
+        && private(&meta)
         && project.on_tmpfs()?;
     if !mine {
         tracing::info!(
@@ -362,16 +363,12 @@ fn is_secret_file_name(name: &OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
-    let name = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
-        Some(temp) => match temp.rsplit_once('.') {
-            Some((name, random))
-                if random.len() == 6 && random.bytes().all(|b| b.is_ascii_alphanumeric()) =>
-            {
-                name
-            }
-            _ => return false,
+    let name = match name.ends_with(".tmp") {
+        true => match atomic::temp_target(name) {
+            Some(name) => name,
+            None => return false,
         },
-        None => name,
+        false => name,
     };
     let hex = |id: &str| {
         id.len() == 16
