@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::ParameterType;
-use common::systemd::{Daemon, Notifications};
+use common::systemd::start;
 use common::{Rig, Scratch};
 use serde_json::Value;
 
@@ -105,22 +105,13 @@ async fn the_daemon_under_systemd() {
             s.path("metrics/kicky-agent.prom").display()
         ),
     );
-    let notify = Notifications::listen(&s.path("notify.sock"));
     let started = Instant::now();
-    let child = s.spawn_daemon(
+    let (daemon, notify) = start(
+        &s,
         &rig.imds_url,
-        &[
-            (
-                "NOTIFY_SOCKET",
-                &s.path("notify.sock").display().to_string(),
-            ),
-            ("WATCHDOG_USEC", "2000000"),
-        ],
+        &[("WATCHDOG_USEC", "2000000")],
+        &["first-8a8a", "second-9b9b"],
     );
-    let daemon = Daemon {
-        child,
-        log: s.path("daemon.log"),
-    };
     let _cleanup = RemoveProject(project.clone());
     let web = format!("{project}-web-1");
 
@@ -359,18 +350,12 @@ async fn watch_report_only_reports() {
             s.path("run/control.sock").display()
         ),
     );
-    let notify = Notifications::listen(&s.path("notify.sock"));
-    let child = s.spawn_daemon(
+    let (_daemon, notify) = start(
+        &s,
         &rig.imds_url,
-        &[(
-            "NOTIFY_SOCKET",
-            &s.path("notify.sock").display().to_string(),
-        )],
+        &[],
+        &["report-one-4f4f", "report-two-5a5a"],
     );
-    let _daemon = Daemon {
-        child,
-        log: s.path("daemon.log"),
-    };
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
     let env_file = s.workdir().join(".env");
     let before = std::fs::read(&env_file).unwrap();

@@ -24,22 +24,10 @@ fn wait_until(bound: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Starts `kicky-agent run` for `s` under the fake systemd (watchdog every second).
-fn start(s: &Scratch, imds: &str) -> (Daemon, Notifications) {
-    let socket = s.path(&format!("notify-{}.sock", fastrand::u32(..)));
-    let notify = Notifications::listen(&socket);
-    let child = s.spawn_daemon(
-        imds,
-        &[
-            ("NOTIFY_SOCKET", &socket.display().to_string()),
-            ("WATCHDOG_USEC", "2000000"),
-        ],
-    );
-    let daemon = Daemon {
-        child,
-        log: s.path("daemon.log"),
-    };
-    (daemon, notify)
+/// Starts `kicky-agent run` for `s` under the fake systemd (watchdog every second); its log, if
+/// shown, has `masked` masked.
+fn start(s: &Scratch, imds: &str, masked: &[&str]) -> (Daemon, Notifications) {
+    common::systemd::start(s, imds, &[("WATCHDOG_USEC", "2000000")], masked)
 }
 
 /// A config that writes one parameter (`<prefix>/TOKEN`) to the env file, read from `endpoint`,
@@ -93,7 +81,7 @@ async fn a_failed_release_is_held_not_applied_on_every_watch() {
     );
     stack.compose(&rig, &compose, &extra);
     let s = &stack.scratch;
-    let (daemon, notify) = start(s, &rig.imds_url);
+    let (daemon, notify) = start(s, &rig.imds_url, &[]);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(60)));
     let web = stack.container("web");
     let good = id_of(&web);
@@ -152,7 +140,7 @@ async fn a_failed_release_is_held_not_applied_on_every_watch() {
     drop(daemon);
     let s = &stack.scratch;
     std::fs::write(s.path("daemon.log"), "").unwrap();
-    let (daemon, notify) = start(s, &rig.imds_url);
+    let (daemon, notify) = start(s, &rig.imds_url, &[]);
     tokio::task::block_in_place(|| {
         notify.wait_for("READY=1", Duration::from_secs(60));
         wait_until(Duration::from_secs(20), "a watch after the restart", || {
@@ -220,7 +208,7 @@ async fn a_hanging_endpoint_never_delays_the_watchdog() {
         &rig,
         &one_parameter(&proxy.url, &prefix, "5s", &s.path("run/control.sock")),
     );
-    let (_daemon, notify) = start(&s, &rig.imds_url);
+    let (_daemon, notify) = start(&s, &rig.imds_url, &["hang-secret-6b6b"]);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
     let asked = proxy.requests().len();
     proxy.hang(true);
@@ -266,7 +254,7 @@ async fn a_silent_control_client_wedges_no_resync() {
     let socket = s.path("run/control.sock");
     let config = |socket: &std::path::Path| one_parameter(&rig.moto_url, &prefix, "0s", socket);
     s.config(&rig, &config(&socket));
-    let (_daemon, notify) = start(&s, &rig.imds_url);
+    let (_daemon, notify) = start(&s, &rig.imds_url, &["silent-secret-7c7c"]);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
     let _silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     let started = Instant::now();
@@ -314,7 +302,7 @@ async fn one_aws_config_for_the_daemon_life() {
     let config = one_parameter(&rig.moto_url, &prefix, "5s", &s.path("run/control.sock"))
         .replace("watch:\n", "watch:\n  apply: report\n");
     s.config(&rig, &config);
-    let (_daemon, notify) = start(&s, &imds.url);
+    let (_daemon, notify) = start(&s, &imds.url, &["once-secret-8d8d", "once-secret-9e9e"]);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
     let after_ready = imds.connections();
     rig.put(
@@ -390,7 +378,7 @@ async fn a_release_marker_is_the_only_thing_each_watch_asks_for() {
         )
         .replace("aws:\n", "aws:\n  s3_force_path_style: true\n");
     s.config(&rig, &config);
-    let (_daemon, notify) = start(&s, &rig.imds_url);
+    let (_daemon, notify) = start(&s, &rig.imds_url, &["marker-v1", "marker-v2"]);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
     let env = s.workdir().join(".env");
     let token_now = || {
@@ -594,7 +582,7 @@ async fn the_daemon_serves_no_client_but_root() {
     )
     .await;
     s.config(&rig, &one_parameter(&rig.moto_url, &prefix, "0s", &socket));
-    let (_daemon, notify) = start(&s, &rig.imds_url);
+    let (_daemon, notify) = start(&s, &rig.imds_url, &["peer-secret-5b5b"]);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let answer = tokio::task::block_in_place(|| {
@@ -608,12 +596,16 @@ async fn the_daemon_serves_no_client_but_root() {
         "result: 1 refused: only root may ask this daemon for a resync\n"
     );
     let log = log_of(&s);
+    // The leak first: the log is shown below only once it is known to be free of the secret.
+    assert!(
+        !log.contains("peer-secret-5b5b"),
+        "the secret reached the log"
+    );
     assert!(
         log.contains("refused a client running as uid 65534"),
         "{log}"
     );
     assert!(!log.contains("resync requested"), "{log}");
-    assert!(!log.contains("peer-secret-5b5b"));
     // Root's own resync is served as before.
     let run = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "60s"]));
     run.expect(0);

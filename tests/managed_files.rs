@@ -110,16 +110,7 @@ async fn a_link_in_the_env_files_place_never_carries_a_host_file_to_a_container(
     );
 
     let s = &stack.scratch;
-    let socket = s.path("notify.sock");
-    let notify = common::systemd::Notifications::listen(&socket);
-    let child = s.spawn_daemon(
-        &rig.imds_url,
-        &[("NOTIFY_SOCKET", &socket.display().to_string())],
-    );
-    let daemon = common::systemd::Daemon {
-        child,
-        log: s.path("daemon.log"),
-    };
+    let (daemon, notify) = common::systemd::start(s, &rig.imds_url, &[], &["host-secret-7c7c"]);
     // The first sync ends (served, or failed): READY=1 or a STATUS= that says it failed.
     let started = Instant::now();
     let ended = || {
@@ -137,15 +128,21 @@ async fn a_link_in_the_env_files_place_never_carries_a_host_file_to_a_container(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let log = std::fs::read_to_string(s.path("daemon.log")).unwrap();
+    // The leak first: the log is shown below only once it is known to be free of the host file.
+    assert!(
+        !log.contains("host-secret-7c7c"),
+        "the host file's content reached the log"
+    );
     assert!(
         log.contains("not applying it again"),
         "the first sync held the failed release: {log}"
     );
     drop(daemon);
 
-    assert_eq!(
+    assert_same!(
         std::fs::read_to_string(&host).unwrap(),
-        "DB_PASSWORD=host-secret-7c7c\n"
+        "DB_PASSWORD=host-secret-7c7c\n",
+        "the host file changed"
     );
     assert_eq!(common::mode_of(&host), 0o600);
     let conf = s.workdir().join("conf");
@@ -154,12 +151,18 @@ async fn a_link_in_the_env_files_place_never_carries_a_host_file_to_a_container(
         None,
         "the host file's content reached the container's mount"
     );
-    let in_container = docker(&["exec", &web, "sh", "-c", "cat /conf/* 2>/dev/null; env"]);
+    // `/conf/*` does not match the dotfile: the env file's own place is read by its name.
+    let in_container = docker(&[
+        "exec",
+        &web,
+        "sh",
+        "-c",
+        "cat /conf/.env /conf/* 2>/dev/null; env",
+    ]);
     assert!(
         !in_container.contains("host-secret-7c7c"),
         "the host file's content reached the container"
     );
-    assert!(!log.contains("host-secret-7c7c"), "the log");
 }
 
 /// The container swaps a directory of its writable mount (the env file's) for a link to a host
@@ -188,21 +191,23 @@ async fn a_directory_swapped_for_a_link_redirects_no_read_or_write() {
     docker(&["exec", &stack.container("web"), "sh", "-c", &plant]);
 
     let (run, stack, _rig) = stack.sync(rig).await;
+    // The leak first: the output is shown below only once it is known to be free of the file.
+    run.assert_free_of(&["host-secret-5d5d"]);
     assert_ne!(run.status, 0, "{}", run.all());
     assert!(
         run.stderr.contains("conf/sub") && run.stderr.contains("link"),
         "the error names the link: {}",
         run.stderr
     );
-    run.assert_free_of(&["host-secret-5d5d"]);
     let names: Vec<String> = std::fs::read_dir(&other)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, [".env"], "nothing was written in the host directory");
-    assert_eq!(
+    assert_same!(
         std::fs::read_to_string(other.join(".env")).unwrap(),
-        "DB_PASSWORD=host-secret-5d5d\n"
+        "DB_PASSWORD=host-secret-5d5d\n",
+        "the host directory's env file changed"
     );
     assert_eq!(common::mode_of(&other.join(".env")), 0o600);
     let state =
@@ -392,8 +397,8 @@ async fn the_secret_prune_removes_only_what_the_agent_made() {
     rig.put(&secret, "s3cr3t-pr-2", ParameterType::SecureString)
         .await;
     let (run, stack, rig) = stack.sync(rig).await;
-    run.expect(0);
     run.assert_free_of(&["s3cr3t-pr"]);
+    run.expect(0);
     for name in foreign {
         assert_eq!(
             std::fs::read_to_string(dir.join(name)).ok(),
@@ -403,7 +408,7 @@ async fn the_secret_prune_removes_only_what_the_agent_made() {
     }
     let web = stack.container("web");
     let read = || docker(&["exec", &web, "cat", "/run/secrets/db_password"]);
-    assert_eq!(read(), "s3cr3t-pr-2");
+    assert_same!(read(), "s3cr3t-pr-2", "the container's secret file");
 
     // The directory the agent makes (after a host restart emptied the tmpfs): its own old file
     // goes, what another process put there stays.
@@ -419,7 +424,7 @@ async fn the_secret_prune_removes_only_what_the_agent_made() {
         .await;
     let (run, stack, _rig) = stack.sync(rig).await;
     run.expect(0);
-    assert_eq!(read(), "s3cr3t-pr-4");
+    assert_same!(read(), "s3cr3t-pr-4", "the container's secret file");
     let now = files_under(&dir);
     let old: Vec<&PathBuf> = mine
         .iter()

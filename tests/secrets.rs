@@ -177,12 +177,7 @@ async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
     // The daemon holds the release that failed and serves the last good one; a resync applies it
     // again and answers why it failed; its log holds it all.
     let s = &stack.scratch;
-    let socket = s.path("notify.sock");
-    let notify = common::systemd::Notifications::listen(&socket);
-    let daemon = Quiet(s.spawn_daemon(
-        &rig.imds_url,
-        &[("NOTIFY_SOCKET", &socket.display().to_string())],
-    ));
+    let (daemon, notify) = common::systemd::start(s, &rig.imds_url, &[], &secrets);
     tokio::task::block_in_place(|| notify.wait_for("READY=1", std::time::Duration::from_secs(90)));
     let resync = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "90s"]));
     resync.expect(1);
@@ -193,17 +188,6 @@ async fn a_health_check_that_prints_its_secrets_reaches_no_output() {
     let log = std::fs::read_to_string(s.path("daemon.log")).unwrap();
     free("the daemon's log", &log);
     told("the daemon's log", &log);
-}
-
-/// A daemon the test stops (by its PID) when it ends, without showing its log: the test checks
-/// that log for secrets.
-struct Quiet(std::process::Child);
-
-impl Drop for Quiet {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A container's health check output is hostile text: escape sequences are stripped wherever it
@@ -249,16 +233,7 @@ services:
     );
 
     // The daemon's first sync fails the same way: STATUS= says so without the container's words.
-    let socket = stack.scratch.path("notify.sock");
-    let notify = common::systemd::Notifications::listen(&socket);
-    let child = stack.scratch.spawn_daemon(
-        &rig.imds_url,
-        &[("NOTIFY_SOCKET", &socket.display().to_string())],
-    );
-    let _daemon = common::systemd::Daemon {
-        child,
-        log: stack.scratch.path("daemon.log"),
-    };
+    let (_daemon, notify) = common::systemd::start(&stack.scratch, &rig.imds_url, &[], &[]);
     tokio::task::block_in_place(|| {
         notify.wait_for(
             "STATUS=first sync failed",

@@ -1,10 +1,12 @@
 //! A fake systemd for the daemon tests: the notify socket (READY, STATUS, WATCHDOG, STOPPING with
-//! their times) and the daemon process, killed and its log shown if a test fails.
+//! their times) and the daemon process, killed and its log shown (masked) if a test fails.
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::Scratch;
 
 /// What the fake systemd received, with when.
 #[derive(Clone, Default)]
@@ -61,21 +63,50 @@ impl Notifications {
     }
 }
 
+/// `kicky-agent run` under the fake systemd, stopped by its PID when dropped.
 pub struct Daemon {
     pub child: Child,
     pub log: std::path::PathBuf,
+    /// What the test seeded and checks the log for (a host file's content, a secret): when the
+    /// test fails, the log is shown with each of these masked, so a leak is never shown again.
+    pub masked: Vec<String>,
+}
+
+/// Starts `kicky-agent run` for `s` as systemd would (see [`Scratch::spawn_daemon`]), with a
+/// notify socket of its own in the scratch directory and `env` added; the daemon and what it
+/// notifies. Its log is shown if the test fails, with `masked` masked.
+pub fn start(
+    s: &Scratch,
+    imds_url: &str,
+    env: &[(&str, &str)],
+    masked: &[&str],
+) -> (Daemon, Notifications) {
+    let socket = s.path(&format!("notify-{}.sock", fastrand::u32(..)));
+    let notify = Notifications::listen(&socket);
+    let socket = socket.display().to_string();
+    let mut env = env.to_vec();
+    env.push(("NOTIFY_SOCKET", &socket));
+    let daemon = Daemon {
+        child: s.spawn_daemon(imds_url, &env),
+        log: s.path("daemon.log"),
+        masked: masked.iter().map(|m| m.to_string()).collect(),
+    };
+    (daemon, notify)
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // The agent's log holds no secret (the tests check its outputs): show it on failure.
         if std::thread::panicking() {
-            eprintln!(
-                "--- daemon log ---\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            let mut log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            // The longest first, so a value inside another is never left half shown.
+            let mut masked = self.masked.clone();
+            masked.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for value in masked.iter().filter(|m| !m.is_empty()) {
+                log = log.replace(value.as_str(), "<masked by the test>");
+            }
+            eprintln!("--- daemon log ---\n{log}");
         }
     }
 }
