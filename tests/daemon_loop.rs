@@ -537,16 +537,19 @@ async fn resync_believes_no_daemon_but_root() {
     let s = Scratch::new();
     let shared = shared_dir();
     let socket = shared.path().join("control.sock");
-    s.config(
-        &rig,
-        &format!(
-            "project: orange\nworkdir: {{workdir}}\nlifecycle:\n  hook: off\ncontrol_socket: {}\n",
-            socket.display()
-        ),
-    );
+    // A parameter to write: `resync` with no daemon syncs here, and that writes the env file.
+    let prefix = common::unique_prefix("not-root");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "notroot-secret-4a4a",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(&rig, &one_parameter(&rig.moto_url, &prefix, "0s", &socket));
     let mut forged = Nobody::run(FORGER, &socket);
     assert_eq!(forged.line(), "listening\n");
     let run = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "10s"]));
+    run.assert_free_of(&["notroot-secret-4a4a"]);
     run.expect(1);
     assert!(!run.all().contains("forged"), "{}", run.all());
     assert!(!run.all().contains("pulling"), "{}", run.all());
@@ -562,7 +565,18 @@ async fn resync_believes_no_daemon_but_root() {
     );
     // Nothing was asked: the forger saw the connection close without a request.
     assert_eq!(forged.line(), "received b''\n");
-    assert!(!s.workdir().join(".env").exists(), "it synced anyway");
+    // Nor taken for "no daemon": no sync ran here instead.
+    assert!(!run.all().contains("syncing here"), "{}", run.all());
+    assert!(!s.workdir().join(".env").exists(), "it synced here anyway");
+
+    // The check can fail: with no socket at all, `resync` syncs here and writes the env file.
+    drop(forged);
+    std::fs::remove_file(&socket).unwrap();
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["resync", "--timeout", "10s"]));
+    run.assert_free_of(&["notroot-secret-4a4a"]);
+    run.expect(0);
+    assert!(run.stdout.contains("syncing here"), "{}", run.stdout);
+    assert!(s.workdir().join(".env").exists(), "no env file written");
 }
 
 /// The daemon serves only root: a client of another user that reaches the socket (mode changed
