@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::recorder::parse;
+
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     /// Forward everything.
@@ -86,51 +88,23 @@ impl Proxy {
     }
 }
 
-/// The requests in what one connection's client sends: each a head, then as many body bytes as
-/// its Content-Length says (the SDK sends these APIs no chunked body).
+/// The requests in what one connection's client sends, parsed as the recorder parses them; each
+/// noted as `METHOD target` and, for the JSON APIs, its `X-Amz-Target`.
 #[derive(Default)]
 struct Requests {
     unread: Vec<u8>,
-    body_left: usize,
 }
 
 impl Requests {
     fn feed(&mut self, bytes: &[u8], asked: &Mutex<Vec<String>>) {
         self.unread.extend_from_slice(bytes);
-        loop {
-            // The rest of the last request's body, then (once it is all here) the next head.
-            let body = self.body_left.min(self.unread.len());
-            self.unread.drain(..body);
-            self.body_left -= body;
-            let Some(end) = self.unread.windows(4).position(|w| w == b"\r\n\r\n") else {
-                return;
-            };
-            let head = String::from_utf8_lossy(&self.unread[..end]).into_owned();
-            self.unread.drain(..end + 4);
-            self.body_left = content_length(&head);
-            let line = head.lines().next().unwrap_or_default();
-            let mut request: Vec<&str> = line.split(' ').take(2).collect();
-            let target = header(&head, "x-amz-target");
-            request.extend(target.as_deref());
-            asked.lock().unwrap().push(request.join(" "));
+        while let Some((request, used)) = parse(&self.unread) {
+            self.unread.drain(..used);
+            let mut line = vec![request.method.as_str(), request.target.as_str()];
+            line.extend(request.header("x-amz-target"));
+            asked.lock().unwrap().push(line.join(" "));
         }
     }
-}
-
-/// A header's value in a request head.
-fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().skip(1).find_map(|l| {
-        let (key, value) = l.split_once(':')?;
-        key.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| value.trim().to_string())
-    })
-}
-
-fn content_length(head: &str) -> usize {
-    header(head, "content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 async fn handle(
@@ -178,19 +152,22 @@ async fn handle(
     let up = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         let mut requests = Requests::default();
+        let mut held = false;
         loop {
             let read = match client_read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(read) => read,
             };
             requests.feed(&buf[..read], &asked);
-            if hang.load(Ordering::SeqCst) {
-                // Held: the request never reaches the server, the answer never comes.
-                std::future::pending::<()>().await;
-            }
-            if server_write.write_all(&buf[..read]).await.is_err() {
+            // Held: from now on nothing on this connection reaches the server, no answer comes
+            // (what the client sends is still read, so each request it makes is noted whole).
+            held = held || hang.load(Ordering::SeqCst);
+            if !held && server_write.write_all(&buf[..read]).await.is_err() {
                 break;
             }
+        }
+        if held {
+            std::future::pending::<()>().await;
         }
         let _ = server_write.shutdown().await;
     });
@@ -235,20 +212,15 @@ async fn answer(mut client: TcpStream, head: &str, body: &str) {
     let _ = client.write_all(response.as_bytes()).await;
 }
 
+/// Reads until one whole request is in (or the client closes).
 async fn read_request(stream: &mut TcpStream) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
+    while parse(&buf).is_none() {
         let n = stream.read(&mut chunk).await.unwrap_or(0);
         if n == 0 {
             return;
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let length = content_length(&String::from_utf8_lossy(&buf[..end]));
-            if buf.len() >= end + 4 + length {
-                return;
-            }
-        }
     }
 }

@@ -88,7 +88,8 @@ async fn relay(client: TcpStream, upstream: String, log: Arc<Mutex<Vec<Request>>
 }
 
 /// The first whole request in `bytes`, and how many bytes it took; `None` until it is all there.
-fn parse(bytes: &[u8]) -> Option<(Request, usize)> {
+/// (The fault-injecting proxy, `super::proxy`, reads requests with it too.)
+pub fn parse(bytes: &[u8]) -> Option<(Request, usize)> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
     let mut lines = head.split("\r\n");
