@@ -120,17 +120,11 @@ async fn a_compose_file_from_the_bucket_that_asks_for_the_host_is_refused_whole(
     let host_config = &inspect(&web).unwrap()["HostConfig"];
     assert_eq!(host_config["Privileged"], false);
     assert_eq!(containers().split_whitespace().count(), 1);
-    assert_eq!(files_under(&secrets_dir), 0, "no secret file was written");
-}
-
-fn files_under(dir: &std::path::Path) -> usize {
-    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
-    entries
-        .map(|e| match e.file_type().unwrap().is_dir() {
-            true => files_under(&e.path()),
-            false => 1,
-        })
-        .sum()
+    assert_eq!(
+        common::files_under(&secrets_dir),
+        Default::default(),
+        "no secret file was written"
+    );
 }
 
 /// `validate` and `plan` refuse the file where it lies, naming each problem; the baked config

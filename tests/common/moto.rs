@@ -14,7 +14,8 @@ pub struct OwnMoto {
 }
 
 impl OwnMoto {
-    /// `unchecked`: requests moto answers before it enforces IAM (`None`: until [`Self::enforce`]).
+    /// `unchecked`: how many requests moto answers before it checks every one against IAM
+    /// (`None`: it never does, as the shared one).
     pub fn start(rig: &Rig, dir: &Path, unchecked: Option<usize>) -> OwnMoto {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rig/moto_server.py");
         let port_file = dir.join("moto.port");
@@ -48,20 +49,6 @@ impl OwnMoto {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// From now on every request is checked against IAM (moto's `/moto-api/reset-auth`).
-    pub fn enforce(&self) {
-        let out = Command::new("curl")
-            .args(["-sS", "-f", "-H", "Content-Type: text/plain", "--data", "0"])
-            .arg(format!("{}/moto-api/reset-auth", self.url))
-            .output()
-            .expect("curl");
-        assert!(
-            out.status.success(),
-            "reset-auth: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 }
 
