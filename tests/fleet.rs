@@ -11,6 +11,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::iam_eval::{self, Call};
 use common::imds::OwnImds;
 use common::{Rig, Scratch};
 use serde_json::Value;
@@ -122,54 +123,10 @@ fn create_and_read_back(rig: &Rig, stack: &str, extra: &[&str]) -> Value {
     got
 }
 
-/// The AWS managed policies that let the role read parameters it was not given by name:
-/// `ssm:GetParameter`/`GetParameters` (or `ssm:Get*`, `ssm:*`, `*`) on `*`.
-const PARAMETER_READING_MANAGED_POLICIES: &[&str] = &[
-    "AmazonSSMManagedInstanceCore",
-    "service-role/AmazonEC2RoleforSSM",
-    "AmazonSSMReadOnlyAccess",
-    "AmazonSSMFullAccess",
-    "ReadOnlyAccess",
-    "PowerUserAccess",
-    "AdministratorAccess",
-];
-
-/// The managed policies among `arns` that read parameters (see the list above).
-fn parameter_readers<'a>(arns: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    arns.into_iter()
-        .filter(|arn| {
-            PARAMETER_READING_MANAGED_POLICIES
-                .iter()
-                .any(|name| arn.ends_with(&format!(":policy/{name}")))
-        })
-        .collect()
-}
-
-/// IAM's wildcards: `*` any run of characters, `?` one; actions compare without case.
-fn iam_matches(pattern: &str, value: &str, ignore_case: bool) -> bool {
-    let (p, v): (Vec<char>, Vec<char>) = if ignore_case {
-        (
-            pattern.to_lowercase().chars().collect(),
-            value.to_lowercase().chars().collect(),
-        )
-    } else {
-        (pattern.chars().collect(), value.chars().collect())
-    };
-    fn at(p: &[char], v: &[char]) -> bool {
-        match p.split_first() {
-            None => v.is_empty(),
-            Some(('*', rest)) => (0..=v.len()).any(|i| at(rest, &v[i..])),
-            Some((c, rest)) => {
-                v.first().is_some_and(|first| *c == '?' || first == c) && at(rest, &v[1..])
-            }
-        }
-    }
-    at(&p, &v)
-}
-
-/// Every statement of `policies` (name -> document) that would let the role read a parameter the
-/// config does not name: an action that is a parameter read on a resource that matches another
-/// team's parameter; any `NotAction`/`NotResource` counts, since it grants by exclusion.
+/// Every `Allow` statement of `policies` (name -> document) that would let the role read a
+/// parameter the config does not name: IAM's evaluator (`common::iam_eval`, which refuses
+/// `NotAction`/`NotResource`) asked whether the statement alone allows a parameter read on another
+/// team's parameter. Conditions are dropped first: one may hold for some other parameter.
 fn parameter_reads_beyond_the_config(policies: &Value) -> Vec<String> {
     const READS: &[&str] = &[
         "ssm:GetParameter",
@@ -179,86 +136,55 @@ fn parameter_reads_beyond_the_config(policies: &Value) -> Vec<String> {
     ];
     const OTHERS: &str =
         "arn:aws:ssm:ap-northeast-2:123456789012:parameter/someone-else/db-password";
-    let list = |v: &Value| -> Vec<String> {
-        match v {
-            Value::String(one) => vec![one.clone()],
-            Value::Array(many) => many
-                .iter()
-                .filter_map(|x| x.as_str().map(String::from))
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
     let mut found = Vec::new();
     for (name, document) in policies.as_object().expect("policies by name") {
         let statements = match &document["Statement"] {
             Value::Array(many) => many.clone(),
             one => vec![one.clone()],
         };
-        for statement in statements {
+        for mut statement in statements {
             if statement["Effect"] != "Allow" {
                 continue;
             }
-            let sid = format!("{name}/{}", statement["Sid"].as_str().unwrap_or("?"));
-            if statement.get("NotAction").is_some() || statement.get("NotResource").is_some() {
-                found.push(format!("{sid}: NotAction/NotResource"));
-                continue;
-            }
-            let actions = list(&statement["Action"]);
-            let reads = READS
+            statement.as_object_mut().unwrap().remove("Condition");
+            let alone = serde_json::json!({ "Statement": [statement] });
+            let reads: Vec<&str> = READS
                 .iter()
-                .any(|read| actions.iter().any(|a| iam_matches(a, read, true)));
-            let resources = list(&statement["Resource"]);
-            if reads && resources.iter().any(|r| iam_matches(r, OTHERS, false)) {
-                found.push(format!("{sid}: {actions:?} on {resources:?}"));
+                .copied()
+                .filter(|read| iam_eval::allows(&alone, &Call::new(read, OTHERS)))
+                .collect();
+            if !reads.is_empty() {
+                let sid = statement["Sid"].as_str().unwrap_or("?");
+                found.push(format!("{name}/{sid}: {reads:?} on {OTHERS}"));
             }
         }
     }
     found
 }
 
-/// The role holds what the agent and the SSM Agent need and no way to read a parameter the config
-/// does not name: no managed policy that does (the template's, read from the file since moto's
-/// CloudFormation does not attach them; and whatever moto attached), no inline statement that
-/// does. The checks can fail: AmazonSSMManagedInstanceCore's own statement is caught.
+/// The role holds two inline policies and no managed one (the template declares none, read from
+/// the file since moto's CloudFormation does not attach them; and moto attached none): AWS's
+/// managed policies for the SSM Agent (AmazonSSMManagedInstanceCore and the like) read every
+/// parameter of the account. No inline statement reads a parameter the config does not name. The
+/// checks can fail: AmazonSSMManagedInstanceCore's own statement is caught.
 fn assert_no_parameter_read_beyond_the_config(got: &Value) {
     let template: serde_norway::Value =
         serde_norway::from_str(&std::fs::read_to_string(repo("ami/cloudformation.yaml")).unwrap())
             .unwrap();
-    let declared: Vec<String> = template["Resources"]["Role"]["Properties"]["ManagedPolicyArns"]
-        .as_sequence()
-        .map(|arns| {
-            arns.iter()
-                .map(|arn| match arn {
-                    serde_norway::Value::Tagged(tagged) => {
-                        tagged.value.as_str().unwrap_or_default().to_string()
-                    }
-                    other => other.as_str().unwrap_or_default().to_string(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        parameter_readers(declared.iter().map(String::as_str)),
-        Vec::<&str>::new(),
-        "the role attaches a managed policy that reads every parameter of the account (any of {PARAMETER_READING_MANAGED_POLICIES:?})"
+    let role = &template["Resources"]["Role"]["Properties"];
+    assert!(
+        role.get("Policies").is_some() && role.get("ManagedPolicyArns").is_none(),
+        "the template's role declares managed policies: {:?}",
+        role.get("ManagedPolicyArns")
     );
-    let attached: Vec<&str> = got["attached_policies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(parameter_readers(attached), Vec::<&str>::new());
+    assert_eq!(got["attached_policies"], serde_json::json!([]));
+    let names: Vec<&String> = got["role_policies"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["kicky-agent", "ssm-agent"]);
     assert_eq!(
         parameter_reads_beyond_the_config(&got["role_policies"]),
         Vec::<String>::new()
     );
     // The checks can fail.
-    assert_eq!(
-        parameter_readers(["arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"]),
-        ["arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"]
-    );
     let core = serde_json::json!({"AmazonSSMManagedInstanceCore": {"Statement": [{
         "Effect": "Allow",
         "Action": ["ssm:DescribeAssociation", "ssm:GetParameter", "ssm:GetParameters"],
@@ -267,7 +193,8 @@ fn assert_no_parameter_read_beyond_the_config(got: &Value) {
     assert_eq!(parameter_reads_beyond_the_config(&core).len(), 1);
     let wildcard = serde_json::json!({"p": {"Statement": {
         "Effect": "Allow", "Action": "SSM:Get*",
-        "Resource": "arn:aws:ssm:*:123456789012:parameter/*"
+        "Resource": "arn:aws:ssm:*:123456789012:parameter/*",
+        "Condition": {"StringEquals": {"aws:ResourceTag/team": "orange"}}
     }}});
     assert_eq!(parameter_reads_beyond_the_config(&wildcard).len(), 1);
 }
@@ -336,14 +263,12 @@ async fn the_stack_makes_what_the_fleet_needs() {
     let run = tokio::task::block_in_place(|| s.agent_with(&rig, &args, &no_imds));
     run.expect(0);
     let printed: Value = serde_json::from_str(&run.stdout).unwrap();
-    let names: Vec<&String> = got["role_policies"].as_object().unwrap().keys().collect();
-    assert_eq!(names, ["kicky-agent", "ssm-agent"]);
+    assert_no_parameter_read_beyond_the_config(&got);
     assert_eq!(
         got["role_policies"]["kicky-agent"], printed,
         "the template's policy is out of date: regenerate it (see its header)"
     );
     assert_ssm_agent_policy(&got);
-    assert_no_parameter_read_beyond_the_config(&got);
 
     // The user data is a #kicky-agent override the AMI's config takes.
     let user_data = got["user_data"].as_str().unwrap();
@@ -390,8 +315,9 @@ async fn the_stack_makes_what_the_fleet_needs() {
 }
 
 /// `ContainersUseInstanceRole=true`, for a service that needs the role: hop limit 2, and nothing
-/// else changes (the role, the user data); the AMI's kicky-agent-imds-guard then keeps every
-/// container but the kicky-imds network's off instance metadata (tests/packaging.rs).
+/// else changes (the other metadata options, the role, the user data: each equal to what the
+/// stack without the switch makes); the AMI's kicky-agent-imds-guard then keeps every container
+/// but the kicky-imds network's off instance metadata (tests/packaging.rs).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_switch_gives_containers_the_hop_and_nothing_else() {
     let rig = Rig::get();
@@ -405,16 +331,24 @@ async fn the_switch_gives_containers_the_hop_and_nothing_else() {
     );
     assert_ssm_agent_policy(&got);
     assert_no_parameter_read_beyond_the_config(&got);
-    assert!(got["user_data"]
-        .as_str()
-        .unwrap()
-        .starts_with("#kicky-agent\n"));
     // Anything but "true" leaves the hop at 1 (CloudFormation refuses a value outside
     // AllowedValues; moto does not, so this shows the condition's own default).
-    let typo = create_and_read_back(
-        &rig,
-        &format!("{stack}-typo"),
-        &["ContainersUseInstanceRole=yes"],
-    );
+    let typo_stack = format!("{stack}-typo");
+    let typo = create_and_read_back(&rig, &typo_stack, &["ContainersUseInstanceRole=yes"]);
     assert_eq!(typo["metadata_options"]["HttpPutResponseHopLimit"], 1);
+
+    // Everything else is the same, read back from both: the role's policies name the stack's own
+    // group (`<stack>-asg`), so the typo stack's name is put back first.
+    let same_stack = |v: &Value| -> Value {
+        let text = v.to_string().replace(&typo_stack, &stack);
+        serde_json::from_str(&text).unwrap()
+    };
+    let mut metadata = typo["metadata_options"].clone();
+    metadata["HttpPutResponseHopLimit"] = 2.into();
+    assert_eq!(got["metadata_options"], metadata);
+    for what in ["role_policies", "attached_policies", "trust", "user_data"] {
+        assert_eq!(got[what], same_stack(&typo[what]), "{what}");
+    }
+    // The comparison can fail: the policies name each stack's group.
+    assert_ne!(got["role_policies"], typo["role_policies"]);
 }

@@ -224,6 +224,23 @@ fn the_evaluator_follows_iams_documented_rules() {
         !allows(&json!({"Statement": []}), &decrypt()),
         "no Allow, no access"
     );
+    // What it does not know it refuses, never ignores: NotAction and NotResource grant by
+    // exclusion.
+    for (element, known, value) in [
+        ("NotAction", "Action", "kms:Encrypt"),
+        (
+            "NotResource",
+            "Resource",
+            "arn:aws:kms:ap-northeast-2:1:key/other",
+        ),
+    ] {
+        let mut statement = json!({"Effect": "Allow", "Action": "kms:*", "Resource": "*"});
+        statement.as_object_mut().unwrap().remove(known);
+        statement[element] = json!(value);
+        let policy = json!({"Statement": [statement]});
+        let refused = std::panic::catch_unwind(|| allows(&policy, &decrypt()));
+        assert!(refused.is_err(), "{element} was not refused");
+    }
 }
 
 /// Percent-decoding of a URL path or form value.

@@ -12,6 +12,7 @@
 //!   anywhere), `ArnLike` (as `Resource`). Key names are case-insensitive. Any other operator is
 //!   an error, never a silent match.
 //! - An explicit `Deny` wins over any `Allow`; with no `Allow`, the call is denied.
+//! - `NotAction` and `NotResource` (which grant by exclusion) are an error, never ignored.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +73,12 @@ fn strings(value: &Value) -> Vec<&str> {
 }
 
 fn applies(statement: &Value, call: &Call) -> bool {
+    for element in ["NotAction", "NotResource"] {
+        assert!(
+            statement.get(element).is_none(),
+            "{element} (grants by exclusion) is not one this evaluator knows: {statement}"
+        );
+    }
     let action = strings(&statement["Action"])
         .iter()
         .any(|pattern| glob(&pattern.to_lowercase(), &call.action.to_lowercase()));
