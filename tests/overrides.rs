@@ -6,10 +6,12 @@
 use crate::common;
 
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use aws_sdk_ssm::types::ParameterType;
 use common::imds::OwnImds;
+use common::stack::{running_healthy, Stack};
 use common::{mode_of, python_dotenv, unique_prefix, Rig, Scratch};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -287,13 +289,18 @@ async fn the_daemon_applies_a_changed_tag_on_resync() {
 }
 
 /// Issue 20's attack: with `ec2:CreateTags` alone, tags that send every AWS call to the
-/// attacker's endpoint, an ECR token to the attacker's registry, and move every path the agent
-/// writes or listens on. Tags are off by default, and even on, no allow-list can open these: the
-/// sync talks to the baked endpoint only and writes nowhere a tag said, exits 0, and every tag is
-/// named with its reason in `validate`, `status` and the log.
+/// attacker's endpoint, an ECR token to the attacker's registry and a parameter of the tag's
+/// choosing as the password of the images' registry, and move every path the agent writes or
+/// listens on. Tags are off by default, and even on, no allow-list can open these: the sync talks
+/// to the baked endpoint only, pulls (`pull: always`) with the baked registry password (the tag's
+/// is refused by the registry), writes nowhere a tag said, exits 0; the daemon listens on the
+/// baked control socket only; and every tag is named with its reason in `validate`, `status` and
+/// the log.
 #[tokio::test]
 async fn tags_never_choose_whom_the_agent_talks_to_or_where_it_writes() {
     let rig = Rig::get();
+    let stack = Stack::new(&rig, "tagattack").await;
+    let (p, registry) = (stack.project.clone(), stack.registry.clone());
     let prefix = unique_prefix("tag-attack");
     let param = format!("{prefix}/baked");
     rig.put(&param, "from-the-ami", ParameterType::String).await;
@@ -301,13 +308,44 @@ async fn tags_never_choose_whom_the_agent_talks_to_or_where_it_writes() {
     let attacker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     attacker.set_nonblocking(true).unwrap();
     let at = attacker.local_addr().unwrap();
-    let s = Scratch::new();
+    let no_knock = |what: &str| {
+        assert!(
+            matches!(attacker.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{what}: the agent connected to the tags' endpoint or registry"
+        );
+    };
+    let s = &stack.scratch;
+    // An image the sync pulls every time (`pull: always`), from the rig's registry, with the
+    // password the baked config names.
+    std::fs::create_dir_all(s.workdir()).unwrap();
+    std::fs::write(
+        s.workdir().join("docker-compose.yml"),
+        format!("services:\n  web:\n    image: {registry}/tester/web:1\n"),
+    )
+    .unwrap();
+    // The tags' registries: an ECR token for the attacker's, and for the images' own registry a
+    // password read from a parameter the tag picks (here a wrong one: the registry refuses it).
+    let wrong = format!("{prefix}/not-the-registry-password");
+    rig.put(&wrong, "wrong-password", ParameterType::String)
+        .await;
+    let attack_registries = format!(
+        "[{{server: \"{at}\", ecr: true}}, {{server: \"{registry}\", username: tester, password: {{parameter: \"{wrong}\"}}}}]"
+    );
+    let socket = s.path("run/control.sock");
+    let baked = format!(
+        "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
+         env:\n  parameters:\n    - name: {param}\n      key: GREETING\n\
+         compose:\n  file: docker-compose.yml\n  pull: always\n  healthy_timeout: 30s\n\
+         registries:\n  - server: {registry}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n\
+         control_socket: {}\nlifecycle:\n  hook: off\n",
+        socket.display()
+    );
     let loot = s.path("loot");
     let under = |name: &str| loot.join(name).display().to_string();
     let tags: Vec<(String, String)> = [
         ("aws.endpoint_url", format!("http://{at}")),
         ("aws.region", "us-east-1".to_string()),
-        ("registries", format!("[{{server: \"{at}\", ecr: true}}]")),
+        ("registries", attack_registries),
         ("workdir", under("work")),
         ("env.file", under("app.env")),
         ("env.mode", "0666".to_string()),
@@ -334,7 +372,7 @@ async fn tags_never_choose_whom_the_agent_talks_to_or_where_it_writes() {
             "can never be set by a tag",
         ),
     ] {
-        s.config(&rig, &format!("{}{baked_overrides}", baked(&param)));
+        s.config(&rig, &format!("{baked}{baked_overrides}"));
         let sync = s.agent_with(&rig, &["sync"], &env);
         sync.expect(0);
         let vars = python_dotenv(&rig, &s.workdir().join(".env"));
@@ -345,13 +383,27 @@ async fn tags_never_choose_whom_the_agent_talks_to_or_where_it_writes() {
         );
         assert_eq!(mode_of(&s.workdir().join(".env")), 0o600);
         assert!(
-            matches!(attacker.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
-            "{baked_overrides}: the agent connected to the tag's endpoint:\n{}",
-            sync.all()
+            running_healthy(&stack.container("web")),
+            "{baked_overrides}: the pulled image does not serve"
         );
+        no_knock(baked_overrides);
         assert!(
             !loot.exists(),
             "{baked_overrides}: a tag's path was written"
+        );
+
+        // The daemon: its control socket where the baked config says, none where the tag says.
+        let (daemon, notify) = common::systemd::start(s, &imds.url, &[], &[]);
+        notify.wait_for("READY=1", std::time::Duration::from_secs(60));
+        assert!(
+            std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()),
+            "{baked_overrides}: no control socket at the baked path"
+        );
+        drop(daemon);
+        no_knock(baked_overrides);
+        assert!(
+            !loot.exists(),
+            "{baked_overrides}: a tag's path was written (or bound) by the daemon"
         );
 
         let validate = s.agent_with(&rig, &["validate"], &env);
@@ -382,7 +434,7 @@ async fn tags_never_choose_whom_the_agent_talks_to_or_where_it_writes() {
     // An allow-list that names what no tag may set is the baked config's own mistake: exit 2.
     s.config(
         &rig,
-        &format!("{}overrides:\n  tags: [aws.endpoint_url]\n", baked(&param)),
+        &format!("{baked}overrides:\n  tags: [aws.endpoint_url]\n"),
     );
     let run = s.agent_with(&rig, &["validate"], &env);
     run.expect(2);
