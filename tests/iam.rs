@@ -563,30 +563,68 @@ async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
         "{}",
         run.stderr
     );
+    let from = recorder.requests().len();
     let mut daemon = s.spawn_daemon(&imds.url, &[("DOCKER_HOST", docker.host.as_str())]);
     let started = Instant::now();
-    let watched = |requests: &[Request]| {
-        let marker = format!("/{bucket}/release.marker");
-        let heads = requests
+    // Every call of one whole watch, after the marker's HEAD (the sync asks none of these: the
+    // first watch with a marker looks at every source): the parameters' versions, each secret's,
+    // each file's ETag.
+    let marker = format!("/{bucket}/release.marker");
+    let unwatched = |requests: &[Request]| -> Vec<String> {
+        let Some(at) = requests
             .iter()
-            .filter(|r| r.method == "HEAD" && r.target.starts_with(&marker))
-            .count();
-        let described = requests
-            .iter()
-            .any(|r| r.header("x-amz-target") == Some("AmazonSSM.DescribeParameters"));
-        heads >= 1 && described
+            .position(|r| r.method == "HEAD" && r.target.starts_with(&marker))
+        else {
+            return vec![format!("HEAD {marker}")];
+        };
+        let watch = &requests[at..];
+        let asked = |target: &'static str| {
+            watch
+                .iter()
+                .filter(move |r| r.header("x-amz-target") == Some(target))
+        };
+        let mut missing = Vec::new();
+        if asked("AmazonSSM.DescribeParameters").next().is_none() {
+            missing.push("DescribeParameters".to_string());
+        }
+        for id in [&db, &pinned] {
+            let described = asked("secretsmanager.DescribeSecret").any(|r| {
+                serde_json::from_slice::<Value>(&r.body).is_ok_and(|b| b["SecretId"] == **id)
+            });
+            if !described {
+                missing.push(format!("DescribeSecret {id}"));
+            }
+        }
+        for key in ["docker-compose.yml", "extra.yml"] {
+            let object = format!("/{bucket}/{key}");
+            if !watch
+                .iter()
+                .any(|r| r.method == "HEAD" && r.target.starts_with(&object))
+            {
+                missing.push(format!("HEAD {object}"));
+            }
+        }
+        missing
     };
-    while !watched(&recorder.requests()) && started.elapsed() < Duration::from_secs(60) {
+    while !unwatched(&recorder.requests()[from..]).is_empty()
+        && started.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
     let requests = recorder.requests();
-    assert!(
-        watched(&requests),
-        "the daemon's watch never ran: {}",
-        std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default()
-    );
+    let missing = unwatched(&requests[from..]);
+    if !missing.is_empty() {
+        let log = std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+        let leaked = secrets.iter().any(|secret| log.contains(secret));
+        let log = if leaked {
+            "(not shown: it holds a secret)"
+        } else {
+            log.as_str()
+        };
+        panic!("the daemon's watch did not ask for {missing:?}; its log: {log}");
+    }
 
     // The policy for this config, here (the compose file is in the workdir now).
     let args = ["iam-policy", "--group", group.as_str()];
