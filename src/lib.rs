@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod progress;
 pub mod redact;
+pub mod release;
 pub mod retry;
 pub mod sync;
 pub mod yaml;

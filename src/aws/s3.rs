@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::io::Write;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::ChecksumMode;
@@ -53,6 +53,32 @@ impl std::fmt::Display for Transient {
 
 impl std::error::Error for Transient {}
 
+/// S3 answered that the object does not exist.
+#[derive(Debug)]
+pub struct Missing;
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no such object (NoSuchKey)")
+    }
+}
+
+impl std::error::Error for Missing {}
+
+/// Whether `err` says the object does not exist.
+pub fn is_missing(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<Missing>())
+}
+
+/// The account release commands run as (STS), where no account is configured and this is no
+/// EC2 instance: set once by the `release` commands (see [`expected_owner`]).
+static CALLER_ACCOUNT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Off EC2 (`release create` in CI), buckets are expected to belong to the caller's own account.
+pub fn expect_caller_account(account: &str) {
+    let _ = CALLER_ACCOUNT.set(account.to_string());
+}
+
 /// The calls the agent makes to S3.
 pub trait ObjectStore: Sync {
     /// GETs the object, streaming its body into `sink` unless it is not modified.
@@ -77,7 +103,7 @@ pub trait ObjectStore: Sync {
 /// metadata disabled or not answering, as off EC2), the call is refused rather than sent
 /// without the check.
 async fn expected_owner(uri: &S3Uri, owner: Option<&str>) -> Result<String> {
-    match owner {
+    match owner.or(CALLER_ACCOUNT.get().map(String::as_str)) {
         Some(owner) => Ok(owner.to_string()),
         None => super::imds::instance_account().await.map(str::to_string).with_context(|| {
             format!(
@@ -169,6 +195,120 @@ impl ObjectStore for S3Store {
     }
 }
 
+impl S3Store {
+    /// Writes `body` to the object; with `create_only`, only if no object has that key
+    /// (`If-None-Match: *`): `Ok(false)` when one had.
+    pub async fn put(
+        &self,
+        uri: &S3Uri,
+        owner: Option<&str>,
+        body: Vec<u8>,
+        create_only: bool,
+    ) -> Result<bool> {
+        let owner = expected_owner(uri, owner).await?;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .expected_bucket_owner(&owner)
+            .content_type("application/json")
+            .set_if_none_match(create_only.then(|| "*".to_string()))
+            .body(body.into())
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(err) if create_only && status(&err) == Some(412) => Ok(false),
+            Err(err) => Err(anyhow!(super::describe(&err)))
+                .with_context(|| format!("failed to write {uri} (the bucket must belong to account {owner}; the caller needs s3:PutObject on it)")),
+        }
+    }
+
+    /// The keys under `prefix` in `bucket`, every page.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        owner: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let uri = S3Uri {
+            bucket: bucket.to_string(),
+            key: prefix.to_string(),
+        };
+        let owner = expected_owner(&uri, owner).await?;
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .expected_bucket_owner(&owner)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(|e| anyhow!(super::describe(&e)))
+                .with_context(|| format!("failed to list s3://{bucket}/{prefix}"))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        Ok(keys)
+    }
+}
+
+/// Reads a small object whole (a release manifest, the pointer): `None` when it does not exist.
+/// More than `max` bytes is refused: whoever writes the bucket does not choose our memory.
+pub async fn read_small(
+    store: &impl ObjectStore,
+    uri: &S3Uri,
+    owner: Option<&str>,
+    version_id: Option<&str>,
+    max: usize,
+) -> Result<Option<(Vec<u8>, ObjectMeta)>> {
+    let mut sink = Bounded {
+        bytes: Vec::new(),
+        max,
+    };
+    let req = ObjectRequest {
+        uri,
+        owner,
+        version_id,
+        if_none_match: None,
+    };
+    match store.get(req, &mut sink).await {
+        Ok(Fetched::Written(meta)) => Ok(Some((sink.bytes, meta))),
+        Ok(Fetched::NotModified) => bail!("{uri}: S3 answered 304 to an unconditional GET"),
+        Err(err) if is_missing(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+struct Bounded {
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.max {
+            return Err(std::io::Error::other(format!(
+                "larger than {} bytes",
+                self.max
+            )));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// S3 reports multipart checksums as `<base64>-<parts>`: a checksum of checksums, not of the body.
 fn full_object_checksum(value: Option<&str>) -> Option<String> {
     value.filter(|v| !v.contains('-')).map(str::to_string)
@@ -195,7 +335,7 @@ where
         _ => None,
     };
     let what = match (code, status(err)) {
-        (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => "no such object (NoSuchKey)",
+        (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => return anyhow!(Missing),
         (Some("NoSuchBucket"), _) => "no such bucket (NoSuchBucket)",
         (Some("NoSuchVersion"), _) => {
             "no such version: the pinned version_id is gone (NoSuchVersion)"

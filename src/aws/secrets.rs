@@ -99,6 +99,26 @@ impl SecretsStore {
         })
     }
 
+    /// Reads one secret at a version id.
+    pub async fn get_version(&self, id: &str, version_id: &str) -> Result<SecretValue> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(id)
+            .version_id(version_id)
+            .send()
+            .await
+            .map_err(|e| anyhow!(super::describe(&e)))
+            .with_context(|| {
+                format!("failed to read secret {id} at version {version_id} (Secrets Manager may remove versions that have no staging label)")
+            })?;
+        Ok(SecretValue {
+            id: id.to_string(),
+            version_id: out.version_id().unwrap_or_default().to_string(),
+            value: text_of(id, out.secret_string(), out.secret_binary().is_some())?,
+        })
+    }
+
     /// The version `stage` of the secret points to, without its value; `None` when no version
     /// has that stage.
     pub async fn version(&self, id: &str, stage: &str) -> Result<Option<String>> {

@@ -56,6 +56,12 @@ pub trait ParameterStore: Sync {
         id: &str,
         stage: &str,
     ) -> impl Future<Output = Result<SecretValue>> + Send;
+    /// Reads one secret at a version id (a release's pin).
+    fn get_secret_version(
+        &self,
+        id: &str,
+        version_id: &str,
+    ) -> impl Future<Output = Result<SecretValue>> + Send;
     /// The version a stage of the secret points to, without its value.
     fn secret_version(
         &self,
@@ -86,6 +92,10 @@ impl ParameterStore for SsmStore {
 
     async fn get_secret_staged(&self, id: &str, stage: &str) -> Result<SecretValue> {
         self.secrets.get_staged(id, stage).await
+    }
+
+    async fn get_secret_version(&self, id: &str, version_id: &str) -> Result<SecretValue> {
+        self.secrets.get_version(id, version_id).await
     }
 
     async fn secret_version(&self, id: &str, stage: &str) -> Result<Option<String>> {

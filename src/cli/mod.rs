@@ -4,6 +4,7 @@
 mod doctor;
 mod iam_policy;
 mod plan;
+mod release;
 mod render;
 mod resync;
 mod run;
@@ -55,6 +56,7 @@ pub enum Command {
     Validate(validate::ValidateCmd),
     IamPolicy(iam_policy::IamPolicyCmd),
     Doctor(doctor::DoctorCmd),
+    Release(release::ReleaseCmd),
 }
 
 impl Cli {
@@ -69,6 +71,7 @@ impl Cli {
             Command::Validate(cmd) => cmd.run(&self.config),
             Command::IamPolicy(cmd) => cmd.run(&self.config),
             Command::Doctor(cmd) => cmd.run(&self.config),
+            Command::Release(cmd) => cmd.run(&self.config),
         }
     }
 }
@@ -82,6 +85,16 @@ fn load(path: &std::path::Path) -> Result<Settings> {
     config::warn_ignored_tags(&settings);
     crate::compose::learn_env_file(&settings);
     Ok(settings)
+}
+
+/// `--release ID`, checked: what `sync`, `resync` and `plan` apply or preview.
+fn target(release: Option<&str>) -> Result<crate::sync::Target> {
+    match release {
+        None => Ok(crate::sync::Target::Configured),
+        Some(id) => crate::release::ReleaseId::parse(id)
+            .map(crate::sync::Target::Release)
+            .map_err(crate::error::input_error),
+    }
 }
 
 /// Which layer (a file, `user data`, a tag) set each key of the config.

@@ -15,15 +15,20 @@ pub struct ResyncCmd {
     /// such as 90s or 15m. `systemctl reload` runs `resync` with the unit's bound.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
+    /// Apply exactly this release (with `release.store`): what a Run Command wave runs.
+    #[arg(long, value_name = "ID")]
+    release: Option<String>,
 }
 
 impl ResyncCmd {
     pub fn run(self, config: &Path) -> Result<()> {
+        let target = super::target(self.release.as_deref())?;
         let settings = super::load(config)?;
         let socket = settings.control_socket.clone();
         let answer = super::block_on(crate::daemon::control::resync(
             &socket,
             self.timeout,
+            &target,
             |line| outln!("{line}"),
         ))??;
         match answer {
@@ -37,7 +42,10 @@ impl ResyncCmd {
                     "no kicky-agent daemon is running (no socket at {}): syncing here",
                     socket.display()
                 );
-                super::sync::SyncCmd {}.run(config)
+                super::sync::SyncCmd {
+                    release: self.release,
+                }
+                .run(config)
             }
         }
     }

@@ -8,13 +8,18 @@ use clap::Args;
 use crate::outln;
 
 /// Converge once: env file from SSM, files from S3, containers; exit 0 only when all are healthy.
-#[derive(Debug, Args)]
-pub struct SyncCmd {}
+#[derive(Debug, Args, Default)]
+pub struct SyncCmd {
+    /// Apply exactly this release (with `release.store`), however the sources moved since.
+    #[arg(long, value_name = "ID")]
+    pub release: Option<String>,
+}
 
 impl SyncCmd {
     pub fn run(self, config: &Path) -> Result<()> {
+        let target = super::target(self.release.as_deref())?;
         let settings = super::load(config)?;
-        let report = super::block_on(crate::sync::run(&settings))??;
+        let report = super::block_on(crate::sync::run(&settings, &target))??;
         if let Some(env) = &report.env {
             outln!(
                 "env file {}: {} ({} variables)",

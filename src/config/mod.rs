@@ -96,6 +96,8 @@ pub struct Settings {
     /// The AWS account that must own the marker's bucket (`None`: the instance's).
     pub watch_marker_owner: Option<String>,
     pub watch_full_every: std::time::Duration,
+    /// Releases (`release.store`): a plain sync applies the promoted release.
+    pub release: Option<ReleaseSettings>,
     /// How long a failed release is held before the daemon tries it again by itself (doubled
     /// for each failed try, a day at most).
     pub watch_retry_failed_after: std::time::Duration,
@@ -157,6 +159,14 @@ impl Settings {
             key = &key[..key.rfind('.')?];
         }
     }
+}
+
+/// Where releases are kept (see [`crate::release`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSettings {
+    pub store: types::S3Prefix,
+    /// The AWS account that must own the store's bucket (`None`: the instance's).
+    pub expected_owner: Option<String>,
 }
 
 /// One file fetched from S3.
@@ -592,6 +602,19 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
     let compose = raw.compose.map(|c| check.compose(c, &workdir));
     let lifecycle = check.lifecycle(raw.lifecycle.unwrap_or_default());
     let watch = raw.watch.unwrap_or_default();
+    let release = raw.release.and_then(|r| {
+        let store = r.store?;
+        Some(ReleaseSettings {
+            store,
+            expected_owner: r.expected_owner.map(|a| a.into_string()),
+        })
+    });
+    if release.is_some() && watch.marker.is_some() {
+        check.problem(
+            "watch.marker",
+            "with release.store, the promoted release's pointer is the watch's marker: remove watch.marker",
+        );
+    }
     let or = |value: Option<types::DurationText>, default| value.map_or(default, |d| d.0);
     let settings = Settings {
         project,
@@ -618,6 +641,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
         watch_apply: watch.apply.unwrap_or(WatchApply::Auto),
         watch_marker: watch.marker,
         watch_marker_owner: watch.marker_expected_owner.map(|a| a.into_string()),
+        release,
         watch_full_every: check.at_least(
             "watch.full_every",
             watch.full_every,

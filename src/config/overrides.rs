@@ -51,6 +51,7 @@ pub const NEVER_BY_TAG: &[&str] = &[
     "lifecycle.hook",
     "watch.marker",
     "watch.marker_expected_owner",
+    "release",
     "overrides",
 ];
 

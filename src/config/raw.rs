@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::types::{
     AbsolutePath, Account, AwsAccountId, Capability, DurationText, EndpointUrl, EnvKey, FileMode,
-    FilePath, ParamName, ParamPath, ProjectName, RegionName, RegistryHost, S3Uri, SecretId,
-    VersionId, VersionStage,
+    FilePath, ParamName, ParamPath, ProjectName, RegionName, RegistryHost, S3Prefix, S3Uri,
+    SecretId, VersionId, VersionStage,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub registries: Option<Vec<RawRegistry>>,
     pub lifecycle: Option<RawLifecycle>,
     pub watch: Option<RawWatch>,
+    pub release: Option<RawRelease>,
     pub metrics: Option<RawMetrics>,
     /// The daemon's control socket (`kicky-agent resync` connects to it).
     pub control_socket: Option<AbsolutePath>,
@@ -249,6 +250,15 @@ pub struct RawWatch {
     /// The AWS account that must own the marker's bucket (default: the instance's).
     pub marker_expected_owner: Option<AwsAccountId>,
     pub full_every: Option<DurationText>,
+}
+
+/// Releases: where their manifests and the promoted pointer are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelease {
+    pub store: Option<S3Prefix>,
+    /// The AWS account that must own the store's bucket (default: the instance's).
+    pub expected_owner: Option<AwsAccountId>,
 }
 
 /// What the daemon does with a change it notices: sync it, or only report it.

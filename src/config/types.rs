@@ -447,6 +447,45 @@ impl fmt::Display for S3Uri {
 }
 deserialize_via_parse!(S3Uri);
 
+/// An S3 "folder": `s3://bucket/` or `s3://bucket/prefix/` (the release store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Prefix {
+    pub bucket: String,
+    /// Empty, or ends with `/`.
+    pub prefix: String,
+}
+
+impl S3Prefix {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if !s.ends_with('/') {
+            return Err(format!(
+                "{s:?} is not an s3://bucket/prefix/ (it must end with /)"
+            ));
+        }
+        // The same rules as an object's URI, with a last key part that stands in for any name.
+        let object = S3Uri::parse(&format!("{s}x"))?;
+        Ok(S3Prefix {
+            bucket: object.bucket,
+            prefix: object.key[..object.key.len() - 1].to_string(),
+        })
+    }
+
+    /// The object `name` under the prefix.
+    pub fn object(&self, name: &str) -> S3Uri {
+        S3Uri {
+            bucket: self.bucket.clone(),
+            key: format!("{}{name}", self.prefix),
+        }
+    }
+}
+
+impl fmt::Display for S3Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+deserialize_via_parse!(S3Prefix);
+
 /// An AWS account id: exactly 12 digits (the expected owner of a bucket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsAccountId(String);

@@ -26,6 +26,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
+use crate::release::ReleaseId;
+use crate::sync::Target;
+
 /// A request is one short line, sent at once.
 const REQUEST_LIMIT: u64 = 256;
 const REQUEST_WAIT: Duration = Duration::from_secs(5);
@@ -118,7 +121,7 @@ fn pid_of(peer: &tokio::net::unix::UCred) -> String {
 /// `on_client` as the sender of its messages.
 pub async fn serve(
     server: ControlServer,
-    on_client: impl Fn(mpsc::Sender<ClientMessage>) + 'static,
+    on_client: impl Fn(mpsc::Sender<ClientMessage>, Target) + 'static,
 ) {
     let on_client = std::rc::Rc::new(on_client);
     loop {
@@ -142,7 +145,7 @@ pub async fn serve(
 
 async fn converse(
     stream: UnixStream,
-    on_client: &dyn Fn(mpsc::Sender<ClientMessage>),
+    on_client: &dyn Fn(mpsc::Sender<ClientMessage>, Target),
 ) -> Result<()> {
     let (peer, trusted) = peer_of(&stream)?;
     let (read, mut write) = stream.into_split();
@@ -154,6 +157,7 @@ async fn converse(
         .context("the request could not be read")?;
     // Refused after the request is read: closing with it unread would reset the connection, and
     // the client would never see why.
+    let target = request_target(&request);
     let refusal = if !trusted {
         tracing::warn!(
             "control socket: refused a client running as uid {} (pid {}): only root may ask this daemon for a resync",
@@ -161,9 +165,9 @@ async fn converse(
             pid_of(&peer)
         );
         Some("result: 1 refused: only root may ask this daemon for a resync\n")
-    } else if request.trim() != "resync" {
+    } else if target.is_none() {
         Some(if request.ends_with('\n') {
-            "result: 2 unknown request (the one request is `resync`)\n"
+            "result: 2 unknown request (the one request is `resync`, or `resync <release id>`)\n"
         } else {
             "result: 2 no request line (one line, `resync`)\n"
         })
@@ -175,7 +179,7 @@ async fn converse(
         return Ok(());
     }
     let (tx, mut rx) = mpsc::channel(64);
-    on_client(tx);
+    on_client(tx, target.unwrap_or_default());
     while let Some(message) = rx.recv().await {
         let (line, last) = match message {
             ClientMessage::Progress(line) => (format!("progress: {}\n", one_line(&line)), false),
@@ -194,6 +198,16 @@ async fn converse(
     Ok(())
 }
 
+/// What a request line asks for: `resync` (the configured release) or `resync <id>`.
+fn request_target(request: &str) -> Option<Target> {
+    let request = request.strip_suffix('\n')?;
+    match request.split_once(' ') {
+        None if request == "resync" => Some(Target::Configured),
+        Some(("resync", id)) => ReleaseId::parse(id).ok().map(Target::Release),
+        _ => None,
+    }
+}
+
 /// What the daemon says to a client: redacted (the client's process knows no value), one line.
 fn one_line(text: &str) -> String {
     crate::redact::text(text).replace('\n', " / ")
@@ -205,6 +219,7 @@ fn one_line(text: &str) -> String {
 pub async fn resync(
     path: &Path,
     bound: Duration,
+    target: &Target,
     mut print: impl FnMut(&str),
 ) -> Result<Option<u8>> {
     let stream = match UnixStream::connect(path).await {
@@ -235,8 +250,12 @@ pub async fn resync(
     }
     let conversation = async {
         let (read, mut write) = stream.into_split();
+        let request = match target {
+            Target::Configured => "resync\n".to_string(),
+            Target::Release(id) => format!("resync {id}\n"),
+        };
         write
-            .write_all(b"resync\n")
+            .write_all(request.as_bytes())
             .await
             .context("failed to ask the daemon for a resync")?;
         let mut lines = BufReader::new(read).lines();
@@ -276,6 +295,24 @@ mod tests {
         answer
     }
 
+    const RELEASE: &str = "20261207T163000Z-3f9a1c";
+
+    #[test]
+    fn requests_name_a_release_or_none() {
+        let release = Target::Release(ReleaseId::parse(RELEASE).unwrap());
+        let table = [
+            ("resync\n", Some(Target::Configured)),
+            (&*format!("resync {RELEASE}\n"), Some(release)),
+            ("resync", None),
+            ("resync ../../x\n", None),
+            ("resync  \n", None),
+            ("sync\n", None),
+        ];
+        for (request, want) in table {
+            assert_eq!(request_target(request), want, "{request:?}");
+        }
+    }
+
     /// A client that says nothing, or too much, holds up no other; a resync gets its lines.
     #[tokio::test]
     async fn a_silent_or_garbled_client_wedges_nothing() {
@@ -286,8 +323,8 @@ mod tests {
                 let path = dir.path().join("run/control.sock");
                 let server = ControlServer::bind(&path).unwrap();
                 let (clients_tx, mut clients) = mpsc::unbounded_channel();
-                tokio::task::spawn_local(serve(server, move |tx| {
-                    let _ = clients_tx.send(tx);
+                tokio::task::spawn_local(serve(server, move |tx, target| {
+                    let _ = clients_tx.send((tx, target));
                 }));
                 let _silent = UnixStream::connect(&path).await.unwrap();
                 let unknown = send(&path, b"hello\n").await;
@@ -303,13 +340,20 @@ mod tests {
                     let path = path.clone();
                     async move {
                         let mut lines = Vec::new();
-                        let status =
-                            resync(&path, Duration::from_secs(5), |l| lines.push(l.to_string()))
-                                .await;
+                        let target = Target::Release(ReleaseId::parse(RELEASE).unwrap());
+                        let status = resync(&path, Duration::from_secs(5), &target, |l| {
+                            lines.push(l.to_string())
+                        })
+                        .await;
                         (status.unwrap(), lines)
                     }
                 });
-                let client = clients.recv().await.unwrap();
+                let (client, target) = clients.recv().await.unwrap();
+                assert_eq!(
+                    target,
+                    Target::Release(ReleaseId::parse(RELEASE).unwrap()),
+                    "the release asked for reaches the daemon"
+                );
                 client
                     .send(ClientMessage::Progress("pulling 1 image".into()))
                     .await

@@ -34,7 +34,7 @@ use crate::engine::docker::DockerEngine;
 use crate::lifecycle::Lifecycle;
 use crate::progress::Progress;
 use crate::sync::state::{now, State};
-use crate::sync::{Clients, Held, SyncReport};
+use crate::sync::{Clients, Held, SyncReport, Target};
 use control::{ClientMessage, ControlServer};
 use machine::{ClientId, Effect, Event, LaunchFound, Machine, SyncOutcome, Timing, WatchOutcome};
 
@@ -59,8 +59,8 @@ enum Report {
     Machine(Event),
     /// The lifecycle lookup ended.
     Lifecycle(Option<Lifecycle>),
-    /// A `resync` client connected; its messages go to the sender.
-    Client(mpsc::Sender<ClientMessage>),
+    /// A `resync` client connected, asking for a release; its messages go to the sender.
+    Client(mpsc::Sender<ClientMessage>, Target),
     /// The config as read again after a sync (files and overrides).
     Settings(Box<Settings>),
     /// A task's failure worth a line in the log (never a value).
@@ -100,6 +100,7 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Resu
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: syncing now");
+                io.requested = Target::Configured;
                 machine.handle(Event::Resync(None), Instant::now())
             }
             Some(report) = reports.recv() => io.absorb(report, &mut machine),
@@ -203,6 +204,8 @@ struct Io {
     clients: HashMap<ClientId, mpsc::Sender<ClientMessage>>,
     next_client: ClientId,
     sync_task: Option<JoinHandle<()>>,
+    /// The release the last `resync` asked for: what the next resync applies.
+    requested: Target,
 }
 
 impl Io {
@@ -222,6 +225,7 @@ impl Io {
             clients: HashMap::new(),
             next_client: 1,
             sync_task: None,
+            requested: Target::Configured,
         }
     }
 
@@ -238,10 +242,10 @@ impl Io {
         tokio::task::spawn_local(task)
     }
 
-    fn client_sender(&self) -> impl Fn(mpsc::Sender<ClientMessage>) + 'static {
+    fn client_sender(&self) -> impl Fn(mpsc::Sender<ClientMessage>, Target) + 'static {
         let reports = self.reports.clone();
-        move |client| {
-            let _ = reports.send(Report::Client(client));
+        move |client, target| {
+            let _ = reports.send(Report::Client(client, target));
         }
     }
 
@@ -286,11 +290,19 @@ impl Io {
                 self.lifecycle = found.map(Rc::new);
                 machine.handle(Event::Launch(info), now)
             }
-            Report::Client(sender) => {
+            Report::Client(sender, target) => {
                 let id = self.next_client;
                 self.next_client += 1;
                 self.clients.insert(id, sender);
-                tracing::info!("resync requested over the control socket");
+                match &target {
+                    Target::Release(release) => tracing::info!(
+                        "resync of release {release} requested over the control socket"
+                    ),
+                    Target::Configured => {
+                        tracing::info!("resync requested over the control socket")
+                    }
+                }
+                self.requested = target;
                 machine.handle(Event::Resync(Some(id)), now)
             }
             Report::Failed(why) => {
@@ -365,12 +377,17 @@ impl Io {
     }
 
     fn sync(&mut self, retry_held: bool) {
+        // A resync applies what it asked for; the daemon's own syncs, the configured release.
+        let target = match retry_held {
+            true => std::mem::take(&mut self.requested),
+            false => Target::Configured,
+        };
         let config_path = self.config_path.clone();
         let shared = self.shared.clone();
         let reports = self.reports.clone();
         let listener = self.progress.clone();
         self.sync_task = Some(self.spawn(async move {
-            let sync = sync(&config_path, &shared, retry_held, &reports);
+            let sync = sync(&config_path, &shared, retry_held, &target, &reports);
             let result = crate::progress::reporting(listener, sync).await;
             let _ = reports.send(Report::Machine(Event::Synced(result)));
         }));
@@ -525,6 +542,7 @@ async fn sync(
     config_path: &Path,
     shared: &Shared,
     retry_held: bool,
+    target: &Target,
     reports: &UnboundedSender<Report>,
 ) -> SyncOutcome {
     let result = async {
@@ -544,7 +562,7 @@ async fn sync(
                 after: settings.watch_retry_failed_after,
             },
         };
-        let report = crate::sync::run_with(&settings, &clients, held).await;
+        let report = crate::sync::run_with(&settings, &clients, held, target).await;
         let state = State::load(&State::path(&settings)).unwrap_or_default();
         let held = state
             .failed

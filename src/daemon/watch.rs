@@ -237,6 +237,7 @@ mod tests {
         let release = |v: i64| Fingerprint {
             parameters: [("/a".to_string(), crate::sync::params::Version::Number(v))].into(),
             objects: Default::default(),
+            release: None,
         };
         let state = State {
             failed: Some(FailedRelease {

@@ -202,6 +202,29 @@ impl DockerEngine {
     }
 }
 
+impl DockerEngine {
+    /// The digest the registry serves `reference` at now (the engine asks it: `GET
+    /// /distribution/{name}/json`), with `credentials` for a private registry. For a
+    /// multi-platform image it is the index's digest, which serves every platform.
+    pub async fn registry_digest(
+        &self,
+        reference: &str,
+        credentials: Option<bollard::auth::DockerCredentials>,
+    ) -> Result<String> {
+        let found = self
+            .docker
+            .inspect_registry_image(reference, credentials)
+            .await
+            .map_err(engine_error)
+            .with_context(|| format!("failed to ask the registry for the digest of {reference}"))?;
+        let digest = found.descriptor.digest.unwrap_or_default();
+        if !digest.starts_with("sha256:") {
+            anyhow::bail!("the registry gave no sha256 digest for {reference} ({digest:?})");
+        }
+        Ok(digest)
+    }
+}
+
 impl Engine for DockerEngine {
     fn api_version(&self) -> (usize, usize) {
         let version = self.docker.client_version();

@@ -27,9 +27,10 @@ use crate::config::{EnvSettings, Settings};
 use crate::engine::{self, converge::EngineReport, registry::Registries};
 use crate::envfile;
 use crate::error::input_error;
+use crate::release::{Manifest, ReleaseId};
 use files::Change;
 use release::{FailedRelease, Fingerprint, Snapshot};
-use state::{now, State, SyncRecord};
+use state::{now, RunningRelease, State, SyncRecord};
 
 /// What a sync did.
 #[derive(Debug, Serialize)]
@@ -56,14 +57,24 @@ pub struct FileReport {
     pub change: Change,
 }
 
+/// Which release a sync applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Target {
+    /// With `release.store`, the promoted release; without, the latest of every source.
+    #[default]
+    Configured,
+    /// Exactly this release, however the sources and the pointer moved since.
+    Release(ReleaseId),
+}
+
 /// Converges once with the real services, and records the outcome in the state file.
-pub async fn run(settings: &Settings) -> Result<SyncReport> {
+pub async fn run(settings: &Settings, target: &Target) -> Result<SyncReport> {
     let config = aws::sdk_config(&settings.aws).await?;
     // The launch hook (if any), looked up while the sync runs, gets heartbeats, then CONTINUE or
     // ABANDON.
     let discovery = crate::lifecycle::discover(settings, &config);
     let clients = Clients::new(settings, &config);
-    let sync = run_with(settings, &clients, Held::Retry);
+    let sync = run_with(settings, &clients, Held::Retry, target);
     crate::lifecycle::around_sync(discovery, settings, sync).await
 }
 
@@ -103,7 +114,12 @@ impl Clients {
 }
 
 /// One sync, holding the project's lock, recorded in the state file (and the metrics).
-pub async fn run_with(settings: &Settings, clients: &Clients, held: Held) -> Result<SyncReport> {
+pub async fn run_with(
+    settings: &Settings,
+    clients: &Clients,
+    held: Held,
+    target: &Target,
+) -> Result<SyncReport> {
     let _lock = lock::acquire(
         &settings.state_dir,
         &settings.project,
@@ -115,7 +131,7 @@ pub async fn run_with(settings: &Settings, clients: &Clients, held: Held) -> Res
     let mut state = State::load(&state_path)?;
     let started = now();
     let clock = std::time::Instant::now();
-    let result = converge(settings, clients, held, &mut state).await;
+    let result = converge(settings, clients, held, target, &mut state).await;
     count(&mut state.counters, &result, clock.elapsed());
     let finished = now();
     if let Ok(report) = &result {
@@ -175,13 +191,63 @@ fn count(counters: &mut state::Counters, result: &Result<SyncReport>, took: std:
     }
 }
 
+/// The release a sync applies (`None`: the latest of every source), and the promoted one as seen
+/// now (when it could be read).
+pub async fn choose(
+    settings: &Settings,
+    s3: &impl aws::s3::ObjectStore,
+    target: &Target,
+) -> Result<Option<(Manifest, Option<ReleaseId>)>> {
+    let Some(at) = &settings.release else {
+        return match target {
+            Target::Configured => Ok(None),
+            Target::Release(id) => Err(input_error(format!(
+                "--release {id}: the config has no release.store"
+            ))),
+        };
+    };
+    let store = crate::release::store::Store { s3, at };
+    crate::progress::phase("reading the release");
+    match target {
+        Target::Configured => {
+            let (pointer, manifest) = store.promoted_manifest().await?;
+            Ok(Some((manifest, Some(pointer.release))))
+        }
+        Target::Release(id) => {
+            let (manifest, promoted) = futures::join!(store.manifest(id), store.promoted());
+            let promoted = promoted
+                .map_err(|err| tracing::warn!("{err:#}"))
+                .ok()
+                .flatten()
+                .map(|p| p.release);
+            Ok(Some((manifest?, promoted)))
+        }
+    }
+}
+
 async fn converge(
     settings: &Settings,
     clients: &Clients,
     held: Held,
+    target: &Target,
     state: &mut State,
 ) -> Result<SyncReport> {
-    let (env, staged, engine) = fetch(settings, clients, state).await?;
+    let chosen = choose(settings, &clients.s3, target).await?;
+    let pinned;
+    let (settings, release) = match &chosen {
+        Some((manifest, _)) => {
+            crate::progress::step(format!("release {}", manifest.id));
+            pinned = manifest.pin_settings(settings)?;
+            (&pinned, Some(manifest))
+        }
+        None => (settings, None),
+    };
+    let (env, staged, engine) = fetch(settings, clients, state, release).await?;
+    if let Some(release) = release {
+        for file in &staged {
+            release.check_file(&file.source, &file.record().sha256)?;
+        }
+    }
     let attempt = Fingerprint {
         parameters: env.as_ref().map(|e| e.versions.clone()).unwrap_or_default(),
         objects: staged
@@ -192,6 +258,7 @@ async fn converge(
                 (s.path.clone(), id)
             })
             .collect(),
+        release: release.map(|r| r.id.clone()),
     };
     if let (Held::Hold { after }, Some(failed)) = (held, &state.failed) {
         if failed.fingerprint == attempt && !failed.due(after, std::time::SystemTime::now()) {
@@ -215,9 +282,29 @@ async fn converge(
             return Ok(report);
         }
     }
-    let result = apply_release(settings, clients, engine.as_ref(), state, env, staged).await;
-    if let Err(err) = &result {
-        remember_failed(state, attempt, err);
+    let result = apply_release(
+        settings,
+        clients,
+        engine.as_ref(),
+        state,
+        env,
+        staged,
+        release,
+    )
+    .await;
+    match &result {
+        Ok(_) => {
+            state.release = release.map(|r| RunningRelease {
+                id: r.id.clone(),
+                images: r.images.clone(),
+            });
+        }
+        Err(err) => remember_failed(state, attempt, err),
+    }
+    if let Some((_, promoted)) = &chosen {
+        if promoted.is_some() {
+            state.promoted_seen.clone_from(promoted);
+        }
     }
     result
 }
@@ -230,6 +317,7 @@ async fn fetch(
     settings: &Settings,
     clients: &Clients,
     state: &State,
+    release: Option<&Manifest>,
 ) -> Result<(
     Option<DesiredEnv>,
     Vec<files::Staged>,
@@ -237,7 +325,7 @@ async fn fetch(
 )> {
     let env = async {
         match &settings.env {
-            Some(env) => desired_env(&clients.ssm, env).await.map(Some),
+            Some(env) => desired_env(&clients.ssm, env, release).await.map(Some),
             None => Ok(None),
         }
     };
@@ -269,8 +357,9 @@ async fn apply_release(
     state: &mut State,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
+    release: Option<&Manifest>,
 ) -> Result<SyncReport> {
-    let project = judge_release(settings, env.as_ref(), &staged)?;
+    let project = judge_release(settings, env.as_ref(), &staged, release)?;
     let last_good =
         state.last_sync.as_ref().is_some_and(|s| s.ok) || state.counters.last_success_unix > 0;
     let mut replaced: Vec<PathBuf> = staged
@@ -318,23 +407,16 @@ async fn apply_release(
 /// compose file (or the one on disk), interpolated with the env file about to be written, its
 /// `env_file`s as they will be. Nothing is written yet, so a release the agent refuses (bad
 /// input, such as what `compose.policy` does not allow: exit 2) leaves every file and container
-/// as it was. `None`: no compose file (yet).
+/// as it was. With a release manifest, the compose file must be the one it pinned, and every
+/// image runs by the digest it pinned. `None`: no compose file (yet).
 fn judge_release(
     settings: &Settings,
     env: Option<&DesiredEnv>,
     staged: &[files::Staged],
+    release: Option<&Manifest>,
 ) -> Result<Option<crate::compose::Project>> {
-    let Some(compose) = &settings.compose else {
-        return Ok(None);
-    };
     let fetched = |path: &std::path::Path| format!("failed to read the new {}", path.display());
-    // What a path is about to hold: the env file about to be written, or a file fetched.
     let pending = |path: &std::path::Path| -> Option<Result<String>> {
-        if let (Some(env_file), Some(desired)) = (&settings.env, env) {
-            if env_file.path == path {
-                return Some(Ok(desired.text.clone()));
-            }
-        }
         let bytes = staged.iter().find(|s| s.path == path)?.pending()?;
         Some(
             bytes
@@ -344,6 +426,37 @@ fn judge_release(
                 })
                 .with_context(|| fetched(path)),
         )
+    };
+    let Some((mut project, text)) = project_of(settings, env.map(|e| e.text.as_str()), &pending)?
+    else {
+        return Ok(None);
+    };
+    if let Some(release) = release {
+        release.check_compose(&text)?;
+        release.pin_images(&mut project)?;
+    }
+    Ok(Some(project))
+}
+
+/// The compose project (and the compose file's text) as it reads with the env file's text
+/// `env_text` and, where `pending` has one, a file's content about to be written in place of
+/// what the disk holds: judged against `compose.policy`. `None`: no compose file.
+pub fn project_of(
+    settings: &Settings,
+    env_text: Option<&str>,
+    pending: &dyn Fn(&std::path::Path) -> Option<Result<String>>,
+) -> Result<Option<(crate::compose::Project, String)>> {
+    let Some(compose) = &settings.compose else {
+        return Ok(None);
+    };
+    // What a path is about to hold: the env file about to be written, or a file fetched.
+    let pending = |path: &std::path::Path| -> Option<Result<String>> {
+        if let (Some(env_file), Some(text)) = (&settings.env, env_text) {
+            if env_file.path == path {
+                return Some(Ok(text.to_string()));
+            }
+        }
+        pending(path)
     };
     let read = |path: &std::path::Path| match pending(path) {
         Some(text) => text.map(Some),
@@ -360,7 +473,8 @@ fn judge_release(
         Some((path, text)) => crate::compose::variables_of(path, &text?)?,
         None => crate::compose::env_variables(settings)?,
     };
-    crate::compose::load_text(settings, &text, variables, &read).map(Some)
+    let project = crate::compose::load_text(settings, &text, variables, &read)?;
+    Ok(Some((project, text)))
 }
 
 /// Holds a release that failed for good while a good one serves: rolled back (its containers
@@ -444,7 +558,7 @@ async fn apply(
         (Some(compose), Some(engine)) => {
             let mut project = match judged {
                 Some(project) => project,
-                None => crate::compose::load(settings)?,
+                None => held_project(settings, state)?,
             };
             let secrets_dir = secret_files::project_dir(&compose.secrets_dir, &settings.project);
             let kept = held.then(|| state.secret_files.clone());
@@ -518,6 +632,20 @@ async fn apply(
     })
 }
 
+/// The last good release, from the disk, in place of one that failed and is held: its images by
+/// the digests its release pinned, when it was one.
+fn held_project(settings: &Settings, state: &State) -> Result<crate::compose::Project> {
+    let mut project = crate::compose::load(settings)?;
+    if let Some(running) = &state.release {
+        for service in project.services.values_mut() {
+            if let Some(digest) = running.images.get(&service.image) {
+                service.image = crate::release::by_digest(&service.image, digest)?;
+            }
+        }
+    }
+    Ok(project)
+}
+
 /// Names and writes the files of the compose file's `secrets:` (see [`secret_files`]): their
 /// variables are the `env_file: false` sources', then the env file's, then the agent's own.
 fn write_secret_files(
@@ -582,8 +710,12 @@ pub struct DesiredEnv {
     pub versions: std::collections::BTreeMap<String, params::Version>,
 }
 
-pub async fn desired_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<DesiredEnv> {
-    let resolved = params::resolve(store, &env.sources).await?;
+pub async fn desired_env(
+    store: &impl ParameterStore,
+    env: &EnvSettings,
+    release: Option<&Manifest>,
+) -> Result<DesiredEnv> {
+    let resolved = params::resolve(store, &env.sources, release).await?;
     let text = envfile::render(&resolved.vars)
         .map_err(|e| input_error(format!("cannot write {}: {e}", env.path.display())))?;
     Ok(DesiredEnv {

@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::secrets::{SecretValue, BATCH_MAX};
 use crate::aws::ssm::{Parameter, ParameterStore, GET_PARAMETERS_MAX};
-use crate::config::types::{SecretId, VersionStage};
+use crate::config::types::{ParamPath, SecretId, VersionStage};
 use crate::config::{ParamSource, SecretFormat, Source};
 use crate::envfile;
 use crate::error::input_error;
 use crate::redact::Secret;
+use crate::release::Manifest;
 
 /// The version of a parameter (a number) or of a secret (its version id), as remembered in the
 /// state file and compared by the daemon's watch.
@@ -65,22 +66,56 @@ pub struct Resolved {
     pub versions: BTreeMap<String, Version>,
 }
 
-pub async fn resolve(store: &impl ParameterStore, sources: &[Source]) -> Result<Resolved> {
-    let names: Vec<String> = sources
-        .iter()
-        .filter_map(|s| match &s.from {
-            ParamSource::Document { name } | ParamSource::Single { name, .. } => {
-                Some(name.as_str().to_string())
+/// Resolves `sources`: at their latest versions, or with `pins` at exactly the versions a release
+/// names (a parameter by `name:version`, a path as the names and versions it held, a secret by
+/// its version id), however they moved since.
+pub async fn resolve(
+    store: &impl ParameterStore,
+    sources: &[Source],
+    pins: Option<&Manifest>,
+) -> Result<Resolved> {
+    let mut names: Vec<String> = Vec::new();
+    let mut pinned_paths: Vec<Vec<String>> = Vec::new();
+    for source in sources {
+        match (&source.from, pins) {
+            (ParamSource::Document { name } | ParamSource::Single { name, .. }, None) => {
+                names.push(name.as_str().to_string())
             }
-            ParamSource::Path { .. } | ParamSource::Secret { .. } => None,
-        })
-        .collect();
-    let paths = try_join_all(sources.iter().filter_map(|s| match &s.from {
-        ParamSource::Path { path, recursive } => Some(store.get_path(path.as_str(), *recursive)),
+            (ParamSource::Document { name } | ParamSource::Single { name, .. }, Some(m)) => {
+                names.push(selector(m, name.as_str())?)
+            }
+            (ParamSource::Path { path, recursive }, Some(m)) => {
+                let under = pinned_under(m, path, *recursive)?;
+                for name in &under {
+                    names.push(selector(m, name)?);
+                }
+                pinned_paths.push(under);
+            }
+            (ParamSource::Path { .. } | ParamSource::Secret { .. }, _) => {}
+        }
+    }
+    let paths = try_join_all(sources.iter().filter_map(|s| match (&s.from, pins) {
+        (ParamSource::Path { path, recursive }, None) => {
+            Some(store.get_path(path.as_str(), *recursive))
+        }
         _ => None,
     }));
-    let (by_name, mut path_results, secrets) =
-        futures::try_join!(fetch(store, names), paths, fetch_secrets(store, sources))?;
+    let (by_name, mut path_results, secrets) = futures::try_join!(
+        fetch(store, names),
+        paths,
+        fetch_secrets(store, sources, pins)
+    )?;
+    if pins.is_some() {
+        path_results = pinned_paths
+            .iter()
+            .map(|under| {
+                under
+                    .iter()
+                    .filter_map(|n| by_name.get(n).cloned())
+                    .collect()
+            })
+            .collect();
+    }
 
     let mut resolved = Resolved::default();
     let mut vars: IndexMap<String, Secret> = IndexMap::new();
@@ -164,8 +199,35 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[Source]) -> Result<
     Ok(resolved)
 }
 
+/// `name:version`, as GetParameters reads a parameter at the version `release` pinned.
+fn selector(release: &Manifest, name: &str) -> Result<String> {
+    match release.parameters.get(name) {
+        Some(version) => Ok(format!("{name}:{version}")),
+        None => Err(release.not_pinned(format!("parameter {name}"))),
+    }
+}
+
+/// The parameters `release` pinned under `path` (one level, unless `recursive`): those the path
+/// held when it was created.
+fn pinned_under(release: &Manifest, path: &ParamPath, recursive: bool) -> Result<Vec<String>> {
+    let under: Vec<String> = release
+        .parameters
+        .keys()
+        .filter(|name| {
+            path.relative(name)
+                .is_some_and(|rest| recursive || !rest.contains('/'))
+        })
+        .cloned()
+        .collect();
+    if under.is_empty() {
+        return Err(release.not_pinned(format!("any parameter under {}", path.as_str())));
+    }
+    Ok(under)
+}
+
 /// Reads the named parameters in as few calls as GetParameters allows, all at once. Any that
-/// Parameter Store does not have is an error naming it.
+/// Parameter Store does not have is an error naming it. A name may be a `name:version` selector:
+/// it is found under its name.
 pub async fn fetch(
     store: &impl ParameterStore,
     mut names: Vec<String>,
@@ -187,7 +249,15 @@ pub async fn fetch(
     if !missing.is_empty() {
         missing.sort();
         let s = if missing.len() == 1 { "" } else { "s" };
-        return Err(anyhow!("parameter{s} not found: {}", missing.join(", ")));
+        let hint = match missing.iter().any(|m| m.contains(':')) {
+            // Names never hold `:`: these are versions a release pinned.
+            true => " (name:version; Parameter Store keeps only a parameter's last 100 versions)",
+            false => "",
+        };
+        return Err(anyhow!(
+            "parameter{s} not found: {}{hint}",
+            missing.join(", ")
+        ));
     }
     Ok(by_name)
 }
@@ -197,7 +267,11 @@ pub async fn fetch(
 async fn fetch_secrets(
     store: &impl ParameterStore,
     sources: &[Source],
+    pins: Option<&Manifest>,
 ) -> Result<BTreeMap<String, SecretValue>> {
+    if let Some(release) = pins {
+        return fetch_pinned_secrets(store, sources, release).await;
+    }
     let mut current: Vec<String> = Vec::new();
     let mut pinned = Vec::new();
     for source in sources {
@@ -238,6 +312,35 @@ async fn fetch_secrets(
         return Err(anyhow!("secret{s} not found: {}", missing.join(", ")));
     }
     Ok(found)
+}
+
+/// Reads each secret of the sources at the version id `release` pinned (one GetSecretValue each:
+/// the batch call serves current versions only).
+async fn fetch_pinned_secrets(
+    store: &impl ParameterStore,
+    sources: &[Source],
+    release: &Manifest,
+) -> Result<BTreeMap<String, SecretValue>> {
+    let mut wanted = Vec::new();
+    for source in sources {
+        if let ParamSource::Secret { id, stage, .. } = &source.from {
+            let key = secret_key(id, stage.as_ref());
+            let name = &key["secret:".len()..];
+            let version = release
+                .secrets
+                .get(name)
+                .ok_or_else(|| release.not_pinned(format!("secret {name}")))?;
+            wanted.push((key, id, version));
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    let found = try_join_all(wanted.into_iter().map(|(key, id, version)| async move {
+        let value = store.get_secret_version(id.as_str(), version).await?;
+        Ok::<_, anyhow::Error>((key, value))
+    }))
+    .await?;
+    Ok(found.into_iter().collect())
 }
 
 /// The variables a secret's value holds, as its format reads it. A value that does not read is an

@@ -16,6 +16,7 @@ use crate::config::{EnvSettings, Settings};
 use crate::engine::{self, converge::EnginePlan};
 use crate::envfile;
 use crate::redact::Secret;
+use crate::release::Manifest;
 
 #[derive(Debug, Serialize)]
 pub struct Plan {
@@ -53,25 +54,33 @@ pub struct FilePlan {
     pub change: Change,
 }
 
-pub async fn run(settings: &Settings) -> Result<Plan> {
+pub async fn run(settings: &Settings, target: &super::Target) -> Result<Plan> {
     let config = aws::sdk_config(&settings.aws).await?;
-    run_with(
-        settings,
-        &SsmStore::new(&config),
-        &S3Store::new(&config, &settings.aws),
-    )
-    .await
+    let s3 = S3Store::new(&config, &settings.aws);
+    let chosen = super::choose(settings, &s3, target).await?;
+    let release = chosen.as_ref().map(|(manifest, _)| manifest);
+    let pinned;
+    let settings = match release {
+        Some(manifest) => {
+            pinned = manifest.pin_settings(settings)?;
+            &pinned
+        }
+        None => settings,
+    };
+    run_with(settings, &SsmStore::new(&config), &s3, release).await
 }
 
+/// The plan, with `release` of the inputs pinned by that release (`None`: the latest).
 pub async fn run_with(
     settings: &Settings,
     ssm: &impl ParameterStore,
     s3: &impl ObjectStore,
+    release: Option<&Manifest>,
 ) -> Result<Plan> {
     let state = State::load(&State::path(settings))?;
     let env = async {
         match &settings.env {
-            Some(env) => plan_env(ssm, env).await.map(Some),
+            Some(env) => plan_env(ssm, env, release).await.map(Some),
             None => Ok(None),
         }
     };
@@ -97,7 +106,10 @@ pub async fn run_with(
                 .collect(),
                 None => crate::compose::env_variables(settings)?,
             };
-            let mut project = crate::compose::load_with(settings, variables.clone())?;
+            let mut project = match release {
+                Some(release) => release_project(settings, s3, release, variables.clone()).await?,
+                None => crate::compose::load_with(settings, variables.clone())?,
+            };
             // The secret files' names, as the sync would make them (nothing is written).
             let secret_only = env.as_ref().map_or(&[][..], |e| &e.secret_only[..]);
             let lookup = super::secret_files::variables(secret_only, &variables);
@@ -135,8 +147,45 @@ pub async fn run_with(
     })
 }
 
-pub async fn plan_env(store: &impl ParameterStore, env: &EnvSettings) -> Result<EnvPlan> {
-    let desired_env = desired_env(store, env).await?;
+/// The compose project of `release`: its compose file (at the version it pinned, when fetched
+/// from S3; else the one on disk, which must be the one it pinned), its images by digest.
+async fn release_project(
+    settings: &Settings,
+    s3: &impl ObjectStore,
+    release: &Manifest,
+    variables: indexmap::IndexMap<String, String>,
+) -> Result<crate::compose::Project> {
+    let compose = settings.compose.as_ref().context("no compose file")?;
+    let fetched = settings.files.iter().find(|f| f.path == compose.file);
+    let text = match fetched {
+        Some(file) => {
+            let read = aws::s3::read_small(
+                s3,
+                &file.source,
+                file.expected_owner.as_deref(),
+                file.version_id.as_deref(),
+                crate::atomic::MAX_TEXT as usize,
+            )
+            .await?
+            .with_context(|| format!("{} is gone", file.source))?;
+            String::from_utf8(read.0).with_context(|| format!("{} is not text", file.source))?
+        }
+        None => crate::compose::read_managed(&compose.file)?
+            .with_context(|| format!("no compose file {}", compose.file.display()))?,
+    };
+    release.check_compose(&text)?;
+    let read = |path: &std::path::Path| crate::compose::read_managed(path);
+    let mut project = crate::compose::load_text(settings, &text, variables, &read)?;
+    release.pin_images(&mut project)?;
+    Ok(project)
+}
+
+pub async fn plan_env(
+    store: &impl ParameterStore,
+    env: &EnvSettings,
+    release: Option<&Manifest>,
+) -> Result<EnvPlan> {
+    let desired_env = desired_env(store, env, release).await?;
     let text = desired_env.text;
     let no_lookup = |_: &str| None;
     let desired: BTreeMap<String, String> = envfile::parse(&text, &no_lookup)

@@ -180,6 +180,9 @@ mod tests {
 pub struct Fingerprint {
     pub parameters: std::collections::BTreeMap<String, super::params::Version>,
     pub objects: std::collections::BTreeMap<PathBuf, String>,
+    /// With `release.store`: the release (which also pins image digests, invisible above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<crate::release::ReleaseId>,
 }
 
 impl Fingerprint {

@@ -55,6 +55,23 @@ pub struct State {
     /// path: its name tells nothing of the value).
     #[serde(default)]
     pub secret_files: BTreeMap<String, PathBuf>,
+    /// With `release.store`: the release the last good sync applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<RunningRelease>,
+    /// With `release.store`: the promoted release as the last sync saw it. The watch applies a
+    /// promote it has not seen yet; an instance moved to another release on purpose (`sync
+    /// --release`: a wave) stays there until the next promote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_seen: Option<crate::release::ReleaseId>,
+}
+
+/// The release an instance runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningRelease {
+    pub id: crate::release::ReleaseId,
+    /// Each image as the compose file names it → the digest the release pinned: what a held
+    /// release's last good containers are checked against.
+    pub images: BTreeMap<String, String>,
 }
 
 /// What the metrics count, kept across restarts.
@@ -124,6 +141,7 @@ impl State {
                     (path.clone(), id)
                 })
                 .collect(),
+            release: self.release.as_ref().map(|r| r.id.clone()),
         }
     }
 

@@ -79,6 +79,15 @@ impl ParameterStore for FakeStore {
             .ok_or_else(|| anyhow!("no stage {stage} of {id}"))
     }
 
+    async fn get_secret_version(&self, id: &str, version_id: &str) -> Result<SecretValue> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("secret {id}#{version_id}"));
+        self.secret(&format!("{id}#{version_id}"), id)
+            .ok_or_else(|| anyhow!("no version {version_id} of {id}"))
+    }
+
     async fn secret_version(&self, id: &str, _: &str) -> Result<Option<String>> {
         Ok(self.secrets.get(id).map(|(v, _)| v.clone()))
     }
@@ -175,7 +184,7 @@ async fn later_sources_win_and_order_is_kept() {
         path("/app/vars/", false),
         single("/app/SECRET", "B"),
     ];
-    let resolved = resolve(&store, &sources).await.unwrap();
+    let resolved = resolve(&store, &sources, None).await.unwrap();
     assert_eq!(
         vars(&resolved),
         vec![("A", "1"), ("B", "s3cr3t"), ("C", "1-x"), ("D", "d")]
@@ -194,7 +203,7 @@ async fn names_are_fetched_ten_per_call() {
         .collect();
     let store = FakeStore::with(&refs);
     let sources: Vec<Source> = params.iter().map(|(k, _)| single(k, &k[3..])).collect();
-    let resolved = resolve(&store, &sources).await.unwrap();
+    let resolved = resolve(&store, &sources, None).await.unwrap();
     assert_eq!(resolved.vars.len(), 23);
     let mut calls = store.calls.lock().unwrap().clone();
     calls.sort();
@@ -207,6 +216,7 @@ async fn missing_parameters_are_named() {
     let err = resolve(
         &store,
         &[single("/a", "A"), single("/b", "B"), single("/c", "C")],
+        None,
     )
     .await
     .unwrap_err();
@@ -217,7 +227,7 @@ async fn missing_parameters_are_named() {
 #[tokio::test]
 async fn an_empty_path_is_an_error() {
     let store = FakeStore::with(&[("/a", "1")]);
-    let err = resolve(&store, &[path("/nothing/here", true)])
+    let err = resolve(&store, &[path("/nothing/here", true)], None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -229,9 +239,11 @@ async fn an_empty_path_is_an_error() {
 #[tokio::test]
 async fn nested_names_under_a_recursive_path_are_refused_by_name() {
     let store = FakeStore::with(&[("/app/vars/OK", "1"), ("/app/vars/db/URL", "jdbc:secret")]);
-    let resolved = resolve(&store, &[path("/app/vars", false)]).await.unwrap();
+    let resolved = resolve(&store, &[path("/app/vars", false)], None)
+        .await
+        .unwrap();
     assert_eq!(vars(&resolved), vec![("OK", "1")]);
-    let err = resolve(&store, &[path("/app/vars", true)])
+    let err = resolve(&store, &[path("/app/vars", true)], None)
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -246,7 +258,9 @@ async fn nested_names_under_a_recursive_path_are_refused_by_name() {
 #[tokio::test]
 async fn a_broken_document_names_the_parameter_and_line_not_the_value() {
     let store = FakeStore::with(&[("/app/env", "GOOD=1\nBAD='unterminated-secret\n")]);
-    let err = resolve(&store, &[document("/app/env")]).await.unwrap_err();
+    let err = resolve(&store, &[document("/app/env")], None)
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert_eq!(msg, "parameter /app/env is not a valid dotenv document: line 2: a quoted value without its closing quote");
     assert_eq!(crate::error::exit_status(&err), 2);
@@ -297,7 +311,7 @@ async fn secrets_become_variables_in_each_format_and_order() {
             },
         ),
     ];
-    let resolved = resolve(&store, &sources).await.unwrap();
+    let resolved = resolve(&store, &sources, None).await.unwrap();
     assert_eq!(
         vars(&resolved),
         vec![
@@ -335,7 +349,7 @@ async fn secrets_are_fetched_twenty_per_call_and_missing_ones_named() {
         .collect();
     let store = FakeStore::default().with_secrets(&secrets);
     let sources: Vec<Source> = ids.iter().map(|id| secret(id, None, json(""))).collect();
-    resolve(&store, &sources).await.unwrap();
+    resolve(&store, &sources, None).await.unwrap();
     let mut calls = store.calls.lock().unwrap().clone();
     calls.sort();
     assert_eq!(calls, vec!["secrets 20", "secrets 20", "secrets 5"]);
@@ -344,7 +358,7 @@ async fn secrets_are_fetched_twenty_per_call_and_missing_ones_named() {
         secret("s/00", None, json("")),
         secret("nope", None, json("")),
     ];
-    let err = resolve(&store, &sources).await.unwrap_err();
+    let err = resolve(&store, &sources, None).await.unwrap_err();
     assert_eq!(err.to_string(), "secret not found: nope");
 }
 
@@ -377,7 +391,7 @@ async fn a_secret_that_does_not_read_names_the_secret_not_the_value() {
     ];
     for (value, format, expected) in cases {
         let store = FakeStore::default().with_secrets(&[("prod/db", "v1", value)]);
-        let err = resolve(&store, &[secret("prod/db", None, format)])
+        let err = resolve(&store, &[secret("prod/db", None, format)], None)
             .await
             .unwrap_err();
         let msg = format!("{err:#}");
@@ -395,7 +409,7 @@ async fn a_source_kept_out_of_the_env_file_is_resolved_for_secrets_only() {
     let store = FakeStore::with(&[("/app/A", "a"), ("/app/DB_PASSWORD", "pw")]);
     let mut hidden = single("/app/DB_PASSWORD", "DB_PASSWORD");
     hidden.env_file = false;
-    let resolved = resolve(&store, &[single("/app/A", "A"), hidden])
+    let resolved = resolve(&store, &[single("/app/A", "A"), hidden], None)
         .await
         .unwrap();
     assert_eq!(vars(&resolved), vec![("A", "a")]);

@@ -1,0 +1,220 @@
+//! `release create`: every input of the config resolved at its latest version, into a manifest.
+//! It reads what a sync reads (the values too, in memory only: the compose file is interpolated
+//! with them to know its images), and keeps only names, versions and digests.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::{Manifest, PinnedCompose, PinnedFile, ReleaseId, SCHEMA};
+use crate::aws::s3::{Fetched, ObjectRequest, ObjectStore};
+use crate::aws::ssm::ParameterStore;
+use crate::config::{FileSettings, Settings};
+use crate::engine::docker::DockerEngine;
+use crate::engine::reference::ImageRef;
+use crate::engine::registry::Registries;
+use crate::sync::params::Version;
+
+/// Who runs the command, as STS says.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub arn: String,
+    pub account: String,
+}
+
+/// The caller's identity (STS GetCallerIdentity): the manifest's `by`, and off EC2 the account
+/// that must own the buckets.
+pub async fn caller(config: &aws_config::SdkConfig) -> Result<Caller> {
+    let out = aws_sdk_sts::Client::new(config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| anyhow!(crate::aws::describe(&e)))
+        .context("failed to ask STS who the caller is (GetCallerIdentity)")?;
+    Ok(Caller {
+        arn: out.arn().unwrap_or_default().to_string(),
+        account: out.account().unwrap_or_default().to_string(),
+    })
+}
+
+/// What a new release is made from, besides the config.
+pub struct Inputs<'a, P, O> {
+    pub ssm: &'a P,
+    pub s3: &'a O,
+    /// Asked for each image's digest; `None` when the config has no compose file.
+    pub engine: Option<&'a DockerEngine>,
+    pub registries: &'a Registries,
+    pub caller: &'a Caller,
+    pub parent: Option<ReleaseId>,
+    pub note: String,
+}
+
+/// Resolves the latest version of every input of `settings` into a new release (not yet
+/// stored).
+pub async fn resolve<P: ParameterStore, O: ObjectStore>(
+    settings: &Settings,
+    inputs: Inputs<'_, P, O>,
+) -> Result<Manifest> {
+    let env = async {
+        match &settings.env {
+            Some(env) => crate::sync::desired_env(inputs.ssm, env, None)
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    };
+    let files =
+        futures::future::try_join_all(settings.files.iter().map(|f| pin_file(inputs.s3, f)));
+    let (env, files) = futures::try_join!(env, files)?;
+    let mut parameters = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
+    for (key, version) in env.as_ref().map(|e| e.versions.clone()).unwrap_or_default() {
+        match (key.strip_prefix("secret:"), version) {
+            (Some(secret), Version::Id(id)) => {
+                secrets.insert(secret.to_string(), id);
+            }
+            (None, Version::Number(n)) => {
+                parameters.insert(key, n);
+            }
+            (_, version) => bail!("{key}: unexpected version {version}"),
+        }
+    }
+    // The compose file as the instance will read it: the fetched files in place of the disk's.
+    let texts: BTreeMap<PathBuf, Vec<u8>> = settings
+        .files
+        .iter()
+        .zip(&files)
+        .filter_map(|(f, (_, body))| Some((f.path.clone(), body.clone()?)))
+        .collect();
+    let pending = |path: &std::path::Path| -> Option<Result<String>> {
+        let bytes = texts.get(path)?;
+        Some(
+            String::from_utf8(bytes.clone())
+                .map_err(|_| anyhow!("{} (fetched) is not UTF-8 text", path.display())),
+        )
+    };
+    let project =
+        crate::sync::project_of(settings, env.as_ref().map(|e| e.text.as_str()), &pending)?;
+    let mut images = BTreeMap::new();
+    let mut compose = None;
+    if let Some((project, text)) = &project {
+        compose = Some(PinnedCompose {
+            sha256: crate::engine::spec::sha256_hex(text.as_bytes()),
+        });
+        let engine = inputs
+            .engine
+            .ok_or_else(|| anyhow!("no Docker engine to ask the registries for digests"))?;
+        for service in project.services.values() {
+            if images.contains_key(&service.image) {
+                continue;
+            }
+            let image = ImageRef::parse(&service.image).map_err(|e| anyhow!(e))?;
+            let digest = match &image.digest {
+                Some(digest) => digest.clone(),
+                None => {
+                    let credentials = inputs.registries.credentials(&image.registry).await?;
+                    engine.registry_digest(&service.image, credentials).await?
+                }
+            };
+            images.insert(service.image.clone(), digest);
+        }
+    }
+    let created = std::time::SystemTime::now();
+    Ok(Manifest {
+        schema: SCHEMA,
+        id: ReleaseId::new(created),
+        created: humantime::format_rfc3339_seconds(created).to_string(),
+        by: inputs.caller.arn.clone(),
+        parent: inputs.parent,
+        note: inputs.note,
+        project: settings.project.clone(),
+        parameters,
+        secrets,
+        files: settings
+            .files
+            .iter()
+            .zip(files)
+            .map(|(f, (pin, _))| (f.source.to_string(), pin))
+            .collect(),
+        compose,
+        images,
+    })
+}
+
+/// The text files a compose file may read are kept in memory (its `env_file`s, the compose file
+/// itself); a larger object is only hashed.
+const KEEP_UP_TO: u64 = crate::atomic::MAX_TEXT;
+
+/// Pins a file at the version S3 serves now: its version id (the bucket must be versioned, or a
+/// release could not bring it back) and its content's SHA-256.
+async fn pin_file(
+    s3: &impl ObjectStore,
+    file: &FileSettings,
+) -> Result<(PinnedFile, Option<Vec<u8>>)> {
+    let owner = file.expected_owner.as_deref();
+    let meta = s3
+        .head(&file.source, owner, file.version_id.as_deref())
+        .await?;
+    let version_id = match meta.version_id.as_deref() {
+        Some(v) if !v.is_empty() && v != "null" => v.to_string(),
+        _ => bail!(
+            "bucket {} has no versioning (S3 gave {} no version id): a release pins each file by version, so turn versioning on (aws s3api put-bucket-versioning --bucket {} --versioning-configuration Status=Enabled) and upload the file again",
+            file.source.bucket,
+            file.source,
+            file.source.bucket
+        ),
+    };
+    let mut sink = Hashing {
+        sha: Sha256::new(),
+        size: 0,
+        kept: Some(Vec::new()),
+    };
+    let req = ObjectRequest {
+        uri: &file.source,
+        owner,
+        version_id: Some(&version_id),
+        if_none_match: None,
+    };
+    match s3.get(req, &mut sink).await? {
+        Fetched::Written(_) => {}
+        Fetched::NotModified => bail!("{}: S3 answered 304 to an unconditional GET", file.source),
+    }
+    let sha256 = sink
+        .sha
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let pin = PinnedFile {
+        version_id,
+        sha256,
+        size: sink.size,
+    };
+    Ok((pin, sink.kept))
+}
+
+struct Hashing {
+    sha: Sha256,
+    size: u64,
+    kept: Option<Vec<u8>>,
+}
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sha.update(buf);
+        self.size += buf.len() as u64;
+        if self.size > KEEP_UP_TO {
+            self.kept = None;
+        }
+        if let Some(kept) = &mut self.kept {
+            kept.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! The release store under `release.store` (`s3://bucket/prefix/`): each manifest at
+//! `releases/<id>.json`, written once (a conditional put: never overwritten), and the pointer
+//! `promoted.json`, the one object a promote rewrites and each watch HEADs.
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::{Manifest, Pointer, ReleaseId, SCHEMA};
+use crate::aws::s3::{self, ObjectStore, S3Store};
+use crate::config::types::S3Uri;
+use crate::config::ReleaseSettings;
+
+/// A manifest lists names, versions and digests: far below this, whatever the bucket holds.
+const MAX_MANIFEST: usize = 4 << 20;
+const MAX_POINTER: usize = 64 << 10;
+
+/// Where the releases of a config are.
+pub struct Store<'a, S> {
+    pub s3: &'a S,
+    pub at: &'a ReleaseSettings,
+}
+
+impl<S: ObjectStore> Store<'_, S> {
+    fn owner(&self) -> Option<&str> {
+        self.at.expected_owner.as_deref()
+    }
+
+    pub fn manifest_uri(&self, id: &ReleaseId) -> S3Uri {
+        self.at.store.object(&format!("releases/{id}.json"))
+    }
+
+    /// The promoted pointer's object: the watch's marker.
+    pub fn pointer_uri(&self) -> S3Uri {
+        pointer_uri(self.at)
+    }
+
+    /// The release `id`: an error naming it when the store does not have it.
+    pub async fn manifest(&self, id: &ReleaseId) -> Result<Manifest> {
+        let uri = self.manifest_uri(id);
+        let (bytes, _) = s3::read_small(self.s3, &uri, self.owner(), None, MAX_MANIFEST)
+            .await
+            .with_context(|| format!("failed to read release {id}"))?
+            .ok_or_else(|| anyhow!("no release {id} in {} (no {uri})", self.at.store))?;
+        Manifest::from_json(&bytes, id)
+    }
+
+    /// The promoted pointer; `None` when nothing was ever promoted.
+    pub async fn promoted(&self) -> Result<Option<Pointer>> {
+        let uri = self.pointer_uri();
+        let read = s3::read_small(self.s3, &uri, self.owner(), None, MAX_POINTER)
+            .await
+            .context("failed to read the promoted release's pointer")?;
+        read.map(|(bytes, _)| Pointer::from_json(&bytes, &uri))
+            .transpose()
+    }
+
+    /// The promoted release: an error when none is.
+    pub async fn promoted_manifest(&self) -> Result<(Pointer, Manifest)> {
+        let pointer = self.promoted().await?.ok_or_else(|| {
+            anyhow!(
+                "no release is promoted in {} (release.store): run `kicky-agent release create` and `kicky-agent release promote ID`",
+                self.at.store
+            )
+        })?;
+        let manifest = self.manifest(&pointer.release).await?;
+        Ok((pointer, manifest))
+    }
+}
+
+impl Store<'_, S3Store> {
+    /// Writes a new release; never replaces one (S3's `If-None-Match: *`).
+    pub async fn put_new(&self, manifest: &Manifest) -> Result<()> {
+        let uri = self.manifest_uri(&manifest.id);
+        let written = self
+            .s3
+            .put(&uri, self.owner(), manifest.to_json(), true)
+            .await
+            .with_context(|| format!("failed to write release {}", manifest.id))?;
+        if !written {
+            bail!(
+                "release {} already exists at {uri}: not overwritten",
+                manifest.id
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes `id` the promoted release (after checking the store has it and it reads).
+    pub async fn promote(&self, id: &ReleaseId, by: &str) -> Result<Pointer> {
+        self.manifest(id).await?;
+        let pointer = Pointer {
+            schema: SCHEMA,
+            release: id.clone(),
+            promoted: crate::sync::state::now(),
+            by: by.to_string(),
+        };
+        let mut body = serde_json::to_vec_pretty(&pointer).expect("a pointer serializes");
+        body.push(b'\n');
+        self.s3
+            .put(&self.pointer_uri(), self.owner(), body, false)
+            .await
+            .with_context(|| format!("failed to promote release {id}"))?;
+        Ok(pointer)
+    }
+
+    /// The ids of the releases in the store, oldest first (ids sort by time). Keys under
+    /// `releases/` that are no release id are skipped: the listing never decides what runs.
+    pub async fn ids(&self) -> Result<Vec<ReleaseId>> {
+        let prefix = format!("{}releases/", self.at.store.prefix);
+        let keys = self
+            .s3
+            .list(&self.at.store.bucket, &prefix, self.owner())
+            .await?;
+        let mut ids: Vec<ReleaseId> = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix)?.strip_suffix(".json"))
+            .filter_map(|id| ReleaseId::parse(id).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+pub fn pointer_uri(at: &ReleaseSettings) -> S3Uri {
+    at.store.object("promoted.json")
+}
