@@ -27,6 +27,7 @@ mod managed_files;
 mod overrides;
 mod packaging;
 mod policy;
+mod releases;
 mod retries;
 mod rollout;
 mod s3_files;

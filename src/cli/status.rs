@@ -31,9 +31,12 @@ impl StatusCmd {
             })??),
             None => None,
         };
+        let promoted = settings.release.as_ref().map(|at| promoted(&settings, at));
         if self.json {
             let value = json!({
                 "project": settings.project,
+                "release": state.release.as_ref().map(|r| &r.id),
+                "promoted": promoted,
                 "state_file": path,
                 "last_sync": state.last_sync,
                 "lifecycle": state.lifecycle,
@@ -50,6 +53,13 @@ impl StatusCmd {
             outln!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             print_text(&settings.project, &path, &state);
+            if let Some(promoted) = &promoted {
+                let running = state.release.as_ref().map(|r| r.id.to_string());
+                outln!(
+                    "release: {} (promoted: {promoted})",
+                    running.as_deref().unwrap_or("none applied yet")
+                );
+            }
             super::print_origins(&settings);
             if let Some(containers) = &containers {
                 print_containers(containers, &state);
@@ -76,6 +86,26 @@ impl StatusCmd {
             bail!("not running and healthy: {}", unwell.join(", "));
         }
         Ok(())
+    }
+}
+
+/// The promoted release, as its pointer says now (a few seconds at most), or why it is not known.
+fn promoted(settings: &crate::config::Settings, at: &crate::config::ReleaseSettings) -> String {
+    let read = async {
+        let config = crate::aws::sdk_config(&settings.aws).await?;
+        let s3 = crate::aws::s3::S3Store::new(&config, &settings.aws);
+        let store = crate::release::store::Store { s3: &s3, at };
+        store.promoted().await
+    };
+    let bounded = async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in 10 s")))
+    };
+    match super::block_on(bounded) {
+        Ok(Ok(Some(pointer))) => pointer.release.to_string(),
+        Ok(Ok(None)) => "none".to_string(),
+        Ok(Err(err)) | Err(err) => format!("unknown ({})", crate::engine::api::summary(&err, 200)),
     }
 }
 

@@ -611,6 +611,9 @@ async fn watch_once(
     };
     let config = shared.aws(&settings.aws).await?;
     let clients = Clients::new(&settings, &config);
+    if let Some(at) = &settings.release {
+        return watch_release(&settings, at, &clients, &shared).await;
+    }
     // With a release marker, one HEAD is the whole watch unless it changed (or a full check is due).
     let marker = match &settings.watch_marker {
         Some(uri) => {
@@ -658,6 +661,64 @@ async fn watch_once(
         )
     {
         *shared.marker.lock().await = marker;
+    }
+    Ok(found)
+}
+
+/// With `release.store`: one HEAD of the promoted pointer; when its ETag changed, one GET of it,
+/// and the promoted release compared with the one running. No source is looked at: the release
+/// pins them all.
+async fn watch_release(
+    settings: &Settings,
+    at: &crate::config::ReleaseSettings,
+    clients: &Clients,
+    shared: &Shared,
+) -> Result<WatchOutcome> {
+    use crate::aws::s3::ObjectStore;
+    let store = crate::release::store::Store {
+        s3: &clients.s3,
+        at,
+    };
+    let owner = at.expected_owner.as_deref();
+    let etag = clients
+        .s3
+        .head(&store.pointer_uri(), owner, None)
+        .await?
+        .etag
+        .unwrap_or_default();
+    if shared
+        .marker
+        .lock()
+        .await
+        .as_ref()
+        .is_some_and(|(seen, _)| *seen == etag)
+    {
+        return Ok(WatchOutcome::Unchanged);
+    }
+    let pointer = store
+        .promoted()
+        .await?
+        .with_context(|| format!("{} is gone", store.pointer_uri()))?;
+    let state = State::load(&State::path(settings))?;
+    let found = watch::decide_release(
+        settings.watch_apply,
+        &state,
+        &pointer.release,
+        settings.watch_retry_failed_after,
+        std::time::SystemTime::now(),
+    );
+    match &found {
+        WatchOutcome::Changed(changes) | WatchOutcome::Report(changes) => {
+            for change in changes {
+                tracing::info!("changed: {change}");
+            }
+        }
+        WatchOutcome::Held(why) => tracing::info!("not applying it again: {why}"),
+        _ => {}
+    }
+    // Seen once it needs nothing more; a report or a hold is looked at again when it moves.
+    if matches!(found, WatchOutcome::Unchanged | WatchOutcome::Report(_)) {
+        *shared.marker.lock().await = Some((etag, tokio::time::Instant::now()));
     }
     Ok(found)
 }

@@ -13,6 +13,7 @@ use crate::aws::s3::ObjectStore;
 use crate::aws::ssm::ParameterStore;
 use crate::config::types::VersionStage;
 use crate::config::{ParamSource, Settings, Source, WatchApply};
+use crate::release::ReleaseId;
 use crate::sync::files::{self, Change};
 use crate::sync::params::{describe_key, secret_key, Version};
 use crate::sync::release::Fingerprint;
@@ -159,6 +160,38 @@ async fn source_versions(
     Ok(versions)
 }
 
+/// With `release.store`: what to do now that `promoted` is the promoted release. A release the
+/// instance runs, or a promote it already acted on (an operator then moved it to another release
+/// on purpose: a wave), needs nothing; a promoted release that failed here is held until its
+/// backoff has passed.
+pub fn decide_release(
+    apply: WatchApply,
+    state: &State,
+    promoted: &ReleaseId,
+    retry_failed_after: Duration,
+    at: SystemTime,
+) -> WatchOutcome {
+    let running = state.release.as_ref().map(|r| &r.id);
+    if running == Some(promoted) || state.promoted_seen.as_ref() == Some(promoted) {
+        return WatchOutcome::Unchanged;
+    }
+    if let Some(failed) = &state.failed {
+        if failed.fingerprint.release.as_ref() == Some(promoted)
+            && !failed.due(retry_failed_after, at)
+        {
+            return WatchOutcome::Held(failed.describe(state.last_good_at.as_deref()));
+        }
+    }
+    let change = match running {
+        Some(running) => format!("release {running} -> {promoted} (promoted)"),
+        None => format!("release {promoted} (promoted)"),
+    };
+    match apply {
+        WatchApply::Auto => WatchOutcome::Changed(vec![change]),
+        WatchApply::Report => WatchOutcome::Report(vec![change]),
+    }
+}
+
 /// Images whose `pull_policy: daily` (weekly, every_…) period has passed since the last pull:
 /// the registry is asked on that schedule, and a new image is applied like any change.
 fn refreshes_due(settings: &Settings, state: &State, at: SystemTime) -> Vec<String> {
@@ -269,6 +302,116 @@ mod tests {
             super::decide(WatchApply::Report, &state, change(), &release(3), hour, at),
             WatchOutcome::Report(_)
         ));
+    }
+
+    #[test]
+    fn a_promote_is_applied_once_and_a_wave_is_left_alone() {
+        use crate::sync::state::RunningRelease;
+        let id = |s: &str| ReleaseId::parse(s).unwrap();
+        let (a, b, c) = (
+            id("20261207T160000Z-aaaaaa"),
+            id("20261207T170000Z-bbbbbb"),
+            id("20261207T180000Z-cccccc"),
+        );
+        let at = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let running = |r: &ReleaseId| {
+            Some(RunningRelease {
+                id: r.clone(),
+                images: Default::default(),
+            })
+        };
+        let failed = |r: &ReleaseId| {
+            Some(FailedRelease {
+                at: humantime::format_rfc3339_seconds(at).to_string(),
+                reason: "service web: unhealthy".into(),
+                fingerprint: Fingerprint {
+                    release: Some(r.clone()),
+                    ..Fingerprint::default()
+                },
+                attempts: 1,
+            })
+        };
+        let state = |run: Option<RunningRelease>, seen: Option<&ReleaseId>, fail| State {
+            release: run,
+            promoted_seen: seen.cloned(),
+            failed: fail,
+            ..State::default()
+        };
+        use WatchOutcome::*;
+        let changed = |s: &str| Changed(vec![s.to_string()]);
+        // (state, promoted, how long after the failure, what the watch does)
+        let table = [
+            (
+                state(running(&a), Some(&a), None),
+                &a,
+                Duration::ZERO,
+                Unchanged,
+            ),
+            (
+                state(running(&a), Some(&a), None),
+                &b,
+                Duration::ZERO,
+                changed(&format!("release {a} -> {b} (promoted)")),
+            ),
+            (
+                state(None, None, None),
+                &a,
+                Duration::ZERO,
+                changed(&format!("release {a} (promoted)")),
+            ),
+            // A wave moved this instance to c by `resync --release`: the promote of b it
+            // already acted on does not undo it; the next promote does.
+            (
+                state(running(&c), Some(&b), None),
+                &b,
+                Duration::ZERO,
+                Unchanged,
+            ),
+            (
+                state(running(&c), Some(&b), None),
+                &a,
+                Duration::ZERO,
+                changed(&format!("release {c} -> {a} (promoted)")),
+            ),
+            // b failed here and was rolled back to a: held, then tried again after the backoff.
+            (
+                state(running(&a), Some(&a), failed(&b)),
+                &b,
+                Duration::ZERO,
+                Held(String::new()),
+            ),
+            (
+                state(running(&a), Some(&a), failed(&b)),
+                &b,
+                hour,
+                changed(&format!("release {a} -> {b} (promoted)")),
+            ),
+            (
+                state(running(&a), Some(&a), failed(&b)),
+                &c,
+                Duration::ZERO,
+                changed(&format!("release {a} -> {c} (promoted)")),
+            ),
+        ];
+        for (i, (state, promoted, later, want)) in table.into_iter().enumerate() {
+            let got = decide_release(WatchApply::Auto, &state, promoted, hour, at + later);
+            match (&got, &want) {
+                (Held(_), Held(_)) => {}
+                _ => assert_eq!(got, want, "row {i}"),
+            }
+        }
+        let report = decide_release(
+            WatchApply::Report,
+            &state(running(&a), Some(&a), None),
+            &b,
+            hour,
+            at,
+        );
+        assert_eq!(
+            report,
+            Report(vec![format!("release {a} -> {b} (promoted)")])
+        );
     }
 
     #[test]

@@ -301,9 +301,11 @@ async fn converge(
         }
         Err(err) => remember_failed(state, attempt, err),
     }
-    if let Some((_, promoted)) = &chosen {
-        if promoted.is_some() {
-            state.promoted_seen.clone_from(promoted);
+    // The promote is acted on once applied, or when an operator chose another release (a wave):
+    // a promoted release that failed is tried again after the backoff, as any other.
+    if let Some((_, Some(promoted))) = &chosen {
+        if result.is_ok() || matches!(target, Target::Release(_)) {
+            state.promoted_seen = Some(promoted.clone());
         }
     }
     result
