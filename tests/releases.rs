@@ -340,3 +340,58 @@ fn sha256(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A release is never overwritten: the second write of the same id is refused by S3's
+/// conditional put, and the object keeps the first manifest.
+#[tokio::test]
+async fn a_release_is_written_once() {
+    use kicky_agent::release::{store::Store, Manifest, ReleaseId, SCHEMA};
+    let rig = Rig::get();
+    let bucket = rig.bucket("releases-once", true).await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(rig.region.clone()))
+        .endpoint_url(&rig.moto_url)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "rig",
+        ))
+        .load()
+        .await;
+    let aws = kicky_agent::config::AwsSettings {
+        region: Some(rig.region.clone()),
+        endpoint_url: Some(rig.moto_url.clone()),
+        s3_force_path_style: true,
+    };
+    let s3 = kicky_agent::aws::s3::S3Store::new(&config, &aws);
+    let at = kicky_agent::config::ReleaseSettings {
+        store: kicky_agent::config::types::S3Prefix::parse(&format!("s3://{bucket}/app/")).unwrap(),
+        // moto's account: the bucket's owner, as S3 is asked to check.
+        expected_owner: Some("123456789012".into()),
+    };
+    let store = Store { s3: &s3, at: &at };
+    let id = ReleaseId::new(std::time::SystemTime::now());
+    let manifest = |note: &str| Manifest {
+        schema: SCHEMA,
+        id: id.clone(),
+        created: "2026-12-07T16:30:00Z".into(),
+        by: "arn:aws:iam::123456789012:user/ci".into(),
+        parent: None,
+        note: note.into(),
+        project: "orange".into(),
+        parameters: Default::default(),
+        secrets: Default::default(),
+        files: Default::default(),
+        compose: None,
+        images: Default::default(),
+    };
+    store.put_new(&manifest("first")).await.unwrap();
+    let err = store.put_new(&manifest("second")).await.unwrap_err();
+    assert!(format!("{err:#}").contains("already exists"), "{err:#}");
+    assert_eq!(store.manifest(&id).await.unwrap().note, "first");
+    assert_eq!(store.ids().await.unwrap(), vec![id.clone()]);
+    // Keys under releases/ that are no release id never show up as one.
+    rig.put_object(&bucket, "app/releases/../../x.json", b"{}".to_vec())
+        .await;
+    rig.put_object(&bucket, "app/releases/latest.json", b"{}".to_vec())
+        .await;
+    assert_eq!(store.ids().await.unwrap(), vec![id]);
+}
