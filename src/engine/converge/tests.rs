@@ -2,6 +2,7 @@
 //! between any two engine calls, with failing and hanging registries.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 use crate::compose::Project;
