@@ -16,6 +16,7 @@ pub mod envfile;
 pub mod error;
 pub mod harden;
 pub mod iam;
+pub mod instance;
 pub mod interpolate;
 pub mod lifecycle;
 pub mod logging;

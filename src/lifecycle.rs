@@ -23,9 +23,9 @@ use futures::future::Either;
 use crate::aws::autoscaling::{
     Action, AsgClient, Heartbeat, LifecycleApi, NoActiveAction, Outcome, LAUNCHING, TERMINATING,
 };
-use crate::aws::imds::{Imds, InstanceMetadata, Tag};
 use crate::config::HookChoice;
 use crate::config::{LifecycleSettings, Settings};
+use crate::instance::imds::{Imds, InstanceMetadata, Tag};
 use crate::sync::state::{now, LifecycleRecord, State};
 
 /// The instance tag Auto Scaling puts on the instances it launches.
@@ -95,41 +95,6 @@ fn one_hook(hooks: &[(String, String)], group: &str, transition: &str) -> Option
             None
         }
     }
-}
-
-/// Where Auto Scaling is taking this instance: instance metadata's
-/// `autoscaling/target-lifecycle-state`, polled by the daemon (a local read, no AWS call).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetState {
-    InService,
-    /// Into the warm pool: `Warmed:Stopped`, `Warmed:Running`, `Warmed:Hibernated`.
-    Warmed(String),
-    /// Scale-in, instance refresh, or a replacement: the instance is on its way out.
-    Terminated,
-    Other(String),
-}
-
-impl TargetState {
-    pub fn parse(text: &str) -> TargetState {
-        match text.trim() {
-            "InService" => TargetState::InService,
-            "Terminated" | "Warmed:Terminated" => TargetState::Terminated,
-            warm if warm.starts_with("Warmed:") => TargetState::Warmed(warm.to_string()),
-            other => TargetState::Other(other.to_string()),
-        }
-    }
-
-    pub fn is_warm(&self) -> bool {
-        matches!(self, TargetState::Warmed(_))
-    }
-}
-
-/// This instance's target lifecycle state; `None` where instance metadata has none (not in an
-/// Auto Scaling group, or not on EC2).
-pub async fn target_state() -> Result<Option<TargetState>> {
-    let raw =
-        crate::aws::imds::raw_get("/latest/meta-data/autoscaling/target-lifecycle-state").await?;
-    Ok(raw.map(|raw| TargetState::parse(&String::from_utf8_lossy(&raw))))
 }
 
 /// When the launch action is completed, for `sync` and the daemon alike: once both the first

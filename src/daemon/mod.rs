@@ -342,7 +342,7 @@ impl Io {
                 Effect::PollTarget => self.task(
                     "reading the target lifecycle state",
                     TARGET_BOUND,
-                    crate::lifecycle::target_state(),
+                    crate::instance::target_state(),
                     |state| Event::Target(state.unwrap_or_default()),
                 ),
                 Effect::Drain => self.drain(),
