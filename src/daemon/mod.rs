@@ -33,7 +33,7 @@ use crate::config::{self, Settings};
 use crate::engine::docker::DockerEngine;
 use crate::lifecycle::Lifecycle;
 use crate::progress::Progress;
-use crate::sync::state::{now, State};
+use crate::sync::state::{now, record_lifecycle, State};
 use crate::sync::{Clients, Held, SyncReport};
 use control::{ClientMessage, ControlServer};
 use machine::{ClientId, Effect, Event, LaunchFound, Machine, SyncOutcome, Timing, WatchOutcome};
@@ -494,9 +494,12 @@ impl Io {
         };
         let settings = self.settings.clone();
         self.spawn(async move {
-            let sent = crate::lifecycle::finish(&lifecycle, &settings, ok);
-            if tokio::time::timeout(LIFECYCLE_BOUND, sent).await.is_err() {
-                tracing::error!("CompleteLifecycleAction got no answer in {LIFECYCLE_BOUND:?}");
+            match tokio::time::timeout(LIFECYCLE_BOUND, lifecycle.complete(ok)).await {
+                Ok(Some(sent)) => record_lifecycle(&settings, sent.record).await,
+                Ok(None) => {}
+                Err(_) => {
+                    tracing::error!("CompleteLifecycleAction got no answer in {LIFECYCLE_BOUND:?}")
+                }
             }
         });
     }

@@ -64,7 +64,11 @@ pub async fn run(settings: &Settings) -> Result<SyncReport> {
     let discovery = crate::lifecycle::discover(settings, &config);
     let clients = Clients::new(settings, &config);
     let sync = run_with(settings, &clients, Held::Retry);
-    crate::lifecycle::around_sync(discovery, settings, sync).await
+    let (result, sent) = crate::lifecycle::around_sync(discovery, sync).await;
+    if let Some(record) = sent {
+        state::record_lifecycle(settings, record).await;
+    }
+    result
 }
 
 /// What to do with a desired release that failed before and has not changed since.
@@ -104,7 +108,7 @@ impl Clients {
 
 /// One sync, holding the project's lock, recorded in the state file (and the metrics).
 pub async fn run_with(settings: &Settings, clients: &Clients, held: Held) -> Result<SyncReport> {
-    let _lock = lock::acquire(
+    let locked = lock::acquire(
         &settings.state_dir,
         &settings.project,
         settings.lock_timeout,
@@ -133,7 +137,7 @@ pub async fn run_with(settings: &Settings, clients: &Clients, held: Held) -> Res
             .err()
             .map(|e| crate::engine::api::printable(&format!("{e:#}"), 4000)),
     });
-    state.save(&state_path)?;
+    state.save(&state_path, &locked)?;
     if let Some(path) = &settings.metrics_textfile {
         let containers = match (&settings.compose, &clients.engine) {
             (Some(_), Some(engine)) => engine::containers::containers(engine, &settings.project)
