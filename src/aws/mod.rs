@@ -7,6 +7,7 @@
 //! 5xx and network errors), bounded here in attempts and in total time per call.
 
 pub mod autoscaling;
+pub mod parameters;
 pub mod s3;
 pub mod secrets;
 pub mod ssm;

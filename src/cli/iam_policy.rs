@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 
+use crate::compose::reference::ImageRef;
 use crate::config::{RegistryAuth, Settings};
-use crate::engine::reference::ImageRef;
 use crate::eoutln;
 use crate::iam::{policy, Images, Place};
 use crate::instance::imds::{Imds, InstanceMetadata, Tag};

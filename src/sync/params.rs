@@ -13,8 +13,9 @@ use futures::future::try_join_all;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use crate::aws::parameters::get_all;
 use crate::aws::secrets::{SecretValue, BATCH_MAX};
-use crate::aws::ssm::{Parameter, ParameterStore, GET_PARAMETERS_MAX};
+use crate::aws::ssm::{Parameter, ParameterStore};
 use crate::config::types::{SecretId, VersionStage};
 use crate::config::{ParamSource, SecretFormat, Source};
 use crate::envfile;
@@ -80,7 +81,7 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[Source]) -> Result<
         _ => None,
     }));
     let (by_name, mut path_results, secrets) =
-        futures::try_join!(fetch(store, names), paths, fetch_secrets(store, sources))?;
+        futures::try_join!(get_all(store, names), paths, fetch_secrets(store, sources))?;
 
     let mut resolved = Resolved::default();
     let mut vars: IndexMap<String, Secret> = IndexMap::new();
@@ -162,34 +163,6 @@ pub async fn resolve(store: &impl ParameterStore, sources: &[Source]) -> Result<
     resolved.vars = vars.into_iter().collect();
     resolved.secret_only = secret_only.into_iter().collect();
     Ok(resolved)
-}
-
-/// Reads the named parameters in as few calls as GetParameters allows, all at once. Any that
-/// Parameter Store does not have is an error naming it.
-pub async fn fetch(
-    store: &impl ParameterStore,
-    mut names: Vec<String>,
-) -> Result<BTreeMap<String, Parameter>> {
-    names.sort();
-    names.dedup();
-    let batches = try_join_all(
-        names
-            .chunks(GET_PARAMETERS_MAX)
-            .map(|chunk| store.get_batch(chunk)),
-    )
-    .await?;
-    let mut by_name: BTreeMap<String, Parameter> = BTreeMap::new();
-    let mut missing = Vec::new();
-    for batch in batches {
-        missing.extend(batch.missing);
-        by_name.extend(batch.found.into_iter().map(|p| (p.name.clone(), p)));
-    }
-    if !missing.is_empty() {
-        missing.sort();
-        let s = if missing.len() == 1 { "" } else { "s" };
-        return Err(anyhow!("parameter{s} not found: {}", missing.join(", ")));
-    }
-    Ok(by_name)
 }
 
 /// Reads the secrets of the sources: those at their current version in batches, each pinned one
