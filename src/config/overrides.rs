@@ -15,7 +15,7 @@
 
 use serde_norway::Value;
 
-pub use crate::instance::{Overrides, TAG_PREFIX};
+use crate::instance::TAG_PREFIX;
 
 /// The layer names errors and `status` use.
 pub const USER_DATA: &str = "user data";
