@@ -4,7 +4,8 @@
 //!
 //! The paths are read from the source text (comments left out), not from the compiler: what a
 //! module names is what its reader has to know, whether it is a `use`, a path in an expression or
-//! a macro of another module.
+//! a macro of another module. Only `crate::` paths are followed: no file of the crate climbs to
+//! the root with `super::` (a top-level file has nothing above it but the root).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
