@@ -33,8 +33,8 @@
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 
+use crate::compose::reference::ImageRef;
 use crate::config::{Credential, HookChoice, ParamSource, RegistryAuth, Settings};
-use crate::engine::reference::ImageRef;
 use crate::error::input_error;
 
 /// Where the instance is: what the ARNs are built from. `*` for an unknown region or account; the

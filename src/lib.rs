@@ -4,6 +4,20 @@
 //!
 //! `main.rs` only parses the command line and reports errors; everything else lives here so the
 //! integration tests drive the same code.
+//!
+//! The modules are layers; each uses only its own layer and those below it, and no two modules
+//! use each other in a cycle (the `layers` test checks both):
+//!
+//! | layer      | modules                                                        |
+//! |------------|----------------------------------------------------------------|
+//! | cli        | [`cli`]                                                        |
+//! | daemon     | [`daemon`]                                                     |
+//! | drivers    | [`sync`], [`lifecycle`]                                        |
+//! | world      | [`aws`], [`engine`]                                            |
+//! | pure logic | [`compose`], [`envfile`], [`interpolate`], [`iam`]             |
+//! | config     | [`config`]                                                     |
+//! | instance   | [`instance`]                                                   |
+//! | base       | [`atomic`], [`error`], [`harden`], [`logging`], [`progress`], [`redact`], [`retry`], [`yaml`] |
 
 pub mod atomic;
 pub mod aws;
@@ -16,6 +30,7 @@ pub mod envfile;
 pub mod error;
 pub mod harden;
 pub mod iam;
+pub mod instance;
 pub mod interpolate;
 pub mod lifecycle;
 pub mod logging;
@@ -26,5 +41,7 @@ pub mod retry;
 pub mod sync;
 pub mod yaml;
 
+#[cfg(test)]
+mod layers;
 #[cfg(test)]
 mod properties;

@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::future::Either;
+use serde::{Deserialize, Serialize};
 
 use crate::aws::autoscaling::{
     Action, AsgClient, Heartbeat, LifecycleApi, NoActiveAction, Outcome, LAUNCHING, TERMINATING,
 };
-use crate::aws::imds::{Imds, InstanceMetadata, Tag};
 use crate::config::HookChoice;
 use crate::config::{LifecycleSettings, Settings};
-use crate::sync::state::{now, LifecycleRecord, State};
+use crate::instance::imds::{Imds, InstanceMetadata, Tag};
 
 /// The instance tag Auto Scaling puts on the instances it launches.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
@@ -97,41 +97,6 @@ fn one_hook(hooks: &[(String, String)], group: &str, transition: &str) -> Option
     }
 }
 
-/// Where Auto Scaling is taking this instance: instance metadata's
-/// `autoscaling/target-lifecycle-state`, polled by the daemon (a local read, no AWS call).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetState {
-    InService,
-    /// Into the warm pool: `Warmed:Stopped`, `Warmed:Running`, `Warmed:Hibernated`.
-    Warmed(String),
-    /// Scale-in, instance refresh, or a replacement: the instance is on its way out.
-    Terminated,
-    Other(String),
-}
-
-impl TargetState {
-    pub fn parse(text: &str) -> TargetState {
-        match text.trim() {
-            "InService" => TargetState::InService,
-            "Terminated" | "Warmed:Terminated" => TargetState::Terminated,
-            warm if warm.starts_with("Warmed:") => TargetState::Warmed(warm.to_string()),
-            other => TargetState::Other(other.to_string()),
-        }
-    }
-
-    pub fn is_warm(&self) -> bool {
-        matches!(self, TargetState::Warmed(_))
-    }
-}
-
-/// This instance's target lifecycle state; `None` where instance metadata has none (not in an
-/// Auto Scaling group, or not on EC2).
-pub async fn target_state() -> Result<Option<TargetState>> {
-    let raw =
-        crate::aws::imds::raw_get("/latest/meta-data/autoscaling/target-lifecycle-state").await?;
-    Ok(raw.map(|raw| TargetState::parse(&String::from_utf8_lossy(&raw))))
-}
-
 /// When the launch action is completed, for `sync` and the daemon alike: once both the first
 /// sync's outcome and the hook are known, whichever comes first; once only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +165,21 @@ pub struct Lifecycle<A = AsgClient> {
     unhealthy_after: Option<Duration>,
 }
 
+/// A CompleteLifecycleAction the agent sent: to which hook, for which instance, with what result.
+/// Kept in the state file (by the caller, under the project's lock) for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleRecord {
+    pub group: String,
+    pub hook: String,
+    pub instance: String,
+    /// `CONTINUE` or `ABANDON`.
+    pub action: String,
+    pub at: String,
+    /// Why Auto Scaling did not take it, when it did not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
 /// A CompleteLifecycleAction sent: the record for the state file, and whether it was taken.
 #[derive(Debug)]
 pub struct Completion {
@@ -250,15 +230,15 @@ pub async fn discover(
 
 /// Runs `sync` while `discovery` looks for the launch hook: discovery is a few round trips to
 /// IMDS and Auto Scaling that the boot need not wait for. Heartbeats go out from when the hook is
-/// found; once both are done, the pending launch action is completed by the sync's outcome and
-/// what was sent is recorded in the state file. A sync that converged but whose CONTINUE Auto
-/// Scaling refused fails: the group will not put the instance in service. So does one whose named
-/// hook could not be reached (after the sync, which is never cut short).
+/// found; once both are done, the pending launch action is completed by the sync's outcome. A
+/// sync that converged but whose CONTINUE Auto Scaling refused fails: the group will not put the
+/// instance in service. So does one whose named hook could not be reached (after the sync, which
+/// is never cut short). Returns the sync's result and the record of the action sent, if one was,
+/// for the caller to keep in the state file.
 pub async fn around_sync<T, A: LifecycleApi>(
     discovery: impl Future<Output = Result<Option<Lifecycle<A>>>>,
-    settings: &Settings,
     sync: impl Future<Output = Result<T>>,
-) -> Result<T> {
+) -> (Result<T>, Option<LifecycleRecord>) {
     let mut policy = LaunchPolicy::default();
     let mut sync = std::pin::pin!(sync);
     let discovery = std::pin::pin!(discovery);
@@ -279,13 +259,14 @@ pub async fn around_sync<T, A: LifecycleApi>(
     };
     let (lifecycle, result) = match (found, result) {
         (Ok(Some(lifecycle)), result) => (lifecycle, result),
-        (Ok(None), result) => return result,
+        (Ok(None), result) => return (result, None),
         (Err(e), Ok(_)) => {
-            return Err(e.context("the sync converged, but the lifecycle hook was not found"))
+            let e = e.context("the sync converged, but the lifecycle hook was not found");
+            return (Err(e), None);
         }
         (Err(e), Err(sync)) => {
             tracing::error!("{e:#}");
-            return Err(sync);
+            return (Err(sync), None);
         }
     };
     let send = match policy {
@@ -293,36 +274,18 @@ pub async fn around_sync<T, A: LifecycleApi>(
         _ => policy.decided(result.is_ok()),
     };
     let Some(ok) = send else {
-        return result;
+        return (result, None);
     };
-    let Some(completion) = finish(&lifecycle, settings, ok).await else {
-        return result;
+    let Some(completion) = lifecycle.complete(ok).await else {
+        return (result, None);
     };
-    match (result, completion.sent) {
+    let result = match (result, completion.sent) {
         (Ok(_), Err(e)) => {
             Err(e.context("the sync converged, but the lifecycle hook was not completed"))
         }
         (result, _) => result,
-    }
-}
-
-/// Completes the pending launch action (CONTINUE when `ok`, else ABANDON) and records what was
-/// sent in the state file for `status`.
-pub async fn finish<A: LifecycleApi>(
-    lifecycle: &Lifecycle<A>,
-    settings: &Settings,
-    ok: bool,
-) -> Option<Completion> {
-    let completion = lifecycle.complete(ok).await?;
-    let path = State::path(settings);
-    let saved = State::load(&path).and_then(|mut state| {
-        state.lifecycle = Some(completion.record.clone());
-        state.save(&path)
-    });
-    if let Err(e) = saved {
-        tracing::warn!("could not record the lifecycle action: {e:#}");
-    }
-    Some(completion)
+    };
+    (result, Some(completion.record))
 }
 
 impl<A: LifecycleApi> Lifecycle<A> {
@@ -582,7 +545,7 @@ impl<A: LifecycleApi> Lifecycle<A> {
             hook: action.hook.to_string(),
             instance: action.instance.to_string(),
             action: outcome.as_str().to_string(),
-            at: now(),
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             error: sent.as_ref().err().map(|e| format!("{e:#}")),
         };
         Some(Completion { record, sent })
@@ -1024,18 +987,8 @@ mod tests {
         assert_eq!(beats, 3);
     }
 
-    /// A config whose state file lives in `dir`.
-    fn full_settings(dir: &std::path::Path) -> Settings {
-        let path = dir.join("agent.yaml");
-        let yaml = format!("project: p\nworkdir: {0}\nstate_dir: {0}\n", dir.display());
-        std::fs::write(&path, yaml).unwrap();
-        crate::config::load(&path).unwrap()
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_sync_done_before_discovery_still_completes_the_launch() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = full_settings(dir.path());
         for (ok, outcome) in [(true, "CONTINUE"), (false, "ABANDON")] {
             let started = tokio::time::Instant::now();
             let discovery = async {
@@ -1053,12 +1006,11 @@ mod tests {
                     Err(anyhow!("the sync failed"))
                 }
             };
-            let result = around_sync(discovery, &settings, sync).await;
+            let (result, record) = around_sync(discovery, sync).await;
             assert_eq!(result.is_ok(), ok);
             // The sync did not wait for discovery; the completion did.
             assert_eq!(synced_at.get(), Some(Duration::ZERO));
-            let state = State::load(&State::path(&settings)).unwrap();
-            let record = state.lifecycle.expect("the completion is recorded");
+            let record = record.expect("the completion is returned, for the state file");
             assert_eq!(
                 (record.hook.as_str(), record.action.as_str()),
                 ("launch", outcome)

@@ -345,7 +345,8 @@ fn sha256(bytes: &[u8]) -> String {
 /// conditional put, and the object keeps the first manifest.
 #[tokio::test]
 async fn a_release_is_written_once() {
-    use kicky_agent::release::{store::Store, Manifest, ReleaseId, SCHEMA};
+    use kicky_agent::aws::releases::Store;
+    use kicky_agent::release::{Manifest, ReleaseId, SCHEMA};
     let rig = Rig::get();
     let bucket = rig.bucket("releases-once", true).await;
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())

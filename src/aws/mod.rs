@@ -7,7 +7,8 @@
 //! 5xx and network errors), bounded here in attempts and in total time per call.
 
 pub mod autoscaling;
-pub mod imds;
+pub mod parameters;
+pub mod releases;
 pub mod s3;
 pub mod secrets;
 pub mod ssm;

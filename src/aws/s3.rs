@@ -105,7 +105,7 @@ pub trait ObjectStore: Sync {
 async fn expected_owner(uri: &S3Uri, owner: Option<&str>) -> Result<String> {
     match owner.or(CALLER_ACCOUNT.get().map(String::as_str)) {
         Some(owner) => Ok(owner.to_string()),
-        None => super::imds::instance_account().await.map(str::to_string).with_context(|| {
+        None => crate::instance::identity::instance_account().await.map(str::to_string).with_context(|| {
             format!(
                 "the account that must own the bucket of {uri} is not known: name it with `expected_owner` (files) or `watch.marker_expected_owner`"
             )

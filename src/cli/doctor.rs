@@ -155,7 +155,7 @@ async fn checks(settings: &Settings) -> Vec<Check> {
 
 async fn imds() -> Vec<Check> {
     let hint = "on EC2: the launch template's metadata options (HttpEndpoint enabled, IMDSv2); elsewhere AWS_EC2_METADATA_SERVICE_ENDPOINT, or AWS_EC2_METADATA_DISABLED=true";
-    match crate::aws::imds::raw_get("/latest/meta-data/instance-id").await {
+    match crate::instance::imds::raw_get("/latest/meta-data/instance-id").await {
         Ok(Some(id)) => vec![Check::pass(
             "imds",
             format!(
@@ -164,7 +164,7 @@ async fn imds() -> Vec<Check> {
             ),
         )],
         Ok(None) => vec![Check::fail("imds", "no instance id in instance metadata", hint)],
-        Err(e) if crate::aws::imds::disabled() => {
+        Err(e) if crate::instance::imds::disabled() => {
             vec![Check::skip("imds", format!("disabled ({e:#})"))]
         }
         Err(e) => vec![Check::fail("imds", format!("{e:#}"), hint)],

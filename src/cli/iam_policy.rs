@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 
-use crate::aws::imds::{Imds, InstanceMetadata, Tag};
+use crate::compose::reference::ImageRef;
 use crate::config::{RegistryAuth, Settings};
-use crate::engine::reference::ImageRef;
 use crate::eoutln;
 use crate::iam::{policy, Images, Place};
+use crate::instance::imds::{Imds, InstanceMetadata, Tag};
 use crate::lifecycle::GROUP_TAG;
 
 /// Print the least-privilege IAM policy (JSON) for this config's instance role.
@@ -101,7 +101,7 @@ fn images(settings: &Settings, explicit: Option<&Path>) -> Result<Images> {
 
 /// Region, account and group from instance metadata, where it answers.
 async fn instance_place() -> (Option<String>, Option<String>, Option<String>) {
-    let document = crate::aws::imds::identity_document().await.ok();
+    let document = crate::instance::identity::identity_document().await.ok();
     let field = |name: &str| {
         document
             .as_ref()

@@ -8,13 +8,14 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::aws::releases::Store;
+use crate::aws::releases::{self, Caller};
 use crate::aws::s3::S3Store;
 use crate::config::{self, ReleaseSettings, Settings};
 use crate::error::input_error;
 use crate::outln;
-use crate::release::create::{self, Caller};
-use crate::release::store::Store;
 use crate::release::{Manifest, ReleaseId};
+use crate::sync::pin;
 
 /// Releases: pin every input in an immutable manifest, promote one, list and compare them.
 #[derive(Debug, Args)]
@@ -73,12 +74,12 @@ impl ReleaseCmd {
 
 /// The config as the fleet reads it: the files, then the given user data; no instance metadata.
 fn load(path: &Path, user_data: Option<&Path>) -> Result<Settings> {
-    let mut overrides = config::overrides::Overrides::default();
+    let mut overrides = crate::instance::Overrides::default();
     if let Some(file) = user_data {
         let raw = std::fs::read(file)
             .with_context(|| format!("failed to read the user data {}", file.display()))
             .map_err(|e| input_error(format!("{e:#}")))?;
-        overrides.user_data = config::overrides::extract(&raw)
+        overrides.user_data = crate::instance::user_data::extract(&raw)
             .with_context(|| format!("user data {}", file.display()))
             .map_err(|e| input_error(format!("{e:#}")))?;
     }
@@ -90,7 +91,7 @@ fn load(path: &Path, user_data: Option<&Path>) -> Result<Settings> {
 
 async fn run(command: ReleaseCommand, settings: &Settings, at: &ReleaseSettings) -> Result<()> {
     let config = crate::aws::sdk_config(&settings.aws).await?;
-    let caller = create::caller(&config).await?;
+    let caller = releases::caller(&config).await?;
     // Off EC2, the buckets are expected to be the caller's account's (unless configured).
     crate::aws::s3::expect_caller_account(&caller.account);
     let s3 = S3Store::new(&config, &settings.aws);
@@ -217,9 +218,9 @@ async fn new_release(
         crate::engine::registry::Registries::resolve(&settings.registries, &ssm, ecr),
         store.promoted()
     )?;
-    create::resolve(
+    pin::resolve(
         settings,
-        create::Inputs {
+        pin::Inputs {
             ssm: &ssm,
             s3: &s3,
             engine: engine.as_ref(),

@@ -94,7 +94,7 @@ fn promoted(settings: &crate::config::Settings, at: &crate::config::ReleaseSetti
     let read = async {
         let config = crate::aws::sdk_config(&settings.aws).await?;
         let s3 = crate::aws::s3::S3Store::new(&config, &settings.aws);
-        let store = crate::release::store::Store { s3: &s3, at };
+        let store = crate::aws::releases::Store { s3: &s3, at };
         store.promoted().await
     };
     let bounded = async {

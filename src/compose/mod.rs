@@ -14,6 +14,7 @@
 mod model;
 mod parse;
 mod policy;
+pub mod reference;
 mod render;
 mod tree;
 pub mod units;

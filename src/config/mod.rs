@@ -9,6 +9,10 @@
 //! On an instance, the launch template's overrides ([`overrides`]: a `#kicky-agent` document in
 //! the user data, then `kicky-agent:<key>` tags) are merged over the files as two more layers,
 //! each named in errors and in `status` ("user data", "tag kicky-agent:project").
+//!
+//! Loading is pure: [`load_with`] and [`check_with`] read the files and take the overrides as an
+//! input. Only [`read_overrides`] (and the `*_effective` functions built on it) asks the instance,
+//! through [`crate::instance`], the one layer below; the config knows nothing above it.
 
 mod confine;
 pub mod overrides;
@@ -22,7 +26,7 @@ use anyhow::{Context, Result};
 use serde_norway::Value;
 
 use crate::error::input_error;
-pub use overrides::Overrides;
+pub use crate::instance::Overrides;
 use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
@@ -119,7 +123,7 @@ pub struct Settings {
     /// for `validate`, `status` and the log.
     pub ignored_tags: Vec<String>,
     /// Where Auto Scaling is taking the instance, read with the overrides (`None`: unknown).
-    pub target_state: Option<crate::lifecycle::TargetState>,
+    pub target_state: Option<crate::instance::TargetState>,
 }
 
 impl Settings {
@@ -127,7 +131,7 @@ impl Settings {
     pub fn is_warm(&self) -> bool {
         self.target_state
             .as_ref()
-            .is_some_and(crate::lifecycle::TargetState::is_warm)
+            .is_some_and(crate::instance::TargetState::is_warm)
     }
 }
 
@@ -255,11 +259,11 @@ pub async fn read_overrides(path: &Path, known: Option<&Overrides>) -> Result<Ov
         // Tags are read whenever instance metadata is read anyway (the reads run at once), so
         // that a tag the baked config does not let count is reported rather than silently dropped.
         let tags = user_data || lifecycle || baked.tag_policy != overrides::TagPolicy::Off;
-        return Ok(overrides::fetch(user_data, tags, lifecycle).await);
+        return Ok(crate::instance::read_overrides(user_data, tags, lifecycle).await);
     };
     let mut overrides = known.clone();
     overrides.target_state = match lifecycle {
-        true => crate::lifecycle::target_state().await.ok().flatten(),
+        true => crate::instance::target_state().await.ok().flatten(),
         false => None,
     };
     Ok(overrides)

@@ -1,7 +1,7 @@
-//! The launch template's overrides: a `#kicky-agent` YAML document in the instance's user data
-//! (alone, one part of a cloud-init multipart MIME document, or gzip-compressed), and instance
-//! tags `kicky-agent:<key>` that set one key each. Both come from instance metadata and are merged
-//! over the baked config (`agent.yaml` and `agent.d/`): user data first, then the tags.
+//! The launch template's overrides: a `#kicky-agent` YAML document in the instance's user data,
+//! and instance tags `kicky-agent:<key>` that set one key each. Both are read from instance
+//! metadata by [`crate::instance`] and merged here over the baked config (`agent.yaml` and
+//! `agent.d/`): user data first, then the tags.
 //!
 //! Each channel counts for what whoever can write it deserves. The baked config (root's files
 //! in the AMI) sets everything. User data is root's equal (cloud-init runs it as root) and sets
@@ -13,20 +13,12 @@
 //! describe the instance, so neither may carry a secret: the config takes secrets only by
 //! reference (a parameter or secret name), and what looks like a credential is refused.
 
-use std::io::Read;
-
-use anyhow::{bail, Context, Result};
 use serde_norway::Value;
 
-/// The first line of a user-data document (or part) meant for the agent.
-pub const MARKER: &str = "#kicky-agent";
-/// Instance tags whose key starts with this set one config key each.
-pub const TAG_PREFIX: &str = "kicky-agent:";
+use crate::instance::TAG_PREFIX;
+
 /// The layer names errors and `status` use.
 pub const USER_DATA: &str = "user data";
-
-/// User data is at most 16 KiB; compressed, it may not expand beyond this.
-const MAX_EXPANDED: u64 = 1 << 20;
 
 /// Keys no tag may ever set, whatever the baked config lists: whom the agent talks to (endpoints,
 /// registries, buckets), where on the host it writes or listens (paths, modes, sockets, the
@@ -153,94 +145,6 @@ fn covers(pattern: &str, key: &str) -> bool {
     pattern.split('.').count() <= key.split('.').count() && overlaps(pattern, key)
 }
 
-/// What instance metadata says to change in the baked config.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Overrides {
-    /// The `#kicky-agent` document of the user data, the marker line included.
-    pub user_data: Option<String>,
-    /// `kicky-agent:<key>` tags, the prefix taken off, in key order.
-    pub tags: Vec<(String, String)>,
-    /// Not an override, but read from instance metadata with them: where Auto Scaling is taking
-    /// the instance (a warm pool, service, termination), which decides what a sync does.
-    pub target_state: Option<crate::lifecycle::TargetState>,
-}
-
-/// The `#kicky-agent` document in `raw` user data: the whole of it, or the part of a MIME
-/// multipart document that starts with the marker; gzip-compressed or not. `None` when there is
-/// none (a plain shell script or cloud-config: not the agent's).
-pub fn extract(raw: &[u8]) -> Result<Option<String>> {
-    let raw = gunzip_if_compressed(raw).context("user data is gzip data that does not expand")?;
-    let raw = raw.as_slice();
-    let text = String::from_utf8_lossy(raw);
-    if starts_with_marker(&text) {
-        return whole_text(raw).map(Some);
-    }
-    if !looks_like_mime(&text) {
-        return Ok(None);
-    }
-    let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
-        return Ok(None);
-    };
-    for part in message.parts.iter() {
-        if matches!(part.body, mail_parser::PartType::Multipart(_)) {
-            continue;
-        }
-        // Without a transfer encoding, the part's bytes as they are: the parser's text reading
-        // folds lines as mail does, which would take YAML's indentation away.
-        let body = match part.encoding {
-            mail_parser::Encoding::None => {
-                let (start, end) = (part.offset_body as usize, part.offset_end as usize);
-                raw.get(start..end).unwrap_or_default().to_vec()
-            }
-            _ => part.contents().to_vec(),
-        };
-        let body = match gunzip_if_compressed(&body) {
-            Ok(body) => body,
-            Err(_) => continue,
-        };
-        if starts_with_marker(&String::from_utf8_lossy(&body)) {
-            return whole_text(&body).map(Some);
-        }
-    }
-    Ok(None)
-}
-
-fn starts_with_marker(text: &str) -> bool {
-    let first = text.trim_start_matches('\u{feff}').lines().next();
-    first.is_some_and(|line| line.trim_end() == MARKER)
-}
-
-fn looks_like_mime(text: &str) -> bool {
-    text.lines().take(20).any(|l| {
-        l.to_ascii_lowercase()
-            .starts_with("content-type: multipart/")
-    })
-}
-
-fn whole_text(raw: &[u8]) -> Result<String> {
-    match std::str::from_utf8(raw) {
-        Ok(text) => Ok(text.trim_start_matches('\u{feff}').replace("\r\n", "\n")),
-        Err(e) => bail!(
-            "the {MARKER} document in user data is not UTF-8 (byte {})",
-            e.valid_up_to()
-        ),
-    }
-}
-
-fn gunzip_if_compressed(raw: &[u8]) -> Result<Vec<u8>> {
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw.to_vec());
-    }
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(raw)
-        .take(MAX_EXPANDED + 1)
-        .read_to_end(&mut out)?;
-    if out.len() as u64 > MAX_EXPANDED {
-        bail!("it expands beyond {MAX_EXPANDED} bytes");
-    }
-    Ok(out)
-}
-
 /// The layer name of one tag, for errors and `status`.
 pub fn tag_layer(key: &str) -> String {
     format!("tag {TAG_PREFIX}{key}")
@@ -358,116 +262,9 @@ pub fn looks_secret(value: &Value) -> Option<&'static str> {
     }
 }
 
-/// Reads the overrides from instance metadata: user data (when `user_data`), the
-/// `kicky-agent:` tags (when `tags`), and the target lifecycle state (when `lifecycle`). Where
-/// instance metadata does not answer (not on EC2), or is disabled, there are none; that is
-/// logged, not an error.
-pub async fn fetch(user_data: bool, tags: bool, lifecycle: bool) -> Overrides {
-    let mut overrides = Overrides::default();
-    if !user_data && !tags && !lifecycle {
-        return overrides;
-    }
-    let Some(imds) = crate::aws::imds::Imds::new() else {
-        return overrides;
-    };
-    // The three reads at once: off EC2 each waits out its bound, and a command should wait one.
-    let user_data = async { user_data.then_some(imds.user_data().await) };
-    let tags = async { tags.then_some(imds.tags_with_prefix(TAG_PREFIX).await) };
-    let target = async { lifecycle.then_some(crate::lifecycle::target_state().await) };
-    let (user_data, tags, target) = futures::join!(user_data, tags, target);
-    match user_data {
-        Some(Ok(Some(raw))) => match extract(&raw) {
-            Ok(doc) => overrides.user_data = doc,
-            Err(e) => tracing::warn!("user data ignored: {e:#}"),
-        },
-        Some(Err(e)) => tracing::info!("no launch-template overrides: {e:#}"),
-        _ => {}
-    }
-    match tags {
-        Some(Ok(found)) => overrides.tags = found,
-        Some(Err(e)) => tracing::debug!("no tag overrides: {e:#}"),
-        None => {}
-    }
-    match target {
-        Some(Ok(state)) => overrides.target_state = state,
-        Some(Err(e)) => tracing::debug!("no target lifecycle state: {e:#}"),
-        None => {}
-    }
-    overrides
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        enc.write_all(data).unwrap();
-        enc.finish().unwrap()
-    }
-
-    const DOC: &str = "#kicky-agent\nproject: lemon\nenv:\n  file: app.env\n";
-
-    const MULTIPART: &str = "Content-Type: multipart/mixed; boundary=\"==BOUNDARY==\"\r\n\
-MIME-Version: 1.0\r\n\
-\r\n\
---==BOUNDARY==\r\n\
-Content-Type: text/cloud-config; charset=\"us-ascii\"\r\n\
-\r\n\
-#cloud-config\r\n\
-packages: [htop]\r\n\
-\r\n\
---==BOUNDARY==\r\n\
-Content-Type: text/x-kicky-agent; charset=\"us-ascii\"\r\n\
-\r\n\
-#kicky-agent\r\n\
-project: lemon\r\n\
-env:\r\n\
-\x20 file: app.env\r\n\
-\r\n\
---==BOUNDARY==\r\n\
-Content-Type: text/x-shellscript\r\n\
-\r\n\
-#!/bin/sh\r\n\
-echo hello\r\n\
---==BOUNDARY==--\r\n";
-
-    #[test]
-    fn the_document_is_found_however_user_data_carries_it() {
-        let want = Some(DOC.to_string());
-        assert_eq!(extract(DOC.as_bytes()).unwrap(), want, "alone");
-        assert_eq!(extract(&gzip(DOC.as_bytes())).unwrap(), want, "gzip");
-        let part = extract(MULTIPART.as_bytes()).unwrap().unwrap();
-        assert!(
-            part.starts_with("#kicky-agent\nproject: lemon\nenv:\n  file: app.env"),
-            "{part:?}"
-        );
-        let part = extract(&gzip(MULTIPART.as_bytes())).unwrap().unwrap();
-        assert!(part.contains("project: lemon"), "multipart, gzip: {part}");
-        // A base64-encoded part, as some tools write them.
-        use base64::Engine;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(DOC);
-        let b64 = MULTIPART.replace(
-            "Content-Type: text/x-kicky-agent; charset=\"us-ascii\"\r\n\r\n#kicky-agent\r\nproject: lemon\r\nenv:\r\n  file: app.env\r\n",
-            &format!("Content-Type: text/x-kicky-agent\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"),
-        );
-        assert_ne!(b64, MULTIPART);
-        assert_eq!(extract(b64.as_bytes()).unwrap(), want, "base64 part");
-    }
-
-    #[test]
-    fn user_data_that_is_not_the_agents_is_no_override() {
-        for other in [
-            "#!/bin/bash\naws ssm get-parameter ...\n",
-            "#cloud-config\npackages: [htop]\n",
-            "",
-            "#kicky-agents\nproject: x\n",
-            "project: x\n",
-        ] {
-            assert_eq!(extract(other.as_bytes()).unwrap(), None, "{other:?}");
-        }
-    }
 
     /// A tag holds at most 256 characters: enough for eight levels of eight aliases each.
     #[test]
@@ -488,14 +285,6 @@ echo hello\r\n\
         assert_eq!(config["x"], Value::String(bomb.clone()), "left as text");
         set_by_tag(&mut config, "y", "[a, b]").unwrap();
         assert!(config["y"].is_sequence());
-    }
-
-    #[test]
-    fn a_gzip_bomb_is_refused() {
-        let bomb = gzip(&vec![b'#'; (MAX_EXPANDED + 10) as usize]);
-        assert!(bomb.len() < 16 * 1024);
-        let err = extract(&bomb).unwrap_err();
-        assert!(format!("{err:#}").contains("expands beyond"), "{err:#}");
     }
 
     fn yaml(text: &str) -> Value {

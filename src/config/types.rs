@@ -328,19 +328,31 @@ fn check_param_chars(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A variable name for the env file (see [`crate::envfile::is_valid_key`]).
+/// Whether `key` may name a variable in the env file: ASCII letters, digits, `_`, `.` and `-`,
+/// not starting with a digit, `.` or `-`. compose-go accepts these (Spring Boot reads dotted names);
+/// anything else (a `/` from a nested parameter path, a space) would be misread or refused.
+pub fn is_valid_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    match chars.next() {
+        Some(c) if c == '_' || c.is_ascii_alphabetic() => {}
+        _ => return false,
+    }
+    chars.all(|c| c == '_' || c == '.' || c == '-' || c.is_ascii_alphanumeric())
+}
+
+/// The rule [`is_valid_key`] applies, for error messages.
+pub const KEY_RULE: &str = "letters, digits, `_`, `.` and `-`, starting with a letter or `_`";
+
+/// A variable name for the env file (see [`is_valid_key`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvKey(String);
 
 impl EnvKey {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if crate::envfile::is_valid_key(s) {
+        if is_valid_key(s) {
             Ok(EnvKey(s.to_string()))
         } else {
-            Err(format!(
-                "{s:?} is not a valid variable name ({})",
-                crate::envfile::KEY_RULE
-            ))
+            Err(format!("{s:?} is not a valid variable name ({})", KEY_RULE))
         }
     }
 
@@ -486,26 +498,8 @@ impl fmt::Display for S3Prefix {
 }
 deserialize_via_parse!(S3Prefix);
 
-/// An AWS account id: exactly 12 digits (the expected owner of a bucket).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsAccountId(String);
-
-impl AwsAccountId {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if s.len() == 12 && s.chars().all(|c| c.is_ascii_digit()) {
-            Ok(AwsAccountId(s.to_string()))
-        } else {
-            Err(format!(
-                "{s:?} is not an AWS account id (12 digits; quote it in YAML: \"012345678901\")"
-            ))
-        }
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-deserialize_via_parse!(AwsAccountId);
+/// Read here as it is in instance metadata's identity document.
+pub use crate::instance::identity::AwsAccountId;
 
 /// A user or group: a name as `useradd` accepts it, or a numeric id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -664,21 +658,6 @@ mod tests {
         }
         for bad in ["", "Root", "a b", "-x", "../x"] {
             assert!(Account::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn aws_account_ids_are_twelve_digits() {
-        assert!(AwsAccountId::parse("012345678901").is_ok());
-        for bad in [
-            "",
-            "12345678901",
-            "1234567890123",
-            "12345678901a",
-            " 123456789012",
-            "*",
-        ] {
-            assert!(AwsAccountId::parse(bad).is_err(), "{bad}");
         }
     }
 

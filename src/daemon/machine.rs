@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::lifecycle::{LaunchPolicy, TargetState};
+use crate::instance::TargetState;
+use crate::lifecycle::LaunchPolicy;
 
 /// A `resync` client waiting for its result.
 pub type ClientId = u64;

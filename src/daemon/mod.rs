@@ -33,7 +33,7 @@ use crate::config::{self, Settings};
 use crate::engine::docker::DockerEngine;
 use crate::lifecycle::Lifecycle;
 use crate::progress::Progress;
-use crate::sync::state::{now, State};
+use crate::sync::state::{now, record_lifecycle, State};
 use crate::sync::{Clients, Held, SyncReport, Target};
 use control::{ClientMessage, ControlServer};
 use machine::{ClientId, Effect, Event, LaunchFound, Machine, SyncOutcome, Timing, WatchOutcome};
@@ -354,7 +354,7 @@ impl Io {
                 Effect::PollTarget => self.task(
                     "reading the target lifecycle state",
                     TARGET_BOUND,
-                    crate::lifecycle::target_state(),
+                    crate::instance::target_state(),
                     |state| Event::Target(state.unwrap_or_default()),
                 ),
                 Effect::Drain => self.drain(),
@@ -511,9 +511,12 @@ impl Io {
         };
         let settings = self.settings.clone();
         self.spawn(async move {
-            let sent = crate::lifecycle::finish(&lifecycle, &settings, ok);
-            if tokio::time::timeout(LIFECYCLE_BOUND, sent).await.is_err() {
-                tracing::error!("CompleteLifecycleAction got no answer in {LIFECYCLE_BOUND:?}");
+            match tokio::time::timeout(LIFECYCLE_BOUND, lifecycle.complete(ok)).await {
+                Ok(Some(sent)) => record_lifecycle(&settings, sent.record).await,
+                Ok(None) => {}
+                Err(_) => {
+                    tracing::error!("CompleteLifecycleAction got no answer in {LIFECYCLE_BOUND:?}")
+                }
             }
         });
     }
@@ -675,7 +678,7 @@ async fn watch_release(
     shared: &Shared,
 ) -> Result<WatchOutcome> {
     use crate::aws::s3::ObjectStore;
-    let store = crate::release::store::Store {
+    let store = crate::aws::releases::Store {
         s3: &clients.s3,
         at,
     };

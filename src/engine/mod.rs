@@ -16,7 +16,6 @@ pub mod fake;
 pub mod health;
 pub mod observe;
 pub mod pull;
-pub mod reference;
 pub mod registry;
 pub mod spec;
 pub mod switch;

@@ -19,8 +19,8 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::api::{Engine, EngineError};
-use super::reference::ImageRef;
 use super::registry::Registries;
+use crate::compose::reference::ImageRef;
 use crate::compose::{Project, PullPolicy};
 use crate::config::PullPolicy as DefaultPolicy;
 use crate::retry::Backoff;

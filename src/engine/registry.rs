@@ -8,10 +8,10 @@ use base64::Engine;
 use bollard::auth::DockerCredentials;
 use tokio::sync::Mutex;
 
+use crate::aws::parameters;
 use crate::aws::ssm::ParameterStore;
 use crate::config::{Credential, Registry, RegistryAuth};
 use crate::redact::Secret;
-use crate::sync::params;
 
 /// A token is fetched again this long before ECR says it expires.
 const ECR_MARGIN: Duration = Duration::from_secs(300);
@@ -54,7 +54,7 @@ impl Registries {
         let values = if names.is_empty() {
             Default::default()
         } else {
-            params::fetch(ssm, names)
+            parameters::get_all(ssm, names)
                 .await
                 .context("failed to read registry credentials")?
         };

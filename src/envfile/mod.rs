@@ -17,20 +17,9 @@ mod write;
 pub use read::{parse, parse_raw, ParseError};
 pub use write::{render, spell, RenderError};
 
-/// Whether `key` may name a variable in the env file: ASCII letters, digits, `_`, `.` and `-`,
-/// not starting with a digit, `.` or `-`. compose-go accepts these (Spring Boot reads dotted names);
-/// anything else (a `/` from a nested parameter path, a space) would be misread or refused.
-pub fn is_valid_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    match chars.next() {
-        Some(c) if c == '_' || c.is_ascii_alphabetic() => {}
-        _ => return false,
-    }
-    chars.all(|c| c == '_' || c == '.' || c == '-' || c.is_ascii_alphanumeric())
-}
-
-/// The rule [`is_valid_key`] applies, for error messages.
-pub const KEY_RULE: &str = "letters, digits, `_`, `.` and `-`, starting with a letter or `_`";
+/// Which keys the env file holds: the rule lives with the config's [`EnvKey`](crate::config::types::EnvKey),
+/// which reads keys before any env file is written.
+pub use crate::config::types::{is_valid_key, KEY_RULE};
 
 #[cfg(test)]
 mod tests {

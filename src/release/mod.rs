@@ -5,10 +5,8 @@
 //! promoted release, which a plain sync (a new instance, the daemon's watch) applies.
 //!
 //! The manifest's schema is [`Manifest`] (version [`SCHEMA`]); the README's "Releases" section
-//! shows one.
-
-pub mod create;
-pub mod store;
+//! shows one. This module is the value, with no I/O; the store in S3 is [`crate::aws::releases`],
+//! and `release create` (the latest of every input, pinned) is [`crate::sync::pin`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -47,7 +45,7 @@ impl ReleaseId {
             true => Ok(ReleaseId(s.to_string())),
             false => Err(format!(
                 "{:?} is not a release id (like 20261207T163000Z-3f9a1c)",
-                crate::engine::api::printable(s, 80)
+                s.chars().take(80).collect::<String>()
             )),
         }
     }
@@ -215,7 +213,7 @@ impl Manifest {
 
     /// Checks the compose file (its text, before interpolation) is the one the release pinned.
     pub fn check_compose(&self, text: &str) -> Result<()> {
-        let sha256 = crate::engine::spec::sha256_hex(text.as_bytes());
+        let sha256 = sha256_hex(text.as_bytes());
         match &self.compose {
             Some(pin) if pin.sha256 == sha256 => Ok(()),
             Some(pin) => Err(input_error(format!(
@@ -242,7 +240,7 @@ impl Manifest {
 /// `reference` pulled by `digest`: `registry/repository@sha256:…` (the tag dropped: the digest
 /// alone says what runs).
 pub fn by_digest(reference: &str, digest: &str) -> Result<String> {
-    let image = crate::engine::reference::ImageRef::parse(reference).map_err(|e| anyhow!(e))?;
+    let image = crate::compose::reference::ImageRef::parse(reference).map_err(|e| anyhow!(e))?;
     let valid = digest
         .strip_prefix("sha256:")
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()));
@@ -250,6 +248,15 @@ pub fn by_digest(reference: &str, digest: &str) -> Result<String> {
         bail!("{digest:?} (the digest pinned for image {reference}) is not sha256:<64 hex digits>");
     }
     Ok(format!("{}@{digest}", image.from_image()))
+}
+
+/// Hex SHA-256: how a manifest names content.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The promoted pointer: which release a plain sync applies.

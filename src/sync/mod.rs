@@ -10,6 +10,7 @@ pub mod leftovers;
 pub mod lock;
 pub mod metrics;
 pub mod params;
+pub mod pin;
 pub mod plan;
 pub mod release;
 pub mod secret_files;
@@ -75,7 +76,11 @@ pub async fn run(settings: &Settings, target: &Target) -> Result<SyncReport> {
     let discovery = crate::lifecycle::discover(settings, &config);
     let clients = Clients::new(settings, &config);
     let sync = run_with(settings, &clients, Held::Retry, target);
-    crate::lifecycle::around_sync(discovery, settings, sync).await
+    let (result, sent) = crate::lifecycle::around_sync(discovery, sync).await;
+    if let Some(record) = sent {
+        state::record_lifecycle(settings, record).await;
+    }
+    result
 }
 
 /// What to do with a desired release that failed before and has not changed since.
@@ -120,7 +125,7 @@ pub async fn run_with(
     held: Held,
     target: &Target,
 ) -> Result<SyncReport> {
-    let _lock = lock::acquire(
+    let locked = lock::acquire(
         &settings.state_dir,
         &settings.project,
         settings.lock_timeout,
@@ -149,7 +154,7 @@ pub async fn run_with(
             .err()
             .map(|e| crate::engine::api::printable(&format!("{e:#}"), 4000)),
     });
-    state.save(&state_path)?;
+    state.save(&state_path, &locked)?;
     if let Some(path) = &settings.metrics_textfile {
         let containers = match (&settings.compose, &clients.engine) {
             (Some(_), Some(engine)) => engine::containers::containers(engine, &settings.project)
@@ -206,7 +211,7 @@ pub async fn choose(
             ))),
         };
     };
-    let store = crate::release::store::Store { s3, at };
+    let store = crate::aws::releases::Store { s3, at };
     crate::progress::phase("reading the release");
     match target {
         Target::Configured => {

@@ -13,8 +13,9 @@ use futures::future::try_join_all;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use crate::aws::parameters::get_all;
 use crate::aws::secrets::{SecretValue, BATCH_MAX};
-use crate::aws::ssm::{Parameter, ParameterStore, GET_PARAMETERS_MAX};
+use crate::aws::ssm::{Parameter, ParameterStore};
 use crate::config::types::{ParamPath, SecretId, VersionStage};
 use crate::config::{ParamSource, SecretFormat, Source};
 use crate::envfile;
@@ -101,7 +102,7 @@ pub async fn resolve(
         _ => None,
     }));
     let (by_name, mut path_results, secrets) = futures::try_join!(
-        fetch(store, names),
+        get_all(store, names),
         paths,
         fetch_secrets(store, sources, pins)
     )?;
@@ -223,43 +224,6 @@ fn pinned_under(release: &Manifest, path: &ParamPath, recursive: bool) -> Result
         return Err(release.not_pinned(format!("any parameter under {}", path.as_str())));
     }
     Ok(under)
-}
-
-/// Reads the named parameters in as few calls as GetParameters allows, all at once. Any that
-/// Parameter Store does not have is an error naming it. A name may be a `name:version` selector:
-/// it is found under its name.
-pub async fn fetch(
-    store: &impl ParameterStore,
-    mut names: Vec<String>,
-) -> Result<BTreeMap<String, Parameter>> {
-    names.sort();
-    names.dedup();
-    let batches = try_join_all(
-        names
-            .chunks(GET_PARAMETERS_MAX)
-            .map(|chunk| store.get_batch(chunk)),
-    )
-    .await?;
-    let mut by_name: BTreeMap<String, Parameter> = BTreeMap::new();
-    let mut missing = Vec::new();
-    for batch in batches {
-        missing.extend(batch.missing);
-        by_name.extend(batch.found.into_iter().map(|p| (p.name.clone(), p)));
-    }
-    if !missing.is_empty() {
-        missing.sort();
-        let s = if missing.len() == 1 { "" } else { "s" };
-        let hint = match missing.iter().any(|m| m.contains(':')) {
-            // Names never hold `:`: these are versions a release pinned.
-            true => " (name:version; Parameter Store keeps only a parameter's last 100 versions)",
-            false => "",
-        };
-        return Err(anyhow!(
-            "parameter{s} not found: {}{hint}",
-            missing.join(", ")
-        ));
-    }
-    Ok(by_name)
 }
 
 /// Reads the secrets of the sources: those at their current version in batches, each pinned one

@@ -11,8 +11,10 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::lock::SyncLock;
 use crate::atomic;
 use crate::config::Settings;
+pub use crate::lifecycle::LifecycleRecord;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -94,20 +96,6 @@ pub struct SyncRecord {
     pub error: Option<String>,
 }
 
-/// A CompleteLifecycleAction the agent sent: to which hook, for which instance, with what result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LifecycleRecord {
-    pub group: String,
-    pub hook: String,
-    pub instance: String,
-    /// `CONTINUE` or `ABANDON`.
-    pub action: String,
-    pub at: String,
-    /// Why Auto Scaling did not take it, when it did not.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub source: String,
@@ -168,7 +156,9 @@ impl State {
         }
     }
 
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// Writes the state to `path`, only ever under the project's lock (`_held`): a state loaded,
+    /// changed and saved by one process never overwrites what another saved meanwhile.
+    pub fn save(&self, path: &Path, _held: &SyncLock) -> Result<()> {
         let mut text = serde_json::to_string_pretty(&self.redacted())
             .context("failed to serialize the state")?;
         text.push('\n');
@@ -193,6 +183,29 @@ impl State {
     }
 }
 
+/// Changes the state of `settings`' project outside a sync: under its lock (waiting as a sync
+/// would, up to `lock_timeout`), loaded, changed by `change`, and saved.
+pub async fn update(settings: &Settings, change: impl FnOnce(&mut State)) -> Result<()> {
+    let held = super::lock::acquire(
+        &settings.state_dir,
+        &settings.project,
+        settings.lock_timeout,
+    )
+    .await?;
+    let path = State::path(settings);
+    let mut state = State::load(&path)?;
+    change(&mut state);
+    state.save(&path, &held)
+}
+
+/// Keeps the lifecycle action sent in the state file, for `status`. A failure is logged: the
+/// action was sent all the same.
+pub async fn record_lifecycle(settings: &Settings, record: LifecycleRecord) {
+    if let Err(e) = update(settings, |state| state.lifecycle = Some(record)).await {
+        tracing::warn!("could not record the lifecycle action: {e:#}");
+    }
+}
+
 /// Now, as RFC 3339 in UTC to the second.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
@@ -203,10 +216,17 @@ mod tests {
     use super::*;
     use crate::sync::params::Version;
 
-    #[test]
-    fn round_trips_and_tolerates_damage() {
+    async fn lock_of(dir: &Path) -> SyncLock {
+        super::super::lock::acquire(dir, "orange", std::time::Duration::ZERO)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_tolerates_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orange.json");
+        let held = lock_of(dir.path()).await;
         assert_eq!(State::load(&path).unwrap(), State::default());
         let mut state = State::default();
         state
@@ -216,7 +236,7 @@ mod tests {
             "secret:prod/orange/db".into(),
             Version::Id("8a1c6f0e-2b3d-4e5f-9a7b-1c2d3e4f5a6b".into()),
         );
-        state.save(&path).unwrap();
+        state.save(&path, &held).unwrap();
         assert_eq!(State::load(&path).unwrap(), state);
         std::fs::write(&path, "{ not json").unwrap();
         assert_eq!(State::load(&path).unwrap(), State::default());
@@ -230,12 +250,13 @@ mod tests {
 
     /// The process that knew the values writes the state redacted: the next one (`status`, a
     /// restarted daemon) never reads a value. Names are kept: the agent reads them back.
-    #[test]
-    fn messages_are_written_redacted() {
+    #[tokio::test]
+    async fn messages_are_written_redacted() {
         let value = format!("state-pw-\"{}\"", std::process::id());
         crate::redact::learn(&value);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orange.json");
+        let held = lock_of(dir.path()).await;
         let said = format!("the last health check said: postgres://app:{value}@db");
         let state = State {
             last_sync: Some(SyncRecord {
@@ -261,7 +282,7 @@ mod tests {
             parameters: [("/orange/prod/env".to_string(), Version::Number(3))].into(),
             ..State::default()
         };
-        state.save(&path).unwrap();
+        state.save(&path, &held).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let escaped = serde_json::to_string(&value).unwrap();
         assert!(!text.contains(&value) && !text.contains(escaped.trim_matches('"')));
@@ -276,5 +297,43 @@ mod tests {
             Some(said),
             "the state in memory is left as it is"
         );
+    }
+
+    /// What is written outside a sync (the lifecycle action sent) waits for the sync's lock, and
+    /// keeps what the sync saved meanwhile: neither overwrites the other.
+    #[tokio::test]
+    async fn an_update_waits_for_the_sync_and_keeps_what_it_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("agent.yaml");
+        let yaml = format!(
+            "project: orange\nworkdir: {0}\nstate_dir: {0}\n",
+            dir.path().display()
+        );
+        std::fs::write(&config, yaml).unwrap();
+        let settings = crate::config::load(&config).unwrap();
+        let path = State::path(&settings);
+        let sync = lock_of(dir.path()).await;
+        let mut state = State::load(&path).unwrap();
+        let record = LifecycleRecord {
+            group: "web".into(),
+            hook: "launch".into(),
+            instance: "i-0abc".into(),
+            action: "CONTINUE".into(),
+            at: now(),
+            error: None,
+        };
+        let recorded = record_lifecycle(&settings, record.clone());
+        let synced = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            state
+                .parameters
+                .insert("/orange/prod/env".into(), Version::Number(4));
+            state.save(&path, &sync).unwrap();
+            drop(sync);
+        };
+        futures::join!(recorded, synced);
+        let back = State::load(&path).unwrap();
+        assert_eq!(back.lifecycle, Some(record));
+        assert_eq!(back.parameters["/orange/prod/env"], Version::Number(4));
     }
 }

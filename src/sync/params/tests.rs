@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::*;
-use crate::aws::ssm::Batch;
+use crate::aws::ssm::{Batch, GET_PARAMETERS_MAX};
 use crate::config::types::{EnvKey, ParamName, ParamPath, SecretId, VersionStage};
 
 #[derive(Default)]

@@ -1,5 +1,7 @@
-//! Image references as the Docker Engine reads them: `[registry/]repository[:tag][@digest]`, with
-//! `docker.io` and `library/` filled in as the engine does.
+//! Image references (a service's `image:`) as the Docker Engine reads them:
+//! `[registry/]repository[:tag][@digest]`, with `docker.io` and `library/` filled in as the engine
+//! does. Pure, and part of the model rather than of the engine: the IAM policy reads them too
+//! (which ECR repositories the role may pull).
 
 use std::fmt;
 

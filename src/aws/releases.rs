@@ -1,13 +1,13 @@
-//! The release store under `release.store` (`s3://bucket/prefix/`): each manifest at
+//! The release store in S3, and who the caller is. Under `release.store` (`s3://bucket/prefix/`): each manifest at
 //! `releases/<id>.json`, written once (a conditional put: never overwritten), and the pointer
 //! `promoted.json`, the one object a promote rewrites and each watch HEADs.
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{Manifest, Pointer, ReleaseId, SCHEMA};
-use crate::aws::s3::{self, ObjectStore, S3Store};
+use super::s3::{self, ObjectStore, S3Store};
 use crate::config::types::S3Uri;
 use crate::config::ReleaseSettings;
+use crate::release::{Manifest, Pointer, ReleaseId, SCHEMA};
 
 /// A manifest lists names, versions and digests: far below this, whatever the bucket holds.
 const MAX_MANIFEST: usize = 4 << 20;
@@ -90,7 +90,7 @@ impl Store<'_, S3Store> {
         let pointer = Pointer {
             schema: SCHEMA,
             release: id.clone(),
-            promoted: crate::sync::state::now(),
+            promoted: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             by: by.to_string(),
         };
         let mut body = serde_json::to_vec_pretty(&pointer).expect("a pointer serializes");
@@ -122,4 +122,26 @@ impl Store<'_, S3Store> {
 
 pub fn pointer_uri(at: &ReleaseSettings) -> S3Uri {
     at.store.object("promoted.json")
+}
+
+/// Who runs a command, as STS says.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub arn: String,
+    pub account: String,
+}
+
+/// The caller's identity (STS GetCallerIdentity): a manifest's `by`, and off EC2 the account
+/// that must own the buckets.
+pub async fn caller(config: &aws_config::SdkConfig) -> Result<Caller> {
+    let out = aws_sdk_sts::Client::new(config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| anyhow!(super::describe(&e)))
+        .context("failed to ask STS who the caller is (GetCallerIdentity)")?;
+    Ok(Caller {
+        arn: out.arn().unwrap_or_default().to_string(),
+        account: out.account().unwrap_or_default().to_string(),
+    })
 }

@@ -1,5 +1,5 @@
-//! The instance metadata the agent reads itself (the SDK reads credentials and region on its own):
-//! this instance's id, its tags and its user data, through IMDSv2. The SDK's client finds the
+//! Instance metadata through IMDSv2, as the agent reads it itself (the SDK reads credentials and
+//! region on its own): this instance's id, its tags, and any path as bytes. The SDK's client finds the
 //! service as the SDK does everywhere: `AWS_EC2_METADATA_SERVICE_ENDPOINT`, the profile's
 //! `ec2_metadata_service_endpoint`, else 169.254.169.254.
 //!
@@ -108,31 +108,6 @@ pub async fn raw_get(path: &str) -> Result<Option<Vec<u8>>> {
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
-}
-
-/// This instance's identity document (account, region, instance id...), as JSON.
-pub async fn identity_document() -> Result<serde_json::Value> {
-    let raw = raw_get("/latest/dynamic/instance-identity/document")
-        .await?
-        .context("instance metadata has no identity document")?;
-    serde_json::from_slice(&raw).context("the identity document is not JSON")
-}
-
-/// The AWS account this instance runs in, from its identity document; read once per process
-/// (an instance never changes account), so the daemon's watch asks instance metadata nothing.
-pub async fn instance_account() -> Result<&'static str> {
-    static ACCOUNT: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    let account = ACCOUNT
-        .get_or_try_init(|| async {
-            let document = identity_document().await?;
-            let account = document["accountId"].as_str().unwrap_or_default();
-            let id = crate::config::types::AwsAccountId::parse(account)
-                .map_err(|e| anyhow::anyhow!("the identity document's accountId: {e}"))?;
-            Ok::<_, anyhow::Error>(id.into_string())
-        })
-        .await
-        .context("failed to read this instance's account from its identity document")?;
-    Ok(account)
 }
 
 /// What instance metadata says about one tag.

@@ -1,43 +1,22 @@
-//! `release create`: every input of the config resolved at its latest version, into a manifest.
+//! `release create` (pinning): every input of the config resolved at its latest version, into a manifest.
 //! It reads what a sync reads (the values too, in memory only: the compose file is interpolated
 //! with them to know its images), and keeps only names, versions and digests.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use sha2::{Digest, Sha256};
 
-use super::{Manifest, PinnedCompose, PinnedFile, ReleaseId, SCHEMA};
+use crate::aws::releases::Caller;
 use crate::aws::s3::{Fetched, ObjectRequest, ObjectStore};
 use crate::aws::ssm::ParameterStore;
+use crate::compose::reference::ImageRef;
 use crate::config::{FileSettings, Settings};
 use crate::engine::docker::DockerEngine;
-use crate::engine::reference::ImageRef;
 use crate::engine::registry::Registries;
+use crate::release::{Manifest, PinnedCompose, PinnedFile, ReleaseId, SCHEMA};
 use crate::sync::params::Version;
-
-/// Who runs the command, as STS says.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub arn: String,
-    pub account: String,
-}
-
-/// The caller's identity (STS GetCallerIdentity): the manifest's `by`, and off EC2 the account
-/// that must own the buckets.
-pub async fn caller(config: &aws_config::SdkConfig) -> Result<Caller> {
-    let out = aws_sdk_sts::Client::new(config)
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| anyhow!(crate::aws::describe(&e)))
-        .context("failed to ask STS who the caller is (GetCallerIdentity)")?;
-    Ok(Caller {
-        arn: out.arn().unwrap_or_default().to_string(),
-        account: out.account().unwrap_or_default().to_string(),
-    })
-}
 
 /// What a new release is made from, besides the config.
 pub struct Inputs<'a, P, O> {
@@ -101,7 +80,7 @@ pub async fn resolve<P: ParameterStore, O: ObjectStore>(
     let mut compose = None;
     if let Some((project, text)) = &project {
         compose = Some(PinnedCompose {
-            sha256: crate::engine::spec::sha256_hex(text.as_bytes()),
+            sha256: crate::release::sha256_hex(text.as_bytes()),
         });
         let engine = inputs
             .engine
