@@ -249,14 +249,27 @@ async fn a_release_pins_every_input_and_a_promote_moves_the_fleet_between_them()
         &log,
     );
     let (env, compose_now, _, _) = running(&stack);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
     assert_same!(
         env.get("GREETING"),
         Some(&one),
         "GREETING of release A, by the watch"
     );
     assert_eq!(compose_now, compose1);
+
+    // A wave: `resync --release` moves this instance to the second through the daemon; the
+    // watch then leaves it there (the promote of the first was acted on already), for several
+    // intervals, until the next promote.
+    let wave = agent(&stack, &rig, &["resync", "--release", &b]);
+    wave.expect(0).assert_free_of(&secrets);
+    assert_eq!(running(&stack).2, pinned_image(&digest2), "{}", wave.all());
+    std::thread::sleep(Duration::from_secs(13));
+    assert_eq!(
+        running(&stack).2,
+        pinned_image(&digest2),
+        "the watch undid the wave"
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(
         log_text.contains(&format!("release {b} -> {a} (promoted)")),

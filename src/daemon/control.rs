@@ -295,7 +295,7 @@ mod tests {
         answer
     }
 
-    const RELEASE: &str = "20261207T163000Z-3f9a1c";
+    const RELEASE: &str = "20261207T163000000Z-3f9a1c";
 
     #[test]
     fn requests_name_a_release_or_none() {

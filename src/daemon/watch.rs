@@ -309,9 +309,9 @@ mod tests {
         use crate::sync::state::RunningRelease;
         let id = |s: &str| ReleaseId::parse(s).unwrap();
         let (a, b, c) = (
-            id("20261207T160000Z-aaaaaa"),
-            id("20261207T170000Z-bbbbbb"),
-            id("20261207T180000Z-cccccc"),
+            id("20261207T160000000Z-aaaaaa"),
+            id("20261207T170000000Z-bbbbbb"),
+            id("20261207T180000000Z-cccccc"),
         );
         let at = SystemTime::now();
         let hour = Duration::from_secs(3600);

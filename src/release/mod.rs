@@ -22,8 +22,9 @@ use crate::error::input_error;
 /// (the agent is older than the release), never half read.
 pub const SCHEMA: u32 = 1;
 
-/// A release's id: its creation time (UTC, to the second) and 6 random hex digits, so ids sort
-/// by time and two releases created in the same second differ: `20261207T163000Z-3f9a1c`. It ends
+/// A release's id: its creation time (UTC, to the millisecond) and 6 random hex digits, so ids
+/// sort by time and two releases created in the same millisecond differ:
+/// `20261207T163000123Z-3f9a1c`. It ends
 /// up in an S3 key and on command lines, so nothing else is accepted.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReleaseId(String);
@@ -32,19 +33,19 @@ impl ReleaseId {
     pub fn parse(s: &str) -> Result<ReleaseId, String> {
         let b = s.as_bytes();
         let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-        let ok = b.len() == 23
+        let ok = b.len() == 26
             && digits(0..8)
             && b[8] == b'T'
-            && digits(9..15)
-            && b[15] == b'Z'
-            && b[16] == b'-'
-            && b[17..]
+            && digits(9..18)
+            && b[18] == b'Z'
+            && b[19] == b'-'
+            && b[20..]
                 .iter()
                 .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
         match ok {
             true => Ok(ReleaseId(s.to_string())),
             false => Err(format!(
-                "{:?} is not a release id (like 20261207T163000Z-3f9a1c)",
+                "{:?} is not a release id (like 20261207T163000123Z-3f9a1c)",
                 s.chars().take(80).collect::<String>()
             )),
         }
@@ -52,8 +53,11 @@ impl ReleaseId {
 
     /// A new id for a release created at `at`.
     pub fn new(at: std::time::SystemTime) -> ReleaseId {
-        let time = humantime::format_rfc3339_seconds(at).to_string();
-        let stamp: String = time.chars().filter(|c| *c != '-' && *c != ':').collect();
+        let time = humantime::format_rfc3339_millis(at).to_string();
+        let stamp: String = time
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':' | '.'))
+            .collect();
         ReleaseId(format!("{stamp}-{:06x}", fastrand::u32(..0x0100_0000)))
     }
 

@@ -2,8 +2,8 @@
 
 use super::*;
 
-const A: &str = "20261207T163000Z-3f9a1c";
-const B: &str = "20261207T170000Z-00ff00";
+const A: &str = "20261207T163000000Z-3f9a1c";
+const B: &str = "20261207T170000000Z-00ff00";
 const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn id(s: &str) -> ReleaseId {
@@ -44,18 +44,19 @@ fn manifest(id_: &str) -> Manifest {
 #[test]
 fn ids_sort_by_time_and_accept_nothing_else() {
     let new = ReleaseId::new(std::time::SystemTime::UNIX_EPOCH);
-    assert!(new.as_str().starts_with("19700101T000000Z-"), "{new}");
+    assert!(new.as_str().starts_with("19700101T000000000Z-"), "{new}");
     assert_eq!(ReleaseId::parse(new.as_str()), Ok(new));
     assert!(id(A) < id(B));
     for bad in [
         "",
         "latest",
-        "20261207T163000Z-3F9A1C",
-        "20261207T163000Z-3f9a1",
-        "20261207T163000Z-3f9a1c/../x",
+        "20261207T163000000Z-3F9A1C",
+        "20261207T163000000Z-3f9a1",
+        "20261207T163000000Z-3f9a1c/../x",
+        "20261207T163000Z-3f9a1c",
         "2026120XT163000Z-3f9a1c",
         "20261207T163000Z_3f9a1c",
-        "../releases/20261207T163000Z-3f9a1c",
+        "../releases/20261207T163000000Z-3f9a1c",
     ] {
         assert!(ReleaseId::parse(bad).is_err(), "{bad:?}");
     }
