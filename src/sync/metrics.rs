@@ -83,6 +83,17 @@ pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> S
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{label}}} {value}"
         );
     }
+    // The release running (with `release.store`): one series, its id as a label, as Prometheus'
+    // `*_info` metrics name a version.
+    if let Some(release) = &state.release {
+        let _ = writeln!(
+            out,
+            "# HELP kicky_agent_release_info The release the last good sync applied.\n\
+             # TYPE kicky_agent_release_info gauge\n\
+             kicky_agent_release_info{{{label},release=\"{}\"}} 1",
+            escape(release.id.as_str())
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP kicky_agent_service_healthy 1 when the service's container runs (and is healthy, with a healthcheck).\n\
@@ -152,6 +163,20 @@ mod tests {
             exit_code: None,
         }];
         let text = render("orange", &state, &containers);
+        assert!(
+            !text.contains("kicky_agent_release_info"),
+            "no release: no series"
+        );
+        let released = State {
+            release: Some(crate::sync::state::RunningRelease {
+                id: crate::release::ReleaseId::parse("20261207T163000000Z-3f9a1c").unwrap(),
+                images: Default::default(),
+            }),
+            ..state.clone()
+        };
+        assert!(render("orange", &released, &containers).contains(
+            "# TYPE kicky_agent_release_info gauge\nkicky_agent_release_info{project=\"orange\",release=\"20261207T163000000Z-3f9a1c\"} 1\n"
+        ));
         assert!(text.contains("# TYPE kicky_agent_syncs_total counter\nkicky_agent_syncs_total{project=\"orange\"} 3\n"), "{text}");
         assert!(text.contains("kicky_agent_rollbacks_total{project=\"orange\"} 1\n"));
         assert!(text.contains("kicky_agent_last_sync_success{project=\"orange\"} 1\n"));
