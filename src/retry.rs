@@ -31,11 +31,14 @@ impl Backoff {
     /// The wait before retry number `retry` (1-based): a random time up to `initial * 2^(retry-1)`,
     /// capped at `max_delay` ("full jitter", so many instances booting together spread out).
     pub fn delay(&self, retry: u32) -> Duration {
-        let cap = self
-            .initial
+        self.ceiling(retry).mul_f64(fastrand::f64())
+    }
+
+    /// The most [`Backoff::delay`] waits before retry number `retry` (1-based).
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        self.initial
             .saturating_mul(1 << (retry - 1).min(16))
-            .min(self.max_delay);
-        cap.mul_f64(fastrand::f64())
+            .min(self.max_delay)
     }
 
     /// Runs `op` until it succeeds, fails with an error `transient` refuses, or the bounds are hit.

@@ -154,11 +154,19 @@ pub struct Machine {
     draining: bool,
     /// The watch interval's multiplier while AWS throttles the watch (1, 2, 4, 8).
     watch_backoff: u32,
+    /// Where the jitter comes from: seeded from the process's generator, or given (a simulation
+    /// that must reproduce).
+    rng: fastrand::Rng,
 }
 
 impl Machine {
     /// The daemon at start: its first sync begins at once.
     pub fn new(timing: Timing) -> (Machine, Vec<Effect>) {
+        Machine::with_rng(timing, fastrand::Rng::new())
+    }
+
+    /// [`Machine::new`], its jitter drawn from `rng`.
+    pub fn with_rng(timing: Timing, rng: fastrand::Rng) -> (Machine, Vec<Effect>) {
         let machine = Machine {
             timing,
             ready: false,
@@ -183,6 +191,7 @@ impl Machine {
             polling: false,
             draining: false,
             watch_backoff: 1,
+            rng,
         };
         let effects = vec![
             Effect::Status("first sync: starting".into()),
@@ -347,7 +356,7 @@ impl Machine {
                 );
                 self.complete_launch(false, effects);
             }
-            let delay = first_sync_backoff(self.failures);
+            let delay = first_sync_backoff(self.failures, &mut self.rng);
             self.retry_at = Some(now + delay);
             effects.push(Effect::Status(format!(
                 "first sync failed (attempt {}), retrying in {}s: {}",
@@ -476,8 +485,8 @@ impl Machine {
     /// spread out.
     fn schedule_watch(&mut self, now: Instant) {
         let interval = self.timing.watch_interval * self.watch_backoff;
-        self.watch_at =
-            (!interval.is_zero()).then(|| now + interval.mul_f64(0.9 + 0.2 * fastrand::f64()));
+        let jitter = 0.9 + 0.2 * self.rng.f64();
+        self.watch_at = (!interval.is_zero()).then(|| now + interval.mul_f64(jitter));
     }
 
     /// The next read of the target lifecycle state, while it matters: in a warm pool, or with a
@@ -510,13 +519,16 @@ fn is_throttling(why: &str) -> bool {
 }
 
 /// 2 s doubling to 60 s, full jitter, never under a second.
-fn first_sync_backoff(failures: u32) -> Duration {
+fn first_sync_backoff(failures: u32, rng: &mut fastrand::Rng) -> Duration {
     let backoff = crate::retry::Backoff {
         initial: Duration::from_secs(2),
         max_delay: Duration::from_secs(60),
         ..Default::default()
     };
-    backoff.delay(failures).max(Duration::from_secs(1))
+    backoff
+        .ceiling(failures)
+        .mul_f64(rng.f64())
+        .max(Duration::from_secs(1))
 }
 
 #[cfg(test)]

@@ -145,7 +145,8 @@ struct Shared {
     /// data cannot change while the instance runs; a tag change applies on `resync`). Syncs
     /// read only the target lifecycle state again; watches read no instance metadata at all.
     overrides: tokio::sync::Mutex<Option<config::Overrides>>,
-    /// The release marker's ETag at the last full watch, and when that was.
+    /// The release marker's ETag at the last full watch, or the promoted pointer's when it last
+    /// counted as seen ([`watch::pointer_settled`]), and when that was.
     marker: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
@@ -655,14 +656,7 @@ async fn watch_once(
         WatchOutcome::Held(why) => tracing::info!("not applying it again: {why}"),
         _ => {}
     }
-    // The marker counts as seen once the release it marks needs nothing more: a change still to
-    // apply (or a sync that failed for a passing reason) keeps every watch a full check.
-    if marker.is_some()
-        && matches!(
-            found,
-            WatchOutcome::Unchanged | WatchOutcome::Held(_) | WatchOutcome::Report(_)
-        )
-    {
+    if marker.is_some() && watch::marker_settled(&found) {
         *shared.marker.lock().await = marker;
     }
     Ok(found)
@@ -689,13 +683,13 @@ async fn watch_release(
         .await?
         .etag
         .unwrap_or_default();
-    if shared
+    let seen = shared
         .marker
         .lock()
         .await
         .as_ref()
-        .is_some_and(|(seen, _)| *seen == etag)
-    {
+        .map(|(seen, _)| seen.clone());
+    if watch::after_pointer_head(seen.as_deref(), &etag) == watch::PointerHead::Unchanged {
         return Ok(WatchOutcome::Unchanged);
     }
     let pointer = store
@@ -719,8 +713,7 @@ async fn watch_release(
         WatchOutcome::Held(why) => tracing::info!("not applying it again: {why}"),
         _ => {}
     }
-    // Seen once it needs nothing more; a report or a hold is looked at again when it moves.
-    if matches!(found, WatchOutcome::Unchanged | WatchOutcome::Report(_)) {
+    if watch::pointer_settled(&found) {
         *shared.marker.lock().await = Some((etag, tokio::time::Instant::now()));
     }
     Ok(found)

@@ -34,6 +34,42 @@ pub fn full_check_due(
     }
 }
 
+/// With a release marker: whether a full check's finding lets the marker count as seen (the
+/// next watches are one HEAD again). A change still to apply, or a check that failed for a
+/// passing reason, keeps every watch a full check until it is done.
+pub fn marker_settled(found: &WatchOutcome) -> bool {
+    matches!(
+        found,
+        WatchOutcome::Unchanged | WatchOutcome::Held(_) | WatchOutcome::Report(_)
+    )
+}
+
+/// With `release.store`, what the HEAD of the promoted pointer leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointerHead {
+    /// Its ETag is the one last seen: the watch is over, nothing changed.
+    Unchanged,
+    /// It moved, or was never seen: read it (one GET) and [`decide_release`].
+    Read,
+}
+
+/// With `release.store`: what to do after the HEAD of the promoted pointer, given the ETag it
+/// had when it last counted as seen ([`pointer_settled`]) and the one it has now.
+pub fn after_pointer_head(seen: Option<&str>, etag: &str) -> PointerHead {
+    match seen {
+        Some(seen) if seen == etag => PointerHead::Unchanged,
+        _ => PointerHead::Read,
+    }
+}
+
+/// With `release.store`: whether [`decide_release`]'s finding lets the pointer count as seen.
+/// A promote applied, or one only reported, needs nothing more until it moves; a change to apply
+/// (or a sync of it that failed for a passing reason) and a held release are decided again at
+/// every watch, so the instance keeps trying, and a hold's backoff ends on time.
+pub fn pointer_settled(found: &WatchOutcome) -> bool {
+    matches!(found, WatchOutcome::Unchanged | WatchOutcome::Report(_))
+}
+
 /// Looks for changes since the last good sync: what the daemon should do about them.
 pub async fn check(
     settings: &Settings,
@@ -412,6 +448,31 @@ mod tests {
             report,
             Report(vec![format!("release {a} -> {b} (promoted)")])
         );
+    }
+
+    #[test]
+    fn the_pointer_is_read_when_it_moved_and_seen_once_it_needs_nothing() {
+        assert_eq!(after_pointer_head(None, "\"a\""), PointerHead::Read);
+        assert_eq!(
+            after_pointer_head(Some("\"a\""), "\"a\""),
+            PointerHead::Unchanged
+        );
+        assert_eq!(
+            after_pointer_head(Some("\"a\""), "\"b\""),
+            PointerHead::Read
+        );
+        use WatchOutcome::*;
+        let table = [
+            (Unchanged, true, true),
+            (Report(vec![]), true, true),
+            (Changed(vec![]), false, false),
+            (Held(String::new()), false, true),
+            (Failed(String::new()), false, false),
+        ];
+        for (found, pointer, marker) in table {
+            assert_eq!(pointer_settled(&found), pointer, "{found:?}");
+            assert_eq!(marker_settled(&found), marker, "{found:?}");
+        }
     }
 
     #[test]

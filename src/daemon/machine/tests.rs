@@ -414,3 +414,45 @@ async fn a_throttled_watch_backs_off_and_recovers() {
         assert!(within(*gap, times), "gaps {gaps:?}");
     }
 }
+
+/// A sync refused for its rate (the watch found a promote) is tried again at the next watch, an
+/// interval later, never pushed back: the quota is shared out over the fleet's watches, and a
+/// fleet applies a release in about the time SSM's quota allows (see `fleet.rs`).
+#[tokio::test(start_paused = true)]
+async fn a_throttled_sync_is_tried_again_at_the_next_watch() {
+    let mut d = Daemon::start();
+    d.on(Event::Synced(ok("t0")));
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut effects = Vec::new();
+        while !effects.contains(&Effect::Watch) {
+            effects = d.wait(Duration::from_secs(1)).await;
+        }
+        let gap = (Instant::now() - started).as_secs();
+        assert!((53..=67).contains(&gap), "{gap}");
+        let effects = d.on(Event::Watched(WatchOutcome::Changed(vec![
+            "release a -> b (promoted)".into(),
+        ])));
+        assert_eq!(effects, vec![Effect::Sync { retry_held: false }]);
+        d.on(Event::Synced(failed(
+            "ThrottlingException: Rate exceeded",
+            None,
+        )));
+    }
+}
+
+/// The jitter comes from the machine's own generator: the same seed, the same schedule.
+#[test]
+fn the_same_seed_gives_the_same_watches() {
+    let now = Instant::now();
+    let schedule = |seed| {
+        let (mut m, _) = Machine::with_rng(timing(), fastrand::Rng::with_seed(seed));
+        m.handle(Event::Synced(ok("t0")), now);
+        let first = m.next_deadline();
+        m.handle(Event::Tick, first.unwrap());
+        m.handle(Event::Watched(WatchOutcome::Unchanged), first.unwrap());
+        (first, m.next_deadline())
+    };
+    assert_eq!(schedule(1), schedule(1));
+    assert_ne!(schedule(1), schedule(2));
+}
