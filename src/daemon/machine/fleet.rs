@@ -357,8 +357,8 @@ pub fn simulate(
     let world = World {
         mode,
         released_at: start + release,
-        old: id("20261207T160000Z-aaaaaa"),
-        new: id("20261207T170000Z-bbbbbb"),
+        old: id("20261207T160000000Z-aaaaaa"),
+        new: id("20261207T170000000Z-bbbbbb"),
     };
     let mut fleet = Fleet {
         start,
