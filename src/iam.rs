@@ -22,6 +22,14 @@
 //!   `ReadPinnedFileVersions`: s3:GetObjectVersion on the objects pinned to a version;
 //!   `WatchReleaseMarker`: s3:GetObject on `watch.marker` (each watch HEADs it). Each only in
 //!   buckets of the expected owners (`s3:ResourceAccount`), as the calls themselves require.
+//! - With `release.store`, every input is read at the version the release pins, so the
+//!   statements narrow to those calls: `ReadParameters` also covers the parameters under each
+//!   path (GetParameters of the names the manifest lists: no `ReadParameterPaths`), `ReadSecrets`
+//!   is GetSecretValue alone (by version id: no batch, no DescribeSecret), every file is in
+//!   `ReadPinnedFileVersions` (none in `ReadFiles`), and the watch reads nothing but the store
+//!   (no `WatchParameterVersions`). `ReadReleases`: s3:GetObject on the promoted pointer (each
+//!   watch HEADs it) and on the manifests (`releases/*`), in buckets of the store's owner.
+//!   What the config reads is [`crate::inputs::Inputs`].
 //! - `EcrToken` and `EcrPull`: when a registry has `ecr: true`: the token, and the pull actions
 //!   (BatchGetImage, GetDownloadUrlForLayer) on the repositories of the compose file's images.
 //! - `FindLifecycleHook`, `CompleteLifecycleAction`, `ReportInstanceHealth`: when the lifecycle
@@ -34,8 +42,10 @@ use anyhow::Result;
 use serde_json::{json, Map, Value};
 
 use crate::compose::reference::ImageRef;
-use crate::config::{Credential, HookChoice, ParamSource, RegistryAuth, Settings};
+use crate::config::types::S3Uri;
+use crate::config::{HookChoice, RegistryAuth, Settings};
 use crate::error::input_error;
+use crate::inputs::{Inputs, Object};
 
 /// Where the instance is: what the ARNs are built from. `*` for an unknown region or account; the
 /// group is `None` when unknown, and `*` only when asked for.
@@ -173,44 +183,42 @@ impl Conditions {
 pub fn policy(settings: &Settings, place: &Place, images: &Images) -> Result<Value> {
     let mut out = Statements::default();
     let watching = !settings.watch_interval.is_zero();
+    let inputs = Inputs::of(settings);
+    // With a release, every input is read at the version it pins: parameters by name (those of
+    // a path too, as the manifest lists them), secrets by version id, files by version; the
+    // watch reads only the release store.
+    let pinned = inputs.release.is_some();
     let anything = || vec!["*".to_string()];
 
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<String> = inputs
+        .parameter_names()
+        .map(|name| parameter_arn(place, name))
+        .collect();
     let mut paths: Vec<String> = Vec::new();
     let mut under_paths: Vec<String> = Vec::new();
-    let mut secrets: Vec<String> = Vec::new();
-    let mut batched = false;
-    for source in settings.env.iter().flat_map(|e| &e.sources) {
-        match &source.from {
-            ParamSource::Document { name } | ParamSource::Single { name, .. } => {
-                names.push(parameter_arn(place, name.as_str()))
-            }
-            ParamSource::Path { path, .. } => {
-                // The path's own ARN, and what is under it: the path as the agent sends it may
-                // end in `/`.
-                let (base, under) = path_arns(place, path.as_str());
-                paths.extend([base, under.clone()]);
-                under_paths.push(under);
-            }
-            ParamSource::Secret { id, stage, .. } => {
-                secrets.push(secret_arn(place, id.as_str()));
-                batched |= stage.is_none();
-            }
+    for path in &inputs.paths {
+        // The path's own ARN, and what is under it: the path as the agent sends it may end in
+        // `/`.
+        let (base, under) = path_arns(place, path.path.as_str());
+        match pinned {
+            true => names.push(under.clone()),
+            false => paths.extend([base, under.clone()]),
         }
+        under_paths.push(under);
     }
-    for registry in &settings.registries {
-        if let RegistryAuth::Password { username, password } = &registry.auth {
-            names.push(parameter_arn(place, password.as_str()));
-            if let Credential::Parameter { parameter } = username {
-                names.push(parameter_arn(place, parameter.as_str()));
-            }
-        }
-    }
-    let reads_ssm = !names.is_empty() || !paths.is_empty();
+    let secrets: Vec<String> = inputs
+        .secrets
+        .iter()
+        .map(|s| secret_arn(place, s.id.as_str()))
+        .collect();
+    let batched = !pinned && inputs.secrets.iter().any(|s| s.stage.is_none());
+    let reads_ssm = inputs.reads_ssm();
+    // (With a release, `names` holds the paths' patterns too: the condition's values are
+    // deduplicated.)
     let decrypted: Vec<String> = names.iter().chain(&under_paths).cloned().collect();
     out.allow("ReadParameters", &["ssm:GetParameters"], names);
     out.allow("ReadParameterPaths", &["ssm:GetParametersByPath"], paths);
-    if watching && reads_ssm {
+    if watching && reads_ssm && !pinned {
         out.allow(
             "WatchParameterVersions",
             &["ssm:DescribeParameters"],
@@ -229,7 +237,7 @@ pub fn policy(settings: &Settings, place: &Place, images: &Images) -> Result<Val
         out.allow_if("DecryptParameters", &["kms:Decrypt"], keys(), when);
     }
 
-    let secret_actions: &[&str] = match watching {
+    let secret_actions: &[&str] = match watching && !pinned {
         true => &[
             "secretsmanager:GetSecretValue",
             "secretsmanager:DescribeSecret",
@@ -249,48 +257,50 @@ pub fn policy(settings: &Settings, place: &Place, images: &Images) -> Result<Val
         out.allow_if("DecryptSecrets", &["kms:Decrypt"], keys(), when);
     }
 
-    files_statements(&mut out, settings, place, watching);
+    files_statements(&mut out, &inputs, place, watching);
     ecr_statements(&mut out, settings, place, images);
     lifecycle_statements(&mut out, settings, place)?;
     Ok(json!({ "Version": "2012-10-17", "Statement": out.0 }))
 }
 
-/// `ReadFiles`, `ReadPinnedFileVersions`, `WatchReleaseMarker`: each object by ARN, in buckets of
-/// the accounts the calls expect to own them.
-fn files_statements(out: &mut Statements, settings: &Settings, place: &Place, watching: bool) {
-    let object = |uri: &crate::config::types::S3Uri| {
-        format!("arn:{}:s3:::{}/{}", place.partition, uri.bucket, uri.key)
-    };
-    let owner = |owner: &Option<String>| owner.clone().unwrap_or_else(|| place.account.clone());
+/// `ReadFiles`, `ReadPinnedFileVersions`, `WatchReleaseMarker`, `ReadReleases`: each object by
+/// ARN, in buckets of the accounts the calls expect to own them. With a release every file is
+/// read at the version it pins (`ReadPinnedFileVersions` only), and the release store is read
+/// by every sync and each watch: the pointer, and the manifests (`releases/*`).
+fn files_statements(out: &mut Statements, inputs: &Inputs, place: &Place, watching: bool) {
+    let arn = |uri: &S3Uri| format!("arn:{}:s3:::{}/{}", place.partition, uri.bucket, uri.key);
+    let owner = |owner: Option<&str>| owner.map_or_else(|| place.account.clone(), str::to_string);
+    let object = |o: &Object| (arn(o.uri), owner(o.owner));
     let mut statement = |sid: &str, action: &str, objects: Vec<(String, String)>| {
         let (arns, owners): (Vec<String>, Vec<String>) = objects.into_iter().unzip();
         let when = Conditions::default().string("s3:ResourceAccount", owners);
         out.allow_if(sid, &[action], arns, when);
     };
-    let files = &settings.files;
-    let all = files
-        .iter()
-        .map(|f| (object(&f.source), owner(&f.expected_owner)));
+    let pinned = inputs.release.is_some();
+    let all = inputs.files.iter().filter(|_| !pinned).map(object);
     statement("ReadFiles", "s3:GetObject", all.collect());
-    let pinned = files
+    let versions = inputs
+        .files
         .iter()
-        .filter(|f| f.version_id.is_some())
-        .map(|f| (object(&f.source), owner(&f.expected_owner)));
+        .filter(|f| pinned || f.version.is_some())
+        .map(object);
     statement(
         "ReadPinnedFileVersions",
         "s3:GetObjectVersion",
-        pinned.collect(),
+        versions.collect(),
     );
-    let marker = settings
-        .watch_marker
-        .as_ref()
-        .filter(|_| watching)
-        .map(|m| (object(m), owner(&settings.watch_marker_owner)));
+    let marker = inputs.marker.as_ref().filter(|_| watching).map(object);
     statement(
         "WatchReleaseMarker",
         "s3:GetObject",
         marker.into_iter().collect(),
     );
+    if let Some(release) = &inputs.release {
+        let owner = owner(release.owner);
+        let manifests = format!("{}*", arn(&release.manifests));
+        let objects = vec![(arn(&release.pointer), owner.clone()), (manifests, owner)];
+        statement("ReadReleases", "s3:GetObject", objects);
+    }
 }
 
 /// `EcrToken` and `EcrPull`: the token, and the pull actions on the repositories of the compose

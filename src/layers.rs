@@ -23,7 +23,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config"]),
     (
         "pure logic",
-        &["compose", "envfile", "iam", "interpolate", "release"],
+        &[
+            "compose",
+            "envfile",
+            "iam",
+            "inputs",
+            "interpolate",
+            "release",
+        ],
     ),
     ("world", &["aws", "engine"]),
     ("drivers", &["lifecycle", "sync"]),

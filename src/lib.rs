@@ -14,7 +14,7 @@
 //! | daemon     | [`daemon`]                                                     |
 //! | drivers    | [`sync`], [`lifecycle`]                                        |
 //! | world      | [`aws`], [`engine`]                                            |
-//! | pure logic | [`compose`], [`envfile`], [`interpolate`], [`iam`]             |
+//! | pure logic | [`compose`], [`envfile`], [`inputs`], [`interpolate`], [`iam`]  |
 //! | config     | [`config`]                                                     |
 //! | instance   | [`instance`]                                                   |
 //! | base       | [`atomic`], [`error`], [`harden`], [`logging`], [`progress`], [`redact`], [`retry`], [`yaml`] |
@@ -30,6 +30,7 @@ pub mod envfile;
 pub mod error;
 pub mod harden;
 pub mod iam;
+pub mod inputs;
 pub mod instance;
 pub mod interpolate;
 pub mod lifecycle;

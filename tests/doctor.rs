@@ -117,3 +117,77 @@ async fn doctor_says_what_works_and_what_to_do_about_what_does_not() {
         took.as_secs_f64()
     );
 }
+
+/// With `release.store`: a line for the promoted pointer (a FAIL with its hint while nothing is
+/// promoted), and the other checks read what the promoted release pins, as the sync does.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_release_doctor_checks_the_promoted_pointer() {
+    let rig = Rig::get();
+    let prefix = unique_prefix("doctorrel");
+    rig.put(
+        &format!("{prefix}/env"),
+        "A=doctor-value-4\n",
+        ParameterType::SecureString,
+    )
+    .await;
+    rig.put(
+        &format!("{prefix}/vars/B"),
+        "doctor-value-5",
+        ParameterType::SecureString,
+    )
+    .await;
+    let secret = prefix.trim_start_matches('/').replace('/', "-");
+    rig.put_secret(&secret, r#"{"C":"doctor-value-6"}"#).await;
+    let bucket = rig.bucket("doctorrel", true).await;
+    rig.put_object(&bucket, "compose.yml", b"services: {}\n".to_vec())
+        .await;
+    let s = Scratch::new();
+    let values = ["doctor-value-4", "doctor-value-5", "doctor-value-6"];
+    let store = format!("release:\n  store: s3://{bucket}/rel/\n");
+    // No compose project: a release of it needs no image digest.
+    let text = config(&prefix, &bucket, "")
+        .replace("compose:\n  file: docker-compose.yml\n", "")
+        .replace("lifecycle:", &format!("{store}lifecycle:"));
+    s.config(&rig, &text);
+    let pointer = format!("s3://{bucket}/rel/promoted.json");
+
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["doctor"]));
+    run.expect(1).assert_free_of(&values);
+    let fails: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
+    assert_eq!(fails.len(), 1, "{}", run.stdout);
+    assert!(
+        fails[0].starts_with("FAIL  release")
+            && fails[0].contains(&format!("{pointer}: no release is promoted")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("hint: run `kicky-agent release create`"),
+        "{}",
+        run.stdout
+    );
+
+    let created = tokio::task::block_in_place(|| s.agent(&rig, &["release", "create"]));
+    created.expect(0);
+    let id = created.stdout.trim().to_string();
+    tokio::task::block_in_place(|| s.agent(&rig, &["release", "promote", &id])).expect(0);
+    let run = tokio::task::block_in_place(|| s.agent(&rig, &["doctor"]));
+    run.expect(0).assert_free_of(&values);
+    for line in [
+        format!("ok    release      {pointer}: release {id} is promoted"),
+        format!("{prefix}/vars: 1 parameters"),
+        format!("{secret} (AWSCURRENT)"),
+        format!("s3://{bucket}/compose.yml (13 bytes)"),
+    ] {
+        assert!(
+            run.stdout.contains(&line),
+            "{line:?} not in\n{}",
+            run.stdout
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! `kicky-agent iam-policy`: linted by parliament, and proven sufficient and necessary on exact
 //! ARNs: every AWS call the agent really makes (`sync`, the daemon's watch with a release marker,
-//! the launch lifecycle hook, ECR), recorded on its way to the rig's moto, is allowed by the
+//! the launch lifecycle hook, ECR; and with `release.store`, the sync of the promoted release and
+//! the watch that applies the next one promoted), recorded on its way to the rig's moto, is allowed by the
 //! generated policy as IAM evaluates it (`common::iam_eval`: moto checks resources only for S3,
 //! and no condition at all), and each statement taken away denies at least one of them.
 //!
@@ -303,7 +304,9 @@ impl World {
             .with(&format!("kms:EncryptionContext:{context}"), arn)
     }
 
+    /// GetParameters of `name` (or of `name:version`, a release's pin: authorized on the name).
     fn parameter(&self, name: &str) -> (Call, Option<Call>) {
+        let name = name.split_once(':').map_or(name, |(name, _)| name);
         let arn = self.arn(
             "ssm",
             &format!("parameter/{}", name.trim_start_matches('/')),
@@ -472,6 +475,48 @@ fn without(policy: &Value, sid: &str) -> Value {
         .unwrap()
         .retain(|s| s["Sid"] != sid);
     policy
+}
+
+/// Sufficient: each of `calls` is allowed by `policy`. Necessary: each statement taken away
+/// denies one of them.
+fn sufficient_and_necessary(policy: &Value, calls: &BTreeSet<Call>) {
+    let denied: Vec<String> = calls
+        .iter()
+        .filter(|c| !allows(policy, c))
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "denied by the generated policy:\n{}\npolicy: {policy:#}",
+        denied.join("\n")
+    );
+    let mut idle = Vec::new();
+    for statement in policy["Statement"].as_array().unwrap() {
+        let sid = statement["Sid"].as_str().unwrap();
+        let smaller = without(policy, sid);
+        if calls.iter().all(|c| allows(&smaller, c)) {
+            idle.push(sid.to_string());
+        }
+    }
+    assert!(
+        idle.is_empty(),
+        "statements no call needs: {idle:?}\ncalls:\n{}",
+        calls
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The statements of `policy`, by id, in order.
+fn sids(policy: &Value) -> Vec<&str> {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Sid"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -658,44 +703,10 @@ async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
     let mut calls: BTreeSet<Call> = requests.iter().flat_map(|r| world.calls(r)).collect();
     calls.extend(docker.changes().iter().flat_map(|c| world.pulls(c)));
 
-    // Sufficient: every call allowed.
-    let denied: Vec<String> = calls
-        .iter()
-        .filter(|c| !allows(&policy, c))
-        .map(|c| c.to_string())
-        .collect();
-    assert!(
-        denied.is_empty(),
-        "denied by the generated policy:\n{}\npolicy: {policy:#}",
-        denied.join("\n")
-    );
-    // Necessary: each statement taken away denies a call the agent made.
-    let mut idle = Vec::new();
-    for statement in policy["Statement"].as_array().unwrap() {
-        let sid = statement["Sid"].as_str().unwrap();
-        let smaller = without(&policy, sid);
-        if calls.iter().all(|c| allows(&smaller, c)) {
-            idle.push(sid.to_string());
-        }
-    }
-    assert!(
-        idle.is_empty(),
-        "statements no call needs: {idle:?}\ncalls:\n{}",
-        calls
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    sufficient_and_necessary(&policy, &calls);
     // The config exercises every job: these are the statements it must need.
-    let sids: Vec<&str> = policy["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["Sid"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        sids,
+        sids(&policy),
         [
             "ReadParameters",
             "ReadParameterPaths",
@@ -707,6 +718,216 @@ async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
             "ReadFiles",
             "ReadPinnedFileVersions",
             "WatchReleaseMarker",
+            "EcrToken",
+            "EcrPull",
+            "FindLifecycleHook",
+            "CompleteLifecycleAction",
+        ]
+    );
+}
+
+/// With `release.store`: the instance's `sync` of the promoted release, then its daemon, whose
+/// watch HEADs the pointer and applies the next release promoted (a parameter moved), read every
+/// input at the version the release pins; the policy allows exactly those calls, and lists no
+/// call of the watch without a release (DescribeParameters, DescribeSecret, a file's HEAD) nor
+/// any call by path or in a batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_release_every_call_is_allowed_and_each_statement_needed() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    // The operator (`release create`, `release promote`) talks to moto directly: only the
+    // instance's calls are recorded.
+    let operator = Scratch::new();
+    let recorder = Recorder::start(&rig.moto_url).await;
+    let docker = DockerProxy::start(s.dir.path());
+    let n = fastrand::u32(..) % 1_000_000;
+    let p = format!("ktiamr{n}");
+    let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
+
+    let env = format!("/kt/{p}/env");
+    rig.put(&env, "GREETING=hello\n", ParameterType::SecureString)
+        .await;
+    rig.put(
+        &format!("/kt/{p}/vars/PLAIN"),
+        "v-plain",
+        ParameterType::String,
+    )
+    .await;
+    let hidden = format!("/kt/{p}/vars/HIDDEN");
+    rig.put(&hidden, "v-hidden", ParameterType::SecureString)
+        .await;
+    let (db, pinned) = (format!("kt-{p}-db"), format!("kt-{p}-pinned"));
+    rig.put_secret(&db, r#"{"DB_PASSWORD":"v-db-9f3"}"#).await;
+    rig.put_secret(&pinned, "v-old-9f3").await;
+    rig.put_secret(&pinned, "v-new-9f3").await;
+    let bucket = rig.bucket("iamrel", true).await;
+    let compose = format!("services:\n  web:\n    image: {registry}/tester/web:2\n");
+    rig.put_object(&bucket, "docker-compose.yml", compose.into_bytes())
+        .await;
+    rig.put_object(&bucket, "extra.yml", b"extra: 1\n".to_vec())
+        .await
+        .expect("a versioned bucket");
+    let asg = autoscaling(&rig);
+    let group = format!("kt-iamr-{n}");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    let group_arn = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&group)
+        .send()
+        .await
+        .unwrap()
+        .auto_scaling_groups()[0]
+        .auto_scaling_group_arn()
+        .unwrap()
+        .to_string();
+    let fixture = s.path("imds-fixture");
+    std::fs::create_dir_all(&fixture).unwrap();
+    std::fs::write(fixture.join("instance-id"), &instance).unwrap();
+    std::fs::write(fixture.join("region"), &rig.region).unwrap();
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+
+    let config = |endpoint: &str, hook: &str| {
+        format!(
+            "project: {p}\nworkdir: {{workdir}}\ncontrol_socket: {{scratch}}/control.sock\n\
+             aws:\n  endpoint_url: {endpoint}\n  s3_force_path_style: true\n\
+             env:\n  parameters:\n    - name: {env}\n      format: dotenv\n    - path: /kt/{p}/vars/\n\
+             \x20   - secret: {db}\n    - secret: {pinned}\n      version_stage: AWSPREVIOUS\n      format: value\n      key: PINNED\n\
+             files:\n  - source: s3://{bucket}/docker-compose.yml\n    path: docker-compose.yml\n\
+             \x20 - source: s3://{bucket}/extra.yml\n    path: extra.yml\n\
+             compose:\n  file: docker-compose.yml\n  pull: always\n  healthy_timeout: 30s\n\
+             registries:\n  - server: {registry}\n    ecr: true\n\
+             lifecycle:\n  hook: {hook}\n\
+             watch:\n  interval: 5s\n\
+             release:\n  store: s3://{bucket}/releases/orange/\n"
+        )
+    };
+    s.config(&rig, &config(&recorder.url, "auto"));
+    operator.config(&rig, &config(&rig.moto_url, "off"));
+    let agent_env = [
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str()),
+        ("DOCKER_HOST", docker.host.as_str()),
+    ];
+    let operator_env = [("DOCKER_HOST", docker.host.as_str())];
+    let secrets = ["v-hidden", "v-db-9f3", "v-old-9f3", "v-new-9f3"];
+    let release = |note: &str| {
+        let args = ["release", "create", "--note", note];
+        let created =
+            tokio::task::block_in_place(|| operator.agent_with(&rig, &args, &operator_env));
+        created.expect(0);
+        created.assert_free_of(&secrets);
+        let id = created.stdout.trim().to_string();
+        let args = ["release", "promote", id.as_str()];
+        tokio::task::block_in_place(|| operator.agent_with(&rig, &args, &operator_env)).expect(0);
+        id
+    };
+
+    // The first release, promoted, applied by the instance's sync.
+    release("first");
+    let run = tokio::task::block_in_place(|| s.agent_with(&rig, &["-v", "sync"], &agent_env));
+    run.expect(0);
+    run.assert_free_of(&secrets);
+    assert!(
+        run.stderr.contains("lifecycle action completed: CONTINUE"),
+        "{}",
+        run.stderr
+    );
+
+    // The daemon: once its watch has HEADed the pointer, a second release (a parameter moved) is
+    // promoted, and the watch applies it.
+    let from = recorder.requests().len();
+    let mut daemon = s.spawn_daemon(&imds.url, &[("DOCKER_HOST", docker.host.as_str())]);
+    let pointer = format!("/{bucket}/releases/orange/promoted.json");
+    let started = Instant::now();
+    let headed = |requests: &[Request]| {
+        requests
+            .iter()
+            .any(|r| r.method == "HEAD" && r.target.starts_with(&pointer))
+    };
+    while !headed(&recorder.requests()[from..]) && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rig.put(&env, "GREETING=moved\n", ParameterType::SecureString)
+        .await;
+    let second = release("second");
+    let status = |s: &Scratch| -> Option<String> {
+        let run = s.agent_with(&rig, &["status", "--json"], &agent_env);
+        let value: Value = serde_json::from_str(&run.stdout).ok()?;
+        value["release"].as_str().map(str::to_string)
+    };
+    let mut running = None;
+    while running.as_deref() != Some(second.as_str())
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        running = tokio::task::block_in_place(|| status(&s));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    if running.as_deref() != Some(second.as_str()) {
+        let log = std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+        let leaked = secrets.iter().any(|secret| log.contains(secret));
+        let log = if leaked {
+            "(not shown: it holds a secret)"
+        } else {
+            log.as_str()
+        };
+        panic!("the daemon did not apply release {second} (running: {running:?}); its log: {log}");
+    }
+    let requests = recorder.requests();
+    assert!(headed(&requests[from..]), "the watch HEADs the pointer");
+
+    let args = ["iam-policy", "--group", group.as_str()];
+    let printed = s.agent_with(&rig, &args, &agent_env);
+    printed.expect(0);
+    let policy: Value = serde_json::from_str(&printed.stdout).expect("iam-policy prints JSON");
+
+    let secret_arn = |id: &str| {
+        let rig = &rig;
+        let id = id.to_string();
+        async move {
+            let out = rig
+                .secrets()
+                .describe_secret()
+                .secret_id(&id)
+                .send()
+                .await
+                .unwrap();
+            (id, out.arn().unwrap().to_string())
+        }
+    };
+    let world = World {
+        region: rig.region.clone(),
+        account: "123456789012".to_string(),
+        secrets: BTreeMap::from([secret_arn(&db).await, secret_arn(&pinned).await]),
+        secure: BTreeSet::from([env.clone(), hidden.clone()]),
+        groups: BTreeMap::from([(group.clone(), group_arn)]),
+        instances: BTreeMap::from([(instance.clone(), group.clone())]),
+        registry: registry.clone(),
+    };
+    let mut calls: BTreeSet<Call> = requests.iter().flat_map(|r| world.calls(r)).collect();
+    calls.extend(docker.changes().iter().flat_map(|c| world.pulls(c)));
+    // Every input by version: parameters by `name:version` (those under the path too), secrets
+    // by version id, files by version id.
+    let actions: BTreeSet<&str> = calls.iter().map(|c| c.action.as_str()).collect();
+    for never in [
+        "ssm:GetParametersByPath",
+        "ssm:DescribeParameters",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:BatchGetSecretValue",
+    ] {
+        assert!(!actions.contains(never), "{never} was called: {actions:?}");
+    }
+
+    sufficient_and_necessary(&policy, &calls);
+    assert_eq!(
+        sids(&policy),
+        [
+            "ReadParameters",
+            "DecryptParameters",
+            "ReadSecrets",
+            "DecryptSecrets",
+            "ReadPinnedFileVersions",
+            "ReadReleases",
             "EcrToken",
             "EcrPull",
             "FindLifecycleHook",

@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::s3::{self, ObjectStore, S3Store};
 use crate::config::types::S3Uri;
 use crate::config::ReleaseSettings;
+use crate::inputs::ReleaseObjects;
 use crate::release::{Manifest, Pointer, ReleaseId, SCHEMA};
 
 /// A manifest lists names, versions and digests: far below this, whatever the bucket holds.
@@ -25,7 +26,7 @@ impl<S: ObjectStore> Store<'_, S> {
     }
 
     pub fn manifest_uri(&self, id: &ReleaseId) -> S3Uri {
-        self.at.store.object(&format!("releases/{id}.json"))
+        ReleaseObjects::of(self.at).manifest(id.as_str())
     }
 
     /// The promoted pointer's object: the watch's marker.
@@ -105,7 +106,7 @@ impl Store<'_, S3Store> {
     /// The ids of the releases in the store, oldest first (ids sort by time). Keys under
     /// `releases/` that are no release id are skipped: the listing never decides what runs.
     pub async fn ids(&self) -> Result<Vec<ReleaseId>> {
-        let prefix = format!("{}releases/", self.at.store.prefix);
+        let prefix = ReleaseObjects::of(self.at).manifests.key;
         let keys = self
             .s3
             .list(&self.at.store.bucket, &prefix, self.owner())
@@ -121,7 +122,7 @@ impl Store<'_, S3Store> {
 }
 
 pub fn pointer_uri(at: &ReleaseSettings) -> S3Uri {
-    at.store.object("promoted.json")
+    ReleaseObjects::of(at).pointer
 }
 
 /// Who runs a command, as STS says.

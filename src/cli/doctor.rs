@@ -1,7 +1,8 @@
 //! `kicky-agent doctor`: one line per check, with a hint for each that fails: instance metadata,
-//! the role's credentials, the region, each parameter, secret and object the config names (by
-//! name, never a value), the Docker socket and its API version, free disk for images, the unit,
-//! and the clock. Exit 0 when every check passes (or does not apply here), 1 when any fails.
+//! the role's credentials, the region, the promoted release's pointer (with `release.store`),
+//! each parameter, secret and object the config names (by name, never a value; with a release,
+//! read as the sync reads them: at the versions it pins), the Docker socket and its API version,
+//! free disk for images, the unit, and the clock. Exit 0 when every check passes (or does not apply here), 1 when any fails.
 //! Each check is bounded in time, so a service that hangs is a failed line, not a hung doctor.
 
 use std::future::Future;
@@ -12,10 +13,14 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
+use crate::aws::releases::Store;
 use crate::aws::s3::{ObjectStore, S3Store};
 use crate::aws::ssm::{ParameterStore, SsmStore, GET_PARAMETERS_MAX};
-use crate::config::{ParamSource, Settings};
+use crate::config::types::ParamPath;
+use crate::config::{ReleaseSettings, Settings};
+use crate::inputs::{Inputs, ParameterUse, ReleaseObjects};
 use crate::out;
+use crate::release::Manifest;
 
 /// Check what the agent needs on this instance, one line each with a hint; exit 1 when any fails.
 #[derive(Debug, Args)]
@@ -143,9 +148,15 @@ async fn checks(settings: &Settings) -> Vec<Check> {
     };
     if let Some(config) = &config {
         out.extend(bounded("credentials", credentials(config)).await);
+        let inputs = Inputs::of(settings);
+        let mut promoted = None;
+        if let Some(at) = &settings.release {
+            out.extend(bounded("release", release(settings, at, config, &mut promoted)).await);
+        }
         let skew = Arc::new(Mutex::new(None));
-        out.extend(bounded("parameters", parameters(settings, config, skew.clone())).await);
-        out.extend(bounded("objects", objects(settings, config)).await);
+        let parameters = parameters(&inputs, promoted.as_ref(), config, skew.clone());
+        out.extend(bounded("parameters", parameters).await);
+        out.extend(bounded("objects", objects(settings, promoted.as_ref(), config)).await);
         out.push(clock(*skew.lock().unwrap()));
     }
     out.extend(bounded("docker", docker(settings)).await);
@@ -238,27 +249,61 @@ fn clock(skew: Option<i64>) -> Check {
     }
 }
 
-async fn parameters(
+/// With `release.store`: the promoted pointer reads, and the manifest it names (kept in
+/// `promoted`: the other checks then read what that release pins, as a sync would).
+async fn release(
     settings: &Settings,
+    at: &ReleaseSettings,
+    config: &aws_config::SdkConfig,
+    promoted: &mut Option<Manifest>,
+) -> Vec<Check> {
+    let s3 = S3Store::new(config, &settings.aws);
+    let store = Store { s3: &s3, at };
+    let pointer = store.pointer_uri();
+    let denied = format!(
+        "give the role s3:GetObject on {pointer} and {}* (`kicky-agent iam-policy`), or fix release.store (and release.expected_owner)",
+        ReleaseObjects::of(at).manifests
+    );
+    let read = match store.promoted().await {
+        Ok(Some(read)) => read,
+        Ok(None) => {
+            return vec![Check::fail(
+                "release",
+                format!("{pointer}: no release is promoted"),
+                "run `kicky-agent release create`, then `kicky-agent release promote ID`",
+            )]
+        }
+        Err(e) => return vec![Check::fail("release", format!("{e:#}"), denied)],
+    };
+    match store.manifest(&read.release).await {
+        Ok(manifest) => {
+            *promoted = Some(manifest);
+            vec![Check::pass(
+                "release",
+                format!("{pointer}: release {} is promoted", read.release),
+            )]
+        }
+        Err(e) => vec![Check::fail("release", format!("{e:#}"), denied)],
+    }
+}
+
+async fn parameters(
+    inputs: &Inputs<'_>,
+    promoted: Option<&Manifest>,
     config: &aws_config::SdkConfig,
     skew: Arc<Mutex<Option<i64>>>,
 ) -> Vec<Check> {
     let mut out = Vec::new();
     let store = SsmStore::new(config);
-    let sources = settings.env.iter().flat_map(|e| &e.sources);
-    let mut names: Vec<String> = Vec::new();
     let denied_hint =
         "the instance role needs the statement `kicky-agent iam-policy` prints for it";
-    for source in sources.clone() {
-        if let ParamSource::Document { name } | ParamSource::Single { name, .. } = &source.from {
-            names.push(name.as_str().to_string());
-        }
-    }
-    for registry in &settings.registries {
-        if let crate::config::RegistryAuth::Password { password, .. } = &registry.auth {
-            names.push(password.as_str().to_string());
-        }
-    }
+    // A registry's username parameter is not checked (as before the list moved to `inputs`).
+    let mut names: Vec<String> = inputs
+        .parameters
+        .iter()
+        .filter(|p| p.used != ParameterUse::RegistryUsername)
+        .map(|p| p.name.to_string())
+        .collect();
     names.sort();
     names.dedup();
     // The clock is read off the first answer.
@@ -288,55 +333,102 @@ async fn parameters(
             Err(e) => out.push(Check::fail("parameter", format!("{e:#}"), denied_hint)),
         }
     }
-    for source in sources {
-        match &source.from {
-            ParamSource::Path { path, recursive } => {
-                match store.get_path(path.as_str(), *recursive).await {
-                    Ok(found) if found.is_empty() => out.push(Check::fail(
-                        "parameters",
-                        format!("{}: no parameter under the path", path.as_str()),
-                        "create them, or fix the path (and `recursive:`)",
-                    )),
-                    Ok(found) => out.push(Check::pass(
-                        "parameters",
-                        format!("{}: {} parameters", path.as_str(), found.len()),
-                    )),
-                    Err(e) => out.push(Check::fail("parameters", format!("{e:#}"), denied_hint)),
-                }
-            }
-            ParamSource::Secret { id, stage, .. } => {
-                let stage = stage
-                    .as_ref()
-                    .map_or(crate::config::types::VersionStage::CURRENT, |s| s.as_str());
-                match store.get_secret_staged(id.as_str(), stage).await {
-                    Ok(_) => out.push(Check::pass("secret", format!("{} ({stage})", id.as_str()))),
-                    Err(e) => out.push(Check::fail("secret", format!("{e:#}"), denied_hint)),
-                }
-            }
-            _ => {}
+    for path in &inputs.paths {
+        let (name, recursive) = (path.path.as_str(), path.recursive);
+        let found = match promoted {
+            // As the sync reads them: the names the release pinned under the path, by version.
+            Some(release) => pinned_path(&store, release, path.path, recursive).await,
+            None => store
+                .get_path(name, recursive)
+                .await
+                .map(|found| found.len()),
+        };
+        match found {
+            Ok(0) => out.push(Check::fail(
+                "parameters",
+                format!("{name}: no parameter under the path"),
+                "create them, or fix the path (and `recursive:`)",
+            )),
+            Ok(found) => out.push(Check::pass(
+                "parameters",
+                format!("{name}: {found} parameters"),
+            )),
+            Err(e) => out.push(Check::fail("parameters", format!("{e:#}"), denied_hint)),
+        }
+    }
+    for secret in &inputs.secrets {
+        let stage = secret.stage_name();
+        match store.get_secret_staged(secret.id.as_str(), stage).await {
+            Ok(_) => out.push(Check::pass(
+                "secret",
+                format!("{} ({stage})", secret.id.as_str()),
+            )),
+            Err(e) => out.push(Check::fail("secret", format!("{e:#}"), denied_hint)),
         }
     }
     out
 }
 
-async fn objects(settings: &Settings, config: &aws_config::SdkConfig) -> Vec<Check> {
+/// How many of the parameters `release` pinned under `path` read at their pinned versions.
+async fn pinned_path(
+    store: &SsmStore,
+    release: &Manifest,
+    path: &ParamPath,
+    recursive: bool,
+) -> Result<usize> {
+    let names = crate::sync::params::pinned_selectors(release, path, recursive)?;
+    let mut found = 0;
+    for chunk in names.chunks(GET_PARAMETERS_MAX) {
+        let batch = store.get_batch(chunk).await?;
+        if !batch.missing.is_empty() {
+            bail!("not found: {}", batch.missing.join(", "));
+        }
+        found += batch.found.len();
+    }
+    Ok(found)
+}
+
+/// Each file's object: HEADed at the version the promoted release pins it to, when there is
+/// one (as the sync reads it), else at the config's.
+async fn objects(
+    settings: &Settings,
+    promoted: Option<&Manifest>,
+    config: &aws_config::SdkConfig,
+) -> Vec<Check> {
     let store = S3Store::new(config, &settings.aws);
     let mut out = Vec::new();
-    for file in &settings.files {
-        let owner = file.expected_owner.as_deref();
-        match store
-            .head(&file.source, owner, file.version_id.as_deref())
-            .await
-        {
-            Ok(meta) => out.push(Check::pass(
-                "object",
-                format!("{} ({} bytes)", file.source, meta.length.unwrap_or(0)),
-            )),
-            Err(e) => out.push(Check::fail(
+    let pinned;
+    let settings = match promoted.map(|release| release.pin_settings(settings)) {
+        Some(Ok(settings)) => {
+            pinned = settings;
+            &pinned
+        }
+        Some(Err(e)) => {
+            return vec![Check::fail(
                 "object",
                 format!("{e:#}"),
-                "fix the bucket or key, or give the role s3:GetObject on it (`kicky-agent iam-policy`)",
+                "create and promote a release with this config",
+            )]
+        }
+        None => settings,
+    };
+    for file in &Inputs::of(settings).files {
+        match store.head(file.uri, file.owner, file.version).await {
+            Ok(meta) => out.push(Check::pass(
+                "object",
+                format!("{} ({} bytes)", file.uri, meta.length.unwrap_or(0)),
             )),
+            Err(e) => {
+                let action = match file.version {
+                    Some(_) => "s3:GetObjectVersion",
+                    None => "s3:GetObject",
+                };
+                out.push(Check::fail(
+                    "object",
+                    format!("{e:#}"),
+                    format!("fix the bucket or key, or give the role {action} on it (`kicky-agent iam-policy`)"),
+                ))
+            }
         }
     }
     out

@@ -11,11 +11,11 @@ use anyhow::Result;
 use super::machine::WatchOutcome;
 use crate::aws::s3::ObjectStore;
 use crate::aws::ssm::ParameterStore;
-use crate::config::types::VersionStage;
-use crate::config::{ParamSource, Settings, Source, WatchApply};
+use crate::config::{Settings, Source, WatchApply};
+use crate::inputs::Inputs;
 use crate::release::ReleaseId;
 use crate::sync::files::{self, Change};
-use crate::sync::params::{describe_key, secret_key, Version};
+use crate::sync::params::{describe_key, Version};
 use crate::sync::release::Fingerprint;
 use crate::sync::state::State;
 
@@ -163,26 +163,19 @@ async fn source_versions(
     ssm: &impl ParameterStore,
     sources: &[Source],
 ) -> Result<BTreeMap<String, Version>> {
-    let mut names = Vec::new();
-    let mut paths = Vec::new();
-    let mut secrets = Vec::new();
-    for source in sources {
-        match &source.from {
-            ParamSource::Document { name } | ParamSource::Single { name, .. } => {
-                names.push(name.as_str().to_string())
-            }
-            ParamSource::Path { path, recursive } => {
-                paths.push((path.as_str().to_string(), *recursive))
-            }
-            ParamSource::Secret { id, stage, .. } => secrets.push((id, stage)),
-        }
-    }
-    let secrets =
-        futures::future::try_join_all(secrets.into_iter().map(|(id, stage)| async move {
-            let at = stage.as_ref().map_or(VersionStage::CURRENT, |s| s.as_str());
-            let version = ssm.secret_version(id.as_str(), at).await?;
-            Ok::<_, anyhow::Error>((secret_key(id, stage.as_ref()), version))
-        }));
+    let inputs = Inputs::of_sources(sources);
+    let names: Vec<String> = inputs.parameter_names().map(str::to_string).collect();
+    let paths: Vec<(String, bool)> = inputs
+        .paths
+        .iter()
+        .map(|p| (p.path.as_str().to_string(), p.recursive))
+        .collect();
+    let secrets = futures::future::try_join_all(inputs.secrets.iter().map(|secret| async move {
+        let version = ssm
+            .secret_version(secret.id.as_str(), secret.stage_name())
+            .await?;
+        Ok::<_, anyhow::Error>((secret.key(), version))
+    }));
     let (parameters, secrets) = futures::try_join!(ssm.versions(&names, &paths), secrets)?;
     let mut versions: BTreeMap<String, Version> = parameters
         .into_iter()

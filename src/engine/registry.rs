@@ -42,15 +42,10 @@ impl Registries {
         ssm: &impl ParameterStore,
         ecr: Option<aws_sdk_ecr::Client>,
     ) -> Result<Registries> {
-        let mut names = Vec::new();
-        for registry in configured {
-            if let RegistryAuth::Password { username, password } = &registry.auth {
-                names.push(password.as_str().to_string());
-                if let Credential::Parameter { parameter } = username {
-                    names.push(parameter.as_str().to_string());
-                }
-            }
-        }
+        let names: Vec<String> = crate::inputs::Inputs::of_registries(configured)
+            .parameter_names()
+            .map(str::to_string)
+            .collect();
         let values = if names.is_empty() {
             Default::default()
         } else {

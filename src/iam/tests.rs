@@ -443,3 +443,119 @@ fn the_partition_follows_the_region_and_unknowns_are_wildcards() {
         "arn:aws:ssm:ap-northeast-2:123456789012:parameter/plain"
     );
 }
+
+/// With a release: exactly the calls of an instance that reads every input at the version the
+/// release pins, and watches only the store.
+#[test]
+fn a_release_reads_everything_by_version_and_the_watch_only_the_store() {
+    let yaml = "\
+project: orange
+workdir: /srv/orange
+aws:
+  region: ap-northeast-2
+env:
+  parameters:
+    - name: /orange/prod/env
+      format: dotenv
+    - path: /orange/prod/vars/
+      recursive: true
+    - secret: prod/orange/db
+    - secret: prod/orange/old
+      version_stage: AWSPREVIOUS
+      format: value
+      key: OLD
+files:
+  - source: s3://amzn-s3-demo-bucket/docker-compose.yml
+    path: docker-compose.yml
+  - source: s3://other-bucket/promtail-config.yml
+    path: promtail-config.yml
+    expected_owner: \"111122223333\"
+registries:
+  - server: docker.io
+    username: { parameter: /orange/dockerhub/username }
+    password: { parameter: /orange/dockerhub/token }
+release:
+  store: s3://releases-bucket/orange/
+lifecycle:
+  hook: off
+";
+    let policy = policy(&settings(yaml), &place(), &none()).unwrap();
+    let arn = |r: &str| format!("arn:aws:ssm:ap-northeast-2:123456789012:parameter/{r}");
+    let secret =
+        |id: &str| format!("arn:aws:secretsmanager:ap-northeast-2:123456789012:secret:{id}-??????");
+    assert_eq!(
+        statements(&policy),
+        [
+            (
+                "ReadParameters".to_string(),
+                vec!["ssm:GetParameters".to_string()],
+                vec![
+                    arn("orange/dockerhub/token"),
+                    arn("orange/dockerhub/username"),
+                    arn("orange/prod/env"),
+                    arn("orange/prod/vars/*"),
+                ]
+            ),
+            (
+                "DecryptParameters".to_string(),
+                vec!["kms:Decrypt".to_string()],
+                vec!["arn:aws:kms:ap-northeast-2:123456789012:key/*".to_string()]
+            ),
+            (
+                "ReadSecrets".to_string(),
+                vec!["secretsmanager:GetSecretValue".to_string()],
+                vec![secret("prod/orange/db"), secret("prod/orange/old")]
+            ),
+            (
+                "DecryptSecrets".to_string(),
+                vec!["kms:Decrypt".to_string()],
+                vec!["arn:aws:kms:ap-northeast-2:123456789012:key/*".to_string()]
+            ),
+            (
+                "ReadPinnedFileVersions".to_string(),
+                vec!["s3:GetObjectVersion".to_string()],
+                vec![
+                    "arn:aws:s3:::amzn-s3-demo-bucket/docker-compose.yml".to_string(),
+                    "arn:aws:s3:::other-bucket/promtail-config.yml".to_string(),
+                ]
+            ),
+            (
+                "ReadReleases".to_string(),
+                vec!["s3:GetObject".to_string()],
+                vec![
+                    "arn:aws:s3:::releases-bucket/orange/promoted.json".to_string(),
+                    "arn:aws:s3:::releases-bucket/orange/releases/*".to_string(),
+                ]
+            ),
+        ]
+    );
+    let decrypted = &statement(&policy, "DecryptParameters")["Condition"]["StringLike"]
+        ["kms:EncryptionContext:PARAMETER_ARN"];
+    assert_eq!(
+        *decrypted,
+        json!([
+            arn("orange/dockerhub/token"),
+            arn("orange/dockerhub/username"),
+            arn("orange/prod/env"),
+            arn("orange/prod/vars/*"),
+        ])
+    );
+    assert_eq!(
+        statement(&policy, "ReadPinnedFileVersions")["Condition"],
+        json!({"StringEquals": {"s3:ResourceAccount": ["111122223333", "123456789012"]}})
+    );
+    assert_eq!(
+        statement(&policy, "ReadReleases")["Condition"],
+        json!({"StringEquals": {"s3:ResourceAccount": ["123456789012"]}})
+    );
+    // The store's owner, when named, is the condition.
+    let owned = yaml.replace(
+        "  store: s3://releases-bucket/orange/\n",
+        "  store: s3://releases-bucket/orange/\n  expected_owner: \"444455556666\"\n",
+    );
+    let policy = super::policy(&settings(&owned), &place(), &none()).unwrap();
+    assert_eq!(
+        statement(&policy, "ReadReleases")["Condition"],
+        json!({"StringEquals": {"s3:ResourceAccount": ["444455556666"]}})
+    );
+}

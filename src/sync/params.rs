@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::aws::parameters::get_all;
 use crate::aws::secrets::{SecretValue, BATCH_MAX};
 use crate::aws::ssm::{Parameter, ParameterStore};
-use crate::config::types::{ParamPath, SecretId, VersionStage};
+use crate::config::types::ParamPath;
 use crate::config::{ParamSource, SecretFormat, Source};
 use crate::envfile;
 use crate::error::input_error;
+pub use crate::inputs::secret_key;
+use crate::inputs::{Inputs, Secret as SecretInput};
 use crate::redact::Secret;
 use crate::release::Manifest;
 
@@ -38,15 +40,6 @@ impl std::fmt::Display for Version {
             Version::Number(n) => write!(f, "{n}"),
             Version::Id(id) => f.write_str(id),
         }
-    }
-}
-
-/// The key a secret's version is remembered under, beside the parameters' names (which never
-/// start with `secret:`).
-pub fn secret_key(id: &SecretId, stage: Option<&VersionStage>) -> String {
-    match stage.map(VersionStage::as_str) {
-        Some(stage) if stage != VersionStage::CURRENT => format!("secret:{}@{stage}", id.as_str()),
-        _ => format!("secret:{}", id.as_str()),
     }
 }
 
@@ -75,36 +68,36 @@ pub async fn resolve(
     sources: &[Source],
     pins: Option<&Manifest>,
 ) -> Result<Resolved> {
+    let inputs = Inputs::of_sources(sources);
     let mut names: Vec<String> = Vec::new();
     let mut pinned_paths: Vec<Vec<String>> = Vec::new();
-    for source in sources {
-        match (&source.from, pins) {
-            (ParamSource::Document { name } | ParamSource::Single { name, .. }, None) => {
-                names.push(name.as_str().to_string())
+    for parameter in &inputs.parameters {
+        names.push(match pins {
+            Some(m) => selector(m, parameter.name)?,
+            None => parameter.name.to_string(),
+        });
+    }
+    if let Some(m) = pins {
+        for path in &inputs.paths {
+            let under = pinned_under(m, path.path, path.recursive)?;
+            for name in &under {
+                names.push(selector(m, name)?);
             }
-            (ParamSource::Document { name } | ParamSource::Single { name, .. }, Some(m)) => {
-                names.push(selector(m, name.as_str())?)
-            }
-            (ParamSource::Path { path, recursive }, Some(m)) => {
-                let under = pinned_under(m, path, *recursive)?;
-                for name in &under {
-                    names.push(selector(m, name)?);
-                }
-                pinned_paths.push(under);
-            }
-            (ParamSource::Path { .. } | ParamSource::Secret { .. }, _) => {}
+            pinned_paths.push(under);
         }
     }
-    let paths = try_join_all(sources.iter().filter_map(|s| match (&s.from, pins) {
-        (ParamSource::Path { path, recursive }, None) => {
-            Some(store.get_path(path.as_str(), *recursive))
-        }
-        _ => None,
-    }));
+    // Pinned, a path is read as the names it held (with the names above); else by path.
+    let paths = try_join_all(
+        inputs
+            .paths
+            .iter()
+            .filter(|_| pins.is_none())
+            .map(|p| store.get_path(p.path.as_str(), p.recursive)),
+    );
     let (by_name, mut path_results, secrets) = futures::try_join!(
         get_all(store, names),
         paths,
-        fetch_secrets(store, sources, pins)
+        fetch_secrets(store, &inputs.secrets, pins)
     )?;
     if pins.is_some() {
         path_results = pinned_paths
@@ -208,6 +201,19 @@ fn selector(release: &Manifest, name: &str) -> Result<String> {
     }
 }
 
+/// The parameters `release` pinned under `path`, each as the `name:version` GetParameters reads
+/// it at.
+pub fn pinned_selectors(
+    release: &Manifest,
+    path: &ParamPath,
+    recursive: bool,
+) -> Result<Vec<String>> {
+    pinned_under(release, path, recursive)?
+        .iter()
+        .map(|name| selector(release, name))
+        .collect()
+}
+
 /// The parameters `release` pinned under `path` (one level, unless `recursive`): those the path
 /// held when it was created.
 fn pinned_under(release: &Manifest, path: &ParamPath, recursive: bool) -> Result<Vec<String>> {
@@ -226,43 +232,39 @@ fn pinned_under(release: &Manifest, path: &ParamPath, recursive: bool) -> Result
     Ok(under)
 }
 
-/// Reads the secrets of the sources: those at their current version in batches, each pinned one
-/// alone; keyed by [`secret_key`]. A secret Secrets Manager does not have is an error naming it.
+/// Reads `secrets`: those at their current version in batches, each at another stage alone;
+/// keyed by [`secret_key`]. A secret Secrets Manager does not have is an error naming it.
 async fn fetch_secrets(
     store: &impl ParameterStore,
-    sources: &[Source],
+    secrets: &[SecretInput<'_>],
     pins: Option<&Manifest>,
 ) -> Result<BTreeMap<String, SecretValue>> {
     if let Some(release) = pins {
-        return fetch_pinned_secrets(store, sources, release).await;
+        return fetch_pinned_secrets(store, secrets, release).await;
     }
     let mut current: Vec<String> = Vec::new();
-    let mut pinned = Vec::new();
-    for source in sources {
-        if let ParamSource::Secret { id, stage, .. } = &source.from {
-            match stage {
-                Some(stage) if stage.as_str() != VersionStage::CURRENT => {
-                    pinned.push((secret_key(id, Some(stage)), id, stage))
-                }
-                _ => current.push(id.as_str().to_string()),
-            }
+    let mut staged = Vec::new();
+    for secret in secrets {
+        match secret.is_current() {
+            true => current.push(secret.id.as_str().to_string()),
+            false => staged.push((secret.key(), secret.id, secret.stage_name())),
         }
     }
     current.sort();
     current.dedup();
-    pinned.sort();
-    pinned.dedup();
+    staged.sort();
+    staged.dedup();
     let batches = try_join_all(
         current
             .chunks(BATCH_MAX)
             .map(|chunk| store.get_secrets(chunk)),
     );
-    let pinned = try_join_all(pinned.iter().map(|(key, id, stage)| async move {
-        let value = store.get_secret_staged(id.as_str(), stage.as_str()).await?;
+    let staged = try_join_all(staged.iter().map(|(key, id, stage)| async move {
+        let value = store.get_secret_staged(id.as_str(), stage).await?;
         Ok::<_, anyhow::Error>((key.clone(), value))
     }));
-    let (batches, pinned) = futures::try_join!(batches, pinned)?;
-    let mut found: BTreeMap<String, SecretValue> = pinned.into_iter().collect();
+    let (batches, staged) = futures::try_join!(batches, staged)?;
+    let mut found: BTreeMap<String, SecretValue> = staged.into_iter().collect();
     let mut missing = Vec::new();
     for batch in batches {
         missing.extend(batch.missing);
@@ -278,24 +280,22 @@ async fn fetch_secrets(
     Ok(found)
 }
 
-/// Reads each secret of the sources at the version id `release` pinned (one GetSecretValue each:
-/// the batch call serves current versions only).
+/// Reads each of `secrets` at the version id `release` pinned (one GetSecretValue each: the
+/// batch call serves current versions only).
 async fn fetch_pinned_secrets(
     store: &impl ParameterStore,
-    sources: &[Source],
+    secrets: &[SecretInput<'_>],
     release: &Manifest,
 ) -> Result<BTreeMap<String, SecretValue>> {
     let mut wanted = Vec::new();
-    for source in sources {
-        if let ParamSource::Secret { id, stage, .. } = &source.from {
-            let key = secret_key(id, stage.as_ref());
-            let name = &key["secret:".len()..];
-            let version = release
-                .secrets
-                .get(name)
-                .ok_or_else(|| release.not_pinned(format!("secret {name}")))?;
-            wanted.push((key, id, version));
-        }
+    for secret in secrets {
+        let key = secret.key();
+        let name = &key["secret:".len()..];
+        let version = release
+            .secrets
+            .get(name)
+            .ok_or_else(|| release.not_pinned(format!("secret {name}")))?;
+        wanted.push((key, secret.id, version));
     }
     wanted.sort();
     wanted.dedup();

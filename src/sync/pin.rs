@@ -12,9 +12,10 @@ use crate::aws::releases::Caller;
 use crate::aws::s3::{Fetched, ObjectRequest, ObjectStore};
 use crate::aws::ssm::ParameterStore;
 use crate::compose::reference::ImageRef;
-use crate::config::{FileSettings, Settings};
+use crate::config::Settings;
 use crate::engine::docker::DockerEngine;
 use crate::engine::registry::Registries;
+use crate::inputs::Object;
 use crate::release::{Manifest, PinnedCompose, PinnedFile, ReleaseId, SCHEMA};
 use crate::sync::params::Version;
 
@@ -44,8 +45,8 @@ pub async fn resolve<P: ParameterStore, O: ObjectStore>(
             None => Ok(None),
         }
     };
-    let files =
-        futures::future::try_join_all(settings.files.iter().map(|f| pin_file(inputs.s3, f)));
+    let objects = crate::inputs::Inputs::of(settings).files;
+    let files = futures::future::try_join_all(objects.iter().map(|o| pin_file(inputs.s3, o)));
     let (env, files) = futures::try_join!(env, files)?;
     let mut parameters = BTreeMap::new();
     let mut secrets = BTreeMap::new();
@@ -130,19 +131,17 @@ const KEEP_UP_TO: u64 = crate::atomic::MAX_TEXT;
 /// release could not bring it back) and its content's SHA-256.
 async fn pin_file(
     s3: &impl ObjectStore,
-    file: &FileSettings,
+    file: &Object<'_>,
 ) -> Result<(PinnedFile, Option<Vec<u8>>)> {
-    let owner = file.expected_owner.as_deref();
-    let meta = s3
-        .head(&file.source, owner, file.version_id.as_deref())
-        .await?;
+    let owner = file.owner;
+    let meta = s3.head(file.uri, owner, file.version).await?;
     let version_id = match meta.version_id.as_deref() {
         Some(v) if !v.is_empty() && v != "null" => v.to_string(),
         _ => bail!(
             "bucket {} has no versioning (S3 gave {} no version id): a release pins each file by version, so turn versioning on (aws s3api put-bucket-versioning --bucket {} --versioning-configuration Status=Enabled) and upload the file again",
-            file.source.bucket,
-            file.source,
-            file.source.bucket
+            file.uri.bucket,
+            file.uri,
+            file.uri.bucket
         ),
     };
     let mut sink = Hashing {
@@ -151,14 +150,14 @@ async fn pin_file(
         kept: Some(Vec::new()),
     };
     let req = ObjectRequest {
-        uri: &file.source,
+        uri: file.uri,
         owner,
         version_id: Some(&version_id),
         if_none_match: None,
     };
     match s3.get(req, &mut sink).await? {
         Fetched::Written(_) => {}
-        Fetched::NotModified => bail!("{}: S3 answered 304 to an unconditional GET", file.source),
+        Fetched::NotModified => bail!("{}: S3 answered 304 to an unconditional GET", file.uri),
     }
     let sha256 = sink
         .sha
