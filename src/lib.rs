@@ -14,7 +14,7 @@
 //! | daemon     | [`daemon`]                                                     |
 //! | drivers    | [`sync`], [`lifecycle`]                                        |
 //! | world      | [`aws`], [`engine`]                                            |
-//! | pure logic | [`compose`], [`envfile`], [`inputs`], [`interpolate`], [`iam`]  |
+//! | pure logic | [`compose`], [`envfile`], [`inputs`], [`interpolate`], [`iam`], [`release`] |
 //! | config     | [`config`]                                                     |
 //! | instance   | [`instance`]                                                   |
 //! | base       | [`atomic`], [`error`], [`harden`], [`logging`], [`progress`], [`redact`], [`retry`], [`yaml`] |

@@ -220,7 +220,7 @@ async fn new_release(
     )?;
     pin::resolve(
         settings,
-        pin::Inputs {
+        pin::Resolvers {
             ssm: &ssm,
             s3: &s3,
             engine: engine.as_ref(),

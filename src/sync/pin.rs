@@ -20,7 +20,7 @@ use crate::release::{Manifest, PinnedCompose, PinnedFile, ReleaseId, SCHEMA};
 use crate::sync::params::Version;
 
 /// What a new release is made from, besides the config.
-pub struct Inputs<'a, P, O> {
+pub struct Resolvers<'a, P, O> {
     pub ssm: &'a P,
     pub s3: &'a O,
     /// Asked for each image's digest; `None` when the config has no compose file.
@@ -35,7 +35,7 @@ pub struct Inputs<'a, P, O> {
 /// stored).
 pub async fn resolve<P: ParameterStore, O: ObjectStore>(
     settings: &Settings,
-    inputs: Inputs<'_, P, O>,
+    inputs: Resolvers<'_, P, O>,
 ) -> Result<Manifest> {
     let env = async {
         match &settings.env {
