@@ -519,21 +519,11 @@ fn sids(policy: &Value) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
-    let rig = Rig::get();
-    let s = Scratch::new();
-    let recorder = Recorder::start(&rig.moto_url).await;
-    let docker = DockerProxy::start(s.dir.path());
-    let n = fastrand::u32(..) % 1_000_000;
-    let p = format!("ktiam{n}");
-    let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
-
-    // Parameters (SecureString and String, by name and under a path), secrets (current and
-    // pinned), files (one pinned to a version), a release marker, an image from the registry
-    // that stands in for ECR, and a group whose instance waits for its launch hook.
-    let env = format!("/kt/{p}/env");
-    rig.put(&env, "GREETING=hello\n", ParameterType::SecureString)
+/// The sources both policy tests read: a SecureString document and two parameters under a path
+/// (String and SecureString), a secret read whole and one pinned to a stage (two versions).
+/// Returns the hidden parameter's name and the two secrets' ids.
+async fn seed_sources(rig: &Rig, p: &str, env: &str) -> (String, String, String) {
+    rig.put(env, "GREETING=hello\n", ParameterType::SecureString)
         .await;
     rig.put(
         &format!("/kt/{p}/vars/PLAIN"),
@@ -548,6 +538,24 @@ async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
     rig.put_secret(&db, r#"{"DB_PASSWORD":"v-db-9f3"}"#).await;
     rig.put_secret(&pinned, "v-old-9f3").await;
     rig.put_secret(&pinned, "v-new-9f3").await;
+    (hidden, db, pinned)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let recorder = Recorder::start(&rig.moto_url).await;
+    let docker = DockerProxy::start(s.dir.path());
+    let n = fastrand::u32(..) % 1_000_000;
+    let p = format!("ktiam{n}");
+    let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
+
+    // Parameters (SecureString and String, by name and under a path), secrets (current and
+    // pinned), files (one pinned to a version), a release marker, an image from the registry
+    // that stands in for ECR, and a group whose instance waits for its launch hook.
+    let env = format!("/kt/{p}/env");
+    let (hidden, db, pinned) = seed_sources(&rig, &p, &env).await;
     let bucket = rig.bucket("iam", true).await;
     let compose = format!("services:\n  web:\n    image: {registry}/tester/web:2\n");
     rig.put_object(&bucket, "docker-compose.yml", compose.into_bytes())
@@ -745,21 +753,7 @@ async fn with_a_release_every_call_is_allowed_and_each_statement_needed() {
     let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
 
     let env = format!("/kt/{p}/env");
-    rig.put(&env, "GREETING=hello\n", ParameterType::SecureString)
-        .await;
-    rig.put(
-        &format!("/kt/{p}/vars/PLAIN"),
-        "v-plain",
-        ParameterType::String,
-    )
-    .await;
-    let hidden = format!("/kt/{p}/vars/HIDDEN");
-    rig.put(&hidden, "v-hidden", ParameterType::SecureString)
-        .await;
-    let (db, pinned) = (format!("kt-{p}-db"), format!("kt-{p}-pinned"));
-    rig.put_secret(&db, r#"{"DB_PASSWORD":"v-db-9f3"}"#).await;
-    rig.put_secret(&pinned, "v-old-9f3").await;
-    rig.put_secret(&pinned, "v-new-9f3").await;
+    let (hidden, db, pinned) = seed_sources(&rig, &p, &env).await;
     let bucket = rig.bucket("iamrel", true).await;
     let compose = format!("services:\n  web:\n    image: {registry}/tester/web:2\n");
     rig.put_object(&bucket, "docker-compose.yml", compose.into_bytes())

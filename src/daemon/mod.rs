@@ -647,7 +647,16 @@ async fn watch_once(
         settings.watch_retry_failed_after,
     )
     .await?;
-    match &found {
+    log_found(&found);
+    if marker.is_some() && watch::marker_settled(&found) {
+        *shared.marker.lock().await = marker;
+    }
+    Ok(found)
+}
+
+/// What a watch found, in the journal.
+fn log_found(found: &WatchOutcome) {
+    match found {
         WatchOutcome::Changed(changes) | WatchOutcome::Report(changes) => {
             for change in changes {
                 tracing::info!("changed: {change}");
@@ -656,10 +665,6 @@ async fn watch_once(
         WatchOutcome::Held(why) => tracing::info!("not applying it again: {why}"),
         _ => {}
     }
-    if marker.is_some() && watch::marker_settled(&found) {
-        *shared.marker.lock().await = marker;
-    }
-    Ok(found)
 }
 
 /// With `release.store`: one HEAD of the promoted pointer; when its ETag changed, one GET of it,
@@ -704,15 +709,7 @@ async fn watch_release(
         settings.watch_retry_failed_after,
         std::time::SystemTime::now(),
     );
-    match &found {
-        WatchOutcome::Changed(changes) | WatchOutcome::Report(changes) => {
-            for change in changes {
-                tracing::info!("changed: {change}");
-            }
-        }
-        WatchOutcome::Held(why) => tracing::info!("not applying it again: {why}"),
-        _ => {}
-    }
+    log_found(&found);
     if watch::pointer_settled(&found) {
         *shared.marker.lock().await = Some((etag, tokio::time::Instant::now()));
     }
