@@ -22,10 +22,10 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::atomic::{self, Written};
-use crate::aws::{self, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
+use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
 use crate::config::RegistryAuth;
 use crate::config::{EnvSettings, Settings};
-use crate::engine::{self, converge::EngineReport, registry::Registries};
+use crate::engine::{self, api::Engine, converge::EngineReport, registry::Registries};
 use crate::envfile;
 use crate::error::input_error;
 use crate::release::{Manifest, ReleaseId};
@@ -94,13 +94,40 @@ pub enum Held {
 }
 
 /// The clients a sync talks through. The daemon keeps one set for its life (one credential
-/// cache, one HTTPS pool, one engine connection).
-pub struct Clients {
-    pub ssm: SsmStore,
-    pub s3: S3Store,
+/// cache, one HTTPS pool, one engine connection). Generic over the traits, so that a pass can be
+/// driven with fakes (see the tests); AWS and Docker otherwise.
+pub struct Clients<P = SsmStore, O = S3Store, E = engine::docker::DockerEngine> {
+    pub ssm: P,
+    pub s3: O,
     pub ecr: Option<aws_sdk_ecr::Client>,
     /// `None`: connected by the sync itself when the config has a compose project.
-    pub engine: Option<engine::docker::DockerEngine>,
+    pub engine: Option<E>,
+}
+
+/// An engine a sync connects to by itself when it was given none (see [`Clients::engine`]).
+pub trait Connect: Engine + Sized {
+    fn open() -> impl std::future::Future<Output = Result<Self>> + Send;
+}
+
+impl Connect for engine::docker::DockerEngine {
+    async fn open() -> Result<Self> {
+        engine::docker::connect(engine::docker::ENGINE_WAIT).await
+    }
+}
+
+/// The engine of one pass: the one the clients hold, or one the pass connected to.
+enum EngineOf<'a, E> {
+    Given(&'a E),
+    Connected(E),
+}
+
+impl<E> EngineOf<'_, E> {
+    fn get(&self) -> &E {
+        match self {
+            EngineOf::Given(engine) => engine,
+            EngineOf::Connected(engine) => engine,
+        }
+    }
 }
 
 impl Clients {
@@ -119,9 +146,9 @@ impl Clients {
 }
 
 /// One sync, holding the project's lock, recorded in the state file (and the metrics).
-pub async fn run_with(
+pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
     settings: &Settings,
-    clients: &Clients,
+    clients: &Clients<P, O, E>,
     held: Held,
     target: &Target,
 ) -> Result<SyncReport> {
@@ -230,9 +257,9 @@ pub async fn choose(
     }
 }
 
-async fn converge(
+async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(
     settings: &Settings,
-    clients: &Clients,
+    clients: &Clients<P, O, E>,
     held: Held,
     target: &Target,
     state: &mut State,
@@ -276,7 +303,7 @@ async fn converge(
             let mut report = apply(
                 settings,
                 clients,
-                engine.as_ref(),
+                engine.as_ref().map(EngineOf::get),
                 state,
                 on_disk,
                 Vec::new(),
@@ -290,7 +317,7 @@ async fn converge(
     let result = apply_release(
         settings,
         clients,
-        engine.as_ref(),
+        engine.as_ref().map(EngineOf::get),
         state,
         env,
         staged,
@@ -320,15 +347,15 @@ async fn converge(
 /// their targets), concurrently. Meanwhile, the engine: a switch an earlier sync left half done
 /// (the agent was killed) is set right first, whatever happens to the fetching, so the last good
 /// containers serve.
-async fn fetch(
+async fn fetch<'a, P: ParameterStore, O: ObjectStore, E: Connect>(
     settings: &Settings,
-    clients: &Clients,
+    clients: &'a Clients<P, O, E>,
     state: &State,
     release: Option<&Manifest>,
 ) -> Result<(
     Option<DesiredEnv>,
     Vec<files::Staged>,
-    Option<engine::docker::DockerEngine>,
+    Option<EngineOf<'a, E>>,
 )> {
     let env = async {
         match &settings.env {
@@ -343,11 +370,15 @@ async fn fetch(
             return Ok(None);
         };
         let engine = match &clients.engine {
-            Some(engine) => engine.clone(),
-            None => engine::docker::connect(engine::docker::ENGINE_WAIT).await?,
+            Some(engine) => EngineOf::Given(engine),
+            None => EngineOf::Connected(E::open().await?),
         };
-        engine::converge::recover_interrupted(&engine, &settings.project, compose.healthy_timeout)
-            .await?;
+        engine::converge::recover_interrupted(
+            engine.get(),
+            &settings.project,
+            compose.healthy_timeout,
+        )
+        .await?;
         Ok::<_, anyhow::Error>(Some(engine))
     };
     let (env, staged, engine) = futures::join!(env, staged, engine);
@@ -357,10 +388,10 @@ async fn fetch(
 /// Applies a new release, keeping what it replaces until it is healthy: the last good release.
 /// Once a sync has succeeded, the disk holds the last good release (a failed sync puts it back),
 /// also after a failed sync: a second bad release in a row is undone like the first.
-async fn apply_release(
+async fn apply_release<P: ParameterStore, O: ObjectStore, E: Engine>(
     settings: &Settings,
-    clients: &Clients,
-    engine: Option<&engine::docker::DockerEngine>,
+    clients: &Clients<P, O, E>,
+    engine: Option<&E>,
     state: &mut State,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
@@ -528,10 +559,10 @@ fn env_on_disk(settings: &Settings, state: &State) -> Result<Option<DesiredEnv>>
 /// [`judge_release`] read from what was just committed. Without it (`None`), the release applied
 /// is the last good one, on disk, in place of one that failed (see [`secret_files::prepare`]),
 /// and the project is read from the disk.
-async fn apply(
+async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
     settings: &Settings,
-    clients: &Clients,
-    engine: Option<&engine::docker::DockerEngine>,
+    clients: &Clients<P, O, E>,
+    engine: Option<&E>,
     state: &mut State,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
@@ -759,3 +790,8 @@ fn write_env(env: &EnvSettings, desired: &DesiredEnv) -> Result<WrittenEnv> {
         sha256: engine::spec::sha256_hex(desired.text.as_bytes()),
     })
 }
+
+#[cfg(test)]
+pub mod fakes;
+#[cfg(test)]
+mod tests;
