@@ -3,7 +3,8 @@
 //! Everything is fetched first, concurrently: the parameters (rendered into the env file's new
 //! content) and the S3 files (streamed into temp files beside their targets). Only when all of it
 //! is in hand is anything committed, so a failure anywhere leaves every file as it was. The
-//! outcome, good or bad, is recorded in the state file for `status`.
+//! outcome, good or bad, is recorded in the state file for `status`: the pass collects what it
+//! changed ([`state::Changes`]) and [`State::record`] alone writes it into the state.
 
 pub mod files;
 pub mod leftovers;
@@ -31,7 +32,7 @@ use crate::error::input_error;
 use crate::release::{Manifest, ReleaseId};
 use files::Change;
 use release::{FailedRelease, Fingerprint, Snapshot};
-use state::{now, RunningRelease, State, SyncRecord};
+use state::{now, Changes, Ended, Outcome, RunningRelease, State, SyncRecord};
 
 /// What a sync did.
 #[derive(Debug, Serialize)]
@@ -163,24 +164,26 @@ pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
     let mut state = State::load(&state_path)?;
     let started = now();
     let clock = std::time::Instant::now();
-    let result = converge(settings, clients, held, target, &mut state).await;
-    count(&mut state.counters, &result, clock.elapsed());
-    let finished = now();
-    if let Ok(report) = &result {
-        if report.held.is_none() {
-            state.failed = None;
-            state.last_good_at = Some(finished.clone());
-        }
-    }
-    state.last_sync = Some(SyncRecord {
-        started,
-        finished,
-        ok: result.is_ok(),
-        error: result
-            .as_ref()
-            .err()
-            .map(|e| crate::engine::api::printable(&format!("{e:#}"), 4000)),
-    });
+    let mut changes = Changes::default();
+    let result = converge(settings, clients, held, target, &state, &mut changes).await;
+    let outcome = Outcome {
+        changes,
+        took: clock.elapsed(),
+        finished_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        ended: ended(&result),
+        sync: SyncRecord {
+            started,
+            finished: now(),
+            ok: result.is_ok(),
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| crate::engine::api::printable(&format!("{e:#}"), 4000)),
+        },
+    };
+    state.record(outcome);
     state.save(&state_path, &locked)?;
     if let Some(path) = &settings.metrics_textfile {
         let containers = match (&settings.compose, &clients.engine) {
@@ -198,28 +201,21 @@ pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
     result
 }
 
-fn count(counters: &mut state::Counters, result: &Result<SyncReport>, took: std::time::Duration) {
-    counters.syncs += 1;
-    counters.last_duration_seconds = took.as_secs_f64();
+/// How a pass ended, as the state counts it.
+fn ended(result: &Result<SyncReport>) -> Ended {
     match result {
-        Ok(report) => {
-            counters.pulls += report
+        Ok(report) => Ended::Ok {
+            held: report.held.is_some(),
+            pulls: report
                 .containers
                 .as_ref()
-                .map_or(0, |c| c.pulled.len() as u64);
-            counters.last_success_unix = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-        }
-        Err(err) => {
-            counters.failures += 1;
-            if err
+                .map_or(0, |c| c.pulled.len() as u64),
+        },
+        Err(err) => Ended::Failed {
+            rolled_back: err
                 .downcast_ref::<crate::engine::converge::RolledBack>()
-                .is_some()
-            {
-                counters.rollbacks += 1;
-            }
-        }
+                .is_some(),
+        },
     }
 }
 
@@ -262,7 +258,8 @@ async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(
     clients: &Clients<P, O, E>,
     held: Held,
     target: &Target,
-    state: &mut State,
+    state: &State,
+    changes: &mut Changes,
 ) -> Result<SyncReport> {
     let chosen = choose(settings, &clients.s3, target).await?;
     let pinned;
@@ -275,6 +272,12 @@ async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(
         None => (settings, None),
     };
     let (env, staged, engine) = fetch(settings, clients, state, release).await?;
+    let pass = Pass {
+        settings,
+        clients,
+        engine: engine.as_ref().map(EngineOf::get),
+        state,
+    };
     if let Some(release) = release {
         for file in &staged {
             release.check_file(&file.source, &file.record().sha256)?;
@@ -300,47 +303,39 @@ async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(
             // on disk (after a restart, it may need starting).
             drop(staged);
             let on_disk = env_on_disk(settings, state)?;
-            let mut report = apply(
-                settings,
-                clients,
-                engine.as_ref().map(EngineOf::get),
-                state,
-                on_disk,
-                Vec::new(),
-                None,
-            )
-            .await?;
+            let mut report = apply(&pass, changes, on_disk, Vec::new(), None).await?;
             report.held = Some(why);
             return Ok(report);
         }
     }
-    let result = apply_release(
-        settings,
-        clients,
-        engine.as_ref().map(EngineOf::get),
-        state,
-        env,
-        staged,
-        release,
-    )
-    .await;
+    let result = apply_release(&pass, changes, env, staged, release).await;
     match &result {
         Ok(_) => {
-            state.release = release.map(|r| RunningRelease {
+            changes.release = Some(release.map(|r| RunningRelease {
                 id: r.id.clone(),
                 images: r.images.clone(),
-            });
+            }));
         }
-        Err(err) => remember_failed(state, attempt, err),
+        Err(err) => changes.failed = to_hold(state, changes, attempt, err),
     }
     // The promote is acted on once applied, or when an operator chose another release (a wave):
     // a promoted release that failed is tried again after the backoff, as any other.
     if let Some((_, Some(promoted))) = &chosen {
         if result.is_ok() || matches!(target, Target::Release(_)) {
-            state.promoted_seen = Some(promoted.clone());
+            changes.promoted_seen = Some(promoted.clone());
         }
     }
     result
+}
+
+/// What every step of a pass reads: the config (pinned by the release applied, if any), the
+/// clients, the engine, and the state as it was loaded (the pass's changes are apart, in
+/// [`Changes`]).
+struct Pass<'a, P, O, E> {
+    settings: &'a Settings,
+    clients: &'a Clients<P, O, E>,
+    engine: Option<&'a E>,
+    state: &'a State,
 }
 
 /// Fetches the parameters (rendered into the env file's content) and the files (staged beside
@@ -389,14 +384,13 @@ async fn fetch<'a, P: ParameterStore, O: ObjectStore, E: Connect>(
 /// Once a sync has succeeded, the disk holds the last good release (a failed sync puts it back),
 /// also after a failed sync: a second bad release in a row is undone like the first.
 async fn apply_release<P: ParameterStore, O: ObjectStore, E: Engine>(
-    settings: &Settings,
-    clients: &Clients<P, O, E>,
-    engine: Option<&E>,
-    state: &mut State,
+    pass: &Pass<'_, P, O, E>,
+    changes: &mut Changes,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
     release: Option<&Manifest>,
 ) -> Result<SyncReport> {
+    let (settings, state) = (pass.settings, pass.state);
     let project = judge_release(settings, env.as_ref(), &staged, release)?;
     let last_good =
         state.last_sync.as_ref().is_some_and(|s| s.ok) || state.counters.last_success_unix > 0;
@@ -414,15 +408,15 @@ async fn apply_release<P: ParameterStore, O: ObjectStore, E: Engine>(
         (true, false) => Some(Snapshot::take(&settings.state_dir, &replaced)?),
         _ => None,
     };
-    let previous = (state.files.clone(), state.parameters.clone());
-    let err = match apply(settings, clients, engine, state, env, staged, project).await {
+    let err = match apply(pass, changes, env, staged, project).await {
         Ok(report) => return Ok(report),
         Err(err) => err,
     };
     let Some(snapshot) = snapshot else {
         return Err(err);
     };
-    (state.files, state.parameters) = previous;
+    // The last good files are put back: so are their records.
+    (changes.files, changes.parameters) = (None, None);
     Err(match snapshot.restore() {
         Ok(paths) => {
             let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -515,29 +509,40 @@ pub fn project_of(
     Ok(Some((project, text)))
 }
 
-/// Holds a release that failed for good while a good one serves: rolled back (its containers
-/// did not get healthy), refused as bad input, or refused by the registry. A failure that may
-/// pass (the network, a registry outage, the engine) holds nothing: the next watch tries again,
-/// and no container was touched. Nor is the good release itself ever held.
-fn remember_failed(state: &mut State, attempt: Fingerprint, err: &anyhow::Error) {
+/// The release to hold, when one failed for good while a good one serves: rolled back (its
+/// containers did not get healthy), refused as bad input, or refused by the registry. A failure
+/// that may pass (the network, a registry outage, the engine) holds nothing: the next watch tries
+/// again, and no container was touched. Nor is the good release itself ever held (as it is once
+/// this pass's `changes` are recorded).
+fn to_hold(
+    state: &State,
+    changes: &Changes,
+    attempt: Fingerprint,
+    err: &anyhow::Error,
+) -> Option<FailedRelease> {
     let for_good = err.downcast_ref::<engine::converge::RolledBack>().is_some()
         || err.downcast_ref::<engine::pull::Refused>().is_some()
         || crate::error::exit_status(err) == crate::error::EXIT_BAD_INPUT;
     let serving = state.counters.last_success_unix > 0;
-    if !for_good || !serving || attempt == state.last_good() {
-        return;
+    let last_good = state::fingerprint_of(
+        changes.parameters.as_ref().unwrap_or(&state.parameters),
+        changes.files.as_ref().unwrap_or(&state.files),
+        state.release.as_ref(),
+    );
+    if !for_good || !serving || attempt == last_good {
+        return None;
     }
     let attempts = match &state.failed {
         Some(failed) if failed.fingerprint == attempt => failed.attempts + 1,
         _ => 1,
     };
     let reason = crate::engine::api::summary(err, 200);
-    state.failed = Some(FailedRelease {
+    Some(FailedRelease {
         at: now(),
         reason,
         fingerprint: attempt,
         attempts,
-    });
+    })
 }
 
 /// The env file as it is on disk, as a release to apply (it is then left as it is). A link or a
@@ -560,14 +565,13 @@ fn env_on_disk(settings: &Settings, state: &State) -> Result<Option<DesiredEnv>>
 /// is the last good one, on disk, in place of one that failed (see [`secret_files::prepare`]),
 /// and the project is read from the disk.
 async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
-    settings: &Settings,
-    clients: &Clients<P, O, E>,
-    engine: Option<&E>,
-    state: &mut State,
+    pass: &Pass<'_, P, O, E>,
+    changes: &mut Changes,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
     judged: Option<crate::compose::Project>,
 ) -> Result<SyncReport> {
+    let (settings, clients, engine, state) = (pass.settings, pass.clients, pass.engine, pass.state);
     let held = judged.is_none();
     let (env_report, secret_only) = match (&settings.env, env) {
         (Some(settings), Some(desired)) => {
@@ -576,20 +580,19 @@ async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
         _ => (None, Vec::new()),
     };
     let mut file_reports = Vec::new();
+    let mut committed = Vec::new();
     for (path, change, record) in files::commit(staged)? {
         file_reports.push(FileReport {
             path: path.clone(),
             source: record.source.clone(),
             change,
         });
-        state.files.insert(path, record);
+        committed.push((path, record));
     }
-    // Forget files no longer configured (they are left on disk: the agent never deletes them).
-    state
-        .files
-        .retain(|path, _| settings.files.iter().any(|f| &f.path == path));
+    let files_now = state.files_after(committed, &settings.files);
+    changes.files = Some(files_now.clone());
     if let Some(env) = &env_report {
-        state.parameters = env.versions.clone();
+        changes.parameters = Some(env.versions.clone());
     }
     // The compose file and the env file it interpolates from are in place: converge the engine.
     let containers = match (&settings.compose, engine) {
@@ -607,19 +610,18 @@ async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
                 &secret_only,
                 kept.as_ref(),
             )?;
-            let pulled_at = state.pulled_at.clone();
-            note_refresh_attempts(&project, state);
+            note_refresh_attempts(&project, state, changes);
             let registries =
                 Registries::resolve(&settings.registries, &clients.ssm, clients.ecr.clone())
                     .await?;
             let files = agent_files(
                 settings,
-                state,
+                &files_now,
                 env_report.as_ref().map(|e| e.sha256.as_str()),
             );
             let before = engine::converge::PulledBefore {
                 ids: &state.pulled,
-                at: &pulled_at,
+                at: &state.pulled_at,
             };
             let report = match settings.is_warm() {
                 true => {
@@ -639,25 +641,19 @@ async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
                     .await?
                 }
             };
-            state.pulled.extend(report.pulled_ids.clone());
-            let pulled_now = now();
-            for image in report.pulled_ids.keys() {
-                state.pulled_at.insert(image.clone(), pulled_now.clone());
-            }
-            for reference in &report.pruned {
-                state.pulled.remove(reference);
-                state.pulled_at.remove(reference);
-            }
-            state.images = report.images.clone();
-            state.stale_images = report.stale.iter().cloned().collect();
             // The release is good: the secret files it mounts are the only ones kept.
-            state.secret_files = secret_files::mounted(&project);
-            if !state.secret_files.is_empty() {
-                secret_files::prune(
-                    &secrets_dir,
-                    &state.secret_files.values().cloned().collect(),
-                );
+            let mounted = secret_files::mounted(&project);
+            if !mounted.is_empty() {
+                secret_files::prune(&secrets_dir, &mounted.values().cloned().collect());
             }
+            changes.engine = Some(state::EngineChanges {
+                pulled_ids: report.pulled_ids.clone(),
+                pulled_at: now(),
+                pruned: report.pruned.clone(),
+                images: report.images.clone(),
+                stale_images: report.stale.iter().cloned().collect(),
+                secret_files: mounted,
+            });
             Some(report)
         }
         _ => None,
@@ -706,30 +702,31 @@ fn write_secret_files(
 /// A `daily`-like pull that is due is attempted now: noted before it happens, so that a failed
 /// attempt (a registry down, an image that never gets healthy) is made again after the next
 /// period, or on `resync`, never on every watch tick.
-fn note_refresh_attempts(project: &crate::compose::Project, state: &mut State) {
+fn note_refresh_attempts(project: &crate::compose::Project, state: &State, changes: &mut Changes) {
     let attempt = now();
     let at = std::time::SystemTime::now();
     for service in project.services.values() {
         let Some(policy) = service.pull_policy else {
             continue;
         };
-        if engine::pull::refresh_due(policy, state.pulled_at.get(&service.image), at) {
-            state
-                .pulled_at
+        let last = (changes.refresh_attempts.get(&service.image))
+            .or_else(|| state.pulled_at.get(&service.image));
+        if engine::pull::refresh_due(policy, last, at) {
+            changes
+                .refresh_attempts
                 .insert(service.image.clone(), attempt.clone());
         }
     }
 }
 
 /// The files the agent writes, with the hash of what they hold after this sync: the fetched files
-/// (from their records) and the env file (`env_sha256`, of the content just written).
+/// (from their records, `records`) and the env file (`env_sha256`, of the content just written).
 pub fn agent_files(
     settings: &Settings,
-    state: &State,
+    records: &std::collections::BTreeMap<PathBuf, state::FileRecord>,
     env_sha256: Option<&str>,
 ) -> engine::spec::AgentFiles {
-    let mut files: engine::spec::AgentFiles = state
-        .files
+    let mut files: engine::spec::AgentFiles = records
         .iter()
         .map(|(path, record)| (path.clone(), record.sha256.clone()))
         .collect();
