@@ -446,7 +446,7 @@ fn judge_release(
     env: Option<&DesiredEnv>,
     staged: &[files::Staged],
     release: Option<&Manifest>,
-) -> Result<Option<crate::compose::Project>> {
+) -> Result<Option<Judged>> {
     let fetched = |path: &std::path::Path| format!("failed to read the new {}", path.display());
     let pending = |path: &std::path::Path| -> Option<Result<String>> {
         let bytes = staged.iter().find(|s| s.path == path)?.pending()?;
@@ -459,15 +459,35 @@ fn judge_release(
                 .with_context(|| fetched(path)),
         )
     };
-    let Some((mut project, text)) = project_of(settings, env.map(|e| e.text.as_str()), &pending)?
-    else {
+    let Some(loaded) = load_project(settings, env.map(|e| e.text.as_str()), &pending)? else {
         return Ok(None);
     };
+    let mut project = loaded.project;
     if let Some(release) = release {
-        release.check_compose(&text)?;
+        release.check_compose(&loaded.text)?;
         release.pin_images(&mut project)?;
     }
-    Ok(Some(project))
+    Ok(Some(Judged {
+        project,
+        variables: loaded.variables,
+    }))
+}
+
+/// A release's compose project, as it will run, with the variables of the env file it is
+/// interpolated with: read once per sync, from the env file about to be written (or, for a held
+/// release, the last good one on disk), and used again for the `secrets:` files.
+struct Judged {
+    project: crate::compose::Project,
+    variables: indexmap::IndexMap<String, String>,
+}
+
+/// What [`load_project`] reads.
+struct Loaded {
+    project: crate::compose::Project,
+    /// The compose file's text.
+    text: String,
+    /// The env file's variables, as the compose file is interpolated with them.
+    variables: indexmap::IndexMap<String, String>,
 }
 
 /// The compose project (and the compose file's text) as it reads with the env file's text
@@ -478,6 +498,16 @@ pub fn project_of(
     env_text: Option<&str>,
     pending: &dyn Fn(&std::path::Path) -> Option<Result<String>>,
 ) -> Result<Option<(crate::compose::Project, String)>> {
+    let loaded = load_project(settings, env_text, pending)?;
+    Ok(loaded.map(|l| (l.project, l.text)))
+}
+
+/// [`project_of`], with the env file's variables it was interpolated with.
+fn load_project(
+    settings: &Settings,
+    env_text: Option<&str>,
+    pending: &dyn Fn(&std::path::Path) -> Option<Result<String>>,
+) -> Result<Option<Loaded>> {
     let Some(compose) = &settings.compose else {
         return Ok(None);
     };
@@ -505,8 +535,12 @@ pub fn project_of(
         Some((path, text)) => crate::compose::variables_of(path, &text?)?,
         None => crate::compose::env_variables(settings)?,
     };
-    let project = crate::compose::load_text(settings, &text, variables, &read)?;
-    Ok(Some((project, text)))
+    let project = crate::compose::load_text(settings, &text, variables.clone(), &read)?;
+    Ok(Some(Loaded {
+        project,
+        text,
+        variables,
+    }))
 }
 
 /// The release to hold, when one failed for good while a good one serves: rolled back (its
@@ -569,15 +603,17 @@ async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
     changes: &mut Changes,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
-    judged: Option<crate::compose::Project>,
+    judged: Option<Judged>,
 ) -> Result<SyncReport> {
     let (settings, clients, engine, state) = (pass.settings, pass.clients, pass.engine, pass.state);
     let held = judged.is_none();
-    let (env_report, secret_only) = match (&settings.env, env) {
-        (Some(settings), Some(desired)) => {
-            (Some(write_env(settings, &desired)?), desired.secret_only)
-        }
-        _ => (None, Vec::new()),
+    let (env_report, secret_only, env_text) = match (&settings.env, env) {
+        (Some(settings), Some(desired)) => (
+            Some(write_env(settings, &desired)?),
+            desired.secret_only,
+            Some(desired.text),
+        ),
+        _ => (None, Vec::new(), None),
     };
     let mut file_reports = Vec::new();
     let mut committed = Vec::new();
@@ -597,9 +633,12 @@ async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
     // The compose file and the env file it interpolates from are in place: converge the engine.
     let containers = match (&settings.compose, engine) {
         (Some(compose), Some(engine)) => {
-            let mut project = match judged {
-                Some(project) => project,
-                None => held_project(settings, state)?,
+            let Judged {
+                mut project,
+                variables,
+            } = match judged {
+                Some(judged) => judged,
+                None => held_project(settings, state, env_text.as_deref())?,
             };
             let secrets_dir = secret_files::project_dir(&compose.secrets_dir, &settings.project);
             let kept = held.then(|| state.secret_files.clone());
@@ -608,6 +647,7 @@ async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
                 &mut project,
                 &secrets_dir,
                 &secret_only,
+                &variables,
                 kept.as_ref(),
             )?;
             note_refresh_attempts(&project, state, changes);
@@ -667,9 +707,14 @@ async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
 }
 
 /// The last good release, from the disk, in place of one that failed and is held: its images by
-/// the digests its release pinned, when it was one.
-fn held_project(settings: &Settings, state: &State) -> Result<crate::compose::Project> {
-    let mut project = crate::compose::load(settings)?;
+/// the digests its release pinned, when it was one. `env_text`: the env file as it is on disk,
+/// already read (see [`env_on_disk`]).
+fn held_project(settings: &Settings, state: &State, env_text: Option<&str>) -> Result<Judged> {
+    let variables = match (&settings.env, env_text) {
+        (Some(env), Some(text)) => crate::compose::variables_of(&env.path, text)?,
+        _ => crate::compose::env_variables(settings)?,
+    };
+    let mut project = crate::compose::load_with(settings, variables.clone())?;
     if let Some(running) = &state.release {
         for service in project.services.values_mut() {
             if let Some(digest) = running.images.get(&service.image) {
@@ -677,24 +722,25 @@ fn held_project(settings: &Settings, state: &State) -> Result<crate::compose::Pr
             }
         }
     }
-    Ok(project)
+    Ok(Judged { project, variables })
 }
 
 /// Names and writes the files of the compose file's `secrets:` (see [`secret_files`]): their
-/// variables are the `env_file: false` sources', then the env file's, then the agent's own.
+/// variables are the `env_file: false` sources', then the env file's (`env`, as the compose file
+/// was interpolated with them), then the agent's own.
 fn write_secret_files(
     settings: &Settings,
     project: &mut crate::compose::Project,
     dir: &std::path::Path,
     secret_only: &[(String, crate::redact::Secret)],
+    env: &indexmap::IndexMap<String, String>,
     kept: Option<&std::collections::BTreeMap<String, PathBuf>>,
 ) -> Result<()> {
     if project.services.values().all(|s| s.secrets.is_empty()) {
         return Ok(());
     }
     let key = secret_files::key(&settings.state_dir)?;
-    let env = crate::compose::env_variables(settings)?;
-    let lookup = secret_files::variables(secret_only, &env);
+    let lookup = secret_files::variables(secret_only, env);
     let files = secret_files::prepare(project, dir, &key, &lookup, kept)?;
     secret_files::write(dir, &files)
 }

@@ -41,7 +41,13 @@ fn engine() -> FakeEngine {
 }
 
 fn instance(release_store: bool) -> Instance {
-    let dir = tempfile::tempdir().unwrap();
+    instance_with(release_store, COMPOSE)
+}
+
+/// An instance whose compose file (in S3) is `compose`.
+fn instance_with(release_store: bool, compose: &str) -> Instance {
+    // On a tmpfs: where the compose file's `secrets:` may be written.
+    let dir = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (a tmpfs)");
     let release = match release_store {
         true => "release:\n  store: s3://releases/orange/\n",
         false => "",
@@ -50,7 +56,8 @@ fn instance(release_store: bool) -> Instance {
         "project: orange\nworkdir: {0}/srv\nstate_dir: {0}/state\n\
          env:\n  parameters:\n    - name: {PARAM}\n      format: dotenv\n\
          files:\n  - source: {COMPOSE_URI}\n    path: docker-compose.yml\n\
-         compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n{release}",
+         compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n  secrets_dir: {0}/secrets\n\
+         {release}",
         dir.path().display()
     );
     std::fs::create_dir_all(dir.path().join("srv")).unwrap();
@@ -63,7 +70,7 @@ fn instance(release_store: bool) -> Instance {
         ecr: None,
         engine: Some(engine()),
     };
-    clients.s3.put(COMPOSE_URI, COMPOSE.as_bytes());
+    clients.s3.put(COMPOSE_URI, compose.as_bytes());
     Instance {
         dir,
         settings,
@@ -472,4 +479,53 @@ async fn a_promote_is_seen_once_applied_or_when_another_release_was_chosen() {
     let state = i.state();
     assert_eq!(state.promoted_seen, Some(good.id.clone()));
     assert_eq!(state.release.map(|r| r.id), Some(good.id));
+}
+
+/// The files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        match path.is_dir() {
+            true => files.extend(files_under(&path)),
+            false => files.push(path),
+        }
+    }
+    files
+}
+
+/// A sync has the variables of the env file it writes in memory: they interpolate the compose
+/// file and fill its `secrets:` files, with no read of the env file back from the disk. A held
+/// release reads the last good env file on disk once, as text (not counted here), and takes its
+/// variables from that text.
+#[tokio::test(start_paused = true)]
+async fn the_env_file_is_never_read_back() {
+    let compose = "services:\n  web:\n    image: web:${TAG}\n    secrets: [token]\n\
+                   secrets:\n  token:\n    environment: TOKEN\n";
+    let i = instance_with(false, compose);
+    let token = |tag: &str| format!("TAG={tag}\nTOKEN=t0k3n-{tag}\n");
+    i.clients.ssm.put(PARAM, &token("1"));
+    i.sync(Held::Hold { after: HOUR }).await.unwrap();
+    let secrets = i.dir.path().join("secrets");
+    let written = |value: &str| {
+        files_under(&secrets)
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|text| text == value))
+    };
+    assert!(written("t0k3n-1"), "{:?}", files_under(&secrets));
+    i.clients.ssm.put(PARAM, &token("bad"));
+    i.sync(Held::Hold { after: HOUR }).await.unwrap_err();
+    let report = i.sync(Held::Hold { after: HOUR }).await.unwrap();
+    assert!(report.held.is_some());
+    assert!(written("t0k3n-1"));
+    let env_file = i.dir.path().join("srv/.env");
+    let reads = crate::compose::ENV_FILE_READS
+        .lock()
+        .unwrap()
+        .get(&env_file)
+        .copied();
+    assert_eq!(
+        reads, None,
+        "the env file's variables were read back from the disk"
+    );
 }
