@@ -173,8 +173,19 @@ pub fn env_variables(settings: &Settings) -> Result<IndexMap<String, String>> {
     }
 }
 
+/// How many times the variables of each env file were read from the disk: what a test of a
+/// sync counts (a sync reads the env file it writes from memory).
+#[cfg(test)]
+pub static ENV_FILE_READS: std::sync::Mutex<std::collections::BTreeMap<PathBuf, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// The variables of the env file; none when it does not exist yet.
 fn read_env_file(path: &Path) -> Result<IndexMap<String, String>> {
+    #[cfg(test)]
+    {
+        let mut reads = ENV_FILE_READS.lock().unwrap();
+        *reads.entry(path.to_path_buf()).or_default() += 1;
+    }
     let Some(text) = read_managed(path)? else {
         tracing::warn!(
             "env file {} does not exist (yet), or is not a regular file: the compose file is interpolated from the agent's environment only",

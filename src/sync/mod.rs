@@ -3,7 +3,8 @@
 //! Everything is fetched first, concurrently: the parameters (rendered into the env file's new
 //! content) and the S3 files (streamed into temp files beside their targets). Only when all of it
 //! is in hand is anything committed, so a failure anywhere leaves every file as it was. The
-//! outcome, good or bad, is recorded in the state file for `status`.
+//! outcome, good or bad, is recorded in the state file for `status`: the pass collects what it
+//! changed ([`state::Changes`]) and [`State::record`] alone writes it into the state.
 
 pub mod files;
 pub mod leftovers;
@@ -22,16 +23,16 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::atomic::{self, Written};
-use crate::aws::{self, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
+use crate::aws::{self, s3::ObjectStore, s3::S3Store, ssm::ParameterStore, ssm::SsmStore};
 use crate::config::RegistryAuth;
 use crate::config::{EnvSettings, Settings};
-use crate::engine::{self, converge::EngineReport, registry::Registries};
+use crate::engine::{self, api::Engine, converge::EngineReport, registry::Registries};
 use crate::envfile;
 use crate::error::input_error;
 use crate::release::{Manifest, ReleaseId};
 use files::Change;
 use release::{FailedRelease, Fingerprint, Snapshot};
-use state::{now, RunningRelease, State, SyncRecord};
+use state::{now, Changes, Ended, Outcome, RunningRelease, State, SyncRecord};
 
 /// What a sync did.
 #[derive(Debug, Serialize)]
@@ -94,13 +95,40 @@ pub enum Held {
 }
 
 /// The clients a sync talks through. The daemon keeps one set for its life (one credential
-/// cache, one HTTPS pool, one engine connection).
-pub struct Clients {
-    pub ssm: SsmStore,
-    pub s3: S3Store,
+/// cache, one HTTPS pool, one engine connection). Generic over the traits, so that a pass can be
+/// driven with fakes (see the tests); AWS and Docker otherwise.
+pub struct Clients<P = SsmStore, O = S3Store, E = engine::docker::DockerEngine> {
+    pub ssm: P,
+    pub s3: O,
     pub ecr: Option<aws_sdk_ecr::Client>,
     /// `None`: connected by the sync itself when the config has a compose project.
-    pub engine: Option<engine::docker::DockerEngine>,
+    pub engine: Option<E>,
+}
+
+/// An engine a sync connects to by itself when it was given none (see [`Clients::engine`]).
+pub trait Connect: Engine + Sized {
+    fn open() -> impl std::future::Future<Output = Result<Self>> + Send;
+}
+
+impl Connect for engine::docker::DockerEngine {
+    async fn open() -> Result<Self> {
+        engine::docker::connect(engine::docker::ENGINE_WAIT).await
+    }
+}
+
+/// The engine of one pass: the one the clients hold, or one the pass connected to.
+enum EngineOf<'a, E> {
+    Given(&'a E),
+    Connected(E),
+}
+
+impl<E> EngineOf<'_, E> {
+    fn get(&self) -> &E {
+        match self {
+            EngineOf::Given(engine) => engine,
+            EngineOf::Connected(engine) => engine,
+        }
+    }
 }
 
 impl Clients {
@@ -119,9 +147,9 @@ impl Clients {
 }
 
 /// One sync, holding the project's lock, recorded in the state file (and the metrics).
-pub async fn run_with(
+pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
     settings: &Settings,
-    clients: &Clients,
+    clients: &Clients<P, O, E>,
     held: Held,
     target: &Target,
 ) -> Result<SyncReport> {
@@ -136,24 +164,26 @@ pub async fn run_with(
     let mut state = State::load(&state_path)?;
     let started = now();
     let clock = std::time::Instant::now();
-    let result = converge(settings, clients, held, target, &mut state).await;
-    count(&mut state.counters, &result, clock.elapsed());
-    let finished = now();
-    if let Ok(report) = &result {
-        if report.held.is_none() {
-            state.failed = None;
-            state.last_good_at = Some(finished.clone());
-        }
-    }
-    state.last_sync = Some(SyncRecord {
-        started,
-        finished,
-        ok: result.is_ok(),
-        error: result
-            .as_ref()
-            .err()
-            .map(|e| crate::engine::api::printable(&format!("{e:#}"), 4000)),
-    });
+    let mut changes = Changes::default();
+    let result = converge(settings, clients, held, target, &state, &mut changes).await;
+    let outcome = Outcome {
+        changes,
+        took: clock.elapsed(),
+        finished_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        ended: ended(&result),
+        sync: SyncRecord {
+            started,
+            finished: now(),
+            ok: result.is_ok(),
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| crate::engine::api::printable(&format!("{e:#}"), 4000)),
+        },
+    };
+    state.record(outcome);
     state.save(&state_path, &locked)?;
     if let Some(path) = &settings.metrics_textfile {
         let containers = match (&settings.compose, &clients.engine) {
@@ -171,28 +201,21 @@ pub async fn run_with(
     result
 }
 
-fn count(counters: &mut state::Counters, result: &Result<SyncReport>, took: std::time::Duration) {
-    counters.syncs += 1;
-    counters.last_duration_seconds = took.as_secs_f64();
+/// How a pass ended, as the state counts it.
+fn ended(result: &Result<SyncReport>) -> Ended {
     match result {
-        Ok(report) => {
-            counters.pulls += report
+        Ok(report) => Ended::Ok {
+            held: report.held.is_some(),
+            pulls: report
                 .containers
                 .as_ref()
-                .map_or(0, |c| c.pulled.len() as u64);
-            counters.last_success_unix = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-        }
-        Err(err) => {
-            counters.failures += 1;
-            if err
+                .map_or(0, |c| c.pulled.len() as u64),
+        },
+        Err(err) => Ended::Failed {
+            rolled_back: err
                 .downcast_ref::<crate::engine::converge::RolledBack>()
-                .is_some()
-            {
-                counters.rollbacks += 1;
-            }
-        }
+                .is_some(),
+        },
     }
 }
 
@@ -230,12 +253,13 @@ pub async fn choose(
     }
 }
 
-async fn converge(
+async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(
     settings: &Settings,
-    clients: &Clients,
+    clients: &Clients<P, O, E>,
     held: Held,
     target: &Target,
-    state: &mut State,
+    state: &State,
+    changes: &mut Changes,
 ) -> Result<SyncReport> {
     let chosen = choose(settings, &clients.s3, target).await?;
     let pinned;
@@ -248,6 +272,12 @@ async fn converge(
         None => (settings, None),
     };
     let (env, staged, engine) = fetch(settings, clients, state, release).await?;
+    let pass = Pass {
+        settings,
+        clients,
+        engine: engine.as_ref().map(EngineOf::get),
+        state,
+    };
     if let Some(release) = release {
         for file in &staged {
             release.check_file(&file.source, &file.record().sha256)?;
@@ -273,62 +303,54 @@ async fn converge(
             // on disk (after a restart, it may need starting).
             drop(staged);
             let on_disk = env_on_disk(settings, state)?;
-            let mut report = apply(
-                settings,
-                clients,
-                engine.as_ref(),
-                state,
-                on_disk,
-                Vec::new(),
-                None,
-            )
-            .await?;
+            let mut report = apply(&pass, changes, on_disk, Vec::new(), None).await?;
             report.held = Some(why);
             return Ok(report);
         }
     }
-    let result = apply_release(
-        settings,
-        clients,
-        engine.as_ref(),
-        state,
-        env,
-        staged,
-        release,
-    )
-    .await;
+    let result = apply_release(&pass, changes, env, staged, release).await;
     match &result {
         Ok(_) => {
-            state.release = release.map(|r| RunningRelease {
+            changes.release = Some(release.map(|r| RunningRelease {
                 id: r.id.clone(),
                 images: r.images.clone(),
-            });
+            }));
         }
-        Err(err) => remember_failed(state, attempt, err),
+        Err(err) => changes.failed = to_hold(state, changes, attempt, err),
     }
     // The promote is acted on once applied, or when an operator chose another release (a wave):
     // a promoted release that failed is tried again after the backoff, as any other.
     if let Some((_, Some(promoted))) = &chosen {
         if result.is_ok() || matches!(target, Target::Release(_)) {
-            state.promoted_seen = Some(promoted.clone());
+            changes.promoted_seen = Some(promoted.clone());
         }
     }
     result
+}
+
+/// What every step of a pass reads: the config (pinned by the release applied, if any), the
+/// clients, the engine, and the state as it was loaded (the pass's changes are apart, in
+/// [`Changes`]).
+struct Pass<'a, P, O, E> {
+    settings: &'a Settings,
+    clients: &'a Clients<P, O, E>,
+    engine: Option<&'a E>,
+    state: &'a State,
 }
 
 /// Fetches the parameters (rendered into the env file's content) and the files (staged beside
 /// their targets), concurrently. Meanwhile, the engine: a switch an earlier sync left half done
 /// (the agent was killed) is set right first, whatever happens to the fetching, so the last good
 /// containers serve.
-async fn fetch(
+async fn fetch<'a, P: ParameterStore, O: ObjectStore, E: Connect>(
     settings: &Settings,
-    clients: &Clients,
+    clients: &'a Clients<P, O, E>,
     state: &State,
     release: Option<&Manifest>,
 ) -> Result<(
     Option<DesiredEnv>,
     Vec<files::Staged>,
-    Option<engine::docker::DockerEngine>,
+    Option<EngineOf<'a, E>>,
 )> {
     let env = async {
         match &settings.env {
@@ -343,11 +365,15 @@ async fn fetch(
             return Ok(None);
         };
         let engine = match &clients.engine {
-            Some(engine) => engine.clone(),
-            None => engine::docker::connect(engine::docker::ENGINE_WAIT).await?,
+            Some(engine) => EngineOf::Given(engine),
+            None => EngineOf::Connected(E::open().await?),
         };
-        engine::converge::recover_interrupted(&engine, &settings.project, compose.healthy_timeout)
-            .await?;
+        engine::converge::recover_interrupted(
+            engine.get(),
+            &settings.project,
+            compose.healthy_timeout,
+        )
+        .await?;
         Ok::<_, anyhow::Error>(Some(engine))
     };
     let (env, staged, engine) = futures::join!(env, staged, engine);
@@ -357,15 +383,14 @@ async fn fetch(
 /// Applies a new release, keeping what it replaces until it is healthy: the last good release.
 /// Once a sync has succeeded, the disk holds the last good release (a failed sync puts it back),
 /// also after a failed sync: a second bad release in a row is undone like the first.
-async fn apply_release(
-    settings: &Settings,
-    clients: &Clients,
-    engine: Option<&engine::docker::DockerEngine>,
-    state: &mut State,
+async fn apply_release<P: ParameterStore, O: ObjectStore, E: Engine>(
+    pass: &Pass<'_, P, O, E>,
+    changes: &mut Changes,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
     release: Option<&Manifest>,
 ) -> Result<SyncReport> {
+    let (settings, state) = (pass.settings, pass.state);
     let project = judge_release(settings, env.as_ref(), &staged, release)?;
     let last_good =
         state.last_sync.as_ref().is_some_and(|s| s.ok) || state.counters.last_success_unix > 0;
@@ -383,15 +408,15 @@ async fn apply_release(
         (true, false) => Some(Snapshot::take(&settings.state_dir, &replaced)?),
         _ => None,
     };
-    let previous = (state.files.clone(), state.parameters.clone());
-    let err = match apply(settings, clients, engine, state, env, staged, project).await {
+    let err = match apply(pass, changes, env, staged, project).await {
         Ok(report) => return Ok(report),
         Err(err) => err,
     };
     let Some(snapshot) = snapshot else {
         return Err(err);
     };
-    (state.files, state.parameters) = previous;
+    // The last good files are put back: so are their records.
+    (changes.files, changes.parameters) = (None, None);
     Err(match snapshot.restore() {
         Ok(paths) => {
             let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -421,7 +446,7 @@ fn judge_release(
     env: Option<&DesiredEnv>,
     staged: &[files::Staged],
     release: Option<&Manifest>,
-) -> Result<Option<crate::compose::Project>> {
+) -> Result<Option<Judged>> {
     let fetched = |path: &std::path::Path| format!("failed to read the new {}", path.display());
     let pending = |path: &std::path::Path| -> Option<Result<String>> {
         let bytes = staged.iter().find(|s| s.path == path)?.pending()?;
@@ -434,15 +459,35 @@ fn judge_release(
                 .with_context(|| fetched(path)),
         )
     };
-    let Some((mut project, text)) = project_of(settings, env.map(|e| e.text.as_str()), &pending)?
-    else {
+    let Some(loaded) = load_project(settings, env.map(|e| e.text.as_str()), &pending)? else {
         return Ok(None);
     };
+    let mut project = loaded.project;
     if let Some(release) = release {
-        release.check_compose(&text)?;
+        release.check_compose(&loaded.text)?;
         release.pin_images(&mut project)?;
     }
-    Ok(Some(project))
+    Ok(Some(Judged {
+        project,
+        variables: loaded.variables,
+    }))
+}
+
+/// A release's compose project, as it will run, with the variables of the env file it is
+/// interpolated with: read once per sync, from the env file about to be written (or, for a held
+/// release, the last good one on disk), and used again for the `secrets:` files.
+struct Judged {
+    project: crate::compose::Project,
+    variables: indexmap::IndexMap<String, String>,
+}
+
+/// What [`load_project`] reads.
+struct Loaded {
+    project: crate::compose::Project,
+    /// The compose file's text.
+    text: String,
+    /// The env file's variables, as the compose file is interpolated with them.
+    variables: indexmap::IndexMap<String, String>,
 }
 
 /// The compose project (and the compose file's text) as it reads with the env file's text
@@ -453,6 +498,16 @@ pub fn project_of(
     env_text: Option<&str>,
     pending: &dyn Fn(&std::path::Path) -> Option<Result<String>>,
 ) -> Result<Option<(crate::compose::Project, String)>> {
+    let loaded = load_project(settings, env_text, pending)?;
+    Ok(loaded.map(|l| (l.project, l.text)))
+}
+
+/// [`project_of`], with the env file's variables it was interpolated with.
+fn load_project(
+    settings: &Settings,
+    env_text: Option<&str>,
+    pending: &dyn Fn(&std::path::Path) -> Option<Result<String>>,
+) -> Result<Option<Loaded>> {
     let Some(compose) = &settings.compose else {
         return Ok(None);
     };
@@ -480,33 +535,48 @@ pub fn project_of(
         Some((path, text)) => crate::compose::variables_of(path, &text?)?,
         None => crate::compose::env_variables(settings)?,
     };
-    let project = crate::compose::load_text(settings, &text, variables, &read)?;
-    Ok(Some((project, text)))
+    let project = crate::compose::load_text(settings, &text, variables.clone(), &read)?;
+    Ok(Some(Loaded {
+        project,
+        text,
+        variables,
+    }))
 }
 
-/// Holds a release that failed for good while a good one serves: rolled back (its containers
-/// did not get healthy), refused as bad input, or refused by the registry. A failure that may
-/// pass (the network, a registry outage, the engine) holds nothing: the next watch tries again,
-/// and no container was touched. Nor is the good release itself ever held.
-fn remember_failed(state: &mut State, attempt: Fingerprint, err: &anyhow::Error) {
+/// The release to hold, when one failed for good while a good one serves: rolled back (its
+/// containers did not get healthy), refused as bad input, or refused by the registry. A failure
+/// that may pass (the network, a registry outage, the engine) holds nothing: the next watch tries
+/// again, and no container was touched. Nor is the good release itself ever held (as it is once
+/// this pass's `changes` are recorded).
+fn to_hold(
+    state: &State,
+    changes: &Changes,
+    attempt: Fingerprint,
+    err: &anyhow::Error,
+) -> Option<FailedRelease> {
     let for_good = err.downcast_ref::<engine::converge::RolledBack>().is_some()
         || err.downcast_ref::<engine::pull::Refused>().is_some()
         || crate::error::exit_status(err) == crate::error::EXIT_BAD_INPUT;
     let serving = state.counters.last_success_unix > 0;
-    if !for_good || !serving || attempt == state.last_good() {
-        return;
+    let last_good = state::fingerprint_of(
+        changes.parameters.as_ref().unwrap_or(&state.parameters),
+        changes.files.as_ref().unwrap_or(&state.files),
+        state.release.as_ref(),
+    );
+    if !for_good || !serving || attempt == last_good {
+        return None;
     }
     let attempts = match &state.failed {
         Some(failed) if failed.fingerprint == attempt => failed.attempts + 1,
         _ => 1,
     };
     let reason = crate::engine::api::summary(err, 200);
-    state.failed = Some(FailedRelease {
+    Some(FailedRelease {
         at: now(),
         reason,
         fingerprint: attempt,
         attempts,
-    });
+    })
 }
 
 /// The env file as it is on disk, as a release to apply (it is then left as it is). A link or a
@@ -528,44 +598,47 @@ fn env_on_disk(settings: &Settings, state: &State) -> Result<Option<DesiredEnv>>
 /// [`judge_release`] read from what was just committed. Without it (`None`), the release applied
 /// is the last good one, on disk, in place of one that failed (see [`secret_files::prepare`]),
 /// and the project is read from the disk.
-async fn apply(
-    settings: &Settings,
-    clients: &Clients,
-    engine: Option<&engine::docker::DockerEngine>,
-    state: &mut State,
+async fn apply<P: ParameterStore, O: ObjectStore, E: Engine>(
+    pass: &Pass<'_, P, O, E>,
+    changes: &mut Changes,
     env: Option<DesiredEnv>,
     staged: Vec<files::Staged>,
-    judged: Option<crate::compose::Project>,
+    judged: Option<Judged>,
 ) -> Result<SyncReport> {
+    let (settings, clients, engine, state) = (pass.settings, pass.clients, pass.engine, pass.state);
     let held = judged.is_none();
-    let (env_report, secret_only) = match (&settings.env, env) {
-        (Some(settings), Some(desired)) => {
-            (Some(write_env(settings, &desired)?), desired.secret_only)
-        }
-        _ => (None, Vec::new()),
+    let (env_report, secret_only, env_text) = match (&settings.env, env) {
+        (Some(settings), Some(desired)) => (
+            Some(write_env(settings, &desired)?),
+            desired.secret_only,
+            Some(desired.text),
+        ),
+        _ => (None, Vec::new(), None),
     };
     let mut file_reports = Vec::new();
+    let mut committed = Vec::new();
     for (path, change, record) in files::commit(staged)? {
         file_reports.push(FileReport {
             path: path.clone(),
             source: record.source.clone(),
             change,
         });
-        state.files.insert(path, record);
+        committed.push((path, record));
     }
-    // Forget files no longer configured (they are left on disk: the agent never deletes them).
-    state
-        .files
-        .retain(|path, _| settings.files.iter().any(|f| &f.path == path));
+    let files_now = state.files_after(committed, &settings.files);
+    changes.files = Some(files_now.clone());
     if let Some(env) = &env_report {
-        state.parameters = env.versions.clone();
+        changes.parameters = Some(env.versions.clone());
     }
     // The compose file and the env file it interpolates from are in place: converge the engine.
     let containers = match (&settings.compose, engine) {
         (Some(compose), Some(engine)) => {
-            let mut project = match judged {
-                Some(project) => project,
-                None => held_project(settings, state)?,
+            let Judged {
+                mut project,
+                variables,
+            } = match judged {
+                Some(judged) => judged,
+                None => held_project(settings, state, env_text.as_deref())?,
             };
             let secrets_dir = secret_files::project_dir(&compose.secrets_dir, &settings.project);
             let kept = held.then(|| state.secret_files.clone());
@@ -574,21 +647,21 @@ async fn apply(
                 &mut project,
                 &secrets_dir,
                 &secret_only,
+                &variables,
                 kept.as_ref(),
             )?;
-            let pulled_at = state.pulled_at.clone();
-            note_refresh_attempts(&project, state);
+            note_refresh_attempts(&project, state, changes);
             let registries =
                 Registries::resolve(&settings.registries, &clients.ssm, clients.ecr.clone())
                     .await?;
             let files = agent_files(
                 settings,
-                state,
+                &files_now,
                 env_report.as_ref().map(|e| e.sha256.as_str()),
             );
             let before = engine::converge::PulledBefore {
                 ids: &state.pulled,
-                at: &pulled_at,
+                at: &state.pulled_at,
             };
             let report = match settings.is_warm() {
                 true => {
@@ -608,25 +681,19 @@ async fn apply(
                     .await?
                 }
             };
-            state.pulled.extend(report.pulled_ids.clone());
-            let pulled_now = now();
-            for image in report.pulled_ids.keys() {
-                state.pulled_at.insert(image.clone(), pulled_now.clone());
-            }
-            for reference in &report.pruned {
-                state.pulled.remove(reference);
-                state.pulled_at.remove(reference);
-            }
-            state.images = report.images.clone();
-            state.stale_images = report.stale.iter().cloned().collect();
             // The release is good: the secret files it mounts are the only ones kept.
-            state.secret_files = secret_files::mounted(&project);
-            if !state.secret_files.is_empty() {
-                secret_files::prune(
-                    &secrets_dir,
-                    &state.secret_files.values().cloned().collect(),
-                );
+            let mounted = secret_files::mounted(&project);
+            if !mounted.is_empty() {
+                secret_files::prune(&secrets_dir, &mounted.values().cloned().collect());
             }
+            changes.engine = Some(state::EngineChanges {
+                pulled_ids: report.pulled_ids.clone(),
+                pulled_at: now(),
+                pruned: report.pruned.clone(),
+                images: report.images.clone(),
+                stale_images: report.stale.iter().cloned().collect(),
+                secret_files: mounted,
+            });
             Some(report)
         }
         _ => None,
@@ -640,9 +707,14 @@ async fn apply(
 }
 
 /// The last good release, from the disk, in place of one that failed and is held: its images by
-/// the digests its release pinned, when it was one.
-fn held_project(settings: &Settings, state: &State) -> Result<crate::compose::Project> {
-    let mut project = crate::compose::load(settings)?;
+/// the digests its release pinned, when it was one. `env_text`: the env file as it is on disk,
+/// already read (see [`env_on_disk`]).
+fn held_project(settings: &Settings, state: &State, env_text: Option<&str>) -> Result<Judged> {
+    let variables = match (&settings.env, env_text) {
+        (Some(env), Some(text)) => crate::compose::variables_of(&env.path, text)?,
+        _ => crate::compose::env_variables(settings)?,
+    };
+    let mut project = crate::compose::load_with(settings, variables.clone())?;
     if let Some(running) = &state.release {
         for service in project.services.values_mut() {
             if let Some(digest) = running.images.get(&service.image) {
@@ -650,24 +722,25 @@ fn held_project(settings: &Settings, state: &State) -> Result<crate::compose::Pr
             }
         }
     }
-    Ok(project)
+    Ok(Judged { project, variables })
 }
 
 /// Names and writes the files of the compose file's `secrets:` (see [`secret_files`]): their
-/// variables are the `env_file: false` sources', then the env file's, then the agent's own.
+/// variables are the `env_file: false` sources', then the env file's (`env`, as the compose file
+/// was interpolated with them), then the agent's own.
 fn write_secret_files(
     settings: &Settings,
     project: &mut crate::compose::Project,
     dir: &std::path::Path,
     secret_only: &[(String, crate::redact::Secret)],
+    env: &indexmap::IndexMap<String, String>,
     kept: Option<&std::collections::BTreeMap<String, PathBuf>>,
 ) -> Result<()> {
     if project.services.values().all(|s| s.secrets.is_empty()) {
         return Ok(());
     }
     let key = secret_files::key(&settings.state_dir)?;
-    let env = crate::compose::env_variables(settings)?;
-    let lookup = secret_files::variables(secret_only, &env);
+    let lookup = secret_files::variables(secret_only, env);
     let files = secret_files::prepare(project, dir, &key, &lookup, kept)?;
     secret_files::write(dir, &files)
 }
@@ -675,30 +748,31 @@ fn write_secret_files(
 /// A `daily`-like pull that is due is attempted now: noted before it happens, so that a failed
 /// attempt (a registry down, an image that never gets healthy) is made again after the next
 /// period, or on `resync`, never on every watch tick.
-fn note_refresh_attempts(project: &crate::compose::Project, state: &mut State) {
+fn note_refresh_attempts(project: &crate::compose::Project, state: &State, changes: &mut Changes) {
     let attempt = now();
     let at = std::time::SystemTime::now();
     for service in project.services.values() {
         let Some(policy) = service.pull_policy else {
             continue;
         };
-        if engine::pull::refresh_due(policy, state.pulled_at.get(&service.image), at) {
-            state
-                .pulled_at
+        let last = (changes.refresh_attempts.get(&service.image))
+            .or_else(|| state.pulled_at.get(&service.image));
+        if engine::pull::refresh_due(policy, last, at) {
+            changes
+                .refresh_attempts
                 .insert(service.image.clone(), attempt.clone());
         }
     }
 }
 
 /// The files the agent writes, with the hash of what they hold after this sync: the fetched files
-/// (from their records) and the env file (`env_sha256`, of the content just written).
+/// (from their records, `records`) and the env file (`env_sha256`, of the content just written).
 pub fn agent_files(
     settings: &Settings,
-    state: &State,
+    records: &std::collections::BTreeMap<PathBuf, state::FileRecord>,
     env_sha256: Option<&str>,
 ) -> engine::spec::AgentFiles {
-    let mut files: engine::spec::AgentFiles = state
-        .files
+    let mut files: engine::spec::AgentFiles = records
         .iter()
         .map(|(path, record)| (path.clone(), record.sha256.clone()))
         .collect();
@@ -759,3 +833,8 @@ fn write_env(env: &EnvSettings, desired: &DesiredEnv) -> Result<WrittenEnv> {
         sha256: engine::spec::sha256_hex(desired.text.as_bytes()),
     })
 }
+
+#[cfg(test)]
+pub mod fakes;
+#[cfg(test)]
+mod tests;

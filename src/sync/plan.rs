@@ -123,7 +123,7 @@ pub async fn run_with(
             // What the files will hold: a file about to be fetched counts as changed.
             let mut agent_files = super::agent_files(
                 settings,
-                &state,
+                &state.files,
                 env.as_ref()
                     .map(|e| engine::spec::sha256_hex(e.rendered.expose().as_bytes()))
                     .as_deref(),

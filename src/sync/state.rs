@@ -113,24 +113,145 @@ pub struct FileRecord {
     pub checked_at: String,
 }
 
+/// What a sync pass changes in the state, collected as the pass goes: what it did before a
+/// failure counts too (a file committed, a pull attempt noted). `None`: left as it was.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Every file's record once this pass's files are committed (see [`State::files_after`]).
+    pub files: Option<BTreeMap<PathBuf, FileRecord>>,
+    /// The versions of the parameters the env file written holds.
+    pub parameters: Option<BTreeMap<String, super::params::Version>>,
+    /// Image reference → when a due `daily`-like pull was attempted (noted before it happens).
+    pub refresh_attempts: BTreeMap<String, String>,
+    /// What the engine did, once it converged.
+    pub engine: Option<EngineChanges>,
+    /// The release applied (`Some(None)`: the latest of every source, no release).
+    pub release: Option<Option<RunningRelease>>,
+    /// A release that failed for good, to hold.
+    pub failed: Option<super::release::FailedRelease>,
+    /// The promoted release, seen.
+    pub promoted_seen: Option<crate::release::ReleaseId>,
+}
+
+/// What a converged engine leaves to remember.
+#[derive(Debug)]
+pub struct EngineChanges {
+    /// Image reference → ID of what this pass pulled.
+    pub pulled_ids: BTreeMap<String, String>,
+    /// When they were pulled (RFC 3339).
+    pub pulled_at: String,
+    /// Image references pruned.
+    pub pruned: Vec<String>,
+    /// Service → image ID now running.
+    pub images: BTreeMap<String, String>,
+    pub stale_images: std::collections::BTreeSet<String>,
+    /// The secret files the release mounts: the only ones kept.
+    pub secret_files: BTreeMap<String, PathBuf>,
+}
+
+/// One sync pass, ended: what [`State::record`] writes into the state.
+#[derive(Debug)]
+pub struct Outcome {
+    pub changes: Changes,
+    pub sync: SyncRecord,
+    pub took: std::time::Duration,
+    /// When it ended (Unix seconds).
+    pub finished_unix: u64,
+    pub ended: Ended,
+}
+
+/// How a sync pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Applied; `held`: a failed release held, the last good one checked instead.
+    Ok {
+        held: bool,
+        pulls: u64,
+    },
+    Failed {
+        rolled_back: bool,
+    },
+}
+
 impl State {
     /// The release the last good sync applied, as the watch sees releases.
     pub fn last_good(&self) -> super::release::Fingerprint {
-        super::release::Fingerprint {
-            parameters: self.parameters.clone(),
-            objects: self
-                .files
-                .iter()
-                .map(|(path, f)| {
-                    let id = super::release::Fingerprint::object_id(
-                        f.etag.as_deref(),
-                        f.version_id.as_deref(),
-                    );
-                    (path.clone(), id)
-                })
-                .collect(),
-            release: self.release.as_ref().map(|r| r.id.clone()),
+        fingerprint_of(&self.parameters, &self.files, self.release.as_ref())
+    }
+
+    /// The files' records once `committed` are written: each replaced, and those no longer
+    /// configured forgotten (they are left on disk: the agent never deletes them).
+    pub fn files_after(
+        &self,
+        committed: impl IntoIterator<Item = (PathBuf, FileRecord)>,
+        configured: &[crate::config::FileSettings],
+    ) -> BTreeMap<PathBuf, FileRecord> {
+        let mut files = self.files.clone();
+        files.extend(committed);
+        files.retain(|path, _| configured.iter().any(|f| &f.path == path));
+        files
+    }
+
+    /// Records a sync pass: the one place a sync changes the state (saved by the caller, under
+    /// the project's lock).
+    pub fn record(&mut self, outcome: Outcome) {
+        let Outcome {
+            changes,
+            sync,
+            took,
+            finished_unix,
+            ended,
+        } = outcome;
+        if let Some(files) = changes.files {
+            self.files = files;
         }
+        if let Some(parameters) = changes.parameters {
+            self.parameters = parameters;
+        }
+        self.pulled_at.extend(changes.refresh_attempts);
+        if let Some(engine) = changes.engine {
+            for (image, id) in engine.pulled_ids {
+                self.pulled_at
+                    .insert(image.clone(), engine.pulled_at.clone());
+                self.pulled.insert(image, id);
+            }
+            for reference in &engine.pruned {
+                self.pulled.remove(reference);
+                self.pulled_at.remove(reference);
+            }
+            self.images = engine.images;
+            self.stale_images = engine.stale_images;
+            self.secret_files = engine.secret_files;
+        }
+        if let Some(release) = changes.release {
+            self.release = release;
+        }
+        if let Some(failed) = changes.failed {
+            self.failed = Some(failed);
+        }
+        if let Some(promoted) = changes.promoted_seen {
+            self.promoted_seen = Some(promoted);
+        }
+        let counters = &mut self.counters;
+        counters.syncs += 1;
+        counters.last_duration_seconds = took.as_secs_f64();
+        match ended {
+            Ended::Ok { held, pulls } => {
+                counters.pulls += pulls;
+                counters.last_success_unix = finished_unix;
+                if !held {
+                    self.failed = None;
+                    self.last_good_at = Some(sync.finished.clone());
+                }
+            }
+            Ended::Failed { rolled_back } => {
+                counters.failures += 1;
+                if rolled_back {
+                    counters.rollbacks += 1;
+                }
+            }
+        }
+        self.last_sync = Some(sync);
     }
 
     pub fn path(settings: &Settings) -> PathBuf {
@@ -180,6 +301,29 @@ impl State {
             *message = crate::redact::text(message).into_owned();
         }
         state
+    }
+}
+
+/// A release as the watch sees it, from its parameters' versions, its files' records and the
+/// release it was.
+pub fn fingerprint_of(
+    parameters: &BTreeMap<String, super::params::Version>,
+    files: &BTreeMap<PathBuf, FileRecord>,
+    release: Option<&RunningRelease>,
+) -> super::release::Fingerprint {
+    super::release::Fingerprint {
+        parameters: parameters.clone(),
+        objects: files
+            .iter()
+            .map(|(path, f)| {
+                let id = super::release::Fingerprint::object_id(
+                    f.etag.as_deref(),
+                    f.version_id.as_deref(),
+                );
+                (path.clone(), id)
+            })
+            .collect(),
+        release: release.map(|r| r.id.clone()),
     }
 }
 
