@@ -765,3 +765,50 @@ fn env_vars(text: &str) -> std::collections::HashMap<String, String> {
         .into_iter()
         .collect()
 }
+
+/// `plan` previews the compose file the sync would fetch, not the one on disk: a service added
+/// in S3 is planned as a container to create (and the policy judges the new file, as the sync
+/// would), while nothing is written.
+#[tokio::test]
+async fn plan_previews_the_compose_file_the_sync_would_fetch() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "planfetch").await;
+    stack.env(&rig, "GREETING=hello\n").await;
+    let bucket = rig.bucket("planfetch", false).await;
+    let web = format!(
+        "services:\n  web:\n    image: {}/tester/web:1\n",
+        stack.registry
+    );
+    rig.put_object(&bucket, "docker-compose.yml", web.clone().into_bytes())
+        .await;
+    let files = format!(
+        "files:\n  - source: s3://{bucket}/docker-compose.yml\n    path: docker-compose.yml\n"
+    );
+    stack.compose(&rig, &web, &files);
+    let (run, stack, rig) = stack.sync(rig).await;
+    run.expect(0);
+    let both = format!(
+        "{web}  extra:\n    image: {}/tester/web:1\n",
+        stack.registry
+    );
+    rig.put_object(&bucket, "docker-compose.yml", both.into_bytes())
+        .await;
+    let (plan, stack, rig) = stack.run(rig, &["plan"]).await;
+    plan.expect(0);
+    let extra = stack.container("extra");
+    assert!(
+        plan.stdout
+            .contains(&format!("container {extra} (service extra): create")),
+        "{}",
+        plan.stdout
+    );
+    assert!(inspect(&extra).is_none(), "plan created a container");
+    let on_disk = std::fs::read_to_string(stack.scratch.workdir().join("docker-compose.yml"));
+    assert_eq!(on_disk.unwrap(), web, "plan wrote the compose file");
+    // A fetched compose file the policy refuses is refused by plan, as by the sync (exit 2).
+    let host = format!("{web}    privileged: true\n");
+    rig.put_object(&bucket, "docker-compose.yml", host.into_bytes())
+        .await;
+    let (plan, _stack, _rig) = stack.run(rig, &["plan"]).await;
+    plan.expect(2);
+}

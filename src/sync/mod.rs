@@ -262,15 +262,11 @@ async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(
     changes: &mut Changes,
 ) -> Result<SyncReport> {
     let chosen = choose(settings, &clients.s3, target).await?;
-    let pinned;
-    let (settings, release) = match &chosen {
-        Some((manifest, _)) => {
-            crate::progress::step(format!("release {}", manifest.id));
-            pinned = manifest.pin_settings(settings)?;
-            (&pinned, Some(manifest))
-        }
-        None => (settings, None),
-    };
+    let release = chosen.as_ref().map(|(manifest, _)| manifest);
+    if let Some(release) = release {
+        crate::progress::step(format!("release {}", release.id));
+    }
+    let settings = &*pinned(settings, release)?;
     let (env, staged, engine) = fetch(settings, clients, state, release).await?;
     let pass = Pass {
         settings,
@@ -459,7 +455,20 @@ fn judge_release(
                 .with_context(|| fetched(path)),
         )
     };
-    let Some(loaded) = load_project(settings, env.map(|e| e.text.as_str()), &pending)? else {
+    judge(settings, env.map(|e| e.text.as_str()), &pending, release)
+}
+
+/// The compose project a release runs, judged: read with `env_text` and what `pending` holds in
+/// place of the disk's files (the sync: its staged files; `plan`: the bodies it fetched), the
+/// compose file checked against the release's pin and its images pinned to their digests. What
+/// the sync applies and what `plan` previews, by the same code.
+pub(crate) fn judge(
+    settings: &Settings,
+    env_text: Option<&str>,
+    pending: &dyn Fn(&std::path::Path) -> Option<Result<String>>,
+    release: Option<&Manifest>,
+) -> Result<Option<Judged>> {
+    let Some(loaded) = load_project(settings, env_text, pending)? else {
         return Ok(None);
     };
     let mut project = loaded.project;
@@ -473,12 +482,23 @@ fn judge_release(
     }))
 }
 
+/// `settings` as a release reads them: every file at the version it pins (`None`: as they are).
+pub(crate) fn pinned<'a>(
+    settings: &'a Settings,
+    release: Option<&Manifest>,
+) -> Result<std::borrow::Cow<'a, Settings>> {
+    Ok(match release {
+        Some(manifest) => std::borrow::Cow::Owned(manifest.pin_settings(settings)?),
+        None => std::borrow::Cow::Borrowed(settings),
+    })
+}
+
 /// A release's compose project, as it will run, with the variables of the env file it is
 /// interpolated with: read once per sync, from the env file about to be written (or, for a held
 /// release, the last good one on disk), and used again for the `secrets:` files.
-struct Judged {
-    project: crate::compose::Project,
-    variables: indexmap::IndexMap<String, String>,
+pub(crate) struct Judged {
+    pub project: crate::compose::Project,
+    pub variables: indexmap::IndexMap<String, String>,
 }
 
 /// What [`load_project`] reads.

@@ -22,7 +22,8 @@ use crate::release::Manifest;
 pub struct Plan {
     pub env: Option<EnvPlan>,
     pub files: Vec<FilePlan>,
-    /// Planned from the compose file on disk, interpolated with the env file this sync would write.
+    /// Planned from the compose file the sync would run (the one it would fetch, else the one on
+    /// disk), interpolated with the env file it would write and judged as the sync judges it.
     pub containers: Option<EnginePlan>,
 }
 
@@ -59,18 +60,12 @@ pub async fn run(settings: &Settings, target: &super::Target) -> Result<Plan> {
     let s3 = S3Store::new(&config, &settings.aws);
     let chosen = super::choose(settings, &s3, target).await?;
     let release = chosen.as_ref().map(|(manifest, _)| manifest);
-    let pinned;
-    let settings = match release {
-        Some(manifest) => {
-            pinned = manifest.pin_settings(settings)?;
-            &pinned
-        }
-        None => settings,
-    };
+    let settings = &*super::pinned(settings, release)?;
     run_with(settings, &SsmStore::new(&config), &s3, release).await
 }
 
-/// The plan, with `release` of the inputs pinned by that release (`None`: the latest).
+/// The plan, with the inputs pinned by `release` (`None`: the latest), `settings` as
+/// [`super::pinned`] made them.
 pub async fn run_with(
     settings: &Settings,
     ssm: &impl ParameterStore,
@@ -94,51 +89,24 @@ pub async fn run_with(
     }));
     let (env, files) = futures::try_join!(env, files)?;
     let containers = match &settings.compose {
-        Some(compose) if compose.file.exists() => {
-            // The compose file is interpolated with the env file this sync would write (read
-            // here in memory: nothing is written).
-            let variables = match &env {
-                Some(env) => envfile::parse(env.rendered.expose(), &|name: &str| {
-                    std::env::var(name).ok()
-                })
-                .context("the rendered env file does not read back")?
-                .into_iter()
-                .collect(),
-                None => crate::compose::env_variables(settings)?,
+        Some(compose) => {
+            // The compose file as the sync would judge it: the one it would fetch (read here in
+            // memory), interpolated with the env file it would write; nothing is written.
+            let fetched = fetched_compose(settings, s3, &files).await?;
+            let pending = |path: &std::path::Path| -> Option<Result<String>> {
+                let (at, text) = fetched.as_ref()?;
+                (at == path).then(|| Ok(text.clone()))
             };
-            let mut project = match release {
-                Some(release) => release_project(settings, s3, release, variables.clone()).await?,
-                None => crate::compose::load_with(settings, variables.clone())?,
-            };
-            // The secret files' names, as the sync would make them (nothing is written).
-            let secret_only = env.as_ref().map_or(&[][..], |e| &e.secret_only[..]);
-            let lookup = super::secret_files::variables(secret_only, &variables);
-            super::secret_files::prepare(
-                &mut project,
-                &super::secret_files::project_dir(&compose.secrets_dir, &settings.project),
-                &super::secret_files::key_if_any(&settings.state_dir),
-                &lookup,
-                None,
-            )?;
-            // What the files will hold: a file about to be fetched counts as changed.
-            let mut agent_files = super::agent_files(
-                settings,
-                &state.files,
-                env.as_ref()
-                    .map(|e| engine::spec::sha256_hex(e.rendered.expose().as_bytes()))
-                    .as_deref(),
-            );
-            for file in &files {
-                if matches!(file.change, Change::Create | Change::Update) {
-                    agent_files.insert(file.path.clone(), "changed".to_string());
-                }
+            let env_text = env.as_ref().map(|e| e.rendered.expose());
+            match super::judge(settings, env_text, &pending, release)? {
+                Some(judged) => Some(
+                    plan_containers(settings, compose, &state, env.as_ref(), &files, judged)
+                        .await?,
+                ),
+                None => None,
             }
-            let engine = engine::docker::connect(std::time::Duration::from_secs(5)).await?;
-            let plan =
-                engine::converge::plan(&engine, &project, compose, &agent_files, &state.pulled_at);
-            Some(plan.await?)
         }
-        _ => None,
+        None => None,
     };
     Ok(Plan {
         env,
@@ -147,37 +115,72 @@ pub async fn run_with(
     })
 }
 
-/// The compose project of `release`: its compose file (at the version it pinned, when fetched
-/// from S3; else the one on disk, which must be the one it pinned), its images by digest.
-async fn release_project(
+/// The compose file's new text, when the sync would fetch it (it is one of `files` and changes):
+/// its path and content. Otherwise the sync reads it from the disk, and so does the plan.
+async fn fetched_compose(
     settings: &Settings,
     s3: &impl ObjectStore,
-    release: &Manifest,
-    variables: indexmap::IndexMap<String, String>,
-) -> Result<crate::compose::Project> {
-    let compose = settings.compose.as_ref().context("no compose file")?;
-    let fetched = settings.files.iter().find(|f| f.path == compose.file);
-    let text = match fetched {
-        Some(file) => {
-            let read = aws::s3::read_small(
-                s3,
-                &file.source,
-                file.expected_owner.as_deref(),
-                file.version_id.as_deref(),
-                crate::atomic::MAX_TEXT as usize,
-            )
-            .await?
-            .with_context(|| format!("{} is gone", file.source))?;
-            String::from_utf8(read.0).with_context(|| format!("{} is not text", file.source))?
-        }
-        None => crate::compose::read_managed(&compose.file)?
-            .with_context(|| format!("no compose file {}", compose.file.display()))?,
+    plans: &[FilePlan],
+) -> Result<Option<(std::path::PathBuf, String)>> {
+    let Some(compose) = &settings.compose else {
+        return Ok(None);
     };
-    release.check_compose(&text)?;
-    let read = |path: &std::path::Path| crate::compose::read_managed(path);
-    let mut project = crate::compose::load_text(settings, &text, variables, &read)?;
-    release.pin_images(&mut project)?;
-    Ok(project)
+    let Some(file) = settings.files.iter().find(|f| f.path == compose.file) else {
+        return Ok(None);
+    };
+    let unchanged = plans
+        .iter()
+        .any(|p| p.path == file.path && p.change == Change::Unchanged);
+    if unchanged {
+        return Ok(None);
+    }
+    let (bytes, _) = aws::s3::read_small(
+        s3,
+        &file.source,
+        file.expected_owner.as_deref(),
+        file.version_id.as_deref(),
+        crate::atomic::MAX_TEXT as usize,
+    )
+    .await?
+    .with_context(|| format!("{} is gone", file.source))?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{} is not text", file.source))?;
+    Ok(Some((file.path.clone(), text)))
+}
+
+/// What the engine would do with the judged project.
+async fn plan_containers(
+    settings: &Settings,
+    compose: &crate::config::ComposeSettings,
+    state: &State,
+    env: Option<&EnvPlan>,
+    files: &[FilePlan],
+    judged: super::Judged,
+) -> Result<EnginePlan> {
+    let (mut project, variables) = (judged.project, judged.variables);
+    // The secret files' names, as the sync would make them (nothing is written).
+    let secret_only = env.map_or(&[][..], |e| &e.secret_only[..]);
+    let lookup = super::secret_files::variables(secret_only, &variables);
+    super::secret_files::prepare(
+        &mut project,
+        &super::secret_files::project_dir(&compose.secrets_dir, &settings.project),
+        &super::secret_files::key_if_any(&settings.state_dir),
+        &lookup,
+        None,
+    )?;
+    // What the files will hold: a file about to be fetched counts as changed.
+    let mut agent_files = super::agent_files(
+        settings,
+        &state.files,
+        env.map(|e| engine::spec::sha256_hex(e.rendered.expose().as_bytes()))
+            .as_deref(),
+    );
+    for file in files {
+        if matches!(file.change, Change::Create | Change::Update) {
+            agent_files.insert(file.path.clone(), "changed".to_string());
+        }
+    }
+    let engine = engine::docker::connect(std::time::Duration::from_secs(5)).await?;
+    engine::converge::plan(&engine, &project, compose, &agent_files, &state.pulled_at).await
 }
 
 pub async fn plan_env(
