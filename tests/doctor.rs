@@ -20,29 +20,36 @@ fn config(prefix: &str, bucket: &str, extra: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn doctor_says_what_works_and_what_to_do_about_what_does_not() {
-    let rig = Rig::get();
-    let prefix = unique_prefix("doctor");
-    rig.put(
-        &format!("{prefix}/env"),
-        "A=doctor-value-1\n",
-        ParameterType::SecureString,
-    )
-    .await;
+/// What doctor checks, seeded under a prefix of its own: a dotenv parameter (`values[0]`), one
+/// under a path (`values[1]`), a secret (`values[2]`) and a compose file in a bucket (versioned
+/// or not). Returns the prefix and the bucket.
+async fn seed(rig: &Rig, test: &str, values: [&str; 3], versioned: bool) -> (String, String) {
+    let prefix = unique_prefix(test);
+    let env = format!("A={}\n", values[0]);
+    rig.put(&format!("{prefix}/env"), &env, ParameterType::SecureString)
+        .await;
     rig.put(
         &format!("{prefix}/vars/B"),
-        "doctor-value-2",
+        values[1],
         ParameterType::SecureString,
     )
     .await;
     let secret = prefix.trim_start_matches('/').replace('/', "-");
-    rig.put_secret(&secret, r#"{"C":"doctor-value-3"}"#).await;
-    let bucket = rig.bucket("doctor", false).await;
+    rig.put_secret(&secret, &format!(r#"{{"C":"{}"}}"#, values[2]))
+        .await;
+    let bucket = rig.bucket(test, versioned).await;
     rig.put_object(&bucket, "compose.yml", b"services: {}\n".to_vec())
         .await;
-    let s = Scratch::new();
+    (prefix, bucket)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_says_what_works_and_what_to_do_about_what_does_not() {
+    let rig = Rig::get();
     let values = ["doctor-value-1", "doctor-value-2", "doctor-value-3"];
+    let (prefix, bucket) = seed(&rig, "doctor", values, false).await;
+    let secret = prefix.trim_start_matches('/').replace('/', "-");
+    let s = Scratch::new();
 
     s.config(&rig, &config(&prefix, &bucket, ""));
     let run = tokio::task::block_in_place(|| s.agent(&rig, &["doctor"]));
@@ -123,26 +130,10 @@ async fn doctor_says_what_works_and_what_to_do_about_what_does_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_release_doctor_checks_the_promoted_pointer() {
     let rig = Rig::get();
-    let prefix = unique_prefix("doctorrel");
-    rig.put(
-        &format!("{prefix}/env"),
-        "A=doctor-value-4\n",
-        ParameterType::SecureString,
-    )
-    .await;
-    rig.put(
-        &format!("{prefix}/vars/B"),
-        "doctor-value-5",
-        ParameterType::SecureString,
-    )
-    .await;
-    let secret = prefix.trim_start_matches('/').replace('/', "-");
-    rig.put_secret(&secret, r#"{"C":"doctor-value-6"}"#).await;
-    let bucket = rig.bucket("doctorrel", true).await;
-    rig.put_object(&bucket, "compose.yml", b"services: {}\n".to_vec())
-        .await;
-    let s = Scratch::new();
     let values = ["doctor-value-4", "doctor-value-5", "doctor-value-6"];
+    let (prefix, bucket) = seed(&rig, "doctorrel", values, true).await;
+    let secret = prefix.trim_start_matches('/').replace('/', "-");
+    let s = Scratch::new();
     let store = format!("release:\n  store: s3://{bucket}/rel/\n");
     // No compose project: a release of it needs no image digest.
     let text = config(&prefix, &bucket, "")

@@ -271,6 +271,39 @@ fn decode(text: &str) -> String {
 
 /// What the test knows of the world the agent talks to: to turn each request into the call IAM
 /// authorizes (the resources' exact ARNs and the request context).
+impl World {
+    /// The world of one test: its two secrets (their ARNs asked of Secrets Manager), its two
+    /// SecureStrings, its group and instance, the rig's registry.
+    async fn of(
+        rig: &Rig,
+        secrets: [&str; 2],
+        secure: [&str; 2],
+        (group, group_arn): (&str, String),
+        instance: &str,
+    ) -> World {
+        let mut arns = BTreeMap::new();
+        for id in secrets {
+            let out = rig
+                .secrets()
+                .describe_secret()
+                .secret_id(id)
+                .send()
+                .await
+                .unwrap();
+            arns.insert(id.to_string(), out.arn().unwrap().to_string());
+        }
+        World {
+            region: rig.region.clone(),
+            account: "123456789012".to_string(),
+            secrets: arns,
+            secure: secure.into_iter().map(str::to_string).collect(),
+            groups: BTreeMap::from([(group.to_string(), group_arn)]),
+            instances: BTreeMap::from([(instance.to_string(), group.to_string())]),
+            registry: std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY"),
+        }
+    }
+}
+
 struct World {
     region: String,
     account: String,
@@ -685,29 +718,14 @@ async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
     printed.expect(0);
     let policy: Value = serde_json::from_str(&printed.stdout).expect("iam-policy prints JSON");
 
-    let secret_arn = |id: &str| {
-        let rig = &rig;
-        let id = id.to_string();
-        async move {
-            let out = rig
-                .secrets()
-                .describe_secret()
-                .secret_id(&id)
-                .send()
-                .await
-                .unwrap();
-            (id, out.arn().unwrap().to_string())
-        }
-    };
-    let world = World {
-        region: rig.region.clone(),
-        account: "123456789012".to_string(),
-        secrets: BTreeMap::from([secret_arn(&db).await, secret_arn(&pinned).await]),
-        secure: BTreeSet::from([env.clone(), hidden.clone()]),
-        groups: BTreeMap::from([(group.clone(), group_arn)]),
-        instances: BTreeMap::from([(instance.clone(), group.clone())]),
-        registry: registry.clone(),
-    };
+    let world = World::of(
+        &rig,
+        [&db, &pinned],
+        [&env, &hidden],
+        (&group, group_arn),
+        &instance,
+    )
+    .await;
     let mut calls: BTreeSet<Call> = requests.iter().flat_map(|r| world.calls(r)).collect();
     calls.extend(docker.changes().iter().flat_map(|c| world.pulls(c)));
 
@@ -875,29 +893,14 @@ async fn with_a_release_every_call_is_allowed_and_each_statement_needed() {
     printed.expect(0);
     let policy: Value = serde_json::from_str(&printed.stdout).expect("iam-policy prints JSON");
 
-    let secret_arn = |id: &str| {
-        let rig = &rig;
-        let id = id.to_string();
-        async move {
-            let out = rig
-                .secrets()
-                .describe_secret()
-                .secret_id(&id)
-                .send()
-                .await
-                .unwrap();
-            (id, out.arn().unwrap().to_string())
-        }
-    };
-    let world = World {
-        region: rig.region.clone(),
-        account: "123456789012".to_string(),
-        secrets: BTreeMap::from([secret_arn(&db).await, secret_arn(&pinned).await]),
-        secure: BTreeSet::from([env.clone(), hidden.clone()]),
-        groups: BTreeMap::from([(group.clone(), group_arn)]),
-        instances: BTreeMap::from([(instance.clone(), group.clone())]),
-        registry: registry.clone(),
-    };
+    let world = World::of(
+        &rig,
+        [&db, &pinned],
+        [&env, &hidden],
+        (&group, group_arn),
+        &instance,
+    )
+    .await;
     let mut calls: BTreeSet<Call> = requests.iter().flat_map(|r| world.calls(r)).collect();
     calls.extend(docker.changes().iter().flat_map(|c| world.pulls(c)));
     // Every input by version: parameters by `name:version` (those under the path too), secrets

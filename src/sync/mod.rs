@@ -483,7 +483,7 @@ pub(crate) fn judge(
 }
 
 /// `settings` as a release reads them: every file at the version it pins (`None`: as they are).
-pub(crate) fn pinned<'a>(
+pub fn pinned<'a>(
     settings: &'a Settings,
     release: Option<&Manifest>,
 ) -> Result<std::borrow::Cow<'a, Settings>> {
