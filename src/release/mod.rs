@@ -205,12 +205,10 @@ impl Manifest {
             .get(source)
             .ok_or_else(|| self.not_pinned(format!("file {source}")))?;
         if pin.sha256 != sha256 {
-            bail!(
+            return Err(input_error(format!(
                 "{source} (version {}) has SHA-256 {sha256}, not the {} release {} pinned",
-                pin.version_id,
-                pin.sha256,
-                self.id
-            );
+                pin.version_id, pin.sha256, self.id
+            )));
         }
         Ok(())
     }

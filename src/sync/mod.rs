@@ -274,11 +274,6 @@ async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(
         engine: engine.as_ref().map(EngineOf::get),
         state,
     };
-    if let Some(release) = release {
-        for file in &staged {
-            release.check_file(&file.source, &file.record().sha256)?;
-        }
-    }
     let attempt = Fingerprint {
         parameters: env.as_ref().map(|e| e.versions.clone()).unwrap_or_default(),
         objects: staged
@@ -304,7 +299,16 @@ async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(
             return Ok(report);
         }
     }
-    let result = apply_release(&pass, changes, env, staged, release).await;
+    // A file that is not the content its release pinned is refused like any bad input: held.
+    let checked = release.map_or(Ok(()), |release| {
+        staged
+            .iter()
+            .try_for_each(|file| release.check_file(&file.source, &file.record().sha256))
+    });
+    let result = match checked {
+        Ok(()) => apply_release(&pass, changes, env, staged, release).await,
+        Err(err) => Err(err),
+    };
     match &result {
         Ok(_) => {
             changes.release = Some(release.map(|r| RunningRelease {

@@ -394,8 +394,9 @@ async fn a_release_is_applied_at_exactly_its_pinned_versions() {
     assert_eq!(state.parameters[PARAM], params::Version::Number(v1));
 }
 
-/// A file whose content is not what the release pinned is refused (nothing is written); an input
-/// the config reads and the release does not pin is bad input (exit 2).
+/// A file whose content is not what the release pinned is refused as bad input (exit 2: held
+/// like any, nothing written); an input the config reads and the release does not pin is bad
+/// input too.
 #[tokio::test(start_paused = true)]
 async fn what_a_release_does_not_pin_exactly_is_refused() {
     let i = instance(true);
@@ -408,6 +409,11 @@ async fn what_a_release_does_not_pin_exactly_is_refused() {
         .await
         .unwrap_err();
     assert!(format!("{err:#}").contains("not the"), "{err:#}");
+    assert_eq!(
+        crate::error::exit_status(&err),
+        crate::error::EXIT_BAD_INPUT,
+        "the manifest is bad input: held, not fetched again on every watch"
+    );
     assert!(
         !i.dir.path().join("srv/.env").exists(),
         "nothing is written"
