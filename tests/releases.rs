@@ -380,6 +380,8 @@ async fn a_release_is_written_once() {
         store: kicky_agent::config::types::S3Prefix::parse(&format!("s3://{bucket}/app/")).unwrap(),
         // moto's account: the bucket's owner, as S3 is asked to check.
         expected_owner: Some("123456789012".into()),
+        signing_key: None,
+        public_key: None,
     };
     let store = Store { s3: &s3, at: &at };
     let id = ReleaseId::new(std::time::SystemTime::now());
@@ -397,8 +399,8 @@ async fn a_release_is_written_once() {
         compose: None,
         images: Default::default(),
     };
-    store.put_new(&manifest("first")).await.unwrap();
-    let err = store.put_new(&manifest("second")).await.unwrap_err();
+    store.put_new(&manifest("first"), None).await.unwrap();
+    let err = store.put_new(&manifest("second"), None).await.unwrap_err();
     assert!(format!("{err:#}").contains("already exists"), "{err:#}");
     assert_eq!(store.manifest(&id).await.unwrap().note, "first");
     assert_eq!(store.ids().await.unwrap(), vec![id.clone()]);
@@ -408,4 +410,131 @@ async fn a_release_is_written_once() {
     rig.put_object(&bucket, "app/releases/latest.json", b"{}".to_vec())
         .await;
     assert_eq!(store.ids().await.unwrap(), vec![id]);
+}
+
+fn kms(rig: &Rig) -> aws_sdk_kms::Client {
+    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(rig.region.clone()))
+        .endpoint_url(&rig.moto_url)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "rig"))
+        .build();
+    aws_sdk_kms::Client::from_conf(config)
+}
+
+/// A signing key in moto's KMS: its id, and its public key in PEM as `release.public_key` takes.
+async fn signing_key(rig: &Rig) -> (String, String) {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    use base64::Engine;
+    let kms = kms(rig);
+    let key = kms
+        .create_key()
+        .key_spec(KeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap();
+    let id = key.key_metadata().unwrap().key_id().to_string();
+    let public = kms.get_public_key().key_id(&id).send().await.unwrap();
+    let der = public.public_key().unwrap().as_ref().to_vec();
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    );
+    (id, pem)
+}
+
+/// With `release.public_key` baked in, an instance applies only releases signed by that key
+/// (KMS Sign at `release create`, verified offline): a manifest rewritten in the bucket, a release
+/// with no signature, and one signed by another key are refused (exit 2), naming the release, and
+/// the signed release keeps running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_fleet_applies_only_what_its_key_signed() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "signed").await;
+    stack
+        .env(&rig, "GREETING=greeting-of-the-signed-test\n")
+        .await;
+    let bucket = rig.bucket("signed", false).await;
+    let ((key, pem), (other, _)) = (signing_key(&rig).await, signing_key(&rig).await);
+    let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+    let release = |signing: &str| {
+        format!("release:\n  store: s3://{bucket}/app/\n{signing}  public_key: |\n{indented}")
+    };
+    let configure = |signing: &str| {
+        stack.compose(
+            &rig,
+            "services:\n  web:\n    image: {registry}/tester/web:1\n",
+            &format!("{}lifecycle:\n  hook: off\n", release(signing)),
+        )
+    };
+    let create = |note: &str| {
+        let run = agent(&stack, &rig, &["release", "create", "--note", note]);
+        run.expect(0);
+        run.stdout.trim().to_string()
+    };
+    configure(&format!("  signing_key: {key}\n"));
+    let signed = create("signed");
+    let sig = rig
+        .s3()
+        .get_object()
+        .bucket(&bucket)
+        .key(format!("app/releases/{signed}.sig"))
+        .send()
+        .await
+        .expect("the signature beside the manifest");
+    let sig: serde_json::Value =
+        serde_json::from_slice(&sig.body.collect().await.unwrap().into_bytes()).unwrap();
+    assert_eq!(sig["algorithm"], "ECDSA_SHA_256");
+    agent(&stack, &rig, &["sync", "--release", &signed]).expect(0);
+    let running = inspect(&stack.container("web")).unwrap()["Id"].clone();
+
+    // Not signed, and signed by another key.
+    configure("");
+    let unsigned = create("unsigned");
+    configure(&format!("  signing_key: {other}\n"));
+    let foreign = create("another key");
+    configure(&format!("  signing_key: {key}\n"));
+    for (id, why) in [
+        (&unsigned, "it is not signed"),
+        (&foreign, "its signature does not verify"),
+    ] {
+        let run = agent(&stack, &rig, &["sync", "--release", id]);
+        run.expect(2);
+        assert!(
+            run.stderr
+                .contains(&format!("release {id} is refused: {why}")),
+            "{}",
+            run.stderr
+        );
+    }
+    // Whoever writes the bucket rewrites the signed manifest: refused too.
+    let key_of = format!("app/releases/{signed}.json");
+    let object = rig
+        .s3()
+        .get_object()
+        .bucket(&bucket)
+        .key(&key_of)
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8(object.body.collect().await.unwrap().into_bytes().to_vec())
+        .unwrap()
+        .replace("\"note\": \"signed\"", "\"note\": \"rewritten\"");
+    rig.put_object(&bucket, &key_of, text.into_bytes()).await;
+    let run = agent(&stack, &rig, &["sync", "--release", &signed]);
+    run.expect(2);
+    assert!(run.stderr.contains("does not verify"), "{}", run.stderr);
+    assert_eq!(
+        inspect(&stack.container("web")).unwrap()["Id"],
+        running,
+        "the signed release keeps running"
+    );
 }

@@ -8,6 +8,7 @@ use super::s3::{self, ObjectStore, S3Store};
 use crate::config::types::S3Uri;
 use crate::config::ReleaseSettings;
 use crate::inputs::ReleaseObjects;
+use crate::release::signature::{self, Signature};
 use crate::release::{Manifest, Pointer, ReleaseId, SCHEMA};
 
 /// A manifest lists names, versions and digests: far below this, whatever the bucket holds.
@@ -34,13 +35,36 @@ impl<S: ObjectStore> Store<'_, S> {
         pointer_uri(self.at)
     }
 
-    /// The release `id`: an error naming it when the store does not have it.
+    /// Where release `id`'s signature is, beside its manifest.
+    pub fn signature_uri(&self, id: &ReleaseId) -> S3Uri {
+        self.at.store.object(&format!("releases/{id}.sig"))
+    }
+
+    /// The release `id`: an error naming it when the store does not have it. With
+    /// `release.public_key`, only a release signed by that key: checked offline, before its
+    /// manifest is read.
     pub async fn manifest(&self, id: &ReleaseId) -> Result<Manifest> {
         let uri = self.manifest_uri(id);
-        let (bytes, _) = s3::read_small(self.s3, &uri, self.owner(), None, MAX_MANIFEST)
-            .await
+        let read = s3::read_small(self.s3, &uri, self.owner(), None, MAX_MANIFEST);
+        let signature = async {
+            match &self.at.public_key {
+                Some(_) => {
+                    let uri = self.signature_uri(id);
+                    s3::read_small(self.s3, &uri, self.owner(), None, MAX_POINTER).await
+                }
+                None => Ok(None),
+            }
+        };
+        let (read, signature) = futures::join!(read, signature);
+        let (bytes, _) = read
             .with_context(|| format!("failed to read release {id}"))?
             .ok_or_else(|| anyhow!("no release {id} in {} (no {uri})", self.at.store))?;
+        if let Some(key) = &self.at.public_key {
+            let signature = signature
+                .with_context(|| format!("failed to read the signature of release {id}"))?;
+            let signature = signature.as_ref().map(|(bytes, _)| bytes.as_slice());
+            crate::release::signature::verify(key, id, &bytes, signature)?;
+        }
         Manifest::from_json(&bytes, id)
     }
 
@@ -69,18 +93,27 @@ impl<S: ObjectStore> Store<'_, S> {
 
 impl Store<'_, S3Store> {
     /// Writes a new release; never replaces one (S3's `If-None-Match: *`).
-    pub async fn put_new(&self, manifest: &Manifest) -> Result<()> {
-        let uri = self.manifest_uri(&manifest.id);
+    pub async fn put_new(&self, manifest: &Manifest, signature: Option<&Signature>) -> Result<()> {
+        let id = &manifest.id;
+        let uri = self.manifest_uri(id);
         let written = self
             .s3
             .put(&uri, self.owner(), manifest.to_json(), true)
             .await
-            .with_context(|| format!("failed to write release {}", manifest.id))?;
+            .with_context(|| format!("failed to write release {id}"))?;
         if !written {
-            bail!(
-                "release {} already exists at {uri}: not overwritten",
-                manifest.id
-            );
+            bail!("release {id} already exists at {uri}: not overwritten");
+        }
+        if let Some(signature) = signature {
+            let uri = self.signature_uri(id);
+            let written = self
+                .s3
+                .put(&uri, self.owner(), signature.to_json(), true)
+                .await
+                .with_context(|| format!("failed to write the signature of release {id}"))?;
+            if !written {
+                bail!("the signature of release {id} already exists at {uri}: not overwritten");
+            }
         }
         Ok(())
     }
@@ -145,4 +178,30 @@ pub async fn caller(config: &aws_config::SdkConfig) -> Result<Caller> {
         arn: out.arn().unwrap_or_default().to_string(),
         account: out.account().unwrap_or_default().to_string(),
     })
+}
+
+/// Signs release `id`'s manifest (its exact bytes) with the KMS key `key` (ECC_NIST_P256,
+/// SIGN_VERIFY): KMS Sign of the short statement that names them, as a raw message.
+pub async fn sign(
+    config: &aws_config::SdkConfig,
+    key: &str,
+    id: &ReleaseId,
+    manifest: &[u8],
+) -> Result<Signature> {
+    use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
+    let out = aws_sdk_kms::Client::new(config)
+        .sign()
+        .key_id(key)
+        .message(signature::statement(id, manifest).into())
+        .message_type(MessageType::Raw)
+        .signing_algorithm(SigningAlgorithmSpec::from(signature::ALGORITHM))
+        .send()
+        .await
+        .map_err(|e| anyhow!(super::describe(&e)))
+        .with_context(|| format!("failed to sign release {id} with KMS key {key} (kms:Sign, a key of spec ECC_NIST_P256)"))?;
+    let der = out
+        .signature()
+        .with_context(|| format!("KMS returned no signature for release {id}"))?;
+    let arn = out.key_id().unwrap_or(key).to_string();
+    Ok(Signature::new(id, manifest, arn, der.as_ref()))
 }

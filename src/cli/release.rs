@@ -100,7 +100,13 @@ async fn run(command: ReleaseCommand, settings: &Settings, at: &ReleaseSettings)
     match command {
         ReleaseCommand::Create { note } => {
             let manifest = new_release(settings, &config, &store, &caller, note).await?;
-            store.put_new(&manifest).await?;
+            let signature = match &at.signing_key {
+                Some(key) => {
+                    Some(releases::sign(&config, key, &manifest.id, &manifest.to_json()).await?)
+                }
+                None => None,
+            };
+            store.put_new(&manifest, signature.as_ref()).await?;
             tracing::info!(
                 "release {} created: {} parameters, {} secrets, {} files, {} images",
                 manifest.id,

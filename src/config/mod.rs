@@ -171,6 +171,11 @@ pub struct ReleaseSettings {
     pub store: types::S3Prefix,
     /// The AWS account that must own the store's bucket (`None`: the instance's).
     pub expected_owner: Option<String>,
+    /// The KMS key `release create` signs with.
+    pub signing_key: Option<String>,
+    /// The DER public key (SubjectPublicKeyInfo, ECDSA P-256) every applied release must be
+    /// signed with (baked config only).
+    pub public_key: Option<Vec<u8>>,
 }
 
 /// One file fetched from S3.
@@ -607,10 +612,24 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
     let lifecycle = check.lifecycle(raw.lifecycle.unwrap_or_default());
     let watch = raw.watch.unwrap_or_default();
     let release = raw.release.and_then(|r| {
-        let store = r.store?;
+        let public_key = match r.public_key.as_deref().map(types::release_public_key) {
+            Some(Ok(der)) => Some(der),
+            Some(Err(why)) => {
+                check.problem("release.public_key", why);
+                None
+            }
+            None => None,
+        };
+        if let Some(key) = &r.signing_key {
+            if key.is_empty() || key.len() > 2048 || key.contains(char::is_whitespace) {
+                check.problem("release.signing_key", "is not a KMS key id, ARN or alias");
+            }
+        }
         Some(ReleaseSettings {
-            store,
+            store: r.store?,
             expected_owner: r.expected_owner.map(|a| a.into_string()),
+            signing_key: r.signing_key,
+            public_key,
         })
     });
     if release.is_some() && watch.marker.is_some() {

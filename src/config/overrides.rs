@@ -58,7 +58,7 @@ pub const TAGS_DEFAULT: &[&str] = &[
 ];
 
 /// Keys only the baked config (root's files in the AMI) may set: not user data, not tags.
-pub const BAKED_ONLY: &[&str] = &["overrides", "compose.policy"];
+pub const BAKED_ONLY: &[&str] = &["overrides", "compose.policy", "release.public_key"];
 
 /// Which tags count, as the baked config says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -259,6 +259,10 @@ pub struct RawRelease {
     pub store: Option<S3Prefix>,
     /// The AWS account that must own the store's bucket (default: the instance's).
     pub expected_owner: Option<AwsAccountId>,
+    /// The KMS key `release create` signs releases with (an id, ARN or alias).
+    pub signing_key: Option<String>,
+    /// The signing key's public key (PEM): with it, an instance applies only releases it signed.
+    pub public_key: Option<String>,
 }
 
 /// What the daemon does with a change it notices: sync it, or only report it.

@@ -707,6 +707,8 @@ fn user_data_cannot_set_what_only_the_baked_config_sets() {
         "#kicky-agent\noverrides:\n  tags: true\n",
         "#kicky-agent\noverrides:\n  user_data: false\n",
         "#kicky-agent\ncompose:\n  policy:\n    allow:\n      web: {privileged: true}\n",
+        // Who signs what runs is the AMI's: user data may point at a store, not trust a key.
+        "#kicky-agent\nrelease:\n  store: s3://amzn-s3-demo-bucket/x/\n  public_key: other\n",
     ] {
         let overrides = Overrides {
             user_data: Some(doc.into()),
@@ -717,6 +719,30 @@ fn user_data_cannot_set_what_only_the_baked_config_sets() {
             problems.iter().any(|p| p.starts_with("user data: ")
                 && p.contains("can be set in the baked config only")),
             "{doc}: {problems:#?}"
+        );
+    }
+}
+
+/// `release.public_key` is an ECDSA P-256 public key in PEM, or a problem naming the key.
+#[test]
+fn a_release_public_key_is_checked_when_read() {
+    let dir = Dir::new();
+    for (key, ok) in [
+        ("not a key", false),
+        (
+            "-----BEGIN PUBLIC KEY-----\n    AAAA\n    -----END PUBLIC KEY-----",
+            false,
+        ),
+    ] {
+        dir.write(
+            "agent.yaml",
+            &format!("project: o\nrelease:\n  store: s3://amzn-s3-demo-bucket/x/\n  public_key: |\n    {key}\n"),
+        );
+        let (_, problems) = check_with(&dir.main(), &Overrides::default()).unwrap();
+        assert_eq!(
+            problems.iter().any(|p| p.contains("release.public_key")),
+            !ok,
+            "{key}: {problems:#?}"
         );
     }
 }

@@ -459,6 +459,28 @@ impl fmt::Display for S3Uri {
 }
 deserialize_via_parse!(S3Uri);
 
+/// A release signing key's public key, as KMS GetPublicKey gives it in PEM
+/// (`-----BEGIN PUBLIC KEY-----`): an ECDSA P-256 SubjectPublicKeyInfo, as DER.
+pub fn release_public_key(pem: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let body: String = pem
+        .trim()
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")
+        .and_then(|rest| rest.trim_end().strip_suffix("-----END PUBLIC KEY-----"))
+        .ok_or("is not a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)")?
+        .split_whitespace()
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| "is not a PEM public key: its body is not base64".to_string())?;
+    aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1, &der)
+        .map_err(|_| {
+            "is not an ECDSA P-256 public key (a KMS key of spec ECC_NIST_P256, usage SIGN_VERIFY)"
+                .to_string()
+        })?;
+    Ok(der)
+}
+
 /// An S3 "folder": `s3://bucket/` or `s3://bucket/prefix/` (the release store).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Prefix {
