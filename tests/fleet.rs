@@ -300,10 +300,15 @@ async fn the_stack_makes_what_the_fleet_needs() {
     assert_eq!(content["mainSteps"][0]["action"], "aws:runShellScript");
     assert_eq!(
         content["mainSteps"][0]["inputs"]["runCommand"][0],
-        "kicky-agent resync --timeout {{ timeout }}"
+        "kicky-agent resync --timeout {{ timeout }} --release '{{ release }}'"
     );
     let command = &got["command"];
     assert_eq!(command["DocumentName"], "kicky-agent-resync");
+    assert_eq!(
+        command["Parameters"]["release"][0],
+        "20261207T163000000Z-3f9a1c"
+    );
+
     assert_eq!(
         (
             command["MaxConcurrency"].as_str(),

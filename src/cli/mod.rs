@@ -88,9 +88,11 @@ fn load(path: &std::path::Path) -> Result<Settings> {
 }
 
 /// `--release ID`, checked: what `sync`, `resync` and `plan` apply or preview.
+/// An empty id is no id: the resync document passes `--release '{{ release }}'`, empty unless a
+/// wave names one.
 fn target(release: Option<&str>) -> Result<crate::sync::Target> {
     match release {
-        None => Ok(crate::sync::Target::Configured),
+        None | Some("") => Ok(crate::sync::Target::Configured),
         Some(id) => crate::release::ReleaseId::parse(id)
             .map(crate::sync::Target::Release)
             .map_err(crate::error::input_error),
@@ -129,5 +131,19 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_empty_release_is_the_configured_one() {
+        use crate::sync::Target;
+        assert_eq!(target(None).unwrap(), Target::Configured);
+        assert_eq!(target(Some("")).unwrap(), Target::Configured);
+        let id = "20261207T163000000Z-3f9a1c";
+        assert!(matches!(target(Some(id)).unwrap(), Target::Release(_)));
+        let err = target(Some("x")).unwrap_err();
+        assert_eq!(
+            crate::error::exit_status(&err),
+            crate::error::EXIT_BAD_INPUT
+        );
     }
 }
