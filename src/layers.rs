@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "base",
         &[
-            "atomic", "error", "harden", "logging", "progress", "redact", "retry", "yaml",
+            "atomic", "digest", "error", "harden", "logging", "progress", "redact", "retry", "yaml",
         ],
     ),
     ("instance", &["instance"]),

@@ -17,7 +17,7 @@
 //! | pure logic | [`compose`], [`envfile`], [`inputs`], [`interpolate`], [`iam`], [`release`] |
 //! | config     | [`config`]                                                     |
 //! | instance   | [`instance`]                                                   |
-//! | base       | [`atomic`], [`error`], [`harden`], [`logging`], [`progress`], [`redact`], [`retry`], [`yaml`] |
+//! | base       | [`atomic`], [`digest`], [`error`], [`harden`], [`logging`], [`progress`], [`redact`], [`retry`], [`yaml`] |
 
 pub mod atomic;
 pub mod aws;
@@ -25,6 +25,7 @@ pub mod cli;
 pub mod compose;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod engine;
 pub mod envfile;
 pub mod error;

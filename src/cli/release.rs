@@ -210,7 +210,6 @@ async fn new_release(
     note: String,
 ) -> Result<Manifest> {
     let ssm = crate::aws::ssm::SsmStore::new(config);
-    let s3 = S3Store::new(config, &settings.aws);
     let uses_ecr = settings
         .registries
         .iter()
@@ -228,7 +227,7 @@ async fn new_release(
         settings,
         pin::Resolvers {
             ssm: &ssm,
-            s3: &s3,
+            s3: store.s3,
             engine: engine.as_ref(),
             registries: &registries,
             caller,

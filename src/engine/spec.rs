@@ -16,7 +16,6 @@ use bollard::models::{
     ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::compose::{MountKind, Project, Restart, Service};
 
@@ -694,10 +693,4 @@ fn non_empty_map(
     let map: HashMap<String, String> = items.into_iter().collect();
     (!map.is_empty()).then_some(map)
 }
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::digest::sha256_hex;

@@ -254,14 +254,7 @@ pub fn by_digest(reference: &str, digest: &str) -> Result<String> {
     Ok(format!("{}@{digest}", image.from_image()))
 }
 
-/// Hex SHA-256: how a manifest names content.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::digest::sha256_hex;
 
 /// The promoted pointer: which release a plain sync applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,19 +7,19 @@
 //! Bodies stream into a temp file beside the target while they are hashed; a body whose length or
 //! SHA-256 disagrees with what S3 announced is rejected and never becomes the file.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::state::{now, FileRecord};
 use crate::atomic::AtomicFile;
 use crate::aws::s3::{Fetched, ObjectMeta, ObjectRequest, ObjectStore, Transient};
 use crate::config::FileSettings;
+use crate::digest::{hex, HashingWriter};
 use crate::error::input_error;
 use crate::retry::Backoff;
 
@@ -141,7 +141,7 @@ async fn stage(
                 }
                 Fetched::Written(meta) => meta,
             };
-            let (size, digest) = sink.finish();
+            let (size, digest, _) = sink.finish();
             if let Some(expected) = meta.length {
                 if expected != size {
                     return Err(anyhow!(Transient).context(format!("{source}: received {size} bytes, S3 announced {expected}; the body is rejected")));
@@ -346,49 +346,13 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
     i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Counts and hashes what passes through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    fn finish(self) -> (u64, [u8; 32]) {
-        (self.size, self.hasher.finalize().into())
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::aws::s3::ObjectMeta;
     use crate::config::types::S3Uri;
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
 
     /// Serves one body with whatever metadata the test claims for it.
     struct LyingStore {

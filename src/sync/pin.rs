@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
-use sha2::{Digest, Sha256};
 
 use crate::aws::releases::Caller;
 use crate::aws::s3::{Fetched, ObjectRequest, ObjectStore};
 use crate::aws::ssm::ParameterStore;
 use crate::compose::reference::ImageRef;
 use crate::config::Settings;
+use crate::digest::{hex, HashingWriter};
 use crate::engine::docker::DockerEngine;
 use crate::engine::registry::Registries;
 use crate::inputs::Object;
@@ -144,11 +144,7 @@ async fn pin_file(
             file.uri.bucket
         ),
     };
-    let mut sink = Hashing {
-        sha: Sha256::new(),
-        size: 0,
-        kept: Some(Vec::new()),
-    };
+    let mut sink = HashingWriter::new(KeepUpTo(Some(Vec::new())));
     let req = ObjectRequest {
         uri: file.uri,
         owner,
@@ -159,35 +155,25 @@ async fn pin_file(
         Fetched::Written(_) => {}
         Fetched::NotModified => bail!("{}: S3 answered 304 to an unconditional GET", file.uri),
     }
-    let sha256 = sink
-        .sha
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let (size, digest, KeepUpTo(kept)) = sink.finish();
     let pin = PinnedFile {
         version_id,
-        sha256,
-        size: sink.size,
+        sha256: hex(&digest),
+        size,
     };
-    Ok((pin, sink.kept))
+    Ok((pin, kept))
 }
 
-struct Hashing {
-    sha: Sha256,
-    size: u64,
-    kept: Option<Vec<u8>>,
-}
+/// Keeps what is written, until it grows past [`KEEP_UP_TO`]: then nothing.
+struct KeepUpTo(Option<Vec<u8>>);
 
-impl std::io::Write for Hashing {
+impl std::io::Write for KeepUpTo {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.sha.update(buf);
-        self.size += buf.len() as u64;
-        if self.size > KEEP_UP_TO {
-            self.kept = None;
-        }
-        if let Some(kept) = &mut self.kept {
-            kept.extend_from_slice(buf);
+        let grown = self.0.as_ref().map_or(0, Vec::len) + buf.len();
+        match &mut self.0 {
+            Some(_) if grown as u64 > KEEP_UP_TO => self.0 = None,
+            Some(kept) => kept.extend_from_slice(buf),
+            None => {}
         }
         Ok(buf.len())
     }
