@@ -535,3 +535,64 @@ async fn the_env_file_is_never_read_back() {
         "the env file's variables were read back from the disk"
     );
 }
+
+/// Whoever writes the release store does not choose the agent's memory, nor another project's
+/// release: an oversized manifest or pointer is refused unread, a manifest of another project is
+/// bad input, and a manifest that names itself another id is refused.
+#[tokio::test]
+async fn the_store_is_read_as_hostile() {
+    use crate::aws::releases::Store;
+    use crate::config::types::S3Prefix;
+    use crate::config::ReleaseSettings;
+    use crate::release::{Manifest, ReleaseId};
+    let s3 = crate::sync::fakes::FakeObjects::default();
+    let at = ReleaseSettings {
+        store: S3Prefix::parse("s3://amzn-s3-demo-bucket/app/").unwrap(),
+        expected_owner: Some("123456789012".into()),
+        signing_key: None,
+        public_key: None,
+    };
+    let store = Store { s3: &s3, at: &at };
+    let id = ReleaseId::parse("20261207T163000000Z-3f9a1c").unwrap();
+    let huge = vec![b' '; 5 << 20];
+    s3.put(&store.manifest_uri(&id).to_string(), &huge);
+    let err = store.manifest(&id).await.unwrap_err();
+    assert!(format!("{err:#}").contains("larger than"), "{err:#}");
+    s3.put(&store.pointer_uri().to_string(), &huge[..100 << 10]);
+    assert!(store.promoted().await.is_err());
+
+    let other = ReleaseId::parse("20261207T163000000Z-000000").unwrap();
+    let manifest = |id: &ReleaseId, project: &str| Manifest {
+        schema: crate::release::SCHEMA,
+        id: id.clone(),
+        created: "2026-12-07T16:30:00Z".into(),
+        by: "arn:aws:iam::123456789012:user/ci".into(),
+        parent: None,
+        note: String::new(),
+        project: project.into(),
+        parameters: Default::default(),
+        secrets: Default::default(),
+        files: Default::default(),
+        compose: None,
+        images: Default::default(),
+    };
+    s3.put(
+        &store.manifest_uri(&id).to_string(),
+        &manifest(&other, "o").to_json(),
+    );
+    let err = store.manifest(&id).await.unwrap_err();
+    assert!(format!("{err:#}").contains("says it is release"), "{err:#}");
+
+    let i = instance(true);
+    let err = manifest(&id, "someone-else")
+        .pin_settings(&i.settings)
+        .unwrap_err();
+    assert_eq!(
+        crate::error::exit_status(&err),
+        crate::error::EXIT_BAD_INPUT
+    );
+    assert!(
+        format!("{err}").contains("is for project someone-else"),
+        "{err}"
+    );
+}
