@@ -8,12 +8,15 @@ use super::s3::{self, ObjectStore, S3Store};
 use crate::config::types::S3Uri;
 use crate::config::ReleaseSettings;
 use crate::inputs::ReleaseObjects;
+use crate::release::fleet::{self, Record};
 use crate::release::signature::{self, Signature};
 use crate::release::{Manifest, Pointer, ReleaseId, SCHEMA};
 
 /// A manifest lists names, versions and digests: far below this, whatever the bucket holds.
 const MAX_MANIFEST: usize = 4 << 20;
 const MAX_POINTER: usize = 64 << 10;
+/// A fleet record is a few hundred bytes.
+const MAX_RECORD: usize = 16 << 10;
 
 /// Where the releases of a config are.
 pub struct Store<'a, S> {
@@ -154,6 +157,70 @@ impl Store<'_, S3Store> {
     }
 }
 
+impl Store<'_, S3Store> {
+    /// Writes the fleet record of the caller `user_id` (its own key: see [`fleet`]).
+    pub async fn put_record(&self, user_id: &str, record: &Record) -> Result<()> {
+        let uri = self.at.store.object(&fleet::record_key(user_id)?);
+        self.s3
+            .put(&uri, self.owner(), record.to_json(), false)
+            .await
+            .with_context(|| format!("failed to write this instance's fleet record {uri}"))?;
+        Ok(())
+    }
+
+    /// Every instance's fleet record (instance, record), and a line for each object under
+    /// `fleet/` that is not one (skipped: the view never trusts what it cannot read).
+    pub async fn records(&self) -> Result<(Vec<(String, Record)>, Vec<String>)> {
+        use futures::StreamExt;
+        let prefix = self.at.store.object(fleet::PREFIX).key;
+        let keys = self
+            .s3
+            .list(&self.at.store.bucket, &prefix, self.owner())
+            .await
+            .context("failed to list the fleet records")?;
+        let base = self.at.store.prefix.clone();
+        let reads = keys.into_iter().map(|key| {
+            let uri = S3Uri {
+                bucket: self.at.store.bucket.clone(),
+                key: key.clone(),
+            };
+            let instance = key
+                .strip_prefix(&base)
+                .and_then(fleet::instance_of)
+                .map(str::to_string);
+            async move {
+                let Some(instance) = instance else {
+                    return Some(Err(format!("{uri}: not a fleet record's key (skipped)")));
+                };
+                match s3::read_small(self.s3, &uri, self.owner(), None, MAX_RECORD).await {
+                    Ok(Some((bytes, _))) => Some(
+                        Record::from_json(&bytes, &uri.to_string())
+                            .map(|r| (instance, r))
+                            .map_err(|e| format!("{e:#} (skipped)")),
+                    ),
+                    // Deleted since the listing.
+                    Ok(None) => None,
+                    Err(e) => Some(Err(format!("{uri}: {e:#} (skipped)"))),
+                }
+            }
+        });
+        let read: Vec<_> = futures::stream::iter(reads)
+            .buffer_unordered(32)
+            .filter_map(|r| async { r })
+            .collect()
+            .await;
+        let (mut records, mut problems) = (Vec::new(), Vec::new());
+        for r in read {
+            match r {
+                Ok(r) => records.push(r),
+                Err(p) => problems.push(p),
+            }
+        }
+        problems.sort();
+        Ok((records, problems))
+    }
+}
+
 pub fn pointer_uri(at: &ReleaseSettings) -> S3Uri {
     ReleaseObjects::of(at).pointer
 }
@@ -163,6 +230,9 @@ pub fn pointer_uri(at: &ReleaseSettings) -> S3Uri {
 pub struct Caller {
     pub arn: String,
     pub account: String,
+    /// IAM's `aws:userid`: `<role id>:<session name>` for a role session (on EC2, the session
+    /// is named after the instance).
+    pub user_id: String,
 }
 
 /// The caller's identity (STS GetCallerIdentity): a manifest's `by`, and off EC2 the account
@@ -177,6 +247,7 @@ pub async fn caller(config: &aws_config::SdkConfig) -> Result<Caller> {
     Ok(Caller {
         arn: out.arn().unwrap_or_default().to_string(),
         account: out.account().unwrap_or_default().to_string(),
+        user_id: out.user_id().unwrap_or_default().to_string(),
     })
 }
 

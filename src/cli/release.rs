@@ -52,7 +52,8 @@ enum ReleaseCommand {
     },
     /// What differs between two releases, by name and version.
     Diff { a: String, b: String },
-    /// The promoted release, and the one this instance runs.
+    /// The promoted release, and every instance by the release it runs (healthy, failed,
+    /// drifting), as the instances report it under `release.store`.
     Status {
         #[arg(long)]
         json: bool,
@@ -177,14 +178,22 @@ async fn run(command: ReleaseCommand, settings: &Settings, at: &ReleaseSettings)
             }
         }
         ReleaseCommand::Status { json } => {
-            let promoted = store.promoted().await?;
+            let (promoted, (records, skipped)) =
+                futures::try_join!(store.promoted(), store.records())?;
             let state = crate::sync::state::State::load(&crate::sync::state::State::path(settings))
                 .unwrap_or_default();
             let running = state.release.as_ref().map(|r| &r.id);
+            let view = crate::release::fleet::view(
+                promoted.as_ref().map(|p| &p.release),
+                records,
+                std::time::SystemTime::now(),
+            );
             if json {
                 let value = serde_json::json!({
                     "promoted": promoted,
                     "running": running,
+                    "fleet": view,
+                    "skipped": skipped,
                 });
                 outln!("{}", serde_json::to_string_pretty(&value)?);
             } else {
@@ -192,9 +201,14 @@ async fn run(command: ReleaseCommand, settings: &Settings, at: &ReleaseSettings)
                     Some(p) => outln!("promoted: {} (at {} by {})", p.release, p.promoted, p.by),
                     None => outln!("promoted: none"),
                 }
-                match running {
-                    Some(id) => outln!("this instance runs: {id}"),
-                    None => outln!("this instance runs: no release"),
+                if let Some(id) = running {
+                    outln!("this instance runs: {id}");
+                }
+                for line in view.lines() {
+                    outln!("{line}");
+                }
+                for line in skipped {
+                    outln!("skipped: {line}");
                 }
             }
         }

@@ -148,6 +148,9 @@ struct Shared {
     /// The release marker's ETag at the last full watch, or the promoted pointer's when it last
     /// counted as seen ([`watch::pointer_settled`]), and when that was.
     marker: tokio::sync::Mutex<Option<(String, tokio::time::Instant)>>,
+    /// With `release.store`: who this instance is to IAM (`aws:userid`, asked of STS once),
+    /// and when its fleet record was last written.
+    fleet: tokio::sync::Mutex<(Option<String>, Option<tokio::time::Instant>)>,
 }
 
 impl Shared {
@@ -568,6 +571,9 @@ async fn sync(
         };
         let report = crate::sync::run_with(&settings, &clients, held, target).await;
         let state = State::load(&State::path(&settings)).unwrap_or_default();
+        if let Some(at) = &settings.release {
+            report_to_fleet(shared, &config, &clients, at, &state).await;
+        }
         let held = state
             .failed
             .as_ref()
@@ -616,7 +622,7 @@ async fn watch_once(
     let config = shared.aws(&settings.aws).await?;
     let clients = Clients::new(&settings, &config);
     if let Some(at) = &settings.release {
-        return watch_release(&settings, at, &clients, &shared).await;
+        return watch_release(&settings, &config, at, &clients, &shared).await;
     }
     // With a release marker, one HEAD is the whole watch unless it changed (or a full check is due).
     let marker = match &settings.watch_marker {
@@ -672,11 +678,24 @@ fn log_found(found: &WatchOutcome) {
 /// pins them all.
 async fn watch_release(
     settings: &Settings,
+    config: &aws_config::SdkConfig,
     at: &crate::config::ReleaseSettings,
     clients: &Clients,
     shared: &Shared,
 ) -> Result<WatchOutcome> {
     use crate::aws::s3::ObjectStore;
+    // The fleet record, written again once an hour when nothing happened: a record that stops
+    // moving is an instance that stopped reporting.
+    let due = shared
+        .fleet
+        .lock()
+        .await
+        .1
+        .is_none_or(|at| at.elapsed() >= crate::release::fleet::REFRESH);
+    if due {
+        let state = State::load(&State::path(settings))?;
+        report_to_fleet(shared, config, clients, at, &state).await;
+    }
     let store = crate::aws::releases::Store {
         s3: &clients.s3,
         at,
@@ -714,6 +733,41 @@ async fn watch_release(
         *shared.marker.lock().await = Some((etag, tokio::time::Instant::now()));
     }
     Ok(found)
+}
+
+/// How long writing the fleet record may take: it is for the operator's view, never a reason
+/// to hold a sync or a watch.
+const FLEET_BOUND: Duration = Duration::from_secs(10);
+
+/// Writes this instance's fleet record ([`crate::release::fleet`]) under the release store. A
+/// failure is a warning: the next sync or watch writes it again.
+async fn report_to_fleet(
+    shared: &Shared,
+    config: &aws_config::SdkConfig,
+    clients: &Clients,
+    at: &crate::config::ReleaseSettings,
+    state: &State,
+) {
+    let store = crate::aws::releases::Store {
+        s3: &clients.s3,
+        at,
+    };
+    let write = async {
+        let mut fleet = shared.fleet.lock().await;
+        let user_id = match &fleet.0 {
+            Some(id) => id.clone(),
+            None => crate::aws::releases::caller(config).await?.user_id,
+        };
+        fleet.0 = Some(user_id.clone());
+        crate::sync::fleet::report(&store, &user_id, state).await?;
+        fleet.1 = Some(tokio::time::Instant::now());
+        Ok::<_, anyhow::Error>(())
+    };
+    match tokio::time::timeout(FLEET_BOUND, write).await {
+        Ok(Ok(())) => tracing::debug!("fleet record written"),
+        Ok(Err(err)) => tracing::warn!("the fleet record was not written: {err:#}"),
+        Err(_) => tracing::warn!("the fleet record was not written in {FLEET_BOUND:?}"),
+    }
 }
 
 fn summary(report: &SyncReport) -> String {

@@ -8,6 +8,7 @@
 //! shows one. This module is the value, with no I/O; the store in S3 is [`crate::aws::releases`],
 //! and `release create` (the latest of every input, pinned) is [`crate::sync::pin`].
 
+pub mod fleet;
 pub mod signature;
 
 use std::collections::BTreeMap;

@@ -7,6 +7,7 @@
 //! changed ([`state::Changes`]) and [`State::record`] alone writes it into the state.
 
 pub mod files;
+pub mod fleet;
 pub mod leftovers;
 pub mod lock;
 pub mod metrics;
