@@ -29,6 +29,8 @@
 //!   `ReadPinnedFileVersions` (none in `ReadFiles`), and the watch reads nothing but the store
 //!   (no `WatchParameterVersions`). `ReadReleases`: s3:GetObject on the promoted pointer (each
 //!   watch HEADs it) and on the manifests (`releases/*`), in buckets of the store's owner.
+//!   `ReportToFleet`: s3:PutObject on the instance's own fleet record,
+//!   `fleet/${aws:userid}.json` (see [`crate::release::fleet`]).
 //!   What the config reads is [`crate::inputs::Inputs`].
 //! - `EcrToken` and `EcrPull`: when a registry has `ecr: true`: the token, and the pull actions
 //!   (BatchGetImage, GetDownloadUrlForLayer) on the repositories of the compose file's images.
@@ -298,8 +300,15 @@ fn files_statements(out: &mut Statements, inputs: &Inputs, place: &Place, watchi
     if let Some(release) = &inputs.release {
         let owner = owner(release.owner);
         let manifests = format!("{}*", arn(&release.manifests));
-        let objects = vec![(arn(&release.pointer), owner.clone()), (manifests, owner)];
+        let objects = vec![
+            (arn(&release.pointer), owner.clone()),
+            (manifests, owner.clone()),
+        ];
         statement("ReadReleases", "s3:GetObject", objects);
+        // IAM fills `${aws:userid}` with the caller's id: for an instance role, `<role
+        // id>:<instance id>`. Each instance writes its own record and no other's.
+        let record = format!("{}${{aws:userid}}.json", arn(&release.fleet));
+        statement("ReportToFleet", "s3:PutObject", vec![(record, owner)]);
     }
 }
 

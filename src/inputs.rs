@@ -102,6 +102,8 @@ pub struct ReleaseObjects<'a> {
     pub pointer: S3Uri,
     /// The manifests' common prefix, as an object whose key ends in `/`.
     pub manifests: S3Uri,
+    /// The fleet records' common prefix (`fleet/`), as an object whose key ends in `/`.
+    pub fleet: S3Uri,
     pub owner: Option<&'a str>,
 }
 
@@ -110,6 +112,7 @@ impl<'a> ReleaseObjects<'a> {
         ReleaseObjects {
             pointer: at.store.object(POINTER),
             manifests: at.store.object(MANIFESTS),
+            fleet: at.store.object(crate::release::fleet::PREFIX),
             owner: at.expected_owner.as_deref(),
         }
     }

@@ -527,6 +527,11 @@ lifecycle:
                     "arn:aws:s3:::releases-bucket/orange/releases/*".to_string(),
                 ]
             ),
+            (
+                "ReportToFleet".to_string(),
+                vec!["s3:PutObject".to_string()],
+                vec!["arn:aws:s3:::releases-bucket/orange/fleet/${aws:userid}.json".to_string()]
+            ),
         ]
     );
     let decrypted = &statement(&policy, "DecryptParameters")["Condition"]["StringLike"]
@@ -556,6 +561,10 @@ lifecycle:
     let policy = super::policy(&settings(&owned), &place(), &none()).unwrap();
     assert_eq!(
         statement(&policy, "ReadReleases")["Condition"],
+        json!({"StringEquals": {"s3:ResourceAccount": ["444455556666"]}})
+    );
+    assert_eq!(
+        statement(&policy, "ReportToFleet")["Condition"],
         json!({"StringEquals": {"s3:ResourceAccount": ["444455556666"]}})
     );
 }

@@ -6,6 +6,8 @@
 //! - `Resource`: `*` alone matches everything; otherwise each of the ARN's six colon-separated
 //!   parts is matched on its own, case-sensitive, with `*` and `?` (the last part, the resource,
 //!   may itself hold colons: `*` there spans them, as a `*` ending a segment does);
+//!   A policy variable (`${aws:userid}`) in a resource is filled from the request context; one
+//!   the context lacks matches nothing.
 //! - `Condition`: every operator and every key in it must hold (AND), any of a key's values may
 //!   match (OR); a key absent from the request's context fails it. Operators: `StringEquals`
 //!   (exact, case-sensitive: a `*` in the value is a literal star), `StringLike` (`*` and `?`
@@ -84,8 +86,30 @@ fn applies(statement: &Value, call: &Call) -> bool {
         .any(|pattern| glob(&pattern.to_lowercase(), &call.action.to_lowercase()));
     let resource = strings(&statement["Resource"])
         .iter()
-        .any(|pattern| arn_like(pattern, &call.resource));
+        .filter_map(|pattern| resolve(pattern, call))
+        .any(|pattern| arn_like(&pattern, &call.resource));
     action && resource && conditions_hold(&statement["Condition"], call)
+}
+
+/// A resource with its policy variables (`${aws:userid}`) filled from the request context; `None`
+/// when one is not in it (IAM: the statement then matches nothing).
+fn resolve(pattern: &str, call: &Call) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = pattern;
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}')?;
+        let key = rest[start + 2..end].to_lowercase();
+        let value = call
+            .context
+            .iter()
+            .find(|(k, _)| k.to_lowercase() == key)?
+            .1;
+        out.push_str(&rest[..start]);
+        out.push_str(value);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 fn conditions_hold(conditions: &Value, call: &Call) -> bool {

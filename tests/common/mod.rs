@@ -89,6 +89,18 @@ impl Rig {
             });
     }
 
+    /// An STS client, with the test's credentials.
+    pub fn sts(&self) -> aws_sdk_sts::Client {
+        use aws_sdk_sts::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(&self.moto_url)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "rig"))
+            .build();
+        aws_sdk_sts::Client::from_conf(config)
+    }
+
     /// A Secrets Manager client for seeding moto.
     pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
         use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
