@@ -34,3 +34,4 @@ mod s3_files;
 mod secrets;
 mod simulated_instance;
 mod storm;
+mod waves;

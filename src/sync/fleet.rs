@@ -14,18 +14,23 @@ use crate::release::fleet::{Failure, Record, RECORD_SCHEMA};
 pub fn record_of(state: &State, now: SystemTime) -> Record {
     let at = humantime::format_rfc3339_seconds(now).to_string();
     let ok = state.last_sync.as_ref().is_some_and(|s| s.ok);
+    // The cause is at the end of an error chain (the outer parts say what was done about it).
+    let last_error = state
+        .last_sync
+        .as_ref()
+        .filter(|s| !s.ok)
+        .map(|s| tail(s.error.as_deref().unwrap_or("failed"), 200));
     let failed = match (&state.failed, &state.last_sync) {
         // A release that failed and is held: the reason is names only.
         (Some(f), _) => Some(Failure {
             release: f.fingerprint.release.clone(),
             at: f.at.clone(),
-            reason: crate::engine::api::printable(&f.reason, 200),
+            reason: last_error.unwrap_or_else(|| crate::engine::api::printable(&f.reason, 200)),
         }),
         (None, Some(last)) if !last.ok => Some(Failure {
             release: None,
             at: last.finished.clone(),
-            // The state keeps the chain as `status` shows it: cut to one line here.
-            reason: crate::engine::api::printable(last.error.as_deref().unwrap_or("failed"), 200),
+            reason: last_error.unwrap_or_default(),
         }),
         _ => None,
     };
@@ -36,6 +41,16 @@ pub fn record_of(state: &State, now: SystemTime) -> Record {
         failed,
         at,
         agent: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The last `max` characters of `text`, printable and on one line.
+fn tail(text: &str, max: usize) -> String {
+    let clean = crate::engine::api::printable(text, usize::MAX);
+    let count = clean.chars().count();
+    match count > max {
+        true => format!("…{}", clean.chars().skip(count - max).collect::<String>()),
+        false => clean,
     }
 }
 
@@ -94,9 +109,19 @@ mod tests {
             // A wave's release failed and was rolled back: runs 1, failed 2.
             (
                 running.clone(),
-                last(false, Some("rolled back")),
+                last(
+                    false,
+                    Some("files restored: rolled back: service web: unhealthy"),
+                ),
                 held.clone(),
-                (Some(1), false, Some((Some(2), "service web: unhealthy"))),
+                (
+                    Some(1),
+                    false,
+                    Some((
+                        Some(2),
+                        "files restored: rolled back: service web: unhealthy",
+                    )),
+                ),
             ),
             // Held: the sync served the last good release.
             (
@@ -130,5 +155,14 @@ mod tests {
             assert_eq!(got, want);
             assert_eq!(r.schema, RECORD_SCHEMA);
         }
+        // A long chain keeps its end: the cause.
+        let long = format!("{}: service web: unhealthy", "restored ".repeat(40));
+        let state = State {
+            last_sync: last(false, Some(&long)),
+            ..State::default()
+        };
+        let reason = record_of(&state, now).failed.unwrap().reason;
+        assert!(reason.starts_with('…') && reason.ends_with("service web: unhealthy"));
+        assert_eq!(reason.chars().count(), 201);
     }
 }

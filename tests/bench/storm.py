@@ -75,7 +75,11 @@ class FleetImds:
     a fixture of its own (instance id) and role credentials whose access key id names the agent.
     One thread accepts for all of them (a serving loop each would be a thousand threads polling)."""
 
-    def __init__(self, moto: tuple[str, int], count: int, fixtures: Path) -> None:
+    def __init__(
+        self, moto: tuple[str, int], count: int, fixtures: Path, credentials: list[dict] | None = None
+    ) -> None:
+        """`credentials`: each agent's role credentials (AccessKeyId, SecretAccessKey,
+        SessionToken), as STS issued them; by default a key of its own that names the agent."""
         self.servers = []
         self.urls = []
         self.selector = selectors.DefaultSelector()
@@ -86,7 +90,16 @@ class FleetImds:
             handler = type(
                 f"Imds{i}",
                 (AgentImds,),
-                {"tokens": imds.Tokens(), "fixture": imds.Fixture(fixture), "moto": moto, "key": access_key(i)},
+                {
+                    "tokens": imds.Tokens(),
+                    "fixture": imds.Fixture(fixture),
+                    "moto": moto,
+                    "credentials": credentials[i] if credentials else {
+                        "AccessKeyId": access_key(i),
+                        "SecretAccessKey": "storm-not-a-secret",
+                        "SessionToken": "storm-token",
+                    },
+                },
             )
             server = imds.Server(("127.0.0.1", 0), handler)
             self.selector.register(server, selectors.EVENT_READ)
@@ -111,7 +124,7 @@ class FleetImds:
 
 
 class AgentImds(imds.Handler):
-    key: str
+    credentials: dict
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -137,9 +150,9 @@ class AgentImds(imds.Handler):
                     "Code": "Success",
                     "LastUpdated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "Type": "AWS-HMAC",
-                    "AccessKeyId": self.key,
-                    "SecretAccessKey": "storm-not-a-secret",
-                    "Token": "storm-token",
+                    "AccessKeyId": self.credentials["AccessKeyId"],
+                    "SecretAccessKey": self.credentials["SecretAccessKey"],
+                    "Token": self.credentials["SessionToken"],
                     "Expiration": expires,
                 }
                 return 200, json.dumps(doc).encode()
