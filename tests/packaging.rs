@@ -197,22 +197,58 @@ fn the_deb_carries_the_agent_and_enables_it_without_starting() {
         "{postinst}"
     );
     assert!(postinst.contains("install -d -m 0755 /srv"), "{postinst}");
-    // Never started by the install; an upgrade (`$2` set) restarts it only if it runs.
+    // Never started by the install; an upgrade (`$2` set) restarts it only if it runs, and
+    // without waiting for it (its READY=1 waits for a healthy application).
     assert!(!postinst.contains("deb-systemd-invoke start"), "{postinst}");
     assert!(!postinst.contains("#DEBHELPER#"), "{postinst}");
-    let restart = postinst
-        .find("try-restart kicky-agent.service")
-        .expect("try-restart on upgrade");
+    let restarts: Vec<&str> = postinst
+        .lines()
+        .filter(|l| l.contains("restart") && !l.trim_start().starts_with('#'))
+        .filter(|l| l.contains("systemctl") || l.contains("deb-systemd-invoke"))
+        .collect();
+    assert_eq!(
+        restarts,
+        ["                systemctl --system --no-block try-restart kicky-agent.service || true"],
+        "{postinst}"
+    );
+    let restart = postinst.find("--no-block try-restart").unwrap();
     assert!(
         postinst[..restart].contains("if [ -n \"$2\" ]"),
         "{postinst}"
     );
+    // Stopped on removal only; the guard never (docker.service requires it: Docker would stop).
     let prerm = read("prerm");
-    assert!(
-        prerm.contains("[ \"$1\" = remove ]")
-            && prerm.contains("deb-systemd-invoke stop kicky-agent.service"),
+    let stops: Vec<&str> = prerm
+        .lines()
+        .filter(|l| l.contains("stop ") && !l.trim_start().starts_with('#'))
+        .collect();
+    assert_eq!(
+        stops,
+        ["    deb-systemd-invoke stop kicky-agent.service >/dev/null || true"],
         "{prerm}"
     );
+    assert!(prerm.contains("[ \"$1\" = remove ]"), "{prerm}");
+    // On removal the guard is disabled, so that Docker's next start does not require it.
+    let postrm = read("postrm");
+    let purge = postrm
+        .find("deb-systemd-helper purge kicky-agent-imds-guard.service")
+        .expect("the guard disabled");
+    assert!(
+        postrm[..purge].contains("if [ \"$1\" = remove ]"),
+        "{postrm}"
+    );
+    // The boot is not ordered after the agent.
+    let unit = std::fs::read_to_string(repo("systemd/kicky-agent.service")).unwrap();
+    for directive in [
+        "DefaultDependencies=no",
+        "Requires=sysinit.target",
+        "After=sysinit.target basic.target",
+        "Conflicts=shutdown.target",
+        "Before=shutdown.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(unit.lines().any(|l| l == directive), "{directive}");
+    }
     // The unit in the package runs the binary where the package puts it.
     let unit = std::fs::read_to_string(repo("systemd/kicky-agent.service")).unwrap();
     assert!(

@@ -7,7 +7,10 @@
 //! and not started by the install; after a boot, `activating` until the stack is healthy, then
 //! `active` with the agent's STATUS; `systemctl reload` resyncing; the SSM document's command;
 //! a bad config not restart-looping; a hung loop restarted by the watchdog; a reboot converging
-//! again without touching the containers.
+//! again without touching the containers. Then the boot of an application that never gets healthy
+//! (multi-user.target and cloud-init's final stage do not wait for it), and a package upgrade and
+//! removal (dpkg returns at once, the agent is restarted or stopped, no container and not Docker
+//! are touched).
 
 use crate::common;
 
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::ParameterType;
 use common::imds::OwnImds;
-use common::stack::{docker, inspect, running_healthy};
+use common::stack::{docker, id_of, inspect, running_healthy, started_at};
 use common::{Rig, Scratch};
 
 fn repo(rel: &str) -> PathBuf {
@@ -30,6 +33,92 @@ struct Instance {
 }
 
 impl Instance {
+    /// Runs the image with systemd as PID 1 (on the host's network and Docker socket), and waits
+    /// until it booted.
+    fn boot(name: String, image: &str) -> Instance {
+        docker(&["rm", "-f", &name]);
+        let i = Instance { name };
+        let run = Command::new("docker")
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &i.name,
+                "--network",
+                "host",
+                "--cap-add",
+                "SYS_ADMIN",
+            ])
+            .args([
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/run/lock",
+            ])
+            .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+            .args(["--stop-signal", "SIGRTMIN+3", image, "/sbin/init"])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let booted = |i: &Instance| {
+            let state = i.exec("systemctl is-system-running").1;
+            state == "running" || state == "degraded"
+        };
+        assert!(
+            i.until(Duration::from_secs(60), booted),
+            "systemd did not boot"
+        );
+        i
+    }
+
+    /// `docker cp` of a host file into the instance.
+    fn copy_in(&self, from: &Path, to: &str) {
+        let copied = Command::new("docker")
+            .arg("cp")
+            .arg(from)
+            .arg(format!("{}:{to}", self.name))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    }
+
+    /// The only change for the rig: where instance metadata is (169.254.169.254 on EC2).
+    fn point_at(&self, imds: &OwnImds) {
+        let dropin = format!(
+            "mkdir -p /etc/systemd/system/kicky-agent.service.d && printf '[Service]\\nEnvironment=AWS_EC2_METADATA_SERVICE_ENDPOINT={}\\n' > /etc/systemd/system/kicky-agent.service.d/rig.conf",
+            imds.url
+        );
+        assert_eq!(self.exec(&dropin).0, 0);
+    }
+
+    /// A boot of the instance: the container restarted, as a reboot.
+    fn reboot(&self) {
+        docker(&["restart", "-t", "10", &self.name]);
+    }
+
+    fn is_active(&self, unit: &str) -> String {
+        self.exec(&format!("systemctl is-active {unit}")).1
+    }
+
+    /// The instance's monotonic clock (as systemd's `*TimestampMonotonic`), in microseconds.
+    fn monotonic_us(&self) -> u64 {
+        let uptime = self.exec("cut -d' ' -f1 /proc/uptime").1;
+        (uptime.parse::<f64>().unwrap() * 1e6) as u64
+    }
+
+    /// Runs `script`, timed: its status, output and how long it took.
+    fn timed(&self, script: &str) -> (i32, String, Duration) {
+        let started = Instant::now();
+        let (status, text) = self.exec(script);
+        (status, text, started.elapsed())
+    }
+
     fn exec(&self, script: &str) -> (i32, String) {
         let out = Command::new("docker")
             .args(["exec", &self.name, "sh", "-c", script])
@@ -86,6 +175,66 @@ fn sim_image() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// The launch template's user data: the AMI's sample config, pointed at this application (its
+/// compose file in `bucket`, the rig's registry), the lifecycle hook and the watch off.
+fn user_data(
+    rig: &Rig,
+    stack: &common::stack::Stack,
+    bucket: &str,
+    healthy_timeout: &str,
+) -> String {
+    let project = &stack.project;
+    format!(
+        "#kicky-agent\nproject: {project}\nworkdir: /srv/{project}\naws:\n  endpoint_url: {moto}\n  s3_force_path_style: true\n\
+         env:\n  parameters:\n    - name: /kt/{project}/env\n      format: dotenv\n\
+         files:\n  - source: s3://{bucket}/docker-compose.yml\n    path: docker-compose.yml\n\
+         compose:\n  file: docker-compose.yml\n  pull: missing\n  prune: false\n  healthy_timeout: {healthy_timeout}\n\
+         registries:\n  - server: {registry}\n    username: tester\n    password: {{ parameter: /kt/{project}/registry }}\n\
+         lifecycle:\n  hook: off\nwatch:\n  interval: 0\n",
+        moto = rig.moto_url,
+        registry = stack.registry,
+    )
+}
+
+/// The rig's side of an instance: instance metadata serving `user_data` (stopped when dropped),
+/// and a scratch directory for the packages.
+struct Launch {
+    s: Scratch,
+    imds: OwnImds,
+}
+
+impl Launch {
+    fn new(rig: &Rig, user_data: &str) -> Launch {
+        let s = Scratch::new();
+        let fixture = s.path("imds-fixture");
+        std::fs::create_dir_all(&fixture).unwrap();
+        std::fs::write(fixture.join("user-data"), user_data).unwrap();
+        std::fs::write(fixture.join("region"), &rig.region).unwrap();
+        let imds = OwnImds::start(rig, &rig.moto_url, s.dir.path(), &fixture);
+        Launch { s, imds }
+    }
+}
+
+/// An instance as an AMI build leaves it: the .deb installed with `dpkg -i` (enabled, not
+/// started), pointed at the rig's instance metadata; not booted yet.
+fn baked(name: String, launch: &Launch, extra: &str) -> Instance {
+    let deb = tokio::task::block_in_place(|| common::build_deb(launch.s.dir.path()));
+    let image = tokio::task::block_in_place(sim_image);
+    let i = Instance::boot(name, &image);
+    assert_eq!(i.exec(extra).0, 0, "{extra}");
+    i.copy_in(&deb, "/tmp/kicky-agent.deb");
+    let (status, text) = i.exec("dpkg -i /tmp/kicky-agent.deb");
+    assert_eq!(status, 0, "{text}");
+    assert_eq!(i.exec("systemctl is-enabled kicky-agent").1, "enabled");
+    assert_eq!(
+        i.is_active("kicky-agent"),
+        "inactive",
+        "the install started it"
+    );
+    i.point_at(&launch.imds);
+    i
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ami_boots_to_a_healthy_stack_under_systemd() {
     let rig = Rig::get();
@@ -102,94 +251,14 @@ async fn the_ami_boots_to_a_healthy_stack_under_systemd() {
     rig.put(&format!("/kt/{project}/bad"), "x", ParameterType::String)
         .await;
 
-    // The launch template's user data: the AMI's sample config, pointed at this application.
-    let s = Scratch::new();
-    let user_data = format!(
-        "#kicky-agent\nproject: {project}\nworkdir: /srv/{project}\naws:\n  endpoint_url: {moto}\n  s3_force_path_style: true\n\
-         env:\n  parameters:\n    - name: /kt/{project}/env\n      format: dotenv\n\
-         files:\n  - source: s3://{bucket}/docker-compose.yml\n    path: docker-compose.yml\n\
-         compose:\n  file: docker-compose.yml\n  pull: missing\n  prune: false\n  healthy_timeout: 60s\n\
-         registries:\n  - server: {registry}\n    username: tester\n    password: {{ parameter: /kt/{project}/registry }}\n\
-         lifecycle:\n  hook: off\nwatch:\n  interval: 0\n",
-        moto = rig.moto_url,
-        registry = stack.registry,
-    );
-    let fixture = s.path("imds-fixture");
-    std::fs::create_dir_all(&fixture).unwrap();
-    std::fs::write(fixture.join("user-data"), &user_data).unwrap();
-    std::fs::write(fixture.join("region"), &rig.region).unwrap();
-    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
-
-    let deb = tokio::task::block_in_place(|| common::build_deb(s.dir.path()));
-    let image = tokio::task::block_in_place(sim_image);
-    let i = Instance {
-        name: format!("kt-sim-{project}"),
-    };
-    docker(&["rm", "-f", &i.name]);
-    let run = Command::new("docker")
-        .args([
-            "run",
-            "-d",
-            "--name",
-            &i.name,
-            "--network",
-            "host",
-            "--cap-add",
-            "SYS_ADMIN",
-        ])
-        .args([
-            "-v",
-            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-            "--tmpfs",
-            "/run",
-            "--tmpfs",
-            "/run/lock",
-        ])
-        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
-        .args(["--stop-signal", "SIGRTMIN+3", &image, "/sbin/init"])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let booted = |i: &Instance| {
-        let state = i.exec("systemctl is-system-running").1;
-        state == "running" || state == "degraded"
-    };
-    assert!(
-        i.until(Duration::from_secs(60), booted),
-        "systemd did not boot"
-    );
-
-    // The AMI build: dpkg -i; the unit enabled, not started. The only change for the rig: where
-    // instance metadata is (169.254.169.254 on EC2).
-    let copied = Command::new("docker")
-        .arg("cp")
-        .arg(&deb)
-        .arg(format!("{}:/tmp/kicky-agent.deb", i.name))
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    let (status, text) = i.exec("dpkg -i /tmp/kicky-agent.deb");
-    assert_eq!(status, 0, "{text}");
-    assert_eq!(i.exec("systemctl is-enabled kicky-agent").1, "enabled");
-    assert_eq!(
-        i.exec("systemctl is-active kicky-agent").1,
-        "inactive",
-        "the install started it"
-    );
-    let dropin = format!(
-        "mkdir -p /etc/systemd/system/kicky-agent.service.d && printf '[Service]\\nEnvironment=AWS_EC2_METADATA_SERVICE_ENDPOINT={}\\n' > /etc/systemd/system/kicky-agent.service.d/rig.conf",
-        imds.url
-    );
-    assert_eq!(i.exec(&dropin).0, 0);
+    // The AMI build: dpkg -i; the unit enabled, not started.
+    let launch = Launch::new(&rig, &user_data(&rig, &stack, &bucket, "60s"));
+    let i = baked(format!("kt-sim-{project}"), &launch, "true");
 
     // First boot of the instance: the enabled unit starts; `activating` until the stack is healthy.
     let web = format!("{project}-web-1");
     let booted_at = Instant::now();
-    docker(&["restart", "-t", "10", &i.name]);
+    i.reboot();
     let mut seen_activating = false;
     let became_active = i.until(Duration::from_secs(120), |i| {
         let state = i.exec("systemctl is-active kicky-agent").1;
@@ -282,7 +351,7 @@ async fn the_ami_boots_to_a_healthy_stack_under_systemd() {
     assert_ne!(i.unit("MainPID"), pid);
 
     // A reboot: the agent comes back, and the running containers are left as they were.
-    docker(&["restart", "-t", "10", &i.name]);
+    i.reboot();
     assert!(
         i.until(Duration::from_secs(120), |i| i
             .exec("systemctl is-active kicky-agent")
@@ -297,4 +366,226 @@ async fn the_ami_boots_to_a_healthy_stack_under_systemd() {
         "the reboot recreated the container"
     );
     assert!(running_healthy(&web));
+}
+
+/// Stand-ins, in the instance, for what an EC2 instance has around the agent: Docker's unit (the
+/// engine itself is the host's, through its socket), so that what the package does to
+/// docker.service shows; kicky-agent-imds-guard's rule made a no-op (no iptables here); and
+/// cloud-init's final stage, ordered as Debian's cloud-final.service is: after multi-user.target.
+const AROUND: &str = "set -e
+printf '[Unit]\\nDescription=Docker (stand-in)\\n[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' > /etc/systemd/system/docker.service
+mkdir -p /etc/systemd/system/kicky-agent-imds-guard.service.d
+printf '[Service]\\nExecStart=\\nExecStart=/bin/true\\n' > /etc/systemd/system/kicky-agent-imds-guard.service.d/sim.conf
+printf '[Unit]\\nDescription=cloud-init final stage (stand-in)\\nAfter=multi-user.target\\n[Service]\\nType=oneshot\\nRemainAfterExit=yes\\nExecStart=/bin/true\\n[Install]\\nWantedBy=multi-user.target\\n' > /etc/systemd/system/cloud-final.service
+systemctl daemon-reload
+systemctl enable docker.service cloud-final.service 2>/dev/null";
+
+/// With READY=1 only once the application is healthy, the boot must not be ordered after the
+/// agent: multi-user.target and cloud-init's final stage are reached while the agent still waits
+/// for an application that never gets healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_boot_does_not_wait_for_an_application_that_never_gets_healthy() {
+    let rig = Rig::get();
+    let stack = common::stack::Stack::new(&rig, "simboot").await;
+    let project = stack.project.clone();
+    stack.env(&rig, "GREETING=hello\n").await;
+    let bucket = rig.bucket("simboot", false).await;
+    let compose = format!(
+        "services:\n  web:\n    image: {}/tester/unhealthy:1\n",
+        stack.registry
+    );
+    rig.put_object(&bucket, "docker-compose.yml", compose.into_bytes())
+        .await;
+    let launch = Launch::new(&rig, &user_data(&rig, &stack, &bucket, "10s"));
+    let i = baked(format!("kt-sim-{project}"), &launch, AROUND);
+
+    let booted_at = Instant::now();
+    i.reboot();
+    let reached = i.until(Duration::from_secs(60), |i| {
+        i.is_active("multi-user.target") == "active" && i.is_active("cloud-final") == "active"
+    });
+    assert!(
+        reached,
+        "multi-user.target: {}, cloud-final: {}, jobs:\n{}\n{}",
+        i.is_active("multi-user.target"),
+        i.is_active("cloud-final"),
+        i.exec("systemctl list-jobs --no-pager").1,
+        i.journal()
+    );
+    println!(
+        "simulated instance: boot to multi-user.target and cloud-final with an application that never gets healthy: {:.1} s",
+        booted_at.elapsed().as_secs_f64()
+    );
+    // The agent is still at it, and says why; it stays so, however long one waits.
+    assert!(
+        i.until(Duration::from_secs(60), |i| i
+            .unit("StatusText")
+            .contains("first sync failed")),
+        "{}",
+        i.journal()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(i.is_active("kicky-agent"), "activating", "{}", i.journal());
+    assert!(
+        i.unit("StatusText").contains("unhealthy"),
+        "{}",
+        i.unit("StatusText")
+    );
+    // The manager's job queue still holds the agent's start job: the system says `starting`
+    // (the README tells operators to read it as the application's boot).
+    assert_eq!(i.exec("systemctl is-system-running").1, "starting");
+    let enter = i
+        .exec("systemctl show -p ActiveEnterTimestampMonotonic --value multi-user.target")
+        .1;
+    assert_ne!(enter, "0", "multi-user.target never entered active");
+}
+
+/// A package upgrade: `dpkg -i` of a newer build returns at once even while the application is
+/// unhealthy; the agent is restarted into the new build; no container is recreated or restarted,
+/// and neither is Docker. Then `dpkg -r`: the agent stops, the application and Docker go on, and
+/// Docker can still start without the package.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_and_a_removal_restart_and_stop_the_agent_and_leave_the_containers_alone() {
+    let rig = Rig::get();
+    let stack = common::stack::Stack::new(&rig, "simdpkg").await;
+    let project = stack.project.clone();
+    stack.env(&rig, "GREETING=hello\n").await;
+    let bucket = rig.bucket("simdpkg", false).await;
+    // web's health is what the test says it is: unhealthy while /www/sick exists.
+    let compose = format!(
+        "services:\n  web:\n    image: {registry}/tester/web:1\n    healthcheck:\n      test: [\"CMD\", \"/bin/sh\", \"-c\", \"test ! -e /www/sick\"]\n      interval: 1s\n      timeout: 1s\n      retries: 1\n  side:\n    image: {registry}/tester/web:1\n",
+        registry = stack.registry
+    );
+    rig.put_object(&bucket, "docker-compose.yml", compose.into_bytes())
+        .await;
+    let launch = Launch::new(&rig, &user_data(&rig, &stack, &bucket, "5min"));
+    let newer =
+        tokio::task::block_in_place(|| common::build_deb_as(launch.s.dir.path(), Some("99.0.0-1")));
+    let i = baked(format!("kt-sim-{project}"), &launch, AROUND);
+    i.reboot();
+    assert!(
+        i.until(Duration::from_secs(120), |i| i.is_active("kicky-agent")
+            == "active"),
+        "{}",
+        i.journal()
+    );
+    let containers = [format!("{project}-web-1"), format!("{project}-side-1")];
+    let seen = || -> Vec<(String, String, bool)> {
+        containers
+            .iter()
+            .map(|c| (id_of(c), started_at(c), running(c)))
+            .collect()
+    };
+    let before = seen();
+    assert!(
+        before.iter().all(|(id, _, up)| !id.is_empty() && *up),
+        "{before:?}"
+    );
+    let docker_pid = i.exec("systemctl show -p MainPID --value docker.service").1;
+    assert_ne!(docker_pid, "0");
+    let old_pid = i.unit("MainPID");
+
+    // The application turns unhealthy: a restarted agent cannot be ready until it is well again.
+    assert_eq!(docker(&["exec", &containers[0], "touch", "/www/sick"]), "");
+    assert!(
+        i.until(Duration::from_secs(30), |_| health(&containers[0])
+            == "unhealthy"),
+        "{}",
+        health(&containers[0])
+    );
+
+    // The upgrade: dpkg returns at once; the restart it queued follows.
+    i.copy_in(&newer, "/tmp/kicky-agent-newer.deb");
+    let dpkg_began = i.monotonic_us();
+    let (status, text, took) = i.timed("timeout 60 dpkg -i /tmp/kicky-agent-newer.deb");
+    assert_eq!(status, 0, "{text}");
+    assert!(
+        took < Duration::from_secs(20),
+        "dpkg -i took {took:?}: {text}"
+    );
+    println!(
+        "simulated instance: dpkg -i of a newer build in {:.1} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        i.exec("dpkg-query -W -f '${Version}' kicky-agent").1,
+        "99.0.0-1"
+    );
+    let restarted = i.until(Duration::from_secs(60), |i| {
+        let pid = i.unit("MainPID");
+        pid != old_pid && pid != "0" && i.is_active("kicky-agent") == "activating"
+    });
+    assert!(restarted, "{}\n{}", i.unit("ActiveState"), i.journal());
+    let new_pid = i.unit("MainPID");
+    // The new process started after dpkg began, so from the file it unpacked (the agent is not
+    // dumpable: /proc/<pid>/exe cannot be read here).
+    let started: u64 = i.unit("ExecMainStartTimestampMonotonic").parse().unwrap();
+    assert!(started > dpkg_began, "{started} <= {dpkg_began}");
+    // It stays short of ready while the application is unhealthy, touching nothing.
+    assert!(
+        i.until(Duration::from_secs(30), |i| i
+            .unit("StatusText")
+            .contains("first sync failed")),
+        "{}",
+        i.journal()
+    );
+    assert_eq!(i.is_active("kicky-agent"), "activating");
+    assert_eq!(seen(), before, "the upgrade touched a container");
+    assert_eq!(
+        i.exec("systemctl show -p MainPID --value docker.service").1,
+        docker_pid,
+        "the upgrade restarted Docker"
+    );
+
+    // Well again: the new agent becomes ready, still without touching a container.
+    assert_eq!(docker(&["exec", &containers[0], "rm", "/www/sick"]), "");
+    assert!(
+        i.until(Duration::from_secs(90), |i| i.is_active("kicky-agent")
+            == "active"),
+        "{}",
+        i.journal()
+    );
+    assert_eq!(i.unit("MainPID"), new_pid);
+    assert_eq!(seen(), before, "the restarted agent touched a container");
+
+    // The removal: the agent stops; the application and Docker go on.
+    let (status, text, took) = i.timed("timeout 60 dpkg -r kicky-agent");
+    assert_eq!(status, 0, "{text}");
+    assert!(
+        took < Duration::from_secs(20),
+        "dpkg -r took {took:?}: {text}"
+    );
+    assert_eq!(i.exec("pgrep -x kicky-agent").0, 1, "the agent still runs");
+    assert_eq!(seen(), before, "the removal touched a container");
+    assert!(containers.iter().all(|c| running_healthy(c)));
+    assert_eq!(
+        i.exec("systemctl show -p MainPID --value docker.service").1,
+        docker_pid,
+        "the removal stopped Docker"
+    );
+    // Docker starts without the package (at the next boot): nothing requires the guard any more.
+    let (status, text) = i.exec("systemctl restart docker.service");
+    assert_eq!(status, 0, "{text}");
+    // Installed again, the guard is required by Docker again.
+    let (status, text) = i.exec("dpkg -i /tmp/kicky-agent-newer.deb");
+    assert_eq!(status, 0, "{text}");
+    assert_eq!(
+        i.exec("systemctl is-enabled kicky-agent-imds-guard kicky-agent")
+            .1,
+        "enabled\nenabled"
+    );
+    assert!(i
+        .exec("systemctl show -p Requires --value docker.service")
+        .1
+        .contains("kicky-agent-imds-guard.service"));
+}
+
+fn running(name: &str) -> bool {
+    inspect(name).is_some_and(|c| c["State"]["Running"] == true)
+}
+
+fn health(name: &str) -> String {
+    inspect(name)
+        .and_then(|c| c["State"]["Health"]["Status"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }

@@ -519,7 +519,16 @@ pub fn command_ok(program: &str, args: &[&str]) -> String {
 /// `cargo deb` over the test build's binary (`--no-build`, dev profile, not stripped): the
 /// package an AMI build installs, built in seconds. cargo-deb comes from tests/rig/install.sh.
 pub fn build_deb(dir: &Path) -> PathBuf {
-    let deb = dir.join("kicky-agent.deb");
+    build_deb_as(dir, None)
+}
+
+/// [`build_deb`], with another package version than Cargo.toml's (`cargo deb --deb-version`): an
+/// upgrade, as far as dpkg can tell.
+pub fn build_deb_as(dir: &Path, version: Option<&str>) -> PathBuf {
+    let deb = dir.join(match version {
+        Some(version) => format!("kicky-agent_{version}.deb"),
+        None => "kicky-agent.deb".to_string(),
+    });
     let out = Command::new("cargo")
         .args([
             "deb",
@@ -528,8 +537,9 @@ pub fn build_deb(dir: &Path) -> PathBuf {
             "dev",
             "--no-strip",
             "--fast",
-            "-o",
         ])
+        .args(version.map(|v| ["--deb-version", v]).into_iter().flatten())
+        .arg("-o")
         .arg(&deb)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
