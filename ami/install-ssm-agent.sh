@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs AWS's SSM Agent on Debian, its signature checked first, and enables it (and starts it
-# when systemd runs). Debian's AMIs do not have the agent; Run Command (the kicky-agent-resync
+# when systemd runs). Debian's AMIs do not have the agent; Run Command (the stack's resync
 # document) and Session Manager (the only way into an instance: no key pair, no port 22) need it.
 #
 #   ami/install-ssm-agent.sh            # on the instance, as root (Packer runs it as user data)

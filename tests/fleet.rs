@@ -1,9 +1,11 @@
-//! From a clone to a fleet: the Packer template validates offline, the CloudFormation template
-//! lints clean and, created as a stack in the rig's moto, makes what the fleet needs (read back:
-//! the launch template's metadata options and user data, the role's policy equal to what
-//! `kicky-agent iam-policy` prints plus the SSM Agent's own needs and nothing that reads another
-//! parameter, the group, the resync document), and moto's SSM accepts the fleet rollout
-//! (`send-command` with rate control). No container reaches the role unless the stack's
+//! From an empty account to a fleet: the Packer template validates offline (what Packer 1.6 can
+//! check of it), the CloudFormation template lints clean (the instance refresh update policy
+//! included) and, created as a stack in the rig's moto in any region, makes what the fleet needs
+//! (read back: the launch template's metadata options and user data, the role's policy equal to
+//! what `kicky-agent iam-policy` prints for the AMI's config with that user data plus the SSM
+//! Agent's own needs and nothing that reads another parameter, the group, the stack's resync
+//! document), moto's SSM accepts a wave (`send-command` with `--max-errors 0`), and a new AMI
+//! makes a new launch template version. No container reaches the role unless the stack's
 //! `ContainersUseInstanceRole` switch says so.
 
 use crate::common;
