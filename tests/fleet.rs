@@ -194,7 +194,7 @@ fn the_cloudformation_template_lints_clean() {
     let document = &template["Resources"]["ResyncDocument"]["Properties"];
     assert_eq!(document["UpdateMethod"].as_str(), Some("NewVersion"));
     // Nothing names a region, an account, a partition or a bucket: each comes from the stack.
-    let text = std::fs::read_to_string(&template_path()).unwrap();
+    let text = std::fs::read_to_string(template_path()).unwrap();
     let yaml: String = text
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
