@@ -1,19 +1,35 @@
-# The AMI: Debian 12 with Docker, the SSM Agent and the kicky-agent .deb, its units enabled (not
-# started: the image has no application; each instance's first boot starts it). Written for
-# Packer 1.6 (Debian 12's `packer`, whose amazon-ebs builder is built in and validates offline);
-# newer Packer needs a `packer { required_plugins { amazon = ... } }` block and `packer init`
-# first.
+# The AMI: Debian 12 with Docker, AWS's SSM Agent (signature checked) and the kicky-agent .deb,
+# their units enabled (kicky-agent's not started: the image has no application; each instance's
+# first boot starts it). For current Packer with the Amazon plugin:
 #
 #   cargo deb                                  # target/debian/kicky-agent_<version>_amd64.deb
-#   packer build -var deb_path=target/debian/kicky-agent_0.1.0-1_amd64.deb \
-#     -var 'images=["123456789012.dkr.ecr.ap-northeast-2.amazonaws.com/orange:1.4.2"]' ami/kicky-agent.pkr.hcl
+#   packer init ami/kicky-agent.pkr.hcl        # fetches the Amazon plugin (required_plugins)
+#   packer build -var region=eu-west-1 -var deb_path=target/debian/kicky-agent_0.1.0-1_amd64.deb \
+#     -var 'images=["111122223333.dkr.ecr.eu-west-1.amazonaws.com/orange:1.4.2"]' ami/kicky-agent.pkr.hcl
 #
-# IMDSv2 is required by the launch template (ami/cloudformation.yaml), not here: Packer 1.6 has no
-# metadata_options for the builder instance.
+# No open SSH: Packer reaches the builder instance through Session Manager (`ssh_interface =
+# "session_manager"`; the machine running Packer needs AWS's session-manager-plugin and
+# ssm:StartSession), so its temporary security group has no inbound rule and the instance needs
+# no public address. Debian's AMI has no SSM Agent: ami/install-ssm-agent.sh, the builder's user
+# data, installs it at first boot (from AWS's bucket in the build's region, only when its
+# signature is good, by the pinned key), and the build then checks it is there and enabled, so
+# every instance of the AMI has it. The builder runs with IMDSv2 required, hop limit 1, and the
+# AMI is marked IMDSv2-only (`imds_support`); the launch template (ami/cloudformation.yaml) also
+# requires it.
 
+packer {
+  required_plugins {
+    amazon = {
+      version = ">= 1.3.0"
+      source  = "github.com/hashicorp/amazon"
+    }
+  }
+}
+
+# The region the AMI is built in (and the SSM Agent downloaded from). No default: the AMI is
+# built where the stack runs (or copied there).
 variable "region" {
-  type    = string
-  default = "ap-northeast-2"
+  type = string
 }
 
 variable "instance_type" {
@@ -27,14 +43,15 @@ variable "deb_path" {
 }
 
 # Images pulled into the AMI, so an instance's first sync finds them (`compose.pull: missing`
-# then pulls nothing; `always` still asks the registry, and moves only what changed). Pulling
-# from ECR needs the builder instance's role to allow it (`iam_instance_profile` below) and
-# amazon-ecr-credential-helper; public images need nothing.
+# then pulls nothing; `always` still asks the registry, and moves only what changed). From ECR,
+# with amazon-ecr-credential-helper and the builder's role (below); public images need nothing.
 variable "images" {
   type    = list(string)
   default = []
 }
 
+# An instance profile for the builder instead of the temporary one below: it needs what the
+# temporary policy grants (the SSM Agent's channels, ECR pulls when images are pre-pulled).
 variable "iam_instance_profile" {
   type    = string
   default = ""
@@ -48,9 +65,51 @@ source "amazon-ebs" "debian" {
   region               = var.region
   instance_type        = var.instance_type
   iam_instance_profile = var.iam_instance_profile
-  ssh_username         = "admin"
-  ami_name             = "kicky-agent-${local.stamp}"
-  ami_description      = "Debian 12, Docker, kicky-agent (enabled)"
+  # Without iam_instance_profile: a role made for the build and deleted after it, with the SSM
+  # Agent's own needs (as the stack's ssm-agent policy) and ECR pulls for pre-pulled images.
+  temporary_iam_instance_profile_policy_document {
+    Version = "2012-10-17"
+    Statement {
+      Effect = "Allow"
+      Action = [
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+        "ec2messages:AcknowledgeMessage",
+        "ec2messages:DeleteMessage",
+        "ec2messages:FailMessage",
+        "ec2messages:GetEndpoint",
+        "ec2messages:GetMessages",
+        "ec2messages:SendReply",
+      ]
+      Resource = ["*"]
+    }
+    Statement {
+      Effect = "Allow"
+      Action = [
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+      ]
+      Resource = ["*"]
+    }
+  }
+  # SSH through a Session Manager tunnel: no inbound rule, no public address needed.
+  ssh_username     = "admin"
+  ssh_interface    = "session_manager"
+  pause_before_ssm = "30s"
+  # Cloud-init runs it as root at the builder's first boot: the SSM Agent the tunnel needs.
+  user_data_file = "${path.root}/install-ssm-agent.sh"
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+  imds_support    = "v2.0"
+  ami_name        = "kicky-agent-${local.stamp}"
+  ami_description = "Debian 12, Docker, SSM Agent, kicky-agent (enabled)"
   source_ami_filter {
     filters = {
       name                = "debian-12-amd64-*"
@@ -78,18 +137,16 @@ build {
   provisioner "shell" {
     inline = [
       "set -eux",
+      # The user data (the SSM Agent's install) has finished, and apt is free.
+      "cloud-init status --wait >/dev/null",
+      "dpkg-query -W -f '$${Status}\\n' amazon-ssm-agent | grep -qx 'install ok installed'",
+      "systemctl is-enabled amazon-ssm-agent.service",
       "sudo apt-get update -q",
       "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl docker.io amazon-ecr-credential-helper /tmp/kicky-agent.deb",
       "sudo systemctl enable docker.service",
       # kicky-agent-imds-guard (from the .deb) runs before Docker: only the kicky-imds network's
       # containers reach instance metadata.
       "systemctl is-enabled kicky-agent-imds-guard.service",
-      # Debian's AMI has no SSM Agent; Run Command (the kicky-agent-resync document) needs it.
-      # From AWS's bucket in the build's region, as the Systems Manager user guide installs it
-      # on Debian; the stack's role grants it its own needs only (ami/cloudformation.yaml).
-      "curl -fsSL -o /tmp/amazon-ssm-agent.deb https://amazon-ssm-${var.region}.s3.${var.region}.amazonaws.com/latest/debian_amd64/amazon-ssm-agent.deb",
-      "sudo dpkg -i /tmp/amazon-ssm-agent.deb",
-      "rm /tmp/amazon-ssm-agent.deb",
       # Enabled, not started: the builder instance runs no application.
       "systemctl is-enabled kicky-agent.service",
       "test \"$(systemctl is-active kicky-agent.service || true)\" != active",

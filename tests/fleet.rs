@@ -1,9 +1,11 @@
-//! From a clone to a fleet: the Packer template validates offline, the CloudFormation template
-//! lints clean and, created as a stack in the rig's moto, makes what the fleet needs (read back:
-//! the launch template's metadata options and user data, the role's policy equal to what
-//! `kicky-agent iam-policy` prints plus the SSM Agent's own needs and nothing that reads another
-//! parameter, the group, the resync document), and moto's SSM accepts the fleet rollout
-//! (`send-command` with rate control). No container reaches the role unless the stack's
+//! From an empty account to a fleet: the Packer template validates offline (what Packer 1.6 can
+//! check of it), the CloudFormation template lints clean (the instance refresh update policy
+//! included) and, created as a stack in the rig's moto in any region, makes what the fleet needs
+//! (read back: the launch template's metadata options and user data, the role's policy equal to
+//! what `kicky-agent iam-policy` prints for the AMI's config with that user data plus the SSM
+//! Agent's own needs and nothing that reads another parameter, the group, the stack's resync
+//! document), moto's SSM accepts a wave (`send-command` with `--max-errors 0`), and a new AMI
+//! makes a new launch template version. No container reaches the role unless the stack's
 //! `ContainersUseInstanceRole` switch says so.
 
 use crate::common;
@@ -24,39 +26,111 @@ fn output(cmd: &mut Command) -> (i32, String) {
     common::status_and_text(&cmd.output().expect("run"))
 }
 
+/// What Debian's Packer 1.6 (the one here; a current Packer cannot be installed offline, and its
+/// `packer init` downloads the Amazon plugin) does not know, taken out of a copy of the template:
+/// the `packer { required_plugins }` block, `metadata_options` and `imds_support`. Each is
+/// checked on the template's text instead.
+fn for_packer_1_6(template: &str) -> String {
+    let mut out = Vec::new();
+    let mut skipping: Option<&str> = None;
+    for line in template.lines() {
+        if let Some(end) = skipping {
+            if line == end {
+                skipping = None;
+            }
+            continue;
+        }
+        match line {
+            "packer {" => skipping = Some("}"),
+            "  metadata_options {" => skipping = Some("  }"),
+            l if l.trim_start().starts_with("imds_support ") => {}
+            l => out.push(l),
+        }
+    }
+    out.join("\n") + "\n"
+}
+
 #[test]
 fn the_packer_template_validates_offline() {
     let dir = tempfile::tempdir().unwrap();
     let deb = dir.path().join("kicky-agent.deb");
     std::fs::write(&deb, b"stand-in").unwrap();
-    let validate = |template: &Path| {
-        output(
-            Command::new("packer")
-                .arg("validate")
-                .arg(format!("-var=deb_path={}", deb.display()))
-                .arg("-var=images=[\"123456789012.dkr.ecr.ap-northeast-2.amazonaws.com/orange:1\"]")
-                .arg(template),
-        )
-    };
     let template = repo("ami/kicky-agent.pkr.hcl");
-    assert_eq!(validate(&template), (0, String::new()));
-    let (status, text) = output(
+    let text = std::fs::read_to_string(&template).unwrap();
+    let (status, out) = output(
         Command::new("packer")
             .args(["fmt", "-check"])
             .arg(&template),
     );
-    assert_eq!(status, 0, "packer fmt: {text}");
-    // It can fail: a misspelt argument is an error.
-    let bad = dir.path().join("bad.pkr.hcl");
-    let text = std::fs::read_to_string(&template).unwrap();
-    std::fs::write(
-        &bad,
-        text.replace("instance_type        =", "instance_typo        ="),
+    assert_eq!(status, 0, "packer fmt: {out}");
+
+    // The builder's user data (the SSM Agent's install) is found beside the template.
+    std::fs::copy(
+        repo("ami/install-ssm-agent.sh"),
+        dir.path().join("install-ssm-agent.sh"),
     )
     .unwrap();
-    let (status, text) = validate(&bad);
-    assert_ne!(status, 0, "{text}");
-    assert!(text.contains("instance_typo"), "{text}");
+    let validate = |text: &str| {
+        let copy = dir.path().join("kicky-agent.pkr.hcl");
+        std::fs::write(&copy, text).unwrap();
+        output(
+            Command::new("packer")
+                .arg("validate")
+                .arg("-var=region=eu-west-1")
+                .arg(format!("-var=deb_path={}", deb.display()))
+                .arg("-var=images=[\"111122223333.dkr.ecr.eu-west-1.amazonaws.com/orange:1\"]")
+                .arg(&copy),
+        )
+    };
+    let stripped = for_packer_1_6(&text);
+    assert_eq!(validate(&stripped), (0, String::new()));
+
+    // What Packer 1.6 cannot check, on the text: the Amazon plugin required; the builder with
+    // IMDSv2 required and hop limit 1, the AMI IMDSv2-only; SSH through Session Manager only (no
+    // inbound rule: no CIDR, no public address asked for); the SSM Agent from the verified
+    // install, checked installed and enabled before anything else.
+    for wanted in [
+        "required_plugins {",
+        "source  = \"github.com/hashicorp/amazon\"",
+        "http_tokens                 = \"required\"",
+        "http_put_response_hop_limit = 1",
+        "imds_support    = \"v2.0\"",
+        "ssh_interface    = \"session_manager\"",
+        "user_data_file = \"${path.root}/install-ssm-agent.sh\"",
+        "systemctl is-enabled amazon-ssm-agent.service",
+    ] {
+        assert!(text.contains(wanted), "the template lost `{wanted}`");
+        if !wanted.starts_with("required_plugins") && !wanted.starts_with("source") {
+            continue;
+        }
+        assert!(!stripped.contains(wanted), "not stripped: {wanted}");
+    }
+    for refused in [
+        "temporary_security_group_source_cidrs",
+        "temporary_security_group_source_public_ip",
+        "associate_public_ip_address",
+        "ssh_keypair_name",
+        "ap-northeast-2",
+        "123456789012",
+    ] {
+        assert!(!text.contains(refused), "the template has `{refused}`");
+    }
+
+    // It can fail: a misspelt argument is an error; so is a missing region (no default).
+    let (status, out) =
+        validate(&stripped.replace("instance_type        =", "instance_typo        ="));
+    assert_ne!(status, 0, "{out}");
+    assert!(out.contains("instance_typo"), "{out}");
+    let copy = dir.path().join("kicky-agent.pkr.hcl");
+    std::fs::write(&copy, &stripped).unwrap();
+    let (status, out) = output(
+        Command::new("packer")
+            .arg("validate")
+            .arg(format!("-var=deb_path={}", deb.display()))
+            .arg(&copy),
+    );
+    assert_ne!(status, 0, "{out}");
+    assert!(out.contains("region"), "{out}");
 }
 
 #[test]
@@ -98,20 +172,82 @@ fn the_cloudformation_template_lints_clean() {
             "autoscaling:EC2_INSTANCE_TERMINATING"
         ]
     );
+
+    // An AMI rolls out by CloudFormation's instance refresh (moto ignores UpdatePolicy: read from
+    // the file): launch before terminate, checkpoints ending at 100, the stack's alarms, and no
+    // AutoScalingRollingUpdate beside it (CloudFormation refuses both).
+    let update = &template["Resources"]["Group"]["UpdatePolicy"];
+    let refresh = &update["AutoScalingInstanceRefresh"];
+    assert_eq!(refresh["Strategy"].as_str(), Some("Rolling"));
+    let preferences = &refresh["Preferences"];
+    assert_eq!(preferences["MinHealthyPercentage"].as_u64(), Some(100));
+    let checkpoints: Vec<u64> = preferences["CheckpointPercentages"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(checkpoints.last(), Some(&100), "{checkpoints:?}");
+    assert!(preferences.get("AlarmSpecification").is_some());
+    assert!(update.get("AutoScalingRollingUpdate").is_none());
+    // The document: one per stack, updated in place.
+    let document = &template["Resources"]["ResyncDocument"]["Properties"];
+    assert_eq!(document["UpdateMethod"].as_str(), Some("NewVersion"));
+    // Nothing names a region, an account, a partition or a bucket: each comes from the stack.
+    let text = std::fs::read_to_string(template_path()).unwrap();
+    let yaml: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for fixed in [
+        "ap-northeast-2",
+        "123456789012",
+        "amzn-s3-demo-bucket",
+        "orange-deploy",
+        "arn:aws:",
+        "kicky-agent-resync",
+    ] {
+        assert!(!yaml.contains(fixed), "the template names `{fixed}`");
+    }
+    // The checks can fail: AutoRollback is not a preference CloudFormation's policy takes (its
+    // rollback is the stack's), and the policy next to AutoScalingRollingUpdate is refused.
+    for (from, to, finding) in [
+        (
+            "          SkipMatching: true\n",
+            "          SkipMatching: true\n          AutoRollback: true\n",
+            "E3016",
+        ),
+        (
+            "      AutoScalingInstanceRefresh:\n",
+            "      AutoScalingRollingUpdate: {}\n      AutoScalingInstanceRefresh:\n",
+            "E3016",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&bad, text.replace(from, to)).unwrap();
+        let (status, out) = output(Command::new(&lint).arg(&bad));
+        assert_ne!(status, 0, "{out}");
+        assert!(out.contains(finding), "{out}");
+    }
 }
 
-/// One stack at a time: each makes the SSM document `kicky-agent-resync`, whose name is fixed.
-static ONE_STACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+fn template_path() -> PathBuf {
+    repo("ami/cloudformation.yaml")
+}
 
-/// ami/cloudformation.yaml created as `stack` in the rig's moto with the stack parameters
-/// `extra` (`KEY=VALUE`), and what it made, read back (the stack is deleted).
+/// ami/cloudformation.yaml created as `stack` in the rig's moto (in `region`) with the stack
+/// parameters `extra` (`KEY=VALUE`), and what it made, read back (the stack is deleted).
 fn create_and_read_back(rig: &Rig, stack: &str, extra: &[&str]) -> Value {
-    let _one = ONE_STACK.lock().unwrap_or_else(|e| e.into_inner());
+    create_in(rig, &rig.region, stack, extra)
+}
+
+fn create_in(rig: &Rig, region: &str, stack: &str, extra: &[&str]) -> Value {
     let (status, text) = tokio::task::block_in_place(|| {
         output(
             Command::new(&rig.python)
                 .arg(repo("tests/fixtures/cloudformation_readback.py"))
-                .args([&rig.moto_url, &rig.region])
+                .args([&rig.moto_url, region])
                 .arg(repo("ami/cloudformation.yaml"))
                 .arg(stack)
                 .args(extra),
@@ -127,15 +263,14 @@ fn create_and_read_back(rig: &Rig, stack: &str, extra: &[&str]) -> Value {
 /// parameter the config does not name: IAM's evaluator (`common::iam_eval`, which refuses
 /// `NotAction`/`NotResource`) asked whether the statement alone allows a parameter read on another
 /// team's parameter. Conditions are dropped first: one may hold for some other parameter.
-fn parameter_reads_beyond_the_config(policies: &Value) -> Vec<String> {
+fn parameter_reads_beyond_the_config(policies: &Value, region: &str) -> Vec<String> {
     const READS: &[&str] = &[
         "ssm:GetParameter",
         "ssm:GetParameters",
         "ssm:GetParametersByPath",
         "ssm:GetParameterHistory",
     ];
-    const OTHERS: &str =
-        "arn:aws:ssm:ap-northeast-2:123456789012:parameter/someone-else/db-password";
+    let others = format!("arn:aws:ssm:{region}:123456789012:parameter/someone-else/db-password");
     let mut found = Vec::new();
     for (name, document) in policies.as_object().expect("policies by name") {
         let statements = match &document["Statement"] {
@@ -151,11 +286,11 @@ fn parameter_reads_beyond_the_config(policies: &Value) -> Vec<String> {
             let reads: Vec<&str> = READS
                 .iter()
                 .copied()
-                .filter(|read| iam_eval::allows(&alone, &Call::new(read, OTHERS)))
+                .filter(|read| iam_eval::allows(&alone, &Call::new(read, &others)))
                 .collect();
             if !reads.is_empty() {
                 let sid = statement["Sid"].as_str().unwrap_or("?");
-                found.push(format!("{name}/{sid}: {reads:?} on {OTHERS}"));
+                found.push(format!("{name}/{sid}: {reads:?} on {others}"));
             }
         }
     }
@@ -167,7 +302,7 @@ fn parameter_reads_beyond_the_config(policies: &Value) -> Vec<String> {
 /// managed policies for the SSM Agent (AmazonSSMManagedInstanceCore and the like) read every
 /// parameter of the account. No inline statement reads a parameter the config does not name. The
 /// checks can fail: AmazonSSMManagedInstanceCore's own statement is caught.
-fn assert_no_parameter_read_beyond_the_config(got: &Value) {
+fn assert_no_parameter_read_beyond_the_config(got: &Value, region: &str) {
     let template: serde_norway::Value =
         serde_norway::from_str(&std::fs::read_to_string(repo("ami/cloudformation.yaml")).unwrap())
             .unwrap();
@@ -181,7 +316,7 @@ fn assert_no_parameter_read_beyond_the_config(got: &Value) {
     let names: Vec<&String> = got["role_policies"].as_object().unwrap().keys().collect();
     assert_eq!(names, ["kicky-agent", "ssm-agent"]);
     assert_eq!(
-        parameter_reads_beyond_the_config(&got["role_policies"]),
+        parameter_reads_beyond_the_config(&got["role_policies"], region),
         Vec::<String>::new()
     );
     // The checks can fail.
@@ -190,13 +325,16 @@ fn assert_no_parameter_read_beyond_the_config(got: &Value) {
         "Action": ["ssm:DescribeAssociation", "ssm:GetParameter", "ssm:GetParameters"],
         "Resource": "*"
     }]}});
-    assert_eq!(parameter_reads_beyond_the_config(&core).len(), 1);
+    assert_eq!(parameter_reads_beyond_the_config(&core, region).len(), 1);
     let wildcard = serde_json::json!({"p": {"Statement": {
         "Effect": "Allow", "Action": "SSM:Get*",
         "Resource": "arn:aws:ssm:*:123456789012:parameter/*",
         "Condition": {"StringEquals": {"aws:ResourceTag/team": "orange"}}
     }}});
-    assert_eq!(parameter_reads_beyond_the_config(&wildcard).len(), 1);
+    assert_eq!(
+        parameter_reads_beyond_the_config(&wildcard, region).len(),
+        1
+    );
 }
 
 /// The SSM Agent's own needs, as AWS documents them, and nothing else.
@@ -228,6 +366,51 @@ fn assert_ssm_agent_policy(got: &Value) {
     );
 }
 
+/// The role's kicky-agent policy is what `iam-policy` prints for the AMI's config (the sample)
+/// with the stack's user data over it, in the stack's region, account and group; the user data is
+/// an override the agent takes (`validate`, with it served by an IMDS of the test's own).
+async fn assert_policy_is_iam_policys(rig: &Rig, got: &Value, stack: &str, region: &str) {
+    let s = Scratch::new();
+    let sample = std::fs::read_to_string(repo("config/agent.yaml")).unwrap();
+    s.config(rig, &sample);
+    let user_data = got["user_data"].as_str().unwrap();
+    assert!(user_data.starts_with("#kicky-agent\n"), "{user_data}");
+    let fixture = s.path("imds-fixture");
+    std::fs::create_dir_all(&fixture).unwrap();
+    std::fs::write(fixture.join("user-data"), user_data).unwrap();
+    std::fs::write(fixture.join("region"), region).unwrap();
+    let imds = OwnImds::start(rig, &rig.moto_url, s.dir.path(), &fixture);
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let group = format!("{stack}-asg");
+    let args = [
+        "iam-policy",
+        "--account",
+        "123456789012",
+        "--region",
+        region,
+        "--group",
+        group.as_str(),
+    ];
+    let run = tokio::task::block_in_place(|| s.agent_with(rig, &args, &env));
+    run.expect(0);
+    let printed: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        got["role_policies"]["kicky-agent"], printed,
+        "the template's policy is out of date: regenerate it (see its header)"
+    );
+    assert_no_parameter_read_beyond_the_config(got, region);
+    assert_ssm_agent_policy(got);
+    let run = tokio::task::block_in_place(|| s.agent_with(rig, &["validate"], &env));
+    run.expect(0);
+    for key in [
+        "project: user data",
+        "release: user data",
+        "watch.apply: user data",
+    ] {
+        assert!(run.stdout.contains(key), "{key}: {}", run.stdout);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stack_makes_what_the_fleet_needs() {
     let rig = Rig::get();
@@ -246,46 +429,29 @@ async fn the_stack_makes_what_the_fleet_needs() {
         got["trust"]["Statement"][0]["Principal"]["Service"],
         "ec2.amazonaws.com"
     );
+    assert_policy_is_iam_policys(&rig, &got, &stack, &rig.region).await;
 
-    // The role's policy is the one `iam-policy` prints for the AMI's config and this group.
-    let s = Scratch::new();
-    let sample = std::fs::read_to_string(repo("config/agent.yaml")).unwrap();
-    s.config(&rig, &sample);
-    let group = format!("{stack}-asg");
-    let no_imds = [("AWS_EC2_METADATA_DISABLED", "true")];
-    let args = [
-        "iam-policy",
-        "--account",
-        "123456789012",
-        "--group",
-        group.as_str(),
-    ];
-    let run = tokio::task::block_in_place(|| s.agent_with(&rig, &args, &no_imds));
-    run.expect(0);
-    let printed: Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_no_parameter_read_beyond_the_config(&got);
-    assert_eq!(
-        got["role_policies"]["kicky-agent"], printed,
-        "the template's policy is out of date: regenerate it (see its header)"
-    );
-    assert_ssm_agent_policy(&got);
-
-    // The user data is a #kicky-agent override the AMI's config takes.
+    // The user data: the application in this account and region, releases on, a promote only
+    // reported (a release reaches running instances through the document's waves).
     let user_data = got["user_data"].as_str().unwrap();
-    assert!(user_data.starts_with("#kicky-agent\n"), "{user_data}");
-    let fixture = s.path("imds-fixture");
-    std::fs::create_dir_all(&fixture).unwrap();
-    std::fs::write(fixture.join("user-data"), user_data).unwrap();
-    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
-    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
-    let run = tokio::task::block_in_place(|| s.agent_with(&rig, &["validate"], &env));
-    run.expect(0);
-    assert!(
-        run.stdout.contains("watch.interval: user data"),
-        "{}",
-        run.stdout
-    );
+    for line in [
+        "project: orange",
+        "  - name: /orange/prod/env",
+        "  - source: s3://amzn-s3-demo-bucket/orange/prod/docker-compose.yml",
+        &format!(
+            "  - server: 123456789012.dkr.ecr.{}.amazonaws.com",
+            rig.region
+        ),
+        "  store: s3://amzn-s3-demo-bucket/orange/prod/",
+        "  apply: report",
+    ] {
+        assert!(
+            user_data.lines().any(|l| l.trim() == line.trim()),
+            "{line}: {user_data}"
+        );
+    }
 
+    let group = format!("{stack}-asg");
     assert_eq!(got["group"]["name"], group.as_str());
     assert_eq!(got["group"]["tags"]["kicky:project"], "orange");
     assert_eq!(got["group"]["instances"].as_array().unwrap().len(), 1);
@@ -293,6 +459,9 @@ async fn the_stack_makes_what_the_fleet_needs() {
     // hooks: the lint test checks them); when it learns them, this says so.
     assert_eq!(got["hooks_read_back"], serde_json::json!([]));
 
+    // The document is the stack's own.
+    let document = format!("{stack}-resync");
+    assert_eq!(got["document"]["name"], document.as_str());
     assert_eq!(got["document"]["type"], "Command");
     let content: Value =
         serde_json::from_str(got["document"]["content"].as_str().unwrap()).unwrap();
@@ -302,21 +471,87 @@ async fn the_stack_makes_what_the_fleet_needs() {
         content["mainSteps"][0]["inputs"]["runCommand"][0],
         "kicky-agent resync --timeout {{ timeout }} --release '{{ release }}'"
     );
+    // A wave as the README runs it: by the project's tag, 10% at a time, none may fail.
     let command = &got["command"];
-    assert_eq!(command["DocumentName"], "kicky-agent-resync");
+    assert_eq!(command["DocumentName"], document.as_str());
     assert_eq!(
         command["Parameters"]["release"][0],
         "20261207T163000000Z-3f9a1c"
     );
-
     assert_eq!(
         (
             command["MaxConcurrency"].as_str(),
             command["MaxErrors"].as_str()
         ),
-        (Some("10%"), Some("1"))
+        (Some("10%"), Some("0"))
     );
     assert_eq!(command["Targets"][0]["Key"], "tag:kicky:project");
+
+    // A new AMI: the stack update makes launch template version 2 with it; the document is left
+    // as it was (same name, one version: its content did not change). moto 5.2 neither moves the
+    // group to the new version nor runs the instance refresh that CloudFormation's
+    // AutoScalingInstanceRefresh policy starts; when it does, this says so.
+    let updated = &got["updated"];
+    assert_eq!(updated["status"], "UPDATE_COMPLETE", "{updated}");
+    assert_eq!(
+        updated["launch_template_versions"],
+        serde_json::json!([[1, "ami-12c6146b"], [2, "ami-0b5e4e2f9a1c7d3e8"]])
+    );
+    assert_eq!(updated["group_launch_template"]["Version"], "1");
+    assert_eq!(updated["document"]["Name"], document.as_str());
+    assert_eq!(updated["document"]["LatestVersion"], "1");
+}
+
+/// The same template in another region, for another project and stage, pulling from another
+/// account's registry: every ARN, the user data and the document are that stack's, and nothing
+/// of the first region or the defaults is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stack_works_in_any_region_and_for_any_project() {
+    let rig = Rig::get();
+    let region = "eu-west-1";
+    assert_ne!(rig.region, region);
+    let stack = format!("kt-fleet-lemon-{}", fastrand::u32(..) % 1_000_000);
+    let got = create_in(
+        &rig,
+        region,
+        &stack,
+        &[
+            "Project=lemon",
+            "Stage=staging",
+            "DeployBucket=lemon-deploy-example",
+            "RegistryAccount=111122223333",
+        ],
+    );
+    assert_policy_is_iam_policys(&rig, &got, &stack, region).await;
+    let user_data = got["user_data"].as_str().unwrap();
+    for line in [
+        "project: lemon",
+        "  - name: /lemon/staging/env",
+        "  - source: s3://lemon-deploy-example/lemon/staging/docker-compose.yml",
+        "  - server: 111122223333.dkr.ecr.eu-west-1.amazonaws.com",
+        "  store: s3://lemon-deploy-example/lemon/staging/",
+    ] {
+        assert!(
+            user_data.lines().any(|l| l.trim() == line.trim()),
+            "{line}: {user_data}"
+        );
+    }
+    let pull = &got["role_policies"]["kicky-agent"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "EcrPull")
+        .expect("EcrPull")["Resource"];
+    assert_eq!(
+        pull,
+        &serde_json::json!(["arn:aws:ecr:eu-west-1:111122223333:repository/*"])
+    );
+    assert_eq!(got["group"]["tags"]["kicky:project"], "lemon");
+    assert_eq!(got["document"]["name"], format!("{stack}-resync").as_str());
+    let everything = got.to_string();
+    for other in [&rig.region, "orange", "amzn-s3-demo-bucket"] {
+        assert!(!everything.contains(other), "`{other}` in {everything}");
+    }
 }
 
 /// `ContainersUseInstanceRole=true`, for a service that needs the role: hop limit 2, and nothing
@@ -335,7 +570,7 @@ async fn the_switch_gives_containers_the_hop_and_nothing_else() {
         "the guard is IPv4's: the IPv6 endpoint stays off"
     );
     assert_ssm_agent_policy(&got);
-    assert_no_parameter_read_beyond_the_config(&got);
+    assert_no_parameter_read_beyond_the_config(&got, &rig.region);
     // Anything but "true" leaves the hop at 1 (CloudFormation refuses a value outside
     // AllowedValues; moto does not, so this shows the condition's own default).
     let typo_stack = format!("{stack}-typo");

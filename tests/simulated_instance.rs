@@ -66,10 +66,6 @@ impl Instance {
             "{}",
             String::from_utf8_lossy(&run.stderr)
         );
-        let booted = |i: &Instance| {
-            let state = i.exec("systemctl is-system-running").1;
-            state == "running" || state == "degraded"
-        };
         assert!(
             i.until(Duration::from_secs(60), booted),
             "systemd did not boot"
@@ -588,4 +584,295 @@ fn health(name: &str) -> String {
     inspect(name)
         .and_then(|c| c["State"]["Health"]["Status"].as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// Files served over HTTP from 127.0.0.1 (a free port) while it lives: `GET /<path>` answers the
+/// file `root/<path>`, 404 otherwise. Stands in for AWS's bucket of SSM Agent packages.
+struct FileServer {
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FileServer {
+    fn start(root: &Path) -> FileServer {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (root, stopped) = (root.to_path_buf(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/');
+                let body = (!path.contains(".."))
+                    .then(|| std::fs::read(root.join(path)).ok())
+                    .flatten();
+                let mut stream = stream;
+                let _ = match body {
+                    Some(body) => stream
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|()| stream.write_all(&body)),
+                    None => stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                };
+            }
+        });
+        FileServer { url, stop }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn booted(i: &Instance) -> bool {
+    let state = i.exec("systemctl is-system-running").1;
+    state == "running" || state == "degraded"
+}
+
+/// Runs `cmd`, asserting it succeeds; its stdout.
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A throwaway OpenPGP signing key in its own GnuPG home under `dir`: (home, fingerprint).
+fn throwaway_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    let gpg = || {
+        let mut cmd = Command::new("gpg");
+        cmd.arg("--homedir").arg(&home).arg("--batch");
+        cmd
+    };
+    run_ok(
+        gpg()
+            .args(["--passphrase", "", "--quick-gen-key"])
+            .arg(format!("{name} <{name}@example.invalid>"))
+            .args(["ed25519", "sign", "1d"]),
+    );
+    let colons = run_ok(gpg().args(["--with-colons", "--list-keys"]));
+    let fingerprint = colons
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').find(|f| f.len() == 40))
+        .expect("fingerprint")
+        .to_string();
+    (home, fingerprint)
+}
+
+fn sign(home: &Path, file: &Path) {
+    let sig = format!("{}.sig", file.display());
+    run_ok(
+        Command::new("gpg")
+            .arg("--homedir")
+            .arg(home)
+            .args(["--batch", "--yes", "--detach-sign", "-o", &sig])
+            .arg(file),
+    );
+}
+
+/// A stand-in `amazon-ssm-agent` package (the real one cannot be fetched here): a binary that
+/// sleeps, and the unit that runs it, as the real package's `amazon-ssm-agent.service` does.
+fn stand_in_agent_deb(dir: &Path, out: &Path, binary: &str) {
+    let root = dir.join(format!("deb-{}", fastrand::u32(..)));
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(root.join("lib/systemd/system")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: amazon-ssm-agent\nVersion: 3.3.0.0-standin\nArchitecture: amd64\n\
+         Maintainer: kicky-agent tests <tests@example.invalid>\n\
+         Description: stand-in for AWS's SSM Agent (tests only)\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("usr/bin/amazon-ssm-agent"), binary).unwrap();
+    run_ok(
+        Command::new("chmod")
+            .arg("0755")
+            .arg(root.join("usr/bin/amazon-ssm-agent")),
+    );
+    std::fs::write(
+        root.join("lib/systemd/system/amazon-ssm-agent.service"),
+        "[Unit]\nDescription=amazon-ssm-agent (stand-in)\n\n[Service]\nExecStart=/usr/bin/amazon-ssm-agent\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    run_ok(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(out),
+    );
+}
+
+/// ami/install-ssm-agent.sh on a simulated Debian 12 instance (what the Packer build runs), with
+/// its download URL and key pointed at a stand-in package signed by a throwaway key and served
+/// from 127.0.0.1. It proves the script's logic (fetch, gpgv, the pinned fingerprint, refuse or
+/// install and enable), not AWS's real package or key, which cannot be fetched here; AWS's key as
+/// the script embeds it is checked to decode, and to refuse what another key signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ssm_agent_is_installed_only_with_a_good_signature_and_starts_at_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good_home, good_fpr) = throwaway_key(dir.path(), "signer");
+    let (other_home, other_fpr) = throwaway_key(dir.path(), "intruder");
+    let key = dir.path().join("key.asc");
+    let exported = run_ok(
+        Command::new("gpg")
+            .arg("--homedir")
+            .arg(&good_home)
+            .args(["--batch", "--armor", "--export", &good_fpr]),
+    );
+    std::fs::write(&key, exported).unwrap();
+    let other_key = dir.path().join("other.asc");
+    let exported = run_ok(
+        Command::new("gpg")
+            .arg("--homedir")
+            .arg(&other_home)
+            .args(["--batch", "--armor", "--export", &other_fpr]),
+    );
+    std::fs::write(&other_key, exported).unwrap();
+
+    // Three buckets: the package as signed; the package changed after it was signed; the package
+    // signed by another key.
+    let served = dir.path().join("served");
+    let deb = |bucket: &str| {
+        served
+            .join(bucket)
+            .join("latest/debian_amd64/amazon-ssm-agent.deb")
+    };
+    let agent = "#!/bin/sh\nexec sleep infinity\n";
+    stand_in_agent_deb(dir.path(), &deb("good"), agent);
+    sign(&good_home, &deb("good"));
+    stand_in_agent_deb(dir.path(), &deb("tampered"), agent);
+    sign(&good_home, &deb("tampered"));
+    stand_in_agent_deb(
+        dir.path(),
+        &deb("tampered"),
+        "#!/bin/sh\necho pwned\nexec sleep infinity\n",
+    );
+    stand_in_agent_deb(dir.path(), &deb("foreign"), agent);
+    sign(&other_home, &deb("foreign"));
+    let server = FileServer::start(&served);
+
+    let image = tokio::task::block_in_place(sim_image);
+    let i = Instance::boot(
+        format!("kt-sim-ssm-{}", fastrand::u32(..) % 1_000_000),
+        &image,
+    );
+    for (from, to) in [
+        (
+            repo("ami/install-ssm-agent.sh"),
+            "/tmp/install-ssm-agent.sh",
+        ),
+        (key.clone(), "/tmp/key.asc"),
+        (other_key.clone(), "/tmp/other.asc"),
+    ] {
+        let copied = Command::new("docker")
+            .arg("cp")
+            .arg(&from)
+            .arg(format!("{}:{to}", i.name))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    }
+    let install = |bucket: &str, key: &str, fingerprint: &str| {
+        i.exec(&format!(
+            "SSM_AGENT_BASE_URL={}/{bucket} SSM_AGENT_KEY={key} SSM_AGENT_FINGERPRINT={fingerprint} sh /tmp/install-ssm-agent.sh",
+            server.url
+        ))
+    };
+    let nothing_installed = |i: &Instance, why: &str| {
+        let (status, text) = i.exec("dpkg-query -W amazon-ssm-agent");
+        assert_ne!(status, 0, "{why}: installed anyway: {text}");
+        let (status, _) = i.exec("systemctl cat amazon-ssm-agent.service");
+        assert_ne!(status, 0, "{why}: a unit appeared");
+    };
+
+    // Changed after signing: refused.
+    let (status, text) = install("tampered", "/tmp/key.asc", &good_fpr);
+    assert_eq!(status, 1, "{text}");
+    assert!(text.contains("refused"), "{text}");
+    assert!(
+        text.contains("BAD signature") || text.contains("BADSIG"),
+        "{text}"
+    );
+    nothing_installed(&i, "tampered");
+    // Signed by another key, with that key offered but the pinned fingerprint ours: refused.
+    let (status, text) = install("foreign", "/tmp/other.asc", &good_fpr);
+    assert_eq!(status, 1, "{text}");
+    assert!(
+        text.contains(&format!("not signed by the key {good_fpr}")),
+        "{text}"
+    );
+    nothing_installed(&i, "foreign key");
+    // AWS's own key (the script's default) decodes, and refuses what our throwaway key signed.
+    let (status, text) = i.exec(&format!(
+        "SSM_AGENT_BASE_URL={}/good sh /tmp/install-ssm-agent.sh",
+        server.url
+    ));
+    assert_eq!(status, 1, "{text}");
+    assert!(
+        text.contains("not signed by the key DE92C7DA3E56E92331D62A36BC1F495C97DD04ED"),
+        "{text}"
+    );
+    nothing_installed(&i, "AWS's key");
+
+    // Signed by the pinned key: installed, enabled and running.
+    let (status, text) = install("good", "/tmp/key.asc", &good_fpr.to_lowercase());
+    assert_eq!(status, 0, "{text}");
+    assert!(text.contains("signature good"), "{text}");
+    assert_eq!(
+        i.exec("dpkg-query -W -f '${Status}' amazon-ssm-agent").1,
+        "install ok installed"
+    );
+    assert_eq!(i.exec("systemctl is-enabled amazon-ssm-agent").1, "enabled");
+    assert!(
+        i.until(Duration::from_secs(20), |i| i
+            .exec("systemctl is-active amazon-ssm-agent")
+            .1
+            == "active"),
+        "{}",
+        i.exec("systemctl status amazon-ssm-agent --no-pager").1
+    );
+    // A boot of the image starts it: enabled means at every boot.
+    docker(&["restart", "-t", "10", &i.name]);
+    assert!(i.until(Duration::from_secs(60), booted), "no boot");
+    assert!(
+        i.until(Duration::from_secs(20), |i| i
+            .exec("systemctl is-active amazon-ssm-agent")
+            .1
+            == "active"),
+        "not started at boot: {}",
+        i.exec("systemctl status amazon-ssm-agent --no-pager").1
+    );
+    drop(server);
 }

@@ -22,8 +22,9 @@ if [[ ! -s $tarball ]]; then
     root=$(mktemp -d "$cache/rootfs.XXXXXX")
     trap 'rm -rf "$root"' EXIT
     # An EC2 image's essentials for the agent: systemd as PID 1, D-Bus for systemctl, CA
-    # certificates; the agent's .deb is installed by the test with dpkg, as an AMI build would.
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,procps \
+    # certificates, curl (Debian's AMI has it; ami/install-ssm-agent.sh downloads with it; gpgv
+    # comes with apt); the agent's .deb is installed by the test with dpkg, as an AMI build would.
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,procps,curl \
         bookworm "$root" http://deb.debian.org/debian >"$cache/debootstrap.log" 2>&1 ||
         { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
     # No getty, no udev trigger noise; a machine id per boot, as a fresh instance has.
