@@ -150,7 +150,9 @@ async fn docker_hub_images_are_pulled_and_run_through_the_mirror_alone() {
         let repo_digests: Vec<String> = serde_json::from_str(&repo_digests).unwrap();
         assert!(
             repo_digests.contains(&format!("{repo}@{digest}"))
-                && repo_digests.iter().all(|d| d.starts_with(&format!("{registry}/"))),
+                && repo_digests
+                    .iter()
+                    .all(|d| d.starts_with(&format!("{registry}/"))),
             "{service}: {repo_digests:?}"
         );
     }

@@ -177,20 +177,41 @@ mod tests {
             ("nginx", Some(format!("{hub}/library/nginx"))),
             ("nginx:1.27", Some(format!("{hub}/library/nginx:1.27"))),
             // A user's repository: no `library/`.
-            ("grafana/promtail:2.9", Some(format!("{hub}/grafana/promtail:2.9"))),
+            (
+                "grafana/promtail:2.9",
+                Some(format!("{hub}/grafana/promtail:2.9")),
+            ),
             // Docker Hub however it is spelled.
-            ("docker.io/library/nginx:1.27", Some(format!("{hub}/library/nginx:1.27"))),
-            ("docker.io/nginx:1.27", Some(format!("{hub}/library/nginx:1.27"))),
-            ("index.docker.io/library/nginx:1.27", Some(format!("{hub}/library/nginx:1.27"))),
-            ("registry-1.docker.io/grafana/loki", Some(format!("{hub}/grafana/loki"))),
+            (
+                "docker.io/library/nginx:1.27",
+                Some(format!("{hub}/library/nginx:1.27")),
+            ),
+            (
+                "docker.io/nginx:1.27",
+                Some(format!("{hub}/library/nginx:1.27")),
+            ),
+            (
+                "index.docker.io/library/nginx:1.27",
+                Some(format!("{hub}/library/nginx:1.27")),
+            ),
+            (
+                "registry-1.docker.io/grafana/loki",
+                Some(format!("{hub}/grafana/loki")),
+            ),
             // Digests kept, with or without a tag.
-            (&*format!("nginx@{DIGEST}"), Some(format!("{hub}/library/nginx@{DIGEST}"))),
+            (
+                &*format!("nginx@{DIGEST}"),
+                Some(format!("{hub}/library/nginx@{DIGEST}")),
+            ),
             (
                 &*format!("nginx:1.27@{DIGEST}"),
                 Some(format!("{hub}/library/nginx:1.27@{DIGEST}")),
             ),
             // Another mirrored registry, without a prefix.
-            ("ghcr.io/org/app:3", Some("127.0.0.1:5000/org/app:3".to_string())),
+            (
+                "ghcr.io/org/app:3",
+                Some("127.0.0.1:5000/org/app:3".to_string()),
+            ),
             // Registries with no mirror are left as they are.
             ("quay.io/prometheus/node-exporter:v1", None),
             (&*format!("{ECR}/orange/api:7"), None),
@@ -213,9 +234,18 @@ mod tests {
         ]);
         for (image, shown) in [
             ("nginx:1.27", format!("nginx:1.27 via {ECR}/docker-hub")),
-            ("grafana/promtail:2.9", format!("grafana/promtail:2.9 via {ECR}/docker-hub")),
-            (&*format!("nginx@{DIGEST}"), format!("nginx@{DIGEST} via {ECR}/docker-hub")),
-            ("ghcr.io/org/app:3", "ghcr.io/org/app:3 via 127.0.0.1:5000".to_string()),
+            (
+                "grafana/promtail:2.9",
+                format!("grafana/promtail:2.9 via {ECR}/docker-hub"),
+            ),
+            (
+                &*format!("nginx@{DIGEST}"),
+                format!("nginx@{DIGEST} via {ECR}/docker-hub"),
+            ),
+            (
+                "ghcr.io/org/app:3",
+                "ghcr.io/org/app:3 via 127.0.0.1:5000".to_string(),
+            ),
         ] {
             let routed = mirrors.route(image).unwrap();
             assert_eq!(mirrors.describe(&routed), shown, "{image}");
@@ -241,6 +271,9 @@ mod tests {
         assert_eq!(web.written_image(), "nginx:1.27");
         let app = &project.services["app"];
         assert_eq!(app.image, "127.0.0.1:5000/tester/web:1");
-        assert_eq!((app.written_image(), &app.mirrored_from), (app.image.as_str(), &None));
+        assert_eq!(
+            (app.written_image(), &app.mirrored_from),
+            (app.image.as_str(), &None)
+        );
     }
 }

@@ -30,8 +30,8 @@ pub use crate::instance::Overrides;
 use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
-    Allowance, ComposePolicy, Credential, HookChoice, Namespace, ParamSource, PullPolicy,
-    Mirror, RawRegistry as Registry, RegistryAuth, SecretFormat, Source, WatchApply,
+    Allowance, ComposePolicy, Credential, HookChoice, Mirror, Namespace, ParamSource, PullPolicy,
+    RawRegistry as Registry, RegistryAuth, SecretFormat, Source, WatchApply,
 };
 use types::S3Uri;
 
@@ -773,7 +773,9 @@ impl Check<'_> {
             {
                 self.problem(
                     &key,
-                    format!("{of} is itself a mirror (registries[{j}]): name what it mirrors instead"),
+                    format!(
+                        "{of} is itself a mirror (registries[{j}]): name what it mirrors instead"
+                    ),
                 );
             }
         }

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::types::{
     AbsolutePath, Account, AwsAccountId, Capability, DurationText, EndpointUrl, EnvKey, FileMode,
-    FilePath, ParamName, ParamPath, ProjectName, RegionName, RegistryHost, RepositoryPrefix, S3Prefix, S3Uri,
-    SecretId, VersionId, VersionStage,
+    FilePath, ParamName, ParamPath, ProjectName, RegionName, RegistryHost, RepositoryPrefix,
+    S3Prefix, S3Uri, SecretId, VersionId, VersionStage,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,12 +228,16 @@ impl TryFrom<RawRegistryEntry> for RawRegistry {
     fn try_from(raw: RawRegistryEntry) -> Result<Self, String> {
         let mirror = match (raw.mirror_of, raw.prefix) {
             (Some(of), _) if of == raw.server => {
-                return Err(format!("`mirror_of: {}` names the registry itself", of.as_str()))
+                return Err(format!(
+                    "`mirror_of: {}` names the registry itself",
+                    of.as_str()
+                ))
             }
             (Some(of), prefix) => Some(Mirror { of, prefix }),
-            (None, Some(_)) => {
-                return Err("`prefix` is where a mirror keeps another registry's images: it needs `mirror_of`".into())
-            }
+            (None, Some(_)) => return Err(
+                "`prefix` is where a mirror keeps another registry's images: it needs `mirror_of`"
+                    .into(),
+            ),
             (None, None) => None,
         };
         let auth = match (raw.ecr.unwrap_or(false), raw.username, raw.password) {
