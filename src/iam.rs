@@ -34,6 +34,10 @@
 //!   What the config reads is [`crate::inputs::Inputs`].
 //! - `EcrToken` and `EcrPull`: when a registry has `ecr: true`: the token, and the pull actions
 //!   (BatchGetImage, GetDownloadUrlForLayer) on the repositories of the compose file's images.
+//!   `EcrPullThroughCache`: when that registry is a mirror (`mirror_of`, an ECR pull through
+//!   cache), what a pull of an image not cached yet needs besides: BatchImportUpstreamImage (ECR
+//!   fetches it from the upstream) and CreateRepository (the cache's repository, on its first
+//!   pull), on the repositories under the mirror's prefix.
 //! - `FindLifecycleHook`, `CompleteLifecycleAction`, `ReportInstanceHealth`: when the lifecycle
 //!   hook is on (and `unhealthy_after` is set), on the group.
 //!
@@ -314,9 +318,10 @@ fn files_statements(out: &mut Statements, inputs: &Inputs, place: &Place, watchi
 
 /// `EcrToken` and `EcrPull`: the token, and the pull actions on the repositories of the compose
 /// file's images in the `ecr: true` registries (every repository of those registries when the
-/// images are not known).
+/// images are not known); `EcrPullThroughCache` on those an `ecr: true` mirror caches.
 fn ecr_statements(out: &mut Statements, settings: &Settings, place: &Place, images: &Images) {
     let mut repositories: Vec<String> = Vec::new();
+    let mut cached: Vec<String> = Vec::new();
     for registry in settings.registries.iter() {
         if registry.auth != RegistryAuth::Ecr {
             continue;
@@ -327,14 +332,31 @@ fn ecr_statements(out: &mut Statements, settings: &Settings, place: &Place, imag
             let partition = partition_of(region);
             format!("arn:{partition}:ecr:{region}:{account}:repository/{name}")
         };
+        // A pull through cache's repositories: under its prefix (all of them without one).
+        let prefix = registry
+            .mirror
+            .as_ref()
+            .map(|m| m.prefix.as_ref().map(|p| format!("{}/", p.as_str())));
+        let is_cached = |name: &str| match &prefix {
+            Some(Some(prefix)) => name.starts_with(prefix.as_str()),
+            Some(None) => true,
+            None => false,
+        };
         match images {
-            Images::Known(images) => repositories.extend(
-                images
-                    .iter()
-                    .filter(|image| image.registry == host)
-                    .map(|image| repository(&image.repository)),
-            ),
-            Images::Unknown => repositories.push(repository("*")),
+            Images::Known(images) => {
+                for image in images.iter().filter(|image| image.registry == host) {
+                    repositories.push(repository(&image.repository));
+                    if is_cached(&image.repository) {
+                        cached.push(repository(&image.repository));
+                    }
+                }
+            }
+            Images::Unknown => {
+                repositories.push(repository("*"));
+                if let Some(prefix) = &prefix {
+                    cached.push(repository(&format!("{}*", prefix.as_deref().unwrap_or(""))));
+                }
+            }
         }
     }
     if !repositories.is_empty() {
@@ -342,6 +364,8 @@ fn ecr_statements(out: &mut Statements, settings: &Settings, place: &Place, imag
     }
     let pull = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
     out.allow("EcrPull", &pull, repositories);
+    let import = ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"];
+    out.allow("EcrPullThroughCache", &import, cached);
 }
 
 /// The account and region of an ECR registry host (`<account>.dkr.ecr[-fips].<region>.amazonaws.com`

@@ -323,6 +323,24 @@ impl World {
                 .user_id()
                 .unwrap()
                 .to_string(),
+            cached_under: None,
+        }
+    }
+
+    /// A world with the rig's registry alone, a pull through cache keeping what it caches under
+    /// `prefix`.
+    fn pull_through_cache(rig: &Rig, prefix: &str) -> World {
+        World {
+            region: rig.region.clone(),
+            account: "123456789012".to_string(),
+            secrets: BTreeMap::new(),
+            secure: BTreeSet::new(),
+            groups: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            registry: std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY"),
+            // No release store: no fleet record, the one call keyed by the caller's id.
+            user_id: String::new(),
+            cached_under: Some(format!("{prefix}/")),
         }
     }
 }
@@ -341,6 +359,8 @@ struct World {
     registry: String,
     /// The caller's `aws:userid`, as STS says (the agent signs with the rig's credentials).
     user_id: String,
+    /// Where that registry, as a pull through cache (`mirror_of`), keeps what it caches.
+    cached_under: Option<String>,
 }
 
 impl World {
@@ -525,7 +545,15 @@ impl World {
             return Vec::new();
         };
         let arn = self.arn("ecr", &format!("repository/{repository}"));
-        ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+        let mut actions = vec!["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"];
+        // Through a pull through cache, an image not cached yet is imported, into a repository
+        // made on its first pull ("IAM permissions required to sync an upstream registry").
+        if let Some(prefix) = &self.cached_under {
+            if repository.starts_with(prefix.as_str()) {
+                actions.extend(["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]);
+            }
+        }
+        actions
             .iter()
             .map(|action| Call::new(action, &arn))
             .collect()
@@ -986,4 +1014,109 @@ fn an_unknown_group_is_refused_unless_any_group_is_asked_for() {
         "{}",
         run.stdout
     );
+}
+
+/// An `ecr: true` registry that mirrors Docker Hub (an ECR pull through cache, played by the
+/// rig's registry): the sync pulls `ktptc<n>:1` through it, and the policy allows exactly that,
+/// with the pull through cache's own actions on the cached repository and no other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_through_cache_is_allowed_exactly_its_repositories() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let recorder = Recorder::start(&rig.moto_url).await;
+    let docker = DockerProxy::start(s.dir.path());
+    let n = fastrand::u32(..) % 1_000_000;
+    let p = format!("ktptc{n}");
+    let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
+    let prefix = format!("hub{n}");
+    crate::common::stack::push_as(
+        &registry,
+        "tester/web:1",
+        &format!("{prefix}/library/ktptc{n}:1"),
+    );
+    std::fs::create_dir_all(s.workdir()).unwrap();
+    std::fs::write(
+        s.workdir().join("docker-compose.yml"),
+        format!("services:\n  web:\n    image: ktptc{n}:1\n"),
+    )
+    .unwrap();
+    s.config(
+        &rig,
+        &format!(
+            "project: {p}\nworkdir: {{workdir}}\n\
+             aws:\n  endpoint_url: {}\n  s3_force_path_style: true\n\
+             compose:\n  file: docker-compose.yml\n  healthy_timeout: 30s\n\
+             registries:\n  - server: {registry}\n    ecr: true\n    mirror_of: docker.io\n    prefix: {prefix}\n\
+             lifecycle:\n  hook: off\nwatch:\n  interval: 0\n",
+            recorder.url
+        ),
+    );
+    let env = [("DOCKER_HOST", docker.host.as_str())];
+    tokio::task::block_in_place(|| s.agent_with(&rig, &["sync"], &env)).expect(0);
+    let args = [
+        "iam-policy",
+        "--account",
+        "123456789012",
+        "--region",
+        &rig.region,
+    ];
+    let printed = tokio::task::block_in_place(|| s.agent_with(&rig, &args, &env));
+    printed.expect(0);
+    let policy: Value = serde_json::from_str(&printed.stdout).expect("iam-policy prints JSON");
+
+    // parliament 1.6.4's data gives ecr:BatchImportUpstreamImage no resource type; AWS's Service
+    // Authorization Reference (Amazon Elastic Container Registry) lists `repository*`: that one
+    // finding is parliament's age, anything else is ours.
+    let (status, findings) = parliament(&rig, &printed.stdout);
+    let ours: Vec<&str> = findings
+        .lines()
+        .filter(|l| {
+            !(l.contains("No resources match") && l.contains("'ecr:BatchImportUpstreamImage'"))
+        })
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "parliament ({status}): {ours:?} on\n{}",
+        printed.stdout
+    );
+
+    let world = World::pull_through_cache(&rig, &prefix);
+    let mut calls: BTreeSet<Call> = recorder
+        .requests()
+        .iter()
+        .flat_map(|r| world.calls(r))
+        .collect();
+    let pulls: Vec<Call> = docker
+        .changes()
+        .iter()
+        .flat_map(|c| world.pulls(c))
+        .collect();
+    assert_eq!(pulls.len(), 4, "one pull, through the cache: {pulls:?}");
+    calls.extend(pulls);
+    sufficient_and_necessary(&policy, &calls);
+    assert_eq!(
+        sids(&policy),
+        ["EcrToken", "EcrPull", "EcrPullThroughCache"]
+    );
+    let cached = format!(
+        "arn:aws:ecr:{}:123456789012:repository/{prefix}/library/ktptc{n}",
+        rig.region
+    );
+    for sid in ["EcrPull", "EcrPullThroughCache"] {
+        let statement = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|st| st["Sid"] == sid)
+            .unwrap();
+        assert_eq!(statement["Resource"], json!([cached]), "{sid}");
+    }
+    let _ = Command::new("docker")
+        .args([
+            "rmi",
+            "-f",
+            &format!("{registry}/{prefix}/library/ktptc{n}:1"),
+        ])
+        .output();
 }

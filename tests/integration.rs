@@ -24,6 +24,7 @@ mod fleet;
 mod iam;
 mod lifecycle;
 mod managed_files;
+mod mirror;
 mod overrides;
 mod packaging;
 mod policy;

@@ -4,45 +4,12 @@
 //! watch; promoting the first back returns it; `list`, `show` and `diff` print no value.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::ParameterType;
 
-use crate::common::stack::{docker, inspect, Stack};
+use crate::common::stack::{inspect, push_as, Stack};
 use crate::common::{python_dotenv, Rig, Run};
-
-/// Pushes the content of `from` (an image of the rig) under `to`: a tag that moves.
-fn push_as(registry: &str, from: &str, to: &str) -> String {
-    let config = std::env::var("KICKY_RIG_DIR").unwrap() + "/docker-config";
-    let cli = |args: &[&str]| {
-        let out = Command::new("docker")
-            .env("DOCKER_CONFIG", &config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let (from, to) = (format!("{registry}/{from}"), format!("{registry}/{to}"));
-    cli(&["pull", "-q", &from]);
-    cli(&["tag", &from, &to]);
-    cli(&["push", "-q", &to]);
-    // The digest the registry now serves the tag at, as the agent must pin it.
-    let digests = docker(&["image", "inspect", "-f", "{{json .RepoDigests}}", &to]);
-    let repo = to.rsplit_once(':').unwrap().0.to_string();
-    let digest = serde_json::from_str::<Vec<String>>(&digests)
-        .unwrap()
-        .into_iter()
-        .find_map(|d| d.strip_prefix(&format!("{repo}@")).map(str::to_string))
-        .expect("a repo digest");
-    docker(&["rmi", &to]);
-    let _ = Command::new("docker").args(["rmi", &from]).output();
-    digest
-}
 
 fn compose(image: &str, stage: &str) -> Vec<u8> {
     format!(

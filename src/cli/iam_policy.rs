@@ -4,7 +4,8 @@
 //! `aws:autoscaling:groupName` tag). An unknown region or account is `*` (said on stderr); an
 //! unknown group is an error when the lifecycle hook is on (`--group '*'` asks for any group).
 //! The ECR repositories are those of the compose file's images (`--compose`, else the config's
-//! compose file when it is there; without one, every repository of the registry, said on stderr).
+//! compose file when it is there; without one, every repository of the registry, said on stderr),
+//! as they are pulled: through their registry's mirror, when the config has one.
 
 use std::path::{Path, PathBuf};
 
@@ -87,7 +88,9 @@ fn images(settings: &Settings, explicit: Option<&Path>) -> Result<Images> {
         }
     };
     let variables = crate::compose::env_variables(settings)?;
-    let project = crate::compose::load_file_with(&file, &settings.project, variables)?;
+    let mut project = crate::compose::load_file_with(&file, &settings.project, variables)?;
+    // The images as they are pulled: through their mirrors.
+    crate::compose::mirror::Mirrors::of(&settings.registries).apply(&mut project);
     let images = project
         .services
         .values()

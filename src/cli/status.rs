@@ -62,7 +62,8 @@ impl StatusCmd {
             }
             super::print_origins(&settings);
             if let Some(containers) = &containers {
-                print_containers(containers, &state);
+                let mirrors = crate::compose::mirror::Mirrors::of(&settings.registries);
+                print_containers(containers, &state, &mirrors);
             }
         }
         if let Some(failed) = &state.failed {
@@ -109,7 +110,11 @@ fn promoted(settings: &crate::config::Settings, at: &crate::config::ReleaseSetti
     }
 }
 
-fn print_containers(containers: &[crate::engine::containers::ContainerStatus], state: &State) {
+fn print_containers(
+    containers: &[crate::engine::containers::ContainerStatus],
+    state: &State,
+    mirrors: &crate::compose::mirror::Mirrors,
+) {
     outln!("containers:");
     if containers.is_empty() {
         outln!("  none");
@@ -130,10 +135,11 @@ fn print_containers(containers: &[crate::engine::containers::ContainerStatus], s
             c.name,
             c.service,
             c.state,
-            c.image
+            mirrors.describe(&c.image)
         );
     }
     for image in &state.stale_images {
+        let image = mirrors.describe(image);
         outln!(
             "  image {image}: possibly stale (its registry could not be reached at the last sync; the local copy runs)"
         );

@@ -11,6 +11,7 @@
 //! environment. The env file wins, unlike docker compose where the shell wins: on an instance the
 //! parameters in SSM are the source of truth, not whatever the unit's environment holds.
 
+pub mod mirror;
 mod model;
 mod parse;
 mod policy;
@@ -77,7 +78,8 @@ pub fn load_with(settings: &Settings, variables: IndexMap<String, String>) -> Re
 
 /// [`load`] of `text`, what the compose file of `settings` holds or is about to hold, with
 /// `variables`, reading the `env_file`s it names through `read`: a sync judges the release it
-/// fetched before it writes any of it.
+/// fetched before it writes any of it. Images are routed through their registry's mirror
+/// ([`mirror`]).
 pub fn load_text(
     settings: &Settings,
     text: &str,
@@ -94,7 +96,9 @@ pub fn load_text(
         rules: Some(&rules),
         read,
     };
-    read_text(text, &reading)
+    let mut project = read_text(text, &reading)?;
+    mirror::Mirrors::of(&settings.registries).apply(&mut project);
+    Ok(project)
 }
 
 /// The compose file of `settings` as written, not judged against `compose.policy`: what `render`

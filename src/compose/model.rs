@@ -82,7 +82,11 @@ impl Project {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Service {
     pub name: String,
+    /// The image the engine pulls and runs: as written, or through its registry's mirror.
     pub image: String,
+    /// The image as the compose file names it, when a mirror routed it (see
+    /// [`Service::written_image`]).
+    pub mirrored_from: Option<String>,
     pub container_name: Option<String>,
     /// `None`: the image's own. A string in the file is split into words with shell rules.
     pub command: Option<Vec<String>>,

@@ -7,7 +7,8 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
-    /// `docker.io` for Docker Hub, else the host (and port) the reference starts with.
+    /// `docker.io` for Docker Hub (however it is spelled), else the host (and port) the
+    /// reference starts with.
     pub registry: String,
     /// The repository as written after the registry (`tester/web`, `nginx`).
     pub repository: String,
@@ -40,6 +41,10 @@ impl ImageRef {
             return Err(bad("empty name or tag"));
         }
         let (registry, repository) = match name.split_once('/') {
+            // Docker Hub's other names are Docker Hub (as `registries[].server` reads them).
+            Some(("index.docker.io" | "registry-1.docker.io", rest)) => {
+                ("docker.io".to_string(), rest.to_string())
+            }
             Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
                 (first.to_string(), rest.to_string())
             }
@@ -108,6 +113,10 @@ mod tests {
         assert_eq!(
             parts("127.0.0.1:5000/tester/web:1"),
             (s("127.0.0.1:5000"), s("tester/web"), Some(s("1")), None)
+        );
+        assert_eq!(
+            parts("index.docker.io/library/nginx"),
+            (s("docker.io"), s("library/nginx"), None, None)
         );
         assert_eq!(
             parts("localhost/app"),

@@ -30,7 +30,7 @@ pub use crate::instance::Overrides;
 use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
-    Allowance, ComposePolicy, Credential, HookChoice, Namespace, ParamSource, PullPolicy,
+    Allowance, ComposePolicy, Credential, HookChoice, Mirror, Namespace, ParamSource, PullPolicy,
     RawRegistry as Registry, RegistryAuth, SecretFormat, Source, WatchApply,
 };
 use types::S3Uri;
@@ -650,7 +650,7 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
         env,
         files,
         compose,
-        registries: raw.registries.unwrap_or_default(),
+        registries: check.registries(raw.registries.unwrap_or_default()),
         lifecycle,
         watch_interval: match watch.interval.map(|d| d.0) {
             Some(off) if off.is_zero() => off,
@@ -749,6 +749,37 @@ impl Check<'_> {
             Some(d) => d,
             None => default,
         }
+    }
+
+    /// One mirror per upstream registry, and no mirror of a mirror: an image is pulled from one
+    /// place, known from the config alone.
+    fn registries(&mut self, registries: Vec<Registry>) -> Vec<Registry> {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, registry) in registries.iter().enumerate() {
+            let Some(mirror) = &registry.mirror else {
+                continue;
+            };
+            let of = mirror.of.as_str();
+            let key = format!("registries[{i}].mirror_of");
+            if let Some(first) = seen.insert(of, i) {
+                self.problem(
+                    &key,
+                    format!("registries[{first}] already mirrors {of}: one mirror per registry"),
+                );
+            }
+            if let Some(j) = registries
+                .iter()
+                .position(|r| r.mirror.is_some() && r.server.as_str() == of)
+            {
+                self.problem(
+                    &key,
+                    format!(
+                        "{of} is itself a mirror (registries[{j}]): name what it mirrors instead"
+                    ),
+                );
+            }
+        }
+        registries
     }
 
     fn env(&mut self, env: raw::RawEnv, workdir: &Path) -> EnvSettings {

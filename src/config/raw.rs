@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use super::types::{
     AbsolutePath, Account, AwsAccountId, Capability, DurationText, EndpointUrl, EnvKey, FileMode,
-    FilePath, ParamName, ParamPath, ProjectName, RegionName, RegistryHost, S3Prefix, S3Uri,
-    SecretId, VersionId, VersionStage,
+    FilePath, ParamName, ParamPath, ProjectName, RegionName, RegistryHost, RepositoryPrefix,
+    S3Prefix, S3Uri, SecretId, VersionId, VersionStage,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,12 +173,15 @@ impl Namespace {
 }
 
 /// Credentials for one registry: a username and password from Parameter Store, or an ECR token
-/// from the instance role.
+/// from the instance role. With `mirror_of`, the registry also stands in for another one (an ECR
+/// pull through cache in front of Docker Hub): every image of that registry is pulled from this
+/// one, under `prefix`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawRegistryEntry")]
 pub struct RawRegistry {
     pub server: RegistryHost,
     pub auth: RegistryAuth,
+    pub mirror: Option<Mirror>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +191,16 @@ pub enum RegistryAuth {
         password: ParamName,
     },
     Ecr,
+    /// No credentials: a mirror that serves anonymous pulls (only with `mirror_of`).
+    Anonymous,
+}
+
+/// What a registry mirrors: the upstream registry, and the repository prefix the mirror keeps
+/// its images under (`docker-hub`: `docker.io/library/nginx` is `<server>/docker-hub/library/nginx`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub of: RegistryHost,
+    pub prefix: Option<RepositoryPrefix>,
 }
 
 /// A username: written in the config, or read from a parameter.
@@ -205,13 +218,30 @@ struct RawRegistryEntry {
     username: Option<Credential>,
     password: Option<Credential>,
     ecr: Option<bool>,
+    mirror_of: Option<RegistryHost>,
+    prefix: Option<RepositoryPrefix>,
 }
 
 impl TryFrom<RawRegistryEntry> for RawRegistry {
     type Error = String;
 
     fn try_from(raw: RawRegistryEntry) -> Result<Self, String> {
+        let mirror = match (raw.mirror_of, raw.prefix) {
+            (Some(of), _) if of == raw.server => {
+                return Err(format!(
+                    "`mirror_of: {}` names the registry itself",
+                    of.as_str()
+                ))
+            }
+            (Some(of), prefix) => Some(Mirror { of, prefix }),
+            (None, Some(_)) => return Err(
+                "`prefix` is where a mirror keeps another registry's images: it needs `mirror_of`"
+                    .into(),
+            ),
+            (None, None) => None,
+        };
         let auth = match (raw.ecr.unwrap_or(false), raw.username, raw.password) {
+            (false, None, None) if mirror.is_some() => RegistryAuth::Anonymous,
             (true, None, None) => RegistryAuth::Ecr,
             (true, _, _) => return Err("`ecr: true` takes its token from the instance role: drop `username` and `password`".into()),
             (false, Some(username), Some(Credential::Parameter { parameter })) => {
@@ -225,6 +255,7 @@ impl TryFrom<RawRegistryEntry> for RawRegistry {
         Ok(RawRegistry {
             server: raw.server,
             auth,
+            mirror,
         })
     }
 }

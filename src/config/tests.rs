@@ -426,6 +426,73 @@ fn registries_take_a_parameter_password_or_ecr() {
 }
 
 #[test]
+fn a_registry_may_mirror_another_once() {
+    let dir = Dir::new();
+    dir.write(
+        "agent.yaml",
+        "project: orange\nregistries:\n  - server: 123456789012.dkr.ecr.eu-west-1.amazonaws.com\n    ecr: true\n    mirror_of: https://registry-1.docker.io/\n    prefix: docker-hub\n  - server: mirror.internal:5000\n    mirror_of: ghcr.io\n",
+    );
+    let s = load(&dir.main()).unwrap();
+    let hub = s.registries[0].mirror.as_ref().unwrap();
+    assert_eq!(s.registries[0].auth, raw::RegistryAuth::Ecr);
+    assert_eq!(
+        (hub.of.as_str(), hub.prefix.as_ref().map(|p| p.as_str())),
+        ("docker.io", Some("docker-hub"))
+    );
+    // A mirror may take anonymous pulls; a registry that is only credentials may not be empty.
+    assert_eq!(s.registries[1].auth, raw::RegistryAuth::Anonymous);
+    assert_eq!(s.registries[1].mirror.as_ref().unwrap().prefix, None);
+
+    // Each refused with exit 2, its file, line and key.
+    for (text, at, needle) in [
+        (
+            "  - server: r.example.com\n    ecr: true\n    prefix: hub\n",
+            ":3:",
+            "it needs `mirror_of`",
+        ),
+        (
+            "  - server: docker.io\n    ecr: true\n    mirror_of: index.docker.io\n",
+            ":3:",
+            "names the registry itself",
+        ),
+        (
+            "  - server: r.example.com\n    ecr: true\n    mirror_of: docker.io\n    prefix: /Hub/\n",
+            ":6:",
+            "registries[0].prefix: \"/Hub/\" is not a repository prefix",
+        ),
+        (
+            "  - server: r.example.com\n    ecr: true\n    mirror_of: \"not a host\"\n",
+            ":5:",
+            "registries[0].mirror_of: \"not a host\" is not a registry host",
+        ),
+        (
+            "  - server: r.example.com\n    ecr: true\n    mirror_of: docker.io\n  - server: s.example.com\n    ecr: true\n    mirror_of: docker.io\n",
+            ":8:",
+            "registries[1].mirror_of: registries[0] already mirrors docker.io",
+        ),
+        (
+            "  - server: r.example.com\n    ecr: true\n    mirror_of: docker.io\n  - server: s.example.com\n    ecr: true\n    mirror_of: r.example.com\n",
+            ":8:",
+            "registries[1].mirror_of: r.example.com is itself a mirror",
+        ),
+        (
+            "  - server: r.example.com\n    ecr: true\n    mirror: docker.io\n",
+            ":5:",
+            "unknown field `mirror`",
+        ),
+    ] {
+        let dir = Dir::new();
+        dir.write(
+            "agent.yaml",
+            &format!("project: orange\nregistries:\n{text}"),
+        );
+        let (msg, code) = error_of(&dir.main());
+        assert_eq!(code, 2, "{msg}");
+        assert!(msg.contains(at) && msg.contains(needle), "{text}: {msg}");
+    }
+}
+
+#[test]
 fn lifecycle_hook_defaults_to_auto_and_refuses_what_it_cannot_use() {
     let dir = Dir::new();
     dir.write("agent.yaml", "project: orange\n");

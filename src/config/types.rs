@@ -602,6 +602,36 @@ impl RegistryHost {
 }
 deserialize_via_parse!(RegistryHost);
 
+/// Where a mirror keeps another registry's repositories: path components as a repository name
+/// has them (`docker-hub`, `mirror/hub`), no leading or trailing `/`. An ECR pull through cache
+/// rule's `ecrRepositoryPrefix` is one (2 to 30 characters there).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RepositoryPrefix(String);
+
+impl RepositoryPrefix {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        // A repository path component: lowercase letters and digits, separators between them.
+        let component = |c: &str| {
+            c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+                && !c.contains("..")
+        };
+        if s.len() > 255 || !s.split('/').all(component) {
+            return Err(format!(
+                "{s:?} is not a repository prefix such as docker-hub (lowercase letters, digits and . _ - between them, components joined by /, no / at either end)"
+            ));
+        }
+        Ok(RepositoryPrefix(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+deserialize_via_parse!(RepositoryPrefix);
+
 /// A duration such as `90s`, `5m` or `1h 30m` (humantime), or `0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationText(pub std::time::Duration);

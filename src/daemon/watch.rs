@@ -229,13 +229,15 @@ fn refreshes_due(settings: &Settings, state: &State, at: SystemTime) -> Vec<Stri
     }
     // Only the pull policies: the file on disk was judged against `compose.policy` before it was
     // written.
-    let project = match crate::compose::load_as_written(settings) {
+    let mut project = match crate::compose::load_as_written(settings) {
         Ok(project) => project,
         Err(err) => {
             tracing::debug!("not looking for images to refresh: {err:#}");
             return Vec::new();
         }
     };
+    // As a sync pulls them (and records when): through their mirrors.
+    crate::compose::mirror::Mirrors::of(&settings.registries).apply(&mut project);
     let mut due: Vec<String> = project
         .services
         .values()

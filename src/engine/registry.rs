@@ -62,6 +62,9 @@ impl Registries {
         let mut entries = Vec::new();
         for registry in configured {
             let source = match &registry.auth {
+                // An anonymous mirror: its pulls go without credentials, as for a registry the
+                // config does not name.
+                RegistryAuth::Anonymous => continue,
                 RegistryAuth::Ecr => Source::Ecr,
                 RegistryAuth::Password { username, password } => Source::Password {
                     username: match username {

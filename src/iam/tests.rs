@@ -568,3 +568,67 @@ lifecycle:
         json!({"StringEquals": {"s3:ResourceAccount": ["444455556666"]}})
     );
 }
+
+#[test]
+fn a_pull_through_cache_may_import_and_create_only_under_its_prefix() {
+    let yaml = "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\nregistries:\n\
+                \x20 - server: 111122223333.dkr.ecr.eu-west-1.amazonaws.com\n    ecr: true\n\
+                \x20   mirror_of: docker.io\n    prefix: docker-hub\n";
+    let s = settings(yaml);
+    let ecr = "arn:aws:ecr:eu-west-1:111122223333:repository";
+    // As `iam-policy` reads the compose file: each image through its mirror.
+    let mirrors = crate::compose::mirror::Mirrors::of(&s.registries);
+    let written = [
+        "nginx:1.27",
+        "grafana/promtail:2.9",
+        "111122223333.dkr.ecr.eu-west-1.amazonaws.com/orange/api:3",
+    ];
+    let routed: Vec<String> = written
+        .iter()
+        .map(|w| mirrors.route(w).unwrap_or_else(|| w.to_string()))
+        .collect();
+    let pulled = images(&routed.iter().map(String::as_str).collect::<Vec<_>>());
+    let policy = policy(&s, &place(), &pulled).unwrap();
+    assert_eq!(
+        statement(&policy, "EcrPull")["Resource"],
+        json!([
+            format!("{ecr}/docker-hub/grafana/promtail"),
+            format!("{ecr}/docker-hub/library/nginx"),
+            format!("{ecr}/orange/api"),
+        ])
+    );
+    let cache = statement(&policy, "EcrPullThroughCache");
+    assert_eq!(
+        cache["Action"],
+        json!(["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"])
+    );
+    // The registry's own repositories are not the cache's.
+    assert_eq!(
+        cache["Resource"],
+        json!([
+            format!("{ecr}/docker-hub/grafana/promtail"),
+            format!("{ecr}/docker-hub/library/nginx"),
+        ])
+    );
+    // Without a compose file: everything under the prefix.
+    let policy = super::policy(&s, &place(), &Images::Unknown).unwrap();
+    assert_eq!(
+        statement(&policy, "EcrPullThroughCache")["Resource"],
+        json!([format!("{ecr}/docker-hub/*")])
+    );
+    // No mirror, or a mirror with its own credentials (not ECR): no such statement.
+    for yaml in [
+        "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\nregistries:\n  - server: 111122223333.dkr.ecr.eu-west-1.amazonaws.com\n    ecr: true\n",
+        "project: p\nworkdir: /srv/p\nlifecycle:\n  hook: off\nregistries:\n  - server: mirror.example.com\n    mirror_of: docker.io\n",
+    ] {
+        let policy = super::policy(&settings(yaml), &place(), &Images::Unknown).unwrap();
+        assert!(
+            policy["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["Sid"] != "EcrPullThroughCache"),
+            "{policy}"
+        );
+    }
+}

@@ -229,13 +229,15 @@ impl Manifest {
         }
     }
 
-    /// Runs every service of `project` on the digest the release pinned for its image.
+    /// Runs every service of `project` on the digest the release pinned for its image (as the
+    /// compose file names it: through the instance's mirror, when it has one).
     pub fn pin_images(&self, project: &mut crate::compose::Project) -> Result<()> {
         for service in project.services.values_mut() {
+            let written = service.written_image();
             let digest = self
                 .images
-                .get(&service.image)
-                .ok_or_else(|| self.not_pinned(format!("image {}", service.image)))?;
+                .get(written)
+                .ok_or_else(|| self.not_pinned(format!("image {written}")))?;
             service.image = by_digest(&service.image, digest)?;
         }
         Ok(())

@@ -742,7 +742,7 @@ fn held_project(settings: &Settings, state: &State, env_text: Option<&str>) -> R
     let mut project = crate::compose::load_with(settings, variables.clone())?;
     if let Some(running) = &state.release {
         for service in project.services.values_mut() {
-            if let Some(digest) = running.images.get(&service.image) {
+            if let Some(digest) = running.images.get(service.written_image()) {
                 service.image = crate::release::by_digest(&service.image, digest)?;
             }
         }

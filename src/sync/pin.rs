@@ -86,8 +86,10 @@ pub async fn resolve<P: ParameterStore, O: ObjectStore>(
         let engine = inputs
             .engine
             .ok_or_else(|| anyhow!("no Docker engine to ask the registries for digests"))?;
+        // Pinned under the name the compose file gives, asked of the registry the instances
+        // pull from (a mirror, when the config has one for it).
         for service in project.services.values() {
-            if images.contains_key(&service.image) {
+            if images.contains_key(service.written_image()) {
                 continue;
             }
             let image = ImageRef::parse(&service.image).map_err(|e| anyhow!(e))?;
@@ -98,7 +100,7 @@ pub async fn resolve<P: ParameterStore, O: ObjectStore>(
                     engine.registry_digest(&service.image, credentials).await?
                 }
             };
-            images.insert(service.image.clone(), digest);
+            images.insert(service.written_image().to_string(), digest);
         }
     }
     let created = std::time::SystemTime::now();

@@ -180,7 +180,14 @@ async fn plan_containers(
         }
     }
     let engine = engine::docker::connect(std::time::Duration::from_secs(5)).await?;
-    engine::converge::plan(&engine, &project, compose, &agent_files, &state.pulled_at).await
+    let mut plan =
+        engine::converge::plan(&engine, &project, compose, &agent_files, &state.pulled_at).await?;
+    // An image pulled through a mirror is named as the compose file knows it, and the mirror.
+    let mirrors = crate::compose::mirror::Mirrors::of(&settings.registries);
+    for image in &mut plan.pull {
+        *image = mirrors.describe(image);
+    }
+    Ok(plan)
 }
 
 pub async fn plan_env(
