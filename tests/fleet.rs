@@ -520,6 +520,7 @@ async fn the_stack_works_in_any_region_and_for_any_project() {
             "Stage=staging",
             "DeployBucket=lemon-deploy-example",
             "RegistryAccount=111122223333",
+            "ReleasePin=20261207T163000123Z-3f9a1c",
         ],
     );
     assert_policy_is_iam_policys(&rig, &got, &stack, region).await;
@@ -530,6 +531,8 @@ async fn the_stack_works_in_any_region_and_for_any_project() {
         "  - source: s3://lemon-deploy-example/lemon/staging/docker-compose.yml",
         "  - server: 111122223333.dkr.ecr.eu-west-1.amazonaws.com",
         "  store: s3://lemon-deploy-example/lemon/staging/",
+        // The AMI path: the launch template pins the release its instances apply.
+        "  pin: \"20261207T163000123Z-3f9a1c\"",
     ] {
         assert!(
             user_data.lines().any(|l| l.trim() == line.trim()),

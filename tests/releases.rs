@@ -349,6 +349,7 @@ async fn a_release_is_written_once() {
         expected_owner: Some("123456789012".into()),
         signing_key: None,
         public_key: None,
+        pin: None,
     };
     let store = Store { s3: &s3, at: &at };
     let id = ReleaseId::new(std::time::SystemTime::now());

@@ -55,8 +55,14 @@ impl StatusCmd {
             print_text(&settings.project, &path, &state);
             if let Some(promoted) = &promoted {
                 let running = state.release.as_ref().map(|r| r.id.to_string());
+                let pinned = settings
+                    .release
+                    .as_ref()
+                    .and_then(|at| at.pin.as_deref())
+                    .map(|pin| format!("pinned: {pin}; "))
+                    .unwrap_or_default();
                 outln!(
-                    "release: {} (promoted: {promoted})",
+                    "release: {} ({pinned}promoted: {promoted})",
                     running.as_deref().unwrap_or("none applied yet")
                 );
             }

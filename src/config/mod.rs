@@ -176,6 +176,9 @@ pub struct ReleaseSettings {
     /// The DER public key (SubjectPublicKeyInfo, ECDSA P-256) every applied release must be
     /// signed with (baked config only).
     pub public_key: Option<Vec<u8>>,
+    /// The release a plain sync applies instead of the promoted one; the watch then follows no
+    /// promote (a release id, checked).
+    pub pin: Option<String>,
 }
 
 /// One file fetched from S3.
@@ -625,11 +628,26 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
                 check.problem("release.signing_key", "is not a KMS key id, ARN or alias");
             }
         }
+        // Empty is none: a launch template's user data says `pin: ""` when it pins nothing.
+        let pin = r.pin.filter(|pin| !pin.is_empty()).filter(|pin| {
+            let ok = types::is_release_id(pin);
+            if !ok {
+                check.problem(
+                    "release.pin",
+                    format!(
+                        "{:?} is not a release id (like 20261207T163000123Z-3f9a1c)",
+                        pin.chars().take(80).collect::<String>()
+                    ),
+                );
+            }
+            ok
+        });
         Some(ReleaseSettings {
             store: r.store?,
             expected_owner: r.expected_owner.map(|a| a.into_string()),
             signing_key: r.signing_key,
             public_key,
+            pin,
         })
     });
     if release.is_some() && watch.marker.is_some() {

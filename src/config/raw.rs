@@ -294,6 +294,9 @@ pub struct RawRelease {
     pub signing_key: Option<String>,
     /// The signing key's public key (PEM): with it, an instance applies only releases it signed.
     pub public_key: Option<String>,
+    /// The release a plain sync applies instead of the promoted one (the launch template's user
+    /// data pins it: an AMI rollout by instance refresh).
+    pub pin: Option<String>,
 }
 
 /// What the daemon does with a change it notices: sync it, or only report it.

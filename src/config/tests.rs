@@ -814,6 +814,44 @@ fn a_release_public_key_is_checked_when_read() {
     }
 }
 
+/// `release.pin` is a release id, from the baked config or the launch template's user data (never
+/// a tag: `release` is never taken from tags); empty is none.
+#[test]
+fn a_release_pin_is_a_release_id() {
+    let dir = Dir::new();
+    for (pin, problem, want) in [
+        (
+            "20261207T163000123Z-3f9a1c",
+            false,
+            Some("20261207T163000123Z-3f9a1c"),
+        ),
+        ("\"\"", false, None),
+        ("", false, None),
+        ("latest", true, None),
+        ("../20261207T163000123Z-3f9a1c", true, None),
+        ("20261207T163000123Z-3F9A1C", true, None),
+    ] {
+        dir.write(
+            "agent.yaml",
+            "project: o\nrelease:\n  store: s3://amzn-s3-demo-bucket/x/\n",
+        );
+        let overrides = Overrides {
+            user_data: Some(format!("#kicky-agent\nrelease:\n  pin: {pin}\n").into()),
+            ..Overrides::default()
+        };
+        let (settings, problems) = check_with(&dir.main(), &overrides).unwrap();
+        assert_eq!(
+            problems.iter().any(|p| p.contains("release.pin")),
+            problem,
+            "{pin}: {problems:#?}"
+        );
+        if !problem {
+            let release = settings.release.expect("a release store");
+            assert_eq!(release.pin.as_deref(), want, "{pin}");
+        }
+    }
+}
+
 /// Durations have floors, in every layer: a watch every millisecond is a fleet hammering SSM.
 #[test]
 fn durations_have_floors() {

@@ -669,6 +669,23 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
+/// Whether `s` is a release id: its creation time (UTC, to the millisecond) and 6 hex digits,
+/// `20261207T163000123Z-3f9a1c` ([`crate::release::ReleaseId`] is the checked value; the config
+/// checks `release.pin` with this, below it).
+pub fn is_release_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    b.len() == 26
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..18)
+        && b[18] == b'Z'
+        && b[19] == b'-'
+        && b[20..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

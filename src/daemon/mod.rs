@@ -696,6 +696,11 @@ async fn watch_release(
         let state = State::load(&State::path(settings))?;
         report_to_fleet(shared, config, clients, at, &state).await;
     }
+    // Pinned by the launch template: the promoted release is not this instance's to follow (a
+    // new launch template version, rolled by instance refresh, moves it).
+    if at.pin.is_some() {
+        return Ok(WatchOutcome::Unchanged);
+    }
     let store = crate::aws::releases::Store {
         s3: &clients.s3,
         at,

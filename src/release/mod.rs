@@ -34,18 +34,7 @@ pub struct ReleaseId(String);
 
 impl ReleaseId {
     pub fn parse(s: &str) -> Result<ReleaseId, String> {
-        let b = s.as_bytes();
-        let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-        let ok = b.len() == 26
-            && digits(0..8)
-            && b[8] == b'T'
-            && digits(9..18)
-            && b[18] == b'Z'
-            && b[19] == b'-'
-            && b[20..]
-                .iter()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
-        match ok {
+        match crate::config::types::is_release_id(s) {
             true => Ok(ReleaseId(s.to_string())),
             false => Err(format!(
                 "{:?} is not a release id (like 20261207T163000123Z-3f9a1c)",

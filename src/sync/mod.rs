@@ -237,21 +237,23 @@ pub async fn choose(
     };
     let store = crate::aws::releases::Store { s3, at };
     crate::progress::phase("reading the release");
-    match target {
-        Target::Configured => {
+    let pinned = at.pin.as_deref().map(ReleaseId::parse).transpose();
+    let pinned = pinned.map_err(|why| input_error(format!("release.pin: {why}")))?;
+    let id = match (target, &pinned) {
+        (Target::Configured, None) => {
             let (pointer, manifest) = store.promoted_manifest().await?;
-            Ok(Some((manifest, Some(pointer.release))))
+            return Ok(Some((manifest, Some(pointer.release))));
         }
-        Target::Release(id) => {
-            let (manifest, promoted) = futures::join!(store.manifest(id), store.promoted());
-            let promoted = promoted
-                .map_err(|err| tracing::warn!("{err:#}"))
-                .ok()
-                .flatten()
-                .map(|p| p.release);
-            Ok(Some((manifest?, promoted)))
-        }
-    }
+        // `--release`, or the release the config pins (the launch template's).
+        (Target::Release(id), _) | (Target::Configured, Some(id)) => id,
+    };
+    let (manifest, promoted) = futures::join!(store.manifest(id), store.promoted());
+    let promoted = promoted
+        .map_err(|err| tracing::warn!("{err:#}"))
+        .ok()
+        .flatten()
+        .map(|p| p.release);
+    Ok(Some((manifest?, promoted)))
 }
 
 async fn converge<P: ParameterStore, O: ObjectStore, E: Connect>(

@@ -487,6 +487,34 @@ async fn a_promote_is_seen_once_applied_or_when_another_release_was_chosen() {
     assert_eq!(state.release.map(|r| r.id), Some(good.id));
 }
 
+/// A release pinned by the config (the launch template's user data) is what a plain sync applies,
+/// whatever is promoted; a pin the store does not have fails naming it, and nothing is written.
+#[tokio::test(start_paused = true)]
+async fn a_pinned_release_is_applied_whatever_is_promoted() {
+    let mut i = instance(true);
+    let v1 = i.tag("1");
+    let first = manifest(&i, 1, v1, "v1", "1");
+    let v2 = i.tag("2");
+    let second = manifest(&i, 2, v2, "v2", "2");
+    i.publish(&first);
+    i.publish(&second);
+    i.promote(&second.id);
+    i.settings.release.as_mut().unwrap().pin = Some(first.id.to_string());
+    i.sync(Held::Hold { after: HOUR }).await.unwrap();
+    let state = i.state();
+    assert_eq!(state.release.map(|r| r.id), Some(first.id.clone()));
+    assert_eq!(state.promoted_seen, Some(second.id.clone()));
+
+    let mut missing = instance(true);
+    missing.publish(&first);
+    missing.promote(&first.id);
+    let absent = ReleaseId::parse("20261207T000000000Z-000000").unwrap();
+    missing.settings.release.as_mut().unwrap().pin = Some(absent.to_string());
+    let err = missing.sync(Held::Hold { after: HOUR }).await.unwrap_err();
+    assert!(format!("{err:#}").contains(absent.as_str()), "{err:#}");
+    assert!(!missing.dir.path().join("srv/.env").exists());
+}
+
 /// The files under `dir`, recursively.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
@@ -551,6 +579,7 @@ async fn the_store_is_read_as_hostile() {
         expected_owner: Some("123456789012".into()),
         signing_key: None,
         public_key: None,
+        pin: None,
     };
     let store = Store { s3: &s3, at: &at };
     let id = ReleaseId::parse("20261207T163000000Z-3f9a1c").unwrap();
