@@ -108,8 +108,9 @@ fn one_hook<'h>(hooks: &'h [Hook], group: &str, transition: &str) -> Option<&'h 
     }
 }
 
-/// The fewest seconds between two heartbeats, however short a hook's timeout.
-const MIN_HEARTBEAT: Duration = Duration::from_secs(5);
+/// The fewest seconds between two heartbeats, however short a hook's timeout: the floor of
+/// `lifecycle.heartbeat_interval`.
+const MIN_HEARTBEAT: Duration = crate::config::floors::HEARTBEAT_INTERVAL;
 
 /// How often a hook whose actions time out after `timeout` gets a heartbeat: a third of it, so
 /// that two heartbeats in a row may be lost (throttled, unanswered) before it times out; never
