@@ -8,25 +8,35 @@
 //! ends with a heartbeat, which also tells whether an action is pending at all: a `sync` run by
 //! hand on an instance long in service has none, and sends nothing.
 //!
-//! With `auto`, discovery fails soft: without instance metadata (a laptop, a test) or without the
-//! rights to ask, the agent logs why and syncs without a hook, as the user-data script did. With a
-//! hook named in the config, an instance in a group whose hook cannot be reached fails the sync.
-//! Discovery runs alongside the sync, not before it: on a real instance it is a few round trips
-//! (about 100 ms) that the boot need not wait for.
+//! With `auto`, discovery fails soft only where there truly is no hook: without instance metadata
+//! (a laptop, a test), in no group, a group without a launch hook, or without the rights to ask
+//! (AccessDenied is final). Once instance metadata gave an instance id, a call that fails for a
+//! reason that may pass (throttling, a 5xx, a timeout, the network) is tried again with jittered
+//! backoff (1 s doubling to 20 s) until it is answered: carrying on without the hook would let it
+//! time out, and its `ABANDON` terminate a healthy instance. With a hook named in the config, an
+//! instance in a group whose hook cannot be reached fails the sync. Discovery runs alongside the
+//! sync, not before it: on a real instance it is a few round trips (about 100 ms) that the boot
+//! need not wait for.
+//!
+//! Heartbeats go out every third of the hook's own `HeartbeatTimeout` (never more than
+//! `lifecycle.heartbeat_interval`), and go on until CompleteLifecycleAction is taken (itself
+//! retried while throttled) or the instance is seen past the hook.
 
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use futures::future::Either;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::autoscaling::{
-    Action, AsgClient, Heartbeat, LifecycleApi, NoActiveAction, Outcome, LAUNCHING, TERMINATING,
+    is_retryable, Action, AsgClient, Heartbeat, Hook, LifecycleApi, NoActiveAction, Outcome,
+    LAUNCHING, TERMINATING,
 };
 use crate::config::HookChoice;
 use crate::config::{LifecycleSettings, Settings};
 use crate::instance::imds::{Imds, InstanceMetadata, Tag};
+use crate::retry::Backoff;
 
 /// The instance tag Auto Scaling puts on the instances it launches.
 pub const GROUP_TAG: &str = "aws:autoscaling:groupName";
@@ -51,10 +61,11 @@ async fn group_of(
         Ok(Tag::Unavailable) => {}
         Err(e) => tracing::debug!("instance tags unreadable ({e:#}); asking Auto Scaling"),
     }
-    let group = api
-        .describe_instance(instance)
-        .await?
-        .map(|(group, _)| group);
+    let group = persist("DescribeAutoScalingInstances", || {
+        api.describe_instance(instance)
+    })
+    .await?
+    .map(|(group, _)| group);
     if group.is_none() {
         tracing::info!(
             instance,
@@ -64,37 +75,71 @@ async fn group_of(
     Ok(group)
 }
 
-/// The group's one hook for `transition` among `hooks` (name, transition); `None` when it has
-/// none, or several (the config must name it).
-fn one_hook(hooks: &[(String, String)], group: &str, transition: &str) -> Option<String> {
-    let names: Vec<&str> = hooks
+/// The group's one hook for `transition` among `hooks`; `None` when it has none, or several (the
+/// config must name it).
+fn one_hook<'h>(hooks: &'h [Hook], group: &str, transition: &str) -> Option<&'h Hook> {
+    let found: Vec<&Hook> = hooks
         .iter()
-        .filter(|(_, t)| t == transition)
-        .map(|(name, _)| name.as_str())
+        .filter(|h| h.transition == transition)
         .collect();
     let kind = match transition {
         TERMINATING => "termination",
         _ => "launch",
     };
-    match names.as_slice() {
+    match found.as_slice() {
         [] => {
             tracing::info!(group, "no {kind} lifecycle hook on the group");
             None
         }
-        [one] => Some(one.to_string()),
+        [one] => Some(one),
         many => {
             let key = match transition {
                 TERMINATING => "lifecycle.terminate_hook",
                 _ => "lifecycle.hook",
             };
+            let names: Vec<&str> = many.iter().map(|h| h.name.as_str()).collect();
             tracing::warn!(
                 group,
                 "the group has {kind} hooks {}: set {key} to the one the agent completes",
-                many.join(", ")
+                names.join(", ")
             );
             None
         }
     }
+}
+
+/// The fewest seconds between two heartbeats, however short a hook's timeout: the floor of
+/// `lifecycle.heartbeat_interval`.
+const MIN_HEARTBEAT: Duration = crate::config::floors::HEARTBEAT_INTERVAL;
+
+/// How often a hook whose actions time out after `timeout` gets a heartbeat: a third of it, so
+/// that two heartbeats in a row may be lost (throttled, unanswered) before it times out; never
+/// more than `configured` (`lifecycle.heartbeat_interval`), never under 5 s. A 30 s hook (AWS's
+/// least) gets one every 10 s; the default 1 h hook, `configured` (60 s by default). Without the
+/// hook's timeout (both hooks named: DescribeLifecycleHooks is not asked), `configured`.
+pub fn heartbeat_interval(configured: Duration, timeout: Option<Duration>) -> Duration {
+    match timeout {
+        Some(timeout) => configured.min((timeout / 3).max(MIN_HEARTBEAT)),
+        None => configured,
+    }
+}
+
+/// Whether an instance in Auto Scaling's lifecycle `state` is being launched, its launch action
+/// pending or about to be recorded (the launch race): `Pending`, `Pending:Wait`, and the warm
+/// pool's `Warmed:Pending`, `Warmed:Pending:Wait` (an instance launched into a warm pool waits
+/// for the launch hook there first).
+pub fn is_launching(state: &str) -> bool {
+    state.starts_with("Pending") || state.starts_with("Warmed:Pending")
+}
+
+/// `op`, an Auto Scaling call, tried again with [`Backoff::patient`] while it fails for a
+/// reason that may pass; the first final error, or the answer.
+async fn persist<T, F, Fut>(what: &str, op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    Backoff::patient().retry(what, is_retryable, op).await
 }
 
 /// When the launch action is completed, for `sync` and the daemon alike: once both the first
@@ -161,7 +206,9 @@ pub struct Lifecycle<A = AsgClient> {
     hook: Option<String>,
     /// The group's termination hook: the daemon stops the containers, then completes it.
     terminate_hook: Option<String>,
+    /// Between heartbeats for the launch hook, and for the termination hook ([`heartbeat_interval`]).
     heartbeat_interval: Duration,
+    terminate_heartbeat: Duration,
     unhealthy_after: Option<Duration>,
 }
 
@@ -180,6 +227,18 @@ pub struct LifecycleRecord {
     pub error: Option<String>,
 }
 
+/// What a heartbeat for the launch action found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Beat {
+    /// Recorded: the hook's timeout starts again.
+    Recorded,
+    /// No action yet, but the instance is still being launched (the launch race): go on.
+    NotYet,
+    /// The instance is past the launch hook (its lifecycle state now, or why there is none): the
+    /// action was completed, or timed out. No more heartbeats.
+    Past(String),
+}
+
 /// A CompleteLifecycleAction sent: the record for the state file, and whether it was taken.
 #[derive(Debug)]
 pub struct Completion {
@@ -187,32 +246,60 @@ pub struct Completion {
     pub sent: Result<()>,
 }
 
-/// How long CompleteLifecycleAction is tried again while Auto Scaling says no action is active:
-/// it records a new action a moment after the instance can already ask (the launch race), so the
-/// answer is final only once it has held this long. Backoff 1, 2, 4, 8, 16 s: 31 s in all.
-const NO_ACTION_RETRIES: u32 = 5;
-
-/// CompleteLifecycleAction, tried again with backoff while Auto Scaling has no active action.
+/// CompleteLifecycleAction, tried again until Auto Scaling takes it or the answer is final:
+/// - throttled, a 5xx, a timeout: again, with [`Backoff::patient`];
+/// - "no active lifecycle action" while the instance is still being launched ([`is_launching`]):
+///   again, with the same backoff. Auto Scaling records a new action a moment after the instance
+///   can already ask (the launch race), and the instance leaves these states only once the action
+///   is completed or times out, so this ends;
+/// - "no active lifecycle action" otherwise (in service, terminating: completed elsewhere or timed
+///   out), or any other error (AccessDenied): final.
 async fn complete_patiently<A: LifecycleApi>(
     api: &A,
     action: Action<'_>,
     outcome: Outcome,
+    waiting: fn(&str) -> bool,
 ) -> Result<()> {
-    let mut delay = Duration::from_secs(1);
-    for _ in 0..NO_ACTION_RETRIES {
-        match api.complete(action, outcome).await {
-            Err(e) if e.downcast_ref::<NoActiveAction>().is_some() => {
-                tracing::info!(
-                    hook = action.hook,
-                    "no active lifecycle action yet; asking again in {delay:?}"
-                );
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+    let backoff = Backoff::patient();
+    let mut retry = 0;
+    loop {
+        retry += 1;
+        let err = match api.complete(action, outcome).await {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        let why = if err.downcast_ref::<NoActiveAction>().is_some() {
+            let state = persist("DescribeAutoScalingInstances", || {
+                api.describe_instance(action.instance)
+            })
+            .await;
+            match state {
+                Ok(Some((_, state))) if waiting(&state) => {
+                    format!("no active lifecycle action yet (the instance is {state})")
+                }
+                Ok(Some((_, state))) => {
+                    return Err(err.context(format!("the instance is {state}")));
+                }
+                Ok(None) | Err(_) => return Err(err),
             }
-            done => return done,
-        }
+        } else if is_retryable(&err) {
+            format!("{err:#}")
+        } else {
+            return Err(err);
+        };
+        let delay = backoff.delay(retry);
+        tracing::info!(
+            hook = action.hook,
+            "CompleteLifecycleAction {}: {why}; asking again in {delay:?}",
+            outcome.as_str()
+        );
+        tokio::time::sleep(delay).await;
     }
-    api.complete(action, outcome).await
+}
+
+/// Whether an instance in `state` is still held by its termination hook.
+fn terminating(state: &str) -> bool {
+    state.starts_with("Terminating:Wait") || state.starts_with("Warmed:Terminating:Wait")
 }
 
 /// The lifecycle of this instance with the real services: IMDS and Auto Scaling through `config`.
@@ -276,7 +363,8 @@ pub async fn around_sync<T, A: LifecycleApi>(
     let Some(ok) = send else {
         return (result, None);
     };
-    let Some(completion) = lifecycle.complete(ok).await else {
+    // Heartbeats go on while CompleteLifecycleAction is tried again (throttled, the launch race).
+    let Some(completion) = lifecycle.while_running(lifecycle.complete(ok)).await else {
         return (result, None);
     };
     let result = match (result, completion.sent) {
@@ -338,23 +426,48 @@ impl<A: LifecycleApi> Lifecycle<A> {
         };
         let hooks = match (&named, &terminate_named) {
             (Some(_), Some(_)) => Vec::new(),
-            _ => match api.hooks(&group).await {
+            _ => match persist("DescribeLifecycleHooks", || api.hooks(&group)).await {
                 Ok(hooks) => hooks,
                 Err(e) => return soft(e),
             },
         };
-        let hook = named
-            .clone()
-            .or_else(|| one_hook(&hooks, &group, LAUNCHING));
-        let terminate_hook =
-            terminate_named.unwrap_or_else(|| one_hook(&hooks, &group, TERMINATING));
+        let launch = match &named {
+            Some(name) => hooks
+                .iter()
+                .find(|h| &h.name == name)
+                .cloned()
+                .or(Some(Hook {
+                    name: name.clone(),
+                    transition: LAUNCHING.into(),
+                    heartbeat_timeout: None,
+                })),
+            None => one_hook(&hooks, &group, LAUNCHING).cloned(),
+        };
+        let terminate = match terminate_named {
+            Some(Some(name)) => Some(hooks.iter().find(|h| h.name == name).cloned().unwrap_or(
+                Hook {
+                    name,
+                    transition: TERMINATING.into(),
+                    heartbeat_timeout: None,
+                },
+            )),
+            Some(None) => None,
+            None => one_hook(&hooks, &group, TERMINATING).cloned(),
+        };
+        let every = |hook: &Option<Hook>| {
+            heartbeat_interval(
+                settings.heartbeat_interval,
+                hook.as_ref().and_then(|h| h.heartbeat_timeout),
+            )
+        };
         let mut lifecycle = Lifecycle {
+            heartbeat_interval: every(&launch),
+            terminate_heartbeat: every(&terminate),
             api,
             group,
             instance,
-            hook,
-            terminate_hook,
-            heartbeat_interval: settings.heartbeat_interval,
+            hook: launch.map(|h| h.name),
+            terminate_hook: terminate.map(|h| h.name),
             unhealthy_after: settings.unhealthy_after,
         };
         if let Err(e) = lifecycle.confirm_pending().await {
@@ -375,6 +488,7 @@ impl<A: LifecycleApi> Lifecycle<A> {
                 group = action.group,
                 hook = action.hook,
                 instance = action.instance,
+                heartbeat_every = ?lifecycle.heartbeat_interval,
                 "launch lifecycle action pending: completing it after the sync"
             );
         }
@@ -387,11 +501,19 @@ impl<A: LifecycleApi> Lifecycle<A> {
         let Some(action) = self.action() else {
             return Ok(());
         };
-        if self.api.heartbeat(action).await? == Heartbeat::NotPending {
+        let beat = persist("RecordLifecycleActionHeartbeat", || {
+            self.api.heartbeat(action)
+        })
+        .await?;
+        if beat == Heartbeat::NotPending {
             // Just launched, Auto Scaling may not have recorded the action yet (the launch race):
-            // the instance is still `Pending`. Completing it is then tried with backoff.
-            let state = self.api.describe_instance(action.instance).await?;
-            if let Some((_, state)) = state.filter(|(_, s)| s.starts_with("Pending")) {
+            // the instance is still `Pending` (or `Warmed:Pending` into a warm pool). Completing
+            // it is then tried with backoff.
+            let state = persist("DescribeAutoScalingInstances", || {
+                self.api.describe_instance(action.instance)
+            })
+            .await?;
+            if let Some((_, state)) = state.filter(|(_, s)| is_launching(s)) {
                 tracing::info!(
                     hook = action.hook,
                     state = state.as_str(),
@@ -441,14 +563,15 @@ impl<A: LifecycleApi> Lifecycle<A> {
     }
 
     /// Runs `work` (stopping the containers) with a heartbeat for the termination action every
-    /// `heartbeat_interval`, then completes the action with CONTINUE: the instance terminates.
+    /// third of its hook's timeout, then completes the action with CONTINUE (tried again while
+    /// throttled): the instance terminates.
     pub async fn while_terminating<F: Future>(&self, work: F) -> (F::Output, Result<()>) {
         let Some(action) = self.terminate_action() else {
             return (work.await, Ok(()));
         };
         let beats = async {
             loop {
-                tokio::time::sleep(self.heartbeat_interval).await;
+                tokio::time::sleep(self.terminate_heartbeat).await;
                 match self.api.heartbeat(action).await {
                     Ok(_) => tracing::debug!(hook = action.hook, "termination heartbeat"),
                     Err(e) => tracing::warn!("termination heartbeat: {e:#}"),
@@ -459,7 +582,7 @@ impl<A: LifecycleApi> Lifecycle<A> {
             out = work => out,
             _ = beats => unreachable!("heartbeats go on until the work ends"),
         };
-        let sent = complete_patiently(&self.api, action, Outcome::Continue).await;
+        let sent = complete_patiently(&self.api, action, Outcome::Continue, terminating).await;
         match &sent {
             Ok(()) => tracing::info!(
                 group = action.group,
@@ -485,35 +608,48 @@ impl<A: LifecycleApi> Lifecycle<A> {
         })
     }
 
-    /// One heartbeat: the hook's timeout starts again. Nothing when no action is pending.
-    pub async fn heartbeat(&self) -> Result<()> {
+    /// One heartbeat for the launch action: the hook's timeout starts again. When Auto Scaling
+    /// says no action is pending, whether the instance is still being launched (the launch race:
+    /// go on) or past the hook.
+    pub async fn heartbeat(&self) -> Result<Beat> {
         let Some(action) = self.action() else {
-            return Ok(());
+            return Ok(Beat::Past("no launch action is pending".into()));
         };
         match self.api.heartbeat(action).await? {
             Heartbeat::Recorded => {
                 tracing::debug!(hook = action.hook, "lifecycle heartbeat");
-                Ok(())
+                Ok(Beat::Recorded)
             }
-            Heartbeat::NotPending => bail!(
-                "the launch action of {} (hook {} of group {}) is no longer pending: it timed out or was completed elsewhere",
-                action.instance,
-                action.hook,
-                action.group
-            ),
+            Heartbeat::NotPending => match self.api.describe_instance(action.instance).await? {
+                Some((_, state)) if is_launching(&state) => Ok(Beat::NotYet),
+                found => {
+                    let state = found.map_or("in no group".into(), |(_, state)| state);
+                    tracing::info!(
+                        group = action.group,
+                        hook = action.hook,
+                        instance = action.instance,
+                        state = state.as_str(),
+                        "the launch action is no longer pending: no more heartbeats"
+                    );
+                    Ok(Beat::Past(state))
+                }
+            },
         }
     }
 
-    /// Runs `work` with a heartbeat every `heartbeat_interval`; a failed heartbeat is logged, and
-    /// the next one tried on time.
+    /// Runs `work` with a heartbeat every `heartbeat_interval`, until the instance is seen past
+    /// the launch hook; a failed heartbeat is logged, and the next one tried on time.
     pub async fn while_running<F: Future>(&self, work: F) -> F::Output {
         let beats = async {
             loop {
                 tokio::time::sleep(self.heartbeat_interval).await;
-                if let Err(e) = self.heartbeat().await {
-                    tracing::warn!("lifecycle heartbeat: {e:#}");
+                match self.heartbeat().await {
+                    Ok(Beat::Past(_)) => break,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("lifecycle heartbeat: {e:#}"),
                 }
             }
+            std::future::pending::<()>().await;
         };
         tokio::select! {
             out = work => out,
@@ -529,7 +665,7 @@ impl<A: LifecycleApi> Lifecycle<A> {
         } else {
             Outcome::Abandon
         };
-        let sent = complete_patiently(&self.api, action, outcome).await;
+        let sent = complete_patiently(&self.api, action, outcome, is_launching).await;
         match &sent {
             Ok(()) => tracing::info!(
                 group = action.group,
@@ -571,7 +707,10 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
+    use anyhow::bail;
+
     use super::*;
+    use crate::aws::autoscaling::CallFailed;
 
     /// Auto Scaling as far as one instance sees it; every call is logged.
     #[derive(Debug, Default)]
@@ -580,14 +719,20 @@ mod tests {
         groups: HashMap<String, String>,
         /// group → launch hooks.
         hooks: HashMap<String, Vec<String>>,
+        /// hook → its HeartbeatTimeout, as DescribeLifecycleHooks tells it.
+        timeouts: HashMap<String, Duration>,
         /// (group, hook, instance) of the pending action.
         pending: Mutex<Option<(String, String, String)>>,
         refuse: Option<&'static str>,
+        /// Call kind (`describe-hooks`, `complete`...) → how many more times it is throttled.
+        throttled: Mutex<HashMap<&'static str, u32>>,
         calls: Mutex<Vec<String>>,
         /// CompleteLifecycleAction answers "no active action" this many times less one (the race
         /// at launch), or always.
         not_yet: Mutex<u32>,
         not_yet_forever: bool,
+        /// The lifecycle state while the action is not recorded yet: `Pending` unless set.
+        launching_as: Option<&'static str>,
         /// The group's termination hooks.
         terminating: Vec<String>,
     }
@@ -608,9 +753,31 @@ mod tests {
             }
         }
 
+        /// Throttles the next `times` calls of `kind`.
+        fn throttle(self, kind: &'static str, times: u32) -> Self {
+            self.throttled.lock().unwrap().insert(kind, times);
+            self
+        }
+
         fn log(&self, call: String) -> Result<()> {
             let refused = self.refuse.is_some_and(|r| call.starts_with(r));
+            let throttled = {
+                let mut throttled = self.throttled.lock().unwrap();
+                let left = throttled
+                    .iter_mut()
+                    .find(|(kind, _)| call.starts_with(**kind))
+                    .map(|(_, left)| left)
+                    .filter(|left| **left > 0);
+                left.map(|left| *left -= 1).is_some()
+            };
             self.calls.lock().unwrap().push(call.clone());
+            if throttled {
+                return Err(anyhow::Error::new(CallFailed {
+                    text: "Throttling: Rate exceeded".into(),
+                    retryable: true,
+                })
+                .context(format!("failed: {call}")));
+            }
             if refused {
                 bail!("AccessDenied: {call}");
             }
@@ -619,6 +786,10 @@ mod tests {
 
         fn calls(&self) -> Vec<String> {
             self.calls.lock().unwrap().clone()
+        }
+
+        fn count(&self, kind: &str) -> usize {
+            self.calls().iter().filter(|c| c.starts_with(kind)).count()
         }
 
         fn is_pending(&self, a: Action<'_>) -> bool {
@@ -632,9 +803,11 @@ mod tests {
     impl LifecycleApi for FakeAsg {
         async fn describe_instance(&self, instance: &str) -> Result<Option<(String, String)>> {
             self.log(format!("describe-instances {instance}"))?;
-            let state = match *self.not_yet.lock().unwrap() > 0 {
-                true => "Pending",
-                false => "InService",
+            let recorded = *self.not_yet.lock().unwrap() == 0 && !self.not_yet_forever;
+            let state = match (recorded, self.pending.lock().unwrap().is_some()) {
+                (false, _) => self.launching_as.unwrap_or("Pending"),
+                (true, true) => "Pending:Wait",
+                (true, false) => "InService",
             };
             Ok(self
                 .groups
@@ -642,20 +815,24 @@ mod tests {
                 .map(|g| (g.clone(), state.to_string())))
         }
 
-        async fn hooks(&self, group: &str) -> Result<Vec<(String, String)>> {
+        async fn hooks(&self, group: &str) -> Result<Vec<Hook>> {
             self.log(format!("describe-hooks {group}"))?;
             let launch = self.hooks.get(group).cloned().unwrap_or_default();
-            let launch = launch.into_iter().map(|h| (h, LAUNCHING.to_string()));
-            let terminate = self
-                .terminating
-                .iter()
-                .map(|h| (h.clone(), TERMINATING.into()));
-            Ok(launch.chain(terminate).collect())
+            let launch = launch.into_iter().map(|h| (h, LAUNCHING));
+            let terminate = self.terminating.iter().map(|h| (h.clone(), TERMINATING));
+            Ok(launch
+                .chain(terminate)
+                .map(|(name, transition)| Hook {
+                    heartbeat_timeout: self.timeouts.get(&name).copied(),
+                    name,
+                    transition: transition.into(),
+                })
+                .collect())
         }
 
         async fn heartbeat(&self, a: Action<'_>) -> Result<Heartbeat> {
             self.log(format!("heartbeat {} {} {}", a.group, a.hook, a.instance))?;
-            let recorded = *self.not_yet.lock().unwrap() == 0;
+            let recorded = *self.not_yet.lock().unwrap() == 0 && !self.not_yet_forever;
             Ok(if recorded && self.is_pending(a) {
                 Heartbeat::Recorded
             } else {
@@ -1018,48 +1195,160 @@ mod tests {
         }
     }
 
-    /// Auto Scaling answers "No active Lifecycle Action" a moment after launch: the agent asks
-    /// again with backoff, and completes once it is there; an action that never appears ends in
-    /// an error after the bound, not in a retry forever.
+    /// Auto Scaling answers "No active Lifecycle Action" a moment after launch (the instance is
+    /// still `Pending`, or `Warmed:Pending` into a warm pool): discovery keeps the hook, and
+    /// CompleteLifecycleAction is asked again with backoff until the action is there; while the
+    /// instance stays in those states it is never given up. An instance already past the hook
+    /// (in service: completed elsewhere, or timed out) is a final answer, at the first try.
     #[tokio::test(start_paused = true)]
     async fn an_action_not_yet_active_is_completed_once_it_is() {
-        for (early, forever, expect_ok, waited) in [
-            (0, false, true, 0),
-            (3, false, true, 1 + 2),
-            (6, false, true, 31),
-            (0, true, false, 31),
+        for (early, launching_as) in [
+            (0, "Pending"),
+            (3, "Pending"),
+            (6, "Pending"),
+            (3, "Warmed:Pending"),
+            (3, "Warmed:Pending:Wait"),
         ] {
-            let asg = FakeAsg::in_group(I, "web", &["launch"]);
-            *asg.not_yet.lock().unwrap() = early;
             let asg = FakeAsg {
-                not_yet_forever: forever,
-                ..asg
+                launching_as: Some(launching_as),
+                ..FakeAsg::in_group(I, "web", &["launch"])
             };
+            *asg.not_yet.lock().unwrap() = early;
             let l = discover_auto(asg, &FakeImds::without_tags(I)).await;
-            let started = tokio::time::Instant::now();
             let done = l.complete(true).await.unwrap();
+            assert!(done.sent.is_ok(), "{early} {launching_as}: {:?}", done.sent);
             assert_eq!(
-                done.sent.is_ok(),
-                expect_ok,
-                "early {early}, forever {forever}"
+                l.api.count("complete"),
+                (early as usize).max(1),
+                "{early} {launching_as}"
             );
-            assert_eq!(started.elapsed(), Duration::from_secs(waited));
-            let tries = l
-                .api
-                .calls()
-                .iter()
-                .filter(|c| c.starts_with("complete"))
-                .count();
-            let expect_tries = match (forever, early) {
-                (true, _) => 6,
-                (false, 0) => 1,
-                (false, n) => (n as usize).min(6),
-            };
-            assert_eq!(tries, expect_tries, "early {early}");
-            if !expect_ok {
-                let message = format!("{:#}", done.sent.unwrap_err());
-                assert!(message.contains("no active lifecycle action"), "{message}");
-            }
         }
+
+        // Never recorded while the instance stays Pending: still asking after ten minutes.
+        let asg = FakeAsg {
+            not_yet_forever: true,
+            ..FakeAsg::in_group(I, "web", &["launch"])
+        };
+        let l = discover_auto(asg, &FakeImds::without_tags(I)).await;
+        let asking = tokio::time::timeout(Duration::from_secs(600), l.complete(true)).await;
+        assert!(asking.is_err(), "gave up on a pending instance");
+        assert!(l.api.count("complete") > 30, "{}", l.api.count("complete"));
+
+        // In service with no action: final, at once.
+        let asg = FakeAsg::in_group(I, "web", &["launch"]);
+        let l = discover_auto(asg, &FakeImds::without_tags(I)).await;
+        *l.api.pending.lock().unwrap() = None;
+        let started = tokio::time::Instant::now();
+        let done = l.complete(true).await.unwrap();
+        let message = format!("{:#}", done.sent.unwrap_err());
+        assert!(message.contains("no active lifecycle action"), "{message}");
+        assert!(message.contains("InService"), "{message}");
+        assert_eq!(l.api.count("complete"), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    /// Throttled (or a 5xx, a timeout) at any step of discovery: the step is asked again, with
+    /// backoff, until answered, and the hook is found; never "carrying on without a hook".
+    #[tokio::test(start_paused = true)]
+    async fn throttled_discovery_is_tried_again_until_the_hook_is_found() {
+        for kind in ["describe-instances", "describe-hooks", "heartbeat"] {
+            let asg = FakeAsg::in_group(I, "web", &["launch"]).throttle(kind, 12);
+            let started = tokio::time::Instant::now();
+            let l = discover_auto(asg, &FakeImds::without_tags(I)).await;
+            assert_eq!(l.hook(), Some("launch"), "{kind}");
+            assert_eq!(l.api.count(kind), 13, "{kind}: {:?}", l.api.calls());
+            // Backoff, capped: more than nothing, less than 12 waits of 20 s.
+            let took = started.elapsed();
+            assert!(
+                took > Duration::ZERO && took <= Duration::from_secs(12 * 20),
+                "{kind}: {took:?}"
+            );
+        }
+        // A final refusal is not retried: `auto` carries on without a hook, as before.
+        let asg = FakeAsg {
+            refuse: Some("describe-hooks"),
+            ..FakeAsg::in_group(I, "web", &["launch"])
+        };
+        let found = Lifecycle::discover(
+            &settings_of(HookChoice::Auto),
+            asg,
+            Some(&FakeImds::with_group_tag(I, "web")),
+        )
+        .await
+        .unwrap();
+        assert!(found.is_none());
+    }
+
+    /// A throttled CompleteLifecycleAction is asked again until taken, and recorded as taken.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_completion_is_sent_again_until_taken() {
+        let asg = FakeAsg::in_group(I, "web", &["launch"]).throttle("complete", 8);
+        let l = discover_auto(asg, &FakeImds::without_tags(I)).await;
+        let done = l.complete(true).await.unwrap();
+        assert!(done.sent.is_ok(), "{:?}", done.sent);
+        assert_eq!(done.record.error, None);
+        assert_eq!(l.api.count("complete"), 9);
+        assert!(l.api.pending.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_heartbeat_interval_follows_the_hooks_timeout() {
+        let s = Duration::from_secs;
+        for (configured, timeout, every) in [
+            (60, None, 60),
+            (60, Some(3600), 60),
+            (60, Some(30), 10),
+            (60, Some(90), 30),
+            (20, Some(300), 20),
+            (60, Some(6), 5),
+            (5, Some(30), 5),
+        ] {
+            assert_eq!(
+                heartbeat_interval(s(configured), timeout.map(s)),
+                s(every),
+                "{configured} {timeout:?}"
+            );
+        }
+    }
+
+    /// A 30 s hook (AWS's shortest) gets a heartbeat every 10 s, the default setting (60 s)
+    /// notwithstanding; each hook by its own timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_30_s_hook_gets_its_heartbeats_in_time() {
+        let asg = FakeAsg {
+            timeouts: HashMap::from([
+                ("launch".to_string(), Duration::from_secs(30)),
+                ("drain".to_string(), Duration::from_secs(7200)),
+            ]),
+            terminating: vec!["drain".into()],
+            ..FakeAsg::in_group(I, "web", &["launch"])
+        };
+        let l = discover_auto(asg, &FakeImds::without_tags(I)).await;
+        assert_eq!(l.heartbeat_interval(), Duration::from_secs(10));
+        assert_eq!(l.terminate_heartbeat, Duration::from_secs(60));
+        let out = l.while_running(async {
+            tokio::time::sleep(Duration::from_secs(95)).await;
+            7
+        });
+        assert_eq!(out.await, 7);
+        // The one of discovery, then every 10 s: never 30 s without one.
+        assert_eq!(l.api.count("heartbeat"), 1 + 9);
+    }
+
+    /// Heartbeats stop once the instance is seen past the launch hook (in service), not before.
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_stop_once_the_instance_is_past_the_hook() {
+        let asg = FakeAsg::in_group(I, "web", &["launch"]);
+        let l = discover_auto(asg, &FakeImds::without_tags(I)).await;
+        assert_eq!(l.heartbeat().await.unwrap(), Beat::Recorded);
+        *l.api.not_yet.lock().unwrap() = 1;
+        assert_eq!(l.heartbeat().await.unwrap(), Beat::NotYet);
+        *l.api.not_yet.lock().unwrap() = 0;
+        *l.api.pending.lock().unwrap() = None;
+        assert_eq!(l.heartbeat().await.unwrap(), Beat::Past("InService".into()));
+        let before = l.api.count("heartbeat");
+        l.while_running(tokio::time::sleep(Duration::from_secs(600)))
+            .await;
+        assert_eq!(l.api.count("heartbeat"), before + 1, "one, then none");
     }
 }

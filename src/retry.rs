@@ -28,6 +28,19 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// For calls that must get through in the end (the lifecycle hook's: giving up on them gets a
+    /// healthy instance terminated): 1 s doubling to 20 s, full jitter, no bound in attempts or
+    /// time. Only errors the caller deems transient are retried; the caller runs it in a task of
+    /// its own, so nothing waits on it but what needs its answer.
+    pub fn patient() -> Backoff {
+        Backoff {
+            attempts: u32::MAX,
+            initial: Duration::from_secs(1),
+            max_delay: Duration::from_secs(20),
+            deadline: Duration::MAX,
+        }
+    }
+
     /// The wait before retry number `retry` (1-based): a random time up to `initial * 2^(retry-1)`,
     /// capped at `max_delay` ("full jitter", so many instances booting together spread out).
     pub fn delay(&self, retry: u32) -> Duration {
@@ -65,7 +78,7 @@ impl Backoff {
                         return Err(err);
                     }
                     let delay = self.delay(attempt);
-                    tracing::warn!(attempt, ?delay, "{what} failed, retrying: {err}");
+                    tracing::warn!(attempt, ?delay, "{what} failed, retrying: {err:#}");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -78,6 +91,52 @@ impl Backoff {
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    /// Patient: a transient error is retried past any count or time a bounded policy allows,
+    /// with waits that never exceed 20 s; a final one is not retried.
+    #[tokio::test(start_paused = true)]
+    async fn patient_retries_transient_errors_until_they_pass() {
+        let calls = Cell::new(0u32);
+        let started = Instant::now();
+        let result = Backoff::patient()
+            .retry(
+                "op",
+                |e: &String| e == "throttled",
+                || {
+                    calls.set(calls.get() + 1);
+                    let n = calls.get();
+                    async move {
+                        match n {
+                            ..=40 => Err("throttled".to_string()),
+                            _ => Ok(n),
+                        }
+                    }
+                },
+            )
+            .await;
+        assert_eq!(result, Ok(41));
+        let took = started.elapsed();
+        assert!(took <= Duration::from_secs(40 * 20), "{took:?}");
+        assert!(
+            took > Duration::from_secs(120),
+            "{took:?}: backoff grew to its cap"
+        );
+        assert_eq!(Backoff::patient().ceiling(30), Duration::from_secs(20));
+
+        calls.set(0);
+        let denied: Result<u32, String> = Backoff::patient()
+            .retry(
+                "op",
+                |e: &String| e == "throttled",
+                || {
+                    calls.set(calls.get() + 1);
+                    async { Err("AccessDenied".to_string()) }
+                },
+            )
+            .await;
+        assert!(denied.is_err());
+        assert_eq!(calls.get(), 1);
+    }
 
     #[test]
     fn delays_grow_and_stay_capped() {

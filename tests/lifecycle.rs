@@ -9,11 +9,14 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_ssm::types::ParameterType;
-use common::asg::{autoscaling, group_with_launch_hook, group_with_launch_hook_after, HOOK};
+use common::asg::{
+    autoscaling, group_with_hook, group_with_launch_hook, group_with_launch_hook_after, HOOK,
+};
 use common::imds::OwnImds;
+use common::throttle::ThrottleProxy;
 use common::{unique_prefix, Rig, Scratch};
 
 /// The instance's lifecycle state, as Auto Scaling reports it.
@@ -586,8 +589,7 @@ async fn a_launch_action_recorded_late_is_still_completed() {
         run.stderr
     );
     assert!(
-        run.stderr
-            .contains("no active lifecycle action yet; asking again"),
+        run.stderr.contains("no active lifecycle action yet"),
         "{}",
         run.stderr
     );
@@ -597,4 +599,394 @@ async fn a_launch_action_recorded_late_is_still_completed() {
         "{}",
         run.stderr
     );
+}
+
+/// Waits (`secs` at most) until `done` holds; whether it did.
+async fn within(secs: u64, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+/// Auto Scaling throttles each lifecycle call for longer than the SDK's own retries last (its 5
+/// attempts): the group lookup, DescribeLifecycleHooks, the heartbeat and
+/// CompleteLifecycleAction are asked again, with backoff, until answered, and the instance goes
+/// in service. (A throttled lookup used to mean "no hook": the instance then waited in
+/// `Pending:Wait` until the hook's timeout abandoned it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_lifecycle_calls_still_continue_the_launch() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("lc_throttled");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    let parameter = format!("{}/GREETING", unique_prefix("lc_throttled"));
+    rig.put(&parameter, "hello", ParameterType::String).await;
+    let s = Scratch::new();
+    // No tags in metadata: the group comes from DescribeAutoScalingInstances, throttled too.
+    let fixture = fixture(s.dir.path(), &rig, &instance, None);
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    let actions = [
+        "DescribeAutoScalingInstances",
+        "DescribeLifecycleHooks",
+        "RecordLifecycleActionHeartbeat",
+        "CompleteLifecycleAction",
+    ];
+    let rules: Vec<String> = actions
+        .iter()
+        .map(|a| format!("autoscaling:{a}:count=7"))
+        .collect();
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let proxy = ThrottleProxy::start(&rig, s.dir.path(), &rules, &[]);
+    s.config(&rig, &config(&parameter).replace("{moto}", &proxy.url));
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let run = tokio::task::block_in_place(|| s.agent_with(&rig, &["-v", "sync"], &env));
+    run.expect(0);
+    assert_eq!(
+        lifecycle_state(&asg, &instance).await,
+        "InService",
+        "{}",
+        run.stderr
+    );
+    for action in actions {
+        let (throttled, answered) = proxy.count(action);
+        assert!(
+            throttled == 7 && answered >= 1,
+            "{action}: {throttled} throttled, {answered} answered\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr.contains("Throttling: Rate exceeded"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("carrying on without a lifecycle hook"),
+        "{}",
+        run.stderr
+    );
+    let record = status_lifecycle(&s, &rig, &imds, 0);
+    assert_eq!(record["action"], "CONTINUE", "{record}");
+    assert!(record["error"].is_null(), "{record}");
+}
+
+/// The daemon's lookup of the hook takes over 40 s (DescribeLifecycleHooks throttled for its
+/// first 40 s): the launch is still completed with CONTINUE once it ends, however long after
+/// the first sync. (It used to be cut off at 30 s, and the hook left to time out.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_slower_than_40_s_still_completes_the_launch() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("lc_40s");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    let parameter = format!("{}/GREETING", unique_prefix("lc_40s"));
+    rig.put(&parameter, "hello", ParameterType::String).await;
+    let s = Scratch::new();
+    let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    let proxy = ThrottleProxy::start(
+        &rig,
+        s.dir.path(),
+        &["autoscaling:DescribeLifecycleHooks:seconds=40"],
+        &[],
+    );
+    let text = format!(
+        "{}control_socket: {}\nwatch:\n  interval: 0\n",
+        config(&parameter).replace("{moto}", &proxy.url),
+        s.path("run/control.sock").display()
+    );
+    s.config(&rig, &text);
+    let started = Instant::now();
+    let mut daemon = s.spawn_daemon(&imds.url, &[]);
+    let in_service = within(150, async || {
+        lifecycle_state(&asg, &instance).await == "InService"
+    })
+    .await;
+    let took = started.elapsed();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+    assert!(in_service, "never in service:\n{log}");
+    assert!(
+        took >= Duration::from_secs(40),
+        "{took:?}: not throttled?\n{log}"
+    );
+    let (throttled, answered) = proxy.count("DescribeLifecycleHooks");
+    assert!(throttled > 5 && answered >= 1, "{throttled} {answered}");
+    let synced = log.find("first sync converged and healthy").expect(&log);
+    let completed = log
+        .find("lifecycle action completed: CONTINUE")
+        .expect(&log);
+    assert!(synced < completed, "{log}");
+    assert!(!log.contains("no lifecycle hook"), "{log}");
+}
+
+/// A hook with AWS's shortest HeartbeatTimeout, 30 s, and a first sync that takes about 45 s
+/// (its container's first health check comes after 45 s): the daemon heartbeats every 10 s (a
+/// third of the hook's timeout, under `lifecycle.heartbeat_interval`'s 60 s), so the hook never
+/// times out and the launch is continued once healthy. (With a heartbeat every 60 s, the rig's
+/// Auto Scaling applied the hook's ABANDON at 30 s.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_30_s_hook_gets_heartbeats_in_time() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("lc_hb30");
+    let instance = group_with_hook(&asg, &group, None, 30).await;
+    let stack = common::stack::Stack::new(&rig, "hb30").await;
+    stack.env(&rig, "A=1\n").await;
+    let s = &stack.scratch;
+    let p = &stack.project;
+    std::fs::create_dir_all(s.workdir()).unwrap();
+    std::fs::write(
+        s.workdir().join("docker-compose.yml"),
+        format!(
+            "services:\n  web:\n    image: {}/tester/web:1\n    healthcheck:\n      test: [\"CMD\", \"/bin/wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/health\"]\n      interval: 45s\n",
+            stack.registry
+        ),
+    )
+    .unwrap();
+    s.config(
+        &rig,
+        &format!(
+            "project: {p}\nworkdir: {{workdir}}\naws:\n  endpoint_url: {{moto}}\n\
+             env:\n  parameters:\n    - name: /kt/{p}/env\n      format: dotenv\n\
+             compose:\n  file: docker-compose.yml\n  pull: missing\n  healthy_timeout: 2m\n\
+             registries:\n  - server: {}\n    username: tester\n    password: {{ parameter: /kt/{p}/registry }}\n\
+             lifecycle:\n  hook: auto\nwatch:\n  interval: 0\ncontrol_socket: {}\n",
+            stack.registry,
+            s.path("run/control.sock").display()
+        ),
+    );
+    let dir = s.dir.path();
+    let fixture = fixture(dir, &rig, &instance, Some(&group));
+    let imds = OwnImds::start(&rig, &rig.moto_url, dir, &fixture);
+    let started = Instant::now();
+    let mut daemon = s.spawn_daemon(&imds.url, &[]);
+    let mut state = String::new();
+    let settled = within(120, async || {
+        state = lifecycle_state(&asg, &instance).await;
+        state == "InService" || state.starts_with("Terminating")
+    })
+    .await;
+    let took = started.elapsed();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+    assert!(settled, "neither in service nor abandoned:\n{log}");
+    assert_eq!(state, "InService", "the 30 s hook timed out:\n{log}");
+    assert!(
+        took > Duration::from_secs(40),
+        "{took:?}: the sync was not slow\n{log}"
+    );
+    assert!(log.contains("heartbeat_every=10s"), "{log}");
+}
+
+/// An instance launched into a warm pool: Auto Scaling answers its first heartbeat "no active
+/// lifecycle action" while the instance is `Warmed:Pending:Wait` (moto has no warm-pool
+/// lifecycle: the rig's proxy relabels the launch race's `Pending`). The agent keeps the hook as
+/// pending, completes it once recorded, and `status` says the instance waits in the warm pool.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_pool_launch_race_is_still_completed_and_status_says_warm_pool() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("lc_warm_race");
+    let instance = group_with_launch_hook_after(&asg, &group, Some(Duration::from_secs(3))).await;
+    let parameter = format!("{}/GREETING", unique_prefix("lc_warm_race"));
+    rig.put(&parameter, "hello", ParameterType::String).await;
+    let s = Scratch::new();
+    let fixture = fixture(s.dir.path(), &rig, &instance, Some(&group));
+    std::fs::write(fixture.join("target-lifecycle-state"), "Warmed:Stopped").unwrap();
+    let imds = OwnImds::start(&rig, &rig.moto_url, s.dir.path(), &fixture);
+    let proxy = ThrottleProxy::start(
+        &rig,
+        s.dir.path(),
+        &[],
+        &["autoscaling:DescribeAutoScalingInstances:<LifecycleState>Pending</LifecycleState>=><LifecycleState>Warmed:Pending:Wait</LifecycleState>"],
+    );
+    s.config(&rig, &config(&parameter).replace("{moto}", &proxy.url));
+    let env = [("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())];
+    let run = tokio::task::block_in_place(|| s.agent_with(&rig, &["-v", "sync"], &env));
+    run.expect(0);
+    assert!(
+        run.stderr.contains("the launch action is not recorded yet")
+            && run.stderr.contains("Warmed:Pending:Wait"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        lifecycle_state(&asg, &instance).await,
+        "InService",
+        "{}",
+        run.stderr
+    );
+    let text = s.agent_with(&rig, &["status"], &env);
+    text.expect(0);
+    assert!(
+        text.stdout
+            .contains("instance: waiting in the warm pool (target lifecycle state Warmed:Stopped)"),
+        "{}",
+        text.stdout
+    );
+    let json = s.agent_with(&rig, &["status", "--json"], &env);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("status --json");
+    assert_eq!(json["warm_pool"], true, "{json}");
+    assert_eq!(json["target_lifecycle_state"], "Warmed:Stopped", "{json}");
+}
+
+/// When each container of the project was created and last started (`None`: never started).
+fn created_and_started(project: &str) -> Vec<(String, SystemTime, Option<SystemTime>)> {
+    let filter = format!("label=com.docker.compose.project={project}");
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+        .unwrap();
+    let time = |v: &serde_json::Value| {
+        v.as_str()
+            .filter(|t| !t.starts_with("0001-"))
+            .map(|t| humantime::parse_rfc3339(t).unwrap_or_else(|e| panic!("{t}: {e}")))
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(common::stack::inspect)
+        .map(|c| {
+            (
+                c["Name"].as_str().unwrap_or_default().to_string(),
+                time(&c["Created"]).expect("Created"),
+                time(&c["State"]["StartedAt"]),
+            )
+        })
+        .collect()
+}
+
+/// `Terminated` arrives while a rollout waits for the new app container's health (its health
+/// check is a minute away): the drain shuts the sync's engine, so from then on nothing is
+/// created or started (the rollback does not start the previous app again, as it used to about
+/// eight seconds after `Terminated`); the containers are stopped, and only then is the
+/// termination hook completed with CONTINUE.
+#[tokio::test(flavor = "multi_thread")]
+async fn terminated_mid_rollout_creates_and_starts_nothing_after_the_drain_began() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("midroll");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    add_termination_hook(&asg, &group).await;
+    let (stack, fixture, imds) =
+        daemon_stack(&rig, "midroll", &group, &instance, "InService").await;
+    let s = &stack.scratch;
+    let mut daemon = s.spawn_daemon(&imds.url, &[]);
+    let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+    let (app, db) = (stack.container("app"), stack.container("db"));
+    let up = within(60, async || {
+        lifecycle_state(&asg, &instance).await == "InService"
+            && common::stack::running_healthy(&app)
+    })
+    .await;
+    assert!(up, "never in service:\n{}", log());
+    let old_app = common::stack::inspect(&app).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A new app whose first health check is a minute away: the rollout starts it beside the old
+    // one and waits.
+    let slow = TWO_SERVICES.replace(
+        "        condition: service_healthy\n",
+        "        condition: service_healthy\n    healthcheck:\n      test: [\"CMD\", \"/bin/wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/health\"]\n      interval: 60s\n",
+    );
+    std::fs::write(
+        s.workdir().join("docker-compose.yml"),
+        slow.replace("{registry}", &stack.registry),
+    )
+    .unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let service = "label=com.docker.compose.service=app".to_string();
+    let project = format!("label=com.docker.compose.project={}", stack.project);
+    let new_app_runs = within(60, async || {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                &project,
+                "--filter",
+                &service,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|id| id != old_app)
+    })
+    .await;
+    assert!(
+        new_app_runs,
+        "the rollout did not start a new app:\n{}",
+        log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Scale-in: the termination hook holds the instance; metadata says Terminated.
+    asg.terminate_instance_in_auto_scaling_group()
+        .instance_id(&instance)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .expect("scale in");
+    let drain_began = SystemTime::now();
+    std::fs::write(fixture.join("target-lifecycle-state"), "Terminated").unwrap();
+    let proceeded = within(90, async || {
+        lifecycle_state(&asg, &instance).await == "Terminating:Proceed"
+    })
+    .await;
+    // Long enough for a rollback's start to show (it came about eight seconds after).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = log();
+    assert!(proceeded, "the termination hook was not completed:\n{log}");
+    let containers = created_and_started(&stack.project);
+    // The db and the previous app (the new one was removed by the rollback, never started again).
+    assert!(containers.len() >= 2, "{containers:?}");
+    for (name, created, started) in &containers {
+        assert!(
+            *created < drain_began,
+            "{name} was created after the drain began:\n{log}"
+        );
+        assert!(
+            started.is_none_or(|at| at < drain_began),
+            "{name} was started after the drain began:\n{log}"
+        );
+    }
+    for name in [&app, &db] {
+        if let Some(c) = common::stack::inspect(name) {
+            assert_eq!(c["State"]["Running"], false, "{name} still runs:\n{log}");
+        }
+    }
+    let filter = format!("label=com.docker.compose.project={}", stack.project);
+    let running = Command::new("docker")
+        .args(["ps", "-q", "--filter", &filter])
+        .output()
+        .unwrap();
+    assert!(
+        running.stdout.is_empty(),
+        "containers still run after the drain:\n{log}"
+    );
+    // The sync was ended first, refused by the fence; the hook completed after the stops.
+    assert!(log.contains("ending the sync in flight first"), "{log}");
+    assert!(log.contains("the instance is terminating"), "{log}");
+    let at = |text: &str| {
+        log.rfind(text)
+            .unwrap_or_else(|| panic!("{text:?} not in:\n{log}"))
+    };
+    assert!(at("termination lifecycle action completed: CONTINUE") > at("stopping (grace"));
 }

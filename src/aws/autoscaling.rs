@@ -1,9 +1,14 @@
 //! Auto Scaling behind a narrow trait: the few calls the launch lifecycle hook needs (which group
 //! an instance is in, the group's launch hooks, heartbeat, complete) and SetInstanceHealth.
+//!
+//! Each failure says whether it may pass ([`is_retryable`]: throttling, a 5xx, a timeout, the
+//! network), after the SDK's own retries: the lifecycle calls are tried again until they are
+//! answered, since giving up on them gets a healthy instance terminated.
 
 use std::future::Future;
+use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_autoscaling::Client;
 
@@ -18,6 +23,68 @@ pub struct Action<'a> {
     pub group: &'a str,
     pub hook: &'a str,
     pub instance: &'a str,
+}
+
+/// One of a group's lifecycle hooks, as DescribeLifecycleHooks lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub name: String,
+    /// [`LAUNCHING`] or [`TERMINATING`].
+    pub transition: String,
+    /// How long an action of this hook waits without a heartbeat before its default result
+    /// applies (30 s to 2 h; AWS's default is 1 h).
+    pub heartbeat_timeout: Option<Duration>,
+}
+
+/// A failed Auto Scaling call, in one printable line, and whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+#[error("{text}")]
+pub struct CallFailed {
+    pub text: String,
+    /// Throttled, a 5xx, a timeout or the network: the same call may pass later. Anything else
+    /// (AccessDenied, a validation error) is final.
+    pub retryable: bool,
+}
+
+/// Whether `err` (a failed Auto Scaling call, with context) may pass if tried again.
+pub fn is_retryable(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<CallFailed>())
+        .any(|f| f.retryable)
+}
+
+/// The error codes of a call refused for its rate or a passing conflict (HTTP 400 for most).
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "ResourceContention",
+    "ServiceUnavailable",
+    "InternalFailure",
+];
+
+fn failed<E>(err: &SdkError<E, aws_sdk_autoscaling::config::http::HttpResponse>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let retryable = match err {
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
+        // An answer cut short or garbled on the way.
+        SdkError::ResponseError(_) => true,
+        _ => false,
+    };
+    anyhow::Error::new(CallFailed {
+        text: super::describe(err),
+        retryable,
+    })
 }
 
 /// What CompleteLifecycleAction tells the group.
@@ -78,8 +145,8 @@ pub trait LifecycleApi: Sync {
         &self,
         instance: &str,
     ) -> impl Future<Output = Result<Option<(String, String)>>> + Send;
-    /// The group's lifecycle hooks (DescribeLifecycleHooks): name and transition.
-    fn hooks(&self, group: &str) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+    /// The group's lifecycle hooks (DescribeLifecycleHooks).
+    fn hooks(&self, group: &str) -> impl Future<Output = Result<Vec<Hook>>> + Send;
     /// RecordLifecycleActionHeartbeat.
     fn heartbeat(&self, action: Action<'_>) -> impl Future<Output = Result<Heartbeat>> + Send;
     /// CompleteLifecycleAction; a [`NoActiveAction`] error when none is pending.
@@ -114,7 +181,7 @@ impl LifecycleApi for AsgClient {
             .instance_ids(instance)
             .send()
             .await
-            .map_err(|e| anyhow!(super::describe(&e)))
+            .map_err(|e| failed(&e))
             .with_context(|| format!("failed to look up the Auto Scaling group of {instance}"))?;
         Ok(out
             .auto_scaling_instances()
@@ -126,21 +193,27 @@ impl LifecycleApi for AsgClient {
             }))
     }
 
-    async fn hooks(&self, group: &str) -> Result<Vec<(String, String)>> {
+    async fn hooks(&self, group: &str) -> Result<Vec<Hook>> {
         let out = self
             .client
             .describe_lifecycle_hooks()
             .auto_scaling_group_name(group)
             .send()
             .await
-            .map_err(|e| anyhow!(super::describe(&e)))
+            .map_err(|e| failed(&e))
             .with_context(|| format!("failed to list the lifecycle hooks of group {group}"))?;
         Ok(out
             .lifecycle_hooks()
             .iter()
             .filter_map(|h| {
-                let name = h.lifecycle_hook_name()?.to_string();
-                Some((name, h.lifecycle_transition()?.to_string()))
+                Some(Hook {
+                    name: h.lifecycle_hook_name()?.to_string(),
+                    transition: h.lifecycle_transition()?.to_string(),
+                    heartbeat_timeout: h
+                        .heartbeat_timeout()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .map(Duration::from_secs),
+                })
             })
             .collect())
     }
@@ -157,7 +230,7 @@ impl LifecycleApi for AsgClient {
         match sent {
             Ok(_) => Ok(Heartbeat::Recorded),
             Err(e) if no_pending_action(&e) => Ok(Heartbeat::NotPending),
-            Err(e) => Err(anyhow!(super::describe(&e))).with_context(|| {
+            Err(e) => Err(failed(&e)).with_context(|| {
                 format!(
                     "failed to record a heartbeat for {} (hook {} of group {})",
                     action.instance, action.hook, action.group
@@ -177,7 +250,7 @@ impl LifecycleApi for AsgClient {
             .await
             .map_err(|e| match no_pending_action(&e) {
                 true => anyhow::Error::new(NoActiveAction::of(action)),
-                false => anyhow!(super::describe(&e)),
+                false => failed(&e),
             })
             .with_context(|| {
                 format!(
@@ -198,7 +271,7 @@ impl LifecycleApi for AsgClient {
             .health_status("Unhealthy")
             .send()
             .await
-            .map_err(|e| anyhow!(super::describe(&e)))
+            .map_err(|e| failed(&e))
             .with_context(|| format!("failed to mark {instance} unhealthy"))?;
         Ok(())
     }

@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
+use crate::instance::TargetState;
 use crate::outln;
 use crate::sync::state::State;
 
@@ -40,6 +41,8 @@ impl StatusCmd {
                 "state_file": path,
                 "last_sync": state.last_sync,
                 "lifecycle": state.lifecycle,
+                "target_lifecycle_state": settings.target_state.as_ref().map(|t| t.as_str()),
+                "warm_pool": settings.is_warm(),
                 "parameters": state.parameters,
                 "files": state.files,
                 "images": state.images,
@@ -53,6 +56,9 @@ impl StatusCmd {
             outln!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             print_text(&settings.project, &path, &state);
+            if let Some(line) = instance_line(settings.target_state.as_ref()) {
+                outln!("{line}");
+            }
             if let Some(promoted) = &promoted {
                 let running = state.release.as_ref().map(|r| r.id.to_string());
                 let pinned = settings
@@ -93,6 +99,21 @@ impl StatusCmd {
             bail!("not running and healthy: {}", unwell.join(", "));
         }
         Ok(())
+    }
+}
+
+/// Where Auto Scaling is taking the instance, when that explains what runs: in a warm pool
+/// nothing is started (an empty container list is right), terminating the containers are being
+/// stopped.
+fn instance_line(target: Option<&TargetState>) -> Option<String> {
+    match target? {
+        TargetState::Warmed(state) => Some(format!(
+            "instance: waiting in the warm pool (target lifecycle state {state}): parameters, files and images are prepared, no container is started; they start when the instance goes in service"
+        )),
+        TargetState::Terminated => Some(
+            "instance: terminating (target lifecycle state Terminated): the containers are stopped, then the termination hook is completed".into(),
+        ),
+        TargetState::InService | TargetState::Other(_) => None,
     }
 }
 

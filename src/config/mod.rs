@@ -217,7 +217,9 @@ pub struct LifecycleSettings {
     /// The termination hook (`auto`: the group's one): on `Terminating:Wait` the containers are
     /// stopped, then it is completed. `hook: off` turns it off too.
     pub terminate_hook: HookChoice,
-    /// How often a heartbeat keeps the hook from timing out while a sync pulls and waits.
+    /// The longest between two heartbeats that keep a hook from timing out while a sync pulls
+    /// and waits; a hook whose `HeartbeatTimeout` is shorter than three of these gets one every
+    /// third of it (`lifecycle::heartbeat_interval`).
     pub heartbeat_interval: std::time::Duration,
     /// Mark the instance unhealthy (the group replaces it) once the stack stays unhealthy this long.
     pub unhealthy_after: Option<std::time::Duration>,

@@ -87,6 +87,9 @@ pub enum Event {
     Target(Option<TargetState>),
     /// The containers were stopped for the termination (and the hook completed): how it went.
     Drained(String),
+    /// The launch action is settled: CompleteLifecycleAction was taken (or refused for good), or
+    /// a heartbeat found the instance past the hook. Its heartbeats stop.
+    LaunchSettled,
     /// A timer may be due.
     Tick,
 }
@@ -109,9 +112,13 @@ pub enum Effect {
     MarkUnhealthy,
     /// Read the target lifecycle state.
     PollTarget,
-    /// The instance is terminating: stop the containers (reverse dependency order, each within
-    /// its grace), then complete the termination hook with CONTINUE.
-    Drain,
+    /// The instance is terminating: from now on nothing is created or started; stop the
+    /// containers (reverse dependency order, each within its grace), then complete the
+    /// termination hook with CONTINUE. `after_sync`: a sync runs, to be ended first (its waits
+    /// cut short, bounded) so that nothing it does comes after the stops.
+    Drain {
+        after_sync: bool,
+    },
     /// Look for the launch action again (the instance left the warm pool: a new one is pending).
     DiscoverLaunch,
     /// Tell these clients how the sync they waited for ended, and let them go.
@@ -246,6 +253,11 @@ impl Machine {
             Event::Timing(timing) => self.timing = timing,
             Event::Target(state) => self.target(state, now, &mut effects),
             Event::Drained(_) => {}
+            Event::LaunchSettled => {
+                if self.launch == LaunchPolicy::Done {
+                    self.heartbeat_at = None;
+                }
+            }
             Event::Tick => self.tick(now, &mut effects),
         }
         effects
@@ -287,7 +299,9 @@ impl Machine {
                     "terminating: stopping the containers, then completing the termination hook"
                         .into(),
                 ));
-                effects.push(Effect::Drain);
+                effects.push(Effect::Drain {
+                    after_sync: self.syncing,
+                });
                 return;
             }
             Some(TargetState::InService) if self.warm && !self.syncing => {
@@ -326,7 +340,7 @@ impl Machine {
                 effects.push(Effect::Ready);
             }
             // The launch hook lets the instance into the warm pool.
-            self.complete_launch(true, effects);
+            self.complete_launch(true, now, effects);
             effects.push(Effect::Status(
                 "warm pool: parameters, files and images ready; the containers start when the instance goes in service".into(),
             ));
@@ -339,7 +353,7 @@ impl Machine {
                 effects.push(Effect::Ready);
             }
             // Once per launch action: the first, or the one of leaving the warm pool.
-            self.complete_launch(true, effects);
+            self.complete_launch(true, now, effects);
             effects.push(Effect::Status(match &outcome.held {
                 Some(held) => format!("degraded: {held}"),
                 None => format!("in sync since {}", outcome.at),
@@ -354,7 +368,7 @@ impl Machine {
                     "the first sync failed {} times: abandoning the launch",
                     self.failures
                 );
-                self.complete_launch(false, effects);
+                self.complete_launch(false, now, effects);
             }
             let delay = first_sync_backoff(self.failures, &mut self.rng);
             self.retry_at = Some(now + delay);
@@ -437,17 +451,25 @@ impl Machine {
             }
         }
         match self.launch.found(pending) {
-            Some(ok) => effects.push(Effect::CompleteLaunch(ok)),
+            Some(ok) => self.send_completion(ok, now, effects),
             None if self.launch.is_pending() => self.heartbeat_at = Some(now + self.heartbeat),
             None => {}
         }
     }
 
     /// CONTINUE or ABANDON, once; kept for later while the lookup runs.
-    fn complete_launch(&mut self, ok: bool, effects: &mut Vec<Effect>) {
+    fn complete_launch(&mut self, ok: bool, now: Instant, effects: &mut Vec<Effect>) {
         if let Some(ok) = self.launch.decided(ok) {
-            effects.push(Effect::CompleteLaunch(ok));
-            self.heartbeat_at = None;
+            self.send_completion(ok, now, effects);
+        }
+    }
+
+    /// CompleteLifecycleAction is tried until taken (throttled, the launch race): heartbeats go
+    /// on meanwhile, until [`Event::LaunchSettled`].
+    fn send_completion(&mut self, ok: bool, now: Instant, effects: &mut Vec<Effect>) {
+        effects.push(Effect::CompleteLaunch(ok));
+        if self.heartbeat_at.is_none() {
+            self.heartbeat_at = Some(now + self.heartbeat);
         }
     }
 

@@ -31,7 +31,8 @@ use tokio::time::Instant;
 
 use crate::config::{self, Settings};
 use crate::engine::docker::DockerEngine;
-use crate::lifecycle::Lifecycle;
+use crate::engine::fence::{Fence, Fenced, Gate};
+use crate::lifecycle::{Beat, Lifecycle};
 use crate::progress::Progress;
 use crate::sync::state::{now, record_lifecycle, State};
 use crate::sync::{Clients, Held, SyncReport, Target};
@@ -45,7 +46,10 @@ const HEALTH_EVERY: Duration = Duration::from_secs(10);
 /// Bounds on the calls the daemon makes between syncs.
 const WATCH_BOUND: Duration = Duration::from_secs(60);
 const HEALTH_BOUND: Duration = Duration::from_secs(10);
-const LIFECYCLE_BOUND: Duration = Duration::from_secs(30);
+/// Bound on SetInstanceHealth. The launch hook's calls have none: they are tried again until
+/// answered (giving up lets the hook time out and terminate a healthy instance), each in a task
+/// of its own that the loop does not wait for.
+const SET_HEALTH_BOUND: Duration = Duration::from_secs(30);
 /// How often the target lifecycle state is read while it matters (warm pool, termination hook):
 /// a local instance metadata read (no AWS call), cheap enough to be often; it is part of the time
 /// from `InService` to serving.
@@ -53,6 +57,10 @@ const TARGET_EVERY: Duration = Duration::from_secs(2);
 const TARGET_BOUND: Duration = Duration::from_secs(10);
 /// Stopping every container for a termination; beyond it the hook is completed all the same.
 const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
+/// How long the drain waits for a sync in flight to end once the fence is shut (its health waits
+/// end at once; a stop it began takes up to its grace). Then it is cut short: nothing it does
+/// can create or start a container any more, so cutting it loses nothing.
+const SYNC_END_BOUND: Duration = Duration::from_secs(60);
 
 /// What the tasks report to the loop.
 enum Report {
@@ -208,6 +216,8 @@ struct Io {
     clients: HashMap<ClientId, mpsc::Sender<ClientMessage>>,
     next_client: ClientId,
     sync_task: Option<JoinHandle<()>>,
+    /// Shut when the drain begins: the syncs' engines create and start nothing from then on.
+    gate: Gate,
     /// The release the last `resync` asked for: what the next resync applies.
     requested: Target,
 }
@@ -229,6 +239,7 @@ impl Io {
             clients: HashMap::new(),
             next_client: 1,
             sync_task: None,
+            gate: Gate::new(),
             requested: Target::Configured,
         }
     }
@@ -361,7 +372,7 @@ impl Io {
                     crate::instance::target_state(),
                     |state| Event::Target(state.unwrap_or_default()),
                 ),
-                Effect::Drain => self.drain(),
+                Effect::Drain { after_sync } => self.drain(after_sync),
                 Effect::DiscoverLaunch => self.discover_lifecycle(),
                 Effect::Reply {
                     clients,
@@ -390,8 +401,9 @@ impl Io {
         let shared = self.shared.clone();
         let reports = self.reports.clone();
         let listener = self.progress.clone();
+        let fence = self.gate.fence();
         self.sync_task = Some(self.spawn(async move {
-            let sync = sync(&config_path, &shared, retry_held, &target, &reports);
+            let sync = sync(&config_path, &shared, retry_held, &target, &reports, fence);
             let result = crate::progress::reporting(listener, sync).await;
             let _ = reports.send(Report::Machine(Event::Synced(result)));
         }));
@@ -431,14 +443,12 @@ impl Io {
                 let config = shared.aws(&settings.aws).await?;
                 crate::lifecycle::discover(&settings, &config).await
             };
-            let found = match tokio::time::timeout(LIFECYCLE_BOUND, found).await {
-                Ok(Ok(found)) => found,
-                Ok(Err(err)) => {
+            // No bound: a call that may pass is tried again until answered (see
+            // `lifecycle`), and nothing waits for this task but the launch action.
+            let found = match found.await {
+                Ok(found) => found,
+                Err(err) => {
                     tracing::error!("no lifecycle hook: {err:#}");
-                    None
-                }
-                Err(_) => {
-                    tracing::error!("no lifecycle hook: the lookup took over {LIFECYCLE_BOUND:?}");
                     None
                 }
             };
@@ -447,14 +457,37 @@ impl Io {
     }
 
     /// Stops the containers for the termination, with heartbeats for the termination hook, then
-    /// completes it with CONTINUE.
-    fn drain(&self) {
+    /// completes it with CONTINUE. The gate is shut first, here in the loop: from this moment no
+    /// sync creates or starts a container (a rollout, its rollback); a sync in flight (`after_sync`)
+    /// is let end, bounded, before the stops, so that nothing it does comes after them.
+    fn drain(&mut self, after_sync: bool) {
+        self.gate.shut();
+        let running = self.sync_task.take().filter(|_| after_sync);
         let settings = self.settings.clone();
         let shared = self.shared.clone();
         let lifecycle = self.lifecycle.clone();
         let reports = self.reports.clone();
         self.spawn(async move {
+            let ended = async {
+                let Some(mut sync) = running else {
+                    return true;
+                };
+                tracing::info!(
+                    "terminating: ending the sync in flight first (nothing starts from now on)"
+                );
+                match tokio::time::timeout(SYNC_END_BOUND, &mut sync).await {
+                    Ok(_) => true,
+                    Err(_) => {
+                        tracing::warn!(
+                            "the sync in flight did not end in {SYNC_END_BOUND:?}: cut short"
+                        );
+                        sync.abort();
+                        false
+                    }
+                }
+            };
             let stop = async {
+                let ended = ended.await;
                 let engine = shared.engine(crate::engine::docker::ENGINE_WAIT).await?;
                 let project = match &settings.compose {
                     Some(_) => crate::compose::load_as_written(&settings)
@@ -464,7 +497,20 @@ impl Io {
                         .ok(),
                     None => None,
                 };
-                crate::engine::drain::stop_all(&engine, project.as_ref(), &settings.project).await
+                let mut stopped =
+                    crate::engine::drain::stop_all(&engine, project.as_ref(), &settings.project)
+                        .await?;
+                if !ended {
+                    // A start the cut sync had sent before the gate shut may have landed since.
+                    let again = crate::engine::drain::stop_all(
+                        &engine,
+                        project.as_ref(),
+                        &settings.project,
+                    )
+                    .await?;
+                    stopped.extend(again);
+                }
+                Ok::<_, anyhow::Error>(stopped)
             };
             let bounded = async {
                 match tokio::time::timeout(DRAIN_BOUND, stop).await {
@@ -489,39 +535,38 @@ impl Io {
         });
     }
 
+    /// One heartbeat for the launch action, bounded by the interval (the next one is due then).
+    /// Once the instance is seen past the hook, the heartbeats stop.
     fn heartbeat(&self) {
         let Some(lifecycle) = self.lifecycle.clone() else {
             return;
         };
+        let bound = lifecycle.heartbeat_interval();
         let reports = self.reports.clone();
         self.spawn(async move {
-            match tokio::time::timeout(LIFECYCLE_BOUND, lifecycle.heartbeat()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    let _ = reports.send(Report::Failed(format!("lifecycle heartbeat: {err:#}")));
-                }
-                Err(_) => {
-                    let _ = reports.send(Report::Failed(
-                        "lifecycle heartbeat: no answer in time".into(),
-                    ));
-                }
-            }
+            let report = match tokio::time::timeout(bound, lifecycle.heartbeat()).await {
+                Ok(Ok(Beat::Past(_))) => Report::Machine(Event::LaunchSettled),
+                Ok(Ok(_)) => return,
+                Ok(Err(err)) => Report::Failed(format!("lifecycle heartbeat: {err:#}")),
+                Err(_) => Report::Failed(format!("lifecycle heartbeat: no answer in {bound:?}")),
+            };
+            let _ = reports.send(report);
         });
     }
 
+    /// CONTINUE or ABANDON, tried until Auto Scaling takes it or refuses it for good (heartbeats
+    /// go on meanwhile); then the record goes to the state file and the heartbeats stop.
     fn complete_launch(&self, ok: bool) {
         let Some(lifecycle) = self.lifecycle.clone() else {
             return;
         };
         let settings = self.settings.clone();
+        let reports = self.reports.clone();
         self.spawn(async move {
-            match tokio::time::timeout(LIFECYCLE_BOUND, lifecycle.complete(ok)).await {
-                Ok(Some(sent)) => record_lifecycle(&settings, sent.record).await,
-                Ok(None) => {}
-                Err(_) => {
-                    tracing::error!("CompleteLifecycleAction got no answer in {LIFECYCLE_BOUND:?}")
-                }
+            if let Some(sent) = lifecycle.complete(ok).await {
+                record_lifecycle(&settings, sent.record).await;
             }
+            let _ = reports.send(Report::Machine(Event::LaunchSettled));
         });
     }
 
@@ -533,10 +578,12 @@ impl Io {
             "the application stayed unhealthy: asking the group to replace this instance"
         );
         self.spawn(async move {
-            match tokio::time::timeout(LIFECYCLE_BOUND, lifecycle.mark_unhealthy()).await {
+            match tokio::time::timeout(SET_HEALTH_BOUND, lifecycle.mark_unhealthy()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::error!("SetInstanceHealth failed: {err:#}"),
-                Err(_) => tracing::error!("SetInstanceHealth got no answer in {LIFECYCLE_BOUND:?}"),
+                Err(_) => {
+                    tracing::error!("SetInstanceHealth got no answer in {SET_HEALTH_BOUND:?}")
+                }
             }
         });
     }
@@ -551,6 +598,7 @@ async fn sync(
     retry_held: bool,
     target: &Target,
     reports: &UnboundedSender<Report>,
+    fence: Fence,
 ) -> SyncOutcome {
     let result = async {
         let settings = shared
@@ -559,9 +607,16 @@ async fn sync(
             .with_context(|| format!("invalid config {}", config_path.display()))?;
         let _ = reports.send(Report::Settings(Box::new(settings.clone())));
         let config = shared.aws(&settings.aws).await?;
-        let mut clients = Clients::new(&settings, &config);
+        let made = Clients::new(&settings, &config);
+        let mut clients = Clients {
+            ssm: made.ssm,
+            s3: made.s3,
+            ecr: made.ecr,
+            engine: None,
+        };
         if settings.compose.is_some() {
-            clients.engine = Some(shared.engine(crate::engine::docker::ENGINE_WAIT).await?);
+            let engine = shared.engine(crate::engine::docker::ENGINE_WAIT).await?;
+            clients.engine = Some(Fenced::new(engine, fence));
         }
         let held = match retry_held {
             true => Held::Retry,

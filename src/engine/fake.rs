@@ -25,6 +25,8 @@ pub enum Behaviour {
     Exits(i64),
     /// Runs, with no healthcheck.
     Plain,
+    /// Runs, its healthcheck `starting` for ever.
+    Starting,
 }
 
 /// How a pull of an image goes.
@@ -302,6 +304,7 @@ impl Engine for FakeEngine {
                 c.exit_code = Some(code);
             }
             Behaviour::Plain => c.health = None,
+            Behaviour::Starting => c.health = Some(Health::Starting),
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod docker;
 pub mod drain;
 #[cfg(test)]
 pub mod fake;
+pub mod fence;
 pub mod health;
 pub mod observe;
 pub mod pull;

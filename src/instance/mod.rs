@@ -55,6 +55,15 @@ impl TargetState {
     pub fn is_warm(&self) -> bool {
         matches!(self, TargetState::Warmed(_))
     }
+
+    /// As instance metadata says it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            TargetState::InService => "InService",
+            TargetState::Terminated => "Terminated",
+            TargetState::Warmed(state) | TargetState::Other(state) => state,
+        }
+    }
 }
 
 /// This instance's target lifecycle state; `None` where instance metadata has none (not in an

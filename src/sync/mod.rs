@@ -117,6 +117,18 @@ impl Connect for engine::docker::DockerEngine {
     }
 }
 
+/// The daemon's syncs run behind the drain's fence; one that connects by itself, behind a fence
+/// never shut.
+impl<E: Connect> Connect for engine::fence::Fenced<E> {
+    async fn open() -> Result<Self> {
+        let engine = E::open().await?;
+        Ok(engine::fence::Fenced::new(
+            engine,
+            engine::fence::Fence::open(),
+        ))
+    }
+}
+
 /// The engine of one pass: the one the clients hold, or one the pass connected to.
 enum EngineOf<'a, E> {
     Given(&'a E),

@@ -36,6 +36,18 @@ pub async fn group_with_launch_hook_after(
     group: &str,
     delay: Option<Duration>,
 ) -> String {
+    group_with_hook(asg, group, delay, 300).await
+}
+
+/// [`group_with_launch_hook_after`], with the hook's HeartbeatTimeout (seconds; AWS allows 30
+/// to 7200): the rig's moto applies the hook's default result (ABANDON) once that passes
+/// without a heartbeat.
+pub async fn group_with_hook(
+    asg: &aws_sdk_autoscaling::Client,
+    group: &str,
+    delay: Option<Duration>,
+    heartbeat_timeout: i32,
+) -> String {
     asg.create_launch_configuration()
         .launch_configuration_name(group)
         .image_id(AMI)
@@ -67,7 +79,7 @@ pub async fn group_with_launch_hook_after(
         .auto_scaling_group_name(group)
         .lifecycle_hook_name(HOOK)
         .lifecycle_transition("autoscaling:EC2_INSTANCE_LAUNCHING")
-        .heartbeat_timeout(300)
+        .heartbeat_timeout(heartbeat_timeout)
         .default_result("ABANDON")
         .send()
         .await

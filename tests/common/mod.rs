@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod recorder;
 pub mod stack;
 pub mod systemd;
+pub mod throttle;
 
 /// `assert_eq!` for values that may hold a secret (an env file, a container's environment): on
 /// failure it says what differs, never the values.

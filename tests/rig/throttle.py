@@ -10,15 +10,31 @@ the service does when a caller goes over its quota, without asking moto:
 - S3: HTTP 503 `SlowDown`, XML;
 - Auto Scaling: HTTP 400 `Throttling`, XML.
 
+Rules per action (`--rule`) throttle one action whatever the rate: its first N requests, or every
+one in the first S seconds, so a test can make exactly DescribeLifecycleHooks or
+CompleteLifecycleAction fail for longer than the SDK's own retries last. Rewrites (`--rewrite`)
+replace a string in one action's answers: moto has no warm pool lifecycle, so a test relabels the
+launch race's `Pending` as `Warmed:Pending:Wait`.
+
 Everything else is forwarded to moto unchanged. Binds 127.0.0.1 only and forwards only to a
 loopback moto. Values never appear in what it records: only who asked for what, when, and whether
 it was refused.
+
+As a program (for the Rust integration tests), one line of JSON per call goes to --ledger:
+
+    throttle.py --moto http://127.0.0.1:PORT --port-file FILE --ledger FILE \
+        [--rule autoscaling:DescribeLifecycleHooks:count=8] [--rule autoscaling:CompleteLifecycleAction:seconds=40] \
+        [--rewrite 'autoscaling:DescribeAutoScalingInstances:<LifecycleState>Pending</LifecycleState>=><LifecycleState>Warmed:Pending:Wait</LifecycleState>']
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
+import json
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -63,16 +79,33 @@ class Bucket:
 
 
 @dataclass
+class Rule:
+    """Throttle one action: its first `count` requests, and every one in the first `seconds`."""
+
+    count: int = 0
+    seconds: float = 0.0
+    seen: int = 0
+
+    def throttles(self, now: float) -> bool:
+        self.seen += 1
+        return self.seen <= self.count or now < self.seconds
+
+
+@dataclass
 class Ledger:
-    """What the proxy saw, shared by its handler threads."""
+    """What the proxy saw, shared by its handler threads; each call also a JSON line in `path`."""
 
     started: float = field(default_factory=time.monotonic)
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    path: str | None = None
 
     def add(self, call: Call) -> None:
         with self.lock:
             self.calls.append(call)
+            if self.path:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(call.__dict__) + "\n")
 
     def snapshot(self) -> list[Call]:
         with self.lock:
@@ -105,6 +138,8 @@ class Handler(BaseHTTPRequestHandler):
     # Set on a subclass by ThrottlingProxy.
     ledger: Ledger
     buckets: dict[str, Bucket]
+    rules: dict[tuple[str, str], Rule]
+    rewrites: dict[tuple[str, str], list[tuple[bytes, bytes]]]
     moto: tuple[str, int]
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
@@ -133,7 +168,10 @@ class Handler(BaseHTTPRequestHandler):
         arrived = self.ledger.now()
         agent, service, action = self._identify(body)
         bucket = self.buckets.get(service)
-        if bucket is not None and not bucket.take():
+        rule = self.rules.get((service, action))
+        with self.ledger.lock:
+            ruled = rule is not None and rule.throttles(arrived)
+        if ruled or (bucket is not None and not bucket.take()):
             status, headers, answer = throttled_answer(service)
             self.ledger.add(Call(arrived, agent, service, action, True, status))
             self._answer(status, headers, answer)
@@ -144,6 +182,8 @@ class Handler(BaseHTTPRequestHandler):
             upstream.request(self.command, self.path, body=body or None, headers=headers)
             response = upstream.getresponse()
             answer = response.read()
+            for before, after in self.rewrites.get((service, action), []):
+                answer = answer.replace(before, after)
             status = response.status
             relayed = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
             # A HEAD's answer has no body but says how long the object is.
@@ -179,14 +219,27 @@ class Server(ThreadingHTTPServer):
 class ThrottlingProxy:
     """Starts at once on a free 127.0.0.1 port; `rates` is requests a second per service."""
 
-    def __init__(self, moto: tuple[str, int], rates: dict[str, float]) -> None:
+    def __init__(
+        self,
+        moto: tuple[str, int],
+        rates: dict[str, float],
+        rules: dict[tuple[str, str], Rule] | None = None,
+        rewrites: dict[tuple[str, str], list[tuple[bytes, bytes]]] | None = None,
+        ledger_path: str | None = None,
+    ) -> None:
         if moto[0] not in ("127.0.0.1", "localhost"):
             raise ValueError(f"moto must be on loopback, got {moto[0]}")
-        self.ledger = Ledger()
+        self.ledger = Ledger(path=ledger_path)
         handler = type(
             "ProxyHandler",
             (Handler,),
-            {"ledger": self.ledger, "buckets": {s: Bucket(r) for s, r in rates.items()}, "moto": moto},
+            {
+                "ledger": self.ledger,
+                "buckets": {s: Bucket(r) for s, r in rates.items()},
+                "rules": rules or {},
+                "rewrites": rewrites or {},
+                "moto": moto,
+            },
         )
         self.server = Server(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -196,3 +249,59 @@ class ThrottlingProxy:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def parse_rule(text: str) -> tuple[tuple[str, str], Rule]:
+    """`service:Action:count=N,seconds=S`."""
+    service, action, spec = text.split(":", 2)
+    rule = Rule()
+    for part in spec.split(","):
+        key, value = part.split("=", 1)
+        if key == "count":
+            rule.count = int(value)
+        elif key == "seconds":
+            rule.seconds = float(value)
+        else:
+            raise ValueError(f"--rule {text}: unknown {key!r} (count, seconds)")
+    return (service, action), rule
+
+
+def parse_rewrite(text: str) -> tuple[tuple[str, str], tuple[bytes, bytes]]:
+    """`service:Action:FROM=>TO`."""
+    service, action, spec = text.split(":", 2)
+    before, after = spec.split("=>", 1)
+    return (service, action), (before.encode(), after.encode())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--moto", required=True, help="http://127.0.0.1:PORT")
+    parser.add_argument("--port-file", required=True)
+    parser.add_argument("--ledger", required=True)
+    parser.add_argument("--rule", action="append", default=[])
+    parser.add_argument("--rewrite", action="append", default=[])
+    parser.add_argument("--rate", action="append", default=[], help="service=requests a second")
+    args = parser.parse_args()
+    url = urllib.parse.urlparse(args.moto)
+    rules = dict(parse_rule(r) for r in args.rule)
+    rewrites: dict[tuple[str, str], list[tuple[bytes, bytes]]] = {}
+    for text in args.rewrite:
+        key, pair = parse_rewrite(text)
+        rewrites.setdefault(key, []).append(pair)
+    rates = {s: float(r) for s, r in (x.split("=", 1) for x in args.rate)}
+    proxy = ThrottlingProxy((url.hostname or "", url.port or 80), rates, rules, rewrites, args.ledger)
+    port = proxy.server.server_address[1]
+    tmp = f"{args.port_file}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(str(port))
+    os.replace(tmp, args.port_file)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    proxy.stop()
+
+
+if __name__ == "__main__":
+    main()

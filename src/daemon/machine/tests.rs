@@ -154,11 +154,14 @@ async fn a_sync_done_before_the_lookup_completes_the_launch_when_it_ends() {
         terminate: false,
     })));
     assert_eq!(effects, vec![Effect::CompleteLaunch(true)]);
+    // CompleteLifecycleAction may take a while (throttled, the launch race): heartbeats go on
+    // until it is settled, then stop.
+    let meanwhile = d.wait(Duration::from_secs(65)).await;
+    let beats = |e: &[Effect]| e.iter().filter(|e| **e == Effect::Heartbeat).count();
+    assert_eq!(beats(&meanwhile), 2, "{meanwhile:?}");
+    d.on(Event::LaunchSettled);
     let later = d.wait(Duration::from_secs(120)).await;
-    assert!(
-        !later.contains(&Effect::Heartbeat),
-        "no heartbeat once completed"
-    );
+    assert_eq!(beats(&later), 0, "no heartbeat once settled");
 }
 
 #[tokio::test(start_paused = true)]
@@ -369,7 +372,15 @@ async fn termination_drains_once_and_nothing_else_starts() {
     let effects = d.wait(Duration::from_secs(5)).await;
     assert_eq!(polls(&effects), 1);
     let effects = d.on(Event::Target(Some(TargetState::Terminated)));
-    assert_eq!(effects.iter().filter(|e| **e == Effect::Drain).count(), 1);
+    assert_eq!(
+        effects,
+        [
+            Effect::Status(
+                "terminating: stopping the containers, then completing the termination hook".into()
+            ),
+            Effect::Drain { after_sync: false }
+        ]
+    );
     let effects = d.on(Event::Resync(Some(7)));
     assert!(matches!(&effects[..], [Effect::Reply { status: 1, .. }]));
     let effects = d.wait(Duration::from_secs(600)).await;
@@ -380,7 +391,107 @@ async fn termination_drains_once_and_nothing_else_starts() {
     let mut d = Daemon::start();
     d.on(Event::Synced(ok("t0")));
     let effects = d.on(Event::Target(Some(TargetState::Terminated)));
-    assert!(!effects.contains(&Effect::Drain));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Drain { .. })));
+}
+
+/// The launch action's heartbeats, decision by decision: they start when an action is found
+/// pending, go on after CONTINUE or ABANDON is sent (it is tried until taken), and stop only when
+/// the action is settled; a settlement heard before the outcome was sent stops nothing.
+#[tokio::test(start_paused = true)]
+async fn launch_heartbeats_last_until_the_action_is_settled() {
+    let found = |pending| {
+        Event::Launch(Some(LaunchFound {
+            pending,
+            heartbeat: Duration::from_secs(10),
+            unhealthy_after: None,
+            terminate: false,
+        }))
+    };
+    let beats = |e: &[Effect]| e.iter().filter(|e| **e == Effect::Heartbeat).count();
+    // (action pending, the sync's outcome, settled after the completion was sent, beats in the
+    // 60 s after the sync, in the 60 s after that).
+    for (pending, synced_ok, settled, first, second) in [
+        (true, true, true, 6, 0),
+        (true, false, true, 6, 0),
+        (true, true, false, 6, 6),
+        (false, true, false, 0, 0),
+    ] {
+        let case = format!("pending {pending}, ok {synced_ok}, settled {settled}");
+        let mut d = Daemon::start();
+        d.on(found(pending));
+        // An early settlement (a heartbeat's "past the hook" from before) stops nothing.
+        d.on(Event::LaunchSettled);
+        let before = d.wait(Duration::from_secs(30)).await;
+        assert_eq!(beats(&before), if pending { 3 } else { 0 }, "{case}");
+        let outcome = match synced_ok {
+            true => ok("t"),
+            false => failed("down", None),
+        };
+        let mut effects = d.on(Event::Synced(outcome.clone()));
+        if !synced_ok {
+            // ABANDON comes with the `abandon_after`th failure.
+            for _ in 1..timing().abandon_after {
+                d.wait(Duration::from_secs(61)).await;
+                effects = d.on(Event::Synced(outcome.clone()));
+            }
+        }
+        assert_eq!(
+            effects.contains(&Effect::CompleteLaunch(synced_ok)),
+            pending,
+            "{case}: {effects:?}"
+        );
+        if settled {
+            d.on(Event::LaunchSettled);
+        }
+        let after = d.wait(Duration::from_secs(60)).await;
+        let later = d.wait(Duration::from_secs(60)).await;
+        match settled {
+            true => assert_eq!((beats(&after), beats(&later)), (0, 0), "{case}"),
+            false => assert_eq!((beats(&after), beats(&later)), (first, second), "{case}"),
+        }
+    }
+}
+
+/// `Terminated` while a sync runs: the drain is told to end it first; idle, not.
+#[test]
+fn a_drain_during_a_sync_ends_the_sync_first() {
+    let terminate = || {
+        Event::Launch(Some(LaunchFound {
+            pending: false,
+            heartbeat: Duration::from_secs(60),
+            unhealthy_after: None,
+            terminate: true,
+        }))
+    };
+    let now = Instant::now();
+    for (mid_rollout, after_sync) in [(true, true), (false, false)] {
+        let (mut m, _) = Machine::new(timing());
+        m.handle(Event::Synced(ok("t0")), now);
+        m.handle(terminate(), now);
+        if mid_rollout {
+            m.handle(Event::Resync(Some(1)), now);
+            assert!(m.is_syncing());
+        }
+        let effects = m.handle(Event::Target(Some(TargetState::Terminated)), now);
+        assert!(
+            effects.contains(&Effect::Drain { after_sync }),
+            "{mid_rollout}: {effects:?}"
+        );
+        // The sync ends (rolled back, refused by the fence): its client hears so, and nothing
+        // follows it.
+        if mid_rollout {
+            let effects = m.handle(
+                Event::Synced(failed("the instance is terminating", None)),
+                now,
+            );
+            assert!(
+                effects
+                    .iter()
+                    .all(|e| matches!(e, Effect::Reply { status: 1, .. })),
+                "{effects:?}"
+            );
+        }
+    }
 }
 
 /// A throttled watch pushes the next ones back, doubling to 8 intervals; an answer resets it.

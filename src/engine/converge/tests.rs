@@ -300,3 +300,62 @@ async fn start_interval_on_an_older_engine_is_refused() {
     assert!(format!("{err:#}").contains("start_interval needs Docker Engine 25 or later (API 1.44); this engine speaks API 1.41"), "{err:#}");
     assert_eq!(engine.calls().len(), calls, "nothing changed");
 }
+
+/// The drain begins while a rollout waits for a new container's health (`Terminated` arrives
+/// mid-rollout): the wait ends at once, and from then on nothing is created or started, by the
+/// rollout or by its rollback, which would otherwise start the previous container again.
+#[tokio::test(start_paused = true)]
+async fn a_drain_during_a_rollout_stops_every_create_and_start_the_rollback_included() {
+    use crate::engine::fence::{Fenced, Gate};
+    let engine = engine();
+    engine.remote_image("web:slow", Behaviour::Starting);
+    sync(&engine, &web("web:1"), DefaultPolicy::Missing)
+        .await
+        .unwrap();
+    let good = settled(&engine);
+    let gate = Gate::new();
+    let fenced = Fenced::new(engine, gate.fence());
+    let started = tokio::time::Instant::now();
+    let compose = web("web:slow");
+    let (project, settings) = (project(&compose), settings(DefaultPolicy::Missing));
+    let (registries, none, files) = (Registries::none(), BTreeMap::new(), AgentFiles::new());
+    let before = PulledBefore {
+        ids: &none,
+        at: &none,
+    };
+    let rollout = converge(&fenced, &project, &settings, &registries, before, &files);
+    let drain = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let at_drain = fenced.inner.calls().len();
+        // The new container was started and is being waited for.
+        assert!(
+            fenced.inner.calls().iter().any(|c| c.starts_with("start")),
+            "{:?}",
+            fenced.inner.calls()
+        );
+        gate.shut();
+        at_drain
+    };
+    let (result, at_drain) = futures::join!(rollout, drain);
+    let message = format!("{:#}", result.unwrap_err());
+    assert!(message.contains("the instance is terminating"), "{message}");
+    // Not the 30 s healthy_timeout: the wait ended with the fence.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let after: Vec<String> = fenced.inner.calls()[at_drain..].to_vec();
+    assert!(
+        after
+            .iter()
+            .all(|c| !c.starts_with("create") && !c.starts_with("start")),
+        "created or started after the drain began: {after:?}"
+    );
+    // The previous container was not started again.
+    let previous = fenced.inner.container(&good.id).await.unwrap();
+    assert!(
+        previous.is_none_or(|c| !c.is_running()),
+        "the rollback started the previous container: {after:?}"
+    );
+}
