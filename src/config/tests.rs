@@ -836,7 +836,7 @@ fn a_release_pin_is_a_release_id() {
             "project: o\nrelease:\n  store: s3://amzn-s3-demo-bucket/x/\n",
         );
         let overrides = Overrides {
-            user_data: Some(format!("#kicky-agent\nrelease:\n  pin: {pin}\n").into()),
+            user_data: Some(format!("#kicky-agent\nrelease:\n  pin: {pin}\n")),
             ..Overrides::default()
         };
         let (settings, problems) = check_with(&dir.main(), &overrides).unwrap();

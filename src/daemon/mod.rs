@@ -627,7 +627,7 @@ async fn sync(
         let report = crate::sync::run_with(&settings, &clients, held, target).await;
         let state = State::load(&State::path(&settings)).unwrap_or_default();
         if let Some(at) = &settings.release {
-            report_to_fleet(shared, &config, &clients, at, &state).await;
+            report_to_fleet(shared, &config, &clients.s3, at, &state).await;
         }
         let held = state
             .failed
@@ -749,7 +749,7 @@ async fn watch_release(
         .is_none_or(|at| at.elapsed() >= crate::release::fleet::REFRESH);
     if due {
         let state = State::load(&State::path(settings))?;
-        report_to_fleet(shared, config, clients, at, &state).await;
+        report_to_fleet(shared, config, &clients.s3, at, &state).await;
     }
     // Pinned by the launch template: the promoted release is not this instance's to follow (a
     // new launch template version, rolled by instance refresh, moves it).
@@ -804,14 +804,11 @@ const FLEET_BOUND: Duration = Duration::from_secs(10);
 async fn report_to_fleet(
     shared: &Shared,
     config: &aws_config::SdkConfig,
-    clients: &Clients,
+    s3: &crate::aws::s3::S3Store,
     at: &crate::config::ReleaseSettings,
     state: &State,
 ) {
-    let store = crate::aws::releases::Store {
-        s3: &clients.s3,
-        at,
-    };
+    let store = crate::aws::releases::Store { s3, at };
     let write = async {
         let mut fleet = shared.fleet.lock().await;
         let user_id = match &fleet.0 {
