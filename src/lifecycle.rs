@@ -315,13 +315,18 @@ pub async fn discover(
     Lifecycle::discover(&settings.lifecycle, AsgClient::new(config), imds.as_ref()).await
 }
 
+/// How long a one-shot sync waits for the lifecycle lookup once the sync itself ended (the
+/// daemon's lookup runs in the background, unbounded).
+pub const LOOKUP_AFTER_SYNC: Duration = Duration::from_secs(5 * 60);
+
 /// Runs `sync` while `discovery` looks for the launch hook: discovery is a few round trips to
 /// IMDS and Auto Scaling that the boot need not wait for. Heartbeats go out from when the hook is
 /// found; once both are done, the pending launch action is completed by the sync's outcome. A
 /// sync that converged but whose CONTINUE Auto Scaling refused fails: the group will not put the
 /// instance in service. So does one whose named hook could not be reached (after the sync, which
 /// is never cut short). Returns the sync's result and the record of the action sent, if one was,
-/// for the caller to keep in the state file.
+/// for the caller to keep in the state file. A lookup still running [`LOOKUP_AFTER_SYNC`] after
+/// the sync ended is given up (an error, logged).
 pub async fn around_sync<T, A: LifecycleApi>(
     discovery: impl Future<Output = Result<Option<Lifecycle<A>>>>,
     sync: impl Future<Output = Result<T>>,
@@ -341,7 +346,16 @@ pub async fn around_sync<T, A: LifecycleApi>(
         }
         Either::Right((result, discovery)) => {
             policy.decided(result.is_ok());
-            (discovery.await, result)
+            // The lookup asks again while AWS cannot be reached; a `sync` run by hand waits for
+            // it only so long once its own work is done.
+            let found = tokio::time::timeout(LOOKUP_AFTER_SYNC, discovery)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow!(
+                        "the lifecycle hook lookup did not end {LOOKUP_AFTER_SYNC:?} after the sync"
+                    ))
+                });
+            (found, result)
         }
     };
     let (lifecycle, result) = match (found, result) {
@@ -1162,6 +1176,25 @@ mod tests {
             .count();
         // The one of discovery, then at 60 s and 120 s.
         assert_eq!(beats, 3);
+    }
+
+    /// A lookup that never ends (AWS unreachable, asked again and again) holds a one-shot sync
+    /// only [`LOOKUP_AFTER_SYNC`] past its end: the sync's own error is what it returns.
+    #[tokio::test(start_paused = true)]
+    async fn a_one_shot_sync_waits_for_a_stuck_lookup_only_so_long() {
+        let started = tokio::time::Instant::now();
+        let discovery = std::future::pending::<Result<Option<Lifecycle<FakeAsg>>>>();
+        let sync = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Err::<(), _>(anyhow!("could not reach S3"))
+        };
+        let (result, record) = around_sync(discovery, sync).await;
+        assert!(format!("{:#}", result.unwrap_err()).contains("could not reach S3"));
+        assert!(record.is_none());
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(3) + LOOKUP_AFTER_SYNC
+        );
     }
 
     #[tokio::test(start_paused = true)]
