@@ -625,3 +625,56 @@ async fn the_daemon_serves_no_client_but_root() {
     run.expect(0);
     run.assert_free_of(&["peer-secret-5b5b"]);
 }
+
+/// S3 throttles a HEAD with 503 and no body (a HEAD has none): no error code reaches the agent,
+/// yet the watch must read it as throttling and back off (2, 4, 8 intervals), not HEAD the marker
+/// again every interval into the quota. On the wire, through the rig's throttling proxy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_marker_head_without_a_body_backs_the_watch_off() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let prefix = common::unique_prefix("head503");
+    let token = format!("{prefix}/TOKEN");
+    rig.put(&token, "head503-v1", ParameterType::SecureString)
+        .await;
+    let bucket = rig.bucket("head503", false).await;
+    rig.put_object(&bucket, "release", b"r1\n".to_vec()).await;
+    // Every HEAD of an object is throttled; GETs and SSM go through.
+    let proxy = common::throttle::ThrottleProxy::start(
+        &rig,
+        s.dir.path(),
+        &["s3:HEAD object:seconds=3600"],
+        &[],
+    );
+    let config = one_parameter(&proxy.url, &prefix, "5s", &s.path("run/control.sock"))
+        .replace(
+            "watch:\n",
+            &format!("watch:\n  marker: s3://{bucket}/release\n"),
+        )
+        .replace("aws:\n", "aws:\n  s3_force_path_style: true\n");
+    s.config(&rig, &config);
+    let (_daemon, notify) = start(&s, &rig.imds_url, &["head503-v1"]);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    let ready = proxy.calls().iter().map(|c| c.at).fold(0.0_f64, f64::max);
+    let window = 60.0;
+    tokio::task::block_in_place(|| std::thread::sleep(Duration::from_secs_f64(window)));
+    let heads: Vec<f64> = proxy
+        .calls()
+        .iter()
+        .filter(|c| c.service == "s3" && c.action == "HEAD object" && c.at >= ready)
+        .inspect(|c| assert!(c.throttled && c.status == 503, "{c:?}"))
+        .map(|c| c.at)
+        .filter(|at| *at < ready + window)
+        .collect();
+    // A watch is one HEAD and the SDK's own retries of it, a few seconds at most: the watches
+    // are the HEADs more than 3 s after the one before.
+    let watches = 1 + heads.windows(2).filter(|w| w[1] - w[0] > 3.0).count();
+    // Every 5 s (±10 %) for 60 s would be about 12 watches; backing off (5, 10, 20, 40 s) gives
+    // 4 or 5.
+    assert!(
+        !heads.is_empty() && watches <= 6,
+        "{watches} watches in {window} s (HEADs at {heads:?}); log:\n{}",
+        log_of(&s)
+    );
+    assert!(log_of(&s).contains("SlowDown"), "{}", log_of(&s));
+}

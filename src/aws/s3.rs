@@ -337,6 +337,9 @@ where
     let what = match (code, status(err)) {
         (Some("NoSuchKey" | "NotFound"), _) | (None, Some(404)) => return anyhow!(Missing),
         (Some("NoSuchBucket"), _) => "no such bucket (NoSuchBucket)",
+        // S3 answers a throttled HEAD with 503 and no body (a HEAD has none): no error code
+        // to read, but the same "slow down" as a GET's `SlowDown`.
+        (None, Some(503)) => "SlowDown (HTTP 503 without a body: S3 throttles this request rate)",
         (Some("NoSuchVersion"), _) => {
             "no such version: the pinned version_id is gone (NoSuchVersion)"
         }
