@@ -335,9 +335,11 @@ def peak_per_second(times: list[float]) -> int:
 
 
 def boot_report(calls, agents: list[Agent]) -> dict:
+    # A retry is the next call of the same action by the same agent after a throttled answer: an
+    # agent's other calls (its GetParametersByPath beside its GetParameters) are not retries.
     by_agent = defaultdict(list)
     for c in sorted(calls, key=lambda c: c.at):
-        by_agent[(c.agent, c.service)].append(c)
+        by_agent[(c.agent, c.service, c.action)].append(c)
     delays, retry_times = [], []
     for seq in by_agent.values():
         for prev, nxt in zip(seq, seq[1:]):
