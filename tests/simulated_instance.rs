@@ -283,6 +283,38 @@ async fn the_ami_boots_to_a_healthy_stack_under_systemd() {
         boot_to_healthy.as_secs_f64()
     );
 
+    // The sandbox is in effect on the running agent, not only written in the unit: the kernel's
+    // view of its main process, and systemd's own audit of the unit.
+    let pid = i.unit("MainPID");
+    let proc_status = i.exec(&format!("cat /proc/{pid}/status")).1;
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{proc_status}"))
+            .to_string()
+    };
+    assert_eq!(field("NoNewPrivs"), "1", "NoNewPrivileges=yes");
+    assert_eq!(field("Seccomp"), "2", "SystemCallFilter: a seccomp filter");
+    // CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER (bits 0 to 3) of what the
+    // machine has: exactly those the instance's PID 1 holds (this container lacks
+    // CAP_DAC_READ_SEARCH, which an EC2 instance has), nothing else.
+    let hex = |text: &str| u64::from_str_radix(text, 16).unwrap();
+    let init = i.exec("grep CapBnd /proc/1/status").1;
+    let init = hex(init.split_whitespace().nth(1).expect("PID 1's CapBnd"));
+    assert_eq!(hex(&field("CapBnd")), init & 0xf, "CapabilityBoundingSet");
+    let (_, audit) = i.exec("systemd-analyze security kicky-agent.service --no-pager");
+    let exposure: f64 = audit
+        .lines()
+        .rev()
+        .find_map(|l| l.split("exposure level for kicky-agent.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{audit}"));
+    println!("simulated instance: systemd-analyze security exposure {exposure}");
+    assert!(exposure <= 3.0, "exposure {exposure}:\n{audit}");
+
     // `systemctl reload` resyncs and waits for it; so does the SSM document's command.
     let (status, text) = i.exec("systemctl reload kicky-agent");
     assert_eq!(status, 0, "{text}\n{}", i.journal());
