@@ -238,6 +238,59 @@ async fn a_hanging_endpoint_never_delays_the_watchdog() {
     );
 }
 
+/// The same with instance metadata hanging, not SSM: a `resync` reads the launch template's user
+/// data and tags again from instance metadata, which accepts and never answers; while that
+/// request is held (and the watches go on), the watchdog keeps its beat.
+#[tokio::test(flavor = "multi_thread")]
+async fn hanging_instance_metadata_never_delays_the_watchdog() {
+    let rig = Rig::get();
+    let s = Scratch::new();
+    let imds = Proxy::start(&rig.imds_url, Fault::None).await;
+    let prefix = common::unique_prefix("imdshang");
+    rig.put(
+        &format!("{prefix}/TOKEN"),
+        "imdshang-secret-8d8d",
+        ParameterType::SecureString,
+    )
+    .await;
+    s.config(
+        &rig,
+        &one_parameter(&rig.moto_url, &prefix, "5s", &s.path("run/control.sock")),
+    );
+    let (_daemon, notify) = start(&s, &imds.url, &["imdshang-secret-8d8d"]);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(30)));
+    let asked = imds.requests().len();
+    imds.hang(true);
+    let mut resync = s.spawn_agent(&rig, &["resync"], &[]);
+    let hung = tokio::task::block_in_place(|| {
+        wait_until(
+            Duration::from_secs(20),
+            "the resync asking instance metadata",
+            || imds.requests().len() > asked,
+        );
+        let hung = Instant::now();
+        std::thread::sleep(Duration::from_secs(6));
+        hung
+    });
+    resync.kill();
+    let pings: Vec<Instant> = notify
+        .all()
+        .into_iter()
+        .filter(|(at, l)| l == "WATCHDOG=1" && *at >= hung)
+        .map(|(at, _)| at)
+        .collect();
+    assert!(
+        pings.len() >= 5,
+        "watchdog pings while instance metadata hangs: {}",
+        pings.len()
+    );
+    let longest = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        longest < Duration::from_millis(1600),
+        "a ping was held up {longest:?}"
+    );
+}
+
 /// A client that connects to the control socket and says nothing does not hold up a `resync`;
 /// a `control_socket` that names a file of someone else's is refused, and the file kept.
 #[tokio::test(flavor = "multi_thread")]
