@@ -650,10 +650,12 @@ fn validate_lists_every_problem_of_the_config_and_the_compose_file() {
 }
 
 /// Crash consistency: syncs that change the env file, a fetched file and the image, each killed
-/// (SIGKILL) at a random moment, seeded (`KICKY_CRASH_SEED`, printed) and repeated
-/// (`KICKY_CRASH_TRIALS`, 8 by default; a longer run is a documented command). After each kill:
-/// the env file and the file are whole, old or new, never partial or missing; the service has a
-/// running container; and the next sync converges to the new release.
+/// (SIGKILL) at a random moment, seeded (`KICKY_CRASH_SEED`, printed), until
+/// `KICKY_CRASH_TRIALS` (20 by default) kills landed inside a sync: after it began fetching (its
+/// first phase is in its log) and before it ended (it died of the signal, not an exit). After each
+/// kill: the env file and the file are whole, old or new, never partial or missing; the service
+/// has a running container; and the next sync converges to the new release and leaves no temp
+/// file (`.<name>.<random>.tmp`) in the workdir or the state directory.
 #[tokio::test]
 async fn syncs_killed_at_random_moments_leave_whole_files_and_a_serving_stack() {
     let seed: u64 = std::env::var("KICKY_CRASH_SEED")
@@ -663,9 +665,9 @@ async fn syncs_killed_at_random_moments_leave_whole_files_and_a_serving_stack() 
     let trials: u32 = std::env::var("KICKY_CRASH_TRIALS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(20);
     println!(
-        "crash consistency: seed {seed}, {trials} trials (KICKY_CRASH_SEED, KICKY_CRASH_TRIALS)"
+        "crash consistency: seed {seed}, {trials} kills inside a sync (KICKY_CRASH_SEED, KICKY_CRASH_TRIALS)"
     );
     let mut rng = fastrand::Rng::with_seed(seed);
     let rig = Rig::get();
@@ -705,7 +707,14 @@ async fn syncs_killed_at_random_moments_leave_whole_files_and_a_serving_stack() 
         .lines()
         .count()
     };
-    for n in 1..=trials {
+    let (mut landed, mut n) = (0, 0);
+    while landed < trials {
+        n += 1;
+        assert!(
+            n <= 3 * trials,
+            "only {landed} of {} kills landed inside a sync",
+            n - 1
+        );
         let (_, old_file, _) = release(n - 1);
         let (_, new_file, new_image) = release(n);
         apply(n, &stack).await;
@@ -714,7 +723,15 @@ async fn syncs_killed_at_random_moments_leave_whole_files_and_a_serving_stack() 
         tokio::time::sleep(delay).await;
         agent.kill();
         let run = blocking(move || agent.wait()).await;
-        let case = format!("trial {n}, killed after {delay:?} (exit {})", run.status);
+        // Inside the sync: its first phase logged, and it died of the kill (status -1), not an
+        // exit of its own.
+        let inside = run.status == -1 && run.stderr.contains("fetching parameters and files");
+        landed += u32::from(inside);
+        let case = format!(
+            "trial {n}, killed after {delay:?} (exit {}, {})",
+            run.status,
+            if inside { "inside the sync" } else { "outside" }
+        );
         println!("{case}");
         let env_now = std::fs::read_to_string(work.join(".env")).unwrap_or_default();
         let vars = env_vars(&env_now);
@@ -755,7 +772,22 @@ async fn syncs_killed_at_random_moments_leave_whole_files_and_a_serving_stack() 
         assert!(image.ends_with(new_image), "{case}: runs {image}");
         assert!(running_healthy(&web), "{case}");
         assert_eq!(leftovers(&web), "", "{case}");
+        for dir in [work.clone(), stack.scratch.path("state")] {
+            let temps: Vec<String> = std::fs::read_dir(&dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .filter(|name| name.starts_with('.') && name.ends_with(".tmp"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(
+                temps.is_empty(),
+                "{case}: temp files left in {dir:?}: {temps:?}"
+            );
+        }
     }
+    println!("crash consistency: {landed} kills inside a sync in {n} trials");
 }
 
 /// The variables of an env file's text, by the agent's own reader (compose's rules).
