@@ -370,7 +370,9 @@ fn compose_labels(
     let depends_on: Vec<String> = service
         .depends_on
         .iter()
-        .map(|(name, d)| format!("{name}:{}:{}", d.condition.as_str(), d.required))
+        // Compose v2's own form: `name:condition:restart` (`docker compose restart` reads the
+        // third field to restart dependents too).
+        .map(|(name, d)| format!("{name}:{}:{}", d.condition.as_str(), d.restart))
         .collect();
     [
         (PROJECT, project.name.clone()),
@@ -432,7 +434,7 @@ fn mounted_files(
         .collect()
 }
 /// The services some container of a project depends on with `service_completed_successfully`,
-/// read from their `com.docker.compose.depends_on` labels (`name:condition:required,...`): the
+/// read from their `com.docker.compose.depends_on` labels (`name:condition:restart,...`): the
 /// one-shot services, known without the compose file.
 pub fn one_shots(containers: &[super::api::Container]) -> std::collections::BTreeSet<&str> {
     containers
@@ -694,3 +696,30 @@ fn non_empty_map(
     (!map.is_empty()).then_some(map)
 }
 pub use crate::digest::sha256_hex;
+
+#[cfg(test)]
+mod tests {
+    /// `com.docker.compose.depends_on` as compose v2 writes it (`prepareLabels`:
+    /// `name:condition:restart`), so `docker compose restart db` restarts only the services that
+    /// asked for it.
+    #[test]
+    fn the_depends_on_label_is_compose_v2s() {
+        let yaml = "services:\n  db:\n    image: db\n  cache:\n    image: cache\n  app:\n    image: app\n    depends_on:\n      db:\n        condition: service_healthy\n        restart: true\n      cache:\n        condition: service_started\n";
+        let file = std::path::Path::new("/srv/orange/docker-compose.yml");
+        let project = crate::compose::from_str(yaml, file, "orange", &|_| None).unwrap();
+        let app = &project.services["app"];
+        let labels = super::compose_labels(&project, app, "sha256:0", "h", &Default::default());
+        let label = labels
+            .iter()
+            .find(|(k, _)| k == super::DEPENDS_ON)
+            .map(|(_, v)| v.as_str())
+            .unwrap();
+        // Compose v2 walks a Go map: the order is not part of the form.
+        let mut deps: Vec<&str> = label.split(',').collect();
+        deps.sort();
+        assert_eq!(
+            deps,
+            ["cache:service_started:false", "db:service_healthy:true"]
+        );
+    }
+}
