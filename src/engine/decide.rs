@@ -79,15 +79,29 @@ pub struct Decision {
 }
 
 /// Keys of the project's networks and volumes to create, in file order. An external one that
-/// does not exist is an error.
+/// does not exist is an error. Those no service uses are left alone, as compose v2 does: not
+/// created, and an unused external one need not exist.
 pub fn missing_resources(
     project: &Project,
     observed: &Observed,
 ) -> Result<(Vec<String>, Vec<String>)> {
+    let used_network = |key: &str| {
+        project
+            .services
+            .values()
+            .any(|s| s.networks.contains_key(key))
+    };
+    let used_volume = |key: &str| {
+        project.services.values().any(|s| {
+            s.volumes.iter().any(|m| {
+                m.kind == crate::compose::MountKind::Volume && m.source.as_deref() == Some(key)
+            })
+        })
+    };
     let mut problems = Vec::new();
     let mut networks = Vec::new();
     for (key, network) in &project.networks {
-        if observed.networks.contains(&network.name) {
+        if observed.networks.contains(&network.name) || !used_network(key) {
             continue;
         }
         if network.external {
@@ -98,7 +112,7 @@ pub fn missing_resources(
     }
     let mut volumes = Vec::new();
     for (key, volume) in &project.volumes {
-        if observed.volumes.contains(&volume.name) {
+        if observed.volumes.contains(&volume.name) || !used_volume(key) {
             continue;
         }
         if volume.external {

@@ -360,6 +360,23 @@ fn missing_networks_are_created_and_a_missing_external_one_is_an_error() {
     assert!(volumes.is_empty());
 }
 
+/// Networks and volumes no service uses are neither created nor required, as compose v2 leaves
+/// them: an unused external network that does not exist is no error.
+#[test]
+fn unused_networks_and_volumes_are_left_alone() {
+    let compose = "services:\n  web:\n    image: app:1\n    volumes: [data:/data]\nnetworks:\n  spare: {}\n  gone: { external: true }\nvolumes:\n  data: {}\n  extra: {}\n  old: { external: true }\n";
+    let project = crate::compose::from_str(
+        compose,
+        Path::new("/srv/o/docker-compose.yml"),
+        "o",
+        &|_| None,
+    )
+    .unwrap();
+    let (networks, volumes) = missing_resources(&project, &Observed::default()).unwrap();
+    assert_eq!(networks, vec!["default".to_string()]);
+    assert_eq!(volumes, vec!["data".to_string()]);
+}
+
 #[test]
 fn recovery_undoes_leftovers_even_of_a_service_that_left_the_file() {
     let project = project_with("one");
