@@ -1279,6 +1279,18 @@ fn pull_policies_with_a_period() {
     assert_eq!(policy("refresh"), PullPolicy::Missing);
     assert_eq!(hours(24).spelled(), "daily");
     assert_eq!(hours(12).spelled(), "every_12h");
+    // In the units compose reads back (`every_([0-9]+[wdhms])+`), never humantime's `2days`.
+    for (text, spelled) in [
+        ("every_2d", "every_2d"),
+        ("every_48h", "every_2d"),
+        ("every_1w3d", "every_1w3d"),
+        ("every_14d", "every_2w"),
+        ("every_1h30m", "every_1h30m"),
+        ("every_90s", "every_1m30s"),
+        ("every_25h", "every_1d1h"),
+    ] {
+        assert_eq!(policy(text).spelled(), spelled, "{text}");
+    }
     for bad in ["every_", "every_0h", "every_soon", "hourly"] {
         let message = error(&format!(
             "services:\n  w:\n    image: x\n    pull_policy: {bad}\n"
