@@ -220,6 +220,48 @@ fn environment_map_form_and_bare_keys() {
 }
 
 #[test]
+fn shell_operators_outside_quotes_are_refused_in_string_commands() {
+    for (key, text, operator) in [
+        ("command", "npm run migrate && npm start", "&&"),
+        ("command", "a; b", ";"),
+        ("command", "a || b", "||"),
+        ("command", "a | b", "|"),
+        ("command", "a > out", ">"),
+        ("command", "a<in", "<"),
+        ("command", "a & b", "&"),
+        ("command", "a (b)", "("),
+        ("entrypoint", "run.sh && serve", "&&"),
+        ("command", "echo 'a' ; b", ";"),
+    ] {
+        let message = error(&format!(
+            "services:\n  w:\n    image: x\n    {key}: {text}\n"
+        ));
+        assert_error(
+            &message,
+            4,
+            &format!("services.w.{key}"),
+            &format!("shell operator `{operator}` outside quotes"),
+        );
+        assert!(message.contains(r#"["sh", "-c", "#), "{text}: {message}");
+    }
+    // Quoted or escaped, an operator is an argument, as compose passes it.
+    for (text, words) in [
+        ("echo 'a;b'", vec!["echo", "a;b"]),
+        ("echo \"x && y\"", vec!["echo", "x && y"]),
+        ("echo a\\;b", vec!["echo", "a;b"]),
+        ("sh -c 'a | b > c'", vec!["sh", "-c", "a | b > c"]),
+    ] {
+        let s = one(&format!(
+            "services:\n  w:\n    image: x\n    command: {text}\n"
+        ));
+        assert_eq!(s.command.unwrap(), words, "{text}");
+    }
+    // A list is passed as it is.
+    let s = one("services:\n  w:\n    image: x\n    command: [\"a\", \"&&\", \"b\"]\n");
+    assert_eq!(s.command.unwrap(), ["a", "&&", "b"]);
+}
+
+#[test]
 fn command_and_entrypoint_split_with_shell_rules() {
     let s = one("services:\n  w:\n    image: x\n    command: sh -c 'echo \"a b\" $$HOME'\n    entrypoint: [\"/bin/tini\", \"--\"]\n");
     assert_eq!(s.command.unwrap(), ["sh", "-c", "echo \"a b\" $HOME"]);
