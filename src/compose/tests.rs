@@ -262,6 +262,26 @@ fn shell_operators_outside_quotes_are_refused_in_string_commands() {
 }
 
 #[test]
+fn two_mounts_on_one_container_path_keep_the_last_as_compose_does() {
+    let s = one(
+        "services:\n  w:\n    image: x\n    volumes:\n      - /srv/a:/data\n      - /srv/c:/other\n\
+         \x20     - /srv/b:/data:ro\n      - type: tmpfs\n        target: /other/\n",
+    );
+    let mounts: Vec<_> = s
+        .volumes
+        .iter()
+        .map(|m| (m.kind, m.source.as_deref(), m.target.as_str(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            (MountKind::Bind, Some("/srv/b"), "/data", true),
+            (MountKind::Tmpfs, None, "/other", false),
+        ]
+    );
+}
+
+#[test]
 fn command_and_entrypoint_split_with_shell_rules() {
     let s = one("services:\n  w:\n    image: x\n    command: sh -c 'echo \"a b\" $$HOME'\n    entrypoint: [\"/bin/tini\", \"--\"]\n");
     assert_eq!(s.command.unwrap(), ["sh", "-c", "echo \"a b\" $HOME"]);
