@@ -484,11 +484,32 @@ impl PullPolicy {
             PullPolicy::Missing => "missing".into(),
             PullPolicy::Refresh(d) if d == Duration::from_secs(24 * 3600) => "daily".into(),
             PullPolicy::Refresh(d) if d == Duration::from_secs(7 * 24 * 3600) => "weekly".into(),
-            PullPolicy::Refresh(d) => {
-                format!("every_{}", humantime::format_duration(d)).replace(' ', "")
-            }
+            PullPolicy::Refresh(d) => format!("every_{}", period_spelled(d)),
         }
     }
+}
+
+/// A refresh period in the units compose's `every_<duration>` takes (`w`, `d`, `h`, `m`, `s`,
+/// whole numbers, as its schema's `every_([0-9]+[wdhms])+`): `2d`, `1w3d`, `1h30m`.
+fn period_spelled(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [
+        ('w', 7 * 24 * 3600),
+        ('d', 24 * 3600),
+        ('h', 3600),
+        ('m', 60),
+        ('s', 1),
+    ] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

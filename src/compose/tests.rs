@@ -220,6 +220,68 @@ fn environment_map_form_and_bare_keys() {
 }
 
 #[test]
+fn shell_operators_outside_quotes_are_refused_in_string_commands() {
+    for (key, text, operator) in [
+        ("command", "npm run migrate && npm start", "&&"),
+        ("command", "a; b", ";"),
+        ("command", "a || b", "||"),
+        ("command", "a | b", "|"),
+        ("command", "a > out", ">"),
+        ("command", "a<in", "<"),
+        ("command", "a & b", "&"),
+        ("command", "a (b)", "("),
+        ("entrypoint", "run.sh && serve", "&&"),
+        ("command", "echo 'a' ; b", ";"),
+    ] {
+        let message = error(&format!(
+            "services:\n  w:\n    image: x\n    {key}: {text}\n"
+        ));
+        assert_error(
+            &message,
+            4,
+            &format!("services.w.{key}"),
+            &format!("shell operator `{operator}` outside quotes"),
+        );
+        assert!(message.contains(r#"["sh", "-c", "#), "{text}: {message}");
+    }
+    // Quoted or escaped, an operator is an argument, as compose passes it.
+    for (text, words) in [
+        ("echo 'a;b'", vec!["echo", "a;b"]),
+        ("echo \"x && y\"", vec!["echo", "x && y"]),
+        ("echo a\\;b", vec!["echo", "a;b"]),
+        ("sh -c 'a | b > c'", vec!["sh", "-c", "a | b > c"]),
+    ] {
+        let s = one(&format!(
+            "services:\n  w:\n    image: x\n    command: {text}\n"
+        ));
+        assert_eq!(s.command.unwrap(), words, "{text}");
+    }
+    // A list is passed as it is.
+    let s = one("services:\n  w:\n    image: x\n    command: [\"a\", \"&&\", \"b\"]\n");
+    assert_eq!(s.command.unwrap(), ["a", "&&", "b"]);
+}
+
+#[test]
+fn two_mounts_on_one_container_path_keep_the_last_as_compose_does() {
+    let s = one(
+        "services:\n  w:\n    image: x\n    volumes:\n      - /srv/a:/data\n      - /srv/c:/other\n\
+         \x20     - /srv/b:/data:ro\n      - type: tmpfs\n        target: /other/\n",
+    );
+    let mounts: Vec<_> = s
+        .volumes
+        .iter()
+        .map(|m| (m.kind, m.source.as_deref(), m.target.as_str(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            (MountKind::Bind, Some("/srv/b"), "/data", true),
+            (MountKind::Tmpfs, None, "/other", false),
+        ]
+    );
+}
+
+#[test]
 fn command_and_entrypoint_split_with_shell_rules() {
     let s = one("services:\n  w:\n    image: x\n    command: sh -c 'echo \"a b\" $$HOME'\n    entrypoint: [\"/bin/tini\", \"--\"]\n");
     assert_eq!(s.command.unwrap(), ["sh", "-c", "echo \"a b\" $HOME"]);
@@ -1279,6 +1341,18 @@ fn pull_policies_with_a_period() {
     assert_eq!(policy("refresh"), PullPolicy::Missing);
     assert_eq!(hours(24).spelled(), "daily");
     assert_eq!(hours(12).spelled(), "every_12h");
+    // In the units compose reads back (`every_([0-9]+[wdhms])+`), never humantime's `2days`.
+    for (text, spelled) in [
+        ("every_2d", "every_2d"),
+        ("every_48h", "every_2d"),
+        ("every_1w3d", "every_1w3d"),
+        ("every_14d", "every_2w"),
+        ("every_1h30m", "every_1h30m"),
+        ("every_90s", "every_1m30s"),
+        ("every_25h", "every_1d1h"),
+    ] {
+        assert_eq!(policy(text).spelled(), spelled, "{text}");
+    }
     for bad in ["every_", "every_0h", "every_soon", "hourly"] {
         let message = error(&format!(
             "services:\n  w:\n    image: x\n    pull_policy: {bad}\n"

@@ -1,7 +1,8 @@
 //! Durations and byte sizes as compose reads and prints them.
 //!
-//! Durations are Go's (`time.ParseDuration`: `1m30s`, `500ms`, `1.5h`), the format docker compose
-//! v2 reads and prints. Sizes follow docker's `RAMInBytes`: a number with an optional binary unit
+//! Durations are Go's (`time.ParseDuration`: `1m30s`, `500ms`, `1.5h`) with compose's `d` (24h)
+//! and `w` (7d) units (compose-go reads them with `str2duration`); printed as Go prints them
+//! (`48h0m0s`), which compose v2 reads back. Sizes follow docker's `RAMInBytes`: a number with an optional binary unit
 //! `b`, `k`, `m`, `g`, `t`, `p` (also `kb`, `mib`...), case-insensitive.
 
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            "w" => 604_800_000_000_000,
             _ => return None,
         };
         match number.split_once('.') {
@@ -152,6 +155,25 @@ mod tests {
         assert_eq!(parse_duration("2h45m10s"), Some(s(9910)));
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         for bad in ["", "10", "1x", "s", "-1s", "1..5s", "1 s", "."] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn compose_day_and_week_units() {
+        let h = |hours: u64| Some(Duration::from_secs(hours * 3600));
+        for (text, want) in [
+            ("1d", h(24)),
+            ("2w", h(14 * 24)),
+            ("1w2d3h", h(7 * 24 + 2 * 24 + 3)),
+            ("1.5d", h(36)),
+            ("1d30m", Some(Duration::from_secs(24 * 3600 + 1800))),
+        ] {
+            assert_eq!(parse_duration(text), want, "{text}");
+        }
+        // Printed in Go's form, which compose reads back.
+        assert_eq!(format_duration(parse_duration("2d").unwrap()), "48h0m0s");
+        for bad in ["1D", "1y", "d", "1dd"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

@@ -336,6 +336,10 @@ mod tests {
             ]
         );
         assert_eq!(parse_raw("OK=1\nMY VAR=2\n", &env).unwrap_err().line, 2);
+        // docker compose v2.40.3 refuses `DEBUG = true` in a raw file ("variable 'DEBUG ' contains
+        // whitespaces") but reads it as `DEBUG` in a dotenv one (`compose_go_rules`, `B = ...`).
+        assert_eq!(parse_raw("OK=1\nDEBUG = true\n", &env).unwrap_err().line, 2);
+        assert_eq!(p("DEBUG = true\n"), kv(&[("DEBUG", "true")]));
     }
 
     #[test]

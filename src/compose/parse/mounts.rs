@@ -7,7 +7,9 @@ use super::{container_path, valid_name, Ctx};
 use crate::compose::model::*;
 use crate::compose::tree::{join_index, join_key};
 
-/// The `volumes` list: each mount, with its entry's path for later errors.
+/// The `volumes` list: each mount, with its entry's path for later errors. Two entries on one
+/// container path: the last one wins, in the place of the first, as docker compose keeps it (the
+/// engine would refuse both: "Duplicate mount point").
 pub(super) fn volumes(
     value: &Value,
     path: &str,
@@ -18,8 +20,16 @@ pub(super) fn volumes(
     for (i, item) in ctx.list(value, path).unwrap_or_default().iter().enumerate() {
         let item_path = join_index(path, i);
         if let Some(mount) = mount(item, &item_path, ctx) {
-            out.push(mount);
-            paths.push(item_path);
+            match out.iter().position(|m| m.target == mount.target) {
+                Some(at) => {
+                    out[at] = mount;
+                    paths[at] = item_path;
+                }
+                None => {
+                    out.push(mount);
+                    paths.push(item_path);
+                }
+            }
         }
     }
 }

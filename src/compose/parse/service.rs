@@ -258,8 +258,26 @@ pub(super) fn service(
 }
 
 /// `command` and `entrypoint`: a list as it is, a string split into words with shell rules.
+///
+/// A string with an unquoted shell operator (`npm run migrate && npm start`) is refused: docker
+/// compose splits it with go-shellwords, which stops at the operator and runs only what comes
+/// before it, and no shell runs the rest; the user meant `["sh", "-c", "..."]`.
 fn command(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Vec<String>> {
     match value {
+        Value::String(s) if shell_operator(s).is_some() => {
+            let operator = shell_operator(s).unwrap_or_default();
+            let shown = ctx.shown(path, s);
+            ctx.problem(
+                path,
+                format!(
+                    "{shown} has the shell operator `{operator}` outside quotes: docker compose \
+                     runs only the words before it and no shell runs the rest; to run it with a \
+                     shell, write a list: [\"sh\", \"-c\", \"...\"] (or quote the operator to \
+                     pass it as an argument)"
+                ),
+            );
+            None
+        }
         Value::String(s) => match shell_words::split(s) {
             Ok(words) => Some(words),
             Err(_) => {
@@ -277,6 +295,36 @@ fn command(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Vec<String>> {
             None
         }
     }
+}
+
+/// The first shell operator (`;`, `&&`, `&`, `||`, `|`, `<`, `>`, `(`, `)`) of `text` outside
+/// quotes and not escaped, as go-shellwords stops at it.
+fn shell_operator(text: &str) -> Option<&'static str> {
+    let (mut single, mut double, mut escaped) = (false, false, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if !single => escaped = true,
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            _ if single || double => {}
+            ';' => return Some(";"),
+            '&' if chars.peek() == Some(&'&') => return Some("&&"),
+            '&' => return Some("&"),
+            '|' if chars.peek() == Some(&'|') => return Some("||"),
+            '|' => return Some("|"),
+            '<' => return Some("<"),
+            '>' => return Some(">"),
+            '(' => return Some("("),
+            ')' => return Some(")"),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn logging(value: &Value, path: &str, ctx: &mut Ctx) -> Option<Logging> {
