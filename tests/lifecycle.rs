@@ -213,6 +213,16 @@ async fn a_lookup_that_ends_after_the_sync_still_completes_the_launch() {
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            // The daemon logs the completion once Auto Scaling answered it: a moment after the
+            // instance shows InService.
+            let logged = || {
+                std::fs::read_to_string(s.path("daemon.log"))
+                    .unwrap_or_default()
+                    .contains("lifecycle action completed: CONTINUE")
+            };
+            while !logged() && started.elapsed() < Duration::from_secs(40) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let _ = child.kill();
             let _ = child.wait();
             std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default()

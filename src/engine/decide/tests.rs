@@ -24,6 +24,17 @@ services:
     depends_on: [app]
 ";
 
+/// `compose` as project `o` in /srv/o, with no variables.
+fn project_o(compose: &str) -> Project {
+    crate::compose::from_str(
+        compose,
+        Path::new("/srv/o/docker-compose.yml"),
+        "o",
+        &|_| None,
+    )
+    .unwrap()
+}
+
 fn project_with(key: &str) -> Project {
     let key = key.to_string();
     crate::compose::from_str(
@@ -251,13 +262,7 @@ fn a_file_no_service_mounts_changes_nothing() {
 #[test]
 fn a_mounted_directory_counts_the_files_under_it() {
     let compose = "services:\n  web:\n    image: app:1\n    volumes: ['./conf:/etc/app:ro']\n";
-    let project = crate::compose::from_str(
-        compose,
-        Path::new("/srv/o/docker-compose.yml"),
-        "o",
-        &|_| None,
-    )
-    .unwrap();
+    let project = project_o(compose);
     let before = AgentFiles::from([(PathBuf::from("/srv/o/conf/app.yml"), "1".into())]);
     let after = AgentFiles::from([(PathBuf::from("/srv/o/conf/app.yml"), "2".into())]);
     let observed = Observed {
@@ -338,13 +343,7 @@ fn services_start_level_by_level_of_their_dependencies() {
 #[test]
 fn missing_networks_are_created_and_a_missing_external_one_is_an_error() {
     let compose = "services:\n  web:\n    image: app:1\n    networks: [front, ext]\nnetworks:\n  front: {}\n  ext: { external: true }\n";
-    let project = crate::compose::from_str(
-        compose,
-        Path::new("/srv/o/docker-compose.yml"),
-        "o",
-        &|_| None,
-    )
-    .unwrap();
+    let project = project_o(compose);
     let err = missing_resources(&project, &Observed::default()).unwrap_err();
     assert!(
         err.to_string()
@@ -365,13 +364,7 @@ fn missing_networks_are_created_and_a_missing_external_one_is_an_error() {
 #[test]
 fn unused_networks_and_volumes_are_left_alone() {
     let compose = "services:\n  web:\n    image: app:1\n    volumes: [data:/data]\nnetworks:\n  spare: {}\n  gone: { external: true }\nvolumes:\n  data: {}\n  extra: {}\n  old: { external: true }\n";
-    let project = crate::compose::from_str(
-        compose,
-        Path::new("/srv/o/docker-compose.yml"),
-        "o",
-        &|_| None,
-    )
-    .unwrap();
+    let project = project_o(compose);
     let (networks, volumes) = missing_resources(&project, &Observed::default()).unwrap();
     assert_eq!(networks, vec!["default".to_string()]);
     assert_eq!(volumes, vec!["data".to_string()]);
@@ -566,13 +559,7 @@ networks:
     ipam:
       config: [{ subnet: 10.5.0.0/24 }]
 ";
-    let project = crate::compose::from_str(
-        compose,
-        Path::new("/srv/o/docker-compose.yml"),
-        "o",
-        &|_| None,
-    )
-    .unwrap();
+    let project = project_o(compose);
     let body = |service: &str| {
         spec::desired(
             &project,
