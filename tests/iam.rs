@@ -641,6 +641,7 @@ async fn every_call_the_agent_makes_is_allowed_and_each_statement_needed() {
     let docker = DockerProxy::start(s.dir.path());
     let n = fastrand::u32(..) % 1_000_000;
     let p = format!("ktiam{n}");
+    let _removal = common::stack::ProjectRemoval(p.clone());
     let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
 
     // Parameters (SecureString and String, by name and under a path), secrets (current and
@@ -827,6 +828,7 @@ async fn with_a_release_every_call_is_allowed_and_each_statement_needed() {
     let docker = DockerProxy::start(s.dir.path());
     let n = fastrand::u32(..) % 1_000_000;
     let p = format!("ktiamr{n}");
+    let _removal = common::stack::ProjectRemoval(p.clone());
     let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
 
     let env = format!("/kt/{p}/env");
@@ -1027,6 +1029,7 @@ async fn a_pull_through_cache_is_allowed_exactly_its_repositories() {
     let docker = DockerProxy::start(s.dir.path());
     let n = fastrand::u32(..) % 1_000_000;
     let p = format!("ktptc{n}");
+    let _removal = common::stack::ProjectRemoval(p.clone());
     let registry = std::env::var("KICKY_RIG_REGISTRY").expect("KICKY_RIG_REGISTRY");
     let prefix = format!("hub{n}");
     crate::common::stack::push_as(

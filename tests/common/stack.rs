@@ -129,18 +129,33 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let filter = format!("label=com.docker.compose.project={}", self.project);
-        let ids = docker(&["ps", "-aq", "--filter", &filter]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let mut args = vec!["rm", "-f"];
-            args.extend(ids);
-            docker(&args);
-        }
-        let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
-        for id in networks.split_whitespace() {
-            docker(&["network", "rm", id]);
-        }
+        remove_project(&self.project);
+    }
+}
+
+/// Removes a project's containers and networks when dropped, whatever the test did: for a test
+/// that runs a project without a [`Stack`].
+pub struct ProjectRemoval(pub String);
+
+impl Drop for ProjectRemoval {
+    fn drop(&mut self) {
+        remove_project(&self.0);
+    }
+}
+
+/// Removes every container and network of `project`, found by compose's project label.
+pub fn remove_project(project: &str) {
+    let filter = format!("label=com.docker.compose.project={project}");
+    let ids = docker(&["ps", "-aq", "--filter", &filter]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args);
+    }
+    let networks = docker(&["network", "ls", "-q", "--filter", &filter]);
+    for id in networks.split_whitespace() {
+        docker(&["network", "rm", id]);
     }
 }
 

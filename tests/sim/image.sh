@@ -15,6 +15,13 @@ fi
 cache=${KICKY_SIM_CACHE:-$HOME/.cache/kicky-sim}
 tarball=$cache/rootfs-$hash.tar
 mkdir -p "$cache"
+# Tests run in parallel: the first builds, the others wait for it and reuse its image.
+exec 9>"$cache/lock"
+flock 9
+if docker image inspect "$image" >/dev/null 2>&1; then
+    echo "$image"
+    exit 0
+fi
 if [[ ! -s $tarball ]]; then
     command -v debootstrap >/dev/null || {
         apt-get install -y -q debootstrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q debootstrap >/dev/null; }
