@@ -93,6 +93,9 @@ pub struct Service {
     pub entrypoint: Option<Vec<String>>,
     /// `env_file` entries first, in order, then `environment` overriding them.
     pub environment: IndexMap<String, EnvValue>,
+    /// Bare `KEY`s of `environment` no variable sets: the container does not get them, and
+    /// `docker compose config` prints them as `KEY: null`.
+    pub unset_environment: Vec<String>,
     pub ports: Vec<Port>,
     pub volumes: Vec<Mount>,
     /// Network key (in [`Project::networks`]) → the service's settings on it. Never empty: a
@@ -359,6 +362,10 @@ pub struct Mount {
     pub read_only: bool,
     /// Bind: create the host directory when missing (always for the short syntax, as compose does).
     pub create_host_path: bool,
+    /// Has its kind's options section (`bind:`, `volume:`, `tmpfs:`) as compose holds it: always
+    /// for the short syntax (`src:dst:opts`), when written for the long one. `docker compose
+    /// config` prints it (`volume: {}`), and it counts in compose's config hash.
+    pub options_section: bool,
     /// Bind: mount propagation (`rslave`, `shared`...), `None` for docker's default.
     pub propagation: Option<String>,
     /// Volume: do not copy the image's content into a new volume.
@@ -410,11 +417,13 @@ pub struct Healthcheck {
     pub start_period: Option<Duration>,
     /// Checks during the start period this often (Docker Engine 25, API 1.44, and later).
     pub start_interval: Option<Duration>,
+    /// Disabled by `disable: true` (rather than `test: [NONE]`): compose prints it so.
+    pub disable: bool,
 }
 
 impl Healthcheck {
     pub fn is_disabled(&self) -> bool {
-        self.test.first().map(String::as_str) == Some("NONE")
+        self.disable || self.test.first().map(String::as_str) == Some("NONE")
     }
 }
 
@@ -462,6 +471,8 @@ pub struct Logging {
 pub struct Ulimit {
     pub soft: i64,
     pub hard: i64,
+    /// Written as one number: compose prints it back as one.
+    pub single: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

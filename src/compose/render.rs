@@ -43,20 +43,9 @@ pub fn to_json(project: &Project) -> String {
 pub fn to_value(project: &Project) -> Value {
     let mut root = Mapping::new();
     root.insert("name".into(), project.name.clone().into());
-    let mut services: Vec<&Service> = project.services.values().collect();
-    services.sort_by(|a, b| a.name.cmp(&b.name));
-    let services: Mapping = services
-        .into_iter()
-        .map(|s| (Value::from(s.name.clone()), service(s)))
-        .collect();
-    root.insert("services".into(), Value::Mapping(services));
     if !project.networks.is_empty() {
         let networks = sorted(&project.networks, network);
         root.insert("networks".into(), networks);
-    }
-    if !project.volumes.is_empty() {
-        let volumes = sorted(&project.volumes, volume);
-        root.insert("volumes".into(), volumes);
     }
     if !project.secrets.is_empty() {
         let secrets = sorted(&project.secrets, |source| {
@@ -72,6 +61,17 @@ pub fn to_value(project: &Project) -> Value {
             Value::Mapping(m)
         });
         root.insert("secrets".into(), secrets);
+    }
+    let mut services: Vec<&Service> = project.services.values().collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    let services: Mapping = services
+        .into_iter()
+        .map(|s| (Value::from(s.name.clone()), service(s, false)))
+        .collect();
+    root.insert("services".into(), Value::Mapping(services));
+    if !project.volumes.is_empty() {
+        let volumes = sorted(&project.volumes, volume);
+        root.insert("volumes".into(), volumes);
     }
     let mut root = Value::Mapping(root);
     mask(&mut root, "", ("", false), &FromVariables::of(project));
@@ -186,31 +186,136 @@ fn non_empty_map<T>(map: &IndexMap<String, T>, f: impl Fn(&T) -> Value) -> Optio
     (!map.is_empty()).then(|| sorted(map, f))
 }
 
-fn service(s: &Service) -> Value {
+/// Compose v2's `com.docker.compose.config-hash` of a service: the SHA-256 of the service as
+/// compose-go marshals it to JSON (Go's compact encoding, its struct's key order, every value
+/// unmasked), without `build`, `pull_policy`, `scale`, `deploy.replicas`, `depends_on` and
+/// `profiles` (compose's `ServiceHash`). With it, `docker compose up -d` on the same files sees
+/// the agent's containers as up to date.
+pub fn config_hash(s: &Service) -> String {
+    crate::digest::sha256_hex(config_hash_input(s).as_bytes())
+}
+
+/// What [`config_hash`] hashes (it holds the service's secrets: never print it outside a test).
+pub fn config_hash_input(s: &Service) -> String {
+    let mut tree = service(s, true);
+    if let Value::Mapping(m) = &mut tree {
+        for key in ["build", "pull_policy", "scale", "depends_on", "profiles"] {
+            m.shift_remove(key);
+        }
+        if let Some(Value::Mapping(deploy)) = m.get_mut("deploy") {
+            deploy.shift_remove("replicas");
+        }
+    }
+    let mut json = String::new();
+    go_json(&tree, &mut json);
+    json
+}
+
+/// `value` as Go's `encoding/json` writes it: compact, keys in the tree's order, `<`, `>`, `&`,
+/// U+2028 and U+2029 escaped, a float with no fraction written as an integer.
+fn go_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (None, Some(u), _) => out.push_str(&u.to_string()),
+            (None, None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e21 => {
+                out.push_str(&format!("{f:.0}"))
+            }
+            (None, None, Some(f)) => out.push_str(&f.to_string()),
+            _ => out.push_str("null"),
+        },
+        Value::String(text) => go_string(text, out),
+        Value::Sequence(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                go_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Mapping(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                go_string(&key_text(key).unwrap_or_default(), out);
+                out.push(':');
+                go_json(item, out);
+            }
+            out.push('}');
+        }
+        Value::Tagged(tagged) => go_json(&tagged.value, out),
+    }
+}
+
+fn go_string(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A service as `docker compose config` prints it; `expose`: every environment value as it is
+/// (for [`config_hash`]), else only those the file spells out.
+fn service(s: &Service, expose: bool) -> Value {
     let extra_hosts: Vec<String> = s
         .extra_hosts
         .iter()
-        .map(|h| format!("{}:{}", h.host, h.ip))
+        .map(|h| format!("{}={}", h.host, h.ip))
         .collect();
-    // The one place a value leaves `Secret` for output, and only a literal one.
-    let environment = non_empty_map(&s.environment, |v| {
-        Value::from(if v.is_literal() {
-            v.value.expose()
-        } else {
-            MASK
+    // The one place a value leaves `Secret` for output, and only a literal one. A bare `KEY`
+    // nothing sets is printed `KEY: null`, as compose does.
+    let mut environment: IndexMap<String, Value> = s
+        .environment
+        .iter()
+        .map(|(k, v)| {
+            let shown = if expose || v.is_literal() {
+                v.value.expose()
+            } else {
+                MASK
+            };
+            (k.clone(), Value::from(shown))
         })
-    });
+        .collect();
+    for key in &s.unset_environment {
+        environment.insert(key.clone(), Value::Null);
+    }
+    let environment = non_empty_map(&environment, Value::clone);
     let text = |v: &Option<String>| v.clone().map(Value::from);
     let shown = |v: Option<String>| v.map(Value::from);
     let fields: Vec<(&str, Option<Value>)> = vec![
         ("cap_add", non_empty(&s.cap_add, strings)),
         ("cap_drop", non_empty(&s.cap_drop, strings)),
-        ("command", s.command.as_deref().map(strings)),
+        // Printed `null` when unset: compose's JSON always has these two.
+        (
+            "command",
+            Some(s.command.as_deref().map_or(Value::Null, strings)),
+        ),
         ("container_name", text(&s.container_name)),
         ("cpus", s.cpus.map(Value::from)),
         ("depends_on", non_empty_map(&s.depends_on, dependency)),
         ("dns", non_empty(&s.dns, strings)),
-        ("entrypoint", s.entrypoint.as_deref().map(strings)),
+        (
+            "entrypoint",
+            Some(s.entrypoint.as_deref().map_or(Value::Null, strings)),
+        ),
         ("environment", environment),
         ("extra_hosts", non_empty(&extra_hosts, strings)),
         ("healthcheck", s.healthcheck.as_ref().map(healthcheck)),
@@ -233,7 +338,7 @@ fn service(s: &Service) -> Value {
             "pull_policy",
             s.pull_policy.map(|p| Value::from(p.spelled())),
         ),
-        ("read_only", s.read_only.map(Value::from)),
+        ("read_only", s.read_only.filter(|r| *r).map(Value::from)),
         ("restart", shown(s.restart.map(|r| r.to_string()))),
         ("shm_size", shown(s.shm_size.map(|b| b.to_string()))),
         (
@@ -263,14 +368,81 @@ fn service(s: &Service) -> Value {
         ("working_dir", text(&s.working_dir)),
     ];
     let mut fields: Vec<(&str, Option<Value>)> = fields.into_iter().chain(flags(s)).collect();
-    // In key order, as `docker compose config` prints them.
-    fields.sort_by_key(|(key, _)| *key);
+    // In the order of compose-go's ServiceConfig, as `docker compose config` prints them (and
+    // as compose hashes them).
+    fields.sort_by_key(|(key, _)| SERVICE_KEYS.iter().position(|k| k == key));
     let mut m = Mapping::new();
     for (key, value) in fields {
         put(&mut m, key, value);
     }
     Value::Mapping(m)
 }
+
+/// The keys of a service in the order compose-go declares them (read off `docker compose
+/// config --format json`, v2.40.3).
+const SERVICE_KEYS: &[&str] = &[
+    "profiles",
+    "cap_add",
+    "cap_drop",
+    "cgroup_parent",
+    "cpu_period",
+    "cpu_quota",
+    "cpus",
+    "cpuset",
+    "cpu_shares",
+    "command",
+    "container_name",
+    "depends_on",
+    "deploy",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "entrypoint",
+    "environment",
+    "expose",
+    "external_links",
+    "extra_hosts",
+    "group_add",
+    "hostname",
+    "healthcheck",
+    "image",
+    "init",
+    "ipc",
+    "labels",
+    "links",
+    "logging",
+    "mem_limit",
+    "mem_reservation",
+    "memswap_limit",
+    "network_mode",
+    "networks",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "ports",
+    "privileged",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "runtime",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "user",
+    "userns_mode",
+    "volumes",
+    "working_dir",
+];
 
 /// A service's secret in the long syntax, as `docker compose config` prints it (the file the agent
 /// wrote for it is not shown).
@@ -365,7 +537,7 @@ fn dependency(d: &Dependency) -> Value {
 
 fn healthcheck(h: &Healthcheck) -> Value {
     let mut m = Mapping::new();
-    if h.is_disabled() {
+    if h.disable {
         m.insert("disable".into(), true.into());
         return Value::Mapping(m);
     }
@@ -548,6 +720,11 @@ fn mount(v: &Mount) -> Value {
     if v.read_only {
         m.insert("read_only".into(), true.into());
     }
+    // The kind's own options, as compose prints them: always for the short syntax, when
+    // written for the long one.
+    if !v.options_section {
+        return Value::Mapping(m);
+    }
     match v.kind {
         MountKind::Bind => {
             let mut bind = Mapping::new();
@@ -560,9 +737,7 @@ fn mount(v: &Mount) -> Value {
                 bind.insert("create_host_path".into(), true.into());
             }
             put(&mut bind, "selinux", v.selinux.clone().map(Value::from));
-            if !bind.is_empty() {
-                m.insert("bind".into(), Value::Mapping(bind));
-            }
+            m.insert("bind".into(), Value::Mapping(bind));
         }
         MountKind::Volume => {
             let mut volume = Mapping::new();
@@ -572,18 +747,20 @@ fn mount(v: &Mount) -> Value {
             m.insert("volume".into(), Value::Mapping(volume));
         }
         MountKind::Tmpfs => {
-            if let Some(size) = v.tmpfs_size {
-                let mut tmpfs = Mapping::new();
-                tmpfs.insert("size".into(), size.into());
-                m.insert("tmpfs".into(), Value::Mapping(tmpfs));
-            }
+            let mut tmpfs = Mapping::new();
+            put(
+                &mut tmpfs,
+                "size",
+                v.tmpfs_size.map(|size| Value::from(size.to_string())),
+            );
+            m.insert("tmpfs".into(), Value::Mapping(tmpfs));
         }
     }
     Value::Mapping(m)
 }
 
 fn ulimit(u: &Ulimit) -> Value {
-    if u.soft == u.hard {
+    if u.single {
         return u.soft.into();
     }
     let mut m = Mapping::new();
@@ -601,6 +778,9 @@ fn network(n: &Network) -> Value {
         "driver_opts",
         non_empty_map(&n.driver_opts, |v| Value::from(v.clone())),
     );
+    // Always there, `{}` when the file says nothing (compose's IPAM config is no pointer).
+    let ipam_config = n.ipam.as_ref().map_or(Value::Mapping(Mapping::new()), ipam);
+    m.insert("ipam".into(), ipam_config);
     if n.external {
         m.insert("external".into(), true.into());
     }
@@ -616,7 +796,6 @@ fn network(n: &Network) -> Value {
         (!n.labels.is_empty()).then(|| string_map(&n.labels)),
     );
     put(&mut m, "enable_ipv6", n.enable_ipv6.map(Value::from));
-    put(&mut m, "ipam", n.ipam.as_ref().map(ipam));
     Value::Mapping(m)
 }
 

@@ -403,7 +403,8 @@ fn volumes_short_and_long() {
          \x20       target: /long\n        read_only: true\n        volume:\n          nocopy: true\n\
          \x20     - type: bind\n        source: rel\n        target: /rel\n        bind:\n          create_host_path: true\n\
          \x20     - type: tmpfs\n        target: /tmp\n        tmpfs:\n          size: 64m\n      - /:/rootfs:ro,rslave\n\
-         \x20     - type: bind\n        source: /mnt\n        target: /mnt\n        bind:\n          propagation: shared\nvolumes:\n  data:\n",
+         \x20     - type: bind\n        source: /mnt\n        target: /mnt\n        bind:\n          propagation: shared\n\
+         \x20     - type: bind\n        source: /bare\n        target: /bare\nvolumes:\n  data:\n",
     );
     let v = &p.services["w"].volumes;
     let mount = |kind, source: Option<&str>, target: &str| Mount {
@@ -412,6 +413,7 @@ fn volumes_short_and_long() {
         target: target.to_string(),
         read_only: false,
         create_host_path: kind == MountKind::Bind,
+        options_section: true,
         propagation: None,
         nocopy: false,
         tmpfs_size: None,
@@ -459,13 +461,21 @@ fn volumes_short_and_long() {
             ..mount(Bind, Some("/"), "/rootfs")
         }
     );
-    // The long syntax creates a missing host path too, unless told not to (compose's default).
+    // The long syntax creates a missing host path when it has no `bind:` section, or one that
+    // says `create_host_path: true`, as compose v2.40 does.
     assert_eq!(
         v[9],
         Mount {
-            create_host_path: true,
+            create_host_path: false,
             propagation: Some("shared".into()),
             ..mount(Bind, Some("/mnt"), "/mnt")
+        }
+    );
+    assert_eq!(
+        v[10],
+        Mount {
+            options_section: false,
+            ..mount(Bind, Some("/bare"), "/bare")
         }
     );
 
@@ -665,10 +675,18 @@ fn other_service_fields() {
         s.ulimits["nproc"],
         Ulimit {
             soft: 100,
-            hard: 100
+            hard: 100,
+            single: true,
         }
     );
-    assert_eq!(s.ulimits["nofile"], Ulimit { soft: 1, hard: 2 });
+    assert_eq!(
+        s.ulimits["nofile"],
+        Ulimit {
+            soft: 1,
+            hard: 2,
+            single: false,
+        }
+    );
     assert_eq!(s.mem_limit, Some(3 << 29));
     assert_eq!(s.shm_size, Some(1024));
     assert_eq!(s.cpus, Some(0.5));
@@ -1027,7 +1045,7 @@ fn render_masks_values_from_variables_in_every_shape() {
     assert_eq!(w["labels"]["owner"], masked, "a list printed as a mapping");
     assert_eq!(w["labels"]["tier"], Value::from("web"));
     assert_eq!(w["extra_hosts"][0], masked, "a mapping printed as a list");
-    assert_eq!(w["extra_hosts"][1], Value::from("cache:10.0.0.9"));
+    assert_eq!(w["extra_hosts"][1], Value::from("cache=10.0.0.9"));
     assert_eq!(w["healthcheck"]["test"][1], Value::from("check"));
     assert_eq!(w["healthcheck"]["test"][2], masked);
     assert_eq!(w["logging"]["options"]["tag"], masked);
@@ -1058,16 +1076,24 @@ fn render_shape_is_compose_v2() {
     );
     let yaml = to_yaml(&p);
     let expected = "name: proj
+networks:
+  default:
+    name: proj_default
+    ipam: {}
 services:
   db:
+    command: null
+    entrypoint: null
     image: \"y\"
     networks:
       default: null
   web:
+    command: null
     depends_on:
       db:
         condition: service_started
         required: true
+    entrypoint: null
     image: x
     mem_limit: \"536870912\"
     networks:
@@ -1095,9 +1121,6 @@ services:
         source: data
         target: /data
         volume: {}
-networks:
-  default:
-    name: proj_default
 volumes:
   data:
     name: proj_data

@@ -233,11 +233,17 @@ fn follow_shared_namespaces(project: &Project, services: &mut [ServicePlan]) {
     }
 }
 
+/// The agent's hash of a container: its own label, or compose's for a container an agent made
+/// before it had its own (so an upgrade of the agent recreates nothing).
+fn agent_hash(c: &Container) -> Option<&str> {
+    c.label(spec::HASH).or_else(|| c.label(spec::CONFIG_HASH))
+}
+
 /// What to do with a service's `current` container, given what is `desired` of it.
 fn action_of(current: Option<&Container>, desired: &Desired, one_shot: bool) -> Action {
     match current {
         None => Action::Create,
-        Some(c) if c.label(spec::CONFIG_HASH) == Some(desired.hash.as_str()) => {
+        Some(c) if agent_hash(c) == Some(desired.hash.as_str()) => {
             if one_shot && c.completed() {
                 Action::Done
             } else if c.is_running() {

@@ -23,7 +23,12 @@ pub const PROJECT: &str = "com.docker.compose.project";
 pub const SERVICE: &str = "com.docker.compose.service";
 pub const NUMBER: &str = "com.docker.compose.container-number";
 pub const ONEOFF: &str = "com.docker.compose.oneoff";
+/// Compose's own hash of the service (see [`crate::compose::config_hash`]), so that `docker
+/// compose up -d` on the same files keeps the agent's containers.
 pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
+/// The agent's own hash of what it creates (the create body, the image, the files it mounts),
+/// which decides a recreate. Containers made before it existed carry it in [`CONFIG_HASH`].
+pub const HASH: &str = "io.kicky-agent.config-hash";
 pub const VERSION: &str = "com.docker.compose.version";
 pub const WORKING_DIR: &str = "com.docker.compose.project.working_dir";
 pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
@@ -379,7 +384,8 @@ fn compose_labels(
         (SERVICE, service.name.clone()),
         (NUMBER, "1".to_string()),
         (ONEOFF, "False".to_string()),
-        (CONFIG_HASH, hash.to_string()),
+        (CONFIG_HASH, crate::compose::config_hash(service)),
+        (HASH, hash.to_string()),
         (VERSION, COMPOSE_VERSION.to_string()),
         (WORKING_DIR, project.working_dir.display().to_string()),
         (CONFIG_FILES, project.file.display().to_string()),

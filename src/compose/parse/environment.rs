@@ -143,9 +143,10 @@ pub(super) fn resolve_environment(
     files: Vec<EnvFileRef>,
     entries: Vec<(String, EnvEntry)>,
     ctx: &mut Ctx,
-) -> IndexMap<String, EnvValue> {
+) -> (IndexMap<String, EnvValue>, Vec<String>) {
     let lookup = ctx.lookup;
     let mut env: IndexMap<String, EnvValue> = IndexMap::new();
+    let mut unset: Vec<String> = Vec::new();
     for file in files {
         // Never through a link, never a FIFO: either counts as no file.
         let text = match (ctx.read)(&file.path) {
@@ -197,6 +198,7 @@ pub(super) fn resolve_environment(
     for (key, entry) in entries {
         match entry {
             EnvEntry::Set(value, origin) => {
+                unset.retain(|k| *k != key);
                 env.insert(
                     key,
                     EnvValue {
@@ -207,6 +209,7 @@ pub(super) fn resolve_environment(
             }
             EnvEntry::Inherit => match lookup(&key) {
                 Some(value) => {
+                    unset.retain(|k| *k != key);
                     let value = EnvValue {
                         value: Secret::new(value),
                         origin: EnvOrigin::Inherited,
@@ -216,9 +219,12 @@ pub(super) fn resolve_environment(
                 // Unset: the container does not get it, whatever an env file said (compose v2).
                 None => {
                     env.shift_remove(&key);
+                    if !unset.contains(&key) {
+                        unset.push(key);
+                    }
                 }
             },
         }
     }
-    env
+    (env, unset)
 }

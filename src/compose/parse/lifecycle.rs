@@ -80,6 +80,7 @@ pub(super) fn healthcheck(value: &Value, path: &str, ctx: &mut Ctx) -> Option<He
     if disabled {
         return Some(Healthcheck {
             test: vec!["NONE".to_string()],
+            disable: true,
             ..Healthcheck::default()
         });
     }

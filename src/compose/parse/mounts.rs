@@ -52,6 +52,7 @@ pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
         target: container_path(target),
         read_only: false,
         create_host_path: false,
+        options_section: true,
         propagation: None,
         nocopy: false,
         tmpfs_size: None,
@@ -120,6 +121,7 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
         target: String::new(),
         read_only: false,
         create_host_path: false,
+        options_section: false,
         propagation: None,
         nocopy: false,
         tmpfs_size: None,
@@ -181,6 +183,12 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
 fn mount_options(mount: &mut Mount, options: Vec<(String, String, &Value)>, ctx: &mut Ctx) {
     let kind = mount.kind;
     for (section, section_path, value) in options {
+        if section == kind.as_str() {
+            mount.options_section = true;
+            // With a `bind:` section, compose creates a missing host path only when it says
+            // `create_host_path: true`; without one, always.
+            mount.create_host_path = false;
+        }
         if section != kind.as_str() {
             let message = format!(
                 "`{section}` options do not apply to a {} mount",

@@ -253,7 +253,7 @@ pub(super) fn service(
         .iter()
         .map(|f| (f.path.clone(), f.key_path.clone()))
         .collect();
-    s.environment = resolve_environment(env_files, environment, ctx);
+    (s.environment, s.unset_environment) = resolve_environment(env_files, environment, ctx);
     (ctx.problems.len() == problems_before).then_some((s, paths))
 }
 
@@ -358,14 +358,28 @@ fn ulimits(value: &Value, path: &str, ctx: &mut Ctx) -> IndexMap<String, Ulimit>
                 }
                 match (soft, hard) {
                     (Some(soft), Some(hard)) => {
-                        out.insert(name, Ulimit { soft, hard });
+                        out.insert(
+                            name,
+                            Ulimit {
+                                soft,
+                                hard,
+                                single: false,
+                            },
+                        );
                     }
                     _ => ctx.problem(&p, "a ulimit mapping needs both `soft` and `hard`"),
                 }
             }
             other => {
                 if let Some(n) = ctx.integer(other, &p) {
-                    out.insert(name, Ulimit { soft: n, hard: n });
+                    out.insert(
+                        name,
+                        Ulimit {
+                            soft: n,
+                            hard: n,
+                            single: true,
+                        },
+                    );
                 }
             }
         }

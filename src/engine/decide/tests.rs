@@ -528,6 +528,58 @@ networks:
     );
 }
 
+/// The agent decides by its own hash label; a container an older agent made carries that hash
+/// in compose's label instead, and is kept as it is (an upgrade of the agent recreates nothing).
+/// Compose's label holds compose's own hash, which the agent's decision ignores.
+#[test]
+fn the_agents_hash_decides_and_older_containers_keep_theirs_in_composes_label() {
+    let project = crate::compose::from_str(
+        "services:\n  web:\n    image: app:1\n",
+        Path::new("/srv/o/docker-compose.yml"),
+        "o",
+        &|_| None,
+    )
+    .unwrap();
+    let files = AgentFiles::new();
+    let fresh = container_of(&project, "web", &files, RunState::Running);
+    let agent = fresh.labels[spec::HASH].clone();
+    assert_ne!(
+        fresh.labels[spec::CONFIG_HASH],
+        agent,
+        "compose's hash is compose's"
+    );
+    let action = |labels: &[(&str, &str)]| {
+        let mut c = fresh.clone();
+        c.labels.remove(spec::HASH);
+        c.labels.remove(spec::CONFIG_HASH);
+        for (k, v) in labels {
+            c.labels.insert(k.to_string(), v.to_string());
+        }
+        let observed = Observed {
+            containers: vec![c],
+            ..Observed::default()
+        };
+        let decision = decide(&project, &observed, &ids(), &files).unwrap();
+        decision.services[0].action.to_string()
+    };
+    let table: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[(spec::HASH, &agent), (spec::CONFIG_HASH, "anything")],
+            "keep",
+        ),
+        (&[(spec::CONFIG_HASH, &agent)], "keep"),
+        (
+            &[(spec::HASH, "old"), (spec::CONFIG_HASH, &agent)],
+            "recreate",
+        ),
+        (&[(spec::CONFIG_HASH, "old")], "recreate"),
+    ];
+    for (labels, want) in table {
+        let got = action(labels);
+        assert!(got.starts_with(want), "{labels:?}: {got}");
+    }
+}
+
 /// What reaches the create body of the keys compose honours (issue 11), and a container in
 /// another's network namespace following it.
 #[test]
@@ -614,7 +666,7 @@ networks:
     for service in ["web", "agent", "sidecar"] {
         let mut c = container_of(&project, service, &files, RunState::Running);
         c.labels.insert(
-            spec::CONFIG_HASH.into(),
+            spec::HASH.into(),
             spec::desired(
                 &project,
                 &project.services[service],
@@ -627,7 +679,7 @@ networks:
     }
     observed.containers[0]
         .labels
-        .insert(spec::CONFIG_HASH.into(), "old".into());
+        .insert(spec::HASH.into(), "old".into());
     let decision = decide(&project, &observed, &ids(), &files).unwrap();
     let actions: BTreeMap<&str, String> = decision
         .services
