@@ -1,14 +1,17 @@
-//! Parity with docker compose: the same compose file (`tests/fixtures/parity`) brought up by
-//! Debian's `docker-compose` (1.29) and by `kicky-agent sync`, each under a project name of its
-//! own, must give containers that are alike field by field in `docker inspect`: what the process
-//! runs with (environment, command, entrypoint, user, working dir, hostname, stop signal and
-//! timeout, healthcheck, labels), the host config (ports, restart policy, extra hosts, logging,
-//! ulimits, memory, CPUs, init, tmpfs, capabilities, read-only root, shm size, sysctls, DNS), the
-//! mounts and the networks with their aliases, and the networks and volumes the two create.
+//! Parity with Docker Compose v2 (2.40.3, the rig's `KICKY_RIG_COMPOSE_V2`): the same compose file
+//! (`tests/fixtures/parity`) brought up by `docker compose up -d --wait` and by `kicky-agent
+//! sync`, each under a project name of its own, must give containers that are alike field by
+//! field in `docker inspect`: what the process runs with (environment, command, entrypoint, user,
+//! working dir, hostname, stop signal and timeout, healthcheck, labels, compose's own labels with
+//! its config hash), the host config (ports, restart policy, extra hosts, logging, ulimits,
+//! memory, CPUs, init, tmpfs, capabilities, read-only root, shm size, sysctls, DNS), the mounts
+//! and the networks with their aliases, and the networks and volumes the two create.
 //!
-//! Where compose v1 and compose v2 (whose conventions the agent follows) legitimately differ, the
-//! difference is forgiven in one place, [`normalized`], which lists each one. Anything else that
-//! differs is the agent's bug, and fails the test naming the service, the field and both values.
+//! What may differ by construction (the project's name in names and labels, the engine's ids) is
+//! forgiven in one place, [`normalized`], which lists each one. Anything else that differs is the
+//! agent's bug, and fails the test naming the service, the field and both values. Then the
+//! operator's side: `docker compose ps`, `logs` and `exec` work on the agent's project, and
+//! `docker compose up -d` with the same files keeps every container the agent made.
 //!
 //! The file's host ports are picked free when the test runs and handed to both tools through the
 //! `.env` beside the compose file, with the registry and the one `container_name`; the compose
@@ -26,7 +29,6 @@ use common::{Rig, Scratch};
 use serde_json::{json, Value};
 
 const SERVICES: &[&str] = &["api", "worker", "cache"];
-const COMPOSE_V1: &str = "/usr/bin/docker-compose";
 const PROJECT_LABEL: &str = "com.docker.compose.project";
 const SERVICE_LABEL: &str = "com.docker.compose.service";
 
@@ -125,11 +127,11 @@ impl Drop for Cleanup {
     }
 }
 
-/// Runs Debian's docker-compose 1.29 on the project, from the compose file's directory (where it
-/// reads `.env`), with the rig's docker login. Variables of the `.env` are removed from its
+/// Runs docker compose v2 on the project, from the compose file's directory (where it reads
+/// `.env`), with the rig's docker login. Variables of the `.env` are removed from its
 /// environment, since its own environment would win over the file.
-fn compose_v1(workdir: &Path, project: &str, args: &[&str], dotenv_keys: &[&str]) -> Output {
-    let mut cmd = Command::new(COMPOSE_V1);
+fn compose_v2(workdir: &Path, project: &str, args: &[&str], dotenv_keys: &[&str]) -> Output {
+    let mut cmd = Command::new(rig_var("KICKY_RIG_COMPOSE_V2"));
     cmd.current_dir(workdir)
         .env(
             "DOCKER_CONFIG",
@@ -140,7 +142,7 @@ fn compose_v1(workdir: &Path, project: &str, args: &[&str], dotenv_keys: &[&str]
     for key in dotenv_keys {
         cmd.env_remove(key);
     }
-    cmd.output().expect("run docker-compose")
+    cmd.output().expect("run docker compose v2")
 }
 
 /// Every service of `project` running, and healthy when it has a healthcheck, within `bound`.
@@ -219,7 +221,7 @@ fn views_of(project: &str) -> BTreeMap<String, BTreeMap<String, Value>> {
             let resource = inspect(&[kind, "inspect"], &name);
             let name = resource["Name"].as_str().unwrap_or_default().to_string();
             let short = strip_project(&name, project);
-            views.insert(format!("{what} {short}"), resource_view(&resource));
+            views.insert(format!("{what} {short}"), resource_view(&resource, project));
         }
     }
     views
@@ -236,59 +238,78 @@ fn strip_project(name: &str, project: &str) -> String {
         .to_string()
 }
 
-/// Labels without compose's own (`com.docker.compose.*`, which v1 and v2 set differently: v2 adds
-/// `image`, `depends_on`, another `version`...) and the agent's (`io.kicky-agent.*`).
-fn own_labels(labels: &Value) -> Value {
+/// Labels without the agent's own (`io.kicky-agent.*`); compose's with the project's name
+/// replaced by `<project>`, and without `com.docker.compose.version` (compose writes its own
+/// version, the agent the compose version whose labels it follows).
+fn own_labels(labels: &Value, project: &str) -> Value {
     let own: BTreeMap<String, Value> = labels
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| !k.starts_with("com.docker.compose.") && !k.starts_with("io.kicky-agent."))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter(|(k, _)| !k.starts_with("io.kicky-agent.") && *k != "com.docker.compose.version")
+        .map(|(k, v)| {
+            let v = match v.as_str() {
+                Some(text) if k.starts_with("com.docker.compose.") => {
+                    json!(text.replace(project, "<project>"))
+                }
+                _ => v.clone(),
+            };
+            (k.clone(), v)
+        })
         .collect();
     json!(own)
 }
 
 /// A network's or a volume's own settings: driver, internal, options and own labels.
-fn resource_view(resource: &Value) -> BTreeMap<String, Value> {
+fn resource_view(resource: &Value, project: &str) -> BTreeMap<String, Value> {
     let mut view = BTreeMap::new();
     view.insert("Driver".into(), resource["Driver"].clone());
     if resource.get("Internal").is_some() {
         view.insert("Internal".into(), resource["Internal"].clone());
     }
-    view.insert("Labels".into(), own_labels(&resource["Labels"]));
+    let mut labels = own_labels(&resource["Labels"], project);
+    // Compose hashes the network's or volume's config, its name (the project's) included: the
+    // label must be there; that it is compose's own hash shows when `docker compose up -d` keeps
+    // the agent's networks and volumes (below).
+    if let Some(hash) = labels.get_mut("com.docker.compose.config-hash") {
+        *hash = json!("<hash of the project's own config>");
+    }
+    view.insert("Labels".into(), labels);
     view
 }
 
 /// What is compared of one container, from its `docker inspect`: THE one place where a difference
-/// between docker-compose 1.29 and the agent is forgiven. Two kinds of normalization happen here.
+/// between compose v2's containers and the agent's is forgiven.
 ///
 /// Engine-made values and order that carries no meaning:
 /// - `Config.Env` is compared as a set, without the image's `PATH` (the engine merges the image's
 ///   environment into both);
 /// - `Config.Hostname`, when not set by the file, is the container's short id: it becomes
 ///   `<container id>`;
-/// - the bindings of each port, `Ulimits` and `CapAdd`/`CapDrop` are sorted; the mounts are sorted
-///   by destination and the aliases of each network sorted.
+/// - the bindings of each port, `Ulimits`, `ExtraHosts` and `CapAdd`/`CapDrop` are sorted; the
+///   mounts are sorted by destination and the aliases of each network sorted;
+/// - `ExtraHosts` and the capability lists: an empty list and none are one, and so are a
+///   capability with and without its `CAP_` prefix (compose writes `[]` and `CAP_NET_ADMIN`, the
+///   agent leaves an empty list out and keeps the file's spelling; changing the agent's would
+///   change its hash of every container, and so recreate them all at its upgrade).
 ///
-/// Compose v1 conventions where v2 (and so the agent) has its own:
-/// - container names: v1 names a container `<project>_<service>_1`, v2 `<project>-<service>-1`;
-///   the containers are matched by compose's service label instead, and the name is compared only
-///   where the file sets `container_name`;
-/// - compose's own labels (`com.docker.compose.*`) differ between v1 and v2 (v2 adds `image`,
-///   `depends_on`; `version` and `config-hash` differ by construction), and the agent adds
-///   `io.kicky-agent.sections`: only the service's own labels (and the image's) are compared;
-/// - network and volume names carry the project's name as a prefix (`<project>_<key>` in both
-///   v1 and v2): the prefix is removed;
-/// - v1 passes named volumes and short-syntax binds in `HostConfig.Binds` and the long syntax in
-///   `HostConfig.Mounts`, v2 named volumes in `HostConfig.Mounts` too: neither is compared, only
-///   the mounts the engine made of them (`Mounts`: type, source, destination, read-write), a
-///   volume's source being its name (without the project's prefix) rather than its path under
-///   /var/lib/docker, which holds that name, and `<anonymous>` for an anonymous volume (whose
-///   name the engine draws at random);
-/// - network aliases: v1 adds the container's short id to its aliases on every network, and
-///   newer v2 releases add the container's name; both are removed, leaving the service's name
-///   and the file's aliases.
+/// What differs by construction, the two projects having names of their own:
+/// - container names (`<project>-<service>-1`): the containers are matched by compose's service
+///   label, and the name is compared only where the file sets `container_name`;
+/// - compose's labels hold the project's name (`project`, and `depends_on` and the like do not):
+///   it becomes `<project>`; `com.docker.compose.version` is compose's own release, and the
+///   agent's `io.kicky-agent.*` labels are its own: neither is compared. Compose's
+///   `config-hash` is: the agent writes compose's hash of the service;
+/// - network and volume names carry the project's name as a prefix (`<project>_<key>`): the
+///   prefix is removed;
+/// - a network's or a volume's `com.docker.compose.config-hash` hashes its name, the project's:
+///   only its presence is compared here, its value by `docker compose up -d` keeping them;
+/// - `HostConfig.Binds` and `HostConfig.Mounts` are not compared, only the mounts the engine made
+///   of them (`Mounts`: type, source, destination, read-write), a volume's source being its name
+///   (without the project's prefix) rather than its path under /var/lib/docker, which holds that
+///   name, and `<anonymous>` for an anonymous volume (whose name the engine draws at random);
+/// - network aliases: the container's name, which compose adds to its aliases, is removed (as
+///   is a short id, which older engines add), leaving the service's name and the file's aliases.
 fn normalized(c: &Value, project: &str) -> BTreeMap<String, Value> {
     let config = &c["Config"];
     let host = &c["HostConfig"];
@@ -329,7 +350,10 @@ fn normalized(c: &Value, project: &str) -> BTreeMap<String, Value> {
             json!(hostname)
         },
     );
-    view.insert("Config.Labels".into(), own_labels(&config["Labels"]));
+    view.insert(
+        "Config.Labels".into(),
+        own_labels(&config["Labels"], project),
+    );
     // The name only where the file chooses it (v1 and v2 name the others differently).
     let generated =
         name.starts_with(&format!("{project}_")) || name.starts_with(&format!("{project}-"));
@@ -351,7 +375,6 @@ fn normalized(c: &Value, project: &str) -> BTreeMap<String, Value> {
     view.insert("HostConfig.PortBindings".into(), json!(ports));
     for key in [
         "RestartPolicy",
-        "ExtraHosts",
         "LogConfig",
         "Memory",
         "NanoCpus",
@@ -364,8 +387,11 @@ fn normalized(c: &Value, project: &str) -> BTreeMap<String, Value> {
     ] {
         view.insert(format!("HostConfig.{key}"), host[key].clone());
     }
-    for key in ["Ulimits", "CapAdd", "CapDrop"] {
+    for key in ["Ulimits", "CapAdd", "CapDrop", "ExtraHosts"] {
         let mut list: Vec<Value> = host[key].as_array().cloned().unwrap_or_default();
+        if key.starts_with("Cap") {
+            list = list.iter().map(|cap| json!(capability(cap))).collect();
+        }
         list.sort_by_key(|v| v.to_string());
         view.insert(format!("HostConfig.{key}"), json!(list));
     }
@@ -412,6 +438,13 @@ fn normalized(c: &Value, project: &str) -> BTreeMap<String, Value> {
     view
 }
 
+/// A capability as the engine reads it: `NET_ADMIN` and `CAP_NET_ADMIN` are one (compose 2.40
+/// writes the prefix, the agent the file's spelling).
+fn capability(cap: &Value) -> String {
+    let cap = cap.as_str().unwrap_or_default();
+    cap.strip_prefix("CAP_").unwrap_or(cap).to_string()
+}
+
 /// The service names each container has among its aliases, on every network.
 fn assert_service_aliases(views: &BTreeMap<String, BTreeMap<String, Value>>, who: &str) {
     for service in SERVICES {
@@ -431,11 +464,11 @@ async fn agent_creates_what_docker_compose_creates() {
     let rig = Rig::get();
     let registry = rig_var("KICKY_RIG_REGISTRY");
     let tag = format!("{:08x}", fastrand::u32(..));
-    let v1_project = format!("parity-compose-{tag}");
+    let v2_project = format!("parity-compose-{tag}");
     let agent_project = format!("parity-agent-{tag}");
     let cache_name = format!("parity-cache-{tag}");
     let _cleanup = Cleanup {
-        projects: vec![v1_project.clone(), agent_project.clone()],
+        projects: vec![v2_project.clone(), agent_project.clone()],
         names: vec![cache_name.clone()],
     };
 
@@ -467,21 +500,23 @@ async fn agent_creates_what_docker_compose_creates() {
     let mut dotenv_keys: Vec<&str> = vars.iter().map(|(k, _)| *k).collect();
     dotenv_keys.push("FROM_DOTENV");
 
-    // docker-compose 1.29 first; its containers are inspected once healthy, then it goes down
+    // compose v2 first; its containers are inspected once healthy, then it goes down
     // (its ports are the agent's).
-    let up = compose_v1(&workdir, &v1_project, &["up", "-d"], &dotenv_keys);
+    // (Not `--wait`: compose 2.40.3 fails it on a service whose healthcheck is disabled, "has no
+    // healthcheck configured"; the agent counts such a service ready once running.)
+    let up = compose_v2(&workdir, &v2_project, &["up", "-d"], &dotenv_keys);
     assert!(
         up.status.success(),
-        "docker-compose up failed:\n{}{}",
+        "docker compose up failed:\n{}{}",
         String::from_utf8_lossy(&up.stdout),
         String::from_utf8_lossy(&up.stderr)
     );
-    wait_healthy(&v1_project, Duration::from_secs(60));
-    let compose = views_of(&v1_project);
-    let down = compose_v1(&workdir, &v1_project, &["down", "-v"], &dotenv_keys);
+    wait_healthy(&v2_project, Duration::from_secs(60));
+    let compose = views_of(&v2_project);
+    let down = compose_v2(&workdir, &v2_project, &["down", "-v"], &dotenv_keys);
     assert!(
         down.status.success(),
-        "docker-compose down failed: {}",
+        "docker compose down failed: {}",
         String::from_utf8_lossy(&down.stderr)
     );
 
@@ -510,7 +545,7 @@ async fn agent_creates_what_docker_compose_creates() {
     wait_healthy(&agent_project, Duration::from_secs(5));
     let agent = views_of(&agent_project);
 
-    for (who, views) in [("docker-compose 1.29", &compose), ("kicky-agent", &agent)] {
+    for (who, views) in [("docker compose v2", &compose), ("kicky-agent", &agent)] {
         println!("== {who}");
         for (what, view) in views {
             println!("  {what}");
@@ -531,7 +566,7 @@ async fn agent_creates_what_docker_compose_creates() {
                 if agent.contains_key(object) {
                     "the agent"
                 } else {
-                    "docker-compose"
+                    "docker compose"
                 }
             ));
             continue;
@@ -540,15 +575,87 @@ async fn agent_creates_what_docker_compose_creates() {
             let actual = ours.get(field).unwrap_or(&Value::Null);
             if actual != expected {
                 differences.push(format!(
-                    "{object}: {field}\n      docker-compose: {expected}\n      kicky-agent:    {actual}"
+                    "{object}: {field}\n      docker compose: {expected}\n      kicky-agent:    {actual}"
                 ));
             }
         }
     }
     assert!(
         differences.is_empty(),
-        "the agent's containers differ from docker-compose's in {} fields:\n  {}",
+        "the agent's containers differ from docker compose's in {} fields:\n  {}",
         differences.len(),
         differences.join("\n  ")
+    );
+
+    // The operator's side: compose's own commands on the agent's project.
+    let filter = format!("label={PROJECT_LABEL}={agent_project}");
+    let resources = || {
+        let networks = docker_ok(&["network", "ls", "-q", "--filter", &filter]);
+        let volumes = docker_ok(&["volume", "ls", "-q", "--filter", &filter]);
+        (lines(&networks), lines(&volumes))
+    };
+    let resources_before = resources();
+    let before: Vec<(String, String)> = SERVICES
+        .iter()
+        .map(|service| {
+            let id = container_of(&agent_project, service).unwrap();
+            let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
+            (id, started)
+        })
+        .collect();
+    let compose = |args: &[&str]| {
+        let out = compose_v2(&workdir, &agent_project, args, &dotenv_keys);
+        assert!(
+            out.status.success(),
+            "docker compose {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ps: BTreeMap<String, String> = lines(&compose(&["ps", "--format", "json"]))
+        .iter()
+        .map(|line| {
+            let c: Value = serde_json::from_str(line).expect("one container a line");
+            (
+                c["Service"].as_str().unwrap_or_default().to_string(),
+                c["State"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let running: BTreeMap<String, String> = SERVICES
+        .iter()
+        .map(|s| (s.to_string(), "running".to_string()))
+        .collect();
+    assert_eq!(ps, running, "docker compose ps on the agent's project");
+    compose(&["logs", "--no-color", "api"]);
+    let exec = compose(&["exec", "-T", "api", "/bin/sh", "-c", "echo from-exec"]);
+    assert_eq!(exec.trim(), "from-exec");
+    // `up -d` with the same files: compose finds every container up to date (its config hash,
+    // image, networks and volumes) and keeps it.
+    let up = compose_v2(&workdir, &agent_project, &["up", "-d"], &dotenv_keys);
+    let told = format!(
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(up.status.success(), "docker compose up -d: {told}");
+    let after: Vec<(String, String)> = SERVICES
+        .iter()
+        .map(|service| {
+            let id = container_of(&agent_project, service).unwrap_or_default();
+            let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
+            (id, started)
+        })
+        .collect();
+    assert_eq!(
+        after, before,
+        "docker compose up -d replaced or restarted the agent's containers:\n{told}"
+    );
+    assert_eq!(
+        resources(),
+        resources_before,
+        "docker compose up -d replaced the agent's networks or volumes:\n{told}"
     );
 }

@@ -33,7 +33,9 @@ use crate::error::input_error;
 
 pub use model::*;
 pub use parse::{NETWORK_KEYS, SERVICE_KEYS, VOLUME_KEYS};
-pub use render::{config_hash, config_hash_input, to_json, to_value, to_yaml, MASK};
+pub use render::{
+    config_hash, config_hash_input, network_hash, to_json, to_value, to_yaml, volume_hash, MASK,
+};
 
 /// Something wrong (or worth a warning) at a key path of the compose file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -382,6 +382,9 @@ pub struct ServiceNetwork {
     pub aliases: Vec<String>,
     pub ipv4_address: Option<String>,
     pub ipv6_address: Option<String>,
+    /// Given a mapping in the file, even an empty one (`back: {}`): compose prints it (`{}`
+    /// rather than `null`) and hashes it so.
+    pub configured: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

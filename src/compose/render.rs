@@ -211,6 +211,36 @@ pub fn config_hash_input(s: &Service) -> String {
     json
 }
 
+/// Compose v2's `com.docker.compose.config-hash` of a top-level network: the SHA-256 of its
+/// config as compose-go marshals it (compose's `NetworkHash`).
+pub fn network_hash(n: &Network) -> String {
+    let mut json = String::new();
+    go_json(&network(n), &mut json);
+    crate::digest::sha256_hex(json.as_bytes())
+}
+
+/// Compose v2's `com.docker.compose.config-hash` of a top-level volume, its driver `local` when
+/// the file names none (compose's `VolumeHash`).
+pub fn volume_hash(v: &Volume) -> String {
+    let tree = match volume(v) {
+        Value::Mapping(m) if !m.contains_key("driver") => {
+            let mut with_driver = Mapping::new();
+            for (key, value) in m {
+                let is_name = key_text(&key).as_deref() == Some("name");
+                with_driver.insert(key, value);
+                if is_name {
+                    with_driver.insert("driver".into(), "local".into());
+                }
+            }
+            Value::Mapping(with_driver)
+        }
+        other => other,
+    };
+    let mut json = String::new();
+    go_json(&tree, &mut json);
+    crate::digest::sha256_hex(json.as_bytes())
+}
+
 /// `value` as Go's `encoding/json` writes it: compact, keys in the tree's order, `<`, `>`, `&`,
 /// U+2028 and U+2029 escaped, a float with no fraction written as an integer.
 fn go_json(value: &Value, out: &mut String) {
@@ -272,11 +302,17 @@ fn go_string(text: &str, out: &mut String) {
     out.push('"');
 }
 
-/// A service as `docker compose config` prints it; `expose`: every environment value as it is
-/// (for [`config_hash`]), else only those the file spells out.
-fn service(s: &Service, expose: bool) -> Value {
-    let extra_hosts: Vec<String> = s
-        .extra_hosts
+/// A service as `docker compose config` prints it. `hashed`: as [`config_hash`] hashes it, every
+/// environment value as it is and `extra_hosts` sorted; else only the values the file spells out,
+/// `extra_hosts` in the file's order.
+fn service(s: &Service, hashed: bool) -> Value {
+    // In the file's order, so that what came from a variable is masked where it stands; compose
+    // sorts them by host (a mapping of host to addresses), as `config_hash` does.
+    let mut hosts: Vec<&ExtraHost> = s.extra_hosts.iter().collect();
+    if hashed {
+        hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    }
+    let extra_hosts: Vec<String> = hosts
         .iter()
         .map(|h| format!("{}={}", h.host, h.ip))
         .collect();
@@ -286,7 +322,7 @@ fn service(s: &Service, expose: bool) -> Value {
         .environment
         .iter()
         .map(|(k, v)| {
-            let shown = if expose || v.is_literal() {
+            let shown = if hashed || v.is_literal() {
                 v.value.expose()
             } else {
                 MASK
@@ -590,7 +626,7 @@ fn service_network(n: &ServiceNetwork) -> Value {
         "ipv6_address",
         n.ipv6_address.clone().map(Value::from),
     );
-    if m.is_empty() {
+    if m.is_empty() && !n.configured {
         return Value::Null;
     }
     Value::Mapping(m)

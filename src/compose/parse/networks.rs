@@ -29,6 +29,7 @@ pub(super) fn service_networks(
             for (name, key_path, value) in ctx.entries(value, path).unwrap_or_default() {
                 let mut network = ServiceNetwork::default();
                 if !value.is_null() {
+                    network.configured = true;
                     for (key, p, value) in ctx.entries(value, &key_path).unwrap_or_default() {
                         match key.as_str() {
                             "aliases" => {

@@ -196,6 +196,10 @@ async fn create_networks(engine: &impl Engine, project: &Project, keys: &[String
         labels.insert(spec::PROJECT.into(), project.name.clone());
         labels.insert(spec::NETWORK.into(), key.clone());
         labels.insert(spec::VERSION.into(), spec::COMPOSE_VERSION.into());
+        labels.insert(
+            spec::CONFIG_HASH.into(),
+            crate::compose::network_hash(network),
+        );
         let request = NetworkCreateRequest {
             name: network.name.clone(),
             driver: Some(network.driver.clone().unwrap_or_else(|| "bridge".into())),
@@ -239,6 +243,10 @@ async fn create_volumes(engine: &impl Engine, project: &Project, keys: &[String]
         labels.insert(spec::PROJECT.into(), project.name.clone());
         labels.insert(spec::VOLUME.into(), key.clone());
         labels.insert(spec::VERSION.into(), spec::COMPOSE_VERSION.into());
+        labels.insert(
+            spec::CONFIG_HASH.into(),
+            crate::compose::volume_hash(volume),
+        );
         let request = VolumeCreateRequest {
             name: Some(volume.name.clone()),
             driver: volume.driver.clone(),
