@@ -6,7 +6,7 @@ use crate::common;
 use std::collections::HashMap;
 
 use aws_sdk_ssm::types::ParameterType;
-use common::{inode_of, mode_of, python_dotenv, unique_prefix, Rig, Scratch};
+use common::{compose_v2_env, inode_of, mode_of, python_dotenv, unique_prefix, Rig, Scratch};
 
 /// Values chosen to break naive env file writers.
 const NASTY: &[(&str, &str)] = &[
@@ -186,6 +186,15 @@ async fn sync_writes_every_source_kind_exactly_and_prints_no_secret() {
         );
     }
     assert_eq!(independent.len(), want.len());
+    // compose v2 itself, reading the file the agent wrote as its `--env-file`.
+    let compose = compose_v2_env(&env, want.keys());
+    for (key, value) in &want {
+        assert_same!(
+            compose.get(key),
+            Some(value),
+            "docker compose v2 reads {key} differently"
+        );
+    }
 
     // A config with only env: nothing but the env file is written.
     let entries: Vec<_> = std::fs::read_dir(s.workdir())

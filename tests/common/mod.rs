@@ -478,6 +478,45 @@ pub fn python_dotenv(rig: &Rig, path: &Path) -> HashMap<String, String> {
     serde_json::from_slice(&out.stdout).expect("python-dotenv json")
 }
 
+/// The values docker compose v2 (the rig's) reads for `keys` from the env file at `path`, given
+/// as `--env-file`: each key is interpolated into a service's environment, read back from
+/// `docker compose config --format json` (which prints a `$` as `$$`).
+pub fn compose_v2_env<'a>(
+    path: &Path,
+    keys: impl IntoIterator<Item = &'a String>,
+) -> HashMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut compose = String::from("services:\n  probe:\n    image: probe\n    environment:\n");
+    for key in keys {
+        compose.push_str(&format!("      {key}: ${{{key}}}\n"));
+    }
+    std::fs::write(dir.path().join("docker-compose.yml"), compose).unwrap();
+    let out = Command::new(std::env::var("KICKY_RIG_COMPOSE_V2").expect("KICKY_RIG_COMPOSE_V2"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["-p", "probe", "--env-file"])
+        .arg(path)
+        .args(["config", "--format", "json"])
+        .output()
+        .expect("run docker compose v2");
+    assert!(
+        out.status.success(),
+        "docker compose config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    config["services"]["probe"]["environment"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let value = v.as_str().unwrap_or_default().replace("$$", "$");
+            (k.clone(), value)
+        })
+        .collect()
+}
+
 /// Every file under `dir` (a link counts as a file, never followed).
 pub fn files_under(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
     let mut found = std::collections::BTreeSet::new();
