@@ -382,6 +382,9 @@ pub struct ServiceNetwork {
     pub aliases: Vec<String>,
     pub ipv4_address: Option<String>,
     pub ipv6_address: Option<String>,
+    /// `priority`: the network with the highest is the container's first (its default route),
+    /// ties broken by the network's key, as compose v2 does.
+    pub priority: Option<i64>,
     /// Given a mapping in the file, even an empty one (`back: {}`): compose prints it (`{}`
     /// rather than `null`) and hashes it so.
     pub configured: bool,

@@ -626,6 +626,7 @@ fn service_network(n: &ServiceNetwork) -> Value {
         "ipv6_address",
         n.ipv6_address.clone().map(Value::from),
     );
+    put(&mut m, "priority", n.priority.map(Value::from));
     if m.is_empty() && !n.configured {
         return Value::Null;
     }

@@ -95,11 +95,11 @@ pub fn desired(
             exposed.push(port.clone());
         }
     }
-    let networks = endpoints(project, service);
-    let (first_network, more_networks) = match networks.split_first() {
-        Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
-        None => (None, Vec::new()),
-    };
+    // The hash sees the networks in the file's order, as agents before the primary-network rule
+    // did (an upgrade recreates nothing), and their priorities when the file gives any.
+    let in_file_order = endpoints(project, service);
+    let networks = by_priority(service, in_file_order.clone());
+    let (first_network, more_networks) = split_first(&networks);
     let mut host_config = host_config(project, service);
     host_config.port_bindings = (!bindings.is_empty()).then_some(bindings);
     host_config.network_mode = match &service.network_mode {
@@ -147,7 +147,29 @@ pub fn desired(
         ..Default::default()
     };
     let mounted = mounted_files(project, service, files);
-    let sections = section_hashes(&body, &more_networks, image_id, &mounted);
+    let sections = {
+        let (first, more) = split_first(&in_file_order);
+        let mut hashed = body.clone();
+        if service.network_mode.is_none() {
+            if let Some(host) = hashed.host_config.as_mut() {
+                host.network_mode = first.as_ref().map(|(name, _)| name.clone());
+            }
+        }
+        hashed.networking_config = first.map(|(name, endpoint)| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(name, endpoint)])),
+        });
+        let mut sections = section_hashes(&hashed, &more, image_id, &mounted);
+        let priorities: Vec<(&String, i64)> = service
+            .networks
+            .iter()
+            .filter_map(|(key, n)| n.priority.map(|p| (key, p)))
+            .collect();
+        if !priorities.is_empty() {
+            let text = serde_json::json!(priorities).to_string();
+            sections.insert("network_priority", sha256_hex(text.as_bytes()));
+        }
+        sections
+    };
     let hash = sha256_hex(
         sections
             .iter()
@@ -196,6 +218,36 @@ fn ports(service: &Service) -> (Vec<String>, HashMap<String, Option<Vec<PortBind
 
 /// The service's networks by engine name, each with compose v2's aliases: the service name,
 /// the container's own name, then the file's aliases.
+/// The first network and the others.
+fn split_first(
+    networks: &[(String, EndpointSettings)],
+) -> (
+    Option<(String, EndpointSettings)>,
+    Vec<(String, EndpointSettings)>,
+) {
+    match networks.split_first() {
+        Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
+        None => (None, Vec::new()),
+    }
+}
+
+/// The service's networks in compose v2's order: the highest `priority` first, then by key. The
+/// first is the one the container is created on (its default route).
+fn by_priority(
+    service: &Service,
+    networks: Vec<(String, EndpointSettings)>,
+) -> Vec<(String, EndpointSettings)> {
+    let mut keyed: Vec<(i64, &String, (String, EndpointSettings))> = service
+        .networks
+        .iter()
+        .map(|(key, n)| (n.priority.unwrap_or(0), key))
+        .zip(networks)
+        .map(|((priority, key), network)| (priority, key, network))
+        .collect();
+    keyed.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    keyed.into_iter().map(|(_, _, network)| network).collect()
+}
+
 fn endpoints(project: &Project, service: &Service) -> Vec<(String, EndpointSettings)> {
     service
         .networks

@@ -37,6 +37,7 @@ pub(super) fn service_networks(
                             }
                             "ipv4_address" => network.ipv4_address = ctx.string(value, &p),
                             "ipv6_address" => network.ipv6_address = ctx.string(value, &p),
+                            "priority" => network.priority = ctx.integer(value, &p),
                             key if key.starts_with("x-") => {}
                             other => {
                                 ctx.unsupported(&p, other, &format!("network {name} of a service"))

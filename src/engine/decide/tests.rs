@@ -580,6 +580,67 @@ fn the_agents_hash_decides_and_older_containers_keep_theirs_in_composes_label() 
     }
 }
 
+/// The container is created on the network compose v2 would pick (the highest `priority`, then
+/// the first key), whatever the file's order; the hash does not change when only the file's
+/// order of networks without priorities moves that choice (an upgrade recreates nothing), and
+/// does when a priority is given.
+#[test]
+fn the_first_network_is_compose_v2s_and_the_hash_keeps_the_files_order() {
+    let desired = |networks: &str| {
+        let compose = format!("services:\n  web:\n    image: app:1\n    networks:\n{networks}networks:\n  front: {{}}\n  back: {{}}\n  mid: {{}}\n");
+        let project = crate::compose::from_str(
+            &compose,
+            Path::new("/srv/o/docker-compose.yml"),
+            "o",
+            &|_| None,
+        )
+        .unwrap();
+        spec::desired(
+            &project,
+            &project.services["web"],
+            "sha256:1",
+            &AgentFiles::new(),
+        )
+    };
+    let first = |d: &spec::Desired| {
+        let config = d.body.networking_config.as_ref().unwrap();
+        let endpoints = config.endpoints_config.as_ref().unwrap();
+        assert_eq!(endpoints.len(), 1);
+        let name = endpoints.keys().next().unwrap().clone();
+        let mode = d.body.host_config.as_ref().unwrap().network_mode.clone();
+        assert_eq!(
+            mode.as_deref(),
+            Some(name.as_str()),
+            "network_mode names the first"
+        );
+        name
+    };
+    let table: &[(&str, &str)] = &[
+        ("      front: {}\n      back: {}\n", "o_back"),
+        ("      - mid\n      - front\n", "o_front"),
+        ("      front: {priority: 5}\n      back: {}\n", "o_front"),
+        ("      back: {priority: -1}\n      mid: {}\n", "o_mid"),
+        (
+            "      back: {priority: 2}\n      mid: {priority: 2}\n",
+            "o_back",
+        ),
+    ];
+    for (networks, want) in table {
+        let d = desired(networks);
+        assert_eq!(first(&d), *want, "{networks}");
+        let others: Vec<&str> = d.more_networks.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(!others.contains(want), "{networks}: {others:?}");
+    }
+    let a = desired("      front: {}\n      back: {}\n");
+    let b = desired("      back: {}\n      front: {}\n");
+    assert_ne!(
+        a.hash, b.hash,
+        "the file's order counts in the hash, as it did"
+    );
+    let c = desired("      front: {priority: 1}\n      back: {}\n");
+    assert_ne!(a.hash, c.hash, "a priority counts");
+}
+
 /// What reaches the create body of the keys compose honours (issue 11), and a container in
 /// another's network namespace following it.
 #[test]
