@@ -32,6 +32,7 @@ import argparse
 import io
 import json
 import os
+import random
 import secrets
 import selectors
 import shutil
@@ -435,9 +436,30 @@ def leaked(agents: list[Agent], values: list[str]) -> int:
     return sum(1 for a in agents if any(v in a.log() for v in values))
 
 
+def synthetic_boot(agents: int, jitter: bool, seed: int = 7) -> dict:
+    """The retry spread of a made-up boot, no agent run: `agents` booting within 50 ms, every
+    first call throttled and every second one too, each retry after the standard retry mode's
+    backoff (1 s, then 2 s), drawn in full (`jitter`) or not at all. What the storm test's bound
+    says of each: it must fail the trace without jitter (tests/storm.rs)."""
+    rng = random.Random(seed)
+    delays, retry_times = [], []
+    for i in range(agents):
+        at = rng.uniform(0, 0.05)
+        for backoff in (1.0, 2.0):
+            delay = backoff * (rng.random() if jitter else 1.0)
+            at += delay
+            delays.append(delay)
+            retry_times.append(at)
+    return {"boot": {"retry_spread": spread(delays) | {"busiest_100ms": busiest_window(retry_times, 0.1)}}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agent", required=True, help="the kicky-agent binary")
+    parser.add_argument("--agent", help="the kicky-agent binary (required but with --synthetic)")
+    parser.add_argument(
+        "--synthetic", choices=("jitter", "none"),
+        help="print the retry spread of a made-up boot of --agents, with or without jitter, and exit",
+    )
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument(
         "--rate", action="append", default=[], metavar="SERVICE=N",
@@ -452,6 +474,14 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
+    if args.synthetic:
+        report = synthetic_boot(args.agents, args.synthetic == "jitter")
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        print(json.dumps(report))
+        return
+    if not args.agent:
+        parser.error("--agent is required")
     if args.watch and args.watch_interval < WATCH_FLOOR_S:
         # Every agent would exit 2 on its config, and the bench would wait --bound for nothing.
         parser.error(f"--watch-interval {args.watch_interval:g}: at least {WATCH_FLOOR_S} (the agent's floor)")
