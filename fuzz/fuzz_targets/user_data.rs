@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = kicky_agent::config::overrides::extract(data);
+    let _ = kicky_agent::instance::user_data::extract(data);
 });
