@@ -595,14 +595,18 @@ async fn agent_creates_what_docker_compose_creates() {
         (lines(&networks), lines(&volumes))
     };
     let resources_before = resources();
-    let before: Vec<(String, String)> = SERVICES
-        .iter()
-        .map(|service| {
-            let id = container_of(&agent_project, service).unwrap();
-            let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
-            (id, started)
-        })
-        .collect();
+    // Each service's container and when it started.
+    let containers = || -> Vec<(String, String)> {
+        SERVICES
+            .iter()
+            .map(|service| {
+                let id = container_of(&agent_project, service).unwrap_or_default();
+                let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
+                (id, started)
+            })
+            .collect()
+    };
+    let before = containers();
     let compose = |args: &[&str]| {
         let out = compose_v2(&workdir, &agent_project, args, &dotenv_keys);
         assert!(
@@ -641,14 +645,7 @@ async fn agent_creates_what_docker_compose_creates() {
         String::from_utf8_lossy(&up.stderr)
     );
     assert!(up.status.success(), "docker compose up -d: {told}");
-    let after: Vec<(String, String)> = SERVICES
-        .iter()
-        .map(|service| {
-            let id = container_of(&agent_project, service).unwrap_or_default();
-            let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
-            (id, started)
-        })
-        .collect();
+    let after = containers();
     assert_eq!(
         after, before,
         "docker compose up -d replaced or restarted the agent's containers:\n{told}"

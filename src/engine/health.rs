@@ -47,8 +47,11 @@ pub async fn wait_ready(
     let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
     let mut events = engine.container_events(&ids, since);
     let mut pending: BTreeMap<&str, (&Target, Option<Instant>)> = BTreeMap::new();
-    for target in targets {
-        match assess(engine, target).await? {
+    // All at once: a sync that changed nothing still looks at every container, and twenty
+    // inspects one after another cost the no-op most of its time.
+    let first = futures::future::join_all(targets.iter().map(|t| assess(engine, t))).await;
+    for (target, assessment) in targets.iter().zip(first) {
+        match assessment? {
             Assessment::Ready => {}
             Assessment::Pending(recheck) => {
                 pending.insert(target.id.as_str(), (target, recheck));
