@@ -218,13 +218,11 @@ fn ports(service: &Service) -> (Vec<String>, HashMap<String, Option<Vec<PortBind
 
 /// The service's networks by engine name, each with compose v2's aliases: the service name,
 /// the container's own name, then the file's aliases.
+/// A network the container joins: its engine name and the container's endpoint on it.
+type Endpoint = (String, EndpointSettings);
+
 /// The first network and the others.
-fn split_first(
-    networks: &[(String, EndpointSettings)],
-) -> (
-    Option<(String, EndpointSettings)>,
-    Vec<(String, EndpointSettings)>,
-) {
+fn split_first(networks: &[Endpoint]) -> (Option<Endpoint>, Vec<Endpoint>) {
     match networks.split_first() {
         Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
         None => (None, Vec::new()),
@@ -233,11 +231,8 @@ fn split_first(
 
 /// The service's networks in compose v2's order: the highest `priority` first, then by key. The
 /// first is the one the container is created on (its default route).
-fn by_priority(
-    service: &Service,
-    networks: Vec<(String, EndpointSettings)>,
-) -> Vec<(String, EndpointSettings)> {
-    let mut keyed: Vec<(i64, &String, (String, EndpointSettings))> = service
+fn by_priority(service: &Service, networks: Vec<Endpoint>) -> Vec<Endpoint> {
+    let mut keyed: Vec<(i64, &String, Endpoint)> = service
         .networks
         .iter()
         .map(|(key, n)| (n.priority.unwrap_or(0), key))
