@@ -366,6 +366,10 @@ pub struct Mount {
     /// for the short syntax (`src:dst:opts`), when written for the long one. `docker compose
     /// config` prints it (`volume: {}`), and it counts in compose's config hash.
     pub options_section: bool,
+    /// Bind: `create_host_path: true` as compose 2.40 holds it (the short syntax, or written):
+    /// what it prints and hashes. A long bind whose `bind:` section does not say it is still
+    /// created ([`Mount::create_host_path`]), as compose-go's later releases do again.
+    pub create_host_path_written: bool,
     /// Bind: mount propagation (`rslave`, `shared`...), `None` for docker's default.
     pub propagation: Option<String>,
     /// Volume: do not copy the image's content into a new volume.

@@ -292,6 +292,8 @@ fn go_string(text: &str, out: &mut String) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
             '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
                 out.push_str(&format!("\\u{:04x}", c as u32))
             }
@@ -308,14 +310,14 @@ fn go_string(text: &str, out: &mut String) {
 fn service(s: &Service, hashed: bool) -> Value {
     // In the file's order, so that what came from a variable is masked where it stands; compose
     // sorts them by host (a mapping of host to addresses), as `config_hash` does.
-    let mut hosts: Vec<&ExtraHost> = s.extra_hosts.iter().collect();
-    if hashed {
-        hosts.sort_by(|a, b| a.host.cmp(&b.host));
-    }
-    let extra_hosts: Vec<String> = hosts
+    let mut extra_hosts: Vec<String> = s
+        .extra_hosts
         .iter()
         .map(|h| format!("{}={}", h.host, h.ip))
         .collect();
+    if hashed {
+        extra_hosts.sort();
+    }
     // The one place a value leaves `Secret` for output, and only a literal one. A bare `KEY`
     // nothing sets is printed `KEY: null`, as compose does.
     let mut environment: IndexMap<String, Value> = s
@@ -345,7 +347,7 @@ fn service(s: &Service, hashed: bool) -> Value {
             Some(s.command.as_deref().map_or(Value::Null, strings)),
         ),
         ("container_name", text(&s.container_name)),
-        ("cpus", s.cpus.map(Value::from)),
+        ("cpus", s.cpus.filter(|c| *c != 0.0).map(Value::from)),
         ("depends_on", non_empty_map(&s.depends_on, dependency)),
         ("dns", non_empty(&s.dns, strings)),
         (
@@ -363,7 +365,10 @@ fn service(s: &Service, hashed: bool) -> Value {
             non_empty_map(&s.labels, |v| Value::from(v.clone())),
         ),
         ("logging", s.logging.as_ref().map(logging)),
-        ("mem_limit", shown(s.mem_limit.map(|b| b.to_string()))),
+        (
+            "mem_limit",
+            shown(s.mem_limit.filter(|b| *b != 0).map(|b| b.to_string())),
+        ),
         ("networks", non_empty_map(&s.networks, service_network)),
         (
             "ports",
@@ -376,7 +381,10 @@ fn service(s: &Service, hashed: bool) -> Value {
         ),
         ("read_only", s.read_only.filter(|r| *r).map(Value::from)),
         ("restart", shown(s.restart.map(|r| r.to_string()))),
-        ("shm_size", shown(s.shm_size.map(|b| b.to_string()))),
+        (
+            "shm_size",
+            shown(s.shm_size.filter(|b| *b != 0).map(|b| b.to_string())),
+        ),
         (
             "stop_grace_period",
             shown(s.stop_grace_period.map(format_duration)),
@@ -502,7 +510,9 @@ fn service_secret(secret: &ServiceSecret) -> Value {
 fn flags(s: &Service) -> Vec<(&'static str, Option<Value>)> {
     let f = &s.flags;
     let text = |v: &Option<String>| v.clone().map(Value::from);
-    let number = |v: Option<i64>| v.map(Value::from);
+    // Compose leaves out a false flag and a zero number (Go's `omitempty`).
+    let number = |v: Option<i64>| v.filter(|n| *n != 0).map(Value::from);
+    let flag = |v: Option<bool>| v.filter(|b| *b).map(Value::from);
     let expose: Vec<String> = s
         .expose
         .iter()
@@ -530,10 +540,10 @@ fn flags(s: &Service) -> Vec<(&'static str, Option<Value>)> {
         ),
         ("external_links", non_empty(&s.external_links, strings)),
         ("deploy", s.deploy.as_ref().map(deploy)),
-        ("stdin_open", f.stdin_open.map(Value::from)),
-        ("tty", f.tty.map(Value::from)),
-        ("privileged", f.privileged.map(Value::from)),
-        ("oom_kill_disable", f.oom_kill_disable.map(Value::from)),
+        ("stdin_open", flag(f.stdin_open)),
+        ("tty", flag(f.tty)),
+        ("privileged", flag(f.privileged)),
+        ("oom_kill_disable", flag(f.oom_kill_disable)),
         ("domainname", text(&f.domainname)),
         ("ipc", text(&f.ipc)),
         ("pid", text(&f.pid)),
@@ -552,11 +562,15 @@ fn flags(s: &Service) -> Vec<(&'static str, Option<Value>)> {
         ("oom_score_adj", number(f.oom_score_adj)),
         (
             "mem_reservation",
-            f.mem_reservation.map(|b| Value::from(b.to_string())),
+            f.mem_reservation
+                .filter(|b| *b != 0)
+                .map(|b| Value::from(b.to_string())),
         ),
         (
             "memswap_limit",
-            f.memswap_limit.map(|b| Value::from(b.to_string())),
+            f.memswap_limit
+                .filter(|b| *b != 0)
+                .map(|b| Value::from(b.to_string())),
         ),
     ]
 }
@@ -626,7 +640,11 @@ fn service_network(n: &ServiceNetwork) -> Value {
         "ipv6_address",
         n.ipv6_address.clone().map(Value::from),
     );
-    put(&mut m, "priority", n.priority.map(Value::from));
+    put(
+        &mut m,
+        "priority",
+        n.priority.filter(|p| *p != 0).map(Value::from),
+    );
     if m.is_empty() && !n.configured {
         return Value::Null;
     }
@@ -657,11 +675,8 @@ fn deploy(d: &Deploy) -> Value {
     let mut res = Mapping::new();
     put(&mut res, "limits", resources(&d.limits));
     put(&mut res, "reservations", resources(&d.reservations));
-    put(
-        &mut m,
-        "resources",
-        (!res.is_empty()).then_some(Value::Mapping(res)),
-    );
+    // `resources` and `placement` are structs in compose-go, never left out.
+    m.insert("resources".into(), Value::Mapping(res));
     if let Some(policy) = &d.restart_policy {
         let mut p = Mapping::new();
         put(
@@ -672,6 +687,7 @@ fn deploy(d: &Deploy) -> Value {
         put(&mut p, "max_attempts", policy.max_attempts.map(Value::from));
         m.insert("restart_policy".into(), Value::Mapping(p));
     }
+    m.insert("placement".into(), Value::Mapping(Mapping::new()));
     Value::Mapping(m)
 }
 
@@ -765,15 +781,15 @@ fn mount(v: &Mount) -> Value {
     match v.kind {
         MountKind::Bind => {
             let mut bind = Mapping::new();
+            put(&mut bind, "selinux", v.selinux.clone().map(Value::from));
             put(
                 &mut bind,
                 "propagation",
                 v.propagation.clone().map(Value::from),
             );
-            if v.create_host_path {
+            if v.create_host_path_written {
                 bind.insert("create_host_path".into(), true.into());
             }
-            put(&mut bind, "selinux", v.selinux.clone().map(Value::from));
             m.insert("bind".into(), Value::Mapping(bind));
         }
         MountKind::Volume => {
@@ -796,13 +812,16 @@ fn mount(v: &Mount) -> Value {
     Value::Mapping(m)
 }
 
+/// As compose-go marshals it: one number when written so, else `soft` and `hard`, a zero left out.
 fn ulimit(u: &Ulimit) -> Value {
-    if u.single {
+    if u.single && u.soft != 0 {
         return u.soft.into();
     }
     let mut m = Mapping::new();
-    m.insert("soft".into(), u.soft.into());
-    m.insert("hard".into(), u.hard.into());
+    if !u.single {
+        put(&mut m, "soft", (u.soft != 0).then(|| u.soft.into()));
+        put(&mut m, "hard", (u.hard != 0).then(|| u.hard.into()));
+    }
     Value::Mapping(m)
 }
 

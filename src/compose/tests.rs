@@ -413,6 +413,7 @@ fn volumes_short_and_long() {
         target: target.to_string(),
         read_only: false,
         create_host_path: kind == MountKind::Bind,
+        create_host_path_written: kind == MountKind::Bind,
         options_section: true,
         propagation: None,
         nocopy: false,
@@ -461,12 +462,13 @@ fn volumes_short_and_long() {
             ..mount(Bind, Some("/"), "/rootfs")
         }
     );
-    // The long syntax creates a missing host path when it has no `bind:` section, or one that
-    // says `create_host_path: true`, as compose v2.40 does.
+    // The long syntax creates a missing host path too, unless told not to (compose-go's
+    // default but in 2.40, which held it false and refused the missing path); what compose
+    // 2.40 prints and hashes (`create_host_path_written`) follows the file.
     assert_eq!(
         v[9],
         Mount {
-            create_host_path: false,
+            create_host_path_written: false,
             propagation: Some("shared".into()),
             ..mount(Bind, Some("/mnt"), "/mnt")
         }
@@ -475,6 +477,7 @@ fn volumes_short_and_long() {
         v[10],
         Mount {
             options_section: false,
+            create_host_path_written: false,
             ..mount(Bind, Some("/bare"), "/bare")
         }
     );
@@ -783,7 +786,7 @@ fn profiles_leave_services_out_unless_active() {
 fn unsupported_keys_name_the_key_the_service_and_the_line() {
     let message = error(
         "version: \"3.8\"\nservices:\n  web:\n    image: x\n    build: .\n    x-ok: 1\n    deploy:\n      replicas: 2\n\
-         \x20   networks:\n      front:\n        ipv4_address: 10.0.0.2\n        priority: 3\nnetworks:\n  front:\n    bogus: true\nconfigs:\n  c: {}\n",
+         \x20   networks:\n      front:\n        ipv4_address: 10.0.0.2\n        interface_name: eth1\nnetworks:\n  front:\n    bogus: true\nconfigs:\n  c: {}\n",
     );
     assert_error(
         &message,
@@ -800,8 +803,8 @@ fn unsupported_keys_name_the_key_the_service_and_the_line() {
     assert_error(
         &message,
         12,
-        "services.web.networks.front.priority",
-        "unsupported key `priority`",
+        "services.web.networks.front.interface_name",
+        "unsupported key `interface_name`",
     );
     assert_error(
         &message,

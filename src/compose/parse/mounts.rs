@@ -52,6 +52,7 @@ pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
         target: container_path(target),
         read_only: false,
         create_host_path: false,
+        create_host_path_written: false,
         options_section: true,
         propagation: None,
         nocopy: false,
@@ -66,6 +67,7 @@ pub(super) fn volume_spec(spec: &str, ctx: &Ctx) -> Result<Mount, String> {
             mount.source = Some(ctx.host_path(source)?.display().to_string());
             // The short syntax has always created a missing host directory (docker's `-v`).
             mount.create_host_path = true;
+            mount.create_host_path_written = true;
         }
         Some(source) if valid_name(source) => mount.source = Some(source.to_string()),
         Some(_) => {
@@ -121,6 +123,7 @@ fn long_mount(item: &Value, path: &str, ctx: &mut Ctx) -> Option<Mount> {
         target: String::new(),
         read_only: false,
         create_host_path: false,
+        create_host_path_written: false,
         options_section: false,
         propagation: None,
         nocopy: false,
@@ -185,9 +188,6 @@ fn mount_options(mount: &mut Mount, options: Vec<(String, String, &Value)>, ctx:
     for (section, section_path, value) in options {
         if section == kind.as_str() {
             mount.options_section = true;
-            // With a `bind:` section, compose creates a missing host path only when it says
-            // `create_host_path: true`; without one, always.
-            mount.create_host_path = false;
         }
         if section != kind.as_str() {
             let message = format!(
@@ -201,7 +201,8 @@ fn mount_options(mount: &mut Mount, options: Vec<(String, String, &Value)>, ctx:
             let p = key_path.as_str();
             match (kind, key.as_str()) {
                 (MountKind::Bind, "create_host_path") => {
-                    mount.create_host_path = ctx.boolean(value, p).unwrap_or(false)
+                    mount.create_host_path = ctx.boolean(value, p).unwrap_or(false);
+                    mount.create_host_path_written = mount.create_host_path;
                 }
                 (MountKind::Bind, "selinux") => match ctx.string(value, p).as_deref() {
                     Some(label @ ("z" | "Z")) => mount.selinux = Some(label.to_string()),
