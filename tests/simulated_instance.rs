@@ -451,8 +451,11 @@ async fn the_boot_does_not_wait_for_an_application_that_never_gets_healthy() {
         i.until(Duration::from_secs(180), |i| i
             .unit("StatusText")
             .contains("first sync failed")),
-        "{}",
-        i.journal()
+        "no failed first sync within 180 s; status {:?}\n{}\nprocesses:\n{}\nthe boot's journal:\n{}",
+        i.unit("StatusText"),
+        i.journal(),
+        i.exec("ps -eo pid,stat,etime,wchan:20,cmd").1,
+        i.exec("journalctl -b --no-pager -n 60").1
     );
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(i.is_active("kicky-agent"), "activating", "{}", i.journal());
