@@ -28,7 +28,8 @@ impl StatusCmd {
             Some(_) => Some(super::block_on(async {
                 let engine =
                     crate::engine::docker::connect(std::time::Duration::from_secs(2)).await?;
-                crate::engine::containers::containers(&engine, &settings.project).await
+                let probes = crate::compose::probes(&settings);
+                crate::engine::containers::containers(&engine, &settings.project, &probes).await
             })??),
             None => None,
         };
@@ -149,7 +150,11 @@ fn print_containers(
     for c in containers {
         let health = match (&c.health, c.one_shot, c.state.as_str(), c.exit_code) {
             (_, true, "exited", Some(0)) => ", completed (one-shot)".to_string(),
+            (Some(h), ..) if c.readiness.contains("probe") => {
+                format!(", {h} ({})", c.readiness)
+            }
             (Some(h), ..) => format!(", {h}"),
+            _ if c.is_unchecked() => ", no readiness check".to_string(),
             _ => String::new(),
         };
         let digest = state

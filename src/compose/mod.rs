@@ -21,7 +21,7 @@ mod tree;
 pub mod units;
 mod validate;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -100,6 +100,15 @@ pub fn load_text(
     };
     let mut project = read_text(text, &reading)?;
     mirror::Mirrors::of(&settings.registries).apply(&mut project);
+    for (name, probe) in &compose.ready {
+        let service = project.services.get_mut(name).ok_or_else(|| {
+            input_error(format!(
+                "compose.ready.{name}: the compose file {} has no service {name}",
+                compose.file.display()
+            ))
+        })?;
+        service.ready = Some(probe.clone());
+    }
     Ok(project)
 }
 
@@ -112,6 +121,25 @@ pub fn load_as_written(settings: &Settings) -> Result<Project> {
         &settings.project,
         env_file_of(settings).as_deref(),
     )
+}
+
+/// The readiness probes of the services, as the compose file on disk and the config say: what
+/// `status`, the metrics and the daemon's health watch probe. None when there is no compose file
+/// to read (yet), or it cannot be read (a sync says why).
+pub fn probes(settings: &Settings) -> BTreeMap<String, crate::engine::ready::Probe> {
+    let mut probes: BTreeMap<_, _> = load_as_written(settings)
+        .map(|project| {
+            project
+                .services
+                .into_values()
+                .filter_map(|s| Some((s.name, s.ready?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(compose) = &settings.compose {
+        probes.extend(compose.ready.clone());
+    }
+    probes
 }
 
 fn section(settings: &Settings) -> Result<&crate::config::ComposeSettings> {

@@ -1469,3 +1469,33 @@ fn secrets_errors_are_located() {
         assert_error(&error(text), line, path, message);
     }
 }
+
+#[test]
+fn a_services_readiness_probe_is_read_from_the_agents_extension() {
+    let web = one(
+        "services:\n  web:\n    image: app\n    x-kicky-agent:\n      ready:\n        http: {port: 8080, path: /actuator/health, body: '\"status\":\"UP\"'}\n        interval: 500ms\n",
+    );
+    let probe = web.ready.expect("the probe");
+    assert_eq!(probe.describe(), "http :8080/actuator/health");
+    assert_eq!(probe.interval, Duration::from_millis(500));
+    // Other extensions are compose's business; the agent's own is checked.
+    assert_eq!(
+        one("services:\n  web:\n    image: app\n    x-other: {ready: 1}\n").ready,
+        None
+    );
+    let message = error(
+        "services:\n  web:\n    image: app\n    x-kicky-agent:\n      ready: {tcp: {port: 80}, http: {port: 80}}\n      probe: {}\n",
+    );
+    assert_error(
+        &message,
+        5,
+        "services.web.x-kicky-agent.ready",
+        "invalid readiness probe: a ready probe has exactly one of `http`, `tcp` and `exec`",
+    );
+    assert_error(
+        &message,
+        6,
+        "services.web.x-kicky-agent.probe",
+        "unknown key `probe` in x-kicky-agent (it has `ready`)",
+    );
+}

@@ -208,6 +208,8 @@ pub struct ComposeSettings {
     pub secrets_dir: PathBuf,
     /// What the compose file may ask of the host beyond the defaults (`compose::policy`).
     pub policy: ComposePolicy,
+    /// By service name: readiness probes that replace the compose file's (`compose.ready`).
+    pub ready: BTreeMap<String, crate::engine::ready::Probe>,
 }
 
 /// The Auto Scaling launch lifecycle hook.
@@ -892,7 +894,24 @@ impl Check<'_> {
                 .secrets_dir
                 .map_or_else(|| PathBuf::from(defaults::SECRETS_DIR), |d| d.into_path()),
             policy: c.policy.unwrap_or_default(),
+            ready: self.probes(c.ready.unwrap_or_default()),
         }
+    }
+
+    fn probes(
+        &mut self,
+        raw: BTreeMap<String, crate::engine::ready::RawProbe>,
+    ) -> BTreeMap<String, crate::engine::ready::Probe> {
+        let mut probes = BTreeMap::new();
+        for (service, raw) in raw {
+            match crate::engine::ready::Probe::try_from(raw) {
+                Ok(probe) => {
+                    probes.insert(service, probe);
+                }
+                Err(err) => self.problem(&format!("compose.ready.{service}"), err),
+            }
+        }
+        probes
     }
 
     /// The compose file's secrets directory, where the agent removes files, overlaps no other

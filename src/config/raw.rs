@@ -99,6 +99,8 @@ pub struct RawCompose {
     pub secrets_dir: Option<AbsolutePath>,
     /// What the compose file may ask of the host beyond the defaults (baked config only).
     pub policy: Option<ComposePolicy>,
+    /// By service name: its readiness probe, over the compose file's `x-kicky-agent.ready`.
+    pub ready: Option<std::collections::BTreeMap<String, crate::engine::ready::RawProbe>>,
 }
 
 /// `compose.policy`: what the compose file may ask of the host that the defaults refuse

@@ -307,6 +307,16 @@ fn wrong_types_and_impossible_values() {
             "secret name \"prod db\" contains",
         ),
         ("project: [orange\n", 1, ""),
+        (
+            "project: orange\ncompose:\n  ready:\n    web: {tcp: {port: 80}, exec: [true]}\n",
+            4,
+            "compose.ready.web: a ready probe has exactly one of `http`, `tcp` and `exec`",
+        ),
+        (
+            "project: orange\ncompose:\n  ready:\n    web: {http: {port: 80, path: health}}\n",
+            4,
+            "must start with `/`",
+        ),
     ];
     for (text, line, needle) in cases {
         let dir = Dir::new();

@@ -424,9 +424,10 @@ impl Io {
     fn check_health(&self) {
         let project = self.settings.project.clone();
         let shared = self.shared.clone();
+        let probes = crate::compose::probes(&self.settings);
         let check = async move {
             let engine = shared.engine(HEALTH_BOUND).await?;
-            let all = crate::engine::containers::containers(&engine, &project).await?;
+            let all = crate::engine::containers::containers(&engine, &project, &probes).await?;
             Ok::<_, anyhow::Error>(!all.is_empty() && all.iter().all(|c| c.is_well()))
         };
         self.task("the health check", HEALTH_BOUND, check, |well| {

@@ -55,8 +55,9 @@ impl std::error::Error for EngineError {}
 pub type EngineResult<T> = Result<T, EngineError>;
 
 /// What a container is doing, as the engine says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum RunState {
+    #[default]
     Created,
     Running,
     Paused,
@@ -74,7 +75,7 @@ pub enum Health {
 }
 
 /// One container as the engine reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Container {
     pub id: String,
     /// Without the engine's leading `/`.
@@ -90,6 +91,10 @@ pub struct Container {
     /// The image reference it was created from, and the ID that resolved to.
     pub image: String,
     pub image_id: String,
+    /// Its addresses on its networks, sorted (a readiness probe reaches it there).
+    pub addresses: Vec<std::net::IpAddr>,
+    /// It shares the host's network namespace (`network_mode: host`).
+    pub host_network: bool,
 }
 
 impl Container {
@@ -158,6 +163,13 @@ pub trait Engine: Send + Sync {
     fn rename(&self, id: &str, name: &str) -> impl Future<Output = EngineResult<()>> + Send;
     /// Removes a container, running or not.
     fn remove(&self, id: &str) -> impl Future<Output = EngineResult<()>> + Send;
+    /// Runs `command` in the running container `id` (no shell, no TTY): its exit code and the
+    /// end of its output, made printable.
+    fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+    ) -> impl Future<Output = EngineResult<(i64, String)>> + Send;
     fn connect(
         &self,
         network: &str,

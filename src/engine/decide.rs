@@ -67,6 +67,9 @@ pub struct ServicePlan {
     /// (the engine resolves `container:<name>` when it creates).
     #[serde(skip)]
     pub deferred: bool,
+    /// Its readiness probe (`ready:`), when it has one.
+    #[serde(skip)]
+    pub ready: Option<crate::engine::ready::Probe>,
 }
 
 /// What a sync does (or would do) to the engine's containers.
@@ -169,6 +172,7 @@ pub fn decide(
             side_by_side: side_by_side(service),
             grace: service.stop_grace_period.unwrap_or(Duration::from_secs(10)),
             deferred: false,
+            ready: service.ready.clone(),
             desired,
         });
     }

@@ -172,6 +172,18 @@ fn container_of(inspect: bollard::models::ContainerInspectResponse) -> Container
             )
         });
     let config = inspect.config.unwrap_or_default();
+    let mut addresses: Vec<std::net::IpAddr> = inspect
+        .network_settings
+        .and_then(|n| n.networks)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, endpoint)| endpoint.ip_address?.parse().ok())
+        .collect();
+    addresses.sort();
+    let host_network = inspect
+        .host_config
+        .and_then(|h| h.network_mode)
+        .is_some_and(|mode| mode == "host");
     Container {
         id: inspect.id.unwrap_or_default(),
         name: inspect
@@ -190,6 +202,8 @@ fn container_of(inspect: bollard::models::ContainerInspectResponse) -> Container
             .and_then(|t| humantime::parse_rfc3339(t).ok()),
         image: config.image.unwrap_or_default(),
         image_id: inspect.image.unwrap_or_default(),
+        addresses,
+        host_network,
     }
 }
 
@@ -364,6 +378,49 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         found(self.docker.remove_container(id, Some(options)).await).map(|_| ())
+    }
+
+    async fn exec(&self, id: &str, command: &[String]) -> EngineResult<(i64, String)> {
+        use bollard::exec::{StartExecOptions, StartExecResults};
+        let config = bollard::models::ExecConfig {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(engine_error)?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: None,
+        };
+        let mut output = Vec::new();
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .docker
+            .start_exec(&created.id, Some(options))
+            .await
+            .map_err(engine_error)?
+        {
+            // The end is what says why; a chatty command keeps only its last 4 KiB.
+            while let Some(chunk) = stream.next().await {
+                output.extend_from_slice(&chunk.map_err(engine_error)?.into_bytes());
+                let excess = output.len().saturating_sub(4096);
+                output.drain(..excess);
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(engine_error)?;
+        let text = String::from_utf8_lossy(&output);
+        Ok((inspect.exit_code.unwrap_or(-1), printable(text.trim(), 200)))
     }
 
     async fn connect(

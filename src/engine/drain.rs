@@ -103,6 +103,7 @@ mod tests {
             started_at: None,
             image: String::new(),
             image_id: String::new(),
+            ..Default::default()
         }
     }
 

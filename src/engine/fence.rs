@@ -190,6 +190,12 @@ impl<E: Engine> Engine for Fenced<E> {
         self.inner.remove(id).await
     }
 
+    async fn exec(&self, id: &str, command: &[String]) -> EngineResult<(i64, String)> {
+        self.fence
+            .check(&format!("probing {}", &id[..id.len().min(12)]))?;
+        self.inner.exec(id, command).await
+    }
+
     async fn connect(
         &self,
         network: &str,

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::api::{Container, ContainerOutput, Engine, Health, RunState};
+use super::ready::{self, Probe};
 
 /// A container without a healthcheck counts as ready once it has been running this long.
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -22,12 +23,20 @@ pub struct Target {
     pub id: String,
     /// A one-shot service (others wait for it to complete): ready once it has exited 0.
     pub completes: bool,
+    /// Ready only once this probe passes too (`ready:`); without it or a healthcheck, running
+    /// for [`SETTLE`] is all the agent can know.
+    pub probe: Option<Probe>,
 }
 
 enum Assessment {
     Ready,
+    /// Running for [`SETTLE`], with neither a healthcheck nor a probe: as ready as the agent can
+    /// tell, which is not healthy.
+    Unchecked,
     /// Not yet; look again by then at the latest (a settle time running out).
     Pending(Option<Instant>),
+    /// Running, but its readiness probe has not passed: look again then; what the probe said.
+    Probing(Instant, String),
     /// Why, and what the container's health check last said (if anything).
     Failed(String, Option<String>),
 }
@@ -47,14 +56,21 @@ pub async fn wait_ready(
     let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
     let mut events = engine.container_events(&ids, since);
     let mut pending: BTreeMap<&str, (&Target, Option<Instant>)> = BTreeMap::new();
+    // What each probe said last: the failure at the deadline says it.
+    let mut said: BTreeMap<&str, String> = BTreeMap::new();
     // All at once: a sync that changed nothing still looks at every container, and twenty
     // inspects one after another cost the no-op most of its time.
     let first = futures::future::join_all(targets.iter().map(|t| assess(engine, t))).await;
     for (target, assessment) in targets.iter().zip(first) {
         match assessment? {
             Assessment::Ready => {}
+            Assessment::Unchecked => unchecked(target),
             Assessment::Pending(recheck) => {
                 pending.insert(target.id.as_str(), (target, recheck));
+            }
+            Assessment::Probing(at, why) => {
+                pending.insert(target.id.as_str(), (target, Some(at)));
+                said.insert(target.id.as_str(), why);
             }
             Assessment::Failed(why, output) => return Err(failure(target, &why, output)),
         }
@@ -82,8 +98,12 @@ pub async fn wait_ready(
             .map(|(target, _)| *target)
             .collect();
         for target in due {
-            match assess(engine, target).await? {
-                Assessment::Ready => {
+            let assessment = assess(engine, target).await?;
+            if let Assessment::Unchecked = assessment {
+                unchecked(target);
+            }
+            match assessment {
+                Assessment::Ready | Assessment::Unchecked => {
                     crate::progress::step(format!(
                         "{} is ready (container {})",
                         target.service, target.name
@@ -92,6 +112,10 @@ pub async fn wait_ready(
                 }
                 Assessment::Pending(at) => {
                     pending.insert(target.id.as_str(), (target, at));
+                }
+                Assessment::Probing(at, why) => {
+                    pending.insert(target.id.as_str(), (target, Some(at)));
+                    said.insert(target.id.as_str(), why);
                 }
                 Assessment::Failed(why, output) => return Err(failure(target, &why, output)),
             }
@@ -104,8 +128,17 @@ pub async fn wait_ready(
                 .ok()
                 .flatten()
                 .and_then(|c| c.last_check);
+            let probe = target.probe.as_ref().map(|p| p.describe());
             let (why, output) = match (target.completes, last) {
                 (true, _) => ("did not complete in time".to_string(), None),
+                (false, _) if said.contains_key(target.id.as_str()) => (
+                    format!(
+                        "not ready in time; its readiness probe ({}) last said: {}",
+                        probe.unwrap_or_default(),
+                        said[target.id.as_str()]
+                    ),
+                    None,
+                ),
                 (false, Some((code, output))) => (
                     format!("not healthy in time; the last health check exited {code}"),
                     Some(output),
@@ -116,6 +149,17 @@ pub async fn wait_ready(
         }
     }
     Ok(())
+}
+
+/// The warning for a service the agent can only see running.
+fn unchecked(target: &Target) {
+    tracing::warn!(
+        service = %target.service,
+        "service {} (container {}) is running, no readiness check: it has no healthcheck and no `ready:` probe, so the agent cannot tell when it serves; add `x-kicky-agent: {{ready: ...}}` to the service (or `compose.ready.{}` to the agent's config)",
+        target.service,
+        target.name,
+        target.service,
+    );
 }
 
 fn failure(target: &Target, why: &str, output: Option<String>) -> anyhow::Error {
@@ -135,7 +179,20 @@ async fn assess(engine: &impl Engine, target: &Target) -> Result<Assessment> {
         .await
         .with_context(|| format!("failed to inspect container {}", target.name))?
         .ok_or_else(|| anyhow!("container {} is gone", target.name))?;
-    Ok(judge(&c, target.completes, SystemTime::now()))
+    let probe = match &target.probe {
+        Some(probe) if !target.completes => probe,
+        _ => return Ok(judge(&c, target.completes, SystemTime::now())),
+    };
+    // The container's own healthcheck (if any) first, then the probe; no settle time: the probe
+    // is what says the application listens.
+    match judge(&c, false, SystemTime::now()) {
+        Assessment::Ready | Assessment::Unchecked | Assessment::Pending(Some(_)) => {}
+        other => return Ok(other),
+    }
+    Ok(match ready::attempt(engine, &c, probe).await {
+        Ok(()) => Assessment::Ready,
+        Err(why) => Assessment::Probing(Instant::now() + probe.interval, why),
+    })
 }
 
 /// What one look at a container says, at `now`.
@@ -170,7 +227,7 @@ fn judge(c: &Container, completes: bool, now: SystemTime) -> Assessment {
             let settled_at = c.started_at.unwrap_or(now) + SETTLE;
             match settled_at.duration_since(now) {
                 Ok(wait) if !wait.is_zero() => Assessment::Pending(Some(Instant::now() + wait)),
-                _ => Assessment::Ready,
+                _ => Assessment::Unchecked,
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod fence;
 pub mod health;
 pub mod observe;
 pub mod pull;
+pub mod ready;
 pub mod registry;
 pub mod spec;
 pub mod switch;

@@ -111,6 +111,20 @@ pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> S
             u8::from(container.is_well())
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP kicky_agent_service_readiness_checked 0 when nothing checks that the service serves (no healthcheck, no ready probe): its healthy 1 only means running.\n\
+         # TYPE kicky_agent_service_readiness_checked gauge"
+    );
+    for container in containers.iter().filter(|c| !c.one_shot) {
+        let _ = writeln!(
+            out,
+            "kicky_agent_service_readiness_checked{{{label},service=\"{}\",container=\"{}\"}} {}",
+            escape(&container.service),
+            escape(&crate::redact::text(&container.name)),
+            u8::from(container.readiness != "none")
+        );
+    }
     out
 }
 
@@ -159,6 +173,7 @@ mod tests {
             image: "x".into(),
             state: "running".into(),
             health: Some("healthy".into()),
+            readiness: "healthcheck".into(),
             one_shot: false,
             exit_code: None,
         }];
@@ -183,6 +198,19 @@ mod tests {
         assert!(text.contains(
             "kicky_agent_service_healthy{project=\"orange\",service=\"spring_server\",container=\"orange\"} 1\n"
         ));
+        assert!(text.contains(
+            "kicky_agent_service_readiness_checked{project=\"orange\",service=\"spring_server\",container=\"orange\"} 1\n"
+        ));
+        let unchecked = vec![ContainerStatus {
+            readiness: "none".into(),
+            health: None,
+            ..containers[0].clone()
+        }];
+        let text = render("orange", &state, &unchecked);
+        assert!(
+            text.contains("service=\"spring_server\",container=\"orange\"} 0\n"),
+            "{text}"
+        );
         // A label from a variable (a `container_name: ${APP}`) is redacted, then escaped.
         let value = format!("metrics-app-{}", std::process::id());
         crate::redact::learn(&value);

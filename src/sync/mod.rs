@@ -199,11 +199,14 @@ pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
     state.record(outcome);
     state.save(&state_path, &locked)?;
     if let Some(path) = &settings.metrics_textfile {
+        let probes = crate::compose::probes(settings);
         let containers = match (&settings.compose, &clients.engine) {
-            (Some(_), Some(engine)) => engine::containers::containers(engine, &settings.project)
-                .await
-                .unwrap_or_default(),
-            (Some(_), None) => engine::containers::containers_now(&settings.project).await,
+            (Some(_), Some(engine)) => {
+                engine::containers::containers(engine, &settings.project, &probes)
+                    .await
+                    .unwrap_or_default()
+            }
+            (Some(_), None) => engine::containers::containers_now(&settings.project, &probes).await,
             _ => Vec::new(),
         };
         let text = metrics::render(&settings.project, &state, &containers);

@@ -142,6 +142,10 @@ pub(super) fn service(
     let mut env_files = Vec::new();
     let mut environment = Vec::new();
     for (key, key_path, value) in entries {
+        if key == EXTENSION {
+            s.ready = extension(value, &key_path, ctx);
+            continue;
+        }
         if key.starts_with("x-") {
             continue;
         }
@@ -452,4 +456,41 @@ fn platform(value: &Value, path: &str, ctx: &mut Ctx) -> Option<String> {
         return None;
     }
     Some(text)
+}
+
+/// The agent's own extension of a service (compose ignores `x-` keys): `ready:`, its readiness
+/// probe. Any other key in it is a mistake the agent names.
+pub const EXTENSION: &str = "x-kicky-agent";
+
+fn extension(value: &Value, path: &str, ctx: &mut Ctx) -> Option<crate::engine::ready::Probe> {
+    let mut ready = None;
+    for (key, key_path, value) in ctx.entries(value, path)? {
+        match key.as_str() {
+            "ready" => ready = probe(value, &key_path, ctx),
+            key => ctx.problem(
+                &key_path,
+                format!("unknown key `{key}` in {EXTENSION} (it has `ready`)"),
+            ),
+        }
+    }
+    ready
+}
+
+/// A `ready:` probe: one of `http`, `tcp`, `exec`, with `interval` and `timeout`.
+pub(crate) fn probe(
+    value: &Value,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<crate::engine::ready::Probe> {
+    use crate::engine::ready::{Probe, RawProbe};
+    let read = serde_norway::from_value::<RawProbe>(value.clone())
+        .map_err(|err| err.to_string())
+        .and_then(Probe::try_from);
+    match read {
+        Ok(probe) => Some(probe),
+        Err(err) => {
+            ctx.problem(path, format!("invalid readiness probe: {err}"));
+            None
+        }
+    }
 }

@@ -196,7 +196,7 @@ pub async fn converge(
     // Healthy: the previous containers and the orphans go.
     for plan in services {
         if let (Action::Recreate { .. }, Some(old)) = (&plan.action, &plan.existing) {
-            let waits = Waits::new(&plan.service, plan.one_shot, since, deadline);
+            let waits = Waits::of(plan, since, deadline);
             if let Err(err) = run_op(engine, &switch::finish(old), &waits).await {
                 tracing::warn!(service = %plan.service, "could not remove the previous container: {err:#}");
             }

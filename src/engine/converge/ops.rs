@@ -5,13 +5,16 @@ use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::engine::api::Engine;
+use crate::engine::decide::ServicePlan;
 use crate::engine::health::{self, Target};
+use crate::engine::ready::Probe;
 use crate::engine::switch::Op;
 
 /// What a `WaitReady` of one service's operations waits for, and until when.
 pub(super) struct Waits<'a> {
     pub(super) service: &'a str,
     pub(super) one_shot: bool,
+    probe: Option<&'a Probe>,
     since: i64,
     deadline: Instant,
 }
@@ -26,8 +29,17 @@ impl<'a> Waits<'a> {
         Waits {
             service,
             one_shot,
+            probe: None,
             since,
             deadline,
+        }
+    }
+
+    /// The waits of `plan`'s service, its probe included.
+    pub(super) fn of(plan: &'a ServicePlan, since: i64, deadline: Instant) -> Waits<'a> {
+        Waits {
+            probe: plan.ready.as_ref(),
+            ..Waits::new(&plan.service, plan.one_shot, since, deadline)
         }
     }
 }
@@ -64,6 +76,7 @@ pub(super) async fn run_op(engine: &impl Engine, op: &Op, waits: &Waits<'_>) -> 
                 name: name.clone(),
                 id: id.clone(),
                 completes: waits.one_shot,
+                probe: waits.probe.cloned(),
             };
             health::wait_ready(engine, &[target], waits.since, waits.deadline).await
         }

@@ -53,7 +53,7 @@ pub(super) async fn roll_back(
                 id: created[&plan.service].clone(),
             }],
         };
-        let waits = Waits::new(&plan.service, plan.one_shot, since, Instant::now() + bound);
+        let waits = Waits::of(plan, since, Instant::now() + bound);
         match run_ops(engine, &ops, &waits).await {
             Ok(()) => {
                 if let Some(old) = &plan.existing {
@@ -62,6 +62,7 @@ pub(super) async fn roll_back(
                         name: plan.container.clone(),
                         id: old.clone(),
                         completes: plan.one_shot,
+                        probe: plan.ready.clone(),
                     });
                 }
             }

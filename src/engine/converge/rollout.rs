@@ -30,6 +30,7 @@ pub(super) fn target(plan: &ServicePlan, created: &HashMap<String, String>) -> T
         name: plan.container.clone(),
         id: final_id(plan, created),
         completes: plan.one_shot,
+        probe: plan.ready.clone(),
     }
 }
 
@@ -98,7 +99,7 @@ async fn switch_service(
         dependencies.push(target);
     }
     health::wait_ready(engine, &dependencies, since, deadline).await?;
-    let own = Waits::new(&plan.service, plan.one_shot, since, deadline);
+    let own = Waits::of(plan, since, deadline);
     match &plan.action {
         Action::Keep | Action::Done => Ok(()),
         Action::Start | Action::Create => {

@@ -20,6 +20,7 @@ fn settings(pull: DefaultPolicy) -> ComposeSettings {
         pull_timeout: Duration::from_secs(600),
         secrets_dir: "/run/kicky-agent/secrets".into(),
         policy: Default::default(),
+        ready: Default::default(),
     }
 }
 

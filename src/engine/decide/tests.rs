@@ -97,6 +97,7 @@ fn container_of(
         started_at: None,
         image: project.services[service].image.clone(),
         image_id: format!("sha256:{}", project.services[service].image),
+        ..Default::default()
     }
 }
 
