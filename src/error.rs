@@ -3,7 +3,7 @@
 //! Every failure is an `anyhow::Error` whose chain names the file, parameter or object concerned.
 //! Bad input (the config, a compose file, parameter names, an unparsable value) carries an
 //! [`InputError`] somewhere in its chain and exits 2; everything else (network, access, a missing
-//! parameter) exits 1, as DESIGN.md's command table says.
+//! parameter) exits 1, as the command table of docs/contract.md says.
 
 use std::fmt;
 use std::process::ExitCode;

@@ -3,8 +3,8 @@
 //! of `tests/compose/` (a compose file, the `.env` the agent would have written, the files they
 //! refer to) is rendered by `kicky-agent render --json` and by `docker compose config --format
 //! json`, and the two are compared field by field, in compose's key order, with the one
-//! difference the README lists (top-level `x-` extensions, which `render` leaves out). Each
-//! service's `com.docker.compose.config-hash`, as the agent computes it, is checked against the
+//! difference docs/how-it-works.md lists (top-level `x-` extensions, which `render` leaves out).
+//! Each service's `com.docker.compose.config-hash`, as the agent computes it, is checked against the
 //! hash compose computes from its own output (the SHA-256 of the service's compact JSON without
 //! `build`, `pull_policy`, `scale`, `deploy.replicas`, `depends_on` and `profiles`, computed here by
 //! Python's `json`, not by the agent's encoder). `tests/compose/errors/` holds broken files, each
@@ -395,7 +395,7 @@ fn render_matches_docker_compose_v2_config_on_every_case() {
         unmask(&mut ours, &case);
         let mut theirs: Value = serde_json::from_str(&config).unwrap();
         // Top-level extensions mean nothing to compose or the agent; render leaves them out
-        // (the README lists it).
+        // (docs/how-it-works.md lists it).
         theirs
             .as_object_mut()
             .unwrap()
@@ -420,7 +420,7 @@ fn render_matches_docker_compose_v2_config_on_every_case() {
             }
         }
         // `render` keeps `extra_hosts` in the file's order (what came from a variable is masked
-        // where it stands); compose sorts them by host. The README lists it.
+        // where it stands); compose sorts them by host. docs/how-it-works.md lists it.
         for tree in [&mut ours, &mut theirs] {
             for service in tree["services"].as_object_mut().unwrap().values_mut() {
                 if let Some(Value::Array(hosts)) = service.get_mut("extra_hosts") {

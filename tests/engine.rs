@@ -309,7 +309,7 @@ async fn prune_removes_the_images_the_project_no_longer_uses() {
     );
 }
 
-/// The seed stack of DESIGN.md, unchanged, from S3, with its .env from one SecureString, as
+/// The seed stack of docs/contract.md, unchanged, from S3, with its .env from one SecureString, as
 /// `tests/demo` runs it. Its container names and ports are fixed: one user at a time.
 #[tokio::test]
 async fn the_seed_stack_comes_up_healthy_with_its_ssm_values_inside() {

@@ -471,7 +471,7 @@ async fn the_stack_makes_what_the_fleet_needs() {
         content["mainSteps"][0]["inputs"]["runCommand"][0],
         "kicky-agent resync --timeout {{ timeout }} --release '{{ release }}'"
     );
-    // A wave as the README runs it: by the project's tag, 10% at a time, none may fail.
+    // A wave as docs/operator-guide.md runs it: by the project's tag, 10% at a time, none may fail.
     let command = &got["command"];
     assert_eq!(command["DocumentName"], document.as_str());
     assert_eq!(

@@ -49,8 +49,9 @@ fn the_units_pass_systemd_analyze_verify() {
     }
 }
 
-/// The exposure `systemd-analyze security` gives the unit stays where the README says (2.2; it
-/// was 4.3 before the unit was hardened): a setting dropped or loosened shows here.
+/// The exposure `systemd-analyze security` gives the unit stays where docs/how-it-works.md says
+/// (Security: 2.2; it was 4.3 before the unit was hardened): a setting dropped or loosened shows
+/// here.
 #[test]
 fn the_unit_stays_hardened() {
     let out = Command::new("systemd-analyze")

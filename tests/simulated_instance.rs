@@ -465,7 +465,7 @@ async fn the_boot_does_not_wait_for_an_application_that_never_gets_healthy() {
         i.unit("StatusText")
     );
     // The manager's job queue still holds the agent's start job: the system says `starting`
-    // (the README tells operators to read it as the application's boot).
+    // (docs/operator-guide.md tells operators to read it as the application's boot).
     assert_eq!(i.exec("systemctl is-system-running").1, "starting");
     let enter = i
         .exec("systemctl show -p ActiveEnterTimestampMonotonic --value multi-user.target")

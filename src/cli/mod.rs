@@ -1,5 +1,6 @@
 //! The command line: global flags, one file per subcommand, each with `run`.
-//! Only commands that work are listed; DESIGN.md's others arrive with their stages.
+//! Only commands that work are listed; the contract's others (docs/contract.md) arrive with their
+//! stages.
 
 mod doctor;
 mod iam_policy;

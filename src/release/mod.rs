@@ -4,9 +4,10 @@
 //! is written once under `release.store` and never changed; one small pointer object names the
 //! promoted release, which a plain sync (a new instance, the daemon's watch) applies.
 //!
-//! The manifest's schema is [`Manifest`] (version [`SCHEMA`]); the README's "Releases" section
-//! shows one. This module is the value, with no I/O; the store in S3 is [`crate::aws::releases`],
-//! and `release create` (the latest of every input, pinned) is [`crate::sync::pin`].
+//! The manifest's schema is [`Manifest`] (version [`SCHEMA`]); docs/operator-guide.md ("Releases
+//! and fleet rollouts") shows one. This module is the value, with no I/O; the store in S3 is
+//! [`crate::aws::releases`], and `release create` (the latest of every input, pinned) is
+//! [`crate::sync::pin`].
 
 pub mod fleet;
 pub mod signature;

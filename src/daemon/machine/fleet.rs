@@ -33,7 +33,7 @@ use crate::daemon::watch::{self, PointerHead};
 use crate::release::ReleaseId;
 use crate::sync::state::{RunningRelease, State};
 
-/// The seed the README's figures were made with.
+/// The seed the figures in docs/how-it-works.md were made with.
 pub const SEED: u64 = 21;
 
 /// What the fleet watches.
@@ -141,7 +141,7 @@ pub struct Report {
 }
 
 impl Report {
-    /// The figures in one line, as the README publishes them.
+    /// The figures in one line, as docs/how-it-works.md publishes them.
     pub fn line(&self) -> String {
         let within = |d: Option<Duration>| {
             d.map_or("(not within the horizon)".to_string(), |d| {
@@ -497,7 +497,7 @@ mod tests {
     }
 
     #[test]
-    // A simulation's figures, for the README: no value of anyone's in them.
+    // A simulation's figures, for docs/how-it-works.md: no value of anyone's in them.
     #[allow(clippy::disallowed_macros)]
     fn fleet_figures() {
         let n = size();
