@@ -28,6 +28,7 @@ mod mirror;
 mod overrides;
 mod packaging;
 mod policy;
+mod ready;
 mod releases;
 mod retries;
 mod rollout;

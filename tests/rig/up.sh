@@ -183,6 +183,7 @@ IMAGES=(
     "tester/unhealthy:1 unhealthy"
     "tester/crash:1 crash"
     "tester/promtail:1 promtail"
+    "tester/spring:1 spring"
 )
 STAMPS=$RIG_DIR/images
 mkdir -p "$STAMPS"
