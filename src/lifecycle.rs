@@ -923,6 +923,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(60),
             unhealthy_after: None,
             abandon_after: crate::config::defaults::ABANDON_AFTER,
+            spot: Default::default(),
         }
     }
 

@@ -126,7 +126,7 @@ pub fn load_as_written(settings: &Settings) -> Result<Project> {
 /// The readiness probes of the services, as the compose file on disk and the config say: what
 /// `status`, the metrics and the daemon's health watch probe. None when there is no compose file
 /// to read (yet), or it cannot be read (a sync says why).
-pub fn probes(settings: &Settings) -> BTreeMap<String, crate::engine::ready::Probe> {
+pub fn probes(settings: &Settings) -> BTreeMap<String, crate::config::probe::Probe> {
     let mut probes: BTreeMap<_, _> = load_as_written(settings)
         .map(|project| {
             project

@@ -105,7 +105,7 @@ pub struct Service {
     pub healthcheck: Option<Healthcheck>,
     /// The agent's readiness probe (`x-kicky-agent: {ready: ...}`, or the config's
     /// `compose.ready`): not part of the container, so not of its hash.
-    pub ready: Option<crate::engine::ready::Probe>,
+    pub ready: Option<crate::config::probe::Probe>,
     pub depends_on: IndexMap<String, Dependency>,
     pub labels: IndexMap<String, String>,
     pub user: Option<String>,

@@ -16,6 +16,7 @@
 
 mod confine;
 pub mod overrides;
+pub mod probe;
 mod raw;
 pub mod types;
 
@@ -31,7 +32,7 @@ use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
     Allowance, ComposePolicy, Credential, HookChoice, Mirror, Namespace, ParamSource, PullPolicy,
-    RawRegistry as Registry, RegistryAuth, SecretFormat, Source, WatchApply,
+    RawRegistry as Registry, RegistryAuth, SecretFormat, Source, SpotChoice, WatchApply,
 };
 use types::S3Uri;
 
@@ -209,7 +210,7 @@ pub struct ComposeSettings {
     /// What the compose file may ask of the host beyond the defaults (`compose::policy`).
     pub policy: ComposePolicy,
     /// By service name: readiness probes that replace the compose file's (`compose.ready`).
-    pub ready: BTreeMap<String, crate::engine::ready::Probe>,
+    pub ready: BTreeMap<String, crate::config::probe::Probe>,
 }
 
 /// The Auto Scaling launch lifecycle hook.
@@ -227,6 +228,8 @@ pub struct LifecycleSettings {
     pub unhealthy_after: Option<std::time::Duration>,
     /// Failed first syncs after which the daemon sends ABANDON (it keeps retrying).
     pub abandon_after: u32,
+    /// What Spot notices do (`lifecycle.spot`).
+    pub spot: SpotChoice,
 }
 
 /// One config file (or user data) as read, kept to point later errors at their line; or one tag.
@@ -900,11 +903,11 @@ impl Check<'_> {
 
     fn probes(
         &mut self,
-        raw: BTreeMap<String, crate::engine::ready::RawProbe>,
-    ) -> BTreeMap<String, crate::engine::ready::Probe> {
+        raw: BTreeMap<String, crate::config::probe::RawProbe>,
+    ) -> BTreeMap<String, crate::config::probe::Probe> {
         let mut probes = BTreeMap::new();
         for (service, raw) in raw {
-            match crate::engine::ready::Probe::try_from(raw) {
+            match crate::config::probe::Probe::try_from(raw) {
                 Ok(probe) => {
                     probes.insert(service, probe);
                 }
@@ -974,6 +977,7 @@ impl Check<'_> {
             heartbeat_interval,
             unhealthy_after,
             abandon_after,
+            spot: l.spot.unwrap_or_default(),
         }
     }
 }

@@ -100,7 +100,7 @@ pub struct RawCompose {
     /// What the compose file may ask of the host beyond the defaults (baked config only).
     pub policy: Option<ComposePolicy>,
     /// By service name: its readiness probe, over the compose file's `x-kicky-agent.ready`.
-    pub ready: Option<std::collections::BTreeMap<String, crate::engine::ready::RawProbe>>,
+    pub ready: Option<std::collections::BTreeMap<String, crate::config::probe::RawProbe>>,
 }
 
 /// `compose.policy`: what the compose file may ask of the host that the defaults refuse
@@ -318,6 +318,20 @@ pub struct RawLifecycle {
     pub heartbeat_interval: Option<DurationText>,
     pub unhealthy_after: Option<DurationText>,
     pub abandon_after: Option<u32>,
+    /// What a Spot instance's notices do: `drain` (the default) stops the containers on an
+    /// interruption notice, and on a rebalance recommendation too with `drain_on_rebalance`;
+    /// `off` reads none.
+    pub spot: Option<SpotChoice>,
+}
+
+/// `lifecycle.spot`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpotChoice {
+    #[default]
+    Drain,
+    DrainOnRebalance,
+    Off,
 }
 
 /// Which launch hook to complete: `auto` (the one launch hook of this instance's group), `off`, or

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::instance::spot::Seen;
 use crate::instance::TargetState;
 use crate::lifecycle::LaunchPolicy;
 
@@ -27,6 +28,12 @@ pub struct Timing {
     /// How often the target lifecycle state is read (instance metadata, no AWS call) while the
     /// instance waits in a warm pool or its group has a termination hook.
     pub target_every: Duration,
+    /// How often Spot notices are read (instance metadata); zero: never.
+    pub spot_every: Duration,
+    /// A rebalance recommendation drains the instance as an interruption notice does (else it
+    /// is reported only: the group's Capacity Rebalancing replaces the instance through its
+    /// termination hook).
+    pub drain_on_rebalance: bool,
 }
 
 /// How a sync ended.
@@ -85,6 +92,8 @@ pub enum Event {
     Timing(Timing),
     /// The target lifecycle state was read (`None`: none known).
     Target(Option<TargetState>),
+    /// What the last look for Spot notices found (`None`: the look failed).
+    Spot(Option<crate::instance::spot::Seen>),
     /// The containers were stopped for the termination (and the hook completed): how it went.
     Drained(String),
     /// The launch action is settled: CompleteLifecycleAction was taken (or refused for good), or
@@ -112,12 +121,16 @@ pub enum Effect {
     MarkUnhealthy,
     /// Read the target lifecycle state.
     PollTarget,
+    /// Look for a Spot interruption notice or rebalance recommendation.
+    PollSpot,
     /// The instance is terminating: from now on nothing is created or started; stop the
     /// containers (reverse dependency order, each within its grace), then complete the
     /// termination hook with CONTINUE. `after_sync`: a sync runs, to be ended first (its waits
     /// cut short, bounded) so that nothing it does comes after the stops.
     Drain {
         after_sync: bool,
+        /// Complete the termination hook once stopped (a Spot notice comes before any hook).
+        hook: bool,
     },
     /// Look for the launch action again (the instance left the warm pool: a new one is pending).
     DiscoverLaunch,
@@ -159,6 +172,12 @@ pub struct Machine {
     polling: bool,
     /// Stopping for the termination: nothing else starts.
     draining: bool,
+    spot_at: Option<Instant>,
+    spot_polling: bool,
+    /// A rebalance recommendation was reported (once is enough).
+    rebalance_seen: bool,
+    /// Drained for a Spot notice: the termination hook, if one comes, is still to complete.
+    spot_drained: bool,
     /// The watch interval's multiplier while AWS throttles the watch (1, 2, 4, 8).
     watch_backoff: u32,
     /// Where the jitter comes from: seeded from the process's generator, or given (a simulation
@@ -175,7 +194,6 @@ impl Machine {
     /// [`Machine::new`], its jitter drawn from `rng`.
     pub fn with_rng(timing: Timing, rng: fastrand::Rng) -> (Machine, Vec<Effect>) {
         let machine = Machine {
-            timing,
             ready: false,
             failures: 0,
             syncing: true,
@@ -197,13 +215,21 @@ impl Machine {
             target_at: None,
             polling: false,
             draining: false,
+            spot_at: None,
+            spot_polling: !timing.spot_every.is_zero(),
+            rebalance_seen: false,
+            spot_drained: false,
             watch_backoff: 1,
+            timing,
             rng,
         };
-        let effects = vec![
+        let mut effects = vec![
             Effect::Status("first sync: starting".into()),
             Effect::Sync { retry_held: false },
         ];
+        if machine.spot_polling {
+            effects.push(Effect::PollSpot);
+        }
         (machine, effects)
     }
 
@@ -224,6 +250,7 @@ impl Machine {
             self.health_at,
             self.heartbeat_at,
             self.target_at,
+            self.spot_at,
         ]
         .into_iter()
         .flatten()
@@ -233,7 +260,7 @@ impl Machine {
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Effect> {
         let mut effects = Vec::new();
         if self.draining {
-            self.while_draining(event, &mut effects);
+            self.while_draining(event, now, &mut effects);
             return effects;
         }
         match event {
@@ -252,6 +279,7 @@ impl Machine {
             Event::Launch(found) => self.launch_found(found, now, &mut effects),
             Event::Timing(timing) => self.timing = timing,
             Event::Target(state) => self.target(state, now, &mut effects),
+            Event::Spot(seen) => self.spot(seen, now, &mut effects),
             Event::Drained(_) => {}
             Event::LaunchSettled => {
                 if self.launch == LaunchPolicy::Done {
@@ -265,8 +293,35 @@ impl Machine {
 
     /// Terminating: syncs, watches and health checks are over; a client asking for a resync is
     /// told so; the end of the draining is reported.
-    fn while_draining(&mut self, event: Event, effects: &mut Vec<Effect>) {
+    fn while_draining(&mut self, event: Event, now: Instant, effects: &mut Vec<Effect>) {
         match event {
+            // Stopped for a Spot notice: the termination hook, when the group has one and
+            // the instance reaches it, is completed (the stops again first, which find nothing
+            // left to stop unless something started since).
+            Event::Launch(Some(found)) if self.spot_drained => {
+                self.terminate = found.terminate;
+                self.schedule_target(now);
+            }
+            Event::Tick if self.spot_drained => {
+                if self.target_at.is_some_and(|at| at <= now) && !self.polling {
+                    self.target_at = None;
+                    self.polling = true;
+                    effects.push(Effect::PollTarget);
+                }
+            }
+            Event::Target(state) if self.spot_drained => {
+                self.polling = false;
+                match state {
+                    Some(TargetState::Terminated) if self.terminate => {
+                        self.spot_drained = false;
+                        effects.push(Effect::Drain {
+                            after_sync: false,
+                            hook: true,
+                        });
+                    }
+                    _ => self.schedule_target(now),
+                }
+            }
             Event::Resync(Some(client)) => effects.push(Effect::Reply {
                 clients: vec![client],
                 status: 1,
@@ -301,6 +356,7 @@ impl Machine {
                 ));
                 effects.push(Effect::Drain {
                     after_sync: self.syncing,
+                    hook: true,
                 });
                 return;
             }
@@ -315,6 +371,47 @@ impl Machine {
             }
             _ => {}
         }
+        self.schedule_target(now);
+    }
+
+    /// A Spot notice: an interruption drains at once (two minutes, no hook to wait for); a
+    /// rebalance recommendation is reported, or drains when so configured. Not a Spot instance:
+    /// nothing more to read.
+    fn spot(&mut self, seen: Option<Seen>, now: Instant, effects: &mut Vec<Effect>) {
+        self.spot_polling = false;
+        let drain = match &seen {
+            Some(Seen::NotSpot) => return,
+            Some(Seen::Interruption { .. }) => true,
+            Some(Seen::Rebalance { .. }) if self.timing.drain_on_rebalance => true,
+            Some(Seen::Rebalance { .. }) if !self.rebalance_seen => {
+                self.rebalance_seen = true;
+                effects.push(Effect::Status(format!(
+                    "{}: the group may replace this instance (lifecycle.spot: drain_on_rebalance stops the containers now)",
+                    seen.as_ref().map(Seen::describe).unwrap_or_default()
+                )));
+                false
+            }
+            _ => false,
+        };
+        if !drain {
+            self.spot_at = Some(now + self.timing.spot_every);
+            return;
+        }
+        self.draining = true;
+        self.spot_drained = true;
+        self.retry_at = None;
+        self.watch_at = None;
+        self.health_at = None;
+        self.heartbeat_at = None;
+        effects.push(Effect::Status(format!(
+            "{}: stopping the containers",
+            seen.as_ref().map(Seen::describe).unwrap_or_default()
+        )));
+        effects.push(Effect::Drain {
+            after_sync: self.syncing,
+            hook: false,
+        });
+        // A termination hook may still come: the target state is read on.
         self.schedule_target(now);
     }
 
@@ -483,6 +580,11 @@ impl Machine {
             self.target_at = None;
             self.polling = true;
             effects.push(Effect::PollTarget);
+        }
+        if due(self.spot_at) && !self.spot_polling {
+            self.spot_at = None;
+            self.spot_polling = true;
+            effects.push(Effect::PollSpot);
         }
         if self.syncing {
             return;

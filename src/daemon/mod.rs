@@ -29,7 +29,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{self, Settings};
+use crate::config::{self, Settings, SpotChoice};
 use crate::engine::docker::DockerEngine;
 use crate::engine::fence::{Fence, Fenced, Gate};
 use crate::lifecycle::{Beat, Lifecycle};
@@ -55,6 +55,10 @@ const SET_HEALTH_BOUND: Duration = Duration::from_secs(30);
 /// from `InService` to serving.
 const TARGET_EVERY: Duration = Duration::from_secs(2);
 const TARGET_BOUND: Duration = Duration::from_secs(10);
+/// How often a Spot instance's notices are read: AWS suggests every 5 s of the two minutes.
+const SPOT_EVERY: Duration = Duration::from_secs(5);
+/// Above the three reads' own bounds (2 s a request, tried twice): the machine hears every look.
+const SPOT_BOUND: Duration = Duration::from_secs(30);
 /// Stopping every container for a termination; beyond it the hook is completed all the same.
 const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
 /// How long the drain waits for a sync in flight to end once the fence is shut (its health waits
@@ -218,6 +222,8 @@ struct Io {
     sync_task: Option<JoinHandle<()>>,
     /// Shut when the drain begins: the syncs' engines create and start nothing from then on.
     gate: Gate,
+    /// Whether this is a Spot instance, once known (instance metadata says it once).
+    spot: Rc<std::cell::OnceCell<bool>>,
     /// The release the last `resync` asked for: what the next resync applies.
     requested: Target,
 }
@@ -240,6 +246,7 @@ impl Io {
             next_client: 1,
             sync_task: None,
             gate: Gate::new(),
+            spot: Rc::default(),
             requested: Target::Configured,
         }
     }
@@ -250,6 +257,12 @@ impl Io {
             abandon_after: self.settings.lifecycle.abandon_after,
             health_every: HEALTH_EVERY,
             target_every: TARGET_EVERY,
+            spot_every: match self.settings.lifecycle.spot {
+                SpotChoice::Off => Duration::ZERO,
+                _ if crate::instance::imds::disabled() => Duration::ZERO,
+                _ => SPOT_EVERY,
+            },
+            drain_on_rebalance: self.settings.lifecycle.spot == SpotChoice::DrainOnRebalance,
         }
     }
 
@@ -372,7 +385,8 @@ impl Io {
                     crate::instance::target_state(),
                     |state| Event::Target(state.unwrap_or_default()),
                 ),
-                Effect::Drain { after_sync } => self.drain(after_sync),
+                Effect::Drain { after_sync, hook } => self.drain(after_sync, hook),
+                Effect::PollSpot => self.poll_spot(),
                 Effect::DiscoverLaunch => self.discover_lifecycle(),
                 Effect::Reply {
                     clients,
@@ -461,7 +475,7 @@ impl Io {
     /// completes it with CONTINUE. The gate is shut first, here in the loop: from this moment no
     /// sync creates or starts a container (a rollout, its rollback); a sync in flight (`after_sync`)
     /// is let end, bounded, before the stops, so that nothing it does comes after them.
-    fn drain(&mut self, after_sync: bool) {
+    fn drain(&mut self, after_sync: bool, hook: bool) {
         self.gate.shut();
         let running = self.sync_task.take().filter(|_| after_sync);
         let settings = self.settings.clone();
@@ -519,20 +533,45 @@ impl Io {
                     Err(_) => Err(anyhow::anyhow!("stopping took over {DRAIN_BOUND:?}")),
                 }
             };
-            let (stopped, completed) = match &lifecycle {
-                Some(lifecycle) => lifecycle.while_terminating(bounded).await,
-                None => (bounded.await, Ok(())),
+            let (stopped, completed) = match (&lifecycle, hook) {
+                (Some(lifecycle), true) => lifecycle.while_terminating(bounded).await,
+                _ => (bounded.await, Ok(())),
             };
             let how = match (stopped, completed) {
                 (Ok(names), Ok(())) => format!(
-                    "terminating: {} container{} stopped, termination hook completed",
+                    "terminating: {} container{} stopped{}",
                     names.len(),
-                    if names.len() == 1 { "" } else { "s" }
+                    if names.len() == 1 { "" } else { "s" },
+                    match hook {
+                        true => ", termination hook completed",
+                        false => " (Spot notice; the instance stays up until EC2 acts)",
+                    }
                 ),
                 (Err(e), _) => format!("terminating: could not stop the containers: {e:#}"),
                 (Ok(_), Err(e)) => format!("terminating: containers stopped; {e:#}"),
             };
             let _ = reports.send(Report::Machine(Event::Drained(how)));
+        });
+    }
+
+    /// One look for Spot notices; the first finds out whether this is a Spot instance at all.
+    fn poll_spot(&mut self) {
+        let known = self.spot.clone();
+        let look = async move {
+            use crate::instance::spot;
+            if known.get().is_none() {
+                let _ = known.set(spot::is_spot().await?);
+            }
+            match known.get() {
+                Some(true) => spot::look().await,
+                _ => Ok(spot::Seen::NotSpot),
+            }
+        };
+        self.task("reading Spot notices", SPOT_BOUND, look, |seen| {
+            Event::Spot(
+                seen.inspect_err(|e| tracing::debug!("could not read Spot notices: {e:#}"))
+                    .ok(),
+            )
         });
     }
 

@@ -69,7 +69,7 @@ pub struct ServicePlan {
     pub deferred: bool,
     /// Its readiness probe (`ready:`), when it has one.
     #[serde(skip)]
-    pub ready: Option<crate::engine::ready::Probe>,
+    pub ready: Option<crate::config::probe::Probe>,
 }
 
 /// What a sync does (or would do) to the engine's containers.

@@ -9,6 +9,7 @@
 
 pub mod identity;
 pub mod imds;
+pub mod spot;
 pub mod user_data;
 
 use anyhow::Result;

@@ -462,7 +462,7 @@ fn platform(value: &Value, path: &str, ctx: &mut Ctx) -> Option<String> {
 /// probe. Any other key in it is a mistake the agent names.
 pub const EXTENSION: &str = "x-kicky-agent";
 
-fn extension(value: &Value, path: &str, ctx: &mut Ctx) -> Option<crate::engine::ready::Probe> {
+fn extension(value: &Value, path: &str, ctx: &mut Ctx) -> Option<crate::config::probe::Probe> {
     let mut ready = None;
     for (key, key_path, value) in ctx.entries(value, path)? {
         match key.as_str() {
@@ -481,8 +481,8 @@ pub(crate) fn probe(
     value: &Value,
     path: &str,
     ctx: &mut Ctx,
-) -> Option<crate::engine::ready::Probe> {
-    use crate::engine::ready::{Probe, RawProbe};
+) -> Option<crate::config::probe::Probe> {
+    use crate::config::probe::{Probe, RawProbe};
     let read = serde_norway::from_value::<RawProbe>(value.clone())
         .map_err(|err| err.to_string())
         .and_then(Probe::try_from);

@@ -352,6 +352,8 @@ pub fn simulate(
         abandon_after: 5,
         health_every: Duration::from_secs(10),
         target_every: Duration::from_secs(2),
+        spot_every: Duration::ZERO,
+        drain_on_rebalance: false,
     };
     let id = |s: &str| ReleaseId::parse(s).expect("a release id");
     let world = World {

@@ -8,6 +8,8 @@ fn timing() -> Timing {
         abandon_after: 3,
         health_every: Duration::from_secs(10),
         target_every: Duration::from_secs(5),
+        spot_every: Duration::ZERO,
+        drain_on_rebalance: false,
     }
 }
 
@@ -378,7 +380,10 @@ async fn termination_drains_once_and_nothing_else_starts() {
             Effect::Status(
                 "terminating: stopping the containers, then completing the termination hook".into()
             ),
-            Effect::Drain { after_sync: false }
+            Effect::Drain {
+                after_sync: false,
+                hook: true
+            }
         ]
     );
     let effects = d.on(Event::Resync(Some(7)));
@@ -474,7 +479,10 @@ fn a_drain_during_a_sync_ends_the_sync_first() {
         }
         let effects = m.handle(Event::Target(Some(TargetState::Terminated)), now);
         assert!(
-            effects.contains(&Effect::Drain { after_sync }),
+            effects.contains(&Effect::Drain {
+                after_sync,
+                hook: true
+            }),
             "{mid_rollout}: {effects:?}"
         );
         // The sync ends (rolled back, refused by the fence): its client hears so, and nothing
@@ -566,4 +574,138 @@ fn the_same_seed_gives_the_same_watches() {
     };
     assert_eq!(schedule(1), schedule(1));
     assert_ne!(schedule(1), schedule(2));
+}
+
+fn spot_reads(effects: &[Effect]) -> usize {
+    effects.iter().filter(|e| **e == Effect::PollSpot).count()
+}
+
+fn spot_timing(drain_on_rebalance: bool) -> Timing {
+    Timing {
+        spot_every: Duration::from_secs(5),
+        drain_on_rebalance,
+        ..timing()
+    }
+}
+
+fn interruption() -> Seen {
+    Seen::Interruption {
+        action: "terminate".into(),
+        time: "2026-12-08T08:22:00Z".into(),
+    }
+}
+
+/// Spot notices are read from the start, every 5 s, whatever else runs; an instance that is not
+/// Spot is read once; a failed read is tried again at the next turn.
+#[tokio::test(start_paused = true)]
+async fn spot_notices_are_read_every_5_s_and_never_on_an_instance_that_is_not_spot() {
+    let (machine, effects) = Machine::new(spot_timing(false));
+    assert_eq!(spot_reads(&effects), 1, "at once, during the first sync");
+    let mut d = Daemon { machine, effects };
+    let effects = d.wait(Duration::from_secs(30)).await;
+    assert_eq!(spot_reads(&effects), 0, "one read at a time");
+    d.on(Event::Spot(Some(Seen::Quiet)));
+    let effects = d.wait(Duration::from_secs(5)).await;
+    assert_eq!(spot_reads(&effects), 1);
+    d.on(Event::Spot(None));
+    let effects = d.wait(Duration::from_secs(5)).await;
+    assert_eq!(spot_reads(&effects), 1, "a failed read is tried again");
+    d.on(Event::Spot(Some(Seen::NotSpot)));
+    d.on(Event::Synced(ok("t0")));
+    let effects = d.wait(Duration::from_secs(600)).await;
+    assert_eq!(spot_reads(&effects), 0, "not Spot: never again");
+}
+
+/// An interruption notice during the first sync drains at once, without the termination hook
+/// (none is pending yet); the hook, when the group has one and the instance reaches it, is
+/// completed afterwards, once.
+#[tokio::test(start_paused = true)]
+async fn a_spot_interruption_drains_at_once_and_the_termination_hook_is_completed_after() {
+    let (machine, effects) = Machine::new(spot_timing(false));
+    let mut d = Daemon { machine, effects };
+    let effects = d.on(Event::Spot(Some(interruption())));
+    assert_eq!(
+        effects,
+        [
+            Effect::Status(
+                "Spot interruption notice: terminate at 2026-12-08T08:22:00Z: stopping the containers"
+                    .into()
+            ),
+            Effect::Drain {
+                after_sync: true,
+                hook: false
+            }
+        ]
+    );
+    let effects = d.on(Event::Resync(Some(3)));
+    assert!(matches!(&effects[..], [Effect::Reply { status: 1, .. }]));
+    d.on(Event::Synced(failed("cut short", None)));
+    let effects = d.on(Event::Drained("terminating: 2 containers stopped".into()));
+    assert_eq!(statuses(&effects), ["terminating: 2 containers stopped"]);
+    // No termination hook known: nothing more, ever.
+    let effects = d.wait(Duration::from_secs(600)).await;
+    assert!(effects.is_empty(), "{effects:?}");
+    // The lookup ends late and finds a termination hook: the target state is read on.
+    d.on(Event::Launch(Some(LaunchFound {
+        pending: false,
+        heartbeat: Duration::from_secs(60),
+        unhealthy_after: None,
+        terminate: true,
+    })));
+    let effects = d.wait(Duration::from_secs(5)).await;
+    assert_eq!(polls(&effects), 1);
+    d.on(Event::Target(Some(TargetState::InService)));
+    let effects = d.wait(Duration::from_secs(5)).await;
+    assert_eq!(polls(&effects), 1);
+    let effects = d.on(Event::Target(Some(TargetState::Terminated)));
+    assert_eq!(
+        effects,
+        [Effect::Drain {
+            after_sync: false,
+            hook: true
+        }]
+    );
+    let effects = d.wait(Duration::from_secs(600)).await;
+    assert!(
+        effects.is_empty(),
+        "the hook is completed once: {effects:?}"
+    );
+}
+
+/// A rebalance recommendation is said once and the reads go on (an interruption may follow);
+/// with `drain_on_rebalance` it drains as an interruption does.
+#[tokio::test(start_paused = true)]
+async fn a_rebalance_recommendation_is_reported_or_drains_as_configured() {
+    let rebalance = || {
+        Event::Spot(Some(Seen::Rebalance {
+            notice_time: "2026-12-08T08:17:00Z".into(),
+        }))
+    };
+    let (machine, effects) = Machine::new(spot_timing(false));
+    let mut d = Daemon { machine, effects };
+    d.on(Event::Synced(ok("t0")));
+    let effects = d.on(rebalance());
+    assert_eq!(
+        statuses(&effects),
+        ["Spot rebalance recommendation (at 2026-12-08T08:17:00Z): the group may replace this instance (lifecycle.spot: drain_on_rebalance stops the containers now)"]
+    );
+    let effects = d.wait(Duration::from_secs(5)).await;
+    assert_eq!(spot_reads(&effects), 1);
+    let effects = d.on(rebalance());
+    assert!(effects.is_empty(), "said once: {effects:?}");
+    d.wait(Duration::from_secs(5)).await;
+    let effects = d.on(Event::Spot(Some(interruption())));
+    assert!(effects.contains(&Effect::Drain {
+        after_sync: false,
+        hook: false
+    }));
+
+    let (machine, effects) = Machine::new(spot_timing(true));
+    let mut d = Daemon { machine, effects };
+    d.on(Event::Synced(ok("t0")));
+    let effects = d.on(rebalance());
+    assert!(effects.contains(&Effect::Drain {
+        after_sync: false,
+        hook: false
+    }));
 }

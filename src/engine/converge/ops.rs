@@ -4,10 +4,10 @@
 use anyhow::{Context, Result};
 use tokio::time::Instant;
 
+use crate::config::probe::Probe;
 use crate::engine::api::Engine;
 use crate::engine::decide::ServicePlan;
 use crate::engine::health::{self, Target};
-use crate::engine::ready::Probe;
 use crate::engine::switch::Op;
 
 /// What a `WaitReady` of one service's operations waits for, and until when.
