@@ -505,6 +505,10 @@ async fn the_daemon_drains_the_stack_then_completes_the_termination_hook() {
     assert!(
         at("termination lifecycle action completed: CONTINUE") > at(&format!("container=\"{db}\""))
     );
+    // Not a Spot instance (metadata has no `instance-life-cycle: spot`): no notice was read.
+    let asked = imds.log_text();
+    assert!(asked.contains("instance-life-cycle"), "{asked}");
+    assert!(!asked.contains("spot/instance-action"), "{asked}");
 }
 
 /// An instance launched into a warm pool prepares (parameters, files, images) but starts
@@ -999,4 +1003,104 @@ async fn terminated_mid_rollout_creates_and_starts_nothing_after_the_drain_began
             .unwrap_or_else(|| panic!("{text:?} not in:\n{log}"))
     };
     assert!(at("termination lifecycle action completed: CONTINUE") > at("stopping (grace"));
+}
+
+/// A Spot instance: a rebalance recommendation is reported and stops nothing; the interruption
+/// notice (two minutes before EC2 acts) stops the app, then the database it depends on, at once
+/// and without any hook; `status` says why. When the group then terminates the instance
+/// through its termination hook, the hook is completed.
+#[tokio::test]
+async fn a_spot_interruption_notice_drains_the_stack_within_the_two_minutes() {
+    let rig = Rig::get();
+    let asg = autoscaling(&rig);
+    let group = unique_group("spot");
+    let instance = group_with_launch_hook(&asg, &group).await;
+    add_termination_hook(&asg, &group).await;
+    let (stack, fixture, imds) = daemon_stack(&rig, "spot", &group, &instance, "InService").await;
+    std::fs::write(fixture.join("instance-life-cycle"), "spot").unwrap();
+    let s = &stack.scratch;
+    let mut daemon = s.spawn_daemon(&imds.url, &[]);
+    let (app, db) = (stack.container("app"), stack.container("db"));
+    let up = eventually(async || {
+        lifecycle_state(&asg, &instance).await == "InService"
+            && common::stack::running_healthy(&app)
+    })
+    .await;
+    let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
+    assert!(up, "never in service:\n{}", log());
+    let started = common::stack::started_at(&app);
+
+    std::fs::write(
+        fixture.join("rebalance-recommendation"),
+        r#"{"noticeTime": "2026-12-08T08:17:00Z"}"#,
+    )
+    .unwrap();
+    let said = eventually(async || log().contains("Spot rebalance recommendation")).await;
+    assert!(
+        said,
+        "the rebalance recommendation was not reported:\n{}",
+        log()
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(common::stack::running_healthy(&app), "{}", log());
+    assert_eq!(
+        common::stack::started_at(&app),
+        started,
+        "a rebalance stops nothing"
+    );
+
+    std::fs::write(
+        fixture.join("spot-instance-action"),
+        r#"{"action": "terminate", "time": "2026-12-08T08:22:00Z"}"#,
+    )
+    .unwrap();
+    let noticed = Instant::now();
+    let stopped = eventually(async || {
+        [&app, &db].iter().all(|name| {
+            common::stack::inspect(name).is_some_and(|c| c["State"]["Running"] == false)
+        })
+    })
+    .await;
+    let took = noticed.elapsed();
+    assert!(stopped, "the containers still run:\n{}", log());
+    println!("spot: notice to every container stopped in {took:.1?} (EC2 gives 120 s)");
+    assert!(finished_at(&app) <= finished_at(&db), "{}", log());
+    let status = s.agent_with(
+        &rig,
+        &["status"],
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url)],
+    );
+    assert!(
+        status.stdout.contains(
+            "instance: Spot interruption notice: terminate at 2026-12-08T08:22:00Z: the containers are stopped"
+        ),
+        "{}",
+        status.all()
+    );
+    let drained = eventually(async || {
+        log().contains("container stopped (Spot notice")
+            || log().contains("containers stopped (Spot notice")
+    })
+    .await;
+    assert!(drained, "{}", log());
+
+    asg.terminate_instance_in_auto_scaling_group()
+        .instance_id(&instance)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .expect("scale in");
+    std::fs::write(fixture.join("target-lifecycle-state"), "Terminated").unwrap();
+    let proceeded =
+        eventually(async || lifecycle_state(&asg, &instance).await == "Terminating:Proceed").await;
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = log();
+    assert!(proceeded, "the termination hook was not completed:\n{log}");
+    assert!(
+        log.contains(
+            "Spot interruption notice: terminate at 2026-12-08T08:22:00Z: stopping the containers"
+        ),
+        "{log}"
+    );
 }

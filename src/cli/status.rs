@@ -34,6 +34,7 @@ impl StatusCmd {
             None => None,
         };
         let promoted = settings.release.as_ref().map(|at| promoted(&settings, at));
+        let spot = spot_notice(&settings);
         if self.json {
             let value = json!({
                 "project": settings.project,
@@ -43,6 +44,7 @@ impl StatusCmd {
                 "last_sync": state.last_sync,
                 "lifecycle": state.lifecycle,
                 "target_lifecycle_state": settings.target_state.as_ref().map(|t| t.as_str()),
+                "spot_notice": spot,
                 "warm_pool": settings.is_warm(),
                 "parameters": state.parameters,
                 "files": state.files,
@@ -57,6 +59,14 @@ impl StatusCmd {
             outln!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             print_text(&settings.project, &path, &state);
+            if let Some(notice) = &spot {
+                let doing = match settings.lifecycle.spot {
+                    crate::config::SpotChoice::DrainOnRebalance => "the containers are stopped",
+                    _ if notice.contains("interruption") => "the containers are stopped",
+                    _ => "reported only (lifecycle.spot: drain_on_rebalance would stop the containers)",
+                };
+                outln!("instance: {notice}: {doing}");
+            }
             if let Some(line) = instance_line(settings.target_state.as_ref()) {
                 outln!("{line}");
             }
@@ -115,6 +125,30 @@ fn instance_line(target: Option<&TargetState>) -> Option<String> {
             "instance: terminating (target lifecycle state Terminated): the containers are stopped, then the termination hook is completed".into(),
         ),
         TargetState::InService | TargetState::Other(_) => None,
+    }
+}
+
+/// A Spot notice that stands, in words (instance metadata, a few seconds at most); none on an
+/// instance that is not Spot, with `lifecycle.spot: off`, or without instance metadata.
+fn spot_notice(settings: &crate::config::Settings) -> Option<String> {
+    use crate::instance::spot::{self, Seen};
+    if settings.lifecycle.spot == crate::config::SpotChoice::Off
+        || crate::instance::imds::disabled()
+    {
+        return None;
+    }
+    let look = async {
+        match spot::is_spot().await {
+            Ok(true) => spot::look().await.ok(),
+            _ => None,
+        }
+    };
+    let bounded = async { tokio::time::timeout(std::time::Duration::from_secs(10), look).await };
+    match super::block_on(bounded) {
+        Ok(Ok(Some(seen @ (Seen::Interruption { .. } | Seen::Rebalance { .. })))) => {
+            Some(seen.describe())
+        }
+        _ => None,
     }
 }
 

@@ -14,7 +14,9 @@ The fixture is re-read on every request, so a test may change it while the layer
 optional: `user-data` (served as is; absent: 404), `tags.json` (a JSON object of tag key to value;
 absent: tags in metadata disabled, 404), `target-lifecycle-state` (Auto Scaling's
 `autoscaling/target-lifecycle-state`; absent: 404, not in a group), `region`, `availability-zone`,
-`instance-id`, `lookup-delay`
+`instance-id`, `instance-life-cycle` (`spot`, `on-demand`; absent: 404), `spot-instance-action`
+(`spot/instance-action`, the interruption notice's JSON; absent: 404), `rebalance-recommendation`
+(`events/recommendations/rebalance`, its JSON; absent: 404), `lookup-delay`
 (seconds to wait before answering the instance id, where the agent's lifecycle lookup starts; the
 SDK's reads of credentials and region, and the agent's of user data and tags for its config, are
 answered at once).
@@ -229,6 +231,14 @@ class Handler(BaseHTTPRequestHandler):
         if meta == "autoscaling/target-lifecycle-state":
             state = fx._read("target-lifecycle-state")
             return (200, state.strip()) if state is not None else (404, b"Not Found")
+        spot = {
+            "instance-life-cycle": "instance-life-cycle",
+            "spot/instance-action": "spot-instance-action",
+            "events/recommendations/rebalance": "rebalance-recommendation",
+        }
+        if meta in spot:
+            found = fx._read(spot[meta])
+            return (200, found.strip()) if found is not None else (404, b"Not Found")
         simple = {
             "placement/region": fx.region,
             "placement/availability-zone": fx.availability_zone,
