@@ -16,7 +16,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "base",
         &[
-            "atomic", "digest", "error", "harden", "logging", "progress", "redact", "retry", "yaml",
+            "atomic", "digest", "error", "harden", "logging", "progress", "redact", "retry",
+            "timeline", "yaml",
         ],
     ),
     ("instance", &["instance"]),

@@ -17,7 +17,7 @@
 //! | pure logic | [`compose`], [`envfile`], [`inputs`], [`interpolate`], [`iam`], [`release`] |
 //! | config     | [`config`]                                                     |
 //! | instance   | [`instance`]                                                   |
-//! | base       | [`atomic`], [`digest`], [`error`], [`harden`], [`logging`], [`progress`], [`redact`], [`retry`], [`yaml`] |
+//! | base       | [`atomic`], [`digest`], [`error`], [`harden`], [`logging`], [`progress`], [`redact`], [`retry`], [`timeline`], [`yaml`] |
 
 pub mod atomic;
 pub mod aws;
@@ -41,6 +41,7 @@ pub mod redact;
 pub mod release;
 pub mod retry;
 pub mod sync;
+pub mod timeline;
 pub mod yaml;
 
 #[cfg(test)]

@@ -225,6 +225,9 @@ pub struct LifecycleRecord {
     /// Why Auto Scaling did not take it, when it did not.
     #[serde(default)]
     pub error: Option<String>,
+    /// How long the call took, its retries included, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms: Option<u64>,
 }
 
 /// What a heartbeat for the launch action found.
@@ -679,7 +682,9 @@ impl<A: LifecycleApi> Lifecycle<A> {
         } else {
             Outcome::Abandon
         };
+        let began = std::time::Instant::now();
         let sent = complete_patiently(&self.api, action, outcome, is_launching).await;
+        let ms = crate::timeline::millis(began.elapsed());
         match &sent {
             Ok(()) => tracing::info!(
                 group = action.group,
@@ -697,6 +702,7 @@ impl<A: LifecycleApi> Lifecycle<A> {
             action: outcome.as_str().to_string(),
             at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             error: sent.as_ref().err().map(|e| format!("{e:#}")),
+            ms: Some(ms),
         };
         Some(Completion { record, sent })
     }

@@ -726,3 +726,58 @@ async fn a_throttled_marker_head_without_a_body_backs_the_watch_off() {
     );
     assert!(log_of(&s).contains("SlowDown"), "{}", log_of(&s));
 }
+
+/// The health gauges follow the containers between syncs: with no watch and no sync after the
+/// first, a container that stops shows as unhealthy in the metrics file within the refresh
+/// interval (15 s), and one that starts again as healthy.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_gauges_are_refreshed_between_syncs() {
+    let rig = Rig::get();
+    let stack = Stack::new(&rig, "gauges").await;
+    stack.env(&rig, "A=1\n").await;
+    let extra = format!(
+        "watch:\n  interval: 0\ncontrol_socket: {}\nmetrics:\n  textfile: {}\nlifecycle:\n  hook: off\n",
+        stack.scratch.path("run/control.sock").display(),
+        stack.scratch.path("metrics.prom").display()
+    );
+    stack.compose(
+        &rig,
+        "services:\n  web:\n    image: {registry}/tester/web:1\n",
+        &extra,
+    );
+    let s = &stack.scratch;
+    let (daemon, notify) = start(s, &rig.imds_url, &[]);
+    tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(60)));
+    let web = stack.container("web");
+    let series = format!(
+        "kicky_agent_service_healthy{{project=\"{}\",service=\"web\",container=\"{web}\"}}",
+        stack.project
+    );
+    assert_eq!(metric(s, &series), Some(1.0));
+    let synced = logged(s, "fetching parameters");
+
+    common::stack::docker(&["stop", "-t", "1", &web]);
+    let stopped = Instant::now();
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(40), "the gauge at 0", || {
+            metric(s, &series) == Some(0.0)
+        })
+    });
+    println!(
+        "gauges: a stopped container shown unhealthy after {:.1?}",
+        stopped.elapsed()
+    );
+    common::stack::docker(&["start", &web]);
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(40), "the gauge back at 1", || {
+            metric(s, &series) == Some(1.0)
+        })
+    });
+    assert_eq!(
+        logged(s, "fetching parameters"),
+        synced,
+        "no sync ran: the daemon refreshed the gauges itself\n{}",
+        log_of(s)
+    );
+    drop(daemon);
+}

@@ -113,6 +113,26 @@ async fn continues_once_synced(test: &str, tags_in_metadata: bool) {
     let text = s.agent_with(&rig, &["status"], &env);
     let line = format!("lifecycle: CONTINUE sent for {instance} to hook {HOOK} of group {group}");
     assert!(text.stdout.contains(&line), "{}", text.stdout);
+    // The timeline ends with the lifecycle call, after the sync's own phases.
+    let json = s.agent_with(&rig, &["status", "--json"], &env);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let phases: Vec<(String, String, u64)> = json["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap().to_string();
+            (text("kind"), text("what"), s["start_ms"].as_u64().unwrap())
+        })
+        .collect();
+    let kinds: Vec<&str> = phases.iter().map(|(k, ..)| k.as_str()).collect();
+    assert_eq!(kinds, ["parameters", "lifecycle"], "{phases:?}");
+    let (_, what, lifecycle_start) = phases.last().unwrap();
+    assert_eq!(what, &format!("CONTINUE to hook {HOOK}"));
+    assert!(
+        phases.iter().all(|(.., start)| start <= lifecycle_start),
+        "{phases:?}"
+    );
 
     // Run again by hand on the instance now in service: nothing pending, nothing sent, and the
     // record of the launch stays.

@@ -55,7 +55,15 @@ async fn a_service_without_a_healthcheck_is_ready_when_its_probe_says_so() {
     stack.compose(&rig, COMPOSE, CONFIG_PROBE);
     let image = format!("{}/tester/spring:1", stack.registry);
     let t0 = Instant::now();
-    let (run, stack, rig) = stack.sync(rig).await;
+    // As systemd runs it: stderr is the journal's stream, each line prefixed with its priority.
+    let (run, stack, rig) = tokio::task::spawn_blocking(move || {
+        let run = stack
+            .scratch
+            .agent_with(&rig, &["sync"], &[("JOURNAL_STREAM", "8:4242")]);
+        (run, stack, rig)
+    })
+    .await
+    .unwrap();
     let took = t0.elapsed();
     run.expect(0);
 
@@ -88,10 +96,23 @@ async fn a_service_without_a_healthcheck_is_ready_when_its_probe_says_so() {
     let all = run.all();
     let plain = stack.container("plain");
     assert!(
-        all.contains(&format!(
-            "service plain (container {plain}) is running, no readiness check"
+        run.stderr.contains(&format!(
+            "\n<4>service plain (container {plain}) is running, no readiness check"
         )),
         "{all}"
+    );
+    assert!(
+        run.stderr.contains("\n<6>fetching parameters and files\n"),
+        "{all}"
+    );
+    let unprefixed: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !(l.starts_with('<') && l.as_bytes().get(2) == Some(&b'>')))
+        .collect();
+    assert!(
+        unprefixed.is_empty(),
+        "lines without a priority: {unprefixed:?}"
     );
     for service in ["web", "db", "worker"] {
         assert!(
@@ -116,9 +137,40 @@ async fn a_service_without_a_healthcheck_is_ready_when_its_probe_says_so() {
     ] {
         assert!(text.contains(&line), "{line:?} in:\n{text}");
     }
+    let (status, stack, rig) = stack.run(rig, &["status", "--timeline"]).await;
+    status.expect(0);
+    assert!(
+        status.stdout.contains("timeline of the last sync ("),
+        "{}",
+        status.stdout
+    );
     let (status, _stack, _rig) = stack.run(rig, &["status", "--json"]).await;
     status.expect(0);
     let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    // Where the sync spent its time: the parameters, then each create, each start, then the wait for
+    // health, which lasted as long as web took to say UP (5 s after its start).
+    let timeline = json["timeline"].as_array().unwrap();
+    let first = |kind: &str| {
+        timeline
+            .iter()
+            .find(|s| s["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {timeline:?}"))
+    };
+    let start_of = |kind: &str| first(kind)["start_ms"].as_u64().unwrap();
+    // (The image is here already, `pull: missing`: no pull.)
+    assert!(start_of("parameters") < start_of("create"), "{timeline:?}");
+    assert!(start_of("create") < start_of("start"), "{timeline:?}");
+    assert!(start_of("start") <= start_of("health"), "{timeline:?}");
+    let kinds = |kind: &str| timeline.iter().filter(|s| s["kind"] == kind).count();
+    assert_eq!(
+        (kinds("create"), kinds("start"), kinds("health")),
+        (4, 4, 1)
+    );
+    let health_ms = first("health")["ms"].as_u64().unwrap();
+    assert!(
+        health_ms >= 4000,
+        "the health wait took {health_ms} ms: {timeline:?}"
+    );
     let readiness: Vec<(String, String, String)> = json["containers"]
         .as_array()
         .unwrap()

@@ -17,6 +17,10 @@ pub struct StatusCmd {
     /// Print the status as JSON.
     #[arg(long)]
     json: bool,
+    /// Show where the last sync spent its time: each phase with its start and duration (the
+    /// JSON always has it, as `timeline`).
+    #[arg(long)]
+    timeline: bool,
 }
 
 impl StatusCmd {
@@ -55,6 +59,7 @@ impl StatusCmd {
                 "config_origins": settings.origins,
                 "ignored_tags": settings.ignored_tags,
                 "containers": containers,
+                "timeline": state.timeline,
             });
             outln!("{}", serde_json::to_string_pretty(&value)?);
         } else {
@@ -82,6 +87,9 @@ impl StatusCmd {
                     "release: {} ({pinned}promoted: {promoted})",
                     running.as_deref().unwrap_or("none applied yet")
                 );
+            }
+            if self.timeline {
+                print_timeline(&state);
             }
             super::print_origins(&settings);
             if let Some(containers) = &containers {
@@ -169,6 +177,34 @@ fn promoted(settings: &crate::config::Settings, at: &crate::config::ReleaseSetti
         Ok(Ok(Some(pointer))) => pointer.release.to_string(),
         Ok(Ok(None)) => "none".to_string(),
         Ok(Err(err)) | Err(err) => format!("unknown ({})", crate::engine::api::summary(&err, 200)),
+    }
+}
+
+/// The last sync's phases, in the order they began: start, duration, what.
+fn print_timeline(state: &State) {
+    let total = state
+        .timeline
+        .iter()
+        .map(|s| s.start_ms + s.ms)
+        .max()
+        .unwrap_or(0);
+    outln!(
+        "timeline of the last sync ({} phases, {:.1} s):",
+        state.timeline.len(),
+        total as f64 / 1000.0
+    );
+    if state.timeline.is_empty() {
+        outln!("  none recorded");
+    }
+    for span in &state.timeline {
+        let failed = if span.ok { "" } else { "  FAILED" };
+        outln!(
+            "  +{:>7.3}s {:>8.3}s  {:<10} {}{failed}",
+            span.start_ms as f64 / 1000.0,
+            span.ms as f64 / 1000.0,
+            span.kind,
+            span.what
+        );
     }
 }
 

@@ -43,6 +43,9 @@ use machine::{ClientId, Effect, Event, LaunchFound, Machine, SyncOutcome, Timing
 const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How often the application's health is looked at when `lifecycle.unhealthy_after` is set.
 const HEALTH_EVERY: Duration = Duration::from_secs(10);
+/// How often the metrics file is rewritten between syncs (the health gauges stay current).
+const METRICS_EVERY: Duration = Duration::from_secs(15);
+const METRICS_BOUND: Duration = Duration::from_secs(30);
 /// Bounds on the calls the daemon makes between syncs.
 const WATCH_BOUND: Duration = Duration::from_secs(60);
 const HEALTH_BOUND: Duration = Duration::from_secs(10);
@@ -98,6 +101,7 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> Resu
     *io.shared.overrides.lock().await = Some(overrides);
     io.spawn(control::serve(control, io.client_sender()));
     io.discover_lifecycle();
+    io.refresh_metrics();
     let (mut machine, effects) = Machine::new(io.timing());
     io.carry_out(effects);
 
@@ -551,6 +555,30 @@ impl Io {
                 (Ok(_), Err(e)) => format!("terminating: containers stopped; {e:#}"),
             };
             let _ = reports.send(Report::Machine(Event::Drained(how)));
+        });
+    }
+
+    /// With `metrics.textfile`: the health gauges (and the rest) rewritten every
+    /// [`METRICS_EVERY`] while the daemon runs, not only after a sync, each refresh bounded.
+    fn refresh_metrics(&self) {
+        if self.settings.metrics_textfile.is_none() {
+            return;
+        }
+        let (settings, shared) = (self.settings.clone(), self.shared.clone());
+        self.spawn(async move {
+            let mut every = tokio::time::interval(METRICS_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let refresh = async {
+                    let engine = shared.engine(HEALTH_BOUND).await.ok();
+                    crate::sync::metrics::refresh(&settings, engine.as_ref()).await;
+                };
+                if tokio::time::timeout(METRICS_BOUND, refresh).await.is_err() {
+                    tracing::warn!("refreshing the metrics took over {METRICS_BOUND:?}: given up");
+                }
+            }
         });
     }
 

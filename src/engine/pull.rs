@@ -136,7 +136,8 @@ pub async fn pull_all(
     let results = futures::future::join_all(plans.iter().map(|plan| async move {
         let mut stale = false;
         if plan.will_pull() {
-            match pull(engine, plan, registries, limits).await {
+            let pulling = pull(engine, plan, registries, limits);
+            match crate::timeline::timed("pull", plan.image.as_str(), pulling).await {
                 Ok(()) => {}
                 Err(err) if plan.local.is_some() && registry_unavailable(&err) => {
                     crate::progress::warn(format!(

@@ -82,11 +82,10 @@ pub async fn stage_all(
     files: &[FileSettings],
     previous: &std::collections::BTreeMap<PathBuf, FileRecord>,
 ) -> Result<Vec<Staged>> {
-    let results = futures::future::join_all(
-        files
-            .iter()
-            .map(|file| stage(store, file, previous.get(&file.path))),
-    )
+    let results = futures::future::join_all(files.iter().map(|file| {
+        let source = file.source.to_string();
+        crate::timeline::timed("file", source, stage(store, file, previous.get(&file.path)))
+    }))
     .await;
     let mut staged = Vec::new();
     let mut errors = Vec::new();

@@ -94,6 +94,22 @@ pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> S
             escape(release.id.as_str())
         );
     }
+    if !state.timeline.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP kicky_agent_last_sync_phase_seconds How long each phase of the last sync took (status --timeline).\n\
+             # TYPE kicky_agent_last_sync_phase_seconds gauge"
+        );
+        for span in &state.timeline {
+            let _ = writeln!(
+                out,
+                "kicky_agent_last_sync_phase_seconds{{{label},phase=\"{}\",target=\"{}\"}} {:.3}",
+                escape(&span.kind),
+                escape(&span.what),
+                span.ms as f64 / 1000.0
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP kicky_agent_service_healthy 1 when the service's container runs (and is healthy, with a healthcheck).\n\
@@ -126,6 +142,41 @@ pub fn render(project: &str, state: &State, containers: &[ContainerStatus]) -> S
         );
     }
     out
+}
+
+/// Writes the metrics of `settings` as they stand now: the state file's counters and timeline,
+/// and the containers' health as the engine says (and the probes find) at this moment. Nothing
+/// when the config has no `metrics.textfile`; a failure is logged.
+pub async fn refresh(
+    settings: &crate::config::Settings,
+    engine: Option<&impl crate::engine::api::Engine>,
+) {
+    let Some(path) = &settings.metrics_textfile else {
+        return;
+    };
+    let state = match State::load(&State::path(settings)) {
+        Ok(state) => state,
+        Err(err) => {
+            tracing::warn!("metrics: {err:#}");
+            return;
+        }
+    };
+    let probes = crate::compose::probes(settings);
+    let containers = match (&settings.compose, engine) {
+        (Some(_), Some(engine)) => {
+            crate::engine::containers::containers(engine, &settings.project, &probes)
+                .await
+                .unwrap_or_default()
+        }
+        (Some(_), None) => {
+            crate::engine::containers::containers_now(&settings.project, &probes).await
+        }
+        _ => Vec::new(),
+    };
+    let text = render(&settings.project, &state, &containers);
+    if let Err(err) = write_textfile(path, &text) {
+        tracing::warn!("{err:#}");
+    }
 }
 
 /// Writes the metrics where the textfile collector reads them, atomically, mode 0644.
@@ -206,6 +257,19 @@ mod tests {
             health: None,
             ..containers[0].clone()
         }];
+        let timed = State {
+            timeline: vec![crate::timeline::Span {
+                kind: "pull".into(),
+                what: "registry.example/web:2".into(),
+                start_ms: 120,
+                ms: 2345,
+                ok: true,
+            }],
+            ..state.clone()
+        };
+        assert!(render("orange", &timed, &containers).contains(
+            "# TYPE kicky_agent_last_sync_phase_seconds gauge\nkicky_agent_last_sync_phase_seconds{project=\"orange\",phase=\"pull\",target=\"registry.example/web:2\"} 2.345\n"
+        ));
         let text = render("orange", &state, &unchecked);
         assert!(
             text.contains("service=\"spring_server\",container=\"orange\"} 0\n"),

@@ -178,7 +178,11 @@ pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
     let started = now();
     let clock = std::time::Instant::now();
     let mut changes = Changes::default();
-    let result = converge(settings, clients, held, target, &state, &mut changes).await;
+    let origin_ms = state::unix_ms();
+    let converging = converge(settings, clients, held, target, &state, &mut changes);
+    let (result, timeline) = crate::timeline::recording(converging).await;
+    state.timeline = timeline;
+    state.timeline_origin_ms = origin_ms;
     let outcome = Outcome {
         changes,
         took: clock.elapsed(),
@@ -198,22 +202,7 @@ pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
     };
     state.record(outcome);
     state.save(&state_path, &locked)?;
-    if let Some(path) = &settings.metrics_textfile {
-        let probes = crate::compose::probes(settings);
-        let containers = match (&settings.compose, &clients.engine) {
-            (Some(_), Some(engine)) => {
-                engine::containers::containers(engine, &settings.project, &probes)
-                    .await
-                    .unwrap_or_default()
-            }
-            (Some(_), None) => engine::containers::containers_now(&settings.project, &probes).await,
-            _ => Vec::new(),
-        };
-        let text = metrics::render(&settings.project, &state, &containers);
-        if let Err(err) = metrics::write_textfile(path, &text) {
-            tracing::warn!("{err:#}");
-        }
-    }
+    metrics::refresh(settings, clients.engine.as_ref()).await;
     result
 }
 

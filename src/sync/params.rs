@@ -24,6 +24,7 @@ pub use crate::inputs::secret_key;
 use crate::inputs::{Inputs, Secret as SecretInput};
 use crate::redact::Secret;
 use crate::release::Manifest;
+use crate::timeline::{timed, timed_if};
 
 /// The version of a parameter (a number) or of a secret (its version id), as remembered in the
 /// state file and compared by the daemon's watch.
@@ -87,18 +88,17 @@ pub async fn resolve(
         }
     }
     // Pinned, a path is read as the names it held (with the names above); else by path.
-    let paths = try_join_all(
-        inputs
-            .paths
-            .iter()
-            .filter(|_| pins.is_none())
-            .map(|p| store.get_path(p.path.as_str(), p.recursive)),
-    );
-    let (by_name, mut path_results, secrets) = futures::try_join!(
-        get_all(store, names),
-        paths,
-        fetch_secrets(store, &inputs.secrets, pins)
-    )?;
+    let paths = try_join_all(inputs.paths.iter().filter(|_| pins.is_none()).map(|p| {
+        let path = p.path.as_str();
+        timed("parameters", path, store.get_path(path, p.recursive))
+    }));
+    let (named, secret_count) = (names.len(), inputs.secrets.len());
+    let by_name = format!("{named} by name");
+    let by_name = timed_if(named > 0, "parameters", by_name, get_all(store, names));
+    let secrets_what = format!("{secret_count} secrets");
+    let secrets = fetch_secrets(store, &inputs.secrets, pins);
+    let secrets = timed_if(secret_count > 0, "secrets", secrets_what, secrets);
+    let (by_name, mut path_results, secrets) = futures::try_join!(by_name, paths, secrets)?;
     if pins.is_some() {
         path_results = pinned_paths
             .iter()

@@ -65,6 +65,12 @@ pub struct State {
     /// --release`: a wave) stays there until the next promote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_seen: Option<crate::release::ReleaseId>,
+    /// Where the last sync spent its time (the lifecycle call appended when it is sent).
+    #[serde(default)]
+    pub timeline: Vec<crate::timeline::Span>,
+    /// When the last sync began, in Unix milliseconds (what the timeline's starts count from).
+    #[serde(default)]
+    pub timeline_origin_ms: u64,
 }
 
 /// The release an instance runs.
@@ -345,9 +351,40 @@ pub async fn update(settings: &Settings, change: impl FnOnce(&mut State)) -> Res
 /// Keeps the lifecycle action sent in the state file, for `status`. A failure is logged: the
 /// action was sent all the same.
 pub async fn record_lifecycle(settings: &Settings, record: LifecycleRecord) {
-    if let Err(e) = update(settings, |state| state.lifecycle = Some(record)).await {
+    let change = |state: &mut State| {
+        lifecycle_span(state, &record);
+        state.lifecycle = Some(record);
+    };
+    if let Err(e) = update(settings, change).await {
         tracing::warn!("could not record the lifecycle action: {e:#}");
     }
+}
+
+/// The lifecycle call, at the end of the last sync's timeline: it is sent once the sync is over
+/// (a record of another time, with no sync before it that day, has no place there).
+fn lifecycle_span(state: &mut State, record: &LifecycleRecord) {
+    let Some(ms) = record.ms else {
+        return;
+    };
+    let start = unix_ms()
+        .saturating_sub(ms)
+        .checked_sub(state.timeline_origin_ms);
+    if let Some(start_ms) = start.filter(|s| state.timeline_origin_ms > 0 && *s < 86_400_000) {
+        state.timeline.push(crate::timeline::Span {
+            kind: "lifecycle".into(),
+            what: format!("{} to hook {}", record.action, record.hook),
+            start_ms,
+            ms,
+            ok: record.error.is_none(),
+        });
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, crate::timeline::millis)
 }
 
 /// Now, as RFC 3339 in UTC to the second.
@@ -422,6 +459,7 @@ mod tests {
                 action: "ABANDON".into(),
                 at: "d".into(),
                 error: Some(said.clone()),
+                ms: None,
             }),
             parameters: [("/orange/prod/env".to_string(), Version::Number(3))].into(),
             ..State::default()
@@ -465,6 +503,7 @@ mod tests {
             action: "CONTINUE".into(),
             at: now(),
             error: None,
+            ms: None,
         };
         let recorded = record_lifecycle(&settings, record.clone());
         let synced = async {

@@ -184,7 +184,8 @@ pub async fn converge(
         let targets: Vec<Target> = services.iter().map(|p| target(p, &created)).collect();
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
         crate::progress::phase(format!("waiting for {} to be healthy", names.join(", ")));
-        health::wait_ready(engine, &targets, since, deadline).await
+        let waiting = health::wait_ready(engine, &targets, since, deadline);
+        crate::timeline::timed("health", names.join(", "), waiting).await
     }
     .await;
     if let Err(err) = result {

@@ -54,8 +54,7 @@ pub(super) async fn run_ops(engine: &impl Engine, ops: &[Op], waits: &Waits<'_>)
 
 pub(super) async fn run_op(engine: &impl Engine, op: &Op, waits: &Waits<'_>) -> Result<()> {
     match op {
-        Op::Start { id, name } => engine
-            .start(id)
+        Op::Start { id, name } => crate::timeline::timed("start", name.as_str(), engine.start(id))
             .await
             .with_context(|| format!("failed to start container {name}")),
         Op::Stop { id, grace } => engine

@@ -143,12 +143,12 @@ pub(super) async fn create_one(
         Action::Create => plan.container.clone(),
         _ => switch::staged_name(&plan.container),
     };
-    let id = engine
-        .create(
-            &name,
-            plan.desired.body.clone(),
-            plan.desired.platform.as_deref(),
-        )
+    let create = engine.create(
+        &name,
+        plan.desired.body.clone(),
+        plan.desired.platform.as_deref(),
+    );
+    let id = crate::timeline::timed("create", name.as_str(), create)
         .await
         .with_context(|| format!("failed to create the container of service {}", plan.service))?;
     Ok((plan.service.clone(), id))
