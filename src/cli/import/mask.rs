@@ -187,12 +187,14 @@ fn mask_piped_into_stdin(words: &[String], out: &mut [String]) -> bool {
     masked
 }
 
-/// Words shown as a line: joined by spaces, a word quoted only when it has spaces or quotes.
+/// Words shown as a line: joined by spaces, a word quoted only when it has spaces or quotes
+/// (but for a command substitution's, shown as written).
 pub fn show(words: &[String]) -> String {
     let shown: Vec<String> = words
         .iter()
         .map(|w| {
-            if w.is_empty() || w.contains(char::is_whitespace) || w.contains(['\'', '"']) {
+            let plain = !w.contains(char::is_whitespace) && !w.contains(['\'', '"']);
+            if w.is_empty() || !(plain || w.contains("$(")) {
                 shell_words::quote(w).into_owned()
             } else {
                 w.clone()

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::script;
-use super::translate::{parent, Auth, Import, NoteKind, Parameter, Username};
+use super::translate::{self, parent, Auth, Import, NoteKind, Parameter, Username};
 
 /// The config, as `agent.yaml` spells it (`config::raw`), for what an import can fill in.
 #[derive(Debug, Serialize)]
@@ -126,10 +126,13 @@ fn variables(yaml: &str) -> String {
         return String::new();
     }
     let listed: Vec<String> = names.iter().map(|n| format!("${{{n}}}")).collect();
-    format!(
-        "#\n# Replace these with their values: the agent's config does not expand variables.\n#   {}\n",
-        listed.join(", ")
-    )
+    let mut out = String::from(
+        "#\n# Replace these with their values: the agent's config does not expand variables.\n",
+    );
+    for line in wrap(&listed.join(", "), WIDTH - 4) {
+        out.push_str(&format!("#   {line}\n"));
+    }
+    out
 }
 
 /// One comment per line that needs the operator's eye.
@@ -144,13 +147,35 @@ fn notes(import: &Import) -> String {
         };
         out.push_str(&format!("# {heading}: {}\n", note.shown));
         for message in &note.messages {
-            out.push_str(&format!("#   {}\n", script::one_line(message)));
+            for line in wrap(&script::one_line(message), WIDTH - 4) {
+                out.push_str(&format!("#   {line}\n"));
+            }
         }
     }
     if !out.is_empty() {
         out.push_str("#\n");
     }
     out
+}
+
+/// The width comments are wrapped at (a quoted line is never wrapped).
+const WIDTH: usize = 100;
+
+/// `text` in lines of at most `width` characters, broken at spaces (a longer word stays whole).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.extend((!line.is_empty()).then_some(line));
+    lines
 }
 
 /// The config `import` says, paths made relative to the workdir where they are under it.
@@ -308,4 +333,27 @@ fn relative(path: &str, workdir: Option<&str>) -> String {
 
 fn is_project_name(name: &str) -> bool {
     crate::config::types::ProjectName::parse(name).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_wrap_at_spaces_and_keep_long_words_whole() {
+        assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
+        assert_eq!(wrap("a verylongword b", 4), vec!["a", "verylongword", "b"]);
+        assert!(wrap("", 10).is_empty());
+    }
+
+    #[test]
+    fn paths_under_the_workdir_are_relative_and_the_others_allowed() {
+        let import = translate::translate(
+            "cd /srv/app\naws s3 cp s3://b-1/a.yml conf/a.yml\naws s3 cp s3://b-1/b.pem /etc/ssl/app/b.pem\ndocker compose up -d\n",
+        );
+        let config = config(&import);
+        let paths: Vec<&str> = config.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, vec!["conf/a.yml", "/etc/ssl/app/b.pem"]);
+        assert_eq!(config.files_allowed_dirs, vec!["/etc/ssl/app"]);
+    }
 }

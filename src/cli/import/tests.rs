@@ -302,7 +302,40 @@ fn the_seed_script_renders_as_shown() {
     assert_eq!(yaml, SEED_YAML, "\n{yaml}");
 }
 
-const SEED_YAML: &str = "";
+const SEED_YAML: &str = "\
+# agent.yaml for the user-data script user-data.sh, written by `kicky-agent import`.
+# Review it, then check it with `kicky-agent validate`.
+#
+# Replace these with their values: the agent's config does not expand variables.
+#   ${PARAMETER_NAME}, ${S3_BUCKET}
+#
+# line 7: sudo docker pull \"${DOCKERHUB_NAME}/orange\"
+#   the agent pulls the compose file's images itself, with the credentials of registries[];
+#   compose.pull: always pulls them at every sync, as this line did at every boot
+#
+# line 10: sudo docker image prune -f
+#   compose.prune: true removes the images this project pulled and no longer uses, after a healthy
+#   sync; never an image of anything else
+#
+project: ubuntu
+workdir: /home/ubuntu
+aws:
+  region: ap-northeast-2
+env:
+  file: .env
+  parameters:
+  - name: ${PARAMETER_NAME}
+    format: dotenv
+files:
+- source: s3://${S3_BUCKET}/docker-compose.yml
+  path: docker-compose.yml
+- source: s3://${S3_BUCKET}/promtail-config.yml
+  path: promtail-config.yml
+compose:
+  file: docker-compose.yml
+  pull: always
+  prune: true
+";
 
 #[test]
 fn an_unreadable_file_is_bad_input_naming_it() {

@@ -148,7 +148,7 @@ const PRUNE: &str = "compose.prune: true removes the images this project pulled 
 const SYSTEM_PRUNE: &str = "docker system prune also removed stopped containers, unused networks and the build cache: the agent does not";
 const MKDIR: &str = "nothing to translate: the agent creates the directories of the files it writes";
 const S3_PREFIX: &str = "the agent fetches objects, not prefixes: list each object under files[] (source: s3://bucket/key, path:)";
-const DOCKER_LOGIN: &str = "docker login: registries[] logs in with a password from Parameter Store (password: { parameter: /name }): put it in a SecureString parameter and name that parameter here; a password is never written in the config";
+const DOCKER_LOGIN: &str = "docker login: use registries[], which logs in with a password from Parameter Store (password: { parameter: /name }), never one written in the config: put the password in a SecureString parameter";
 const LITERAL_VARIABLE: &str = "a literal variable: the agent writes the env file from Parameter Store and Secrets Manager only; put it in the dotenv document of a parameter, or in the compose file's environment:";
 const INSTANCE_REGION: &str = "the instance's own region: the agent's default, so aws.region is left out";
 
@@ -787,10 +787,11 @@ impl Translator {
                 parameter,
             },
             Password::Unknown => {
-                messages.push(DOCKER_LOGIN.to_string());
+                let parameter = self.placeholder("REGISTRY_PASSWORD_PARAMETER");
+                messages.push(format!("{DOCKER_LOGIN}; name it in place of {parameter}"));
                 Auth::Password {
                     username: self.username(login.username.as_deref(), &mut messages),
-                    parameter: self.placeholder("REGISTRY_PASSWORD_PARAMETER"),
+                    parameter,
                 }
             }
         };
