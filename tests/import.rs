@@ -46,14 +46,24 @@ fn each_imported_script_validates_once_its_variables_are_filled() {
         let mut config = run.stdout.clone();
         for (variable, value) in *fill {
             let placeholder = format!("${{{variable}}}");
-            assert!(config.contains(&placeholder), "{name}: {placeholder} is not left:\n{config}");
+            assert!(
+                config.contains(&placeholder),
+                "{name}: {placeholder} is not left:\n{config}"
+            );
             config = config.replace(&placeholder, value);
         }
-        assert!(!config.contains("${"), "{name}: a variable is left unfilled:\n{config}");
+        assert!(
+            !config.contains("${"),
+            "{name}: a variable is left unfilled:\n{config}"
+        );
         s.config(&rig, &config);
         let run = s.agent(&rig, &["validate"]);
         run.expect(0);
-        assert!(run.stdout.contains("config is valid"), "{name}: {}", run.stdout);
+        assert!(
+            run.stdout.contains("config is valid"),
+            "{name}: {}",
+            run.stdout
+        );
     }
 }
 

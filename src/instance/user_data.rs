@@ -38,7 +38,9 @@ pub fn shell_script(raw: &[u8]) -> Result<Option<String>> {
     let raw = gunzip_if_compressed(raw).context("gzip data that does not expand")?;
     let text = String::from_utf8_lossy(&raw);
     if !looks_like_mime(&text) {
-        return Ok(Some(text.trim_start_matches('\u{feff}').replace("\r\n", "\n")));
+        return Ok(Some(
+            text.trim_start_matches('\u{feff}').replace("\r\n", "\n"),
+        ));
     }
     let script = find_part(&raw, |part| part.starts_with("#!"));
     Ok(script.map(|body| String::from_utf8_lossy(&body).replace("\r\n", "\n")))
@@ -173,7 +175,11 @@ echo hello\r\n\
         let script = "#!/bin/bash\ncd /srv\n";
         let want = Some(script.to_string());
         assert_eq!(shell_script(script.as_bytes()).unwrap(), want, "alone");
-        assert_eq!(shell_script(&gzip(script.as_bytes())).unwrap(), want, "gzip");
+        assert_eq!(
+            shell_script(&gzip(script.as_bytes())).unwrap(),
+            want,
+            "gzip"
+        );
         let part = shell_script(&gzip(MULTIPART.as_bytes())).unwrap().unwrap();
         assert!(part.starts_with("#!/bin/sh\necho hello"), "{part:?}");
         let without = MULTIPART.replace("#!/bin/sh", "echo hi");

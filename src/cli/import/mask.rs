@@ -78,18 +78,29 @@ fn takes_secret(flag: &str, login: bool) -> bool {
     let Some(name) = flag.strip_prefix("--") else {
         return false;
     };
-    !name.contains('=') && secret_name(name) && !name.ends_with("-stdin") && !name.ends_with("-file")
+    !name.contains('=')
+        && secret_name(name)
+        && !name.ends_with("-stdin")
+        && !name.ends_with("-file")
 }
 
 /// Whether a flag or variable name says its value is secret.
 fn secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     [
-        "pass", "token", "secret", "apikey", "api-key", "api_key", "credential", "private",
-        "access_key", "access-key",
+        "pass",
+        "token",
+        "secret",
+        "apikey",
+        "api-key",
+        "api_key",
+        "credential",
+        "private",
+        "access_key",
+        "access-key",
     ]
-        .iter()
-        .any(|part| name.contains(part))
+    .iter()
+    .any(|part| name.contains(part))
 }
 
 /// Whether `word` is only a reference to a value kept elsewhere: `$VAR`, `${VAR}`, `$(command)`.
@@ -147,13 +158,17 @@ fn mask_access_keys(word: &str) -> Option<String> {
         .filter(|w| {
             w.len() == 20
                 && (w.starts_with("AKIA") || w.starts_with("ASIA"))
-                && w.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                && w.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         })
         .collect();
     if keys.is_empty() {
         return None;
     }
-    Some(keys.iter().fold(word.to_string(), |w, key| w.replace(key, MASK)))
+    Some(
+        keys.iter()
+            .fold(word.to_string(), |w, key| w.replace(key, MASK)),
+    )
 }
 
 /// `echo pw | docker login --password-stdin`: the words of what is piped into a command that
@@ -168,9 +183,7 @@ fn mask_piped_into_stdin(words: &[String], out: &mut [String]) -> bool {
                 .take_while(|w| !["|", "&&", "||", ";"].contains(&w.as_str()))
                 .any(|w| w.ends_with("-stdin"));
             let writer = &words[start..i];
-            let echoes = writer
-                .first()
-                .is_some_and(|w| w == "echo" || w == "printf");
+            let echoes = writer.first().is_some_and(|w| w == "echo" || w == "printf");
             if reads_password && echoes {
                 for j in start + 1..i {
                     if !words[j].starts_with('-') && !is_reference(&words[j]) {
@@ -258,8 +271,14 @@ mod tests {
                 "echo Hunter2|docker login -u bot --password-stdin",
                 "echo ******** | docker login -u bot --password-stdin",
             ),
-            ("aws configure set k AKIAIOSFODNN7EXAMPLE", "aws configure set k ********"),
-            ("docker compose -p lemon up -d", "docker compose -p lemon up -d"),
+            (
+                "aws configure set k AKIAIOSFODNN7EXAMPLE",
+                "aws configure set k ********",
+            ),
+            (
+                "docker compose -p lemon up -d",
+                "docker compose -p lemon up -d",
+            ),
         ];
         for (line, want) in table {
             assert_eq!(masked(line), want, "{line}");

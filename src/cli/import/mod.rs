@@ -6,7 +6,9 @@
 //! Pure but for reading the file: [`script`] reads the shell, [`translate`] says what the config
 //! makes of it, [`render`] writes it; the output is checked by the config's own loader (tests).
 
+mod commands;
 mod mask;
+mod model;
 mod render;
 mod script;
 mod translate;
@@ -18,10 +20,9 @@ use clap::Args;
 
 use crate::error::input_error;
 
+pub use model::{Auth, Compose, File, Import, Note, NoteKind, Parameter, Registry, Username};
 pub use render::render;
-pub use translate::{
-    translate, Auth, Compose, File, Import, Note, NoteKind, Parameter, Registry, Username,
-};
+pub use translate::translate;
 
 /// Print the agent.yaml equivalent to a user-data shell script, with a comment for each line it
 /// could not translate (secrets masked); exit 2 when the file cannot be read.
@@ -38,10 +39,10 @@ pub struct ImportCmd {
 impl ImportCmd {
     pub fn run(self, _config: &Path) -> Result<()> {
         let script = read_script(&self.file)?;
-        let name = self
-            .file
-            .file_name()
-            .map_or_else(|| self.file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let yaml = render(&translate(&script), &name)?;
         // The script's secrets are masked where its lines are quoted (`mask`).
         crate::redact::to_stdout(&yaml);
@@ -62,7 +63,12 @@ fn read_script(path: &Path) -> Result<String> {
             path.display()
         )));
     };
-    let first = script.trim_start().lines().next().unwrap_or_default().trim_end();
+    let first = script
+        .trim_start()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end();
     if first == "#cloud-config" || first == crate::instance::user_data::MARKER {
         return Err(input_error(format!(
             "{}: a {first} document, not a shell script: import reads the user-data script the agent replaces",

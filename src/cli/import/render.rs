@@ -4,8 +4,9 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::model::{Auth, Import, NoteKind, Parameter, Username};
 use super::script;
-use super::translate::{self, parent, Auth, Import, NoteKind, Parameter, Username};
+use super::translate::{self, parent};
 
 /// The config, as `agent.yaml` spells it (`config::raw`), for what an import can fill in.
 #[derive(Debug, Serialize)]
@@ -289,7 +290,7 @@ fn source(parameter: &Parameter) -> Source {
     }
 }
 
-fn registry(registry: &super::translate::Registry) -> Registry {
+fn registry(registry: &super::model::Registry) -> Registry {
     let (username, password, ecr) = match &registry.auth {
         Auth::Ecr => (None, None, Some(true)),
         Auth::Password {

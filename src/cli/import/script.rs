@@ -408,7 +408,10 @@ mod tests {
     #[test]
     fn pipelines_split_at_operators_and_take_redirections_out() {
         let table: &[(&str, Vec<Vec<(Vec<&str>, Option<(&str, bool)>)>>)] = &[
-            ("cd /srv; ls", vec![vec![(vec!["cd", "/srv"], None)], vec![(vec!["ls"], None)]]),
+            (
+                "cd /srv; ls",
+                vec![vec![(vec!["cd", "/srv"], None)], vec![(vec!["ls"], None)]],
+            ),
             (
                 "a x > /f 2>/dev/null && b >>g",
                 vec![

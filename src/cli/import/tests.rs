@@ -206,32 +206,65 @@ fn each_fixture_renders_a_config_the_agent_loads_once_its_variables_are_filled()
         serde_norway::from_str::<serde_norway::Value>(&yaml)
             .unwrap_or_else(|e| panic!("{}: not YAML: {e}\n{yaml}", case.name));
         for (name, _) in case.fill {
-            assert!(yaml.contains(&format!("${{{name}}}")), "{}: {name} is not left\n{yaml}", case.name);
             assert!(
-                yaml.lines().any(|l| l.starts_with('#') && l.contains(&format!("${{{name}}}"))),
+                yaml.contains(&format!("${{{name}}}")),
+                "{}: {name} is not left\n{yaml}",
+                case.name
+            );
+            assert!(
+                yaml.lines()
+                    .any(|l| l.starts_with('#') && l.contains(&format!("${{{name}}}"))),
                 "{}: {name} is not in the comment of variables to fill\n{yaml}",
                 case.name
             );
         }
         if !case.fill.is_empty() {
-            assert!(load(&yaml).is_err(), "{}: loads with variables left", case.name);
+            assert!(
+                load(&yaml).is_err(),
+                "{}: loads with variables left",
+                case.name
+            );
         }
         let settings = load(&filled(&yaml, case.fill))
             .unwrap_or_else(|e| panic!("{}: {e:#}\n{yaml}", case.name));
         let compose = case.want.compose.as_ref().unwrap();
         assert_eq!(settings.project, compose.project, "{}", case.name);
-        assert_eq!(settings.workdir.to_str(), Some(compose.dir.as_str()), "{}", case.name);
+        assert_eq!(
+            settings.workdir.to_str(),
+            Some(compose.dir.as_str()),
+            "{}",
+            case.name
+        );
         let compose_settings = settings.compose.as_ref().unwrap();
         assert_eq!(compose_settings.file.to_str(), Some(compose.file.as_str()));
         assert_eq!(compose_settings.prune, case.want.prune, "{}", case.name);
         assert_eq!(settings.aws.region, case.want.region, "{}", case.name);
         let env = settings.env.as_ref().unwrap();
-        assert_eq!(env.path.to_str(), case.want.env_file.as_deref(), "{}", case.name);
-        assert_eq!(env.sources.len(), case.want.parameters.len(), "{}", case.name);
-        let paths: Vec<String> = settings.files.iter().map(|f| f.path.display().to_string()).collect();
+        assert_eq!(
+            env.path.to_str(),
+            case.want.env_file.as_deref(),
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            env.sources.len(),
+            case.want.parameters.len(),
+            "{}",
+            case.name
+        );
+        let paths: Vec<String> = settings
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
         let want: Vec<String> = case.want.files.iter().map(|f| f.path.clone()).collect();
         assert_eq!(paths, want, "{}", case.name);
-        assert_eq!(settings.registries.len(), case.want.registries.len(), "{}", case.name);
+        assert_eq!(
+            settings.registries.len(),
+            case.want.registries.len(),
+            "{}",
+            case.name
+        );
     }
 }
 
@@ -254,8 +287,16 @@ fn each_line_not_translated_is_quoted_in_a_comment_and_secrets_never_are() {
             );
         }
         for secret in case.secrets {
-            assert!(case.script.contains(secret), "{}: the test's secret is not in the script", case.name);
-            assert!(!yaml.contains(secret), "{}: a secret is printed\n{yaml}", case.name);
+            assert!(
+                case.script.contains(secret),
+                "{}: the test's secret is not in the script",
+                case.name
+            );
+            assert!(
+                !yaml.contains(secret),
+                "{}: a secret is printed\n{yaml}",
+                case.name
+            );
         }
     }
 }
@@ -345,8 +386,14 @@ fn an_unreadable_file_is_bad_input_naming_it() {
     std::fs::write(&cloud_config, "#cloud-config\npackages: [jq]\n").unwrap();
     for path in [missing, cloud_config, dir.path().to_path_buf()] {
         let err = read_script(&path).unwrap_err();
-        assert_eq!(crate::error::exit_status(&err), crate::error::EXIT_BAD_INPUT);
-        assert!(format!("{err:#}").contains(&path.display().to_string()), "{err:#}");
+        assert_eq!(
+            crate::error::exit_status(&err),
+            crate::error::EXIT_BAD_INPUT
+        );
+        assert!(
+            format!("{err:#}").contains(&path.display().to_string()),
+            "{err:#}"
+        );
     }
 }
 
@@ -354,8 +401,14 @@ fn an_unreadable_file_is_bad_input_naming_it() {
 fn a_script_without_the_seeds_shape_is_all_comments_and_a_placeholder_project() {
     let import = translate("#!/bin/sh\napt-get install -y nginx\nsystemctl start nginx\n");
     let yaml = render(&import, "x.sh").unwrap();
-    assert!(yaml.contains("# not translated (line 2): apt-get install -y nginx\n"), "{yaml}");
-    assert!(yaml.contains("# not translated (line 3): systemctl start nginx\n"), "{yaml}");
+    assert!(
+        yaml.contains("# not translated (line 2): apt-get install -y nginx\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("# not translated (line 3): systemctl start nginx\n"),
+        "{yaml}"
+    );
     assert!(yaml.contains("project: ${PROJECT_NAME}"), "{yaml}");
     let settings = load(&filled(&yaml, &[("PROJECT_NAME", "web")])).unwrap();
     assert_eq!(settings.project, "web");

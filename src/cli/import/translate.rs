@@ -10,117 +10,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::commands::{
+    is_assignment, is_docker_login, is_ecr_get_login, is_ecr_login_password, nested_shell, output,
+    ssm_substitution, variable_name, without_prefixes, AwsArgs, ComposeFlags, LoginArgs,
+};
 use super::mask;
+use super::model::{Auth, Compose, File, Import, Note, NoteKind, Parameter, Registry, Username};
 use super::script::{self, Command, Line, Redirect};
 use crate::config::types::{is_valid_key, Account, FileMode};
-
-/// What a user-data script does, as far as the agent's config can say it. Paths are absolute,
-/// resolved against the script's working directory, unless they start with a variable.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Import {
-    /// The compose project the script starts (`docker compose up`).
-    pub compose: Option<Compose>,
-    /// `aws.region`: a `--region` or `AWS_REGION` the script names (not the instance's own).
-    pub region: Option<String>,
-    /// `aws.endpoint_url`: an `--endpoint-url` the script names.
-    pub endpoint_url: Option<String>,
-    /// The file the script writes parameters to.
-    pub env_file: Option<String>,
-    /// Its mode (`chmod 600 .env`), as an octal string.
-    pub env_mode: Option<String>,
-    /// Where the env file's variables come from, in the script's order.
-    pub parameters: Vec<Parameter>,
-    /// The objects the script copies from S3.
-    pub files: Vec<File>,
-    /// The registries the script logs in to.
-    pub registries: Vec<Registry>,
-    /// The script pulls images at every boot (`docker pull`, `docker compose pull`).
-    pub pull_always: bool,
-    /// The script prunes images (`docker image prune`).
-    pub prune: bool,
-    /// The lines that need the operator's eye, in the script's order.
-    pub notes: Vec<Note>,
-}
-
-/// The compose project of `docker compose up`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Compose {
-    /// The project directory (the directory of the compose file, or where compose ran).
-    pub dir: String,
-    /// The compose file.
-    pub file: String,
-    /// The project name (`-p`, else the directory's name as compose makes it a name).
-    pub project: String,
-}
-
-/// One source of the env file's variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parameter {
-    /// `name:` with `format: dotenv`: one parameter whose value is the whole file.
-    Document { name: String },
-    /// `path:`: every parameter under a path.
-    Path { path: String, recursive: bool },
-    /// `name:` with `key:`: one parameter as one variable.
-    Single { name: String, key: String },
-    /// `secret:`: a Secrets Manager secret, a dotenv document or a JSON object.
-    Secret { id: String, dotenv: bool },
-}
-
-/// One object copied from S3.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct File {
-    pub source: String,
-    pub path: String,
-    pub mode: Option<String>,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-}
-
-/// A registry the script logs in to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registry {
-    pub server: String,
-    pub auth: Auth,
-}
-
-/// How the agent logs in to a registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// `ecr: true`: a token from the instance role.
-    Ecr,
-    /// A username and the Parameter Store parameter that holds the password.
-    Password { username: Username, parameter: String },
-}
-
-/// A registry's username: written in the config, or read from a parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Username {
-    Literal(String),
-    Parameter(String),
-}
-
-/// A script line the operator should read: quoted (secrets masked) with what became of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
-    /// Its first line number in the script.
-    pub line: usize,
-    /// The line as shown.
-    pub shown: String,
-    pub kind: NoteKind,
-    /// What the operator should know, one sentence each.
-    pub messages: Vec<String>,
-}
-
-/// How much of a line the config says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoteKind {
-    /// All of it, differently: read the messages.
-    Translated,
-    /// Some of its commands.
-    Partly,
-    /// None of it.
-    NotTranslated,
-}
 
 /// What became of one pipeline of a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,11 +43,13 @@ fn not_translated(message: impl Into<String>) -> Outcome {
 const DOCKER_PULL: &str = "the agent pulls the compose file's images itself, with the credentials of registries[]; compose.pull: always pulls them at every sync, as this line did at every boot";
 const PRUNE: &str = "compose.prune: true removes the images this project pulled and no longer uses, after a healthy sync; never an image of anything else";
 const SYSTEM_PRUNE: &str = "docker system prune also removed stopped containers, unused networks and the build cache: the agent does not";
-const MKDIR: &str = "nothing to translate: the agent creates the directories of the files it writes";
+const MKDIR: &str =
+    "nothing to translate: the agent creates the directories of the files it writes";
 const S3_PREFIX: &str = "the agent fetches objects, not prefixes: list each object under files[] (source: s3://bucket/key, path:)";
 const DOCKER_LOGIN: &str = "docker login: use registries[], which logs in with a password from Parameter Store (password: { parameter: /name }), never one written in the config: put the password in a SecureString parameter";
 const LITERAL_VARIABLE: &str = "a literal variable: the agent writes the env file from Parameter Store and Secrets Manager only; put it in the dotenv document of a parameter, or in the compose file's environment:";
-const INSTANCE_REGION: &str = "the instance's own region: the agent's default, so aws.region is left out";
+const INSTANCE_REGION: &str =
+    "the instance's own region: the agent's default, so aws.region is left out";
 
 /// Reads `script` into what the agent's config says of it.
 pub fn translate(script: &str) -> Import {
@@ -305,8 +204,36 @@ impl Translator {
             Some("chown") => self.chown(&words[1..]),
             Some("export") => self.assign(&words[1..], true),
             Some(word) if is_assignment(word) => self.assign(words, false),
-            Some(_) => NotTranslated(Vec::new()),
+            Some(word) if is_ecr_get_login(word) => not_translated(
+                "aws ecr get-login: list the registry under registries[] with ecr: true (a token from the instance role)",
+            ),
+            Some(_) => match nested_shell(words) {
+                Some((text, cwd)) => self.nested(&text, cwd),
+                None => NotTranslated(Vec::new()),
+            },
         }
+    }
+
+    /// The commands of `bash -c '...'` or `su - user -c '...'`, run in `cwd` when it says one;
+    /// the working directory they move to is theirs.
+    fn nested(&mut self, text: &str, cwd: Option<String>) -> Outcome {
+        let Ok(words) = shell_words::split(text) else {
+            return NotTranslated(Vec::new());
+        };
+        let saved = self.cwd.clone();
+        if let Some(cwd) = cwd {
+            self.cwd = cwd;
+        }
+        let expanded: Vec<String> = words
+            .iter()
+            .map(|w| script::expand(w, &self.known))
+            .collect();
+        let outcomes: Vec<Outcome> = script::pipelines(&expanded)
+            .iter()
+            .map(|p| self.pipeline(&p.commands))
+            .collect();
+        self.cwd = saved;
+        merge(outcomes)
     }
 
     /// `NAME=value ...` (with `export`: the variables go to the commands' environment).
@@ -318,7 +245,10 @@ impl Translator {
             };
             outcomes.push(self.assign_one(name, value, exported));
         }
-        merge(outcomes)
+        match outcomes.is_empty() {
+            true => NotTranslated(Vec::new()),
+            false => merge(outcomes),
+        }
     }
 
     fn assign_one(&mut self, name: &str, value: &str, exported: bool) -> Outcome {
@@ -366,7 +296,9 @@ impl Translator {
     fn cd(&mut self, dir: Option<&String>) -> Outcome {
         self.cwd = match dir.map(String::as_str) {
             None | Some("~") => "${HOME}".to_string(),
-            Some("-") => return not_translated("cd -: the directory it goes back to is not followed"),
+            Some("-") => {
+                return not_translated("cd -: the directory it goes back to is not followed")
+            }
             Some(dir) => self.resolve(dir),
         };
         self.dirs.insert(self.cwd.clone());
@@ -489,7 +421,9 @@ impl Translator {
                     key: key.to_string(),
                 });
             } else {
-                messages.push(format!("{name}: {key:?} is not a variable name; list it with key:"));
+                messages.push(format!(
+                    "{name}: {key:?} is not a variable name; list it with key:"
+                ));
             }
         }
         messages.push("each variable is named by the last segment of its parameter's name (key:): check that the names match the script's".to_string());
@@ -545,6 +479,9 @@ impl Translator {
         if self.out.files.iter().any(|f| f.path == path) {
             return not_translated(format!("{path} is already fetched by an earlier line"));
         }
+        if self.out.env_file.as_deref() == Some(path.as_str()) {
+            return not_translated(format!("{path} is the env file, written from parameters"));
+        }
         self.out.files.push(File {
             source: source.to_string(),
             path,
@@ -558,9 +495,23 @@ impl Translator {
     /// `echo "KEY=$(aws ssm get-parameter --name /x ...)" >> .env`.
     fn echo(&mut self, args: &[String], output: Option<&Redirect>) -> Outcome {
         let args: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-        let assignments: Vec<(&str, &str)> = args.iter().filter_map(|a| a.split_once('=')).collect();
+        let assignments: Vec<(&str, &str)> = args
+            .iter()
+            .filter_map(|a| a.split_once('='))
+            .filter(|(key, _)| is_valid_key(key))
+            .collect();
         if args.is_empty() || assignments.len() != args.len() {
             return NotTranslated(Vec::new());
+        }
+        let any_parameter = assignments.iter().any(|(_, value)| {
+            ssm_substitution(value).is_some() || self.is_parameter_variable(value)
+        });
+        if !any_parameter {
+            let to_env = output.is_some_and(|o| looks_like_env_file(&self.resolve(&o.path)));
+            return match to_env {
+                true => not_translated(LITERAL_VARIABLE),
+                false => NotTranslated(Vec::new()),
+            };
         }
         if let Err(why) = self.env_target(output) {
             return not_translated(why);
@@ -568,16 +519,15 @@ impl Translator {
         let mut outcomes = Vec::new();
         for (key, value) in assignments {
             let parameter = ssm_substitution(value).or_else(|| self.parameter_variable(value));
-            outcomes.push(match (is_valid_key(key), parameter) {
-                (true, Some(name)) => {
+            outcomes.push(match parameter {
+                Some(name) => {
                     self.add_parameter(Parameter::Single {
                         name,
                         key: key.to_string(),
                     });
                     done()
                 }
-                (true, None) => not_translated(LITERAL_VARIABLE),
-                (false, _) => NotTranslated(Vec::new()),
+                None => not_translated(LITERAL_VARIABLE),
             });
         }
         merge(outcomes)
@@ -590,7 +540,9 @@ impl Translator {
             return NotTranslated(Vec::new());
         };
         let Ok(parsed) = FileMode::parse(mode) else {
-            return not_translated("chmod: only an octal mode of permission bits (such as 600) is translated");
+            return not_translated(
+                "chmod: only an octal mode of permission bits (such as 600) is translated",
+            );
         };
         let mode = format!("{:04o}", parsed.0);
         let mut outcomes = Vec::new();
@@ -603,7 +555,9 @@ impl Translator {
                 file.mode = Some(mode.clone());
                 outcomes.push(done());
             } else {
-                outcomes.push(not_translated(format!("{path} is not a file the agent writes")));
+                outcomes.push(not_translated(format!(
+                    "{path} is not a file the agent writes"
+                )));
             }
         }
         merge(outcomes)
@@ -689,7 +643,10 @@ impl Translator {
         }
         let files: Vec<String> = flags.files.iter().map(|f| self.resolve(f)).collect();
         if files.len() > 1 {
-            messages.push("the agent reads one compose file (compose.file): merge the others into the first".to_string());
+            messages.push(
+                "the agent reads one compose file (compose.file): merge the others into the first"
+                    .to_string(),
+            );
         }
         let dir = match (&flags.project_directory, files.first()) {
             (Some(dir), _) => self.resolve(dir),
@@ -730,8 +687,15 @@ impl Translator {
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
-                "-d" | "--detach" | "--remove-orphans" | "--quiet-pull" | "--no-color"
-                | "--wait" | "--no-build" | "--force-recreate" | "--renew-anon-volumes"
+                "-d"
+                | "--detach"
+                | "--remove-orphans"
+                | "--quiet-pull"
+                | "--no-color"
+                | "--wait"
+                | "--no-build"
+                | "--force-recreate"
+                | "--renew-anon-volumes"
                 | "-V" => {}
                 "--pull" => {
                     if args.next().is_some_and(|v| v == "always") {
@@ -739,7 +703,9 @@ impl Translator {
                     }
                 }
                 "--pull=always" => self.out.pull_always = true,
-                "--build" => messages.push("--build: the agent runs images, it builds none".to_string()),
+                "--build" => {
+                    messages.push("--build: the agent runs images, it builds none".to_string())
+                }
                 flag if flag.starts_with('-') => {
                     messages.push(format!("docker compose up {flag}: not translated"));
                 }
@@ -801,7 +767,9 @@ impl Translator {
 
     fn username(&mut self, given: Option<&str>, messages: &mut Vec<String>) -> Username {
         let Some(given) = given else {
-            messages.push("docker login without a username: name it in registries[].username".to_string());
+            messages.push(
+                "docker login without a username: name it in registries[].username".to_string(),
+            );
             return Username::Literal(self.placeholder("REGISTRY_USERNAME"));
         };
         match ssm_substitution(given).or_else(|| self.parameter_variable(given)) {
@@ -812,7 +780,9 @@ impl Translator {
 
     /// Where a `-p` password comes from.
     fn password_source(&mut self, password: &str) -> Password {
-        if let Some(parameter) = ssm_substitution(password).or_else(|| self.parameter_variable(password)) {
+        if let Some(parameter) =
+            ssm_substitution(password).or_else(|| self.parameter_variable(password))
+        {
             return Password::Parameter(parameter);
         }
         match script::substitution(password) {
@@ -843,15 +813,16 @@ impl Translator {
         }
     }
 
-    /// The parameter a `$VAR` or `${VAR}` reads, when the script read one into it.
+    /// The parameter a `$VAR` or `${VAR}` reads, when the script read one into it; the
+    /// variable counts as used.
     fn parameter_variable(&mut self, value: &str) -> Option<String> {
-        let name = value
-            .strip_prefix("${")
-            .and_then(|v| v.strip_suffix('}'))
-            .or_else(|| value.strip_prefix('$'))?;
-        let variable = self.parameter_variables.get_mut(name)?;
+        let variable = self.parameter_variables.get_mut(variable_name(value)?)?;
         variable.used = true;
         Some(variable.parameter.clone())
+    }
+
+    fn is_parameter_variable(&self, value: &str) -> bool {
+        variable_name(value).is_some_and(|name| self.parameter_variables.contains_key(name))
     }
 
     /// A placeholder variable for the operator to fill in (`${NAME}`, `${NAME_2}`...).
@@ -869,8 +840,11 @@ impl Translator {
             return Err("its output goes to no file: only what the script writes to its env file is translated".into());
         };
         let path = self.resolve(&output.path);
-        if !basename(&path).to_ascii_lowercase().contains("env") {
+        if !looks_like_env_file(&path) {
             return Err(format!("writes {path}, which is not an env file: the agent writes parameters to its env file only; keep such a file in S3 and list it under files[]"));
+        }
+        if self.out.files.iter().any(|f| f.path == path) {
+            return Err(format!("{path} is also a file fetched from S3"));
         }
         match &self.out.env_file {
             None => {
@@ -935,271 +909,10 @@ enum Password {
     Unknown,
 }
 
-/// `docker login`'s arguments.
-#[derive(Debug, Default)]
-struct LoginArgs {
-    username: Option<String>,
-    password: Option<String>,
-    stdin: bool,
-    server: Option<String>,
-}
-
-impl LoginArgs {
-    fn parse(args: &[String]) -> LoginArgs {
-        let mut login = LoginArgs::default();
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
-                _ => (arg.as_str(), None),
-            };
-            let mut value = || inline.clone().or_else(|| args.next().cloned());
-            match flag {
-                "-u" | "--username" => login.username = value(),
-                "-p" | "--password" => login.password = value(),
-                "--password-stdin" => login.stdin = true,
-                _ if flag.starts_with("-u") => login.username = Some(flag[2..].to_string()),
-                _ if flag.starts_with("-p") => login.password = Some(flag[2..].to_string()),
-                _ if flag.starts_with('-') => {}
-                _ => login.server = Some(arg.clone()),
-            }
-        }
-        login
-    }
-}
-
-/// The global options of `docker compose` read before its command.
-#[derive(Debug, Default)]
-struct ComposeFlags {
-    files: Vec<String>,
-    project: Option<String>,
-    project_directory: Option<String>,
-    env_file: Option<String>,
-    messages: Vec<String>,
-}
-
-impl ComposeFlags {
-    /// Reads the option at the start of `args`; how many words it took.
-    fn read(&mut self, args: &[String]) -> usize {
-        let (flag, inline) = match args[0].split_once('=') {
-            Some((flag, value)) => (flag, Some(value.to_string())),
-            None => (args[0].as_str(), None),
-        };
-        let takes_value = [
-            "-f",
-            "--file",
-            "-p",
-            "--project-name",
-            "--project-directory",
-            "--env-file",
-            "--profile",
-            "--ansi",
-            "--progress",
-            "--parallel",
-            "-H",
-            "--host",
-            "-c",
-            "--context",
-        ]
-        .contains(&flag);
-        let (value, used) = match (takes_value, inline) {
-            (true, Some(value)) => (value, 1),
-            (true, None) => (args.get(1).cloned().unwrap_or_default(), 2),
-            (false, _) => (String::new(), 1),
-        };
-        match flag {
-            "-f" | "--file" => self.files.push(value),
-            "-p" | "--project-name" => self.project = Some(value),
-            "--project-directory" => self.project_directory = Some(value),
-            "--env-file" => self.env_file = Some(value),
-            "--profile" => self.messages.push(format!(
-                "--profile {value}: the agent runs every service, profiles or not"
-            )),
-            _ => {}
-        }
-        used
-    }
-}
-
-/// `aws` arguments: options by name, and the positional words (service, operation, then the
-/// operation's own, such as `s3 cp`'s source and destination).
-#[derive(Debug, Default)]
-struct AwsArgs {
-    options: Vec<(String, Vec<String>)>,
-    positional: Vec<String>,
-}
-
-/// `aws` options that take no value.
-const AWS_SWITCHES: &[&str] = &[
-    "with-decryption",
-    "no-with-decryption",
-    "recursive",
-    "debug",
-    "no-paginate",
-    "no-verify-ssl",
-    "no-sign-request",
-    "dryrun",
-    "quiet",
-    "no-cli-pager",
-    "only-show-errors",
-    "no-progress",
-    "no-include-email",
-    "follow-symlinks",
-    "no-follow-symlinks",
-    "delete",
-    "exact-timestamps",
-    "size-only",
-    "no-guess-mime-type",
-];
-
-impl AwsArgs {
-    fn parse(args: &[String]) -> AwsArgs {
-        let mut aws = AwsArgs::default();
-        let mut i = 0;
-        while i < args.len() {
-            let arg = &args[i];
-            i += 1;
-            let Some(option) = arg.strip_prefix("--") else {
-                aws.positional.push(arg.clone());
-                continue;
-            };
-            if let Some((name, value)) = option.split_once('=') {
-                aws.options.push((name.to_string(), vec![value.to_string()]));
-                continue;
-            }
-            let mut values = Vec::new();
-            if !AWS_SWITCHES.contains(&option) {
-                let many = option == "names";
-                while i < args.len() && !args[i].starts_with("--") {
-                    values.push(args[i].clone());
-                    i += 1;
-                    if !many {
-                        break;
-                    }
-                }
-            }
-            aws.options.push((option.to_string(), values));
-        }
-        aws
-    }
-
-    fn service(&self) -> &str {
-        self.positional.first().map(String::as_str).unwrap_or_default()
-    }
-
-    fn operation(&self) -> &str {
-        self.positional.get(1).map(String::as_str).unwrap_or_default()
-    }
-
-    fn option(&self, name: &str) -> Option<&str> {
-        self.options
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.first())
-            .map(String::as_str)
-    }
-
-    fn values(&self, name: &str) -> Vec<&str> {
-        self.options
-            .iter()
-            .filter(|(n, _)| n == name)
-            .flat_map(|(_, v)| v.iter().map(String::as_str))
-            .collect()
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.options.iter().any(|(n, _)| n == name)
-    }
-}
-
-/// A command without what runs it as someone else (`sudo -u ubuntu`, `env A=b`, `nohup`) or
-/// sets its environment only (`A=b cmd`).
-fn without_prefixes(command: &Command) -> Command {
-    let words = &command.words;
-    let mut i = 0;
-    while i < words.len() {
-        match words[i].as_str() {
-            "sudo" => {
-                i += 1;
-                while i < words.len() && words[i].starts_with('-') {
-                    let takes_value = ["-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U"]
-                        .contains(&words[i].as_str());
-                    i += if takes_value { 2 } else { 1 };
-                }
-            }
-            "env" | "nohup" | "time" | "command" => i += 1,
-            word if is_assignment(word) && words[i + 1..].iter().any(|w| !is_assignment(w)) => {
-                i += 1
-            }
-            _ => break,
-        }
-    }
-    Command {
-        words: words[i.min(words.len())..].to_vec(),
-        stdout: command.stdout.clone(),
-    }
-}
-
-/// Whether a word sets a variable (`NAME=value`).
-fn is_assignment(word: &str) -> bool {
-    word.split_once('=').is_some_and(|(name, _)| {
-        !name.is_empty()
-            && name.starts_with(|c: char| c == '_' || c.is_ascii_alphabetic())
-            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
-    })
-}
-
-fn is_docker_login(command: &Command) -> bool {
-    let w = &command.words;
-    w.len() >= 2 && w[0] == "docker" && w[1] == "login"
-}
-
-/// Where a pipeline's output goes: its last command's `>`, or the file of a `tee` it ends with.
-fn output(commands: &[Command]) -> Option<Redirect> {
-    let last = commands.last()?;
-    if let Some(redirect) = &last.stdout {
-        return Some(redirect.clone());
-    }
-    let (program, args) = last.words.split_first()?;
-    if program != "tee" {
-        return None;
-    }
-    let append = args.iter().any(|a| a == "-a" || a == "--append");
-    let path = args.iter().find(|a| !a.starts_with('-'))?;
-    Some(Redirect {
-        path: path.clone(),
-        append,
-    })
-}
-
-/// The parameter a `$(aws ssm get-parameter --name /x ...)` reads.
-fn ssm_substitution(value: &str) -> Option<String> {
-    let (_, inner, _) = script::substitution(value)?;
-    let pipelines = script::inner_pipelines(inner);
-    let command = pipelines.first()?.commands.first()?;
-    let command = without_prefixes(command);
-    let (program, args) = command.words.split_first()?;
-    if program != "aws" {
-        return None;
-    }
-    let aws = AwsArgs::parse(args);
-    match (aws.service(), aws.operation()) {
-        ("ssm", "get-parameter") => aws.option("name").map(str::to_string),
-        _ => None,
-    }
-}
-
-/// Whether a pipeline is `aws ecr get-login-password`.
-fn is_ecr_login_password(pipelines: &[script::Pipeline]) -> bool {
-    pipelines
-        .first()
-        .and_then(|p| p.commands.first())
-        .is_some_and(|c| {
-            let aws = AwsArgs::parse(c.words.get(1..).unwrap_or_default());
-            c.words.first().is_some_and(|w| w == "aws")
-                && aws.service() == "ecr"
-                && aws.operation() == "get-login-password"
-        })
+/// Whether a file the script writes parameters to is an env file (`.env`, `app.env`,
+/// `env.list`...), not a file of another kind that holds a parameter's value.
+fn looks_like_env_file(path: &str) -> bool {
+    basename(path).to_ascii_lowercase().contains("env")
 }
 
 /// Whether a value is the instance's region: read from instance metadata, or from a variable
@@ -1390,6 +1103,30 @@ docker login -u me --password=Hunter2 https://ghcr.io/
             notes,
             vec![(5, "docker login -u me --password=******** https://ghcr.io/")]
         );
+    }
+
+    #[test]
+    fn commands_run_through_tee_su_or_bash_are_read_too() {
+        let script = "\
+aws ssm get-parameter --name /a/env --query Parameter.Value --output text | sudo tee /home/ubuntu/.env > /dev/null
+sudo su - ubuntu -c 'docker compose up -d'
+bash -c \"cd /tmp && ls\"
+";
+        let import = translate(script);
+        assert_eq!(import.env_file.as_deref(), Some("/home/ubuntu/.env"));
+        assert_eq!(
+            import.parameters,
+            vec![Parameter::Document {
+                name: "/a/env".into()
+            }]
+        );
+        let compose = import.compose.unwrap();
+        assert_eq!(
+            (compose.dir.as_str(), compose.project.as_str()),
+            ("/home/ubuntu", "ubuntu")
+        );
+        let notes: Vec<(usize, NoteKind)> = import.notes.iter().map(|n| (n.line, n.kind)).collect();
+        assert_eq!(notes, vec![(3, NoteKind::NotTranslated)]);
     }
 
     #[test]
