@@ -6,26 +6,32 @@ use std::path::PathBuf;
 
 use crate::common::{Rig, Scratch};
 
-/// Each fixture, the values of the variables its config leaves, and what it must never print.
-const CASES: &[(&str, &[(&str, &str)], &[&str])] = &[
-    (
-        "seed.sh",
-        &[
+/// A fixture, the values of the variables its config leaves, and what it must never print.
+struct Case {
+    script: &'static str,
+    fill: &'static [(&'static str, &'static str)],
+    secrets: &'static [&'static str],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        script: "seed.sh",
+        fill: &[
             ("PARAMETER_NAME", "/orange/prod/env"),
             ("S3_BUCKET", "amzn-s3-demo-bucket"),
         ],
-        &[],
-    ),
-    (
-        "lemon.sh",
-        &[("REGISTRY_PASSWORD_PARAMETER", "/lemon/registry/password")],
-        &["S3cr3t-Pa55word!"],
-    ),
-    (
-        "lime.sh",
-        &[("CONFIG_BUCKET", "amzn-s3-demo-bucket")],
-        &["hunter2-literal"],
-    ),
+        secrets: &[],
+    },
+    Case {
+        script: "lemon.sh",
+        fill: &[("REGISTRY_PASSWORD_PARAMETER", "/lemon/registry/password")],
+        secrets: &["S3cr3t-Pa55word!"],
+    },
+    Case {
+        script: "lime.sh",
+        fill: &[("CONFIG_BUCKET", "amzn-s3-demo-bucket")],
+        secrets: &["hunter2-literal"],
+    },
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -37,14 +43,19 @@ fn fixture(name: &str) -> PathBuf {
 #[test]
 fn each_imported_script_validates_once_its_variables_are_filled() {
     let rig = Rig::get();
-    for (name, fill, secrets) in CASES {
+    for Case {
+        script: name,
+        fill,
+        secrets,
+    } in CASES
+    {
         let s = Scratch::new();
         let script = fixture(name);
         let run = s.agent(&rig, &["import", &script.display().to_string()]);
         run.expect(0);
         run.assert_free_of(secrets);
         let mut config = run.stdout.clone();
-        for (variable, value) in *fill {
+        for (variable, value) in fill.iter() {
             let placeholder = format!("${{{variable}}}");
             assert!(
                 config.contains(&placeholder),

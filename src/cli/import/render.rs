@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::model::{Auth, Import, NoteKind, Parameter, Username};
 use super::script;
-use super::translate::{self, parent};
+use super::translate::parent;
 
 /// The config, as `agent.yaml` spells it (`config::raw`), for what an import can fill in.
 #[derive(Debug, Serialize)]
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn paths_under_the_workdir_are_relative_and_the_others_allowed() {
-        let import = translate::translate(
+        let import = super::super::translate(
             "cd /srv/app\naws s3 cp s3://b-1/a.yml conf/a.yml\naws s3 cp s3://b-1/b.pem /etc/ssl/app/b.pem\ndocker compose up -d\n",
         );
         let config = config(&import);

@@ -405,54 +405,39 @@ mod tests {
         assert!(lines.iter().all(|l| !l.text.contains("TOKEN")));
     }
 
+    /// Pipelines written back: `;` between them, `|` between commands, the redirection last.
+    fn described(pipelines: &[Pipeline]) -> String {
+        let commands = |p: &Pipeline| -> Vec<String> {
+            p.commands
+                .iter()
+                .map(|c| {
+                    let redirect = c
+                        .stdout
+                        .as_ref()
+                        .map(|r| format!(" {}{}", if r.append { ">>" } else { ">" }, r.path));
+                    format!("{}{}", c.words.join(" "), redirect.unwrap_or_default())
+                })
+                .collect()
+        };
+        let shown: Vec<String> = pipelines.iter().map(|p| commands(p).join(" | ")).collect();
+        shown.join(" ; ")
+    }
+
     #[test]
     fn pipelines_split_at_operators_and_take_redirections_out() {
-        let table: &[(&str, Vec<Vec<(Vec<&str>, Option<(&str, bool)>)>>)] = &[
-            (
-                "cd /srv; ls",
-                vec![vec![(vec!["cd", "/srv"], None)], vec![(vec!["ls"], None)]],
-            ),
-            (
-                "a x > /f 2>/dev/null && b >>g",
-                vec![
-                    vec![(vec!["a", "x"], Some(("/f", false)))],
-                    vec![(vec!["b"], Some(("g", true)))],
-                ],
-            ),
-            (
-                "a | b 2>&1 | c >/out",
-                vec![vec![
-                    (vec!["a"], None),
-                    (vec!["b"], None),
-                    (vec!["c"], Some(("/out", false))),
-                ]],
-            ),
+        let table = [
+            ("cd /srv; ls", "cd /srv ; ls"),
+            ("a x > /f 2>/dev/null && b >>g", "a x >/f ; b >>g"),
+            ("a | b 2>&1 | c >/out", "a | b | c >/out"),
+            ("a <<EOF >/f", "a >/f"),
             (
                 "echo K=$(aws ssm get-parameter --name /x) >> .env",
-                vec![vec![(
-                    vec!["echo", "K=$(aws ssm get-parameter --name /x)"],
-                    Some((".env", true)),
-                )]],
+                "echo K=$(aws ssm get-parameter --name /x) >>.env",
             ),
         ];
         for (line, want) in table {
             let words = shell_words::split(line).unwrap();
-            let parsed = pipelines(&words);
-            let got: Vec<Vec<(Vec<&str>, Option<(&str, bool)>)>> = parsed
-                .iter()
-                .map(|p| {
-                    p.commands
-                        .iter()
-                        .map(|c| {
-                            (
-                                c.words.iter().map(String::as_str).collect(),
-                                c.stdout.as_ref().map(|r| (r.path.as_str(), r.append)),
-                            )
-                        })
-                        .collect()
-                })
-                .collect();
-            assert_eq!(&got, want, "{line}");
+            assert_eq!(described(&pipelines(&words)), want, "{line}");
         }
     }
 
