@@ -20,6 +20,15 @@ pub fn mask_words(words: &[String]) -> (Vec<String>, bool) {
             masked = true;
             continue;
         }
+        if i > 0 && !login && ["-u", "--user"].contains(&words[i - 1].as_str()) {
+            if let Some((user, password)) = word.split_once(':') {
+                if !password.is_empty() && !is_reference(password) {
+                    out[i] = format!("{user}:{MASK}");
+                    masked = true;
+                    continue;
+                }
+            }
+        }
         if let Some(shown) = mask_word(word, login) {
             out[i] = shown;
             masked = true;
@@ -78,10 +87,11 @@ fn takes_secret(flag: &str, login: bool) -> bool {
     let Some(name) = flag.strip_prefix("--") else {
         return false;
     };
-    !name.contains('=')
-        && secret_name(name)
-        && !name.ends_with("-stdin")
-        && !name.ends_with("-file")
+    // `--password-stdin`, `--secret-id`: where a secret is, not the secret.
+    let names_a_place = ["-stdin", "-file", "-id", "-name", "-arn"]
+        .iter()
+        .any(|end| name.ends_with(end));
+    !name.contains('=') && secret_name(name) && !names_a_place
 }
 
 /// Whether a flag or variable name says its value is secret.
@@ -267,6 +277,14 @@ mod tests {
                 "export AWS_ACCESS_KEY_ID=********",
             ),
             ("mycli --token abc", "mycli --token ********"),
+            (
+                "curl -u admin:Sekr1t https://example.com/hook",
+                "curl -u admin:******** https://example.com/hook",
+            ),
+            (
+                "aws secretsmanager get-secret-value --secret-id prod/db",
+                "aws secretsmanager get-secret-value --secret-id prod/db",
+            ),
             (
                 "echo Hunter2|docker login -u bot --password-stdin",
                 "echo ******** | docker login -u bot --password-stdin",

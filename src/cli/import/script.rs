@@ -174,15 +174,33 @@ fn end_command(pipeline: &mut Pipeline, command: &mut Command) {
 }
 
 /// Words with a trailing `;` (`cd /srv;`) split from it.
+///
+/// A subshell's parentheses (`(cd /srv && up)`) become separators too: its commands are read
+/// as the others (the directory it enters is taken as entered for good).
 fn operators_apart(words: Vec<String>) -> Vec<String> {
     let mut out = Vec::new();
-    for word in words {
-        match word.strip_suffix(';') {
-            Some(rest) if !rest.is_empty() && !rest.ends_with('\\') => {
-                out.push(rest.to_string());
-                out.push(";".to_string());
-            }
-            _ => out.push(word),
+    for word in &words {
+        let (open, rest) = match word.strip_prefix('(') {
+            Some(rest) if !rest.starts_with('(') => (true, rest),
+            _ => (false, word.as_str()),
+        };
+        let unbalanced = rest.matches(')').count() > rest.matches('(').count();
+        let (body, close) = match rest.strip_suffix(')') {
+            Some(body) if unbalanced => (body, true),
+            _ => (rest, false),
+        };
+        let (body, semicolon) = match body.strip_suffix(';') {
+            Some(body) if !body.ends_with('\\') => (body, true),
+            _ => (body, false),
+        };
+        if open {
+            out.push(";".to_string());
+        }
+        if !body.is_empty() {
+            out.push(body.to_string());
+        }
+        if semicolon || close {
+            out.push(";".to_string());
         }
     }
     out
@@ -430,6 +448,8 @@ mod tests {
             ("a x > /f 2>/dev/null && b >>g", "a x >/f ; b >>g"),
             ("a | b 2>&1 | c >/out", "a | b | c >/out"),
             ("a <<EOF >/f", "a >/f"),
+            ("(cd /x && up -d)", "cd /x ; up -d"),
+            ("( cd /x; up )", "cd /x ; up"),
             (
                 "echo K=$(aws ssm get-parameter --name /x) >> .env",
                 "echo K=$(aws ssm get-parameter --name /x) >>.env",

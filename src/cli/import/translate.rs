@@ -204,6 +204,8 @@ impl Translator {
             Some("chown") => self.chown(&words[1..]),
             Some("export") => self.assign(&words[1..], true),
             Some(word) if is_assignment(word) => self.assign(words, false),
+            // Error handling: the agent stops and retries by itself.
+            Some("exit") | Some("true") | Some(":") => done(),
             Some(word) if is_ecr_get_login(word) => not_translated(
                 "aws ecr get-login: list the registry under registries[] with ecr: true (a token from the instance role)",
             ),
@@ -275,22 +277,43 @@ impl Translator {
                 false => done(),
             };
         }
-        if is_instance_region(value, &self.instance_region) {
+        if reads_instance_region(value) {
             self.instance_region.insert(name.to_string());
             return done_with(INSTANCE_REGION);
+        }
+        if refers_to_any(value, &self.instance_region) {
+            self.instance_region.insert(name.to_string());
+            return done();
+        }
+        if value.contains(METADATA) {
+            return match value.contains("/api/token") {
+                true => done_with(
+                    "an instance metadata token: the agent reads instance metadata itself",
+                ),
+                false => not_translated(
+                    "reads instance metadata: the agent's config has no place for it",
+                ),
+            };
         }
         if script::substitution(value).is_some() {
             return NotTranslated(Vec::new());
         }
-        if name == "AWS_REGION" || name == "AWS_DEFAULT_REGION" {
-            return self.region(value);
-        }
-        if name == "AWS_ENDPOINT_URL" {
-            self.out.endpoint_url = Some(value.to_string());
-            return done();
+        match name {
+            "AWS_REGION" | "AWS_DEFAULT_REGION" => return self.region(value),
+            "AWS_ENDPOINT_URL" => {
+                self.out.endpoint_url = Some(value.to_string());
+                return done();
+            }
+            "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" | "AWS_SESSION_TOKEN" | "AWS_PROFILE" => {
+                return not_translated("AWS credentials in user data: the agent uses the instance role; remove them (and rotate the key: user data is readable by anyone with ec2:DescribeInstanceAttribute)");
+            }
+            _ => {}
         }
         self.known.insert(name.to_string(), value.to_string());
-        done()
+        match exported {
+            true => not_translated("an exported variable compose would read from the shell: put it in the dotenv document of a parameter, or in the compose file's environment:"),
+            false => done(),
+        }
     }
 
     fn cd(&mut self, dir: Option<&String>) -> Outcome {
@@ -915,17 +938,22 @@ fn looks_like_env_file(path: &str) -> bool {
     basename(path).to_ascii_lowercase().contains("env")
 }
 
-/// Whether a value is the instance's region: read from instance metadata, or from a variable
-/// that holds it (`${AZ%?}`).
-fn is_instance_region(value: &str, instance_region: &HashSet<String>) -> bool {
-    let from_metadata = value.contains("169.254.169.254")
+/// Instance metadata's address.
+const METADATA: &str = "169.254.169.254";
+
+/// Whether a value reads the instance's region (or zone) from instance metadata.
+fn reads_instance_region(value: &str) -> bool {
+    let from_metadata = value.contains(METADATA)
         && (value.contains("placement/region") || value.contains("availability-zone"));
     let ec2_metadata = value.contains("ec2-metadata") && value.contains("availability-zone");
-    from_metadata
-        || ec2_metadata
-        || script::references(value)
-            .iter()
-            .any(|name| instance_region.contains(name))
+    from_metadata || ec2_metadata
+}
+
+/// Whether a value refers to one of `names` (`${AZ%?}` to `AZ`).
+fn refers_to_any(value: &str, names: &HashSet<String>) -> bool {
+    script::references(value)
+        .iter()
+        .any(|name| names.contains(name))
 }
 
 /// A registry host as `docker login` names it, without scheme or trailing `/`.
@@ -1132,7 +1160,9 @@ bash -c \"cd /tmp && ls\"
     #[test]
     fn an_exported_parameter_goes_to_the_env_file() {
         let script = "export DB_URL=$(aws ssm get-parameter --name /a/db-url --query Parameter.Value --output text)\n\
-                      UNUSED=$(aws ssm get-parameter --name /a/unused --query Parameter.Value --output text)\n";
+                      UNUSED=$(aws ssm get-parameter --name /a/unused --query Parameter.Value --output text)\n\
+                      export SPRING_PROFILES_ACTIVE=prod\n\
+                      export AWS_SECRET_ACCESS_KEY=abc\n";
         let import = translate(script);
         assert_eq!(
             import.parameters,
@@ -1144,7 +1174,16 @@ bash -c \"cd /tmp && ls\"
         let kinds: Vec<(usize, NoteKind)> = import.notes.iter().map(|n| (n.line, n.kind)).collect();
         assert_eq!(
             kinds,
-            vec![(1, NoteKind::Translated), (2, NoteKind::NotTranslated)]
+            vec![
+                (1, NoteKind::Translated),
+                (2, NoteKind::NotTranslated),
+                (3, NoteKind::NotTranslated),
+                (4, NoteKind::NotTranslated),
+            ]
+        );
+        assert_eq!(
+            import.notes[3].shown,
+            "export AWS_SECRET_ACCESS_KEY=********"
         );
     }
 }
