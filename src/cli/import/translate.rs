@@ -80,8 +80,8 @@ struct Translator {
     instance_region: HashSet<String>,
     /// Directories the script makes or enters.
     dirs: HashSet<String>,
-    /// Placeholders handed out, so that each is named once.
-    placeholders: usize,
+    /// Placeholders handed out, by name, so that each is named once.
+    placeholders: HashMap<String, usize>,
     /// How the current line is shown (for notes made while reading it).
     shown: String,
     line: usize,
@@ -96,7 +96,7 @@ impl Default for Translator {
             parameter_variables: HashMap::new(),
             instance_region: HashSet::new(),
             dirs: HashSet::new(),
-            placeholders: 0,
+            placeholders: HashMap::new(),
             shown: String::new(),
             line: 0,
             out: Import::default(),
@@ -850,8 +850,9 @@ impl Translator {
 
     /// A placeholder variable for the operator to fill in (`${NAME}`, `${NAME_2}`...).
     fn placeholder(&mut self, name: &str) -> String {
-        self.placeholders += 1;
-        match self.placeholders {
+        let count = self.placeholders.entry(name.to_string()).or_default();
+        *count += 1;
+        match *count {
             1 => format!("${{{name}}}"),
             n => format!("${{{name}_{n}}}"),
         }
@@ -1092,6 +1093,7 @@ echo \"$PW\" | docker login -u bot --password-stdin
 aws ecr get-login-password | docker login -u AWS --password-stdin 1.dkr.ecr.x.amazonaws.com
 docker login -u \"$(aws ssm get-parameter --name /a/q/user --query Parameter.Value --output text)\" -p \"$(aws ssm get-parameter --name /a/q/pw --with-decryption --query Parameter.Value --output text)\" quay.io
 docker login -u me --password=Hunter2 https://ghcr.io/
+docker login registry.example.com
 ";
         let import = translate(script);
         let want = vec![
@@ -1120,6 +1122,13 @@ docker login -u me --password=Hunter2 https://ghcr.io/
                     parameter: "${REGISTRY_PASSWORD_PARAMETER}".into(),
                 },
             },
+            Registry {
+                server: "registry.example.com".into(),
+                auth: Auth::Password {
+                    username: Username::Literal("${REGISTRY_USERNAME}".into()),
+                    parameter: "${REGISTRY_PASSWORD_PARAMETER_2}".into(),
+                },
+            },
         ];
         assert_eq!(import.registries, want);
         let notes: Vec<(usize, &str)> = import
@@ -1129,7 +1138,10 @@ docker login -u me --password=Hunter2 https://ghcr.io/
             .collect();
         assert_eq!(
             notes,
-            vec![(5, "docker login -u me --password=******** https://ghcr.io/")]
+            vec![
+                (5, "docker login -u me --password=******** https://ghcr.io/"),
+                (6, "docker login registry.example.com"),
+            ]
         );
     }
 
