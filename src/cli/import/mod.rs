@@ -3,8 +3,9 @@
 //! to, on stdout, with a comment for each line it could not translate. Exit 2 when the file
 //! cannot be read.
 //!
-//! Pure but for reading the file: [`script`] reads the shell, [`translate`] says what the config
-//! makes of it, [`render`] writes it; the output is checked by the config's own loader (tests).
+//! Pure but for reading the file: `script` reads the shell (and `commands` the arguments of its
+//! programs), [`translate()`] says what the config makes of it, [`render()`] writes it; the
+//! output is checked by the config's own loader (tests).
 
 mod commands;
 mod mask;
