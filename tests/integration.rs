@@ -22,6 +22,7 @@ mod engine;
 mod env_file;
 mod fleet;
 mod iam;
+mod import;
 mod lifecycle;
 mod managed_files;
 mod mirror;

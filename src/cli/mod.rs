@@ -4,6 +4,7 @@
 
 mod doctor;
 mod iam_policy;
+pub mod import;
 mod plan;
 mod release;
 mod render;
@@ -58,6 +59,7 @@ pub enum Command {
     IamPolicy(iam_policy::IamPolicyCmd),
     Doctor(doctor::DoctorCmd),
     Release(release::ReleaseCmd),
+    Import(import::ImportCmd),
 }
 
 impl Cli {
@@ -73,6 +75,7 @@ impl Cli {
             Command::IamPolicy(cmd) => cmd.run(&self.config),
             Command::Doctor(cmd) => cmd.run(&self.config),
             Command::Release(cmd) => cmd.run(&self.config),
+            Command::Import(cmd) => cmd.run(&self.config),
         }
     }
 }

@@ -24,9 +24,32 @@ pub fn extract(raw: &[u8]) -> Result<Option<String>> {
     if !looks_like_mime(&text) {
         return Ok(None);
     }
-    let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
-        return Ok(None);
-    };
+    match find_part(raw, starts_with_marker) {
+        Some(body) => whole_text(&body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The user-data shell script in `raw`, for `kicky-agent import`: the whole of it, or the first
+/// part of a MIME multipart document that starts with `#!`; gzip-compressed or not. `None` for a
+/// multipart document without one. Bytes that are not UTF-8 are replaced (the script is read,
+/// never run).
+pub fn shell_script(raw: &[u8]) -> Result<Option<String>> {
+    let raw = gunzip_if_compressed(raw).context("gzip data that does not expand")?;
+    let text = String::from_utf8_lossy(&raw);
+    if !looks_like_mime(&text) {
+        return Ok(Some(
+            text.trim_start_matches('\u{feff}').replace("\r\n", "\n"),
+        ));
+    }
+    let script = find_part(&raw, |part| part.starts_with("#!"));
+    Ok(script.map(|body| String::from_utf8_lossy(&body).replace("\r\n", "\n")))
+}
+
+/// The body of the first part of the multipart document `raw` whose text `wanted` says yes to
+/// (gunzipped when it is compressed).
+fn find_part(raw: &[u8], wanted: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let message = mail_parser::MessageParser::default().parse(raw)?;
     for part in message.parts.iter() {
         if matches!(part.body, mail_parser::PartType::Multipart(_)) {
             continue;
@@ -44,11 +67,11 @@ pub fn extract(raw: &[u8]) -> Result<Option<String>> {
             Ok(body) => body,
             Err(_) => continue,
         };
-        if starts_with_marker(&String::from_utf8_lossy(&body)) {
-            return whole_text(&body).map(Some);
+        if wanted(String::from_utf8_lossy(&body).trim_start_matches('\u{feff}')) {
+            return Some(body);
         }
     }
-    Ok(None)
+    None
 }
 
 fn starts_with_marker(text: &str) -> bool {
@@ -145,6 +168,22 @@ echo hello\r\n\
         );
         assert_ne!(b64, MULTIPART);
         assert_eq!(extract(b64.as_bytes()).unwrap(), want, "base64 part");
+    }
+
+    #[test]
+    fn the_shell_script_is_found_however_user_data_carries_it() {
+        let script = "#!/bin/bash\ncd /srv\n";
+        let want = Some(script.to_string());
+        assert_eq!(shell_script(script.as_bytes()).unwrap(), want, "alone");
+        assert_eq!(
+            shell_script(&gzip(script.as_bytes())).unwrap(),
+            want,
+            "gzip"
+        );
+        let part = shell_script(&gzip(MULTIPART.as_bytes())).unwrap().unwrap();
+        assert!(part.starts_with("#!/bin/sh\necho hello"), "{part:?}");
+        let without = MULTIPART.replace("#!/bin/sh", "echo hi");
+        assert_eq!(shell_script(without.as_bytes()).unwrap(), None);
     }
 
     #[test]
