@@ -63,10 +63,12 @@ fn each_imported_script_validates_once_its_variables_are_filled() {
             );
             config = config.replace(&placeholder, value);
         }
-        assert!(
-            !config.contains("${"),
-            "{name}: a variable is left unfilled:\n{config}"
-        );
+        // Comments quote the script as written, its variables included.
+        let unfilled = config
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("${"));
+        assert!(!unfilled, "{name}: a variable is left unfilled:\n{config}");
         s.config(&rig, &config);
         let run = s.agent(&rig, &["validate"]);
         run.expect(0);
