@@ -31,6 +31,8 @@
 //!   watch HEADs it) and on the manifests (`releases/*`), in buckets of the store's owner.
 //!   `ReportToFleet`: s3:PutObject on the instance's own fleet record,
 //!   `fleet/${aws:userid}.json` (see [`crate::release::fleet`]).
+//! - `ReportFailures`: with `report.store`, s3:PutObject under the instance's own name,
+//!   `<prefix>${aws:userid}/*` (see [`crate::sync::report`]).
 //!   What the config reads is [`crate::inputs::Inputs`].
 //! - `EcrToken` and `EcrPull`: when a registry has `ecr: true`: the token, and the pull actions
 //!   (BatchGetImage, GetDownloadUrlForLayer) on the repositories of the compose file's images.
@@ -264,6 +266,16 @@ pub fn policy(settings: &Settings, place: &Place, images: &Images) -> Result<Val
     }
 
     files_statements(&mut out, &inputs, place, watching);
+    if let Some(store) = &settings.report.store {
+        // Under the caller's own name (`${aws:userid}`: `<role id>:<instance id>`): an instance
+        // writes its reports and no other's, and reads none.
+        let reports = format!(
+            "arn:{}:s3:::{}/{}${{aws:userid}}/*",
+            place.partition, store.bucket, store.prefix
+        );
+        let when = Conditions::default().string("s3:ResourceAccount", vec![place.account.clone()]);
+        out.allow_if("ReportFailures", &["s3:PutObject"], vec![reports], when);
+    }
     ecr_statements(&mut out, settings, place, images);
     lifecycle_statements(&mut out, settings, place)?;
     Ok(json!({ "Version": "2012-10-17", "Statement": out.0 }))

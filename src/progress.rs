@@ -36,6 +36,7 @@ fn tell(progress: Progress) {
 pub fn phase(text: impl Into<String>) {
     let text = text.into();
     tracing::info!("{text}");
+    crate::timeline::phase(&text);
     tell(Progress::Phase(text));
 }
 

@@ -23,31 +23,67 @@ pub struct Span {
     pub ok: bool,
 }
 
+/// The last lines of a container's output, kept when a sync failed on it (before a rollback
+/// removes it): the failure report's evidence, and `status`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerLog {
+    pub container: String,
+    pub service: String,
+    pub lines: Vec<String>,
+}
+
+/// What a sync left for its report: its phases, the phase it was in last, the logs it kept.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub spans: Vec<Span>,
+    pub phase: Option<String>,
+    pub logs: Vec<ContainerLog>,
+}
+
 struct Recorder {
     origin: Instant,
-    spans: Vec<Span>,
+    record: Record,
 }
 
 tokio::task_local! {
     static RECORDER: RefCell<Recorder>;
 }
 
-/// Runs `sync`, recording the phases it times; them, in the order they began.
-pub async fn recording<F: Future>(sync: F) -> (F::Output, Vec<Span>) {
+/// Runs `sync`, recording the phases it times (in the order they began), the phase it is in and
+/// the logs it keeps.
+pub async fn recording<F: Future>(sync: F) -> (F::Output, Record) {
     let recorder = RefCell::new(Recorder {
         origin: Instant::now(),
-        spans: Vec::new(),
+        record: Record::default(),
     });
-    let (out, recorder) = RECORDER
+    let (out, mut record) = RECORDER
         .scope(recorder, async {
             let out = sync.await;
-            let spans = RECORDER.with(|r| std::mem::take(&mut r.borrow_mut().spans));
-            (out, spans)
+            let record = RECORDER.with(|r| std::mem::take(&mut r.borrow_mut().record));
+            (out, record)
         })
         .await;
-    let mut spans = recorder;
-    spans.sort_by_key(|s| s.start_ms);
-    (out, spans)
+    record.spans.sort_by_key(|s| s.start_ms);
+    (out, record)
+}
+
+/// The phase the recording sync is in now (what [`crate::progress::phase`] says).
+pub fn phase(text: &str) {
+    let _ = RECORDER.try_with(|r| r.borrow_mut().record.phase = Some(text.to_string()));
+}
+
+/// Keeps a container's last lines (redacted) for the recording sync's report.
+pub fn keep_logs(service: &str, container: &str, lines: Vec<String>) {
+    let lines = lines
+        .iter()
+        .map(|l| crate::redact::text(l).into_owned())
+        .collect();
+    let log = ContainerLog {
+        container: container.to_string(),
+        service: service.to_string(),
+        lines,
+    };
+    let _ = RECORDER.try_with(|r| r.borrow_mut().record.logs.push(log));
 }
 
 /// Runs `work`, timed as one phase of the recording sync (if any): `kind` and `what` it worked on.
@@ -78,7 +114,7 @@ where
     let _ = RECORDER.try_with(|r| {
         let mut r = r.borrow_mut();
         let start_ms = millis(began.saturating_duration_since(r.origin));
-        r.spans.push(Span {
+        r.record.spans.push(Span {
             kind: kind.to_string(),
             what: crate::redact::text(&what.into()).into_owned(),
             start_ms,
@@ -100,7 +136,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn phases_are_recorded_in_their_sync_only_with_start_and_duration() {
-        let (out, spans) = recording(async {
+        let (out, record) = recording(async {
+            phase("pulling 2 images");
             tokio::time::sleep(Duration::from_millis(100)).await;
             let pulls = futures::future::join(
                 timed("pull", "web:2", async {
@@ -118,7 +155,9 @@ mod tests {
         })
         .await;
         assert_eq!(out, (Ok(()), Err("denied")));
-        let got: Vec<(&str, &str, u64, u64, bool)> = spans
+        assert_eq!(record.phase.as_deref(), Some("pulling 2 images"));
+        let got: Vec<(&str, &str, u64, u64, bool)> = record
+            .spans
             .iter()
             .map(|s| (s.kind.as_str(), s.what.as_str(), s.start_ms, s.ms, s.ok))
             .collect();

@@ -31,6 +31,7 @@ mod packaging;
 mod policy;
 mod ready;
 mod releases;
+mod report;
 mod retries;
 mod rollout;
 mod s3_files;

@@ -94,6 +94,16 @@ pub trait ObjectStore: Sync {
         owner: Option<&str>,
         version_id: Option<&str>,
     ) -> impl Future<Output = Result<ObjectMeta>> + Send;
+    /// Writes a failure report under `store`, named after the caller and the time (see
+    /// [`crate::sync::report`]); where it went. A store that keeps none refuses.
+    fn put_report(
+        &self,
+        store: &crate::config::types::S3Prefix,
+        text: String,
+    ) -> impl Future<Output = Result<S3Uri>> + Send {
+        let _ = (store, text);
+        async { Err(anyhow!("this store keeps no reports")) }
+    }
 }
 
 /// The account every S3 call expects to own the bucket (S3's `ExpectedBucketOwner`): `owner` as
@@ -113,8 +123,20 @@ async fn expected_owner(uri: &S3Uri, owner: Option<&str>) -> Result<String> {
     }
 }
 
+/// The report's key under the store: the caller's id, then the time.
+pub fn report_key(user_id: &str, at: std::time::SystemTime) -> Result<String> {
+    // The same check as a fleet record's name: nothing that could leave the prefix.
+    crate::release::fleet::record_key(user_id)?;
+    let time = humantime::format_rfc3339_millis(at)
+        .to_string()
+        .replace(':', "");
+    Ok(format!("{user_id}/{time}.txt"))
+}
+
 pub struct S3Store {
     client: Client,
+    /// Who the caller is (GetCallerIdentity needs no right): a report is named after it.
+    sts: aws_sdk_sts::Client,
 }
 
 impl S3Store {
@@ -124,11 +146,38 @@ impl S3Store {
             .build();
         S3Store {
             client: Client::from_conf(conf),
+            sts: aws_sdk_sts::Client::new(config),
         }
     }
 }
 
 impl ObjectStore for S3Store {
+    async fn put_report(
+        &self,
+        store: &crate::config::types::S3Prefix,
+        text: String,
+    ) -> Result<S3Uri> {
+        let caller = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| anyhow!(super::describe(&e)))
+            .context("failed to ask STS who the caller is (GetCallerIdentity)")?;
+        let user_id = caller.user_id().unwrap_or_default();
+        let key = report_key(user_id, std::time::SystemTime::now())?;
+        let uri = store.object(&key);
+        self.put_as(
+            &uri,
+            None,
+            text.into_bytes(),
+            true,
+            "text/plain; charset=utf-8",
+        )
+        .await?;
+        Ok(uri)
+    }
+
     async fn get(&self, req: ObjectRequest<'_>, sink: &mut (dyn Write + Send)) -> Result<Fetched> {
         let owner = expected_owner(req.uri, req.owner).await?;
         let out = self
@@ -205,6 +254,19 @@ impl S3Store {
         body: Vec<u8>,
         create_only: bool,
     ) -> Result<bool> {
+        self.put_as(uri, owner, body, create_only, "application/json")
+            .await
+    }
+
+    /// [`S3Store::put`] of a body of `content_type`.
+    pub async fn put_as(
+        &self,
+        uri: &S3Uri,
+        owner: Option<&str>,
+        body: Vec<u8>,
+        create_only: bool,
+        content_type: &str,
+    ) -> Result<bool> {
         let owner = expected_owner(uri, owner).await?;
         let out = self
             .client
@@ -212,7 +274,7 @@ impl S3Store {
             .bucket(&uri.bucket)
             .key(&uri.key)
             .expected_bucket_owner(&owner)
-            .content_type("application/json")
+            .content_type(content_type)
             .set_if_none_match(create_only.then(|| "*".to_string()))
             .body(body.into())
             .send()

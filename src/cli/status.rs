@@ -60,6 +60,7 @@ impl StatusCmd {
                 "ignored_tags": settings.ignored_tags,
                 "containers": containers,
                 "timeline": state.timeline,
+                "failure_logs": state.failure_logs,
             });
             outln!("{}", serde_json::to_string_pretty(&value)?);
         } else {
@@ -257,6 +258,17 @@ fn print_text(project: &str, path: &Path, state: &State) {
             outln!("last sync: FAILED, {} to {}", s.started, s.finished);
             if let Some(error) = &s.error {
                 outln!("  {error}");
+            }
+            for log in &state.failure_logs {
+                outln!(
+                    "  container {} (service {}), its last {} lines:",
+                    log.container,
+                    log.service,
+                    log.lines.len()
+                );
+                for line in &log.lines {
+                    outln!("    | {line}");
+                }
             }
         }
     }

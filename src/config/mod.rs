@@ -31,8 +31,9 @@ pub use crate::instance::Overrides;
 use raw::RawConfig;
 /// The settings' own value types (read as written: plain enums and structs with no serde quirks).
 pub use raw::{
-    Allowance, ComposePolicy, Credential, HookChoice, Mirror, Namespace, ParamSource, PullPolicy,
-    RawRegistry as Registry, RegistryAuth, SecretFormat, Source, SpotChoice, WatchApply,
+    Allowance, ComposePolicy, ConsoleChoice, Credential, HookChoice, Mirror, Namespace,
+    ParamSource, PullPolicy, RawRegistry as Registry, RegistryAuth, SecretFormat, Source,
+    SpotChoice, WatchApply,
 };
 use types::S3Uri;
 
@@ -109,6 +110,8 @@ pub struct Settings {
     pub control_socket: PathBuf,
     /// Where the Prometheus metrics are written after each sync (`None`: not written).
     pub metrics_textfile: Option<PathBuf>,
+    /// Where a failed sync's report goes, besides the log.
+    pub report: ReportSettings,
     pub state_dir: PathBuf,
     /// How long a sync waits for another sync of the same project to finish.
     pub lock_timeout: std::time::Duration,
@@ -164,6 +167,14 @@ impl Settings {
             key = &key[..key.rfind('.')?];
         }
     }
+}
+
+/// Where a failed sync's report goes (`report`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// Each report is also written under it: `<prefix><caller id>/<time>.txt`.
+    pub store: Option<types::S3Prefix>,
+    pub console: ConsoleChoice,
 }
 
 /// Where releases are kept (see [`crate::release`]).
@@ -703,6 +714,13 @@ fn validate(raw: RawConfig, layers: &[Layer], problems: &mut Vec<String>) -> Set
             floors::RETRY_FAILED_AFTER,
         ),
         metrics_textfile: raw.metrics.and_then(|m| m.textfile).map(|p| p.into_path()),
+        report: ReportSettings {
+            store: raw.report.as_ref().and_then(|r| r.store.clone()),
+            console: raw
+                .report
+                .and_then(|r| r.console)
+                .unwrap_or(ConsoleChoice::Stdout),
+        },
         control_socket: raw.control_socket.map_or_else(
             || PathBuf::from(defaults::CONTROL_SOCKET),
             |p| p.into_path(),

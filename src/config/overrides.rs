@@ -39,6 +39,8 @@ pub const NEVER_BY_TAG: &[&str] = &[
     "compose.file",
     "compose.secrets_dir",
     "compose.policy",
+    "compose.ready",
+    "report",
     "registries",
     "lifecycle.hook",
     "watch.marker",

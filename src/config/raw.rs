@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub watch: Option<RawWatch>,
     pub release: Option<RawRelease>,
     pub metrics: Option<RawMetrics>,
+    pub report: Option<RawReport>,
     /// The daemon's control socket (`kicky-agent resync` connects to it).
     pub control_socket: Option<AbsolutePath>,
     /// Absolute directories outside `workdir` that `files[].path` may write to.
@@ -259,6 +260,39 @@ impl TryFrom<RawRegistryEntry> for RawRegistry {
             auth,
             mirror,
         })
+    }
+}
+
+/// `report`: where the report of a failed sync goes, besides the log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReport {
+    /// `s3://bucket/prefix/`: each report is written to `<prefix><caller id>/<time>.txt`.
+    pub store: Option<S3Prefix>,
+    /// `stdout` (the default: the unit sends it to the serial console too), `off`, or a file
+    /// or device to append it to.
+    pub console: Option<ConsoleChoice>,
+}
+
+/// `report.console`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleChoice {
+    Stdout,
+    Off,
+    Path(std::path::PathBuf),
+}
+
+impl<'de> Deserialize<'de> for ConsoleChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "stdout" => Ok(ConsoleChoice::Stdout),
+            "off" => Ok(ConsoleChoice::Off),
+            path if path.starts_with('/') => Ok(ConsoleChoice::Path(path.into())),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not `stdout`, `off` or an absolute path (such as /dev/ttyS0)"
+            ))),
+        }
     }
 }
 

@@ -163,6 +163,13 @@ pub trait Engine: Send + Sync {
     fn rename(&self, id: &str, name: &str) -> impl Future<Output = EngineResult<()>> + Send;
     /// Removes a container, running or not.
     fn remove(&self, id: &str) -> impl Future<Output = EngineResult<()>> + Send;
+    /// The last `lines` lines of the container's output (stdout and stderr, as the engine keeps
+    /// them), made printable line by line and bounded: a failure report's evidence.
+    fn logs(
+        &self,
+        id: &str,
+        lines: usize,
+    ) -> impl Future<Output = EngineResult<Vec<String>>> + Send;
     /// Runs `command` in the running container `id` (no shell, no TTY): its exit code and the
     /// end of its output, made printable.
     fn exec(

@@ -380,6 +380,27 @@ impl Engine for DockerEngine {
         found(self.docker.remove_container(id, Some(options)).await).map(|_| ())
     }
 
+    async fn logs(&self, id: &str, lines: usize) -> EngineResult<Vec<String>> {
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut text = Vec::new();
+        // A container that wrote megabytes in one line: what a report shows is bounded.
+        while let Some(chunk) = stream.next().await {
+            text.extend_from_slice(&chunk.map_err(engine_error)?.into_bytes());
+            if text.len() > 256 * 1024 {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<String> = text.lines().map(|l| printable(l, 300)).collect();
+        Ok(all[all.len().saturating_sub(lines)..].to_vec())
+    }
+
     async fn exec(&self, id: &str, command: &[String]) -> EngineResult<(i64, String)> {
         use bollard::exec::{StartExecOptions, StartExecResults};
         let config = bollard::models::ExecConfig {

@@ -333,6 +333,11 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    /// Not a change: not among the calls the tests count.
+    async fn logs(&self, id: &str, _lines: usize) -> EngineResult<Vec<String>> {
+        Ok(vec![format!("output of {id}")])
+    }
+
     /// Every command succeeds, without output (probes are tested against the real engine).
     async fn exec(&self, id: &str, _command: &[String]) -> EngineResult<(i64, String)> {
         drop(self.change(format!("exec {id}"))?);

@@ -190,6 +190,10 @@ impl<E: Engine> Engine for Fenced<E> {
         self.inner.remove(id).await
     }
 
+    async fn logs(&self, id: &str, lines: usize) -> EngineResult<Vec<String>> {
+        self.inner.logs(id, lines).await
+    }
+
     async fn exec(&self, id: &str, command: &[String]) -> EngineResult<(i64, String)> {
         self.fence
             .check(&format!("probing {}", &id[..id.len().min(12)]))?;

@@ -15,6 +15,7 @@ pub mod params;
 pub mod pin;
 pub mod plan;
 pub mod release;
+pub mod report;
 pub mod secret_files;
 pub mod state;
 
@@ -180,8 +181,9 @@ pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
     let mut changes = Changes::default();
     let origin_ms = state::unix_ms();
     let converging = converge(settings, clients, held, target, &state, &mut changes);
-    let (result, timeline) = crate::timeline::recording(converging).await;
-    state.timeline = timeline;
+    let (result, mut record) = crate::timeline::recording(converging).await;
+    state.timeline = std::mem::take(&mut record.spans);
+    state.failure_logs = record.logs.clone();
     state.timeline_origin_ms = origin_ms;
     let outcome = Outcome {
         changes,
@@ -200,7 +202,13 @@ pub async fn run_with<P: ParameterStore, O: ObjectStore, E: Connect>(
                 .map(|e| crate::engine::api::printable(&format!("{e:#}"), 4000)),
         },
     };
+    let error = outcome.sync.error.clone();
     state.record(outcome);
+    if let Some(error) = &error {
+        if let Some(mark) = report::send(settings, &clients.s3, &state, error, &record).await {
+            state.last_report = Some(mark);
+        }
+    }
     state.save(&state_path, &locked)?;
     metrics::refresh(settings, clients.engine.as_ref()).await;
     result

@@ -71,6 +71,13 @@ pub struct State {
     /// When the last sync began, in Unix milliseconds (what the timeline's starts count from).
     #[serde(default)]
     pub timeline_origin_ms: u64,
+    /// The last lines of the containers the last sync failed on (redacted); empty after a
+    /// good sync.
+    #[serde(default)]
+    pub failure_logs: Vec<crate::timeline::ContainerLog>,
+    /// The last failure report: a fingerprint of its error and when (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<(String, u64)>,
 }
 
 /// The release an instance runs.

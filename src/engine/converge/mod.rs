@@ -189,6 +189,7 @@ pub async fn converge(
     }
     .await;
     if let Err(err) = result {
+        keep_logs(engine, services, &created).await;
         let bound = settings.healthy_timeout;
         let rolled_back = roll_back(engine, project, services, &created, bound).await;
         return Err(err.context(RolledBack(rolled_back)));
@@ -286,6 +287,48 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// How many of a failed container's last lines a failure report shows.
+pub const REPORT_LINES: usize = 50;
+
+/// Before a rollback removes them: the last lines of the containers this sync created, and of
+/// any other that is not running and healthy, kept for the failure report (at most five, each
+/// read within 5 s).
+async fn keep_logs(
+    engine: &impl Engine,
+    services: &[ServicePlan],
+    created: &std::collections::HashMap<String, String>,
+) {
+    let mut suspects = Vec::new();
+    for plan in services {
+        let id = match created.get(&plan.service).or(plan.existing.as_ref()) {
+            Some(id) => id,
+            None => continue,
+        };
+        let new = created.contains_key(&plan.service);
+        let unwell = match engine.container(id).await {
+            Ok(Some(c)) => !c.is_running() || c.health == Some(super::api::Health::Unhealthy),
+            _ => false,
+        };
+        if new || unwell {
+            suspects.push((plan, id.clone()));
+        }
+    }
+    let reads = suspects.into_iter().take(5).map(|(plan, id)| async move {
+        let bound = std::time::Duration::from_secs(5);
+        match tokio::time::timeout(bound, engine.logs(&id, REPORT_LINES)).await {
+            Ok(Ok(lines)) => crate::timeline::keep_logs(&plan.service, &plan.container, lines),
+            Ok(Err(err)) => {
+                tracing::warn!("could not read the output of {}: {err}", plan.container)
+            }
+            Err(_) => tracing::warn!(
+                "could not read the output of {}: no answer in {bound:?}",
+                plan.container
+            ),
+        }
+    });
+    futures::future::join_all(reads).await;
 }
 
 #[cfg(test)]
