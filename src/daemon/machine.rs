@@ -302,12 +302,14 @@ impl Machine {
                 self.terminate = found.terminate;
                 self.schedule_target(now);
             }
-            Event::Tick if self.spot_drained => {
-                if self.target_at.is_some_and(|at| at <= now) && !self.polling {
-                    self.target_at = None;
-                    self.polling = true;
-                    effects.push(Effect::PollTarget);
-                }
+            Event::Tick
+                if self.spot_drained
+                    && self.target_at.is_some_and(|at| at <= now)
+                    && !self.polling =>
+            {
+                self.target_at = None;
+                self.polling = true;
+                effects.push(Effect::PollTarget);
             }
             Event::Target(state) if self.spot_drained => {
                 self.polling = false;

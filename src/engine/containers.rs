@@ -77,7 +77,7 @@ pub async fn containers(
     let probed = kept.iter().zip(out.iter_mut()).filter_map(|(c, status)| {
         let probe = probes.get(&status.service)?;
         let checkable = c.is_running() && !status.one_shot && c.health != Some(Health::Unhealthy);
-        checkable.then(|| async move {
+        checkable.then_some(async move {
             let said = ready::attempt(engine, c, probe).await;
             let healthcheck_passes = c.health.is_none_or(|h| h == Health::Healthy);
             status.health = Some(match (said, healthcheck_passes) {

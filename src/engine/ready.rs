@@ -155,7 +155,14 @@ mod tests {
     #[test]
     fn an_http_answer_is_ready_on_its_status_and_body() {
         let up = r#"{"status":"UP"}"#;
-        let cases: &[(u16, &str, Option<u16>, Option<&str>, Result<(), &str>)] = &[
+        type Case<'a> = (
+            u16,
+            &'a str,
+            Option<u16>,
+            Option<&'a str>,
+            Result<(), &'a str>,
+        );
+        let cases: &[Case] = &[
             (200, up, None, Some(r#""status":"UP""#), Ok(())),
             (204, "", None, None, Ok(())),
             (
