@@ -18,6 +18,10 @@ install -D -m 0644 systemd/kicky-agent.service "$dest/etc/systemd/system/kicky-a
 install -D -m 0644 systemd/kicky-agent-imds-guard.service "$dest/etc/systemd/system/kicky-agent-imds-guard.service"
 install -D -m 0755 ami/imds-guard.sh "$dest/usr/lib/kicky-agent/imds-guard"
 install -D -m 0644 README.md "$dest/usr/share/doc/kicky-agent/README.md"
+install -D -m 0644 CHANGELOG.md "$dest/usr/share/doc/kicky-agent/CHANGELOG.md"
+for doc in docs/*.md; do
+  install -D -m 0644 "$doc" "$dest/usr/share/doc/kicky-agent/$doc"
+done
 install -d -m 0755 "$dest/etc/kicky-agent/agent.d"
 # The default workdirs' parent: the unit makes it writable (ReadWritePaths=), the rest read-only.
 install -d -m 0755 "$dest/srv"

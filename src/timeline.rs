@@ -72,14 +72,15 @@ pub fn phase(text: &str) {
     let _ = RECORDER.try_with(|r| r.borrow_mut().record.phase = Some(text.to_string()));
 }
 
-/// Keeps a container's last lines (redacted) for the recording sync's report.
+/// Keeps a container's last lines for the recording sync's report, redacted (its name too).
 pub fn keep_logs(service: &str, container: &str, lines: Vec<String>) {
     let lines = lines
         .iter()
         .map(|l| crate::redact::text(l).into_owned())
         .collect();
+    // A container's name may come from a variable (`container_name: ${APP}`).
     let log = ContainerLog {
-        container: container.to_string(),
+        container: crate::redact::text(container).into_owned(),
         service: service.to_string(),
         lines,
     };

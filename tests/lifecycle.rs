@@ -473,6 +473,60 @@ async fn daemon_stack(
     (stack, fixture, imds)
 }
 
+/// The two-service stack's daemon on an instance in service, in a group with a launch and a
+/// termination hook; `spot`: a Spot instance.
+struct InService {
+    instance: String,
+    stack: common::stack::Stack,
+    fixture: PathBuf,
+    imds: OwnImds,
+    daemon: std::process::Child,
+}
+
+async fn in_service_with_both_hooks(
+    rig: &Rig,
+    asg: &aws_sdk_autoscaling::Client,
+    test: &str,
+    spot: bool,
+) -> InService {
+    let group = unique_group(test);
+    let instance = group_with_launch_hook(asg, &group).await;
+    add_termination_hook(asg, &group).await;
+    let (stack, fixture, imds) = daemon_stack(rig, test, &group, &instance, "InService").await;
+    if spot {
+        std::fs::write(fixture.join("instance-life-cycle"), "spot").unwrap();
+    }
+    let daemon = stack.scratch.spawn_daemon(&imds.url, &[]);
+    let app = stack.container("app");
+    let up = eventually(async || {
+        lifecycle_state(asg, &instance).await == "InService" && common::stack::running_healthy(&app)
+    })
+    .await;
+    let log = std::fs::read_to_string(stack.scratch.path("daemon.log")).unwrap_or_default();
+    assert!(up, "never in service:\n{log}");
+    InService {
+        instance,
+        stack,
+        fixture,
+        imds,
+        daemon,
+    }
+}
+
+/// A scale-in that takes `instance`: Auto Scaling holds it in `Terminating:Wait` and its target
+/// state says `Terminated`; whether the termination hook was then completed (30 s at most).
+async fn scale_in(asg: &aws_sdk_autoscaling::Client, instance: &str, fixture: &Path) -> bool {
+    asg.terminate_instance_in_auto_scaling_group()
+        .instance_id(instance)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .expect("scale in");
+    assert_eq!(lifecycle_state(asg, instance).await, "Terminating:Wait");
+    std::fs::write(fixture.join("target-lifecycle-state"), "Terminated").unwrap();
+    eventually(async || lifecycle_state(asg, instance).await == "Terminating:Proceed").await
+}
+
 const TWO_SERVICES: &str = "services:\n  db:\n    image: {registry}/tester/web:1\n    stop_grace_period: 3s\n  app:\n    image: {registry}/tester/web:1\n    depends_on:\n      db:\n        condition: service_healthy\n";
 
 /// A scale-in with a termination hook: the daemon sees the instance's target state go to
@@ -482,31 +536,17 @@ const TWO_SERVICES: &str = "services:\n  db:\n    image: {registry}/tester/web:1
 async fn the_daemon_drains_the_stack_then_completes_the_termination_hook() {
     let rig = Rig::get();
     let asg = autoscaling(&rig);
-    let group = unique_group("drain");
-    let instance = group_with_launch_hook(&asg, &group).await;
-    add_termination_hook(&asg, &group).await;
-    let (stack, fixture, imds) = daemon_stack(&rig, "drain", &group, &instance, "InService").await;
+    let InService {
+        instance,
+        stack,
+        fixture,
+        imds,
+        mut daemon,
+    } = in_service_with_both_hooks(&rig, &asg, "drain", false).await;
     let s = &stack.scratch;
-    let mut daemon = s.spawn_daemon(&imds.url, &[]);
     let (app, db) = (stack.container("app"), stack.container("db"));
-    let up = eventually(async || {
-        lifecycle_state(&asg, &instance).await == "InService"
-            && common::stack::running_healthy(&app)
-    })
-    .await;
     let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
-    assert!(up, "never in service:\n{}", log());
-
-    asg.terminate_instance_in_auto_scaling_group()
-        .instance_id(&instance)
-        .should_decrement_desired_capacity(true)
-        .send()
-        .await
-        .expect("scale in");
-    assert_eq!(lifecycle_state(&asg, &instance).await, "Terminating:Wait");
-    std::fs::write(fixture.join("target-lifecycle-state"), "Terminated").unwrap();
-    let proceeded =
-        eventually(async || lifecycle_state(&asg, &instance).await == "Terminating:Proceed").await;
+    let proceeded = scale_in(&asg, &instance, &fixture).await;
     let _ = daemon.kill();
     let _ = daemon.wait();
     let log = log();
@@ -1033,21 +1073,16 @@ async fn terminated_mid_rollout_creates_and_starts_nothing_after_the_drain_began
 async fn a_spot_interruption_notice_drains_the_stack_within_the_two_minutes() {
     let rig = Rig::get();
     let asg = autoscaling(&rig);
-    let group = unique_group("spot");
-    let instance = group_with_launch_hook(&asg, &group).await;
-    add_termination_hook(&asg, &group).await;
-    let (stack, fixture, imds) = daemon_stack(&rig, "spot", &group, &instance, "InService").await;
-    std::fs::write(fixture.join("instance-life-cycle"), "spot").unwrap();
+    let InService {
+        instance,
+        stack,
+        fixture,
+        imds,
+        mut daemon,
+    } = in_service_with_both_hooks(&rig, &asg, "spot", true).await;
     let s = &stack.scratch;
-    let mut daemon = s.spawn_daemon(&imds.url, &[]);
     let (app, db) = (stack.container("app"), stack.container("db"));
-    let up = eventually(async || {
-        lifecycle_state(&asg, &instance).await == "InService"
-            && common::stack::running_healthy(&app)
-    })
-    .await;
     let log = || std::fs::read_to_string(s.path("daemon.log")).unwrap_or_default();
-    assert!(up, "never in service:\n{}", log());
     let started = common::stack::started_at(&app);
 
     std::fs::write(
@@ -1104,15 +1139,7 @@ async fn a_spot_interruption_notice_drains_the_stack_within_the_two_minutes() {
     .await;
     assert!(drained, "{}", log());
 
-    asg.terminate_instance_in_auto_scaling_group()
-        .instance_id(&instance)
-        .should_decrement_desired_capacity(true)
-        .send()
-        .await
-        .expect("scale in");
-    std::fs::write(fixture.join("target-lifecycle-state"), "Terminated").unwrap();
-    let proceeded =
-        eventually(async || lifecycle_state(&asg, &instance).await == "Terminating:Proceed").await;
+    let proceeded = scale_in(&asg, &instance, &fixture).await;
     let _ = daemon.kill();
     let _ = daemon.wait();
     let log = log();

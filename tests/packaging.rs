@@ -166,6 +166,11 @@ fn the_deb_carries_the_agent_and_enables_it_without_starting() {
         ("-rwxr-xr-x", "./usr/lib/kicky-agent/imds-guard"),
         ("-rw-r--r--", "./etc/kicky-agent/agent.yaml"),
         ("-rw-r--r--", "./usr/share/doc/kicky-agent/README.md"),
+        ("-rw-r--r--", "./usr/share/doc/kicky-agent/CHANGELOG.md"),
+        (
+            "-rw-r--r--",
+            "./usr/share/doc/kicky-agent/docs/operator-guide.md",
+        ),
     ] {
         let line = contents
             .lines()

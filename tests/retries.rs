@@ -138,7 +138,7 @@ async fn a_frozen_service_fails_in_bounded_time_and_the_next_sync_converges() {
     // The call is given up after 60 s (its attempts after 15 s each).
     assert!(
         (55.0..=70.0).contains(&took.as_secs_f64()),
-        "took {took:?}, the README says 60 s"
+        "took {took:?}, docs/how-it-works.md (Faults) says 60 s"
     );
     assert_same!(std::fs::read(&env).unwrap(), before, "the env file changed");
     println!(
@@ -208,7 +208,7 @@ async fn a_fault_is_retried_bounded_and_recovered(
     run.expect(1).assert_free_of(&[&v1, &v2]);
     assert!(
         seconds.contains(&took.as_secs_f64()),
-        "took {took:?}, the README says {seconds:?} s"
+        "took {took:?}, docs/how-it-works.md (Faults) says {seconds:?} s"
     );
     assert!(
         run.stderr.contains(&token) || run.stderr.contains(&format!("s3://{bucket}/app.yml")),

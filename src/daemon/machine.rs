@@ -346,11 +346,7 @@ impl Machine {
         self.polling = false;
         match state {
             Some(TargetState::Terminated) if self.terminate => {
-                self.draining = true;
-                self.retry_at = None;
-                self.watch_at = None;
-                self.health_at = None;
-                self.heartbeat_at = None;
+                self.begin_draining();
                 self.target_at = None;
                 effects.push(Effect::Status(
                     "terminating: stopping the containers, then completing the termination hook"
@@ -399,12 +395,8 @@ impl Machine {
             self.spot_at = Some(now + self.timing.spot_every);
             return;
         }
-        self.draining = true;
+        self.begin_draining();
         self.spot_drained = true;
-        self.retry_at = None;
-        self.watch_at = None;
-        self.health_at = None;
-        self.heartbeat_at = None;
         effects.push(Effect::Status(format!(
             "{}: stopping the containers",
             seen.as_ref().map(Seen::describe).unwrap_or_default()
@@ -415,6 +407,15 @@ impl Machine {
         });
         // A termination hook may still come: the target state is read on.
         self.schedule_target(now);
+    }
+
+    /// From now on nothing but the drain: no retry, watch, health check or launch heartbeat.
+    fn begin_draining(&mut self) {
+        self.draining = true;
+        self.retry_at = None;
+        self.watch_at = None;
+        self.health_at = None;
+        self.heartbeat_at = None;
     }
 
     fn start_sync(&mut self, retry_held: bool, effects: &mut Vec<Effect>) {
