@@ -59,12 +59,18 @@ pub fn all_of(errors: Vec<anyhow::Error>, total: usize, what: &str) -> Option<an
 
 /// Prints `error: top` then ` -> cause` per line on stderr (redacted) and picks the exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
+    // Under journald, an error's lines are filed as errors (`journalctl -p err`).
+    let priority = if crate::logging::under_journal() {
+        "<3>"
+    } else {
+        ""
+    };
     let mut chain = err.chain();
     if let Some(top) = chain.next() {
-        crate::eoutln!("error: {top}");
+        crate::eoutln!("{priority}error: {top}");
     }
     for cause in chain {
-        crate::eoutln!(" -> {cause}");
+        crate::eoutln!("{priority} -> {cause}");
     }
     ExitCode::from(exit_status(err))
 }

@@ -20,6 +20,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether stderr is the journal's stream (systemd sets `JOURNAL_STREAM` for a unit whose output
+/// goes to journald).
+pub fn under_journal() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
 /// `-v` turns on the agent's debug logs, `-vv` its trace logs, `-vvv` its dependencies' debug logs
 /// (but bollard's, which would print container environments).
 pub fn init(format: LogFormat, verbose: u8) {
@@ -37,7 +43,7 @@ pub fn init(format: LogFormat, verbose: u8) {
     let filter = EnvFilter::new(directives);
     let terminal = std::io::stderr().is_terminal();
     // journald stamps each line itself.
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = under_journal();
     let prefixed = journal && format == LogFormat::Text;
     let fmt = tracing_subscriber::fmt::layer().with_writer(MakeRedacting { prefixed });
     let fmt = match format {

@@ -347,6 +347,29 @@ async fn the_ami_boots_to_a_healthy_stack_under_systemd() {
     );
     assert_eq!(i.unit("ExecMainStatus"), "2");
     assert!(i.journal().contains("90-bad.yaml"), "{}", i.journal());
+    // journald read each line's priority: the error is among the errors, a sync's progress is
+    // not, and no `<N>` prefix is left in the text.
+    let errors = i
+        .exec("journalctl -u kicky-agent.service --no-pager -o cat -p err")
+        .1;
+    assert!(errors.contains("90-bad.yaml"), "{errors}");
+    assert!(
+        !errors.contains("fetching parameters and files"),
+        "{errors}"
+    );
+    let journal = i.journal();
+    assert!(
+        journal.contains("fetching parameters and files"),
+        "{journal}"
+    );
+    let prefixed: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.len() > 3 && l.starts_with('<') && l.as_bytes()[2] == b'>')
+        .collect();
+    assert!(
+        prefixed.is_empty(),
+        "priorities left in the text: {prefixed:?}"
+    );
     assert!(
         running_healthy(&web),
         "the application stopped with the agent"
@@ -459,10 +482,16 @@ async fn the_boot_does_not_wait_for_an_application_that_never_gets_healthy() {
     );
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(i.is_active("kicky-agent"), "activating", "{}", i.journal());
+    // It goes on retrying, and each failure says why (between two, STATUS= is the retry's phase:
+    // looking once at a fixed moment would race the retries).
     assert!(
-        i.unit("StatusText").contains("unhealthy"),
-        "{}",
-        i.unit("StatusText")
+        i.until(Duration::from_secs(90), |i| {
+            let status = i.unit("StatusText");
+            status.contains("unhealthy") && !status.contains("(attempt 1)")
+        }),
+        "{}\n{}",
+        i.unit("StatusText"),
+        i.journal()
     );
     // The manager's job queue still holds the agent's start job: the system says `starting`
     // (docs/operator-guide.md tells operators to read it as the application's boot).
